@@ -1,0 +1,38 @@
+"""Length-sorted, token-budget batching.
+
+Texts are sorted by token count (longest first, stable), then cut into batches that hold at
+most ``batch_size`` texts and at most ``max_tokens`` padded tokens (rows x longest row), so
+short texts are not padded to long ones and memory per batch is bounded. Callers scatter each
+batch's outputs back by the returned indices, which restores the input order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Split indices 0..n-1 into batches of similar length; each batch is an index array."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        longest = max(int(lengths[order[start]]), 1)
+        rows = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // longest))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
+
+
+def pad_batch(ids: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id arrays to the longest one: (input_ids, attention_mask), both int64 (b, t)."""
+    t = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), t), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), t), dtype=np.int64)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = x
+        mask[i, : len(x)] = 1
+    return input_ids, mask

@@ -1,0 +1,169 @@
+"""``Embedder``: text in, unit-length float32 vectors out.
+
+tokenize (truncate at max_seq_length) -> length-sorted token-budget batches -> onnxruntime ->
+pool over the attention mask -> L2 normalize (Numba) -> optional Matryoshka truncation.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .batching import pad_batch, plan_batches
+from .errors import InputError
+from .kernels import l2_normalize, mean_pool, truncate_normalize
+from .models import DEFAULT_MODEL
+from .runtime import Session
+from .tokenize import Tokenizer
+
+# Texts are tokenized and batched this many at a time, so memory does not grow with the input.
+CHUNK = 4096
+
+
+def _check_texts(texts) -> tuple[list[str], bool]:
+    if isinstance(texts, str):
+        return [texts], True
+    if texts is None:
+        raise InputError("texts is None; pass a string or a list of strings")
+    if isinstance(texts, (bytes, bytearray)):
+        raise InputError("texts is bytes; decode it first, e.g. texts.decode('utf-8')")
+    if isinstance(texts, np.ndarray):
+        texts = texts.tolist()
+    if not isinstance(texts, Iterable):
+        raise InputError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InputError(
+                f"texts[{i}] is {type(t).__name__} ({t!r:.60}), not str; convert or drop it "
+                "(e.g. [str(t) for t in texts] or filter out None)"
+            )
+    return out, False
+
+
+class Embedder:
+    """A sentence-transformer model on onnxruntime.
+
+    Parameters
+    ----------
+    model: catalogue name or alias (``embed models`` lists them), or a local sentence-transformers
+        folder. The first use exports it to ONNX into the cache (needs the ``export`` extra).
+    device: ``"cpu"`` or ``"cuda"`` (onnxruntime-gpu); an unavailable device is an error.
+    precision: ``"fp32"``, ``"int8"`` (dynamically quantized, CPU) or ``"fp16"`` (CUDA).
+    threads: onnxruntime intra-op threads; default the number of physical cores.
+    cache_dir: where exports live; default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        from .models.export import load_or_export
+
+        if precision == "fp16" and not str(device).startswith("cuda"):
+            raise InputError("precision='fp16' runs on CUDA only; use device='cuda' or precision 'fp32'/'int8' on CPU")
+        self._exported = load_or_export(model, precision=precision, cache_dir=cache_dir)
+        self.spec = self._exported.spec
+        self.precision = precision
+        self._session = Session(self._exported.onnx_path, device=device, threads=threads)
+        self._tokenizer = Tokenizer(self._exported.tokenizer_path, self.spec.max_seq_length)
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.spec.max_seq_length
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable id of weights + export settings + pooling (``name/precision/dim/hash``)."""
+        return self._exported.fingerprint
+
+    @property
+    def threads(self) -> int:
+        return self._session.threads
+
+    @property
+    def device(self) -> str:
+        return self._session.device
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.name!r}, device={self.device!r}, precision={self.precision!r}, dim={self.dim})"
+
+    # -- encoding -------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids per text (with special tokens, truncated at max_seq_length)."""
+        return self._tokenizer.encode(list(texts))
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = True,
+        truncate_dim: int | None = None,
+        show_progress: bool = False,
+        max_tokens: int | None = None,
+    ) -> np.ndarray:
+        """Embed texts. A string gives a 1-d vector; a list of n gives (n, dim) float32.
+
+        batch_size caps texts per model call; max_tokens caps padded tokens per call (default
+        batch_size * max_seq_length, so batch_size alone decides for typical inputs).
+        truncate_dim keeps the first components (Matryoshka) and re-normalizes when normalize.
+        """
+        items, single = _check_texts(texts)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if truncate_dim is not None and (not isinstance(truncate_dim, int) or not 1 <= truncate_dim <= self.dim):
+            raise InputError(f"truncate_dim must be an integer in [1, {self.dim}] or None, got {truncate_dim!r}")
+        budget = max_tokens or batch_size * self.max_seq_length
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        bar = _progress(len(items), show_progress)
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            ids = self._tokenizer.encode(chunk)
+            lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+            for batch in plan_batches(lengths, batch_size, budget):
+                out[start + batch] = self._forward([ids[i] for i in batch])
+                if bar is not None:
+                    bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        if truncate_dim is not None and truncate_dim < self.dim:
+            out = truncate_normalize(out, truncate_dim) if normalize else np.ascontiguousarray(out[:, :truncate_dim])
+        elif normalize and self.spec.normalize is not None:
+            out = l2_normalize(out, copy=False)
+        return out[0] if single else out
+
+    def _forward(self, ids: list[np.ndarray]) -> np.ndarray:
+        input_ids, mask = pad_batch(ids, self._tokenizer.pad_id)
+        hidden = self._session.run(
+            {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+        )
+        if hidden.ndim == 2:  # graph already pooled
+            return hidden
+        if self.spec.pooling == "cls":
+            return np.ascontiguousarray(hidden[:, 0], dtype=np.float32)
+        if self.spec.pooling == "max":
+            h = np.where(mask[:, :, None] > 0, hidden, -np.inf)
+            return h.max(axis=1).astype(np.float32)
+        return mean_pool(hidden, mask)
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="text", desc="encode")

@@ -1,0 +1,86 @@
+"""The one place that owns an ``onnxruntime.InferenceSession``.
+
+Providers: ``device="cpu"`` uses CPUExecutionProvider; ``device="cuda"`` uses
+CUDAExecutionProvider (onnxruntime-gpu) and never falls back to the CPU silently.
+Threads: intra-op threads default to the number of physical cores; inter-op is 1 and the
+graph runs sequentially. The engine's Numba kernels run between session calls, never during
+one, so the two pools do not oversubscribe the cores.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, ProviderError
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads do not speed up GEMMs)."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:
+        n = None
+    try:
+        avail = len(os.sched_getaffinity(0))
+    except AttributeError:
+        avail = os.cpu_count() or 1
+    return max(1, min(n or avail, avail))
+
+
+def provider_for(device: str) -> str:
+    import onnxruntime as ort
+
+    dev = device.lower().split(":")[0]
+    if dev not in _PROVIDERS:
+        raise InputError(f"device must be 'cpu' or 'cuda' (optionally 'cuda:N'), got {device!r}")
+    wanted = _PROVIDERS[dev]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise ProviderError(
+            f"{wanted} is not available in this onnxruntime (available: {', '.join(available)}). "
+            "For CUDA install the GPU build: pip uninstall -y onnxruntime && pip install "
+            "'embed-engine[gpu]' (onnxruntime-gpu, matching your CUDA/cuDNN), or use device='cpu'."
+        )
+    return wanted
+
+
+class Session:
+    """A loaded ONNX graph with fixed providers and threads; ``run`` maps inputs to outputs."""
+
+    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+
+        provider = provider_for(device)
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a positive integer or None, got {threads!r}")
+        self.threads = threads or physical_cores()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        provider_options = [{}]
+        if provider == "CUDAExecutionProvider":
+            dev_id = int(device.split(":")[1]) if ":" in device else 0
+            provider_options = [{"device_id": dev_id}]
+        self.device = device
+        self._sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=[provider], provider_options=provider_options)
+        active = self._sess.get_providers()
+        if provider not in active:
+            raise ProviderError(
+                f"onnxruntime loaded {provider} but the session runs on {active}: the CUDA/cuDNN "
+                "libraries were not found or do not match onnxruntime-gpu. Fix the CUDA install or use device='cpu'."
+            )
+        self.input_names = [i.name for i in self._sess.get_inputs()]
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on the inputs it declares (others are dropped); return the first output."""
+        return self._sess.run(self.output_names[:1], {k: v for k, v in feeds.items() if k in self.input_names})[0]

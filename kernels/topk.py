@@ -1,0 +1,315 @@
+"""Exact top-k by inner product, with the selection fused into the corpus scan.
+
+For unit vectors the inner product is the cosine similarity. Conventions shared by every
+function here:
+
+* Results are ordered best first: larger score first, and among equal scores the smaller
+  corpus index first. The order is a total order, so the output never depends on the number
+  of threads or on the chunking.
+* ``k`` larger than the corpus returns ``min(k, n)`` columns (no padding); ``k == 0`` or an
+  empty corpus returns ``(nq, 0)`` arrays.
+* Inputs must be finite. The kernels are compiled with ``fastmath`` (needed to vectorize the
+  float reductions), which assumes no NaN/inf; the callers validate (``engine.index``).
+
+Algorithm. The corpus is split into chunks that run in parallel (``numba.prange``). Each
+chunk keeps, for every query, a bounded min-heap of its best ``k`` (score, index) pairs whose
+root is the worst kept pair; a score only touches the heap when it beats the root, so after
+the first few thousand rows almost every score costs one compare. The per-chunk heaps are
+then merged per query. For many queries (``nq >= GEMM_MIN_QUERIES``) the scores of a block
+of corpus rows against all queries come from one BLAS ``sgemm`` (numpy matmul) into a small
+reused buffer, and the heaps are fed from that buffer; no full (nq, n) score matrix exists
+on either path.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+# Sentinel of an empty heap slot: a finite score (fastmath assumes no inf) that loses to any
+# real score, and an index that loses every tie.
+EMPTY_SCORE_F32 = np.float32(-np.finfo(np.float32).max)
+EMPTY_SCORE_I32 = np.int32(np.iinfo(np.int32).min)
+EMPTY_INDEX = np.int64(np.iinfo(np.int64).max)
+
+#: Rows per tile of the fused scan: a tile of 64 float32 rows of dim 384 (96 KiB) stays in L2
+#: while every query of the block passes over it.
+TILE_ROWS = 64
+#: From this many queries on, the fp32 search computes block scores with sgemm.
+GEMM_MIN_QUERIES = 64
+#: Corpus rows per sgemm block on the GEMM path (scores buffer: nq x GEMM_BLOCK_ROWS float32).
+GEMM_BLOCK_ROWS = 2048
+
+
+# ----------------------------------------------------------------------------- heap kernels
+
+
+@njit(cache=True, fastmath=True)
+def _worse(sa, ia, sb, ib):
+    """True when (sa, ia) ranks after (sb, ib): sa < sb, or sa == sb and ia > ib."""
+    return sa < sb or (sa == sb and ia > ib)
+
+
+@njit(cache=True, fastmath=True)
+def _heap_replace_root(hs, hi, s, i):
+    """Replace the root (worst kept pair) of the heap (hs, hi) by (s, i) and sift it down.
+
+    Heap order: every parent is ``_worse`` than (or equal to) its children.
+    """
+    k = hs.shape[0]
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        right = child + 1
+        if right < k and _worse(hs[right], hi[right], hs[child], hi[child]):
+            child = right
+        if _worse(hs[child], hi[child], s, i):
+            hs[pos] = hs[child]
+            hi[pos] = hi[child]
+            pos = child
+        else:
+            break
+    hs[pos] = s
+    hi[pos] = i
+
+
+@njit(cache=True, fastmath=True)
+def _heap_push(hs, hi, s, i):
+    """Keep (s, i) if it ranks before the root: s > root, or s == root and i < root index."""
+    if _worse(hs[0], hi[0], s, i):
+        _heap_replace_root(hs, hi, s, i)
+
+
+@njit(cache=True, fastmath=True)
+def _heap_sort_best_first(hs, hi):
+    """In-place heapsort of a heap into best-first order (score desc, index asc)."""
+    k = hs.shape[0]
+    for end in range(k - 1, 0, -1):
+        s, i = hs[0], hi[0]          # current worst goes to the back
+        hs[0], hi[0] = hs[end], hi[end]
+        hs[end], hi[end] = s, i
+        # sift the new root down inside hs[:end]
+        pos = 0
+        s0, i0 = hs[0], hi[0]
+        while True:
+            child = 2 * pos + 1
+            if child >= end:
+                break
+            right = child + 1
+            if right < end and _worse(hs[right], hi[right], hs[child], hi[child]):
+                child = right
+            if _worse(hs[child], hi[child], s0, i0):
+                hs[pos] = hs[child]
+                hi[pos] = hi[child]
+                pos = child
+            else:
+                break
+        hs[pos] = s0
+        hi[pos] = i0
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _merge_heaps(cs, ci, out_s, out_i):
+    """out[q] = best-first top-k of the union of the chunk heaps cs[:, q], ci[:, q].
+
+    cs, ci: (nchunks, nq, k); out_s, out_i: (nq, k), pre-filled with the empty sentinel.
+    """
+    nchunks, nq, k = cs.shape
+    for q in prange(nq):
+        hs = out_s[q]
+        hi = out_i[q]
+        for c in range(nchunks):
+            for t in range(k):
+                _heap_push(hs, hi, cs[c, q, t], ci[c, q, t])
+        _heap_sort_best_first(hs, hi)
+
+
+# ----------------------------------------------------------------------------- fp32 scan
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _topk_scan_f32(x, q, chunk, tile, hs, hi):
+    """Fused scan: hs[c, j], hi[c, j] <- top-k of { (x_r . q_j, r) : r in chunk c }.
+
+    score(r, j) = sum_d x[r, d] * q[j, d]   (float32 accumulation, vectorized by LLVM)
+
+    Chunks (``chunk`` rows) run in parallel. Within a chunk, rows go in tiles of ``tile``
+    rows; every query passes over the tile while it is cache-resident. Rows reach a query's
+    heap in increasing order, so a score equal to the root (which has a smaller index) is
+    rejected by a plain ``>``: ties keep the smaller index.
+    """
+    n, d = x.shape
+    nq = q.shape[0]
+    nchunks = hs.shape[0]
+    for c in prange(nchunks):
+        lo = c * chunk
+        hi_row = min(n, lo + chunk)
+        for r0 in range(lo, hi_row, tile):
+            r1 = min(hi_row, r0 + tile)
+            for j in range(nq):
+                cs = hs[c, j]
+                ci = hi[c, j]
+                thr = cs[0]
+                for r in range(r0, r1):
+                    acc = np.float32(0.0)
+                    for t in range(d):
+                        acc += x[r, t] * q[j, t]
+                    if acc > thr:
+                        _heap_replace_root(cs, ci, acc, np.int64(r))
+                        thr = cs[0]
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _push_block_scores(scores, m, base, hs, hi):
+    """For every query j: push (scores[j, r], base + r) for r < m into heap (hs[j], hi[j]).
+
+    ``scores`` is one sgemm block (nq, >= m); blocks arrive in increasing ``base``, so a
+    plain ``>`` against the root keeps the smaller index on ties.
+    """
+    nq = scores.shape[0]
+    for j in prange(nq):
+        cs = hs[j]
+        ci = hi[j]
+        thr = cs[0]
+        row = scores[j]
+        for r in range(m):
+            s = row[r]
+            if s > thr:
+                _heap_replace_root(cs, ci, s, np.int64(base + r))
+                thr = cs[0]
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _sort_heaps(hs, hi):
+    """Sort every heap hs[j], hi[j] into best-first order."""
+    for j in prange(hs.shape[0]):
+        _heap_sort_best_first(hs[j], hi[j])
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _rescore_f32(x, q, cand, out_s, out_i):
+    """out[j] = best-first top-k of { (x_r . q_j, r) : r in cand[j], r >= 0 }.
+
+    Exact float32 re-ranking of a candidate list (e.g. from the int8 scan). ``x`` may be a
+    memory-mapped array: only the candidate rows are read. Candidates come in any order, so
+    the full (score, index) comparison is used.
+    """
+    nq, m = cand.shape
+    d = x.shape[1]
+    for j in prange(nq):
+        cs = out_s[j]
+        ci = out_i[j]
+        for t in range(m):
+            r = cand[j, t]
+            if r < 0:
+                continue
+            acc = np.float32(0.0)
+            for u in range(d):
+                acc += x[r, u] * q[j, u]
+            _heap_push(cs, ci, acc, r)
+        _heap_sort_best_first(cs, ci)
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+
+def n_chunks(n: int, tile: int = TILE_ROWS) -> tuple[int, int]:
+    """(number of chunks, rows per chunk) for a parallel scan of ``n`` rows.
+
+    About 4 chunks per thread (load balance) but never chunks smaller than 16 tiles.
+    """
+    threads = numba.get_num_threads()
+    want = max(1, 4 * threads)
+    chunk = -(-n // want)
+    chunk = max(16 * tile, -(-chunk // tile) * tile)
+    return max(1, -(-n // chunk)), chunk
+
+
+def empty_heaps(shape, score_dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Heaps filled with the empty sentinel (score loses to everything, index loses ties)."""
+    fill = EMPTY_SCORE_I32 if np.dtype(score_dtype) == np.int32 else EMPTY_SCORE_F32
+    return np.full(shape, fill, dtype=score_dtype), np.full(shape, EMPTY_INDEX, dtype=np.int64)
+
+
+def merge_chunk_heaps(cs: np.ndarray, ci: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge (nchunks, nq, k) heaps into best-first (nq, kk) results (kk <= k real entries)."""
+    nq, k = cs.shape[1], cs.shape[2]
+    out_s, out_i = empty_heaps((nq, k), cs.dtype)
+    _merge_heaps(cs, ci, out_s, out_i)
+    return out_s[:, :kk], out_i[:, :kk]
+
+
+def _check_pair(corpus: np.ndarray, queries: np.ndarray, k: int) -> None:
+    if corpus.ndim != 2 or queries.ndim != 2:
+        raise ValueError(
+            f"expected 2-d corpus (n, dim) and queries (nq, dim), got {corpus.shape} and {queries.shape}"
+        )
+    if corpus.shape[1] != queries.shape[1]:
+        raise ValueError(
+            f"queries have dim {queries.shape[1]} but the corpus has dim {corpus.shape[1]}; "
+            "embed both with the same model"
+        )
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+
+
+def topk_dot(
+    corpus: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of ``queries @ corpus.T`` per query, without materializing it.
+
+    corpus: (n, dim) float32 C-contiguous (may be a memmap); queries: (nq, dim) float32.
+    Returns (scores float32 (nq, min(k, n)), indices int64 (nq, min(k, n))), best first, ties
+    broken by smaller index. ``method``: "scan" (fused kernel), "gemm" (sgemm blocks + heaps)
+    or "auto" (gemm from ``GEMM_MIN_QUERIES`` queries on).
+    """
+    corpus = np.asarray(corpus)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    _check_pair(corpus, queries, k)
+    if corpus.dtype != np.float32 or not corpus.flags.c_contiguous:
+        corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    n, nq = corpus.shape[0], queries.shape[0]
+    kk = min(k, n)
+    if kk == 0 or nq == 0:
+        return np.empty((nq, kk), np.float32), np.empty((nq, kk), np.int64)
+    if method == "auto":
+        method = "gemm" if nq >= GEMM_MIN_QUERIES else "scan"
+    if method == "scan":
+        nch, chunk = n_chunks(n)
+        cs, ci = empty_heaps((nch, nq, kk), np.float32)
+        _topk_scan_f32(corpus, queries, chunk, TILE_ROWS, cs, ci)
+        return merge_chunk_heaps(cs, ci, kk)
+    if method == "gemm":
+        hs, hi = empty_heaps((nq, kk), np.float32)
+        block = GEMM_BLOCK_ROWS
+        buf = np.empty((nq, block), np.float32)
+        for r0 in range(0, n, block):
+            r1 = min(n, r0 + block)
+            m = r1 - r0
+            out = buf if m == block else np.empty((nq, m), np.float32)
+            np.matmul(queries, corpus[r0:r1].T, out=out)
+            _push_block_scores(out, m, r0, hs, hi)
+        _sort_heaps(hs, hi)
+        return hs, hi
+    raise ValueError(f"method must be 'auto', 'scan' or 'gemm', got {method!r}")
+
+
+def rescore(
+    corpus: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact re-ranking: top-k of ``queries[j] . corpus[candidates[j]]`` per query.
+
+    candidates: (nq, m) int64 row indices (negative = no candidate). Returns best-first
+    (scores float32 (nq, min(k, m)), indices int64), ties broken by smaller index.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    candidates = np.ascontiguousarray(candidates, dtype=np.int64)
+    nq, m = candidates.shape
+    kk = min(k, m)
+    if kk == 0 or nq == 0:
+        return np.empty((nq, kk), np.float32), np.empty((nq, kk), np.int64)
+    out_s, out_i = empty_heaps((nq, kk), np.float32)
+    _rescore_f32(np.asarray(corpus), queries, candidates, out_s, out_i)
+    return out_s, out_i

