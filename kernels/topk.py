@@ -161,7 +161,7 @@ def _topk_scan_f32(x, q, chunk, tile, hs, hi):
                         thr = cs[0]
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=True)
 def _push_block_scores(scores, m, base, hs, hi):
     """For every query j: push (scores[j, r], base + r) for r < m into heap (hs[j], hi[j]).
 
@@ -169,7 +169,7 @@ def _push_block_scores(scores, m, base, hs, hi):
     plain ``>`` against the root keeps the smaller index on ties.
     """
     nq = scores.shape[0]
-    for j in prange(nq):
+    for j in range(nq):
         cs = hs[j]
         ci = hi[j]
         thr = cs[0]

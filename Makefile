@@ -1,0 +1,38 @@
+# Two entry points (README): `make demo` runs the main job, `make test` passes the tests.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS := export,minilm,test,bench,eval,corpus
+
+.PHONY: setup demo test test-all bench bench-search eval-scifact clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); run: make PYTHON=python3 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch is pinned (2.13.0, CPU build where a local wheel exists); it is only used for export.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/embed demo
+
+# CI-sized suite: everything except tests marked slow; bench suites run as a correctness smoke.
+test: setup
+	@$(PY) -m pytest -q -m "not slow" --benchmark-disable; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
+
+test-all: setup
+	$(PY) -m pytest -q --benchmark-disable
+
+bench: setup
+	$(VENV)/bin/embed bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks
