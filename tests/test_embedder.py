@@ -1,0 +1,241 @@
+"""Embedder: fidelity to sentence-transformers (the oracle), batching, truncation, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine import Embedder, InputError, ModelNotFoundError, WeightsVerificationError
+from engine.batching import pad_batch, plan_batches
+from tests.conftest import TINY_MAX_LEN, minilm_folder, shared_data
+
+VARIED = [
+    "",
+    "   ",
+    "\t\n",
+    "a",
+    "Hello, world!",
+    "héllo wörld café naïve 日本語 テキスト 🙂 emoji",
+    "the quick brown fox jumps over the lazy dog " * 30,  # far past max_seq_length
+    "numba compiles python loops",
+    "UPPER case and lower case",
+    "x" * 500,  # one very long word
+]
+
+
+def _st(folder):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu")
+
+
+def _assert_parity(ours: np.ndarray, ref: np.ndarray):
+    cos = np.sum(ours * ref, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= 0.99999, f"min cosine {cos.min()} at text {int(cos.argmin())}"
+    assert np.abs(ours - ref).max() <= 1e-4
+
+
+# -- tiny model: export, pooling, batching, the truncation trap ------------------------------
+def test_tiny_matches_sentence_transformers(tiny_model_dir, tiny_embedder):
+    texts = VARIED + [f"document number {i} " * (i % 7 + 1) for i in range(40)]
+    ref = _st(tiny_model_dir).encode(texts, batch_size=8, normalize_embeddings=True)
+    _assert_parity(tiny_embedder.encode(texts, batch_size=5), ref)
+
+
+def test_truncates_at_max_seq_length_not_tokenizer_json(tiny_model_dir, tiny_embedder):
+    # tokenizer.json says 8, sentence_bert_config.json says 16: sentence-transformers uses 16.
+    ids = tiny_embedder.tokenize(["word " * 100, "short"])
+    assert len(ids[0]) == TINY_MAX_LEN
+    assert len(ids[1]) < 8
+    assert tiny_embedder.max_seq_length == TINY_MAX_LEN
+
+
+def test_batching_restores_input_order(tiny_embedder):
+    texts = [("long text " * (i % 9)) + str(i) for i in range(60)]
+    base = tiny_embedder.encode(texts, batch_size=1)
+    for bs, budget in [(7, None), (64, None), (32, 40)]:
+        np.testing.assert_allclose(tiny_embedder.encode(texts, batch_size=bs, max_tokens=budget), base, atol=1e-5)
+    perm = np.random.default_rng(0).permutation(len(texts))
+    np.testing.assert_allclose(tiny_embedder.encode([texts[i] for i in perm], batch_size=16), base[perm], atol=1e-5)
+
+
+def test_plan_batches_budget_and_cover():
+    lengths = np.array([5, 100, 3, 50, 50, 7, 1, 100, 20])
+    batches = plan_batches(lengths, batch_size=4, max_tokens=200)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 4
+        assert lengths[b].max() * len(b) <= 200 or len(b) == 1
+    # longest first, each batch sorted by length descending
+    assert lengths[batches[0][0]] == 100
+    assert all(lengths[b[i]] >= lengths[b[i + 1]] for b in batches for i in range(len(b) - 1))
+
+
+def test_pad_batch_mask():
+    ids, mask = pad_batch([np.array([1, 2, 3]), np.array([4])], pad_id=0)
+    np.testing.assert_array_equal(ids, [[1, 2, 3], [4, 0, 0]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 0, 0]])
+
+
+def test_shapes_follow_sentence_transformers_conventions(tiny_embedder):
+    one = tiny_embedder.encode("just one")
+    assert one.shape == (tiny_embedder.dim,) and one.dtype == np.float32
+    np.testing.assert_allclose(one, tiny_embedder.encode(["just one"])[0], atol=1e-6)
+    empty = tiny_embedder.encode([])
+    assert empty.shape == (0, tiny_embedder.dim)
+    assert np.allclose(np.linalg.norm(tiny_embedder.encode(VARIED), axis=1), 1.0, atol=1e-5)
+
+
+def test_truncate_dim_renormalizes(tiny_embedder):
+    full = tiny_embedder.encode(VARIED, normalize=False)
+    cut = tiny_embedder.encode(VARIED, truncate_dim=8)
+    ref = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
+    np.testing.assert_allclose(cut, ref, atol=1e-6)
+    raw = tiny_embedder.encode(VARIED, truncate_dim=8, normalize=False)
+    np.testing.assert_allclose(raw, full[:, :8], atol=1e-6)
+
+
+def test_megabyte_string_is_truncated_like_any_text(tiny_embedder):
+    words = ("alpha beta gamma delta epsilon " * 40000)[: 1 << 20]
+    tok = tiny_embedder._tokenizer
+    head = tok._prefix(words)
+    assert len(head) < 10_000, "the 1 MB string must be cut before tokenization"
+    full_ids = tok._probe.encode(words).ids  # oracle: tokenize everything, then truncate
+    oracle = full_ids[: TINY_MAX_LEN - 1] + [full_ids[-1]]
+    assert tiny_embedder.tokenize([words])[0].tolist() == oracle
+    np.testing.assert_allclose(tiny_embedder.encode(words), tiny_embedder.encode(words[:2000]), atol=1e-6)
+
+
+def test_fingerprint_is_stable_and_distinguishes_models(tiny_model_dir, tiny_cache, tiny_embedder, tmp_path):
+    again = Embedder(str(tiny_model_dir), cache_dir=tiny_cache)
+    assert again.fingerprint == tiny_embedder.fingerprint
+    assert tiny_embedder.fingerprint.startswith("tiny-bert/fp32/32/")
+    from tests.conftest import build_tiny_model
+
+    other = Embedder(str(build_tiny_model(tmp_path / "tiny-bert", seed=1)), cache_dir=tmp_path / "cache")
+    assert other.fingerprint != tiny_embedder.fingerprint
+
+
+# -- bad input ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bad, match",
+    [(None, "None"), ([1, "a"], r"texts\[0\] is int"), (["a", None], r"texts\[1\] is NoneType"), (b"abc", "bytes"), (42, "string")],
+    ids=["none", "int-item", "none-item", "bytes", "int"],
+)
+def test_bad_texts_raise_clear_errors(tiny_embedder, bad, match):
+    with pytest.raises(InputError, match=match):
+        tiny_embedder.encode(bad)
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"truncate_dim": 0}, {"truncate_dim": 10_000}])
+def test_bad_options(tiny_embedder, kwargs):
+    with pytest.raises(InputError):
+        tiny_embedder.encode(["a"], **kwargs)
+
+
+def test_unknown_model_lists_known():
+    with pytest.raises(ModelNotFoundError, match="all-MiniLM-L6-v2"):
+        Embedder("no-such-model")
+
+
+def test_folder_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="holds no model weights"):
+        Embedder(str(tmp_path), cache_dir=tmp_path / "cache")
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        Embedder(str(tmp_path / "nope"))
+
+
+def test_corrupted_weights_fail_sha256(tiny_model_dir, tmp_path):
+    import dataclasses
+
+    from engine.models.export import load_or_export
+    from engine.models.fetch import ResolvedModel, spec_from_folder
+
+    spec = dataclasses.replace(spec_from_folder(tiny_model_dir), sha256=(("model.safetensors", "0" * 64),))
+    resolved = ResolvedModel(spec, tiny_model_dir, "test", True)
+    with pytest.raises(WeightsVerificationError, match="sha256"):
+        load_or_export(resolved, cache_dir=tmp_path)
+    assert not list((tmp_path / "onnx").glob("*/model.onnx")), "nothing may be exported from bad weights"
+
+
+def test_unavailable_provider_lists_available(tiny_model_dir, tiny_cache):
+    import onnxruntime as ort
+
+    from engine import ProviderError
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ProviderError, match="CPUExecutionProvider.*onnxruntime-gpu"):
+        Embedder(str(tiny_model_dir), device="cuda", cache_dir=tiny_cache)
+    with pytest.raises(InputError, match="device"):
+        Embedder(str(tiny_model_dir), device="tpu", cache_dir=tiny_cache)
+    with pytest.raises(InputError, match="CUDA only"):
+        Embedder(str(tiny_model_dir), precision="fp16", cache_dir=tiny_cache)
+
+
+def test_runtime_path_never_imports_torch(tiny_model_dir, tiny_cache, tiny_embedder):
+    code = (
+        "import sys; from engine import Embedder; "
+        f"e = Embedder({str(tiny_model_dir)!r}, cache_dir={str(tiny_cache)!r}); e.encode(['x']); "
+        "bad = [m for m in ('torch', 'optimum', 'transformers', 'sentence_transformers') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_import_engine_is_light():
+    code = "import sys, engine; print(sorted(m for m in ('onnxruntime', 'torch', 'numba', 'tokenizers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# -- the real default model ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def minilm():
+    minilm_folder()
+    return Embedder("all-MiniLM-L6-v2")
+
+
+def _varied_real_texts(n_docs=120, n_sts=100) -> list[str]:
+    corpus = shared_data("scifact", "corpus.jsonl")
+    docs = []
+    with open(corpus, encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            docs.append(f"{d['title']} {d['text']}")
+            if len(docs) >= n_docs:
+                break
+    sts = []
+    with open(shared_data("stsb", "sts-dev.csv"), encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 7:
+                sts.append(parts[5])
+            if len(sts) >= n_sts:
+                break
+    return docs + sts + VARIED
+
+
+def test_minilm_parity_with_sentence_transformers(minilm):
+    texts = _varied_real_texts()
+    assert len(texts) >= 200
+    long_docs = sum(len(ids) >= 256 for ids in minilm.tokenize(texts))
+    assert long_docs >= 30, "the set must include documents longer than max_seq_length"
+    ref = _st(minilm_folder()).encode(texts, batch_size=32, normalize_embeddings=True)
+    _assert_parity(minilm.encode(texts, batch_size=32), ref)
+
+
+def test_minilm_pinned_reference_vector(minilm):
+    # first components from sentence-transformers 5.7 (torch), all-MiniLM-L6-v2
+    v = minilm.encode("The quick brown fox jumps over the lazy dog.")
+    np.testing.assert_allclose(v[:5], [0.04393, 0.05893, 0.04818, 0.07755, 0.02674], atol=1e-3)
+    assert minilm.dim == 384 and minilm.max_seq_length == 256
