@@ -70,7 +70,13 @@ class Embedder:
         self._exported = load_or_export(model, precision=precision, cache_dir=cache_dir)
         self.spec = self._exported.spec
         self.precision = precision
-        self._session = Session(self._exported.onnx_path, device=device, threads=threads)
+        onnx_path = self._exported.onnx_path
+        if str(device).startswith("cuda") and self.spec.pooling == "mean":
+            # on a GPU, pool in the graph: only (batch, dim) crosses back to the host
+            from .models.graph import pooled_variant
+
+            onnx_path = pooled_variant(onnx_path)
+        self._session = Session(onnx_path, device=device, threads=threads)
         self._tokenizer = Tokenizer(self._exported.tokenizer_path, self.spec.max_seq_length)
 
     # -- identity -------------------------------------------------------------------------

@@ -53,7 +53,9 @@ def provider_for(device: str) -> str:
 class Session:
     """A loaded ONNX graph with fixed providers and threads; ``run`` maps inputs to outputs."""
 
-    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None):
+    def __init__(
+        self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None, io_binding: bool | None = None
+    ):
         import onnxruntime as ort
 
         provider = provider_for(device)
@@ -80,7 +82,22 @@ class Session:
             )
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
+        # IO binding (default on CUDA): the output is allocated on the device by onnxruntime and
+        # reused across runs, and only the final tensor is copied back to the host.
+        self.io_binding = (provider == "CUDAExecutionProvider") if io_binding is None else bool(io_binding)
+        self._binding = self._sess.io_binding() if self.io_binding else None
+        self._out_device = ("cuda", provider_options[0].get("device_id", 0)) if provider == "CUDAExecutionProvider" else ("cpu", 0)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on the inputs it declares (others are dropped); return the first output."""
-        return self._sess.run(self.output_names[:1], {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        if self._binding is None:
+            return self._sess.run(self.output_names[:1], feeds)[0]
+        io = self._binding
+        io.clear_binding_inputs()
+        io.clear_binding_outputs()
+        for name, value in feeds.items():
+            io.bind_cpu_input(name, value)
+        io.bind_output(self.output_names[0], *self._out_device)
+        self._sess.run_with_iobinding(io)
+        return io.copy_outputs_to_cpu()[0]

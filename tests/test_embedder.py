@@ -239,3 +239,20 @@ def test_minilm_pinned_reference_vector(minilm):
     v = minilm.encode("The quick brown fox jumps over the lazy dog.")
     np.testing.assert_allclose(v[:5], [0.04393, 0.05893, 0.04818, 0.07755, 0.02674], atol=1e-3)
     assert minilm.dim == 384 and minilm.max_seq_length == 256
+
+
+def test_in_graph_pooling_and_io_binding_match_cpu_path(tiny_embedder, tmp_path):
+    """The CUDA path's pieces (pooled graph + IO binding), checked on the CPU provider."""
+    from engine.models.graph import pooled_variant
+    from engine.runtime import Session
+
+    texts = VARIED[:6]
+    pooled = Session(pooled_variant(tiny_embedder._exported.onnx_path), io_binding=True)
+    ref = tiny_embedder.encode(texts, normalize=False, batch_size=3)
+    ids = tiny_embedder.tokenize(texts)
+    batches = [pad_batch(ids[i : i + 3], 0) for i in (0, 3)]
+    out = np.concatenate(
+        [pooled.run({"input_ids": b, "attention_mask": m, "token_type_ids": np.zeros_like(b)}) for b, m in batches]
+    )
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=1e-5)
