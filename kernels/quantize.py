@@ -1,0 +1,270 @@
+"""Symmetric per-dimension int8 quantization and the int8 top-k scan.
+
+Quantization (scale calibrated once, then fixed)::
+
+    scale_j = max_i |x_ij| / 127            (or the p-th percentile of |x_.j| with clipping)
+    code_ij = clip(rint(x_ij / scale_j), -127, 127)     round half to even, saturating
+    x_ij   ~= code_ij * scale_j
+
+-128 is never produced, so the code range is symmetric and negation cannot overflow. Values
+beyond the calibrated range saturate at +-127 (they never wrap). A dimension that is zero in
+the whole calibration sample gets ``scale_j = 1/127`` (the range of a unit vector's
+coordinate) so that later non-zero values there still quantize sensibly.
+
+Scan. The approximate score of a corpus row x against a query y is
+``sum_j code_j * scale_j * y_j``. The per-dimension scales are folded into the query,
+``w_j = scale_j * y_j``, and w is quantized with one scalar per query to int16,
+``qw_j = rint(w_j / t)`` with ``t = max_j |w_j| / qmax``. The inner loop is then
+int8 x int16 -> int32, and ``t * sum_j code_j * qw_j`` approximates the score; ranking needs
+only the int32 sums (t > 0 is constant per query). The query keeps 15 bits instead of 7,
+so its quantization error is negligible next to the corpus codes' error, at no cost: the
+int8 codes must be widened to 16 bits anyway for the multiply-add instructions.
+
+``qmax`` is chosen so the int32 sum cannot overflow: ``127 * qmax * dim < 2**31``
+(qmax = 32767 up to dim 516, 16512 at dim 1024).
+
+Generated code (numba 0.68.1 / llvmlite, host CPU znver4 with AVX-512 VNNI; inspected with
+``numba.njit(fastmath=True)(_topk_scan_i8.py_func).inspect_asm(...)``, since inspection is
+disabled for cached dispatchers): the dot loop compiles to ``vpmovsxbw`` (16 int8 codes ->
+int16, ymm) + ``vpmaddwd`` (int16 pairs multiplied and added into 8 int32 lanes) + ``vpaddd``
+into zmm accumulators, unrolled 4x. LLVM neither fuses the pair into VNNI ``vpdpwssd`` here
+nor emits ``vpdpbusd`` (u8 x s8). Two patterns to avoid (both checked): without the explicit
+``np.int32`` casts numba types the products as int64 (``vpmovsxbq`` + ``vpmuldq``), and
+blocking 4 queries per loaded row (4 accumulators, as the fp32 scan does) makes LLVM widen
+everything to int32 and use ``vpmulld``, ~40% slower than the single-accumulator loop.
+``tests/test_kernels.py::test_int8_dot_compiles_to_int16_multiply_add`` guards the pattern.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .topk import (
+    TILE_ROWS,
+    _heap_replace_root,
+    empty_heaps,
+    merge_chunk_heaps,
+    n_chunks,
+)
+
+QMAX = 127
+#: Rows per tile of the int8 scan (256 rows x 384 B = 96 KiB, L2-resident).
+TILE_ROWS_I8 = 4 * TILE_ROWS
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _max_abs_cols(x, out):
+    """out_j = max_i |x_ij|  (column-wise maximum magnitude)."""
+    n, d = x.shape
+    for j in prange(d):
+        out[j] = 0.0
+    # row-major sweep per thread block, then a serial reduction over blocks
+    nb = 16
+    part = np.zeros((nb, d), dtype=out.dtype)
+    step = -(-n // nb)
+    for b in prange(nb):
+        for i in range(b * step, min(n, (b + 1) * step)):
+            for j in range(d):
+                v = abs(x[i, j])
+                part[b, j] = max(part[b, j], v)
+    for b in range(nb):
+        for j in range(d):
+            out[j] = max(out[j], part[b, j])
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _quantize_i8(x, inv_scale, out):
+    """out_ij = clip(rint(x_ij * inv_scale_j), -127, 127) as int8 (saturating, never wraps)."""
+    n, d = x.shape
+    for i in prange(n):
+        for j in range(d):
+            v = np.rint(x[i, j] * inv_scale[j])
+            v = min(max(v, -127.0), 127.0)
+            out[i, j] = np.int8(v)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _dequantize_i8(codes, scale, out):
+    """out_ij = codes_ij * scale_j."""
+    n, d = codes.shape
+    for i in prange(n):
+        for j in range(d):
+            out[i, j] = np.float32(codes[i, j]) * scale[j]
+
+
+@njit(cache=True, fastmath=True)
+def _fold_queries(q, scale, qmax, out, t_out):
+    """w = q_j * scale_j;  t = max_j |w_j| / qmax;  out_j = rint(w_j / t) as int16.
+
+    t_out[i] = t, so that  q_i . dequant(x) ~= t * sum_j out_ij * code_j.  A zero query gets
+    t = 1 and all-zero codes.
+    """
+    nq, d = q.shape
+    for i in range(nq):
+        m = 0.0
+        for j in range(d):
+            w = abs(np.float64(q[i, j]) * scale[j])
+            m = max(m, w)
+        t = m / qmax if m > 0.0 else 1.0
+        inv = 1.0 / t
+        for j in range(d):
+            v = np.rint(np.float64(q[i, j]) * scale[j] * inv)
+            v = min(max(v, -qmax), qmax)
+            out[i, j] = np.int16(v)
+        t_out[i] = t
+
+
+@njit(cache=True, fastmath=True)
+def _dot_i8_i16(a, b):
+    """sum_j int32(a_j) * int32(b_j) with int32 accumulation (a int8, b int16).
+
+    Numba types int32 * int32 as int64; the explicit int32 casts keep the whole reduction in
+    32 bits so LLVM matches it to vpmovsxbw + vpdpwssd (see the module docstring).
+    """
+    acc = np.int32(0)
+    for t in range(a.shape[0]):
+        acc = np.int32(acc + np.int32(a[t]) * np.int32(b[t]))
+    return acc
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _topk_scan_i8(codes, qq, chunk, tile, hs, hi):
+    """Fused int8 scan: hs[c, j], hi[c, j] <- top-k of { (s(r, j), r) : r in chunk c }.
+
+    s(r, j) = sum_d int32(codes[r, d]) * int32(qq[j, d])    (int8 x int16 -> int32)
+
+    Same structure and tie rule as ``topk._topk_scan_f32`` (chunks in parallel, tiles of rows,
+    rows in increasing order per heap, strict ``>`` keeps the smaller index on ties).
+    """
+    n, d = codes.shape
+    nq = qq.shape[0]
+    nchunks = hs.shape[0]
+    for c in prange(nchunks):
+        lo = c * chunk
+        hi_row = min(n, lo + chunk)
+        for r0 in range(lo, hi_row, tile):
+            r1 = min(hi_row, r0 + tile)
+            for j in range(nq):
+                cs = hs[c, j]
+                ci = hi[c, j]
+                thr = cs[0]
+                for r in range(r0, r1):
+                    # _dot_i8_i16(codes[r], qq[j]) written inline (no per-row slice structs).
+                    # No multi-query register blocking here: with 4 accumulators LLVM widens
+                    # to int32 and uses vpmulld (measured ~40% slower than vpmaddwd).
+                    acc = np.int32(0)
+                    for t in range(d):
+                        acc = np.int32(acc + np.int32(codes[r, t]) * np.int32(qq[j, t]))
+                    if acc > thr:
+                        _heap_replace_root(cs, ci, acc, np.int64(r))
+                        thr = cs[0]
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+
+def calibrate_scales(x: np.ndarray, *, percentile: float = 100.0) -> np.ndarray:
+    """Per-dimension scales ``scale_j = m_j / 127``, m_j = max |x_.j| (percentile=100).
+
+    With ``percentile < 100``, m_j is that percentile of |x_.j| instead: the rare larger
+    values then saturate at +-127, trading their error for finer steps everywhere else.
+    Dimensions with m_j == 0 get scale 1/127. Returns float32 (dim,).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"calibrate_scales needs a non-empty (n, dim) sample, got shape {x.shape}")
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    if percentile == 100.0:
+        m = np.empty(x.shape[1], dtype=np.float32)
+        _max_abs_cols(x, m)
+    else:
+        m = np.percentile(np.abs(x), percentile, axis=0).astype(np.float32)
+    m[m == 0] = 1.0
+    return (m / np.float32(QMAX)).astype(np.float32)
+
+
+def _as_scales(scales: np.ndarray, dim: int) -> np.ndarray:
+    scales = np.ascontiguousarray(scales, dtype=np.float32)
+    if scales.shape != (dim,):
+        raise ValueError(f"scales must have shape ({dim},), got {scales.shape}")
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        raise ValueError("scales must be finite and > 0; recalibrate them with calibrate_scales()")
+    return scales
+
+
+def quantize(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """int8 codes ``clip(rint(x / scales), -127, 127)`` for a (n, dim) or (dim,) float array."""
+    x = np.asarray(x, dtype=np.float32)
+    single = x.ndim == 1
+    x2 = np.ascontiguousarray(x[None, :] if single else x)
+    if x2.ndim != 2:
+        raise ValueError(f"quantize expects (n, dim) or (dim,), got shape {x.shape}")
+    scales = _as_scales(scales, x2.shape[1])
+    out = np.empty(x2.shape, dtype=np.int8)
+    _quantize_i8(x2, (1.0 / scales.astype(np.float64)).astype(np.float32), out)
+    return out[0] if single else out
+
+
+def dequantize(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float32 ``codes * scales`` for (n, dim) or (dim,) int8 codes."""
+    codes = np.asarray(codes)
+    if codes.dtype != np.int8:
+        raise ValueError(f"dequantize expects int8 codes, got {codes.dtype}")
+    single = codes.ndim == 1
+    c2 = np.ascontiguousarray(codes[None, :] if single else codes)
+    scales = _as_scales(scales, c2.shape[1])
+    out = np.empty(c2.shape, dtype=np.float32)
+    _dequantize_i8(c2, scales, out)
+    return out[0] if single else out
+
+
+def query_qmax(dim: int) -> int:
+    """Largest int16 query code range with no int32 overflow: 127 * qmax * dim < 2**31."""
+    return int(min(32767, (2**31 - 1) // (QMAX * max(dim, 1))))
+
+
+def fold_queries(queries: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fold the scales into the queries and quantize: (int16 (nq, dim), float64 t (nq,))."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    nq, d = queries.shape
+    scales = _as_scales(scales, d)
+    qq = np.empty((nq, d), dtype=np.int16)
+    t = np.empty(nq, dtype=np.float64)
+    _fold_queries(queries, scales.astype(np.float64), float(query_qmax(d)), qq, t)
+    return qq, t
+
+
+def topk_int8(
+    codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by approximate score ``queries . dequantize(codes)`` with an int8 x int16 scan.
+
+    Returns (approximate scores float32 (nq, min(k, n)), indices int64), best first by the
+    integer score, ties broken by smaller index. Use ``topk.rescore`` on the indices (with
+    k * oversample candidates) to get exact scores.
+    """
+    codes = np.asarray(codes)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if codes.ndim != 2 or queries.ndim != 2 or codes.shape[1] != queries.shape[1]:
+        raise ValueError(
+            f"expected codes (n, dim) and queries (nq, dim) of equal dim, got {codes.shape} and {queries.shape}"
+        )
+    if codes.dtype != np.int8:
+        raise ValueError(f"codes must be int8, got {codes.dtype}; build them with quantize()")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if not codes.flags.c_contiguous:
+        codes = np.ascontiguousarray(codes)
+    n, nq = codes.shape[0], queries.shape[0]
+    kk = min(k, n)
+    if kk == 0 or nq == 0:
+        return np.empty((nq, kk), np.float32), np.empty((nq, kk), np.int64)
+    qq, t = fold_queries(queries, scales)
+    nch, chunk = n_chunks(n, TILE_ROWS_I8)
+    cs, ci = empty_heaps((nch, nq, kk), np.int32)
+    _topk_scan_i8(codes, qq, chunk, TILE_ROWS_I8, cs, ci)
+    s, i = merge_chunk_heaps(cs, ci, kk)
+    return (s.astype(np.float64) * t[:, None]).astype(np.float32), i
