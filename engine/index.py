@@ -379,14 +379,24 @@ class Index:
     # ------------------------------------------------------------------ search
 
     def search(
-        self, queries: Any, k: int = 10, model: str | None = None, *, oversample: int | None = None
+        self,
+        queries: Any,
+        k: int = 10,
+        model: str | None = None,
+        *,
+        oversample: int | None = None,
+        device: str = "cpu",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by cosine: (scores float32 (nq, k'), ids (nq, k')), k' = min(k, len(index)).
 
         A 1-d query gives 1-d results. Best first; equal scores keep insertion order. For int8,
         ``oversample`` (default: the index's) sets the candidate count k * oversample that is
-        re-ranked exactly.
+        re-ranked exactly. ``device="cuda"`` scans on the GPU (CuPy; the vectors, or the int8
+        codes, are uploaded on first use and kept there until the index changes); int8
+        candidates are still re-ranked exactly on the CPU, so scores equal the CPU path's.
         """
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}")
         self._check_model(model, "the queries")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InputError(f"k must be an integer >= 0, got {k!r}")
@@ -396,6 +406,15 @@ class Index:
         kk = min(int(k), n)
         if kk == 0 or q.shape[0] == 0:
             scores, rows = np.empty((q.shape[0], kk), np.float32), np.empty((q.shape[0], kk), np.int64)
+        elif device == "cuda":
+            from engine.kernels import cuda as kc
+
+            corpus = self._device_corpus()
+            if self._precision == "fp32":
+                scores, rows = kc.topk_dot_cuda(corpus, q, kk)
+            else:
+                _, cand = kc.topk_int8_cuda(corpus, q, self._scales, min(n, kk * os_))
+                scores, rows = rescore(self._vecs[:n], q, cand, kk)
         elif self._precision == "fp32":
             scores, rows = topk_dot(self._vecs[:n], q, kk)
         else:
@@ -406,6 +425,19 @@ class Index:
         if single:
             return scores[0], ids[0]
         return scores, ids
+
+    def _device_corpus(self):
+        """The GPU copy of what the scan reads (fp32 vectors or int8 codes), uploaded once per size."""
+        from engine.kernels import cuda as kc
+
+        ok, why = kc.available()
+        if not ok:
+            raise InputError(f"device='cuda' needs a CUDA GPU with CuPy: {why}. Use device='cpu'.")
+        cached = getattr(self, "_gpu", None)
+        if cached is None or cached[0] != self._n:
+            src = self._vecs if self._precision == "fp32" else self._codes
+            self._gpu = (self._n, kc.to_device(src[: self._n]))
+        return self._gpu[1]
 
     def _ids_of(self, rows: np.ndarray) -> np.ndarray:
         if self._id_kind == "str":

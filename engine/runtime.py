@@ -73,6 +73,12 @@ class Session:
             dev_id = int(device.split(":")[1]) if ":" in device else 0
             provider_options = [{"device_id": dev_id}]
         self.device = device
+        if provider == "CUDAExecutionProvider" and hasattr(ort, "preload_dlls"):
+            # load CUDA/cuDNN from the nvidia-* wheels when the system has none on its path
+            try:
+                ort.preload_dlls()
+            except Exception:
+                pass  # the session check below reports a provider that could not start
         self._sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=[provider], provider_options=provider_options)
         active = self._sess.get_providers()
         if provider not in active:

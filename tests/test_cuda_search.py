@@ -77,3 +77,32 @@ def test_real_gpu_matches_cpu():
     _, cand = kc.topk_int8_cuda(kc.to_device(quantize(x, scales)), q, scales, 40)
     s8, i8 = rescore(x, q, cand, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i8, ri)]) >= 0.99
+
+
+def test_index_cuda_without_gpu_is_a_clear_error(monkeypatch):
+    from engine import Index, InputError
+
+    monkeypatch.setattr(kc, "available", lambda: (False, "no CUDA device"))
+    idx = Index(8)
+    idx.add(np.eye(8, dtype=np.float32))
+    with pytest.raises(InputError, match="no CUDA device.*device='cpu'"):
+        idx.search(np.ones(8, np.float32), 3, device="cuda")
+    with pytest.raises(InputError, match="device must be"):
+        idx.search(np.ones(8, np.float32), 3, device="tpu")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_index_cuda_path_through_numpy_stand_in(numpy_as_cupy, monkeypatch, precision):
+    from engine import Index
+
+    monkeypatch.setattr(kc, "available", lambda: (True, "numpy stand-in"))
+    rng = np.random.default_rng(3)
+    x, q = _unit(rng, 2000, 32), _unit(rng, 5, 32)
+    idx = Index(32, precision=precision)
+    idx.add(x)
+    s_cpu, i_cpu = idx.search(q, 10)
+    s_gpu, i_gpu = idx.search(q, 10, device="cuda")
+    np.testing.assert_array_equal(i_gpu, i_cpu)
+    np.testing.assert_allclose(s_gpu, s_cpu, atol=1e-6)
+    idx.add(_unit(rng, 10, 32))  # the device copy follows the index
+    assert idx.search(q, 10, device="cuda")[1].shape == (5, 10)
