@@ -23,6 +23,9 @@ from .errors import (
 __all__ = [
     "Embedder",
     "Index",
+    "embed_corpus",
+    "CorpusSummary",
+    "EmbeddingCache",
     "EngineError",
     "IndexFormatError",
     "InputError",
@@ -34,13 +37,18 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+_LAZY = {
+    "Embedder": "embedder",
+    "Index": "index",
+    "embed_corpus": "corpus",
+    "CorpusSummary": "corpus",
+    "EmbeddingCache": "cache",
+}
+
+
 def __getattr__(name: str):
-    if name == "Embedder":
-        from .embedder import Embedder
+    if name in _LAZY:
+        import importlib
 
-        return Embedder
-    if name == "Index":
-        from .index import Index
-
-        return Index
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

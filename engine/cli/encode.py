@@ -1,0 +1,98 @@
+"""``embed encode`` (corpus files -> resumable shards) and ``embed search`` (query those shards).
+
+The work is in ``engine.corpus.embed_corpus`` and ``engine.shards.CorpusSearcher``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "encode", help="embed corpus files (jsonl/csv/tsv/parquet/text) into resumable shards",
+        description="Embed documents into OUTDIR as shards (shard-NNNNN.npy vectors + .jsonl ids/titles) "
+        "and manifest.json. Interrupted? Rerun the same command: finished shards are kept. Unchanged "
+        "documents come from the embedding cache. JSON lines use _id/title/text; the embedded text is "
+        "'title text' when a title is present.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or quoted globs ('data/*.jsonl')")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--model", default=None, help="model name or folder (default: all-MiniLM-L6-v2)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--id-field", default="_id", help="id field / column (default: _id)")
+    p.add_argument("--text-field", default="text", help="text field / column (default: text)")
+    p.add_argument("--title-field", default="title", help="title field / column; '' for none (default: title)")
+    p.add_argument("--truncate-dim", type=int, default=None, help="keep the first N dimensions (Matryoshka)")
+    p.add_argument("--shard-size", type=int, default=10_000, help="documents per shard (default: 10000)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the embedding cache")
+    p.add_argument("--cache", default=None, metavar="PATH",
+                   help="embedding cache file (default: <engine cache>/embeddings.sqlite)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad records and duplicate ids, listing them in OUTDIR/rejects.jsonl")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing output in OUTDIR first")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_encode)
+
+    s = sub.add_parser("search", help="search an 'embed encode' output folder",
+                       description="Load OUTDIR's shards into an index and print the top hits per query.")
+    s.add_argument("outdir", metavar="OUTDIR")
+    s.add_argument("queries", nargs="+", metavar="QUERY")
+    s.add_argument("-k", type=int, default=10, help="hits per query (default: 10)")
+    s.add_argument("--int8", action="store_true", help="int8 index with exact rescoring (less memory)")
+    s.add_argument("--model", default=None, help="model to embed queries (default: the one in the manifest)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--json", action="store_true", help="print hits as JSON lines")
+    s.set_defaults(func=cmd_search)
+
+
+def _ensure_weights(model: str | None) -> None:
+    from ..models import DEFAULT_MODEL
+    from ..models.fetch import fetch
+
+    model = model or DEFAULT_MODEL
+    if not Path(model).expanduser().is_dir():
+        fetch(model)  # no-op when the weights are already installed
+
+
+def cmd_encode(args) -> int:
+    from ..corpus import embed_corpus
+
+    _ensure_weights(args.model)
+    cache = False if args.no_cache else (args.cache or True)
+    summary = embed_corpus(
+        args.inputs, args.out, args.model, precision=args.precision, device=args.device, threads=args.threads,
+        batch_size=args.batch_size, id_field=args.id_field, text_field=args.text_field,
+        title_field=args.title_field or None, truncate_dim=args.truncate_dim, shard_size=args.shard_size,
+        cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print(summary)
+        if summary.rejected:
+            print(f"skipped {summary.rejected} bad records: see {Path(args.out) / 'rejects.jsonl'}", file=sys.stderr)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from ..shards import CorpusSearcher, read_manifest
+
+    _ensure_weights(args.model or read_manifest(args.outdir)["model"]["ref"])
+    searcher = CorpusSearcher(args.outdir, model=args.model, precision="int8" if args.int8 else "fp32",
+                              device=args.device, threads=args.threads)
+    results = searcher.search(args.queries, k=args.k)
+    for query, hits in zip(args.queries, results):
+        if args.json:
+            print(json.dumps({"query": query, "hits": [{"id": i, "score": s, "title": t} for i, s, t in hits]},
+                             ensure_ascii=False))
+            continue
+        print(f"query  {query}")
+        for rank, (i, s, t) in enumerate(hits, 1):
+            print(f"  {rank:>3}  {s:.4f}  {i}  {t}")
+    return 0

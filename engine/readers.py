@@ -1,0 +1,349 @@
+"""Corpus readers: files in, a stream of ``Doc`` out, in input order, one record at a time.
+
+Formats (chosen by file suffix; ``.gz`` is read through gzip):
+
+* JSON lines (``.jsonl``, ``.ndjson``, ``.json``): one object per line, BEIR style
+  ``{"_id": ..., "title": ..., "text": ...}``. Blank lines are skipped.
+* CSV / TSV (``.csv``; ``.tsv``, ``.tab``): a header row names the columns (``csv`` module).
+* Parquet (``.parquet``, ``.pq``): read in record batches with pyarrow (the ``corpus`` extra).
+* Anything else is plain text: one document per line. Its id is the 1-based line number
+  (``"7"``) when there is one input file, ``"<path>:<line>"`` (the path as given) when there are
+  several. Blank lines are skipped; they keep their line numbers.
+
+Fields: ``id_field`` (default ``_id``), ``text_field`` (``text``), ``title_field`` (``title``).
+Ids are always strings (a JSON integer id 7 becomes ``"7"``). The embedded text is
+``title + " " + text`` when both are non-empty, else whichever is present; an empty text is
+embedded as sentence-transformers embeds ``""`` (just the special tokens).
+
+Bad records (invalid JSON, a missing or null field, non-UTF-8 bytes, a CSV row of the wrong
+width) go to ``on_bad(where, message)``; without a handler they raise ``InputError`` naming the
+file and line. A file-level problem (a CSV/Parquet file without the text column) always raises.
+Memory does not grow with the file: only one line / one record batch is held at a time.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError, missing_extra
+
+SKIP_HINT = "or pass --skip-bad (skip_bad=True) to skip bad records and list them in OUTDIR/rejects.jsonl"
+FORMATS = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+PARQUET_BATCH = 4096
+OnBad = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """One document: its id, the text to embed, its title ('' if none) and where it came from."""
+
+    id: str
+    text: str
+    title: str
+    where: str  # "path:line" (or "path: row n" for parquet), for messages
+
+    @property
+    def key(self) -> bytes:
+        """sha256 of the exact text (UTF-8): the embedding cache's content key."""
+        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True)
+class Fields:
+    id: str = "_id"
+    text: str = "text"
+    title: str | None = "title"
+
+
+def compose(title: str, text: str) -> str:
+    """The text that is embedded: ``title + " " + text`` when both are non-empty."""
+    if title and text:
+        return f"{title} {text}"
+    return title or text
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    name = str(path).lower()
+    name = name.removesuffix(".gz")
+    return FORMATS.get(os.path.splitext(name)[1], "text")
+
+
+def expand_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Paths and globs -> existing files, in the order given (a glob's matches sorted by name)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out: list[Path] = []
+    seen: set[str] = set()
+    for item in inputs:
+        s = os.fspath(item)
+        if os.path.exists(s):
+            matches = [s]
+        elif glob.has_magic(s):
+            matches = sorted(glob.glob(s, recursive=True))
+            if not matches:
+                raise InputError(f"no files match {s!r}; check the pattern (quote it so the shell does not expand it)")
+        else:
+            raise InputError(f"input file {s!r} does not exist")
+        for m in matches:
+            if os.path.isdir(m):
+                raise InputError(f"{m} is a directory; pass files or a glob such as '{m}/*.jsonl'")
+            real = os.path.realpath(m)
+            if real not in seen:  # the same file named twice (e.g. a glob and a path) is read once
+                seen.add(real)
+                out.append(Path(m))
+    if not out:
+        raise InputError("no input files given")
+    return out
+
+
+def iter_documents(paths: Sequence[Path], fields: Fields = Fields(), on_bad: OnBad | None = None) -> Iterator[Doc]:
+    """Every document of every file, in order."""
+    several = len(paths) > 1
+    for path in paths:
+        fmt = detect_format(path)
+        if fmt == "jsonl":
+            yield from _read_jsonl(path, fields, on_bad)
+        elif fmt in ("csv", "tsv"):
+            yield from _read_csv(path, fields, on_bad, delimiter="\t" if fmt == "tsv" else ",")
+        elif fmt == "parquet":
+            yield from _read_parquet(path, fields, on_bad)
+        else:
+            yield from _read_text(path, on_bad, prefix=f"{path}:" if several else "")
+
+
+def count_records(paths: Sequence[Path]) -> int | None:
+    """A quick upper bound of the number of documents (newlines; parquet metadata), or None.
+
+    Used only for the progress bar's total; gzip files are not counted (None).
+    """
+    total = 0
+    for path in paths:
+        fmt = detect_format(path)
+        if str(path).lower().endswith(".gz"):
+            return None
+        if fmt == "parquet":
+            try:
+                import pyarrow.parquet as pq
+            except ImportError:
+                return None
+            total += pq.ParquetFile(path).metadata.num_rows
+            continue
+        n, last = 0, b"\n"
+        with open(path, "rb") as f:
+            while block := f.read(1 << 24):
+                n += block.count(b"\n")
+                last = block[-1:]
+        n += last != b"\n"
+        total += n - 1 if fmt in ("csv", "tsv") else n
+    return total
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _open(path: Path):
+    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
+
+
+def _bad(on_bad: OnBad | None, where: str, message: str, hint: str = "") -> None:
+    if on_bad is None:
+        hint = hint or "fix the record"
+        raise InputError(f"{where}: {message}. {hint[0].upper()}{hint[1:]}, {SKIP_HINT}.")
+    on_bad(where, message)
+
+
+def _lines(path: Path, on_bad: OnBad | None) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line without its newline); non-UTF-8 lines go to on_bad."""
+    offset = 0
+    with _open(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
+                raw, offset = raw[3:], 3
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                _bad(on_bad, f"{path}:{lineno}",
+                     f"not valid UTF-8 (byte offset {offset + e.start} in the file: {raw[e.start:e.start + 4]!r})",
+                     "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+                offset += len(raw)
+                continue
+            offset += len(raw)
+            yield lineno, line.rstrip("\r\n")
+
+
+def _text_value(value, name: str, where: str, on_bad: OnBad | None, flag: str) -> str | None:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        _bad(on_bad, where, f"field '{name}' is null", f"fill it in or choose another field with {flag}")
+    else:
+        _bad(on_bad, where, f"field '{name}' is {type(value).__name__} ({value!r:.40}), not a string",
+             f"choose another field with {flag}")
+    return None
+
+
+def _id_value(value, name: str, where: str, on_bad: OnBad | None) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        if value is None:
+            _bad(on_bad, where, f"id field '{name}' is null", "give every record an id")
+        else:
+            _bad(on_bad, where, f"id field '{name}' is {type(value).__name__} ({value!r:.40}); ids must be strings "
+                 "or integers", "choose another field with --id-field")
+        return None
+    s = str(value)
+    if not s:
+        _bad(on_bad, where, f"id field '{name}' is empty", "give every record an id")
+        return None
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            _bad(on_bad, where, f"id {s!r} holds a lone surrogate (a \\ud800-style JSON escape)", "fix the id")
+            return None
+    return s
+
+
+def _make_doc(record: dict, fields: Fields, where: str, on_bad: OnBad | None) -> Doc | None:
+    """A Doc from a mapping (JSON object or CSV row), or None after reporting a bad record."""
+    for role, name in (("id", fields.id), ("text", fields.text)):
+        if name not in record:
+            available = ", ".join(map(str, record)) or "none"
+            _bad(on_bad, where, f"no {role} field '{name}' (fields: {available})", f"name the {role} field with --{role}-field")
+            return None
+    doc_id = _id_value(record[fields.id], fields.id, where, on_bad)
+    text = _text_value(record[fields.text], fields.text, where, on_bad, "--text-field")
+    if doc_id is None or text is None:
+        return None
+    title = record.get(fields.title) if fields.title else None
+    if title is not None and not isinstance(title, str):
+        title = _text_value(title, fields.title, where, on_bad, "--title-field")
+        if title is None:
+            return None
+    title = title or ""
+    full = compose(title, text)
+    try:
+        full.encode("utf-8")
+    except UnicodeEncodeError as e:  # a JSON "\ud800" escape: a lone surrogate, not text
+        _bad(on_bad, where, f"text holds an invalid character (a lone surrogate at {e.start})",
+             "remove the \\ud800-style escape")
+        return None
+    return Doc(doc_id, full, title, where)
+
+
+# -- formats ----------------------------------------------------------------------------------
+def _read_jsonl(path: Path, fields: Fields, on_bad: OnBad | None) -> Iterator[Doc]:
+    for lineno, line in _lines(path, on_bad):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            hint = "a JSON array file is not JSON lines; write one object per line" if line.lstrip().startswith("[") \
+                else "fix or remove the line"
+            _bad(on_bad, where, f"invalid JSON ({e.msg} at column {e.colno})", hint)
+            continue
+        if not isinstance(record, dict):
+            _bad(on_bad, where, f"a JSON {type(record).__name__}, not an object", "write one object per line")
+            continue
+        doc = _make_doc(record, fields, where, on_bad)
+        if doc is not None:
+            yield doc
+
+
+def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, delimiter: str) -> Iterator[Doc]:
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long documents are normal here
+    bad_lines: list[str] = []  # decode errors of the lines the current row spans
+
+    def decoded():
+        offset = 0
+        with _open(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw, offset = raw[3:], 3
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    bad_lines.append(f"line {lineno} is not valid UTF-8 (byte offset {offset + e.start} in the file: "
+                                     f"{raw[e.start:e.start + 4]!r})")
+                    yield raw.decode("utf-8", "replace")
+                offset += len(raw)
+
+    reader = csv.reader(decoded(), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as e:
+        raise InputError(f"{path}: cannot read the header row ({e})") from None
+    if bad_lines:
+        raise InputError(f"{path}: header {bad_lines[0]}; re-encode the file as UTF-8")
+    flags = {"id": "--id-field", "text": "--text-field"}
+    for role in ("id", "text"):
+        name = getattr(fields, role)
+        if name not in header:
+            raise InputError(f"{path}: no {role} column '{name}' in the header (columns: {', '.join(header)}); "
+                             f"name it with {flags[role]}")
+    start = 2
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            _bad(on_bad, f"{path}:{reader.line_num}", f"malformed CSV ({e})", "fix the quoting")
+            start = reader.line_num + 1
+            continue
+        where = f"{path}:{start}"
+        start = reader.line_num + 1
+        if bad_lines:
+            msg = bad_lines[0]
+            bad_lines.clear()
+            _bad(on_bad, where, msg, "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+            continue
+        if not row:
+            continue  # a blank line
+        if len(row) != len(header):
+            _bad(on_bad, where, f"row has {len(row)} fields, the header has {len(header)}",
+                 "fix the quoting or the delimiter")
+            continue
+        doc = _make_doc(dict(zip(header, row)), fields, where, on_bad)
+        if doc is not None:
+            yield doc
+
+
+def _read_parquet(path: Path, fields: Fields, on_bad: OnBad | None) -> Iterator[Doc]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise missing_extra("pyarrow", "corpus") from e
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    for role, flag in (("id", "--id-field"), ("text", "--text-field")):
+        name = getattr(fields, role)
+        if name not in names:
+            raise InputError(f"{path}: no {role} column '{name}' (columns: {', '.join(names)}); name it with {flag}")
+    columns = [fields.id, fields.text] + ([fields.title] if fields.title and fields.title in names else [])
+    row = 0
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH, columns=columns):
+        cols = {name: batch.column(i).to_pylist() for i, name in enumerate(batch.schema.names)}
+        for j in range(batch.num_rows):
+            row += 1
+            doc = _make_doc({c: v[j] for c, v in cols.items()}, fields, f"{path}: row {row}", on_bad)
+            if doc is not None:
+                yield doc
+
+
+def _read_text(path: Path, on_bad: OnBad | None, prefix: str) -> Iterator[Doc]:
+    for lineno, line in _lines(path, on_bad):
+        if line.strip():
+            yield Doc(f"{prefix}{lineno}", line, "", f"{path}:{lineno}")

@@ -1,0 +1,364 @@
+"""Corpus readers (jsonl, csv, tsv, parquet, text) incl. bad input, and embed_corpus / embed encode
+/ embed search end to end on the tiny model."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import InputError, ModelMismatchError
+from engine.readers import Doc, Fields, compose, count_records, expand_inputs, iter_documents
+
+
+def write_jsonl(path: Path, records) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in records)
+    return path
+
+
+def read(paths, **kw) -> list[Doc]:
+    paths = [paths] if isinstance(paths, Path) else paths
+    return list(iter_documents(expand_inputs(paths), **kw))
+
+
+def collect_bad():
+    bad = []
+    return bad, lambda where, msg: bad.append((where, msg))
+
+
+# -- readers ---------------------------------------------------------------------------------
+def test_compose_title_and_text():
+    assert compose("T", "body") == "T body"
+    assert compose("", "body") == "body"
+    assert compose("T", "") == "T"
+    assert compose("", "") == ""
+
+
+def test_jsonl_beir(tmp_path):
+    p = write_jsonl(tmp_path / "c.jsonl", [
+        {"_id": "a", "title": "Title A", "text": "alpha"},
+        {"_id": 7, "text": "no title"},          # integer id -> "7"
+        "",                                        # blank line: skipped
+        {"_id": "c", "title": "", "text": ""},     # empty text: kept, embedded as ""
+        {"_id": "d", "title": None, "text": "null title"},
+    ])
+    docs = read(p)
+    assert [(d.id, d.text, d.title) for d in docs] == [
+        ("a", "Title A alpha", "Title A"), ("7", "no title", ""), ("c", "", ""), ("d", "null title", "")]
+    assert docs[0].where == f"{p}:1" and docs[2].where == f"{p}:4"
+    assert count_records([p]) == 5  # newline count: an upper bound for the progress bar
+
+
+def test_jsonl_custom_fields_and_no_title(tmp_path):
+    p = write_jsonl(tmp_path / "c.jsonl", [{"doc": "x1", "body": "hello", "title": "ignored"}])
+    docs = read(p, fields=Fields(id="doc", text="body", title=None))
+    assert [(d.id, d.text) for d in docs] == [("x1", "hello")]
+
+
+def test_jsonl_invalid_json_names_file_and_line(tmp_path):
+    p = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "text": "ok"}, '{"_id": "b", "text": ', {"_id": "c", "text": "ok"}])
+    with pytest.raises(InputError, match=r"c\.jsonl:2: invalid JSON .*--skip-bad"):
+        read(p)
+    bad, on_bad = collect_bad()
+    assert [d.id for d in read(p, on_bad=on_bad)] == ["a", "c"]
+    assert bad[0][0] == f"{p}:2" and "invalid JSON" in bad[0][1]
+
+
+def test_jsonl_missing_text_field_lists_fields_and_flag(tmp_path):
+    p = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "body": "x", "title": "t"}])
+    with pytest.raises(InputError, match=r"c\.jsonl:1: no text field 'text' \(fields: _id, body, title\).*--text-field"):
+        read(p)
+    p2 = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "x"}])
+    with pytest.raises(InputError, match=r"no id field '_id' \(fields: id, text\).*--id-field"):
+        read(p2)
+
+
+@pytest.mark.parametrize("record, pattern", [
+    ({"_id": "a", "text": None}, "field 'text' is null"),
+    ({"_id": "a", "text": 3}, "field 'text' is int"),
+    ({"_id": None, "text": "x"}, "id field '_id' is null"),
+    ({"_id": [1], "text": "x"}, "id field '_id' is list"),
+    ({"_id": "", "text": "x"}, "id field '_id' is empty"),
+    ([1, 2], "not an object"),
+    ({"_id": "a", "text": "\ud800"}, "lone surrogate"),
+], ids=["null-text", "int-text", "null-id", "list-id", "empty-id", "array", "surrogate"])
+def test_jsonl_bad_values(tmp_path, record, pattern):
+    p = tmp_path / "c.jsonl"
+    p.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=pattern):
+        read(p)
+
+
+def test_non_utf8_names_line_and_byte_offset(tmp_path):
+    p = tmp_path / "c.jsonl"
+    good = b'{"_id": "a", "text": "ok"}\n'
+    p.write_bytes(good + b'{"_id": "b", "text": "caf\xe9"}\n' + b'{"_id": "c", "text": "ok"}\n')
+    offset = len(good) + len(b'{"_id": "b", "text": "caf')
+    with pytest.raises(InputError, match=rf"c\.jsonl:2: not valid UTF-8 \(byte offset {offset} .*iconv"):
+        read(p)
+    bad, on_bad = collect_bad()
+    assert [d.id for d in read(p, on_bad=on_bad)] == ["a", "c"]
+    assert len(bad) == 1
+
+
+def test_utf8_bom_is_ignored(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"_id": "a", "text": "x"}).encode() + b"\n")
+    assert [d.id for d in read(p)] == ["a"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_csv_and_tsv(tmp_path, fmt):
+    p = tmp_path / f"c.{fmt}"
+    with open(p, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="," if fmt == "csv" else "\t")
+        w.writerow(["_id", "title", "text", "extra"])
+        w.writerow(["1", "T", "multi\nline, quoted", "x"])
+        w.writerow(["2", "", "plain", "y"])
+    docs = read(p)
+    assert [(d.id, d.text) for d in docs] == [("1", "T multi\nline, quoted"), ("2", "plain")]
+    assert docs[1].where == f"{p}:4"  # the first record spans lines 2-3
+
+
+def test_csv_missing_column_and_bad_rows(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("_id,body\n1,x\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"no text column 'text' in the header \(columns: _id, body\); name it with --text-field"):
+        read(p)
+    p.write_bytes(b"_id,text\n1,one\n2,two,extra\n3,caf\xe9\n4,four\n")
+    with pytest.raises(InputError, match=r"c\.csv:3: row has 3 fields, the header has 2"):
+        read(p)
+    bad, on_bad = collect_bad()
+    assert [d.id for d in read(p, on_bad=on_bad)] == ["1", "4"]
+    assert [w for w, _ in bad] == [f"{p}:3", f"{p}:4"]
+    assert "not valid UTF-8" in bad[1][1]
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    p = tmp_path / "c.parquet"
+    table = pa.table({"_id": ["a", "b", "c"], "title": ["T", None, ""], "text": ["one", "two", None]})
+    pq.write_table(table, p, row_group_size=2)
+    with pytest.raises(InputError, match=r"c\.parquet: row 3: field 'text' is null"):
+        read(p)
+    bad, on_bad = collect_bad()
+    docs = read(p, on_bad=on_bad)
+    assert [(d.id, d.text) for d in docs] == [("a", "T one"), ("b", "two")]
+    assert bad == [(f"{p}: row 3", "field 'text' is null")]
+    assert count_records([p]) == 3
+    pq.write_table(pa.table({"id": [1], "body": ["x"]}), p)
+    with pytest.raises(InputError, match=r"no id column '_id' \(columns: id, body\)"):
+        read(p)
+    docs = read(p, fields=Fields(id="id", text="body"))
+    assert [(d.id, d.text) for d in docs] == [("1", "x")]  # integer ids become strings
+
+
+def test_text_ids_are_line_numbers(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("first\n\nthird\r\n", encoding="utf-8")
+    assert [(d.id, d.text) for d in read(a)] == [("1", "first"), ("3", "third")]
+    b = tmp_path / "b.txt"
+    b.write_text("other\n", encoding="utf-8")
+    ids = [d.id for d in read([a, b])]
+    assert ids == [f"{a}:1", f"{a}:3", f"{b}:1"]
+
+
+def test_inputs_globs_and_missing(tmp_path):
+    for name in ("b.jsonl", "a.jsonl"):
+        write_jsonl(tmp_path / name, [{"_id": name, "text": "x"}])
+    assert [p.name for p in expand_inputs(str(tmp_path / "*.jsonl"))] == ["a.jsonl", "b.jsonl"]
+    # a file named twice is read once
+    assert len(expand_inputs([tmp_path / "a.jsonl", str(tmp_path / "*.jsonl")])) == 2
+    with pytest.raises(InputError, match="no files match"):
+        expand_inputs(str(tmp_path / "*.csv"))
+    with pytest.raises(InputError, match="does not exist"):
+        expand_inputs(tmp_path / "nope.jsonl")
+    with pytest.raises(InputError, match="is a directory"):
+        expand_inputs(tmp_path)
+
+
+# -- embed_corpus end to end -----------------------------------------------------------------
+def synth(n: int, start: int = 0) -> list[dict]:
+    words = ["fox", "dog", "vector", "numba", "onnx", "tokens", "cosine", "stitch"]
+    return [{"_id": f"doc{i}", "title": f"title {i}" if i % 3 else "",
+             "text": " ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 9))} for i in range(start, start + n)]
+
+
+def load_output(out: Path):
+    from engine.shards import iter_shards
+
+    ids, titles, vecs = [], [], []
+    for i, t, v in iter_shards(out):
+        ids += i
+        titles += t
+        vecs.append(v)
+    return ids, titles, np.concatenate(vecs) if vecs else np.empty((0, 0), np.float32)
+
+
+def test_embed_corpus_matches_embedder(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    docs = synth(45) + [{"_id": "empty", "text": ""}]
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    s = embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=20, cache=False)
+    assert (s.docs, s.shards, s.embedded, s.cache_hits, s.resumed) == (46, 3, 46, 0, 0)
+    ids, titles, vecs = load_output(tmp_path / "out")
+    assert ids == [d["_id"] for d in docs]
+    texts = [compose(d.get("title", ""), d["text"]) for d in docs]
+    np.testing.assert_allclose(vecs, tiny_embedder.encode(texts), atol=1e-6)
+    np.testing.assert_allclose(vecs[-1], tiny_embedder.encode(""), atol=1e-6)  # "" as sentence-transformers
+    assert titles[1] == "title 1" and titles[0] == docs[0]["text"]  # title, else a text snippet
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["count"] == 46
+    assert [sh["count"] for sh in manifest["shards"]] == [20, 20, 6]
+    assert manifest["model"]["fingerprint"] == tiny_embedder.fingerprint
+    assert manifest["inputs"][0]["size"] == src.stat().st_size
+
+
+def test_truncate_dim(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    src = write_jsonl(tmp_path / "c.jsonl", synth(10))
+    embed_corpus(src, tmp_path / "out", tiny_embedder, truncate_dim=8, cache=False)
+    _, _, vecs = load_output(tmp_path / "out")
+    assert vecs.shape == (10, 8)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+
+
+def test_duplicate_ids(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    a = write_jsonl(tmp_path / "a.jsonl", synth(5))
+    b = write_jsonl(tmp_path / "b.jsonl", [{"_id": "doc2", "text": "again"}, {"_id": "new", "text": "x"}])
+    with pytest.raises(InputError, match=rf"b\.jsonl:1: duplicate id 'doc2' \(first seen at {a}:3\)"):
+        embed_corpus([a, b], tmp_path / "out", tiny_embedder, shard_size=2, cache=False)
+    s = embed_corpus([a, b], tmp_path / "out", tiny_embedder, shard_size=2, cache=False, skip_bad=True)
+    assert (s.docs, s.rejected) == (6, 1)
+    assert load_output(tmp_path / "out")[0] == [f"doc{i}" for i in range(5)] + ["new"]
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert rejects == [{"where": f"{b}:1", "error": f"duplicate id 'doc2' (first seen at {a}:3)"}]
+
+
+def test_bad_record_keeps_finished_shards(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    src = write_jsonl(tmp_path / "c.jsonl", synth(10) + ["{broken"] + synth(5, start=10))
+    with pytest.raises(InputError, match=r"c\.jsonl:11: invalid JSON"):
+        embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=4, cache=False)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.done.json")) == [
+        "shard-00000.done.json", "shard-00001.done.json"]  # docs 0-7 were written before the error
+    s = embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=4, cache=False, skip_bad=True)
+    assert (s.docs, s.rejected, s.resumed, s.shards) == (15, 1, 8, 4)
+
+
+def test_rerun_with_other_settings_refused(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    src = write_jsonl(tmp_path / "c.jsonl", synth(6))
+    out = tmp_path / "out"
+    embed_corpus(src, out, tiny_embedder, shard_size=4, cache=False)
+    with pytest.raises(InputError, match=r"other settings \(shard_size: 4 then, 3 now\).*--overwrite"):
+        embed_corpus(src, out, tiny_embedder, shard_size=3, cache=False)
+    with pytest.raises(InputError, match=r"title_field: 'title' then, None now"):
+        embed_corpus(src, out, tiny_embedder, shard_size=4, title_field=None, cache=False)
+    s = embed_corpus(src, out, tiny_embedder, shard_size=3, cache=False, overwrite=True)
+    assert (s.shards, s.resumed) == (2, 0)
+    assert sorted(p.name for p in out.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty and has no manifest.json"):
+        embed_corpus(src, other, tiny_embedder, cache=False)
+
+
+def test_model_mismatch_refused(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    src = write_jsonl(tmp_path / "c.jsonl", synth(3))
+    out = tmp_path / "out"
+    embed_corpus(src, out, tiny_embedder, cache=False)
+    m = json.loads((out / "manifest.json").read_text())
+    m["settings"]["model"] = "other/fp32/32/0000"
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelMismatchError, match="model: 'other/fp32/32/0000' then"):
+        embed_corpus(src, out, tiny_embedder, cache=False)
+
+
+def test_shrinking_corpus_drops_stale_shards(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    src = write_jsonl(tmp_path / "c.jsonl", synth(10))
+    out = tmp_path / "out"
+    embed_corpus(src, out, tiny_embedder, shard_size=3, cache=False)
+    write_jsonl(src, synth(4))
+    s = embed_corpus(src, out, tiny_embedder, shard_size=3, cache=False)
+    assert (s.docs, s.shards, s.resumed) == (4, 2, 3)
+    assert sorted(p.name for p in out.glob("shard-*")) == sorted(
+        f"shard-0000{i}.{ext}" for i in range(2) for ext in ("npy", "jsonl", "done.json"))
+
+
+def test_search_corpus(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+    from engine.shards import CorpusSearcher
+
+    docs = synth(30)
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=7, cache=False)
+    for precision in ("fp32", "int8"):
+        s = CorpusSearcher(tmp_path / "out", model=tiny_embedder, precision=precision)
+        hits = s.search([compose(docs[13]["title"], docs[13]["text"])], k=3)[0]
+        assert hits[0][0] == "doc13" and hits[0][1] == pytest.approx(1.0, abs=1e-4)
+        assert hits[0][2] == "title 13"
+
+
+def test_search_incomplete_output_refused(tmp_path, tiny_embedder):
+    from engine.errors import IndexFormatError
+    from engine.shards import CorpusSearcher
+
+    src = write_jsonl(tmp_path / "c.jsonl", synth(3))
+    out = tmp_path / "out"
+    from engine.corpus import embed_corpus
+
+    embed_corpus(src, out, tiny_embedder, cache=False)
+    m = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**m, "status": "in_progress"}))
+    with pytest.raises(IndexFormatError, match="incomplete.*rerun the same embed encode"):
+        CorpusSearcher(out, model=tiny_embedder)
+    (out / "manifest.json").write_text(json.dumps(m))
+    with open(out / "shard-00000.npy", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\0")
+    with pytest.raises(IndexFormatError, match="does not match its checksum"):
+        CorpusSearcher(out, model=tiny_embedder)
+
+
+def test_cli_encode_and_search(tmp_path, tiny_model_dir, tiny_cache, tiny_embedder, monkeypatch, capsys):
+    from engine.cli import main
+
+    monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
+    docs = synth(12)
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    out = tmp_path / "out"
+    args = ["encode", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--shard-size", "5",
+            "--cache", str(tmp_path / "emb.sqlite"), "--quiet", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["docs"], summary["embedded"], summary["shards"]) == (12, 12, 3)
+    assert main(["search", str(out), compose(docs[4]["title"], docs[4]["text"]), "-k", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].split()[:3] == ["1", "1.0000", "doc4"] and printed[1].endswith("title 4")
+    # a bad record: the error names file and line, exit code 1
+    bad = write_jsonl(tmp_path / "bad.jsonl", ["{nope"])
+    assert main(["encode", str(bad), "-o", str(tmp_path / "out2"), "--model", str(tiny_model_dir), "--no-cache", "-q"]) == 1
+    assert "bad.jsonl:1: invalid JSON" in capsys.readouterr().err
+
+
+def test_surrogate_id_rejected(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"_id": "a\\ud800", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="lone surrogate"):
+        read(p)
