@@ -12,7 +12,7 @@ import sys
 from ..errors import EngineError
 
 # module name -> registers one or more subcommands
-SUBCOMMANDS = ["demo", "models"]
+SUBCOMMANDS = ["demo", "models", "bench", "encode"]
 
 
 def build_parser() -> argparse.ArgumentParser:

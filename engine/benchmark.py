@@ -1,0 +1,795 @@
+"""Benchmark harness: latency and throughput over a grid, side by side with sentence-transformers.
+
+Grid: model x device x length bucket x batch size; in every cell the contenders are the
+engine at each requested precision and the baselines (sentence-transformers with its torch
+backend and with its onnx backend), all on the same texts, with the same thread count. Each
+contender is warmed up on a batch of the cell's shape before any timing, then the contenders
+take turns: one timed pass over the cell's texts each, in alternating order, ``repeats`` times.
+Throughput is the best pass (machines are noisy; the best pass is the least disturbed one);
+latency percentiles pool every batch call of every pass.
+
+``run_grid(BenchConfig(...))`` returns a plain dict (the JSON document below);
+``write_results`` writes it as JSON, CSV and PNG plots; ``format_table`` prints it short.
+Nothing here imports torch, sentence-transformers or matplotlib at import time.
+
+JSON schema (``"schema": "embed-engine.bench/1"``)::
+
+    {
+      "schema": "embed-engine.bench/1",
+      "created": "2026-11-25T10:00:00+00:00",          # UTC, ISO 8601
+      "config": {models, precisions, devices, batch_sizes, lengths, n_texts, repeats,
+                 warmup, baselines, threads, corpus},   # as run (after --quick and defaults)
+      "environment": {                                 # see environment()
+        "cpu": {"model", "logical_cores", "physical_cores", "flags": {"avx2", "avx512f",
+                "avx512_vnni", "avx512_bf16", "amx_tile", ...: bool}},
+        "memory_gb": float, "gpu": [{"name", "memory", "driver"}] | [],
+        "onnxruntime_providers": [str], "platform": str, "python": str,
+        "versions": {package: version}, "env": {"OMP_NUM_THREADS": ..., ...}
+      },
+      "models": {name: {"dim", "max_seq_length", "fingerprints": {precision: str}}},
+      "texts": {name: {bucket: {"target_tokens", "n_texts", "mean_tokens", "min_tokens",
+                                "max_tokens"}}},       # token counts with special tokens,
+                                                       # after truncation at max_seq_length
+      "rows": [{                                       # one per cell x contender
+        "model", "device", "length", "batch_size",     # the cell
+        "contender": "engine" | "st-torch" | "st-onnx",
+        "precision": "fp32" | "int8" | "fp16",         # baselines are fp32
+        "label": "engine-fp32",                        # contender + precision, for plots
+        "n_texts": int, "n_batches": int, "repeats": int, "tokens": int,
+        "latency_ms": {"p50", "p95", "p99", "mean", "min", "max"},   # per batch call
+        "texts_per_s": float,                          # best pass
+        "texts_per_s_median": float,                   # median pass
+        "tokens_per_s": float,                         # best pass, real (unpadded) tokens
+        "wall_s": float,                               # best pass
+        "peak_rss_mb": float | null,                   # process peak during this contender's passes
+        "threads": {...},                              # the contender's thread settings
+        "speedup_vs_st_torch": float | null,           # texts_per_s / st-torch's, same cell
+        "min_cosine_vs_st_torch": float | null         # min row cosine of the vectors, same texts
+      }],
+      "skipped": [{"model", "device", "contender", "precision", "reason"}],
+      "rss_method": "VmHWM" | "ru_maxrss"             # how peak_rss_mb was read
+    }
+
+peak_rss_mb is the whole process's resident peak (all loaded contenders count); on Linux the
+peak is reset (``/proc/self/clear_refs``) before each contender's passes, elsewhere it is the
+process-lifetime ``ru_maxrss`` and only grows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import InputError
+
+SCHEMA = "embed-engine.bench/1"
+LENGTH_BUCKETS = {"short": 16, "medium": 64, "long": 256}
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BASELINES = ("st-torch", "st-onnx")
+DEVICES = ("cpu", "cuda")
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+VERSIONED = ("embed-engine", "numpy", "onnxruntime", "onnxruntime-gpu", "tokenizers", "numba", "torch",
+             "sentence-transformers", "transformers", "optimum-onnx", "optimum", "psutil")
+
+
+# -- clock ------------------------------------------------------------------------------
+class Clock(Protocol):
+    """Seconds from an arbitrary origin; only differences are used."""
+
+    def now(self) -> float: ...
+
+
+class PerfClock:
+    """The real clock: ``time.perf_counter``."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+
+class FakeClock:
+    """A clock that moves only when told to: ``advance(dt)``. For testing the statistics."""
+
+    def __init__(self, start: float = 0.0):
+        self.t = float(start)
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += float(dt)
+
+
+# -- memory -----------------------------------------------------------------------------
+class MemoryProbe:
+    """Peak resident memory of this process, resettable on Linux (VmHWM via clear_refs)."""
+
+    def __init__(self):
+        self.method = "VmHWM" if self._try_reset() and self._vmhwm_kb() is not None else "ru_maxrss"
+
+    @staticmethod
+    def _try_reset() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _vmhwm_kb() -> int | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def reset(self) -> None:
+        if self.method == "VmHWM":
+            self._try_reset()
+
+    def peak_mb(self) -> float | None:
+        if self.method == "VmHWM":
+            kb = self._vmhwm_kb()
+            return None if kb is None else kb / 1024
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        except ImportError:  # Windows
+            return None
+        return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+# -- statistics -------------------------------------------------------------------------
+def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/mean/min/max in milliseconds (numpy's linear-interpolated percentiles)."""
+    a = np.asarray(latencies_s, dtype=np.float64) * 1e3
+    if a.size == 0:
+        raise InputError("no latencies to summarize: the cell ran no batches")
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(a.mean()),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+@dataclasses.dataclass
+class Measurement:
+    """What one contender's timed passes over one cell produced."""
+
+    latencies_s: list[float] = dataclasses.field(default_factory=list)  # every batch call
+    pass_s: list[float] = dataclasses.field(default_factory=list)  # every full pass
+    peak_rss_mb: float | None = None
+    outputs: list[Any] = dataclasses.field(default_factory=list)  # last pass, one per batch
+
+    def summary(self, n_texts: int, n_tokens: int) -> dict[str, Any]:
+        """Latency percentiles, best and median throughput (texts/s, tokens/s)."""
+        if not self.pass_s:
+            raise InputError("no timed passes: repeats must be >= 1")
+        best = min(self.pass_s)
+        med = statistics.median(self.pass_s)
+        return {
+            "latency_ms": latency_summary(self.latencies_s),
+            "texts_per_s": _rate(n_texts, best),
+            "texts_per_s_median": _rate(n_texts, med),
+            "tokens_per_s": _rate(n_tokens, best),
+            "wall_s": best,
+        }
+
+
+def _rate(n: int, seconds: float) -> float:
+    return float(n / seconds) if seconds > 0 else float("inf")
+
+
+def measure(
+    contenders: dict[str, Callable[[list[str]], Any]],
+    batches: Sequence[list[str]],
+    repeats: int,
+    clock: Clock | None = None,
+    warmup: int = 1,
+    memory: MemoryProbe | None = None,
+) -> dict[str, Measurement]:
+    """Time each contender over ``batches`` (one call per batch), taking turns.
+
+    Every contender first runs ``warmup`` untimed calls on the first batch. Then, ``repeats``
+    times, each contender makes one timed pass over all batches; the order of contenders
+    alternates between passes (forward, reversed, ...) so drift on a shared machine does not
+    favour one of them. The last pass's outputs are kept (for vector agreement checks).
+    """
+    if repeats < 1:
+        raise InputError(f"repeats must be >= 1, got {repeats}")
+    if not batches:
+        raise InputError("no batches to time")
+    clock = clock or PerfClock()
+    names = list(contenders)
+    out = {n: Measurement() for n in names}
+    for name in names:
+        for _ in range(warmup):
+            contenders[name](batches[0])
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        last = r == repeats - 1
+        for name in order:
+            fn, m = contenders[name], out[name]
+            if memory is not None:
+                memory.reset()
+            outputs = []
+            t_pass = clock.now()
+            for batch in batches:
+                t0 = clock.now()
+                y = fn(batch)
+                m.latencies_s.append(clock.now() - t0)
+                if last:
+                    outputs.append(y)
+            m.pass_s.append(clock.now() - t_pass)
+            if last:
+                m.outputs = outputs
+            if memory is not None:
+                peak = memory.peak_mb()
+                if peak is not None:
+                    m.peak_rss_mb = max(m.peak_rss_mb or 0.0, peak)
+    return out
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest row-wise cosine similarity between two (n, d) arrays."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"cannot compare vectors of shapes {a.shape} and {b.shape}")
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    cos = (a * b).sum(axis=1) / np.maximum(na * nb, 1e-30)
+    return float(cos.min())
+
+
+# -- texts ------------------------------------------------------------------------------
+def read_corpus(path: str | os.PathLike | None = None) -> list[str]:
+    """Documents from a .jsonl file (``title`` + " " + ``text``, or ``text``/``sentence``),
+    or one document per line of any other text file; default the built-in sample corpus."""
+    if path is None:
+        raw = resources.files("engine").joinpath("data", "sample_corpus.jsonl").read_text(encoding="utf-8")
+        name = "sample_corpus.jsonl"
+    else:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InputError(f"corpus file {p} does not exist; pass a .jsonl or text file, or omit --corpus "
+                             "to use the built-in sample corpus")
+        raw = p.read_text(encoding="utf-8", errors="replace")
+        name = p.name
+    docs: list[str] = []
+    if name.endswith(".jsonl"):
+        for i, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{name} line {i} is not JSON ({e}); pass a JSON-lines file or a plain text file") from e
+            if isinstance(d, dict):
+                text = d.get("text") or d.get("sentence") or d.get("body") or ""
+                doc = f"{d.get('title') or ''} {text}".strip()
+            else:
+                doc = str(d).strip()
+            if doc:
+                docs.append(doc)
+    else:
+        docs = [line.strip() for line in raw.splitlines() if line.strip()]
+    if not docs:
+        raise InputError(f"corpus {name} holds no text; give a file with at least one non-empty document")
+    return docs
+
+
+def build_texts(
+    docs: Sequence[str],
+    count_tokens: Callable[[list[str]], Sequence[int]],
+    target_tokens: int,
+    n: int,
+    special_tokens: int = 2,
+) -> list[str]:
+    """``n`` texts of about ``target_tokens`` tokens each (special tokens included), cut from
+    the docs' running word stream at word boundaries.
+
+    ``count_tokens(words)`` gives each word's token count without special tokens. Words are
+    taken greedily while they fit the budget; the stream wraps around, shifted by a few words
+    each time, so a small corpus still yields distinct texts.
+    """
+    if n < 1 or target_tokens < 1:
+        raise InputError(f"need n >= 1 and target_tokens >= 1, got n={n}, target_tokens={target_tokens}")
+    words = [w for d in docs for w in d.split()]
+    if not words:
+        raise InputError("the corpus has no words to build texts from")
+    unique = list(dict.fromkeys(words))
+    per_word = dict(zip(unique, (max(1, int(c)) for c in count_tokens(unique))))
+    cost = [per_word[w] for w in words]
+    budget = max(1, target_tokens - special_tokens)
+    out: list[str] = []
+    pos, wraps = 0, 0
+    while len(out) < n:
+        if pos >= len(words):
+            wraps += 1
+            pos = (wraps * 7) % len(words)
+        chunk, used, i = [], 0, pos
+        while used < budget:
+            w = words[i % len(words)]
+            c = cost[i % len(words)]
+            if chunk and used + c > budget:
+                break
+            chunk.append(w)
+            used += c
+            i += 1
+            if i - pos >= len(words):  # whole corpus is shorter than one text
+                break
+        out.append(" ".join(chunk))
+        pos = i
+    return out
+
+
+# -- contenders -------------------------------------------------------------------------
+@dataclasses.dataclass
+class Contender:
+    """A callable that embeds one batch, with what identifies it in the results."""
+
+    name: str  # "engine" | "st-torch" | "st-onnx"
+    precision: str
+    fn: Callable[[list[str]], np.ndarray]
+    threads: dict
+    embedder: Any = None  # the engine's Embedder (tokenizer, fingerprint), else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.precision}"
+
+
+def engine_contender(model: str, device: str, precision: str, threads: int, cache_dir=None) -> Contender:
+    from .embedder import Embedder
+
+    emb = Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
+    return Contender("engine", precision, lambda b: emb.encode(b, batch_size=len(b)),
+                     {"intra_op": emb.threads, "inter_op": 1}, emb)
+
+
+def _st_device(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"torch {torch.__version__} sees no CUDA device")
+    return device
+
+
+def st_torch_contender(folder: Path, device: str, threads: int) -> Contender:
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        from .errors import missing_extra
+
+        raise missing_extra("sentence-transformers", "bench") from e
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(folder), device=_st_device(device))
+    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
+    return Contender("st-torch", "fp32", fn, {"torch": torch.get_num_threads()})
+
+
+def st_onnx_contender(folder: Path, device: str, threads: int, cache: Path) -> Contender:
+    """sentence-transformers' own onnx backend; its export is saved under ``cache`` and reused."""
+    import shutil
+    import tempfile
+
+    try:
+        import onnxruntime as ort
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        from .errors import missing_extra
+
+        raise missing_extra("sentence-transformers", "bench") from e
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    provider = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
+    if provider not in ort.get_available_providers():
+        raise RuntimeError(f"{provider} is not in this onnxruntime (has {', '.join(ort.get_available_providers())})")
+    kwargs = {"provider": provider, "session_options": so}
+    if (cache / "onnx" / "model.onnx").is_file():
+        model = SentenceTransformer(str(cache), device="cpu", backend="onnx", model_kwargs=kwargs)
+    else:
+        model = SentenceTransformer(str(folder), device="cpu", backend="onnx", model_kwargs=kwargs)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=cache.name + ".tmp-", dir=cache.parent))
+        try:
+            model.save_pretrained(str(tmp))
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a concurrent run saved it first; this one still runs from memory
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
+    return Contender("st-onnx", "fp32", fn, {"intra_op": threads, "inter_op": 1})
+
+
+# -- environment ------------------------------------------------------------------------
+def _cpuinfo() -> dict:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = val.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(val.split())
+    except OSError:
+        pass
+    from .runtime import physical_cores
+
+    return {"model": model, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
+            "flags": {f: f in flags for f in CPU_FLAGS}}
+
+
+def _gpus() -> list[dict]:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3:
+            gpus.append({"name": parts[0], "memory": parts[1], "driver": parts[2]})
+    return gpus
+
+
+def environment() -> dict:
+    """CPU model and SIMD flags, cores, memory, GPUs (nvidia-smi), providers, library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in VERSIONED:
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    try:
+        import onnxruntime as ort
+
+        providers = list(ort.get_available_providers())
+    except ImportError:
+        providers = []
+    try:
+        import psutil
+
+        mem = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        mem = None
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EMBED_ENGINE_CACHE",
+                                      "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    return {"cpu": _cpuinfo(), "memory_gb": mem, "gpu": _gpus(), "onnxruntime_providers": providers,
+            "platform": platform.platform(), "python": platform.python_version(), "versions": versions, "env": env}
+
+
+def device_unavailable(device: str) -> str | None:
+    """Why the engine cannot run on ``device`` here, or None when it can."""
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return None
+    if device.startswith("cuda"):
+        have = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in have:
+            return (f"CUDAExecutionProvider is not in this onnxruntime (available: {', '.join(have)}); "
+                    "install onnxruntime-gpu ('embed-engine[gpu]') on a machine with CUDA")
+        return None
+    return f"unknown device {device!r}"
+
+
+# -- the grid ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class BenchConfig:
+    """What to run. ``n_texts`` texts per cell (at least one full batch: a cell whose batch
+    size exceeds it uses batch_size texts). ``threads`` None = physical cores."""
+
+    models: tuple[str, ...] = ("all-MiniLM-L6-v2",)
+    precisions: tuple[str, ...] = ("fp32",)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    lengths: tuple[str, ...] = ("short", "medium", "long")
+    n_texts: int = 256
+    repeats: int = 3
+    warmup: int = 1
+    baselines: tuple[str, ...] = ("st-torch", "st-onnx")
+    threads: int | None = None
+    corpus: str | None = None
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        if not self.models:
+            raise InputError("no model given; pass --model NAME (e.g. all-MiniLM-L6-v2) or a model folder")
+        bad = [d for d in self.devices if d.split(":")[0] not in DEVICES]
+        if bad:
+            raise InputError(f"unknown device(s) {', '.join(bad)}; use cpu and/or cuda")
+        bad = [x for x in self.lengths if x not in LENGTH_BUCKETS]
+        if bad or not self.lengths:
+            raise InputError(f"unknown length bucket(s) {', '.join(bad) or '(none)'}; use {', '.join(LENGTH_BUCKETS)}")
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise InputError(f"unknown baseline(s) {', '.join(bad)}; use {', '.join(BASELINES)} or none")
+        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise InputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
+        for name, v in (("n_texts", self.n_texts), ("repeats", self.repeats)):
+            if not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        if self.warmup < 1:
+            raise InputError(f"warmup must be >= 1 (a cold call is never timed), got {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be >= 1, got {self.threads}")
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="cell", desc="bench", file=sys.stderr, dynamic_ncols=True)
+
+
+def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = True) -> dict:
+    """Run the grid and return the results document (schema in the module docstring)."""
+    from .models.fetch import cache_root, resolve
+    from .runtime import physical_cores
+
+    config.validate()
+    threads = config.threads or physical_cores()
+    memory = MemoryProbe()
+    docs = read_corpus(config.corpus)
+    cfg = dataclasses.asdict(config)
+    cfg["threads"] = threads
+    cfg["corpus"] = config.corpus or "engine/data/sample_corpus.jsonl (built-in)"
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg,
+        "environment": environment(),
+        "models": {},
+        "texts": {},
+        "rows": [],
+        "skipped": [],
+        "rss_method": memory.method,
+    }
+    n_cells = len(config.models) * len(config.devices) * len(config.lengths) * len(config.batch_sizes)
+    bar = _progress(n_cells, progress)
+
+    def skip(model, device, contender, precision, reason):
+        result["skipped"].append({"model": model, "device": device, "contender": contender,
+                                  "precision": precision, "reason": str(reason)})
+
+    try:
+        for model in config.models:
+            resolved = None  # weights are needed only by the sentence-transformers baselines
+            texts_by_len: dict[str, list[str]] | None = None
+            for device in config.devices:
+                why = device_unavailable(device)
+                if why is not None:
+                    skip(model, device, "*", "*", why)
+                    if bar is not None:
+                        bar.update(len(config.lengths) * len(config.batch_sizes))
+                    continue
+                contenders: list[Contender] = []
+                for prec in config.precisions:
+                    try:
+                        contenders.append(engine_contender(model, device, prec, threads, config.cache_dir))
+                    except Exception as e:  # recorded, the grid goes on
+                        skip(model, device, "engine", prec, f"{type(e).__name__}: {e}")
+                if not contenders:
+                    if bar is not None:
+                        bar.update(len(config.lengths) * len(config.batch_sizes))
+                    continue
+                emb = contenders[0].embedder
+                entry = result["models"].setdefault(model, {"name": emb.name, "dim": emb.dim,
+                                                            "max_seq_length": emb.max_seq_length, "fingerprints": {}})
+                for c in contenders:
+                    entry["fingerprints"][c.precision] = c.embedder.fingerprint
+                if texts_by_len is None:
+                    texts_by_len = _texts_for(emb, docs, config)
+                    result["texts"][model] = {k: _token_stats(emb, v, LENGTH_BUCKETS[k], config.n_texts)
+                                              for k, v in texts_by_len.items()}
+                for base in config.baselines:
+                    try:
+                        resolved = resolved or resolve(model, config.cache_dir)
+                        if base == "st-torch":
+                            contenders.append(st_torch_contender(resolved.folder, device, threads))
+                        else:
+                            key = emb.fingerprint.replace("/", "_")
+                            contenders.append(st_onnx_contender(resolved.folder, device, threads,
+                                                                cache_root(config.cache_dir) / "st-onnx" / key))
+                    except Exception as e:
+                        skip(model, device, base, "fp32", f"{type(e).__name__}: {e}")
+                for length in config.lengths:
+                    texts = texts_by_len[length]
+                    for bs in config.batch_sizes:
+                        if bar is not None:
+                            bar.set_postfix_str(f"{_short(model)} {device} {length} bs={bs}")
+                        result["rows"].extend(
+                            _run_cell(model, device, length, bs, texts, contenders, config, clock, memory, emb)
+                        )
+                        if bar is not None:
+                            bar.update(1)
+                del contenders, emb
+                gc.collect()
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
+
+
+def _short(model: str) -> str:
+    return Path(model).name if os.sep in model else model
+
+
+def _texts_for(emb, docs: list[str], config: BenchConfig) -> dict[str, list[str]]:
+    n = max(config.n_texts, max(config.batch_sizes))
+    specials = len(emb.tokenize([""])[0])
+    count = lambda words: [len(x) - specials for x in emb.tokenize(words)]  # noqa: E731
+    return {k: build_texts(docs, count, min(LENGTH_BUCKETS[k], emb.max_seq_length), n, specials)
+            for k in config.lengths}
+
+
+def _token_stats(emb, texts: list[str], target: int, n_texts: int) -> dict:
+    lens = np.array([len(x) for x in emb.tokenize(texts)])
+    return {"target_tokens": min(target, emb.max_seq_length), "n_texts": len(texts),
+            "mean_tokens": float(lens.mean()), "min_tokens": int(lens.min()), "max_tokens": int(lens.max())}
+
+
+def _run_cell(model, device, length, bs, texts, contenders, config, clock, memory, emb) -> list[dict]:
+    n = max(config.n_texts, bs)
+    cell_texts = texts[:n]
+    batches = [cell_texts[i : i + bs] for i in range(0, n, bs)]
+    n_tokens = int(sum(len(x) for x in emb.tokenize(cell_texts)))
+    fns = {c.label: c.fn for c in contenders}
+    ms = measure(fns, batches, config.repeats, clock=clock, warmup=config.warmup, memory=memory)
+    base_label = next((c.label for c in contenders if c.name == "st-torch"), None)
+    base_rate = base_vecs = None
+    if base_label is not None:
+        base_rate = ms[base_label].summary(n, n_tokens)["texts_per_s"]
+        base_vecs = _stack(ms[base_label].outputs)
+    rows = []
+    for c in contenders:
+        m = ms[c.label]
+        s = m.summary(n, n_tokens)
+        vecs = _stack(m.outputs)
+        cos = None
+        if base_vecs is not None and vecs is not None and vecs.shape == base_vecs.shape:
+            cos = min_cosine(vecs, base_vecs)
+        rows.append({
+            "model": model, "device": device, "length": length, "batch_size": bs,
+            "contender": c.name, "precision": c.precision, "label": c.label,
+            "n_texts": n, "n_batches": len(batches), "repeats": config.repeats, "tokens": n_tokens,
+            **s,
+            "peak_rss_mb": m.peak_rss_mb, "threads": c.threads,
+            "speedup_vs_st_torch": (s["texts_per_s"] / base_rate) if base_rate else None,
+            "min_cosine_vs_st_torch": cos,
+        })
+    return rows
+
+
+def _stack(outputs: list) -> np.ndarray | None:
+    if not outputs or any(not isinstance(o, np.ndarray) for o in outputs):
+        return None
+    return np.concatenate([np.atleast_2d(o) for o in outputs])
+
+
+# -- output -----------------------------------------------------------------------------
+CSV_FIELDS = ("model", "device", "length", "batch_size", "contender", "precision", "n_texts", "n_batches",
+              "repeats", "tokens", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "texts_per_s", "texts_per_s_median",
+              "tokens_per_s", "wall_s", "peak_rss_mb", "threads", "speedup_vs_st_torch", "min_cosine_vs_st_torch")
+
+
+def csv_rows(result: dict) -> list[dict]:
+    """The rows flattened for CSV (latency_ms.* -> *_ms, threads as JSON)."""
+    out = []
+    for r in result["rows"]:
+        flat = {k: r.get(k) for k in CSV_FIELDS}
+        for p in ("p50", "p95", "p99", "mean"):
+            flat[f"{p}_ms"] = r["latency_ms"][p]
+        flat["threads"] = json.dumps(r["threads"], sort_keys=True)
+        out.append(flat)
+    return out
+
+
+def write_results(result: dict, out_dir: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
+    """Write results.json, results.csv and (when matplotlib is installed) PNG plots into out_dir.
+
+    Returns {"json": path, "csv": path, "plots": [paths], "plot_error": message?}.
+    """
+    import csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Any] = {"json": out / "results.json", "csv": out / "results.csv", "plots": []}
+    paths["json"].write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    with paths["csv"].open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(csv_rows(result))
+    if plots and result["rows"]:
+        try:
+            from .benchplot import plot_results
+        except ImportError as e:
+            paths["plot_error"] = str(e)
+        else:
+            paths["plots"] = plot_results(result, out)
+    return paths
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def format_table(result: dict) -> str:
+    """A short fixed-width table of the rows, grouped by model, device and length."""
+    head = f"{'model':<18} {'dev':<4} {'length':<6} {'bs':>4} {'contender':<13} {'p50 ms':>9} {'p95 ms':>9} " \
+           f"{'texts/s':>9} {'tokens/s':>10} {'x st-torch':>10}"
+    lines = [head, "-" * len(head)]
+    for r in result["rows"]:
+        sp = r["speedup_vs_st_torch"]
+        lines.append(
+            f"{_short(r['model'])[:18]:<18} {r['device'][:4]:<4} {r['length']:<6} {r['batch_size']:>4} "
+            f"{r['label'][:13]:<13} {r['latency_ms']['p50']:>9.2f} {r['latency_ms']['p95']:>9.2f} "
+            f"{r['texts_per_s']:>9.1f} {r['tokens_per_s']:>10,.0f} {('%.2fx' % sp) if sp else '-':>10}"
+        )
+    for s in result["skipped"]:
+        lines.append(f"skipped: {_short(s['model'])} {s['device']} {s['contender']} {s['precision']}: {s['reason']}")
+    return "\n".join(lines)
+
+
+def best_batch_sizes(result: dict, contender: str = "engine") -> dict[tuple, int]:
+    """(model, device, precision, length) -> the batch size with the highest texts/s."""
+    best: dict[tuple, tuple[float, int]] = {}
+    for r in result["rows"]:
+        if r["contender"] != contender:
+            continue
+        key = (r["model"], r["device"], r["precision"], r["length"])
+        if key not in best or r["texts_per_s"] > best[key][0]:
+            best[key] = (r["texts_per_s"], r["batch_size"])
+    return {k: v[1] for k, v in best.items()}
+
+
+def default_out_dir(now: _dt.datetime | None = None) -> Path:
+    """bench/results/<timestamp> inside a checkout of this project, else ./bench-results/<timestamp>."""
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = Path("bench") / "results" if Path("bench").is_dir() else Path("bench-results")
+    return base / stamp
+
+
+def parse_list(values: Iterable[str] | str | None) -> list[str]:
+    """Comma lists and repeated flags flattened: ["a,b", "c"] -> ["a", "b", "c"]."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [x.strip() for v in values for x in v.split(",") if x.strip()]

@@ -1,0 +1,352 @@
+"""The benchmark harness: statistics on a fake clock, text building, the results schema, the CLI.
+
+No timing is asserted anywhere: the fake clock makes the statistics exact, and the real runs
+check only what was written and its structure.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine import InputError
+from engine.benchmark import (
+    SCHEMA,
+    BenchConfig,
+    Contender,
+    FakeClock,
+    MemoryProbe,
+    _run_cell,
+    best_batch_sizes,
+    build_texts,
+    csv_rows,
+    device_unavailable,
+    environment,
+    format_table,
+    latency_summary,
+    measure,
+    min_cosine,
+    read_corpus,
+)
+
+
+def _timed(clock: FakeClock, durations, log=None, name=None):
+    """A contender that takes the next scripted duration (seconds) on every call."""
+    it = iter(durations)
+
+    def fn(batch):
+        if log is not None:
+            log.append(name)
+        clock.advance(next(it))
+        return np.ones((len(batch), 2), dtype=np.float32)
+
+    return fn
+
+
+# -- statistics on a fake clock ----------------------------------------------------------
+def test_latencies_and_throughput_on_fake_clock():
+    clock = FakeClock()
+    rng = np.random.default_rng(0)
+    n_batches, repeats, warmup = 4, 3, 2
+    durations = rng.uniform(0.001, 0.05, size=warmup + n_batches * repeats)
+    batches = [["t"] * 8 for _ in range(n_batches)]
+    m = measure({"a": _timed(clock, durations)}, batches, repeats, clock=clock, warmup=warmup)["a"]
+
+    timed = durations[warmup:]  # the warm-up calls are never timed
+    np.testing.assert_allclose(m.latencies_s, timed, rtol=0, atol=1e-12)
+    passes = timed.reshape(repeats, n_batches).sum(axis=1)
+    np.testing.assert_allclose(m.pass_s, passes, atol=1e-12)
+
+    s = m.summary(n_texts=32, n_tokens=32 * 20)
+    want = np.percentile(timed * 1e3, [50, 95, 99])
+    assert [s["latency_ms"][k] for k in ("p50", "p95", "p99")] == pytest.approx(want, rel=1e-12)
+    assert s["latency_ms"]["mean"] == pytest.approx(timed.mean() * 1e3)
+    assert s["latency_ms"]["max"] == pytest.approx(timed.max() * 1e3)
+    assert s["wall_s"] == pytest.approx(passes.min())
+    assert s["texts_per_s"] == pytest.approx(32 / passes.min())
+    assert s["texts_per_s_median"] == pytest.approx(32 / np.median(passes))
+    assert s["tokens_per_s"] == pytest.approx(640 / passes.min())
+    assert len(m.outputs) == n_batches  # the last pass's outputs are kept
+
+
+@pytest.mark.parametrize("lat", [[0.010], [0.003, 0.001], list(np.linspace(0.001, 0.1, 101))], ids=["one", "two", "many"])
+def test_latency_summary_matches_numpy(lat):
+    s = latency_summary(lat)
+    a = np.asarray(lat) * 1e3
+    for q in (50, 95, 99):
+        assert s[f"p{q}"] == pytest.approx(np.percentile(a, q))
+    assert s["min"] == pytest.approx(a.min())
+
+
+def test_contenders_alternate_and_warm_up_first():
+    clock = FakeClock()
+    log: list[str] = []
+    fns = {n: _timed(clock, [0.001] * 20, log, n) for n in ("x", "y", "z")}
+    measure(fns, [["a"]], repeats=3, clock=clock, warmup=1)
+    assert log == ["x", "y", "z",  # warm-up, one each
+                   "x", "y", "z", "z", "y", "x", "x", "y", "z"]  # passes alternate direction
+
+
+def test_speedup_and_cosine_against_the_torch_baseline_of_the_same_cell():
+    clock = FakeClock()
+
+    class FakeEmb:
+        def tokenize(self, texts):
+            return [np.zeros(10, dtype=np.int64) for _ in texts]
+
+    vecs = np.eye(4, 3, dtype=np.float32)
+    vecs[3] = [1, 1, 0]
+
+    def contender(name, per_batch):
+        def fn(batch):
+            clock.advance(per_batch)
+            return vecs[: len(batch)] if name != "st-torch" else vecs[: len(batch)] * 2.0  # cosine ignores scale
+        return Contender(name, "fp32", fn, {"t": 1})
+
+    cs = [contender("engine", 0.01), contender("st-torch", 0.03)]
+    cfg = BenchConfig(n_texts=4, repeats=2)
+    rows = _run_cell("m", "cpu", "short", 4, ["a", "b", "c", "d"], cs, cfg, clock, None, FakeEmb())
+    by = {r["contender"]: r for r in rows}
+    assert by["engine"]["speedup_vs_st_torch"] == pytest.approx(3.0)
+    assert by["st-torch"]["speedup_vs_st_torch"] == pytest.approx(1.0)
+    assert by["engine"]["min_cosine_vs_st_torch"] == pytest.approx(1.0)
+    assert by["engine"]["tokens"] == 40 and by["engine"]["tokens_per_s"] == pytest.approx(40 / 0.01)
+    assert best_batch_sizes({"rows": rows}) == {("m", "cpu", "fp32", "short"): 4}
+
+
+def test_cell_without_baseline_has_no_speedup():
+    clock = FakeClock()
+
+    class FakeEmb:
+        def tokenize(self, texts):
+            return [np.zeros(3, dtype=np.int64) for _ in texts]
+
+    c = Contender("engine", "fp32", _timed(clock, [0.01] * 10), {})
+    rows = _run_cell("m", "cpu", "short", 2, ["a", "b"], [c], BenchConfig(n_texts=2, repeats=1), clock, None, FakeEmb())
+    assert rows[0]["speedup_vs_st_torch"] is None and rows[0]["min_cosine_vs_st_torch"] is None
+
+
+def test_measure_refuses_nonsense():
+    with pytest.raises(InputError, match="repeats"):
+        measure({"a": lambda b: None}, [["x"]], repeats=0)
+    with pytest.raises(InputError, match="no batches"):
+        measure({"a": lambda b: None}, [], repeats=1)
+    with pytest.raises(InputError, match="no latencies"):
+        latency_summary([])
+
+
+def test_min_cosine():
+    a = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    b = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert min_cosine(a, b) == pytest.approx(1 / np.sqrt(2))
+    with pytest.raises(InputError, match="shapes"):
+        min_cosine(a, b[:2])
+
+
+def test_memory_probe_reads_a_peak():
+    probe = MemoryProbe()
+    probe.reset()
+    peak = probe.peak_mb()
+    assert probe.method in ("VmHWM", "ru_maxrss")
+    assert peak is None or peak > 1.0  # a Python process holds more than 1 MB
+
+
+# -- texts -------------------------------------------------------------------------------
+def _count(words):
+    return [1 + len(w) // 4 for w in words]  # a stand-in tokenizer: 1 token per 4 characters
+
+
+@pytest.mark.parametrize("target", [8, 16, 64, 256])
+def test_build_texts_hits_the_token_target(target):
+    docs = read_corpus()
+    texts = build_texts(docs, _count, target, n=50, special_tokens=2)
+    assert len(texts) == 50
+    toks = np.array([sum(_count(t.split())) + 2 for t in texts])
+    assert toks.max() <= target or target <= 4
+    assert toks.mean() >= target * 0.8  # greedy fill stops only when the next word does not fit
+    assert len(set(texts)) > 40
+
+
+def test_build_texts_wraps_a_small_corpus_into_distinct_texts():
+    docs = ["alpha beta gamma delta", "epsilon zeta eta theta iota"]
+    texts = build_texts(docs, lambda ws: [1] * len(ws), target_tokens=5, n=12, special_tokens=2)
+    assert all(len(t.split()) == 3 for t in texts)
+    assert len(set(texts)) >= 6
+    # a corpus shorter than one text: every text is the whole stream (rotated), nothing loops forever
+    one = build_texts(["a b"], lambda ws: [1] * len(ws), target_tokens=100, n=3)
+    assert len(one) == 3 and all(sorted(t.split()) == ["a", "b"] for t in one)
+
+
+def test_build_texts_with_real_tokenizer(tiny_embedder):
+    specials = len(tiny_embedder.tokenize([""])[0])
+    count = lambda ws: [len(x) - specials for x in tiny_embedder.tokenize(ws)]  # noqa: E731
+    texts = build_texts(read_corpus(), count, 12, n=20, special_tokens=specials)
+    lens = [len(x) for x in tiny_embedder.tokenize(texts)]
+    assert max(lens) <= 12 and min(lens) >= 6
+
+
+def test_read_corpus_formats(tmp_path):
+    assert len(read_corpus()) == 200  # the built-in sample
+    j = tmp_path / "c.jsonl"
+    j.write_text('{"_id": "1", "title": "T", "text": "body one"}\n\n{"text": "two"}\n{"sentence": "three"}\n')
+    assert read_corpus(j) == ["T body one", "two", "three"]
+    t = tmp_path / "c.txt"
+    t.write_text("line one\n\n  line two  \n")
+    assert read_corpus(t) == ["line one", "line two"]
+    with pytest.raises(InputError, match="does not exist"):
+        read_corpus(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(InputError, match="line 1 is not JSON"):
+        read_corpus(bad)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    with pytest.raises(InputError, match="no text"):
+        read_corpus(empty)
+
+
+# -- config and CLI ----------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lengths": ("huge",)}, "length bucket"),
+    ({"devices": ("tpu",)}, "device"),
+    ({"baselines": ("fastembed",)}, "baseline"),
+    ({"batch_sizes": (0, 8)}, "batch sizes"),
+    ({"n_texts": 0}, "n_texts"),
+    ({"repeats": 0}, "repeats"),
+    ({"warmup": 0}, "warmup"),
+    ({"models": ()}, "no model"),
+], ids=["length", "device", "baseline", "batch", "n_texts", "repeats", "warmup", "model"])
+def test_config_validation(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        BenchConfig(**kwargs).validate()
+
+
+def _args(*argv):
+    from engine.cli import build_parser
+
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_cli_flags_become_a_config():
+    from engine.cli.bench import config_from_args
+
+    c = config_from_args(_args("--model", "a,b", "--model", "c", "--batch-sizes", "1, 8", "--baselines", "none",
+                               "--precision", "fp32,int8", "--device", "cpu"))
+    assert c.models == ("a", "b", "c") and c.batch_sizes == (1, 8) and c.baselines == ()
+    assert c.precisions == ("fp32", "int8") and c.devices == ("cpu",)
+    assert c.lengths == ("short", "medium", "long") and c.n_texts == 256 and c.repeats == 3
+    q = config_from_args(_args("--quick", "--repeats", "5"))
+    assert q.batch_sizes == (1, 8, 32) and q.lengths == ("short", "medium") and q.n_texts == 64
+    assert q.repeats == 5  # an explicit flag wins over --quick
+    assert q.baselines == ("st-torch", "st-onnx") and q.models == ("all-MiniLM-L6-v2",)
+
+
+def test_cli_rejects_bad_batch_sizes(capsys):
+    from engine.cli import main
+
+    assert main(["bench", "--batch-sizes", "1,eight"]) == 1
+    assert "comma list of integers" in capsys.readouterr().err
+
+
+def test_import_stays_light():
+    code = ("import sys, engine.benchmark, engine.cli.bench; "
+            "bad = [m for m in ('torch', 'matplotlib', 'sentence_transformers') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_environment_block():
+    env = environment()
+    assert isinstance(env["cpu"]["model"], str) and env["cpu"]["model"]
+    assert isinstance(env["cpu"]["logical_cores"], int) and env["cpu"]["physical_cores"] >= 1
+    assert all(isinstance(v, bool) for v in env["cpu"]["flags"].values())
+    assert "avx512_vnni" in env["cpu"]["flags"]
+    assert isinstance(env["gpu"], list)
+    assert "CPUExecutionProvider" in env["onnxruntime_providers"]
+    assert env["versions"]["onnxruntime"] and env["versions"]["numpy"]
+    json.dumps(env)  # serializable as is
+
+
+# -- a tiny real run, end to end through the CLI -----------------------------------------
+_ROW_TYPES = {
+    "model": str, "device": str, "length": str, "batch_size": int, "contender": str, "precision": str,
+    "label": str, "n_texts": int, "n_batches": int, "repeats": int, "tokens": int, "latency_ms": dict,
+    "texts_per_s": float, "texts_per_s_median": float, "tokens_per_s": float, "wall_s": float, "threads": dict,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tiny_cache, tmp_path_factory):
+    from engine.cli import main
+
+    out = tmp_path_factory.mktemp("bench-out")
+    rc = main(["bench", "--model", str(tiny_model_dir), "--cache-dir", str(tiny_cache), "--device", "cpu,cuda",
+               "--batch-sizes", "1,4", "--lengths", "short", "--n-texts", "8", "--repeats", "2",
+               "--baselines", "none", "--threads", "1", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_tiny_run_writes_json_with_the_schema(tiny_run):
+    doc = json.loads((tiny_run / "results.json").read_text())
+    assert doc["schema"] == SCHEMA
+    assert set(doc) >= {"created", "config", "environment", "models", "texts", "rows", "skipped", "rss_method"}
+    assert doc["config"]["batch_sizes"] == [1, 4] and doc["config"]["threads"] == 1
+    (model,) = doc["models"]
+    info = doc["models"][model]
+    assert info["dim"] == 32 and info["fingerprints"]["fp32"].count("/") == 3
+    t = doc["texts"][model]["short"]
+    assert t["target_tokens"] == 16 and 8 <= t["mean_tokens"] <= 16
+    assert len(doc["rows"]) == 2  # 2 batch sizes x 1 length x engine only
+    for row in doc["rows"]:
+        for key, typ in _ROW_TYPES.items():
+            assert isinstance(row[key], typ), (key, row[key])
+        assert set(row["latency_ms"]) == {"p50", "p95", "p99", "mean", "min", "max"}
+        assert row["latency_ms"]["p50"] <= row["latency_ms"]["p95"] <= row["latency_ms"]["p99"]
+        assert row["n_texts"] == 8 and row["n_batches"] == 8 // row["batch_size"]
+        assert row["texts_per_s"] > 0 and row["tokens_per_s"] > row["texts_per_s"]
+        assert row["threads"]["intra_op"] == 1
+        assert row["speedup_vs_st_torch"] is None  # baselines none
+        assert row["peak_rss_mb"] is None or row["peak_rss_mb"] > 0
+    if device_unavailable("cuda"):
+        (s,) = [s for s in doc["skipped"] if s["device"] == "cuda"]
+        assert "CUDAExecutionProvider" in s["reason"]
+
+
+def test_tiny_run_writes_csv_and_pngs(tiny_run):
+    with (tiny_run / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["batch_size"]) for r in rows] == [1, 4]
+    assert float(rows[0]["p50_ms"]) > 0 and rows[0]["contender"] == "engine"
+    pngs = sorted(p.name for p in tiny_run.glob("*.png"))
+    assert pngs == ["latency_tiny-bert.png", "throughput_tiny-bert.png"]
+    for p in tiny_run.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_and_csv_rows_from_a_run(tiny_run):
+    doc = json.loads((tiny_run / "results.json").read_text())
+    table = format_table(doc)
+    assert "engine-fp32" in table and table.count("\n") >= 3
+    flat = csv_rows(doc)
+    assert flat[0]["p95_ms"] == doc["rows"][0]["latency_ms"]["p95"]
+
+
+@pytest.mark.slow
+def test_tiny_run_with_both_baselines(tiny_model_dir, tiny_cache, tmp_path):
+    """The baselines load offline and the engine's vectors match sentence-transformers torch."""
+    from engine.benchmark import run_grid
+
+    cfg = BenchConfig(models=(str(tiny_model_dir),), devices=("cpu",), batch_sizes=(4,), lengths=("medium",),
+                      n_texts=8, repeats=1, baselines=("st-torch", "st-onnx"), threads=1, cache_dir=str(tiny_cache))
+    doc = run_grid(cfg, progress=False)
+    by = {r["contender"]: r for r in doc["rows"]}
+    assert set(by) == {"engine", "st-torch", "st-onnx"}, doc["skipped"]
+    assert by["st-torch"]["speedup_vs_st_torch"] == pytest.approx(1.0)
+    assert by["engine"]["min_cosine_vs_st_torch"] > 0.9999
+    assert by["st-onnx"]["min_cosine_vs_st_torch"] > 0.9999
