@@ -12,7 +12,7 @@ import sys
 from ..errors import EngineError
 
 # module name -> registers one or more subcommands
-SUBCOMMANDS = ["demo", "models", "bench", "encode"]
+SUBCOMMANDS = ["demo", "models", "bench", "encode", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,315 @@
+"""Datasets and evaluation runs: BEIR retrieval and STS, on top of the pure metrics.
+
+BEIR folder layout: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
+``text``), ``qrels/<split>.tsv`` (header ``query-id corpus-id score``). Documents are embedded as
+``(title + " " + text).strip()`` (BEIR's and MEASUREMENTS.md's convention); only the queries that
+appear in the qrels split are embedded.
+
+STS files: tab-separated ``genre file year id score sentence1 sentence2`` (the STS Benchmark csv,
+no header) or any tsv whose last three columns are ``score sentence1 sentence2``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .metrics import DEFAULT_KS, evaluate_run, rank_top_k
+
+
+@dataclass
+class BeirDataset:
+    """A BEIR dataset in memory: corpus order is file order."""
+
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def doc_text(doc: dict) -> str:
+    """``(title + " " + text).strip()``; a missing title gives the text alone."""
+    title = doc.get("title") or ""
+    return (title + " " + (doc.get("text") or "")).strip()
+
+
+def _read_jsonl(path: Path, what: str) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path} (a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if "_id" not in row:
+                raise InputError(f"{path}:{n}: no '_id' field; BEIR rows look like {{\"_id\": ..., \"text\": ...}}")
+            out.append(row)
+    return out
+
+
+def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """``query-id corpus-id score`` tsv (header optional) -> {qid: {doc_id: score}}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"qrels file not found: {path}")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 1 and not parts[0].strip():
+                continue
+            if n == 1 and parts[-1].strip().lower() == "score":
+                continue
+            if len(parts) == 4:  # TREC style: qid 0 docid score
+                parts = [parts[0], parts[2], parts[3]]
+            if len(parts) != 3:
+                raise InputError(f"{path}:{n}: expected 3 tab-separated columns 'query-id corpus-id score', got {len(parts)}")
+            try:
+                score = int(float(parts[2]))
+            except ValueError:
+                raise InputError(f"{path}:{n}: score {parts[2]!r} is not a number") from None
+            qrels.setdefault(parts[0].strip(), {})[parts[1].strip()] = score
+    return qrels
+
+
+def load_beir(folder: str | os.PathLike, split: str = "test", *, corpus=None, queries=None, qrels=None) -> BeirDataset:
+    """Load a BEIR folder (or explicit corpus/queries/qrels files, which override the folder's)."""
+    folder = Path(folder) if folder is not None else None
+    corpus = Path(corpus) if corpus else folder / "corpus.jsonl"
+    queries = Path(queries) if queries else folder / "queries.jsonl"
+    qrels_path = Path(qrels) if qrels else folder / "qrels" / f"{split}.tsv"
+    if folder is not None and not folder.is_dir():
+        raise FileNotFoundError(f"BEIR folder not found: {folder}")
+    if not qrels_path.is_file() and folder is not None and not qrels:
+        have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise FileNotFoundError(f"qrels split {split!r} not found at {qrels_path}; available splits: {have or 'none'}")
+    docs = _read_jsonl(corpus, "corpus")
+    qrows = _read_jsonl(queries, "queries")
+    rels = load_qrels(qrels_path)
+    qtext = {str(q["_id"]): q.get("text") or "" for q in qrows}
+    missing = [q for q in rels if q not in qtext]
+    if missing:
+        raise InputError(f"{len(missing)} query ids in {qrels_path} are not in {queries} (e.g. {missing[0]!r})")
+    qids = [q for q in qtext if q in rels]  # queries-file order, only those judged in this split
+    return BeirDataset(
+        doc_ids=[str(d["_id"]) for d in docs],
+        doc_texts=[doc_text(d) for d in docs],
+        query_ids=qids,
+        query_texts=[qtext[q] for q in qids],
+        qrels={q: rels[q] for q in qids},
+        name=(folder.name if folder is not None else corpus.parent.name),
+    )
+
+
+def subsample(ds: BeirDataset, max_docs: int, seed: int = 0, max_queries: int | None = None) -> BeirDataset:
+    """A smaller dataset: sampled queries keep all their judged docs, random others fill to max_docs.
+
+    Queries are drawn (in random order) while their judged docs still fit in ``max_docs``.
+    """
+    if max_docs >= len(ds.doc_ids) and max_queries is None:
+        return ds
+    rng = np.random.default_rng(seed)
+    pos = {d: i for i, d in enumerate(ds.doc_ids)}
+    keep: set[int] = set()
+    qsel = []
+    for qi in rng.permutation(len(ds.query_ids)):
+        if max_queries is not None and len(qsel) >= max_queries:
+            break
+        judged = {pos[d] for d in ds.qrels[ds.query_ids[qi]] if d in pos}
+        if len(keep | judged) > max_docs:
+            continue
+        keep |= judged
+        qsel.append(int(qi))
+    if not qsel:
+        raise InputError(f"max_docs={max_docs} is too small to hold the judged documents of any query; raise it")
+    others = np.array([i for i in rng.permutation(len(ds.doc_ids)) if i not in keep][: max(0, max_docs - len(keep))], dtype=int)
+    docs = sorted(keep | set(others.tolist()))
+    qsel.sort()
+    return BeirDataset(
+        doc_ids=[ds.doc_ids[i] for i in docs],
+        doc_texts=[ds.doc_texts[i] for i in docs],
+        query_ids=[ds.query_ids[i] for i in qsel],
+        query_texts=[ds.query_texts[i] for i in qsel],
+        qrels={ds.query_ids[i]: ds.qrels[ds.query_ids[i]] for i in qsel},
+        name=f"{ds.name}[{len(docs)} docs, {len(qsel)} queries, seed {seed}]",
+    )
+
+
+# -- embeddings, cached on disk -------------------------------------------------------------
+def _text_keys(texts: list[str]) -> np.ndarray:
+    return np.array([hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest().encode() for t in texts], dtype="S40")
+
+
+def encode_cached(embedder, texts: list[str], cache_dir: str | os.PathLike | None = None, batch_size: int = 32) -> np.ndarray:
+    """Full-dimension unit vectors for ``texts``, reusing vectors stored in ``cache_dir``.
+
+    One ``.npz`` per embedder fingerprint holds (sha1 of each text, its vector): a changed model,
+    precision or text misses, a subset of earlier texts (``--max-docs``) hits, and only the misses
+    are encoded and appended. Truncations are derived from these full vectors by the callers.
+    """
+    if cache_dir is None:
+        return embedder.encode(texts, batch_size=batch_size)
+    path = Path(cache_dir) / (embedder.fingerprint.replace("/", "_") + ".npz")
+    keys = _text_keys(texts)
+    have_keys = np.empty(0, dtype="S40")
+    have = np.empty((0, embedder.dim), dtype=np.float32)
+    if path.is_file():
+        with np.load(path) as z:
+            have_keys, have = z["keys"], z["vecs"]
+    pos = {k: i for i, k in enumerate(have_keys.tolist())}
+    out = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    miss = []
+    for i, k in enumerate(keys.tolist()):
+        j = pos.get(k)
+        if j is None:
+            miss.append(i)
+        else:
+            out[i] = have[j]
+    if miss:
+        uniq = list(dict.fromkeys(keys[miss].tolist()))  # a repeated text is encoded once
+        first = {k: i for k, i in reversed(list(zip(keys[miss].tolist(), miss)))}
+        vecs = embedder.encode([texts[first[k]] for k in uniq], batch_size=batch_size)
+        new = {k: v for k, v in zip(uniq, vecs)}
+        for i in miss:
+            out[i] = new[keys[i].tobytes()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, keys=np.concatenate([have_keys, np.array(uniq, dtype="S40")]), vecs=np.concatenate([have, vecs]))
+        os.replace(tmp, path)
+    return out
+
+
+def truncate(vecs: np.ndarray, dim: int | None) -> np.ndarray:
+    """Matryoshka: first ``dim`` components, re-normalized (the kernels' truncate_normalize)."""
+    if dim is None or dim >= vecs.shape[1]:
+        return vecs
+    from .kernels import truncate_normalize
+
+    return truncate_normalize(vecs, dim)
+
+
+# -- retrieval ------------------------------------------------------------------------------
+def retrieve(doc_vecs: np.ndarray, query_vecs: np.ndarray, doc_ids: list[str], k: int = 100,
+             index_precision: str = "fp32") -> dict[str, list]:
+    """Top-k per query as (doc-id lists, score lists), ties by ascending doc id.
+
+    ``fp32``: exact inner products in numpy. ``int8``: ``engine.index.Index`` with int8 storage
+    (its scan + rescoring), then the same deterministic tie order.
+    """
+    k = min(k, len(doc_ids))
+    if index_precision == "fp32":
+        scores = query_vecs @ doc_vecs.T
+        idx = rank_top_k(scores, doc_ids, k)
+        top = np.take_along_axis(scores, idx, axis=1)
+    elif index_precision == "int8":
+        try:
+            from .index import Index
+        except ImportError as e:
+            raise InputError(f"index_precision='int8' needs engine.index, which is not available ({e}); use 'fp32'") from None
+        index = Index(doc_vecs.shape[1], precision="int8")
+        index.add(doc_vecs, ids=np.arange(len(doc_ids), dtype=np.int64))
+        top, idx = index.search(query_vecs, k=k)
+        top = np.asarray(top, dtype=np.float32)
+        idx = np.asarray(idx, dtype=np.int64)
+        order = np.array([sorted(range(k), key=lambda j, r=r: (-top[r, j], doc_ids[idx[r, j]] if idx[r, j] >= 0 else "\uffff"))
+                          for r in range(len(idx))], dtype=np.int64).reshape(idx.shape)
+        idx = np.take_along_axis(idx, order, axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+    else:
+        raise InputError(f"index_precision must be 'fp32' or 'int8', got {index_precision!r}")
+    return {
+        "ids": [[doc_ids[j] for j in row if j >= 0] for row in idx],
+        "scores": [list(map(float, row)) for row in top],
+    }
+
+
+def beir_scores(ds: BeirDataset, doc_vecs: np.ndarray, query_vecs: np.ndarray, *, k_values=DEFAULT_KS,
+                index_precision: str = "fp32", truncate_dim: int | None = None) -> dict:
+    """Metrics for precomputed full vectors (truncation and index precision applied here)."""
+    d, q = truncate(doc_vecs, truncate_dim), truncate(query_vecs, truncate_dim)
+    run = retrieve(d, q, ds.doc_ids, k=max(k_values), index_precision=index_precision)
+    ranked = dict(zip(ds.query_ids, run["ids"]))
+    return evaluate_run(ds.qrels, ranked, k_values)
+
+
+def evaluate_beir(embedder, ds: BeirDataset, *, k_values=DEFAULT_KS, index_precision: str = "fp32",
+                  truncate_dim: int | None = None, batch_size: int = 32, cache_dir=None) -> dict:
+    """Embed corpus and queries with ``embedder``, retrieve, score. Returns a JSON-able dict."""
+    if truncate_dim is not None and not 1 <= truncate_dim <= embedder.dim:
+        raise InputError(f"truncate_dim must be in [1, {embedder.dim}] for {embedder.name}, got {truncate_dim}")
+    docs = encode_cached(embedder, ds.doc_texts, cache_dir, batch_size)
+    queries = encode_cached(embedder, ds.query_texts, cache_dir, batch_size)
+    res = beir_scores(ds, docs, queries, k_values=k_values, index_precision=index_precision, truncate_dim=truncate_dim)
+    res.update(model=embedder.name, precision=embedder.precision, index_precision=index_precision,
+               dim=truncate_dim or embedder.dim, dataset=ds.name, docs=len(ds.doc_ids))
+    return res
+
+
+# -- STS ------------------------------------------------------------------------------------
+def load_sts(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:
+    """(sentences1, sentences2, gold scores) from an STS tsv; quotes are literal text."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"STS file not found: {path}")
+    s1, s2, gold = [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) < 3:
+                raise InputError(f"{path}:{n}: expected tab-separated '... score sentence1 sentence2', got {len(row)} columns")
+            # STS Benchmark rows may carry extra source columns after sentence2
+            if len(row) >= 7:
+                score, a, b = row[4], row[5], row[6]
+            else:
+                score, a, b = row[-3], row[-2], row[-1]
+            try:
+                g = float(score)
+            except ValueError:
+                if n == 1:
+                    continue  # a header
+                raise InputError(f"{path}:{n}: score {score!r} is not a number") from None
+            s1.append(a)
+            s2.append(b)
+            gold.append(g)
+    if not gold:
+        raise InputError(f"{path}: no sentence pairs found")
+    return s1, s2, np.asarray(gold, dtype=np.float64)
+
+
+def evaluate_sts(embedder, path: str | os.PathLike, batch_size: int = 32, cache_dir=None,
+                 truncate_dim: int | None = None) -> dict:
+    """Spearman and Pearson correlation between cosine similarity and the gold scores."""
+    from .metrics import sts_correlations
+
+    s1, s2, gold = load_sts(path)
+    a = truncate(encode_cached(embedder, s1, cache_dir, batch_size), truncate_dim)
+    b = truncate(encode_cached(embedder, s2, cache_dir, batch_size), truncate_dim)
+    res = sts_correlations(a, b, gold)
+    res.update(model=embedder.name, precision=embedder.precision, dim=truncate_dim or embedder.dim,
+               dataset=Path(path).name, pairs=len(gold))
+    return res
+
+
+def format_table(rows: list[dict], columns: list[str], floatfmt: str = ".4f") -> str:
+    """A plain aligned text table (also valid Markdown)."""
+    def cell(v):
+        return format(v, floatfmt) if isinstance(v, float) else ("" if v is None else str(v))
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
+    line = lambda xs: "| " + " | ".join(x.ljust(w) for x, w in zip(xs, widths)) + " |"
+    return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])

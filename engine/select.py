@@ -1,0 +1,317 @@
+"""``select``: pick a configuration on the user's own data, from measured numbers.
+
+Grid: model x model precision (fp32, int8) x index precision (fp32, int8) x truncate_dim (full,
+256, 128, 64; values >= the model's dim are skipped). Each (model, precision) encodes the corpus
+and queries once; truncations are derived from the full vectors (truncate + renormalize) and
+every index precision reuses them, so the grid costs one encode per (model, precision).
+
+Measured per configuration: nDCG@10 and recall@100 (``engine.metrics``), encode throughput
+(docs/s on a fixed sample of corpus docs, after a warm-up; per model + precision), query latency
+(ms/query = one query encoded alone + one index search, means over sample queries, after a
+warm-up) and bytes per vector.
+
+Bytes per vector: fp32 index ``4 * dim``; int8 index ``dim`` (the int8 codes held in RAM; the
+per-dimension scales are ``4 * dim`` bytes per index, amortized away). The int8 index also keeps
+the fp32 vectors on disk for exact rescoring (memory-mapped, only ``k * oversample`` rows read
+per query), so its file is ``5 * dim`` bytes per vector: ``disk_bytes_per_vector``.
+
+Recommendation rule (``recommend``): the candidates are the configurations whose nDCG@10 is
+within ``tolerance`` (relative, default 1%) of the best one measured. Among them, prefer the
+fastest encoder (highest docs/s of the model + precision, which also dominates query latency),
+then the fewest bytes per vector, then the higher nDCG@10. The runner-up is the best candidate
+by the same order that uses a different model or model precision (else the next candidate).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EngineError, InputError, ModelNotFoundError
+from .evaluate import BeirDataset, beir_scores, encode_cached, truncate
+
+TRUNCATE_DIMS = (None, 256, 128, 64)
+PRECISIONS = ("fp32", "int8")
+
+
+def bytes_per_vector(dim: int, index_precision: str) -> tuple[int, int]:
+    """(RAM bytes, file bytes) per stored vector; see the module docstring."""
+    return (4 * dim, 4 * dim) if index_precision == "fp32" else (dim, 5 * dim)
+
+
+def _index_search_fn(vecs: np.ndarray, index_precision: str):
+    """A ``search(q (1, d)) -> ids`` closure over an index of ``vecs``."""
+    try:
+        from .index import Index
+    except ImportError:
+        Index = None
+    if Index is None:
+        if index_precision != "fp32":
+            raise InputError("the int8 index needs engine.index, which is not available")
+        return lambda q: np.argsort(-(vecs @ q[0]))[:10]
+    index = Index(vecs.shape[1], precision=index_precision)
+    index.add(vecs)
+    return lambda q: index.search(q, k=10)
+
+
+def _sample(n: int, m: int, seed: int = 0) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).permutation(n)[: min(n, m)])
+
+
+def measure_encoder(embedder, ds: BeirDataset, speed_docs: int = 256, latency_queries: int = 32,
+                    batch_size: int = 32) -> dict:
+    """Encode throughput on a fixed doc sample and single-query encode latency (warm, not cold)."""
+    docs = [ds.doc_texts[i] for i in _sample(len(ds.doc_texts), speed_docs)]
+    queries = [ds.query_texts[i] for i in _sample(len(ds.query_texts), latency_queries)]
+    embedder.encode(docs[:batch_size], batch_size=batch_size)  # warm-up
+    t = time.perf_counter()
+    embedder.encode(docs, batch_size=batch_size)
+    docs_s = len(docs) / (time.perf_counter() - t)
+    embedder.encode(queries[:2])
+    t = time.perf_counter()
+    for q in queries:
+        embedder.encode([q])
+    q_ms = 1000 * (time.perf_counter() - t) / len(queries)
+    return {"encode_docs_per_s": docs_s, "query_encode_ms": q_ms, "speed_docs": len(docs)}
+
+
+def measure_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, index_precision: str, n: int = 100) -> float:
+    """Mean ms per single-query search (k = 10) after one warm-up search."""
+    search = _index_search_fn(doc_vecs, index_precision)
+    qs = query_vecs[: max(1, min(n, len(query_vecs)))]
+    search(qs[:1])
+    t = time.perf_counter()
+    for i in range(len(qs)):
+        search(qs[i : i + 1])
+    return 1000 * (time.perf_counter() - t) / len(qs)
+
+
+def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index_precisions=PRECISIONS,
+             dims=TRUNCATE_DIMS, cache_dir=None, embeddings_cache=None, batch_size: int = 32,
+             speed_docs: int = 256, threads: int | None = None, log=print) -> tuple[list[dict], list[dict]]:
+    """Evaluate the grid. Returns (rows, skipped) where skipped lists ``{model, precision, reason}``."""
+    from .embedder import Embedder
+
+    rows, skipped = [], []
+    for model in models:
+        for precision in precisions:
+            try:
+                emb = Embedder(model, precision=precision, threads=threads, cache_dir=cache_dir)
+            except (ModelNotFoundError, EngineError, ImportError, OSError) as e:
+                reason = f"{type(e).__name__}: {e}"
+                log(f"skip {model} {precision}: {reason}")
+                skipped.append({"model": model, "precision": precision, "reason": reason})
+                continue
+            log(f"{emb.name} {precision}: encoding {len(ds.doc_texts)} docs + {len(ds.query_texts)} queries")
+            t = time.perf_counter()
+            docs = encode_cached(emb, ds.doc_texts, embeddings_cache, batch_size)
+            queries = encode_cached(emb, ds.query_texts, embeddings_cache, batch_size)
+            log(f"  encoded in {time.perf_counter() - t:.1f}s (0 s when cached); timing on a sample")
+            speed = measure_encoder(emb, ds, speed_docs=speed_docs, batch_size=batch_size)
+            for dim in dims:
+                d = emb.dim if dim is None else int(dim)
+                if dim is not None and d >= emb.dim:
+                    continue
+                dv, qv = truncate(docs, d), truncate(queries, d)
+                for ip in index_precisions:
+                    try:
+                        q = beir_scores(ds, dv, qv, k_values=(10, 100), index_precision=ip)
+                        search_ms = measure_search(dv, qv, ip)
+                    except InputError as e:
+                        log(f"skip {emb.name} {precision} index {ip}: {e}")
+                        skipped.append({"model": emb.name, "precision": precision, "index_precision": ip, "reason": str(e)})
+                        continue
+                    ram, disk = bytes_per_vector(d, ip)
+                    row = {
+                        "model": emb.name, "precision": precision, "index_precision": ip, "dim": d,
+                        "full_dim": emb.dim, "ndcg@10": q["ndcg@10"], "recall@100": q["recall@100"],
+                        "encode_docs_per_s": speed["encode_docs_per_s"],
+                        "query_ms": speed["query_encode_ms"] + search_ms,
+                        "query_encode_ms": speed["query_encode_ms"], "search_ms": search_ms,
+                        "bytes_per_vector": ram, "disk_bytes_per_vector": disk,
+                    }
+                    rows.append(row)
+                    log(f"  {config_name(row):<42} nDCG@10 {row['ndcg@10']:.4f}  R@100 {row['recall@100']:.4f}  "
+                        f"{row['encode_docs_per_s']:.1f} docs/s  {row['query_ms']:.1f} ms/q  {ram} B/vec")
+    return rows, skipped
+
+
+def config_name(row: dict) -> str:
+    dim = "full" if row["dim"] == row["full_dim"] else str(row["dim"])
+    return f"{row['model']} {row['precision']} / index {row['index_precision']} / dim {dim}"
+
+
+def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
+    """Apply the rule of the module docstring; returns best, recommended, runner_up, candidates."""
+    if not rows:
+        raise InputError("no configuration could be evaluated; see the skipped models and their reasons")
+    best = max(rows, key=lambda r: r["ndcg@10"])
+    floor = (1 - tolerance) * best["ndcg@10"]
+    order = lambda r: (-r["encode_docs_per_s"], r["bytes_per_vector"], -r["ndcg@10"])
+    cands = sorted((r for r in rows if r["ndcg@10"] >= floor), key=order)
+    rec = cands[0]
+    others = [r for r in cands[1:] if (r["model"], r["precision"]) != (rec["model"], rec["precision"])]
+    runner = others[0] if others else (cands[1] if len(cands) > 1 else None)
+    return {"best": best, "recommended": rec, "runner_up": runner, "floor": floor, "tolerance": tolerance,
+            "candidates": len(cands)}
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """Rows not dominated in (higher nDCG@10, higher docs/s, fewer bytes per vector)."""
+    def dominated(a):
+        return any(b is not a and b["ndcg@10"] >= a["ndcg@10"] and b["encode_docs_per_s"] >= a["encode_docs_per_s"]
+                   and b["bytes_per_vector"] <= a["bytes_per_vector"]
+                   and (b["ndcg@10"], b["encode_docs_per_s"], -b["bytes_per_vector"])
+                   != (a["ndcg@10"], a["encode_docs_per_s"], -a["bytes_per_vector"]) for b in rows)
+    return [r for r in rows if not dominated(r)]
+
+
+def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str = "") -> Path:
+    """Quality (nDCG@10) vs encode throughput; marker area ~ bytes per vector; colour = model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=110)
+    models = sorted({r["model"] for r in rows})
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    markers = {("fp32", "fp32"): "o", ("fp32", "int8"): "s", ("int8", "fp32"): "^", ("int8", "int8"): "D"}
+    smax = max(r["bytes_per_vector"] for r in rows)
+    for r in rows:
+        ax.scatter(r["encode_docs_per_s"], r["ndcg@10"], s=30 + 400 * r["bytes_per_vector"] / smax,
+                   color=colors[r["model"]], marker=markers.get((r["precision"], r["index_precision"]), "o"),
+                   alpha=0.55, edgecolors="k", linewidths=0.4)
+    front = sorted(pareto_front(rows), key=lambda r: r["encode_docs_per_s"])
+    # the quality-vs-speed staircase: best nDCG achievable at >= this throughput
+    xs, ys, cur = [], [], -1.0
+    for r in sorted(rows, key=lambda r: -r["encode_docs_per_s"]):
+        if r["ndcg@10"] > cur:
+            cur = r["ndcg@10"]
+            xs.append(r["encode_docs_per_s"])
+            ys.append(cur)
+    ax.step(xs, ys, where="post", color="0.4", lw=1, ls="--", label="quality/speed frontier")
+    ax.scatter([rec["encode_docs_per_s"]], [rec["ndcg@10"]], s=500, facecolors="none", edgecolors="red", lw=2,
+               label=f"recommended: {config_name(rec)}")
+    for m in models:
+        ax.scatter([], [], color=colors[m], label=m)
+    for (p, ip), mk in markers.items():
+        ax.scatter([], [], color="0.6", marker=mk, label=f"model {p}, index {ip}")
+    ax.set_xlabel("encode throughput (docs/s, higher is faster)")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title(title or "select: quality vs speed (marker area ~ bytes per vector)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    _ = front
+    return path
+
+
+def decision_record(result: dict) -> str:
+    """The Markdown decision record, all numbers from ``result`` (run_select's output)."""
+    rec, best, run = result["recommended"], result["best"], result["runner_up"]
+    tol = result["tolerance"]
+
+    def cost_line(r):
+        dq = r["ndcg@10"] - best["ndcg@10"]
+        return (f"nDCG@10 {r['ndcg@10']:.4f} ({dq:+.4f} vs best, {100 * dq / best['ndcg@10']:+.2f}%), "
+                f"recall@100 {r['recall@100']:.4f}, {r['encode_docs_per_s']:.1f} docs/s "
+                f"({r['encode_docs_per_s'] / best['encode_docs_per_s']:.2f}x the best's), "
+                f"{r['query_ms']:.1f} ms/query (best: {best['query_ms']:.1f}), "
+                f"{r['bytes_per_vector']} B/vector ({best['bytes_per_vector'] / r['bytes_per_vector']:.1f}x smaller)")
+
+    ds = result["dataset"]
+    lines = [
+        f"# Decision record: embedding configuration for {ds['name']}",
+        "",
+        f"Measured by `embed select` on {ds['docs']} documents and {ds['queries']} judged queries"
+        f"{' (a --max-docs sample: ' + str(ds['max_docs']) + ' docs)' if ds.get('max_docs') else ''}; "
+        f"{result['environment']['threads']} onnxruntime threads on {result['environment']['cpu']} "
+        f"({result['environment']['cpus']} CPUs, 1-min load average {result['environment'].get('loadavg_1min')} "
+        "before/after: timings are relative to this load).",
+        "",
+        "## Decision",
+        "",
+        f"**Use {config_name(rec)}** ({rec['dim']}-d vectors).",
+        "",
+        f"- Cost in quality: {cost_line(rec)}.",
+        f"- Best quality measured: {config_name(best)}: nDCG@10 {best['ndcg@10']:.4f}, recall@100 {best['recall@100']:.4f}, "
+        f"{best['encode_docs_per_s']:.1f} docs/s, {best['query_ms']:.1f} ms/query, {best['bytes_per_vector']} B/vector.",
+        f"- Saves: encodes {rec['encode_docs_per_s'] / best['encode_docs_per_s']:.2f}x as many docs per second as the "
+        f"best-quality configuration ({rec['encode_docs_per_s']:.1f} vs {best['encode_docs_per_s']:.1f} docs/s), "
+        f"answers a query in {rec['query_ms']:.1f} instead of {best['query_ms']:.1f} ms, and stores "
+        f"{best['bytes_per_vector'] - rec['bytes_per_vector']} fewer bytes per vector "
+        f"({(best['bytes_per_vector'] - rec['bytes_per_vector']) * 1_000_000 / 2**20:,.0f} MiB less RAM per million documents).",
+    ]
+    if run:
+        lines.append(f"- Runner-up: {config_name(run)}: {cost_line(run)}.")
+    lines += [
+        "",
+        "## Rule",
+        "",
+        f"Candidates are the configurations with nDCG@10 >= (1 - {tol:g}) x best = {result['floor']:.4f} "
+        f"({result['candidates']} of {len(result['rows'])}). Among them: highest encode throughput of the model + precision "
+        "(it also dominates query latency), then fewest bytes per vector, then higher nDCG@10. The runner-up is "
+        "the first candidate in that order with a different model or model precision.",
+        "",
+        "Throughput is measured on a fixed sample of corpus documents after a warm-up; query latency is one query "
+        "encoded alone plus one k=10 search. The machine is shared: timings vary by about 10% between runs, so "
+        "speed differences smaller than that are not meaningful. Bytes per vector: fp32 index 4 x dim; int8 index "
+        "dim (codes in RAM; it also keeps the fp32 vectors on disk, memory-mapped, for exact rescoring).",
+        "",
+        "## All configurations (sorted by nDCG@10)",
+        "",
+    ]
+    from .evaluate import format_table
+
+    table = [{"config": config_name(r), "nDCG@10": r["ndcg@10"], "recall@100": r["recall@100"],
+              "docs/s": f"{r['encode_docs_per_s']:.1f}", "ms/query": f"{r['query_ms']:.1f}",
+              "B/vector": r["bytes_per_vector"],
+              "candidate": "yes" if r["ndcg@10"] >= result["floor"] else ""}
+             for r in sorted(result["rows"], key=lambda r: -r["ndcg@10"])]
+    lines.append(format_table(table, ["config", "nDCG@10", "recall@100", "docs/s", "ms/query", "B/vector", "candidate"]))
+    if result["skipped"]:
+        lines += ["", "## Not evaluated", ""]
+        lines += [f"- {s['model']} {s.get('precision', '')} {('index ' + s['index_precision']) if s.get('index_precision') else ''}: "
+                  f"{s['reason']}" for s in result["skipped"]]
+    lines += ["", "![quality vs speed](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def run_select(ds: BeirDataset, models: list[str], out_dir: str | os.PathLike | None = None, *, tolerance: float = 0.01,
+               max_docs: int | None = None, log=print, **grid) -> dict:
+    """Run the grid, recommend, and (with ``out_dir``) write results.json, decision.md and pareto.png."""
+    if not 0 <= tolerance < 1:
+        raise InputError(f"tolerance is a fraction of the best nDCG@10 in [0, 1), got {tolerance}")
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    rows, skipped = run_grid(ds, models, log=log, **grid)
+    rec = recommend(rows, tolerance)
+    threads = grid.get("threads")
+    result = {
+        "dataset": {"name": ds.name, "docs": len(ds.doc_ids), "queries": len(ds.query_ids), "max_docs": max_docs},
+        "environment": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                        "threads": threads or "default (physical cores)",
+                        # 1-min load average before/after: timings on a busy machine are not comparable
+                        "loadavg_1min": [load_before and round(load_before[0], 1),
+                                         round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None]},
+        "rule": (f"candidates: nDCG@10 >= (1 - {tolerance:g}) * best; order: highest encode docs/s, "
+                 "then fewest bytes/vector, then higher nDCG@10"),
+        **rec,
+        "rows": rows,
+        "skipped": skipped,
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(result, indent=2))
+        plot_pareto(rows, rec["recommended"], out / "pareto.png", title=f"embed select on {ds.name}")
+        (out / "decision.md").write_text(decision_record(result))
+        log(f"wrote {out / 'results.json'}, {out / 'decision.md'}, {out / 'pareto.png'}")
+    return result
