@@ -311,8 +311,12 @@ def test_search_corpus(tmp_path, tiny_embedder):
     for precision in ("fp32", "int8"):
         s = CorpusSearcher(tmp_path / "out", model=tiny_embedder, precision=precision)
         hits = s.search([compose(docs[13]["title"], docs[13]["text"])], k=3)[0]
-        assert hits[0][0] == "doc13" and hits[0][1] == pytest.approx(1.0, abs=1e-4)
-        assert hits[0][2] == "title 13"
+        # the tiny random model maps near-identical synthetic docs (doc5: same words plus one)
+        # to cosines within ~1e-5 of each other, so only require doc13 to tie for first place
+        by_id = {h[0]: h for h in hits}
+        assert "doc13" in by_id and by_id["doc13"][1] == pytest.approx(1.0, abs=1e-4)
+        assert hits[0][1] - by_id["doc13"][1] <= 1e-4
+        assert by_id["doc13"][2] == "title 13"
 
 
 def test_search_incomplete_output_refused(tmp_path, tiny_embedder):
