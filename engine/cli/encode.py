@@ -36,6 +36,14 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete an existing output in OUTDIR first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r = p.add_argument_group("Ray (pip install 'embed-engine[ray]')", "embed on a Ray cluster; the driver reads "
+                             "the inputs and writes OUTDIR, actors run the model (see engine.ray_embed)")
+    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray: 'auto' (the cluster on this machine), 'ray://HEAD:10001' (Ray Client), "
+                   "HOST:PORT; without ADDRESS, $RAY_ADDRESS or a new local cluster")
+    r.add_argument("--actors", type=int, default=None, help="model actors (default: cluster CPUs / --cpus-per-actor)")
+    r.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs (and onnxruntime threads) per actor")
+    r.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per actor (default 1 with --device cuda)")
     p.set_defaults(func=cmd_encode)
 
     s = sub.add_parser("search", help="search an 'embed encode' output folder",
@@ -62,14 +70,20 @@ def _ensure_weights(model: str | None) -> None:
 
 def cmd_encode(args) -> int:
     from ..corpus import embed_corpus
+    from ..errors import InputError
 
+    run, extra = embed_corpus, {}
+    if args.ray is not None:
+        run, extra = _ray_encode(args)
+    elif (args.actors, args.cpus_per_actor, args.gpus_per_actor) != (None, 1, None):
+        raise InputError("--actors, --cpus-per-actor and --gpus-per-actor need --ray")
     _ensure_weights(args.model)
     cache = False if args.no_cache else (args.cache or True)
-    summary = embed_corpus(
+    summary = run(
         args.inputs, args.out, args.model, precision=args.precision, device=args.device, threads=args.threads,
         batch_size=args.batch_size, id_field=args.id_field, text_field=args.text_field,
         title_field=args.title_field or None, truncate_dim=args.truncate_dim, shard_size=args.shard_size,
-        cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet,
+        cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet, **extra,
     )
     if args.json:
         print(json.dumps(summary.as_dict()))
@@ -78,6 +92,26 @@ def cmd_encode(args) -> int:
         if summary.rejected:
             print(f"skipped {summary.rejected} bad records: see {Path(args.out) / 'rejects.jsonl'}", file=sys.stderr)
     return 0
+
+
+def _ray_encode(args):
+    """(embed_corpus_ray, its Ray arguments)."""
+    import re
+
+    from ..errors import InputError, missing_extra
+
+    address = args.ray
+    if address and not (address in ("auto", "local") or "://" in address or re.fullmatch(r"[\w.\-]+:\d+", address)):
+        raise InputError(f"--ray took {address!r} as the cluster ADDRESS, which is not one ('auto', 'local', "
+                         "'ray://HOST:10001' or HOST:PORT); put --ray last, or write --ray=auto")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise missing_extra("ray", "ray") from None
+    from ..ray_embed import embed_corpus_ray
+
+    return embed_corpus_ray, {"address": address or None, "actors": args.actors,
+                              "cpus_per_actor": args.cpus_per_actor, "gpus_per_actor": args.gpus_per_actor}
 
 
 def cmd_search(args) -> int:
