@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS := export,test,bench,eval,corpus
+EXTRAS := export,test,bench,eval,corpus,ray
 
 .PHONY: setup demo test test-all bench bench-search eval-scifact clean
 
