@@ -30,7 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .readers import SKIP_HINT, Doc, Fields, count_records, detect_format, expand_inputs, iter_documents
+from .readers import (
+    SKIP_HINT,
+    Doc,
+    Fields,
+    count_records,
+    detect_format,
+    expand_inputs,
+    iter_documents,
+)
 from .shards import FORMAT, REJECTS, VERSION, OutputDir, settings_digest, snippet
 
 DEFAULT_SHARD_SIZE = 10_000
@@ -101,35 +109,13 @@ def embed_corpus(
     progress: a tqdm bar on stderr (docs/s, tokens/s, ETA).
     """
     t0 = time.perf_counter()
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise InputError(f"shard_size must be a positive integer, got {shard_size!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    for name, value in (("id_field", id_field), ("text_field", text_field)):
-        if not isinstance(value, str) or not value:
-            raise InputError(f"{name} must be a non-empty string, got {value!r}")
+    check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field)
     paths = expand_inputs(inputs)
     embedder, model_ref = _embedder(model, precision, device, threads, cache_dir)
-    if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
-                                     or not 1 <= truncate_dim <= embedder.dim):
-        raise InputError(f"truncate_dim must be an integer in [1, {embedder.dim}] or None, got {truncate_dim!r}")
-    if truncate_dim == embedder.dim:
-        truncate_dim = None
-    dim = truncate_dim or embedder.dim
-    fields = Fields(id_field, text_field, title_field or None)
-    settings = {
-        "model": embedder.fingerprint, "precision": embedder.precision, "truncate_dim": truncate_dim,
-        "normalize": True, "dim": dim, "id_field": fields.id, "text_field": fields.text,
-        "title_field": fields.title, "shard_size": shard_size, "text_format": TEXT_FORMAT,
-    }
-    settings_sha = settings_digest(settings)
-    manifest = {
-        "format": FORMAT, "version": VERSION, "status": "in_progress", "settings": settings,
-        "model": {"name": embedder.name, "ref": model_ref, "fingerprint": embedder.fingerprint,
-                  "precision": embedder.precision},
-        "dim": dim, "truncate_dim": truncate_dim, "normalize": True,
-        "inputs": [_input_info(p) for p in paths],
-    }
+    plan = Plan.build(paths, embedder.name, embedder.fingerprint, embedder.precision, embedder.dim, model_ref,
+                      Fields(id_field, text_field, title_field or None), truncate_dim, shard_size)
+    fields, settings, settings_sha, manifest = plan.fields, plan.settings, plan.settings_sha, plan.manifest
+    truncate_dim, dim = plan.truncate_dim, plan.dim
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(OutputDir(out_dir))
         out.check_settings(settings, overwrite)
@@ -160,6 +146,53 @@ def embed_corpus(
         out.write_manifest(manifest)
     return CorpusSummary(str(out_dir), n_docs, run.embedded, run.hits, run.resumed, rejects.count,
                          len(run.records), run.written, time.perf_counter() - t0)
+
+
+def check_options(**positive_ints_and_fields) -> None:
+    """InputError for a non-positive integer option (shard_size, batch_size, ...) or an empty field name."""
+    for name, value in positive_ints_and_fields.items():
+        if name.endswith("_field"):
+            if not isinstance(value, str) or not value:
+                raise InputError(f"{name} must be a non-empty string, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What defines an output folder: its settings (a rerun must match them) and its manifest.
+
+    Shared by the local and the Ray path, so their outputs are interchangeable.
+    """
+
+    fields: Fields
+    settings: dict
+    settings_sha: str
+    manifest: dict
+    truncate_dim: int | None
+    dim: int
+
+    @classmethod
+    def build(cls, paths, name: str, fingerprint: str, precision: str, full_dim: int, model_ref,
+              fields: Fields, truncate_dim: int | None, shard_size: int) -> Plan:
+        if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
+                                         or not 1 <= truncate_dim <= full_dim):
+            raise InputError(f"truncate_dim must be an integer in [1, {full_dim}] or None, got {truncate_dim!r}")
+        if truncate_dim == full_dim:
+            truncate_dim = None
+        dim = truncate_dim or full_dim
+        settings = {
+            "model": fingerprint, "precision": precision, "truncate_dim": truncate_dim,
+            "normalize": True, "dim": dim, "id_field": fields.id, "text_field": fields.text,
+            "title_field": fields.title, "shard_size": shard_size, "text_format": TEXT_FORMAT,
+        }
+        manifest = {
+            "format": FORMAT, "version": VERSION, "status": "in_progress", "settings": settings,
+            "model": {"name": name, "ref": model_ref, "fingerprint": fingerprint, "precision": precision},
+            "dim": dim, "truncate_dim": truncate_dim, "normalize": True,
+            "inputs": [_input_info(p) for p in paths],
+        }
+        return cls(fields, settings, settings_digest(settings), manifest, truncate_dim, dim)
 
 
 # -- the per-shard work ---------------------------------------------------------------------

@@ -268,56 +268,33 @@ def embed_corpus_ray(
     from .corpus import (
         DEFAULT_SHARD_SIZE,
         ID_BLOCK,
-        TEXT_FORMAT,
         CorpusSummary,
+        Plan,
         _blocks,
         _IdRegistry,
-        _input_info,
         _open_cache,
         _Progress,
         _Rejects,
+        check_options,
     )
     from .readers import Fields, count_records, expand_inputs, iter_documents
-    from .shards import FORMAT, VERSION, OutputDir, settings_digest
+    from .shards import OutputDir
 
     t0 = time.perf_counter()
     ray = _import_ray()
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise InputError(f"shard_size must be a positive integer, got {shard_size!r}")
-    for name, value in (("batch_size", batch_size), ("ray_batch_size", ray_batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-    if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
-        raise InputError(f"actors must be a positive integer or None, got {actors!r}")
-    for name, value in (("id_field", id_field), ("text_field", text_field)):
-        if not isinstance(value, str) or not value:
-            raise InputError(f"{name} must be a non-empty string, got {value!r}")
+    check_options(shard_size=shard_size, batch_size=batch_size, ray_batch_size=ray_batch_size,
+                  id_field=id_field, text_field=text_field)
+    if actors is not None:
+        check_options(actors=actors)
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
     paths = expand_inputs(inputs)
     exported, model_ref, actor_model, actor_cache, precision = _driver_model(model, precision, cache_dir)
-    full_dim = exported.spec.dim
-    if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
-                                     or not 1 <= truncate_dim <= full_dim):
-        raise InputError(f"truncate_dim must be an integer in [1, {full_dim}] or None, got {truncate_dim!r}")
-    if truncate_dim == full_dim:
-        truncate_dim = None
-    dim = truncate_dim or full_dim
-    fields = Fields(id_field, text_field, title_field or None)
     # settings and manifest exactly as embed_corpus writes them: the outputs are interchangeable
-    settings = {
-        "model": exported.fingerprint, "precision": precision, "truncate_dim": truncate_dim,
-        "normalize": True, "dim": dim, "id_field": fields.id, "text_field": fields.text,
-        "title_field": fields.title, "shard_size": shard_size, "text_format": TEXT_FORMAT,
-    }
-    settings_sha = settings_digest(settings)
-    manifest = {
-        "format": FORMAT, "version": VERSION, "status": "in_progress", "settings": settings,
-        "model": {"name": exported.spec.name, "ref": model_ref, "fingerprint": exported.fingerprint,
-                  "precision": precision},
-        "dim": dim, "truncate_dim": truncate_dim, "normalize": True,
-        "inputs": [_input_info(p) for p in paths],
-    }
+    plan = Plan.build(paths, exported.spec.name, exported.fingerprint, precision, exported.spec.dim, model_ref,
+                      Fields(id_field, text_field, title_field or None), truncate_dim, shard_size)
+    fields, settings, settings_sha, manifest = plan.fields, plan.settings, plan.settings_sha, plan.manifest
+    truncate_dim, dim = plan.truncate_dim, plan.dim
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(OutputDir(out_dir))  # lock and settings check before any cluster starts
         out.check_settings(settings, overwrite)
