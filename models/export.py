@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ExportError, InputError, missing_extra
-from .catalog import ModelSpec
+from .catalog import ModelSpec, lookup
 from .fetch import ResolvedModel, cache_root, resolve, sha256_file, verify_weights
 
 # Bump when the export pipeline changes in a way that changes the graph's outputs.
@@ -87,13 +87,22 @@ def load_or_export(
     """Return the cached export of ``model`` at ``precision``, exporting it first if needed."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    spec = lookup(str(model)) if isinstance(model, str) and not Path(model).expanduser().is_dir() else None
+    if spec is not None:  # a catalogued export runs without its weight package installed
+        cached = _cached(cache_root(cache_dir) / "onnx" / f"{spec.name}-{precision}-v{EXPORT_VERSION}", spec, precision)
+        if cached is not None:
+            return cached
     resolved = model if isinstance(model, ResolvedModel) else resolve(model, cache_dir)
     folder = cache_root(cache_dir) / "onnx" / _cache_key(resolved, precision)
+    return _cached(folder, resolved.spec, precision) or _export(resolved, precision, folder)
+
+
+def _cached(folder: Path, spec: ModelSpec, precision: str) -> ExportedModel | None:
     meta_path = folder / "meta.json"
     if meta_path.is_file() and (folder / "model.onnx").is_file():
         meta = json.loads(meta_path.read_text())
-        return ExportedModel(resolved.spec, folder, meta["fingerprint"], precision, meta)
-    return _export(resolved, precision, folder)
+        return ExportedModel(spec, folder, meta["fingerprint"], precision, meta)
+    return None
 
 
 def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
@@ -107,6 +116,7 @@ def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
         if model.weights.suffix == ".onnx":
             raw.mkdir()
             shutil.copy2(model.weights, raw / "model.onnx")
+            settings["onnx_output"] = _keep_token_output(raw / "model.onnx", spec)
         else:
             _optimum_export(model.folder, raw)
         optimized = tmp / "model.fp32.onnx"
@@ -168,6 +178,56 @@ def _optimum_export(folder: Path, out: Path) -> None:
         raise ExportError(f"exporting {folder} to ONNX with optimum failed: {e}") from e
     if not (out / "model.onnx").is_file():
         raise ExportError(f"optimum wrote no model.onnx into {out}")
+
+
+def _keep_token_output(path: Path, spec: ModelSpec) -> str:
+    """Cut a shipped ONNX graph down to its token-embedding output, renamed ``last_hidden_state``.
+
+    Whole-pipeline exports (e.g. torch.onnx of a SentenceTransformer) also output input_ids,
+    the mask and an in-graph pooled vector; the engine pools itself, so only the
+    (batch, seq, hidden) float output is kept and the nodes that fed only the others are dropped.
+    Returns the original name of the kept output.
+    """
+    import onnx
+
+    m = onnx.load(str(path))
+    g = m.graph
+
+    def is_tokens(o) -> bool:
+        t = o.type.tensor_type
+        dims = t.shape.dim
+        return t.elem_type == onnx.TensorProto.FLOAT and len(dims) == 3 and dims[2].dim_value in (0, spec.hidden_size)
+
+    hits = [o for o in g.output if is_tokens(o)]
+    if not hits:
+        raise ExportError(
+            f"{spec.name}: the ONNX graph has no (batch, sequence, {spec.hidden_size}) float output "
+            f"(outputs: {', '.join(o.name for o in g.output)}); cannot pool it"
+        )
+    keep = next((o for o in hits if o.name in ("last_hidden_state", "token_embeddings")), hits[0])
+    name = keep.name
+    if len(g.output) == 1 and name == "last_hidden_state":
+        return name
+    needed, kept_nodes = {name}, []
+    for node in reversed(list(g.node)):  # nodes are topologically sorted: walk back from the output
+        if any(o in needed for o in node.output):
+            kept_nodes.append(node)
+            needed.update(i for i in node.input if i)
+    for node in kept_nodes:
+        node.output[:] = ["last_hidden_state" if o == name else o for o in node.output]
+        node.input[:] = ["last_hidden_state" if i == name else i for i in node.input]
+    del g.node[:]
+    g.node.extend(reversed(kept_nodes))
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(keep)
+    out.name = "last_hidden_state"
+    del g.output[:]
+    g.output.append(out)
+    inits = [t for t in g.initializer if t.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    onnx.save(m, str(path))
+    return name
 
 
 def _optimize(src: Path, dst: Path, spec: ModelSpec) -> dict:

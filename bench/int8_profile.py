@@ -1,0 +1,70 @@
+"""Where does an exported graph spend its time? onnxruntime's profiler, summed per op type.
+
+Runs one batch of SciFact docs (the longest-first batch the engine would form) a few times through
+the engine's exported fp32 and int8 graphs and prints each op type's share of kernel time.
+
+Run: .venv/bin/python bench/int8_profile.py [--model all-MiniLM-L6-v2] [--batch 32] [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scifact_ndcg import load_scifact  # noqa: E402
+
+
+def profile(path: Path, feeds: dict, threads: int, runs: int) -> dict[str, float]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = "/tmp/ort-profile"
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    feeds = {k: v for k, v in feeds.items() if k in names}
+    sess.run(None, feeds)  # warm-up (also profiled; dropped below by keeping the last runs)
+    for _ in range(runs):
+        sess.run(None, feeds)
+    trace = json.loads(Path(sess.end_profiling()).read_text())
+    per_op: dict[str, float] = defaultdict(float)
+    for ev in trace:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+            per_op[ev["args"]["op_name"]] += ev["dur"] / 1000.0 / (runs + 1)
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from engine import Embedder
+    from engine.batching import pad_batch
+
+    _, docs, _, _, _ = load_scifact()
+    for precision in ("fp32", "int8"):
+        emb = Embedder(args.model, precision=precision, threads=args.threads)
+        ids = emb.tokenize(docs[: args.batch])
+        input_ids, mask = pad_batch(ids, 0)
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+        ops = profile(emb._exported.onnx_path, feeds, args.threads, args.runs)
+        total = sum(ops.values())
+        print(f"\n{args.model} {precision}: batch {input_ids.shape}, {total:.0f} ms per run (kernel time)")
+        for op, ms in ops.items():
+            print(f"  {op:<28}{ms:9.1f} ms {100 * ms / total:5.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Lower-precision variants of an optimized fp32 graph: int8 for CPUs, fp16 for CUDA.
+
+int8 is onnxruntime's *dynamic* quantization: weights are stored as int8 (per output channel),
+activations are quantized to uint8 per batch at run time, and onnxruntime's CPU kernels (MLAS)
+run the products as u8 x s8 integer GEMMs (``vpdpbusd`` on AVX-512 VNNI / AVX-VNNI). The
+default recipe was chosen by bench/int8_explore.py (numbers in bench/int8_experiments.md):
+quantize the fused graph's MatMul and Attention nodes, s8 weights per channel, full range on
+VNNI CPUs. Without VNNI the u8 x s8 path multiplies through 16-bit saturating adds, so
+``reduce_range`` (7-bit weights) is switched on there to avoid overflow.
+
+Everything heavy (onnx, onnxruntime.quantization) is imported inside the functions.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import ExportError
+
+# The recipe the engine ships (bench/int8_experiments.md: best speed at mean cosine >= 0.99).
+DEFAULT_INT8: dict = {
+    "method": "dynamic",
+    "op_types": ("MatMul", "Attention"),
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "reduce_range": None,  # None: decided from the CPU (off with VNNI, on without)
+    "exclude": (),  # regular expressions over node names kept in fp32
+    # DefaultTensorType=FLOAT (1): shape inference cannot type the outputs of fused contrib ops.
+    "extra_options": {"MatMulConstBOnly": True, "DefaultTensorType": 1},
+}
+
+
+def cpu_isa() -> str:
+    """The best integer-GEMM instruction set this CPU offers, from /proc/cpuinfo flags.
+
+    ``avx512_vnni`` | ``avx_vnni`` | ``avx512`` | ``avx2`` | ``unknown`` (non-Linux, other arch).
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    m = re.search(r"^(flags|Features)\s*:\s*(.*)$", text, re.M)
+    flags = set(m.group(2).split()) if m else set()
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx_vnni" in flags:
+        return "avx_vnni"
+    if "avx512bw" in flags:
+        return "avx512"
+    if "avx2" in flags:
+        return "avx2"
+    return "unknown"
+
+
+def _excluded_nodes(src: Path, patterns) -> list[str]:
+    if not patterns:
+        return []
+    import onnx
+
+    g = onnx.load(str(src), load_external_data=False).graph
+    rx = [re.compile(p) for p in patterns]
+    return [n.name for n in g.node if any(r.search(n.name) for r in rx)]
+
+
+def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | Path | None = None, config: dict | None = None) -> dict:
+    """Write an int8 version of the fp32 graph ``src`` to ``dst``; return the settings used.
+
+    ``config`` overrides keys of DEFAULT_INT8 (the exploration script uses it). ``method`` is
+    ``"dynamic"`` (the default) or ``"static"`` (QDQ with activation ranges calibrated on a text
+    sample tokenized with ``hf_folder``'s tokenizer.json). The returned dict goes into the
+    export's fingerprint, so a different recipe gives different, incompatible vectors.
+    """
+    from onnxruntime.quantization import QuantType
+
+    cfg = {**DEFAULT_INT8, **(config or {})}
+    isa = cpu_isa()
+    reduce_range = cfg["reduce_range"]
+    if reduce_range is None:
+        reduce_range = isa not in ("avx512_vnni", "avx_vnni")
+    weight_type = getattr(QuantType, cfg["weight_type"], None)
+    if weight_type is None:
+        raise ExportError(f"weight_type must be QInt8 or QUInt8, got {cfg['weight_type']!r}")
+    exclude = _excluded_nodes(Path(src), cfg["exclude"])
+    settings = {
+        "method": cfg["method"],
+        "op_types": list(cfg["op_types"]),
+        "weight_type": cfg["weight_type"],
+        "per_channel": bool(cfg["per_channel"]),
+        "reduce_range": bool(reduce_range),
+        "exclude": list(cfg["exclude"]),
+        "excluded_nodes": len(exclude),
+        "extra_options": dict(cfg["extra_options"]),
+        "cpu_isa": isa,
+    }
+    try:
+        if cfg["method"] == "dynamic":
+            from onnxruntime.quantization import quantize_dynamic
+
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                op_types_to_quantize=list(cfg["op_types"]),
+                per_channel=bool(cfg["per_channel"]),
+                reduce_range=bool(reduce_range),
+                weight_type=weight_type,
+                nodes_to_exclude=exclude,
+                extra_options=dict(cfg["extra_options"]),
+            )
+        elif cfg["method"] == "static":
+            settings.update(_quantize_static(Path(src), Path(dst), cfg, weight_type, reduce_range, exclude, spec, hf_folder))
+        else:
+            raise ExportError(f"int8 method must be 'dynamic' or 'static', got {cfg['method']!r}")
+    except ExportError:
+        raise
+    except Exception as e:  # onnxruntime.quantization raises many kinds; one clear message
+        raise ExportError(f"int8 quantization of {src} failed ({type(e).__name__}: {e})") from e
+    return settings
+
+
+# A fixed, varied calibration sample for static quantization (short and long, several domains).
+_CALIBRATION = (
+    "A man is playing a guitar on the street.",
+    "The stock market fell sharply after the announcement of new tariffs.",
+    "Mitochondria are the membrane-bound organelles that generate most of the cell's chemical energy.",
+    "How do I reset my password if I no longer have access to my email?",
+    "In 1905 Einstein published four papers that changed physics: the photoelectric effect, Brownian "
+    "motion, special relativity and the equivalence of mass and energy.",
+    "Numba compiles Python loops to machine code; onnxruntime executes exported neural networks.",
+    "héllo wörld café naïve 日本語 テキスト",
+    "The randomized controlled trial enrolled 1,204 patients with type 2 diabetes across 42 sites; the "
+    "primary endpoint was the change in HbA1c at 24 weeks, and secondary endpoints included weight, "
+    "blood pressure and adverse events. Results showed a significant reduction in the treatment arm.",
+)
+
+
+def _quantize_static(src: Path, dst: Path, cfg: dict, weight_type, reduce_range: bool, exclude, spec, hf_folder) -> dict:
+    """QDQ static quantization; activation ranges from ``cfg['calibration_texts']`` or the sample above."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from tokenizers import Tokenizer
+
+    if hf_folder is None or not (Path(hf_folder) / "tokenizer.json").is_file():
+        raise ExportError("static int8 quantization needs the model folder's tokenizer.json for calibration")
+    tok = Tokenizer.from_file(str(Path(hf_folder) / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=getattr(spec, "max_seq_length", 256))
+    texts = list(cfg.get("calibration_texts") or _CALIBRATION)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(texts)
+
+        def get_next(self):
+            t = next(self._it, None)
+            if t is None:
+                return None
+            ids = np.asarray([tok.encode(t).ids], dtype=np.int64)
+            return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    names = {i.name for i in onnx.load(str(src), load_external_data=False).graph.input}
+    # symbolic shape inference types the fused contrib ops' outputs; without it QDQ skips them
+    typed = Path(tempfile.mkdtemp(prefix="qdq-")) / "typed.onnx"
+    quant_pre_process(str(src), str(typed), skip_optimization=True, auto_merge=True)
+    src = typed
+
+    class Filtered(Reader):
+        def get_next(self):
+            feed = super().get_next()
+            return None if feed is None else {k: v for k, v in feed.items() if k in names}
+
+    method = getattr(CalibrationMethod, cfg.get("calibrate_method", "MinMax"))
+    quantize_static(
+        str(src),
+        str(dst),
+        Filtered(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(cfg["op_types"]),
+        per_channel=bool(cfg["per_channel"]),
+        reduce_range=bool(reduce_range),
+        activation_type=QuantType.QUInt8,
+        weight_type=weight_type,
+        nodes_to_exclude=exclude,
+        calibrate_method=method,
+        extra_options=dict(cfg["extra_options"]),
+    )
+    import shutil
+
+    shutil.rmtree(typed.parent, ignore_errors=True)
+    return {"calibration_texts": len(texts), "calibrate_method": cfg.get("calibrate_method", "MinMax"), "activation_type": "QUInt8"}
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> dict:
+    """An fp16 copy of the fp32 graph for CUDA; inputs and outputs stay int64 / float32.
+
+    keep_io_types=True keeps the graph's interface unchanged (the engine feeds int64 ids and
+    pools a float32 output). LayerNormalization-family ops run in fp16 on CUDA with fp32
+    accumulation inside onnxruntime's kernels.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    try:
+        fp16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    except Exception as e:
+        raise ExportError(f"fp16 conversion of {src} failed ({type(e).__name__}: {e})") from e
+    onnx.save(fp16, str(dst))
+    return {"method": "onnxruntime.transformers.float16", "keep_io_types": True}

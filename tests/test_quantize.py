@@ -1,0 +1,116 @@
+"""int8 / fp16 variants: quantization on a tiny in-test BERT, precision errors, recipe settings."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from engine import Embedder, InputError
+from engine.errors import ExportError
+from engine.models.export import load_or_export
+from engine.models.quantize import DEFAULT_INT8, convert_fp16, cpu_isa, quantize_int8
+
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "numba compiles python loops to machine code",
+    "onnx runtime executes exported neural networks",
+    "héllo wörld café naïve",
+    "a",
+    "tokenizers split words into word pieces " * 4,
+]
+
+
+@pytest.fixture(scope="module")
+def int8_embedder(tiny_model_dir, tiny_cache):
+    return Embedder(str(tiny_model_dir), precision="int8", cache_dir=tiny_cache)
+
+
+@pytest.fixture(scope="module")
+def fp32_graph(tiny_model_dir, tiny_cache):
+    return load_or_export(str(tiny_model_dir), "fp32", cache_dir=tiny_cache).onnx_path
+
+
+def _ops(path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in onnx.load(str(path)).graph.node:
+        out[n.op_type] = out.get(n.op_type, 0) + 1
+    return out
+
+
+def test_int8_close_to_fp32_but_not_identical(tiny_embedder, int8_embedder):
+    a = tiny_embedder.encode(TEXTS)
+    b = int8_embedder.encode(TEXTS)
+    cos = np.sum(a * b, axis=1)
+    assert cos.min() > 0.95, cos
+    assert np.abs(a - b).max() > 0, "int8 output equals fp32 exactly: the graph was not quantized"
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_graph_and_settings(int8_embedder, tiny_embedder):
+    ops = _ops(int8_embedder._exported.onnx_path)
+    assert ops.get("MatMulInteger", 0) + ops.get("QAttention", 0) > 0, ops
+    assert "MatMul" not in ops, f"fp32 MatMul left in the default recipe: {ops}"
+    q = int8_embedder._exported.meta["export"]["quantization"]
+    assert q["weight_type"] == DEFAULT_INT8["weight_type"]
+    assert q["cpu_isa"] == cpu_isa()
+    assert q["reduce_range"] == (cpu_isa() not in ("avx512_vnni", "avx_vnni"))
+    assert int8_embedder.fingerprint != tiny_embedder.fingerprint
+    assert "/int8/" in int8_embedder.fingerprint
+
+
+@pytest.mark.parametrize(
+    "config, expect_ops",
+    [
+        pytest.param({"op_types": ("MatMul",)}, {"Attention", "MatMulInteger"}, id="matmul-only-keeps-fp32-attention"),
+        pytest.param({"weight_type": "QUInt8", "per_channel": False}, {"MatMulInteger"}, id="u8-per-tensor"),
+        pytest.param({"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {"MatMul", "MatMulInteger"}, id="exclude-ffn-output"),
+        pytest.param({"method": "static", "op_types": ("MatMul",)}, {"QuantizeLinear", "DequantizeLinear"}, id="static-qdq"),
+    ],
+)
+def test_int8_recipes(fp32_graph, tiny_model_dir, tmp_path, config, expect_ops):
+    from engine.models.fetch import spec_from_folder
+
+    dst = tmp_path / "q.onnx"
+    settings = quantize_int8(fp32_graph, dst, spec_from_folder(tiny_model_dir), tiny_model_dir, config=config)
+    ops = _ops(dst)
+    assert expect_ops <= set(ops), ops
+    if config.get("exclude"):
+        assert settings["excluded_nodes"] == 2  # one FFN output MatMul per layer
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    ids = np.array([[2, 10, 11, 12, 3]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    names = {i.name for i in sess.get_inputs()}
+    out = sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+    assert out.shape == (1, 5, 32) and np.isfinite(out).all()
+
+
+def test_int8_bad_weight_type(fp32_graph, tmp_path):
+    with pytest.raises(ExportError, match="weight_type"):
+        quantize_int8(fp32_graph, tmp_path / "q.onnx", None, None, config={"weight_type": "QInt4x"})
+
+
+def test_int8_bad_method(fp32_graph, tmp_path):
+    with pytest.raises(ExportError, match="method"):
+        quantize_int8(fp32_graph, tmp_path / "q.onnx", None, None, config={"method": "awq"})
+
+
+def test_fp16_on_cpu_is_a_clear_error(tiny_model_dir, tiny_cache):
+    with pytest.raises(InputError, match="CUDA"):
+        Embedder(str(tiny_model_dir), precision="fp16", cache_dir=tiny_cache)
+
+
+def test_convert_fp16_keeps_io_types(fp32_graph, tmp_path):
+    dst = tmp_path / "f16.onnx"
+    settings = convert_fp16(fp32_graph, dst)
+    m = onnx.load(str(dst))
+    assert settings["keep_io_types"] is True
+    assert {i.name: i.type.tensor_type.elem_type for i in m.graph.input}["input_ids"] == onnx.TensorProto.INT64
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = [t for t in m.graph.initializer if len(t.dims) == 2]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+
+
+def test_cpu_isa_is_known():
+    assert cpu_isa() in ("avx512_vnni", "avx_vnni", "avx512", "avx2", "unknown")
