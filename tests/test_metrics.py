@@ -1,7 +1,6 @@
 """Retrieval and STS metrics against hand-computed values and a plain reference implementation."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -11,6 +10,7 @@ from hypothesis import strategies as st
 
 from engine.evaluate import load_beir, load_qrels, load_sts, retrieve, subsample
 from engine.metrics import evaluate_run, query_metrics, rank_top_k, sts_correlations
+from tests.conftest import write_beir
 
 L3 = math.log2(3)  # discount at rank 2
 L5 = math.log2(5)  # discount at rank 4
@@ -141,14 +141,6 @@ def test_sts_correlations():
 
 
 # -- loaders --------------------------------------------------------------------------------
-def write_beir(root, docs, queries, qrels, split="test"):
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    (root / "qrels").mkdir(exist_ok=True)
-    (root / "qrels" / f"{split}.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
-    return root
 
 
 def test_load_beir(tmp_path):

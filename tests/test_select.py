@@ -7,18 +7,11 @@ import pytest
 
 from engine.evaluate import load_beir
 from engine.select import bytes_per_vector, recommend, run_select
+from tests.conftest import write_beir
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def write_beir(root, docs, queries, qrels, split="test"):
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    (root / "qrels").mkdir(exist_ok=True)
-    (root / "qrels" / f"{split}.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
-    return root
 TOPICS = ["fox dog lazy jumps", "vectors numbers cosine similarity", "numba python loops machine code",
           "onnx runtime exported networks", "tokenizers split word pieces", "stitch time saves nine"]
 
