@@ -148,7 +148,7 @@ class Embedder:
             bar.close()
         if truncate_dim is not None and truncate_dim < self.dim:
             out = truncate_normalize(out, truncate_dim) if normalize else np.ascontiguousarray(out[:, :truncate_dim])
-        elif normalize and self.spec.normalize is not None:
+        elif normalize:  # also for models without a Normalize module: an index wants unit vectors
             out = l2_normalize(out, copy=False)
         return out[0] if single else out
 
