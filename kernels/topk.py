@@ -55,19 +55,15 @@ def _worse(sa, ia, sb, ib):
 
 
 @njit(cache=True, fastmath=True)
-def _heap_replace_root(hs, hi, s, i):
-    """Replace the root (worst kept pair) of the heap (hs, hi) by (s, i) and sift it down.
-
-    Heap order: every parent is ``_worse`` than (or equal to) its children.
-    """
-    k = hs.shape[0]
+def _sift_down(hs, hi, s, i, end):
+    """Put (s, i) at the root of the heap hs[:end], hi[:end] and sift it down to its place."""
     pos = 0
     while True:
         child = 2 * pos + 1
-        if child >= k:
+        if child >= end:
             break
         right = child + 1
-        if right < k and _worse(hs[right], hi[right], hs[child], hi[child]):
+        if right < end and _worse(hs[right], hi[right], hs[child], hi[child]):
             child = right
         if _worse(hs[child], hi[child], s, i):
             hs[pos] = hs[child]
@@ -77,6 +73,15 @@ def _heap_replace_root(hs, hi, s, i):
             break
     hs[pos] = s
     hi[pos] = i
+
+
+@njit(cache=True, fastmath=True)
+def _heap_replace_root(hs, hi, s, i):
+    """Replace the root (worst kept pair) of the heap (hs, hi) by (s, i) and sift it down.
+
+    Heap order: every parent is ``_worse`` than (or equal to) its children.
+    """
+    _sift_down(hs, hi, s, i, hs.shape[0])
 
 
 @njit(cache=True, fastmath=True)
@@ -94,24 +99,7 @@ def _heap_sort_best_first(hs, hi):
         s, i = hs[0], hi[0]          # current worst goes to the back
         hs[0], hi[0] = hs[end], hi[end]
         hs[end], hi[end] = s, i
-        # sift the new root down inside hs[:end]
-        pos = 0
-        s0, i0 = hs[0], hi[0]
-        while True:
-            child = 2 * pos + 1
-            if child >= end:
-                break
-            right = child + 1
-            if right < end and _worse(hs[right], hi[right], hs[child], hi[child]):
-                child = right
-            if _worse(hs[child], hi[child], s0, i0):
-                hs[pos] = hs[child]
-                hi[pos] = hi[child]
-                pos = child
-            else:
-                break
-        hs[pos] = s0
-        hi[pos] = i0
+        _sift_down(hs, hi, hs[0], hi[0], end)  # the new root, inside hs[:end]
 
 
 @njit(cache=True, fastmath=True)
