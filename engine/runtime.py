@@ -54,7 +54,7 @@ class Session:
     """A loaded ONNX graph with fixed providers and threads; ``run`` maps inputs to outputs."""
 
     def __init__(
-        self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None, io_binding: bool | None = None
+        self, onnx_path: str | Path | bytes, device: str = "cpu", threads: int | None = None, io_binding: bool | None = None
     ):
         import onnxruntime as ort
 
@@ -79,7 +79,8 @@ class Session:
                 ort.preload_dlls()
             except Exception:
                 pass  # the session check below reports a provider that could not start
-        self._sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=[provider], provider_options=provider_options)
+        model = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)  # bytes: a graph built in memory
+        self._sess = ort.InferenceSession(model, sess_options=opts, providers=[provider], provider_options=provider_options)
         active = self._sess.get_providers()
         if provider not in active:
             raise ProviderError(
