@@ -6,7 +6,9 @@ pool over the attention mask -> L2 normalize (Numba) -> optional Matryoshka trun
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -19,6 +21,10 @@ from .tokenize import Tokenizer
 
 # Texts are tokenized and batched this many at a time, so memory does not grow with the input.
 CHUNK = 4096
+
+# CPU batches hold at most this many attention cells per head (rows x tokens^2) unless the
+# caller sets max_tokens; chosen with bench/token_budget.py (bench/int8_experiments.md).
+CPU_MAX_CELLS = 2 * 256 * 256
 
 
 def _check_texts(texts) -> tuple[list[str], bool]:
@@ -71,12 +77,25 @@ class Embedder:
         self.spec = self._exported.spec
         self.precision = precision
         onnx_path = self._exported.onnx_path
-        if str(device).startswith("cuda") and self.spec.pooling == "mean":
-            # on a GPU, pool in the graph: only (batch, dim) crosses back to the host
-            from .models.graph import pooled_variant
+        if str(device).startswith("cuda"):
+            if self.spec.pooling == "mean":  # pool in the graph: only (batch, dim) crosses back to the host
+                from .models.graph import pooled_variant
 
-            onnx_path = pooled_variant(onnx_path)
+                onnx_path = pooled_variant(onnx_path)
+        else:  # layer norms as primitive ops: onnxruntime's fused CPU kernel is ~3.5x slower
+            from .models.graph import cpu_graph
+
+            onnx_path = cpu_graph(onnx_path)
         self._session = Session(onnx_path, device=device, threads=threads)
+        on_cpu = not str(device).startswith("cuda")
+        # default attention-cell budget per batch (engine/batching.py); None on GPUs, which want big batches
+        self.max_cells = CPU_MAX_CELLS if on_cpu else None
+        # CPU throughput mode: with several batches to run, `threads` workers each run whole
+        # batches on a single-threaded session (no per-operator thread synchronization) instead
+        # of every operator being split across `threads` cores; one batch still uses all cores.
+        self.batch_workers = self._session.threads if on_cpu else 1
+        self._single: Session | None = None
+        self._single_lock = threading.Lock()
         self._tokenizer = Tokenizer(self._exported.tokenizer_path, self.spec.max_seq_length)
 
     # -- identity -------------------------------------------------------------------------
@@ -124,8 +143,11 @@ class Embedder:
     ) -> np.ndarray:
         """Embed texts. A string gives a 1-d vector; a list of n gives (n, dim) float32.
 
-        batch_size caps texts per model call; max_tokens caps padded tokens per call (default
-        batch_size * max_seq_length, so batch_size alone decides for typical inputs).
+        batch_size caps texts per model call; max_tokens caps padded tokens per call. With
+        max_tokens=None the engine picks the cap for the device: on CPU, batches of long texts
+        are cut so their attention scores stay cache-sized (rows x tokens^2 <= ``max_cells``,
+        e.g. 2 texts of 256 tokens for int8), which is up to 1.2x faster than 32 at a time and
+        leaves short texts in batches of ``batch_size``; on CUDA batch_size alone decides.
         truncate_dim keeps the first components (Matryoshka) and re-normalizes when normalize.
         """
         items, single = _check_texts(texts)
@@ -134,14 +156,16 @@ class Embedder:
         if truncate_dim is not None and (not isinstance(truncate_dim, int) or not 1 <= truncate_dim <= self.dim):
             raise InputError(f"truncate_dim must be an integer in [1, {self.dim}] or None, got {truncate_dim!r}")
         budget = max_tokens or batch_size * self.max_seq_length
+        cells = self.max_cells if max_tokens is None else None
         out = np.empty((len(items), self.dim), dtype=np.float32)
         bar = _progress(len(items), show_progress)
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             ids = self._tokenizer.encode(chunk)
             lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-            for batch in plan_batches(lengths, batch_size, budget):
-                out[start + batch] = self._forward([ids[i] for i in batch])
+            batches = plan_batches(lengths, batch_size, budget, cells)
+            for batch, vecs in zip(batches, self._run_batches(ids, batches)):
+                out[start + batch] = vecs
                 if bar is not None:
                     bar.update(len(batch))
         if bar is not None:
@@ -152,9 +176,29 @@ class Embedder:
             out = l2_normalize(out, copy=False)
         return out[0] if single else out
 
-    def _forward(self, ids: list[np.ndarray]) -> np.ndarray:
+    def _run_batches(self, ids: list[np.ndarray], batches: list[np.ndarray]) -> Iterator[np.ndarray]:
+        """Pooled outputs of ``batches`` in order: on worker threads when there is work for each."""
+        workers = self.batch_workers
+        if workers <= 1 or len(batches) < workers:
+            for batch in batches:
+                yield self._forward([ids[i] for i in batch], self._session)
+            return
+        single = self._single_session()
+        with ThreadPoolExecutor(workers, thread_name_prefix="embed") as pool:
+            yield from pool.map(lambda b: self._forward([ids[i] for i in b], single), batches)
+
+    def _single_session(self) -> Session:
+        """A single-threaded session on the same graph, built on first use; sessions are thread-safe."""
+        with self._single_lock:
+            if self._single is None:
+                from .models.graph import cpu_graph
+
+                self._single = Session(cpu_graph(self._exported.onnx_path), device="cpu", threads=1)
+            return self._single
+
+    def _forward(self, ids: list[np.ndarray], session: Session) -> np.ndarray:
         input_ids, mask = pad_batch(ids, self._tokenizer.pad_id)
-        hidden = self._session.run(
+        hidden = session.run(
             {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
         )
         if hidden.ndim == 2:  # graph already pooled

@@ -46,7 +46,7 @@ def truncate_normalize(x: np.ndarray, dim: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, nogil=True)  # nogil: the embedder pools on several threads
 def _mean_pool(hidden, mask, out):
     """out_b = sum_t mask_bt * h_bt / max(sum_t mask_bt, 1e-9)   (sentence-transformers' mean pooling)."""
     b, t, d = hidden.shape

@@ -75,6 +75,27 @@ def test_plan_batches_budget_and_cover():
     assert all(lengths[b[i]] >= lengths[b[i + 1]] for b in batches for i in range(len(b) - 1))
 
 
+def test_plan_batches_attention_cells():
+    """max_cells caps rows x longest^2: long texts go a few at a time, short ones fill batch_size."""
+    lengths = np.array([256] * 5 + [128] * 9 + [16] * 40)
+    batches = plan_batches(lengths, batch_size=32, max_cells=2 * 256 * 256)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    sizes = [(int(lengths[b].max()), len(b)) for b in batches]
+    assert sizes == [(256, 2), (256, 2), (256, 2), (128, 8), (16, 32), (16, 8)]
+    # a text over the budget on its own still gets a batch; both budgets apply together
+    assert [len(b) for b in plan_batches(np.array([600, 600]), 32, max_cells=1000)] == [1, 1]
+    assert [len(b) for b in plan_batches(np.array([10] * 8), 32, max_tokens=30, max_cells=10_000)] == [3, 3, 2]
+
+
+def test_default_cpu_batches_give_the_same_vectors(tiny_embedder):
+    """The CPU's attention-cell cap changes only how texts are grouped, not the vectors."""
+    texts = ["word " * n for n in (3, 40, 7, 60, 1, 25, 60, 2)]
+    assert tiny_embedder.max_cells is not None  # CPU default
+    capped = tiny_embedder.encode(texts)
+    uncapped = tiny_embedder.encode(texts, max_tokens=10**6)
+    np.testing.assert_allclose(capped, uncapped, atol=1e-5)
+
+
 def test_pad_batch_mask():
     ids, mask = pad_batch([np.array([1, 2, 3]), np.array([4])], pad_id=0)
     np.testing.assert_array_equal(ids, [[1, 2, 3], [4, 0, 0]])
