@@ -28,6 +28,14 @@ from .fetch import ResolvedModel, cache_root, resolve, sha256_file, verify_weigh
 EXPORT_VERSION = 1
 OPSET = 18
 PRECISIONS = ("fp32", "int8", "fp16")
+# ...and per precision when only that precision's recipe changes (int8 2: GELU in tanh form).
+RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1}
+
+
+def _version_tag(precision: str) -> str:
+    """Cache-folder suffix: ``v1`` (fp32, fp16), ``v1.2`` (int8 recipe 2)."""
+    r = RECIPE_VERSION.get(precision, 1)
+    return f"v{EXPORT_VERSION}" if r == 1 else f"v{EXPORT_VERSION}.{r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +84,7 @@ def _cache_key(model: ResolvedModel, precision: str) -> str:
         st = w.stat()
         ident = f"{model.folder}|{w.name}|{st.st_size}|{st.st_mtime_ns}"
         base = f"{model.folder.name}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
-    return f"{base}-{precision}-v{EXPORT_VERSION}"
+    return f"{base}-{precision}-{_version_tag(precision)}"
 
 
 def load_or_export(
@@ -89,7 +97,7 @@ def load_or_export(
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     spec = lookup(str(model)) if isinstance(model, str) and not Path(model).expanduser().is_dir() else None
     if spec is not None:  # a catalogued export runs without its weight package installed
-        cached = _cached(cache_root(cache_dir) / "onnx" / f"{spec.name}-{precision}-v{EXPORT_VERSION}", spec, precision)
+        cached = _cached(cache_root(cache_dir) / "onnx" / f"{spec.name}-{precision}-{_version_tag(precision)}", spec, precision)
         if cached is not None:
             return cached
     resolved = model if isinstance(model, ResolvedModel) else resolve(model, cache_dir)

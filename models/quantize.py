@@ -5,7 +5,7 @@ activations are quantized to uint8 per batch at run time, and onnxruntime's CPU 
 run the products as u8 x s8 integer GEMMs (``vpdpbusd`` on AVX-512 VNNI / AVX-VNNI). The
 default recipe was chosen by bench/int8_explore.py (numbers in bench/int8_experiments.md):
 quantize the fused graph's MatMul and Attention nodes, s8 weights per channel, full range on
-VNNI CPUs. Without VNNI the u8 x s8 path multiplies through 16-bit saturating adds, so
+VNNI CPUs, GELU in its tanh form. Without VNNI the u8 x s8 path multiplies through 16-bit saturating adds, so
 ``reduce_range`` (7-bit weights) is switched on there to avoid overflow.
 
 Everything heavy (onnx, onnxruntime.quantization) is imported inside the functions.
@@ -25,6 +25,7 @@ DEFAULT_INT8: dict = {
     "per_channel": True,
     "reduce_range": None,  # None: decided from the CPU (off with VNNI, on without)
     "exclude": (),  # regular expressions over node names kept in fp32
+    "gelu": "tanh",  # FastGelu instead of the erf form: ~2.6% faster on documents, same parity
     # DefaultTensorType=FLOAT (1): shape inference cannot type the outputs of fused contrib ops.
     "extra_options": {"MatMulConstBOnly": True, "DefaultTensorType": 1},
 }
@@ -91,7 +92,10 @@ def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | 
         "excluded_nodes": len(exclude),
         "extra_options": dict(cfg["extra_options"]),
         "cpu_isa": isa,
+        "gelu": cfg["gelu"],
     }
+    if cfg["gelu"] not in ("erf", "tanh"):
+        raise ExportError(f"gelu must be 'erf' or 'tanh', got {cfg['gelu']!r}")
     try:
         if cfg["method"] == "dynamic":
             from onnxruntime.quantization import quantize_dynamic
@@ -114,6 +118,14 @@ def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | 
         raise
     except Exception as e:  # onnxruntime.quantization raises many kinds; one clear message
         raise ExportError(f"int8 quantization of {src} failed ({type(e).__name__}: {e})") from e
+    if cfg["gelu"] == "tanh":
+        import onnx
+
+        from .graph import approximate_gelu
+
+        model = onnx.load(str(dst))
+        settings["gelu_nodes"] = approximate_gelu(model)
+        onnx.save(model, str(dst))
     return settings
 
 

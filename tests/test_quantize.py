@@ -50,6 +50,7 @@ def test_int8_graph_and_settings(int8_embedder, tiny_embedder):
     ops = _ops(int8_embedder._exported.onnx_path)
     assert ops.get("MatMulInteger", 0) + ops.get("QAttention", 0) > 0, ops
     assert "MatMul" not in ops, f"fp32 MatMul left in the default recipe: {ops}"
+    assert "FastGelu" in ops and "BiasGelu" not in ops, ops  # the recipe's tanh GELU
     q = int8_embedder._exported.meta["export"]["quantization"]
     assert q["weight_type"] == DEFAULT_INT8["weight_type"]
     assert q["cpu_isa"] == cpu_isa()
@@ -65,6 +66,7 @@ def test_int8_graph_and_settings(int8_embedder, tiny_embedder):
         pytest.param({"weight_type": "QUInt8", "per_channel": False}, {"MatMulInteger"}, id="u8-per-tensor"),
         pytest.param({"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {"MatMul", "MatMulInteger"}, id="exclude-ffn-output"),
         pytest.param({"method": "static", "op_types": ("MatMul",)}, {"QuantizeLinear", "DequantizeLinear"}, id="static-qdq"),
+        pytest.param({"gelu": "erf"}, {"BiasGelu", "QAttention"}, id="exact-gelu"),
     ],
 )
 def test_int8_recipes(fp32_graph, tiny_model_dir, tmp_path, config, expect_ops):
@@ -89,6 +91,11 @@ def test_int8_recipes(fp32_graph, tiny_model_dir, tmp_path, config, expect_ops):
 def test_int8_bad_weight_type(fp32_graph, tmp_path):
     with pytest.raises(ExportError, match="weight_type"):
         quantize_int8(fp32_graph, tmp_path / "q.onnx", None, None, config={"weight_type": "QInt4x"})
+
+
+def test_int8_bad_gelu(fp32_graph, tmp_path):
+    with pytest.raises(ExportError, match="gelu"):
+        quantize_int8(fp32_graph, tmp_path / "q.onnx", None, None, config={"gelu": "relu"})
 
 
 def test_int8_bad_method(fp32_graph, tmp_path):
