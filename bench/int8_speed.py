@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers (no torch)")
+    ap.add_argument("--st-extra-batch", type=int, default=None,
+                    help="also time sentence-transformers at this batch size (is a small batch its best too?)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/int8_speed_<model>.json)")
     args = ap.parse_args(argv)
 
@@ -57,6 +59,9 @@ def main(argv=None) -> int:
         st = SentenceTransformer(str(folder), device="cpu")
         st.max_seq_length = fp32.max_seq_length
         contenders["ST torch"] = lambda t: st.encode(t, batch_size=bs, normalize_embeddings=True, convert_to_numpy=True)
+        if args.st_extra_batch:
+            xb = args.st_extra_batch
+            contenders[f"ST torch bs{xb}"] = lambda t: st.encode(t, batch_size=xb, normalize_embeddings=True, convert_to_numpy=True)
 
     for fn in contenders.values():  # warm-up: JIT, session arenas, torch kernels
         fn(sets["docs"][:bs]), fn(sets["sents"][: bs * 4])
