@@ -63,4 +63,6 @@ class Tokenizer:
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids (int64) of each text, with special tokens, truncated at max_length."""
         cut = [self._prefix(t) if len(t) > self.max_length * self.CHARS_PER_TOKEN_BOUND else t for t in texts]
-        return [np.asarray(e.ids, dtype=np.int64) for e in self._tok.encode_batch(cut)]
+        # encode_batch_fast (tokenizers >= 0.21) skips character offsets: same ids, ~15% faster
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encode(cut)]
