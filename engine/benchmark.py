@@ -6,7 +6,9 @@ backend and with its onnx backend), all on the same texts, with the same thread 
 contender is warmed up on a batch of the cell's shape before any timing, then the contenders
 take turns: one timed pass over the cell's texts each, in alternating order, ``repeats`` times.
 Throughput is the best pass (machines are noisy; the best pass is the least disturbed one);
-latency percentiles pool every batch call of every pass.
+latency percentiles pool every batch call of every pass. A "batch" is the texts of one
+``encode`` call: on CPU the engine may run a call of long texts as several smaller model
+batches (``Embedder.max_cells``) on worker threads, which is what a caller of that size gets.
 
 ``run_grid(BenchConfig(...))`` returns a plain dict (the JSON document below);
 ``write_results`` writes it as JSON, CSV and PNG plots; ``format_table`` prints it short.

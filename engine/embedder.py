@@ -59,6 +59,13 @@ class Embedder:
     precision: ``"fp32"``, ``"int8"`` (dynamically quantized, CPU) or ``"fp16"`` (CUDA).
     threads: onnxruntime intra-op threads; default the number of physical cores.
     cache_dir: where exports live; default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine.
+
+    CPU tuning attributes (measured in bench/token_budget.py; set them to change the defaults):
+    ``max_cells`` caps each batch's attention cells (rows x tokens^2; None: no cap) and
+    ``batch_workers`` is how many batches run at once, each on a single-threaded copy of the
+    session (1: one batch at a time on all ``threads``). The copy is built on the first call
+    with several batches and holds a second set of weights in memory (~60 MB for MiniLM int8,
+    ~440 MB for mpnet fp32); set ``batch_workers = 1`` before encoding to avoid it.
     """
 
     def __init__(
