@@ -67,6 +67,8 @@ class ModelSpec:
     # (same vocabulary; proven in bench/l3_tokenizer_check.py).
     tokenizer_from: str | None = None
     precisions: tuple[str, ...] = ("fp32", "int8")
+    # Node-name patterns the int8 recipe keeps in fp32 for this model (its sensitive layers).
+    int8_exclude: tuple[str, ...] = ()
     # Measured figures (quality gate); filled from the closing notes of the bench runs.
     quality: tuple[tuple[str, float], ...] = field(default=())
 
@@ -99,14 +101,14 @@ CATALOGUE: tuple[ModelSpec, ...] = (
             HubSource("sentence-transformers/all-MiniLM-L6-v2"),
         ),
         sha256=(("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),),
-        # fp32 nDCG: sentence-transformers' figure (MEASUREMENTS.md); the engine's fp32 vectors equal
-        # its vectors (cosine 1.0000 on 1,200 texts, bench/int8_speed.py). int8: bench/scifact_ndcg.py
-        # and bench/int8_speed.py (first 1,000 SciFact docs, 2,000 STS-dev sentences).
+        # bench/scifact_ndcg.py (engine fp32 0.6451 = sentence-transformers' figure; its vectors equal
+        # ST's to cosine 1.0000 on 3,000 texts) and bench/int8_speed.py (int8 recipe 2 vs fp32 on the
+        # first 1,000 SciFact docs and 2,000 STS-dev sentences; bench/int8_experiments.md).
         quality=(
             ("fp32_ndcg10", 0.6451),
-            ("int8_ndcg10", 0.652),
-            ("int8_mean_cos", 0.9950),  # docs; STS-dev sentences 0.9935
-            ("int8_min_cos", 0.9775),  # sentences; docs 0.9910
+            ("int8_ndcg10", 0.6414),
+            ("int8_mean_cos", 0.9935),  # the lower of docs 0.9952 and sentences 0.9935
+            ("int8_min_cos", 0.9723),  # sentences; docs 0.9917
         ),
     ),
     ModelSpec(
@@ -128,8 +130,19 @@ CATALOGUE: tuple[ModelSpec, ...] = (
             HubSource("sentence-transformers/all-mpnet-base-v2"),
         ),
         sha256=(("model.safetensors", "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),),
+        # int8: the FFN output products of layers 6-10 carry outlier activations that per-tensor u8
+        # quantization crushes (mean cosine to fp32 0.89 with every MatMul quantized); keeping all
+        # twelve FFN outputs in fp32 restores >= 0.99 (bench/int8_sensitivity.py, bench/int8_experiments.md).
+        int8_exclude=(r"layer\.\d+/output/dense/MatMul$",),
         # fp32 vs sentence-transformers on 65 varied texts (tests/test_models_extra.py runs 200).
-        quality=(("fp32_ndcg10", 0.6557), ("fp32_st_min_cos", 0.9999999), ("fp32_stsdev_spearman", 0.8811)),
+        # int8 parity: bench/int8_speed.py --no-st --model all-mpnet-base-v2 --docs 300 --sents 2000.
+        quality=(
+            ("fp32_ndcg10", 0.6557),
+            ("fp32_st_min_cos", 0.9999999),
+            ("fp32_stsdev_spearman", 0.8811),
+            ("int8_mean_cos", 0.9906),  # sentences; docs 0.9958
+            ("int8_min_cos", 0.9046),  # sentences; docs 0.9922
+        ),
     ),
     ModelSpec(
         name="paraphrase-MiniLM-L3-v2",
@@ -156,8 +169,14 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         ),
         sha256=(("model.onnx", "b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16"),),
         # bench/scifact_ndcg.py; STS-dev Spearman of the shipped graph with the chosen tokenizer
-        # (bench/l3_tokenizer_check.py).
-        quality=(("fp32_ndcg10", 0.5129), ("int8_ndcg10", 0.5102), ("fp32_stsdev_spearman", 0.8658)),
+        # (bench/l3_tokenizer_check.py); int8 parity: bench/int8_speed.py --no-st (1,000 docs, 2,000 sentences).
+        quality=(
+            ("fp32_ndcg10", 0.5129),
+            ("int8_ndcg10", 0.5088),
+            ("fp32_stsdev_spearman", 0.8658),
+            ("int8_mean_cos", 0.9951),  # docs; sentences 0.9974
+            ("int8_min_cos", 0.9882),  # docs; sentences 0.9896
+        ),
     ),
 )
 

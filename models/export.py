@@ -117,6 +117,7 @@ def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
     spec = model.spec
     digests = verify_weights(model)  # before anything is built from the weights
     settings = {"version": EXPORT_VERSION, "opset": OPSET, "optimizer": "ort-transformers-o1"}
+    calibration = None  # int8: cosine to fp32 on the calibration texts (a measurement, not in the fingerprint)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
@@ -132,9 +133,11 @@ def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
         if precision == "fp32":
             os.replace(optimized, tmp / "model.onnx")
         elif precision == "int8":
-            from .quantize import quantize_int8
+            from .quantize import check_int8_parity, quantize_int8
 
-            settings["quantization"] = quantize_int8(optimized, tmp / "model.onnx", spec, model.folder)
+            config = {"exclude": spec.int8_exclude} if spec.int8_exclude else None
+            settings["quantization"] = quantize_int8(optimized, tmp / "model.onnx", spec, model.folder, config=config)
+            calibration = check_int8_parity(optimized, tmp / "model.onnx", spec, model.folder)
             optimized.unlink()
         else:  # fp16
             from .quantize import convert_fp16
@@ -152,6 +155,7 @@ def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
             "weights_sha256": digests,
             "export": settings,
             "onnx_sha256": sha256_file(tmp / "model.onnx"),
+            "int8_calibration_cosine": calibration,
             "versions": _versions(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -145,6 +145,53 @@ _CALIBRATION = (
 )
 
 
+# The int8 export refuses a graph whose vectors drift further than this from fp32 (mean cosine
+# over the calibration texts above); recipes the engine ships stay above 0.99.
+MIN_CALIBRATION_COSINE = 0.98
+
+
+def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_folder) -> dict | None:
+    """Mean-pooled cosine of the int8 graph to the fp32 one on the calibration texts; an error below the floor.
+
+    Returns ``{"mean", "min"}`` (the export records it in meta.json, outside the fingerprint: it is a
+    measurement, not a setting), or None when the folder has no tokenizer.json. This catches a model whose activations int8 cannot carry
+    (all-mpnet-base-v2 with every MatMul quantized: mean 0.90) at export time, not in a user's index.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok_path = Path(hf_folder or "") / "tokenizer.json"
+    if hf_folder is None or not tok_path.is_file():
+        return None
+    tok = Tokenizer.from_file(str(tok_path))
+    tok.no_padding()
+    tok.enable_truncation(max_length=getattr(spec, "max_seq_length", 256))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    vecs = []
+    for path in (fp32_path, int8_path):
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        out = []
+        for text in _CALIBRATION:
+            ids = np.asarray([tok.encode(text).ids], dtype=np.int64)
+            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            hidden = sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+            v = hidden[0].mean(axis=0) if hidden.ndim == 3 else hidden[0]
+            out.append(v / max(np.linalg.norm(v), 1e-12))
+        vecs.append(np.stack(out))
+    cos = np.sum(vecs[0] * vecs[1], axis=1)
+    if cos.mean() < MIN_CALIBRATION_COSINE:
+        name = getattr(spec, "name", str(fp32_path))
+        raise ExportError(
+            f"int8 quantization of {name} loses too much: mean cosine {cos.mean():.4f} to fp32 on the "
+            f"calibration texts (floor {MIN_CALIBRATION_COSINE}). Use precision='fp32', or keep the model's "
+            "sensitive layers in fp32 (ModelSpec.int8_exclude; bench/int8_sensitivity.py finds them)."
+        )
+    return {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)}
+
+
 def _quantize_static(src: Path, dst: Path, cfg: dict, weight_type, reduce_range: bool, exclude, spec, hf_folder) -> dict:
     """QDQ static quantization; activation ranges from ``cfg['calibration_texts']`` or the sample above."""
     import numpy as np

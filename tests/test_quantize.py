@@ -121,3 +121,24 @@ def test_convert_fp16_keeps_io_types(fp32_graph, tmp_path):
 
 def test_cpu_isa_is_known():
     assert cpu_isa() in ("avx512_vnni", "avx_vnni", "avx512", "avx2", "unknown")
+
+
+def test_int8_export_records_calibration_parity(int8_embedder):
+    cal = int8_embedder._exported.meta["int8_calibration_cosine"]
+    assert 0.98 <= cal["min"] <= cal["mean"] <= 1.0, cal
+
+
+def test_int8_parity_floor_refuses_a_drifting_graph(fp32_graph, tmp_path, tiny_cache):
+    """A graph whose vectors are far from fp32 (here: another random model) fails the export check."""
+    from tests.conftest import build_tiny_model
+
+    from engine.models.fetch import spec_from_folder
+    from engine.models.quantize import check_int8_parity
+
+    other = build_tiny_model(tmp_path / "other-bert", seed=1)
+    other_graph = load_or_export(str(other), "fp32", cache_dir=tiny_cache).onnx_path
+    folder = fp32_graph.parent  # holds tokenizer.json
+    same = check_int8_parity(fp32_graph, fp32_graph, spec_from_folder(other), folder)  # identical: passes
+    assert same["min"] > 0.99999
+    with pytest.raises(ExportError, match="loses too much.*int8_exclude"):
+        check_int8_parity(fp32_graph, other_graph, spec_from_folder(other), folder)
