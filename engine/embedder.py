@@ -89,7 +89,7 @@ class Embedder:
                 from .models.graph import pooled_variant
 
                 onnx_path = pooled_variant(onnx_path)
-        else:  # layer norms as primitive ops: onnxruntime's fused CPU kernel is ~3.5x slower
+        else:  # layer norms as primitive ops: onnxruntime's fused CPU kernel is ~2.5x slower
             from .models.graph import cpu_graph
 
             onnx_path = cpu_graph(onnx_path)

@@ -76,8 +76,8 @@ def decompose_layer_norms(model) -> int:
     over the last axis: the same two-pass formula as onnxruntime's kernel, so outputs agree to
     float rounding. Why: onnxruntime's CPU (Skip)LayerNormalization kernel runs at ~5 ns per
     element per core here (AMD Zen 4, onnxruntime 1.32), while its vectorized Add / ReduceMean /
-    Sub / Mul / Div kernels do the same work ~3.5x faster; on all-MiniLM-L6-v2 int8 that is
-    ~14% more documents per second (bench/int8_experiments.md, "Layer norms"). Nodes whose
+    Sub / Mul / Div kernels do the same work ~2.5x faster; on all-MiniLM-L6-v2 int8 that is
+    ~18% more documents per second (bench/layernorm_check.py, bench/int8_experiments.md). Nodes whose
     optional outputs (mean, inv_std_var, input_skip_bias_sum) are used, or that normalize over
     another axis, are left alone.
     """
