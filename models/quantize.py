@@ -145,6 +145,24 @@ _CALIBRATION = (
 )
 
 
+def _calibration_feeds(hf_folder, spec, texts) -> list[dict] | None:
+    """One model feed per text (batch of 1, truncated at max_seq_length), or None without tokenizer.json."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    tok_path = Path(hf_folder or "") / "tokenizer.json"
+    if hf_folder is None or not tok_path.is_file():
+        return None
+    tok = Tokenizer.from_file(str(tok_path))
+    tok.no_padding()
+    tok.enable_truncation(max_length=getattr(spec, "max_seq_length", 256))
+    feeds = []
+    for text in texts:
+        ids = np.asarray([tok.encode(text).ids], dtype=np.int64)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    return feeds
+
+
 # The int8 export refuses a graph whose vectors drift further than this from fp32 (mean cosine
 # over the calibration texts above); recipes the engine ships stay above 0.99.
 MIN_CALIBRATION_COSINE = 0.98
@@ -154,19 +172,16 @@ def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_fol
     """Mean-pooled cosine of the int8 graph to the fp32 one on the calibration texts; an error below the floor.
 
     Returns ``{"mean", "min"}`` (the export records it in meta.json, outside the fingerprint: it is a
-    measurement, not a setting), or None when the folder has no tokenizer.json. This catches a model whose activations int8 cannot carry
-    (all-mpnet-base-v2 with every MatMul quantized: mean 0.90) at export time, not in a user's index.
+    measurement, not a setting), or None when the folder has no tokenizer.json. This catches a model
+    whose activations int8 cannot carry (all-mpnet-base-v2 with every MatMul quantized: mean 0.90)
+    at export time, not in a user's index.
     """
     import numpy as np
     import onnxruntime as ort
-    from tokenizers import Tokenizer
 
-    tok_path = Path(hf_folder or "") / "tokenizer.json"
-    if hf_folder is None or not tok_path.is_file():
+    feeds = _calibration_feeds(hf_folder, spec, _CALIBRATION)
+    if feeds is None:
         return None
-    tok = Tokenizer.from_file(str(tok_path))
-    tok.no_padding()
-    tok.enable_truncation(max_length=getattr(spec, "max_seq_length", 256))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     vecs = []
@@ -174,10 +189,8 @@ def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_fol
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         names = {i.name for i in sess.get_inputs()}
         out = []
-        for text in _CALIBRATION:
-            ids = np.asarray([tok.encode(text).ids], dtype=np.int64)
-            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-            hidden = sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+        for feed in feeds:
+            hidden = sess.run(None, {k: v for k, v in feed.items() if k in names})[0]
             v = hidden[0].mean(axis=0) if hidden.ndim == 3 else hidden[0]
             out.append(v / max(np.linalg.norm(v), 1e-12))
         vecs.append(np.stack(out))
@@ -194,27 +207,12 @@ def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_fol
 
 def _quantize_static(src: Path, dst: Path, cfg: dict, weight_type, reduce_range: bool, exclude, spec, hf_folder) -> dict:
     """QDQ static quantization; activation ranges from ``cfg['calibration_texts']`` or the sample above."""
-    import numpy as np
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from tokenizers import Tokenizer
 
-    if hf_folder is None or not (Path(hf_folder) / "tokenizer.json").is_file():
-        raise ExportError("static int8 quantization needs the model folder's tokenizer.json for calibration")
-    tok = Tokenizer.from_file(str(Path(hf_folder) / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(max_length=getattr(spec, "max_seq_length", 256))
     texts = list(cfg.get("calibration_texts") or _CALIBRATION)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(texts)
-
-        def get_next(self):
-            t = next(self._it, None)
-            if t is None:
-                return None
-            ids = np.asarray([tok.encode(t).ids], dtype=np.int64)
-            return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feeds = _calibration_feeds(hf_folder, spec, texts)
+    if feeds is None:
+        raise ExportError("static int8 quantization needs the model folder's tokenizer.json for calibration")
 
     import tempfile
 
@@ -227,16 +225,18 @@ def _quantize_static(src: Path, dst: Path, cfg: dict, weight_type, reduce_range:
     quant_pre_process(str(src), str(typed), skip_optimization=True, auto_merge=True)
     src = typed
 
-    class Filtered(Reader):
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{k: v for k, v in feed.items() if k in names} for feed in feeds])
+
         def get_next(self):
-            feed = super().get_next()
-            return None if feed is None else {k: v for k, v in feed.items() if k in names}
+            return next(self._it, None)
 
     method = getattr(CalibrationMethod, cfg.get("calibrate_method", "MinMax"))
     quantize_static(
         str(src),
         str(dst),
-        Filtered(),
+        Reader(),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(cfg["op_types"]),
         per_channel=bool(cfg["per_channel"]),
