@@ -78,23 +78,22 @@ class Embedder:
     ):
         from .models.export import load_or_export
 
-        if precision == "fp16" and not str(device).startswith("cuda"):
+        on_cpu = not str(device).startswith("cuda")
+        if precision == "fp16" and on_cpu:
             raise InputError("precision='fp16' runs on CUDA only; use device='cuda' or precision 'fp32'/'int8' on CPU")
         self._exported = load_or_export(model, precision=precision, cache_dir=cache_dir)
         self.spec = self._exported.spec
         self.precision = precision
         onnx_path = self._exported.onnx_path
-        if str(device).startswith("cuda"):
-            if self.spec.pooling == "mean":  # pool in the graph: only (batch, dim) crosses back to the host
-                from .models.graph import pooled_variant
-
-                onnx_path = pooled_variant(onnx_path)
-        else:  # layer norms as primitive ops: onnxruntime's fused CPU kernel is ~2.5x slower
+        if on_cpu:  # layer norms as primitive ops: onnxruntime's fused CPU kernel is ~2.5x slower
             from .models.graph import cpu_graph
 
             onnx_path = cpu_graph(onnx_path)
+        elif self.spec.pooling == "mean":  # pool in the graph: only (batch, dim) crosses back to the host
+            from .models.graph import pooled_variant
+
+            onnx_path = pooled_variant(onnx_path)
         self._session = Session(onnx_path, device=device, threads=threads)
-        on_cpu = not str(device).startswith("cuda")
         # default attention-cell budget per batch (engine/batching.py); None on GPUs, which want big batches
         self.max_cells = CPU_MAX_CELLS if on_cpu else None
         # CPU throughput mode: with several batches to run, `threads` workers each run whole
@@ -104,6 +103,29 @@ class Embedder:
         self._single: Session | None = None
         self._single_lock = threading.Lock()
         self._tokenizer = Tokenizer(self._exported.tokenizer_path, self.spec.max_seq_length)
+
+    # -- CPU tuning -----------------------------------------------------------------------
+    @property
+    def max_cells(self) -> int | None:
+        """Attention cells (rows x tokens^2) per batch when encode() gets no max_tokens; None: no cap."""
+        return self._max_cells
+
+    @max_cells.setter
+    def max_cells(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"max_cells must be a positive integer or None, got {value!r}")
+        self._max_cells = value
+
+    @property
+    def batch_workers(self) -> int:
+        """Batches run at once on single-threaded sessions (1: one batch at a time on all threads)."""
+        return self._batch_workers
+
+    @batch_workers.setter
+    def batch_workers(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"batch_workers must be a positive integer (1 turns worker threads off), got {value!r}")
+        self._batch_workers = value
 
     # -- identity -------------------------------------------------------------------------
     @property

@@ -96,6 +96,27 @@ def test_default_cpu_batches_give_the_same_vectors(tiny_embedder):
     np.testing.assert_allclose(capped, uncapped, atol=1e-5)
 
 
+@pytest.mark.parametrize("attr, bad", [("max_cells", 0), ("max_cells", 2.5), ("batch_workers", 0), ("batch_workers", "2"), ("batch_workers", None)])
+def test_cpu_tuning_attributes_refuse_bad_values(tiny_embedder, attr, bad):
+    before = getattr(tiny_embedder, attr)
+    with pytest.raises(InputError, match=attr):
+        setattr(tiny_embedder, attr, bad)
+    assert getattr(tiny_embedder, attr) == before
+
+
+def test_batch_workers_give_the_same_vectors(tiny_embedder):
+    texts = ["word " * n for n in range(1, 40)]
+    before = tiny_embedder.batch_workers
+    try:
+        tiny_embedder.batch_workers = 1
+        one = tiny_embedder.encode(texts, batch_size=4)
+        tiny_embedder.batch_workers = 3
+        many = tiny_embedder.encode(texts, batch_size=4)
+    finally:
+        tiny_embedder.batch_workers = before
+    np.testing.assert_allclose(many, one, atol=1e-6)
+
+
 def test_pad_batch_mask():
     ids, mask = pad_batch([np.array([1, 2, 3]), np.array([4])], pad_id=0)
     np.testing.assert_array_equal(ids, [[1, 2, 3], [4, 0, 0]])
