@@ -2,8 +2,9 @@
 
 Texts: the first 1,000 SciFact docs (title + " " + text) and 2,000 STS-dev sentences. Every
 contender runs with the same threads (2) and batch size (32); each is warmed up, then the
-contenders alternate round by round and each keeps its best round. The machine is shared, so
-only the ratios within one run mean anything. The vectors of the timed passes also give the
+contenders alternate round by round and each keeps its best round; the report also gives each
+round's own ratio to the reference (min / median / max over rounds), the figure least moved by a
+slow moment of the machine. The machine is shared, so only the ratios within one run mean anything. The vectors of the timed passes also give the
 quality gate's parity numbers (cosine of int8 to fp32, and of both to sentence-transformers).
 
 Run: .venv/bin/python bench/int8_speed.py [--model all-MiniLM-L6-v2] [--rounds 3]
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     for fn in contenders.values():  # warm-up: JIT, session arenas, torch kernels
         fn(sets["docs"][:bs]), fn(sets["sents"][: bs * 4])
     best = {c: {k: 0.0 for k in sets} for c in contenders}
+    per_round = {c: {k: [] for k in sets} for c in contenders}
     vecs: dict[str, dict[str, np.ndarray]] = {c: {} for c in contenders}
     for r in range(args.rounds):
         order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
                 v = contenders[c](texts)
                 dt = time.perf_counter() - t
                 best[c][k] = max(best[c][k], len(texts) / dt)
+                per_round[c][k].append(round(len(texts) / dt, 2))
                 vecs[c][k] = np.asarray(v, dtype=np.float32)
             print(f"round {r}: {c} {best[c]}", flush=True)
 
@@ -83,6 +86,12 @@ def main(argv=None) -> int:
         return {"mean": round(float(c.mean()), 5), "min": round(float(c.min()), 5)}
 
     ref = "ST torch" if "ST torch" in contenders else "engine fp32"
+
+    def paired(c, k):
+        """Round-by-round ratio to the reference (both timed in the same round, back to back)."""
+        r = np.array(per_round[c][k]) / np.array(per_round[ref][k])
+        return {"min": round(float(r.min()), 2), "median": round(float(np.median(r)), 2), "max": round(float(r.max()), 2)}
+
     report = {
         "model": args.model,
         "threads": args.threads,
@@ -91,6 +100,8 @@ def main(argv=None) -> int:
         "texts": {k: len(v) for k, v in sets.items()},
         "per_s": {c: {k: round(v, 2) for k, v in b.items()} for c, b in best.items()},
         "speedup_vs_" + ref: {c: {k: round(best[c][k] / best[ref][k], 2) for k in sets} for c in contenders},
+        "paired_round_speedup_vs_" + ref: {c: {k: paired(c, k) for k in sets} for c in contenders if c != ref},
+        "per_round_per_s": per_round,
         "cos_int8_vs_fp32": {k: cos(vecs["engine int8"][k], vecs["engine fp32"][k]) for k in sets},
         "int8_export": int8._exported.meta["export"].get("quantization"),
     }
