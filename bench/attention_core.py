@@ -20,24 +20,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from layernorm_check import _session as ort_session  # noqa: E402
 
 B, L, H, D = 2, 256, 12, 32
 E = H * D
 
 
 def _session(nodes, inputs, inits, threads):
-    import onnxruntime as ort
+    """A session on a one-output graph of ``nodes`` (output "y")."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort_session(model.SerializeToString(), threads)
 
 
 def _time_us(sess, feeds, blocks=20, per_block=8) -> float:

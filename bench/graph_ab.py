@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from engine import Embedder
-    from engine.batching import pad_batch
+    from engine.batching import pad_batch, plan_batches
+    from engine.kernels.normalize import l2_normalize, mean_pool
     from engine.models.graph import cpu_graph
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,10 +107,9 @@ def main(argv=None) -> int:
     emb = Embedder(args.model, precision="int8", threads=args.threads)
     _, docs, _, _, _ = load_scifact()
     toks = emb.tokenize(docs[: args.docs])
-    order = np.argsort([-len(t) for t in toks], kind="stable")
     batches = []
-    for i in range(0, len(order), 2):
-        ids, mask = pad_batch([toks[j] for j in order[i:i + 2]], 0)
+    for batch in plan_batches(np.array([len(t) for t in toks]), 2):
+        ids, mask = pad_batch([toks[j] for j in batch], 0)
         batches.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
 
     graph = cpu_graph(emb._exported.onnx_path)
@@ -134,13 +134,7 @@ def main(argv=None) -> int:
         sessions[name] = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
     def pooled(sess):
-        out = []
-        for f in batches:
-            h = sess.run(None, f)[0]
-            m = f["attention_mask"][..., None].astype(np.float32)
-            v = (h * m).sum(1) / m.sum(1)
-            out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
-        return np.concatenate(out)
+        return l2_normalize(np.concatenate([mean_pool(sess.run(None, f)[0], f["attention_mask"]) for f in batches]))
 
     ref = pooled(sessions["as loaded"])
     names = list(sessions)

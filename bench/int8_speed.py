@@ -66,8 +66,7 @@ def main(argv=None) -> int:
 
     for fn in contenders.values():  # warm-up: JIT, session arenas, torch kernels
         fn(sets["docs"][:bs]), fn(sets["sents"][: bs * 4])
-    best = {c: {k: 0.0 for k in sets} for c in contenders}
-    per_round = {c: {k: [] for k in sets} for c in contenders}
+    per_round: dict[str, dict[str, list[float]]] = {c: {k: [] for k in sets} for c in contenders}  # texts/s
     vecs: dict[str, dict[str, np.ndarray]] = {c: {} for c in contenders}
     for r in range(args.rounds):
         order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
@@ -76,10 +75,10 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 v = contenders[c](texts)
                 dt = time.perf_counter() - t
-                best[c][k] = max(best[c][k], len(texts) / dt)
-                per_round[c][k].append(round(len(texts) / dt, 2))
+                per_round[c][k].append(len(texts) / dt)
                 vecs[c][k] = np.asarray(v, dtype=np.float32)
-            print(f"round {r}: {c} {best[c]}", flush=True)
+            print(f"round {r}: {c} " + ", ".join(f"{k} {v[-1]:.2f}/s" for k, v in per_round[c].items()), flush=True)
+    best = {c: {k: max(v) for k, v in rates.items()} for c, rates in per_round.items()}
 
     def cos(a, b):
         c = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -101,7 +100,7 @@ def main(argv=None) -> int:
         "per_s": {c: {k: round(v, 2) for k, v in b.items()} for c, b in best.items()},
         "speedup_vs_" + ref: {c: {k: round(best[c][k] / best[ref][k], 2) for k in sets} for c in contenders},
         "paired_round_speedup_vs_" + ref: {c: {k: paired(c, k) for k in sets} for c in contenders if c != ref},
-        "per_round_per_s": per_round,
+        "per_round_per_s": {c: {k: [round(x, 2) for x in v] for k, v in b.items()} for c, b in per_round.items()},
         "cos_int8_vs_fp32": {k: cos(vecs["engine int8"][k], vecs["engine fp32"][k]) for k in sets},
         "int8_export": int8._exported.meta["export"].get("quantization"),
     }
