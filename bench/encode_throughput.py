@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.benchmark import environment, measure, min_cosine
+from engine.benchmark.harness import environment, measure, min_cosine
 
 TARGETS = {"docs": 1.1, "sentences": 1.25}
 REPO = Path(__file__).resolve().parents[1]

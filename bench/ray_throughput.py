@@ -41,7 +41,7 @@ def head(src: Path, dst: Path, n: int) -> Path:
 
 
 def vectors(out: Path) -> tuple[list[str], np.ndarray]:
-    from engine.shards import iter_shards
+    from engine.corpus.shards import iter_shards
 
     ids, vecs = [], []
     for i, _, v in iter_shards(out):
@@ -62,10 +62,10 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
 
-    from engine.benchmark import environment
+    from engine.benchmark.harness import environment
     from engine.corpus import embed_corpus
     from engine.embedder import Embedder
-    from engine.ray_embed import embed_corpus_ray
+    from engine.corpus.ray import embed_corpus_ray
 
     tmp = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     full = head(SCIFACT, tmp / "docs.jsonl", args.docs)

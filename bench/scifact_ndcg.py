@@ -1,7 +1,7 @@
-"""SciFact (BEIR) nDCG@10 of one model at one precision: a small check on top of engine.evaluate.
+"""SciFact (BEIR) nDCG@10 of one model at one precision: a small check on top of engine.eval.evaluate.
 
 Corpus docs are embedded as ``title + " " + text``; queries are those of qrels/test.tsv (300);
-retrieval is exact cosine top-k; the metrics are ``engine.metrics`` (gain = qrel score, discount
+retrieval is exact cosine top-k; the metrics are ``engine.eval.metrics`` (gain = qrel score, discount
 log2(rank + 1), ideal ranking from the qrels) - the same code as ``embed eval``.
 
 Run: .venv/bin/python bench/scifact_ndcg.py --model all-MiniLM-L6-v2 --precision int8
@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 
 def _dataset(root: Path = DATA):
-    from engine.evaluate import load_beir
+    from engine.eval.evaluate import load_beir
 
     if not (root / "corpus.jsonl").is_file():
         raise SystemExit(f"SciFact not found at {root} (expected corpus.jsonl, queries.jsonl, qrels/test.tsv)")
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from engine import Embedder
-    from engine.evaluate import beir_scores
+    from engine.eval.evaluate import beir_scores
 
     ds = _dataset()
     emb = Embedder(args.model, device=args.device, precision=args.precision, threads=args.threads)

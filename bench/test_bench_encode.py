@@ -17,7 +17,7 @@ import os
 import numpy as np
 import pytest
 
-from engine.benchmark import LENGTH_BUCKETS, build_texts, read_corpus
+from engine.benchmark.harness import LENGTH_BUCKETS, build_texts, read_corpus
 
 BATCH_SIZES = [1, 8, 32, 128]
 N_TEXTS = int(os.environ.get("BENCH_N_TEXTS", "128"))

@@ -42,7 +42,7 @@ _LAZY = {
     "Index": "index",
     "embed_corpus": "corpus",
     "CorpusSummary": "corpus",
-    "EmbeddingCache": "cache",
+    "EmbeddingCache": "corpus.cache",
 }
 
 

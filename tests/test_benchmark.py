@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine import InputError
-from engine.benchmark import (
+from engine.benchmark.harness import (
     SCHEMA,
     BenchConfig,
     Contender,
@@ -253,7 +253,7 @@ def test_cli_rejects_bad_batch_sizes(capsys):
 
 
 def test_import_stays_light():
-    code = ("import sys, engine.benchmark, engine.cli.bench; "
+    code = ("import sys, engine.benchmark.harness, engine.cli.bench; "
             "bad = [m for m in ('torch', 'matplotlib', 'sentence_transformers') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -340,7 +340,7 @@ def test_table_and_csv_rows_from_a_run(tiny_run):
 @pytest.mark.slow
 def test_tiny_run_with_both_baselines(tiny_model_dir, tiny_cache, tmp_path):
     """The baselines load offline and the engine's vectors match sentence-transformers torch."""
-    from engine.benchmark import run_grid
+    from engine.benchmark.harness import run_grid
 
     cfg = BenchConfig(models=(str(tiny_model_dir),), devices=("cpu",), batch_sizes=(4,), lengths=("medium",),
                       n_texts=8, repeats=1, baselines=("st-torch", "st-onnx"), threads=1, cache_dir=str(tiny_cache))

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from engine.cache import EmbeddingCache
+from engine.corpus.cache import EmbeddingCache
 from engine.errors import InputError
 
 
@@ -69,7 +69,7 @@ def test_concurrent_readers_and_a_writer_process(tmp_path):
         c.put(ns, base, np.tile(np.arange(200, dtype=np.float32)[:, None], (1, 4)))
     writer = subprocess.Popen([sys.executable, "-c", f"""
 import hashlib, numpy as np
-from engine.cache import EmbeddingCache
+from engine.corpus.cache import EmbeddingCache
 with EmbeddingCache({str(path)!r}) as c:
     ns = c.namespace("m", "fp32", None, dim=4)
     for r in range(30):
@@ -112,7 +112,7 @@ def docs(n, changed=()):
 
 def test_second_run_embeds_nothing_and_ten_changes_embed_ten(tmp_path, tiny_embedder):
     from engine.corpus import embed_corpus
-    from engine.shards import iter_shards
+    from engine.corpus.shards import iter_shards
 
     cache = tmp_path / "emb.sqlite"
     src = write_corpus(tmp_path / "c.jsonl", docs(120))
@@ -155,7 +155,7 @@ def test_no_cache_and_settings_namespaces(tmp_path, tiny_embedder):
 
 def test_repeated_texts_embedded_once_per_chunk(tmp_path, tiny_embedder):
     from engine.corpus import embed_corpus
-    from engine.shards import iter_shards
+    from engine.corpus.shards import iter_shards
 
     src = write_corpus(tmp_path / "c.jsonl", [{"_id": str(i), "text": "same text"} for i in range(5)])
     s = embed_corpus(src, tmp_path / "out", tiny_embedder, cache=tmp_path / "emb.sqlite")

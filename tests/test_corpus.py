@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError, ModelMismatchError
-from engine.readers import Doc, Fields, compose, count_records, expand_inputs, iter_documents
+from engine.corpus.readers import Doc, Fields, compose, count_records, expand_inputs, iter_documents
 
 
 def write_jsonl(path: Path, records) -> Path:
@@ -189,7 +189,7 @@ def synth(n: int, start: int = 0) -> list[dict]:
 
 
 def load_output(out: Path):
-    from engine.shards import iter_shards
+    from engine.corpus.shards import iter_shards
 
     ids, titles, vecs = [], [], []
     for i, t, v in iter_shards(out):
@@ -303,7 +303,7 @@ def test_shrinking_corpus_drops_stale_shards(tmp_path, tiny_embedder):
 
 def test_search_corpus(tmp_path, tiny_embedder):
     from engine.corpus import embed_corpus
-    from engine.shards import CorpusSearcher
+    from engine.corpus.shards import CorpusSearcher
 
     docs = synth(30)
     src = write_jsonl(tmp_path / "c.jsonl", docs)
@@ -321,7 +321,7 @@ def test_search_corpus(tmp_path, tiny_embedder):
 
 def test_search_incomplete_output_refused(tmp_path, tiny_embedder):
     from engine.errors import IndexFormatError
-    from engine.shards import CorpusSearcher
+    from engine.corpus.shards import CorpusSearcher
 
     src = write_jsonl(tmp_path / "c.jsonl", synth(3))
     out = tmp_path / "out"

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.lab import (
+from engine.eval.lab import (
     agreement,
     cosine_matrix,
     label_consistency,
@@ -78,7 +78,7 @@ def test_label_consistency_by_hand():
 
 
 def test_tsne_without_labels_uses_kmeans(tmp_path):
-    from engine.lab import plot_tsne
+    from engine.eval.lab import plot_tsne
 
     rng = np.random.default_rng(0)
     path = plot_tsne({"a": rng.standard_normal((30, 8)), "b": rng.standard_normal((30, 8))}, None, tmp_path / "t.png")

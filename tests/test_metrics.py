@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.evaluate import load_beir, load_qrels, load_sts, retrieve, subsample
-from engine.metrics import evaluate_run, query_metrics, rank_top_k, sts_correlations
+from engine.eval.evaluate import load_beir, load_qrels, load_sts, retrieve, subsample
+from engine.eval.metrics import evaluate_run, query_metrics, rank_top_k, sts_correlations
 from tests.conftest import write_beir
 
 L3 = math.log2(3)  # discount at rank 2
@@ -197,7 +197,7 @@ class CountingEmbedder:
 
 
 def test_encode_cached_reuses_vectors_of_a_subset(tmp_path):
-    from engine.evaluate import encode_cached
+    from engine.eval.evaluate import encode_cached
 
     emb = CountingEmbedder()
     full = encode_cached(emb, ["a", "bb", "ccc", "a"], tmp_path)

@@ -4,7 +4,7 @@
 
 References: all-MiniLM-L6-v2 nDCG@10 = 0.6451 and recall@100 = 0.925 on SciFact test
 (MEASUREMENTS.md, sentence-transformers torch), all-mpnet-base-v2 0.6557 (published). Set
-EMBED_EVAL_CACHE=DIR to reuse encoded vectors between runs (engine.evaluate.encode_cached).
+EMBED_EVAL_CACHE=DIR to reuse encoded vectors between runs (engine.eval.evaluate.encode_cached).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _embedder(name):
 
 @pytest.mark.parametrize("model", list(SCIFACT))
 def test_scifact_ndcg(model):
-    from engine.evaluate import evaluate_beir, load_beir
+    from engine.eval.evaluate import evaluate_beir, load_beir
 
     ds = load_beir(shared_data("scifact"), "test")
     res = evaluate_beir(_embedder(model), ds, cache_dir=os.environ.get("EMBED_EVAL_CACHE"))
@@ -46,7 +46,7 @@ def test_scifact_ndcg(model):
 
 
 def test_minilm_sts_dev_spearman():
-    from engine.evaluate import evaluate_sts
+    from engine.eval.evaluate import evaluate_sts
 
     res = evaluate_sts(_embedder("all-MiniLM-L6-v2"), shared_data("stsb", "sts-dev.csv"),
                        cache_dir=os.environ.get("EMBED_EVAL_CACHE"))

@@ -55,7 +55,7 @@ def local_out(inputs, tiny_embedder, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_out(ray_cluster, inputs, tiny_model_dir, tiny_cache, tmp_path_factory) -> Path:
-    from engine.ray_embed import embed_corpus_ray
+    from engine.corpus.ray import embed_corpus_ray
 
     out = tmp_path_factory.mktemp("ray-ray") / "out"
     s = embed_corpus_ray(inputs, out, str(tiny_model_dir), cache_dir=tiny_cache, actors=2, shard_size=SHARD,
@@ -65,14 +65,14 @@ def ray_out(ray_cluster, inputs, tiny_model_dir, tiny_cache, tmp_path_factory) -
 
 
 def read(out: Path):
-    from engine.shards import iter_shards
+    from engine.corpus.shards import iter_shards
 
     return [(ids, titles, vectors) for ids, titles, vectors in iter_shards(out)]
 
 
 def assert_same(a: Path, b: Path) -> None:
     """Same manifest settings, same ids and titles shard by shard, vectors within 1e-6."""
-    from engine.shards import read_manifest
+    from engine.corpus.shards import read_manifest
 
     ma, mb = read_manifest(a), read_manifest(b)
     assert ma["settings"] == mb["settings"] and ma["model"] == mb["model"] and ma["count"] == mb["count"]
@@ -84,7 +84,7 @@ def assert_same(a: Path, b: Path) -> None:
 
 
 def test_ray_matches_local_id_by_id(local_out, ray_out, inputs):
-    from engine.readers import Fields, iter_documents
+    from engine.corpus.readers import Fields, iter_documents
 
     assert_same(local_out, ray_out)
     ids = [i for shard_ids, _, _ in read(ray_out) for i in shard_ids]
@@ -96,7 +96,7 @@ def test_ray_matches_local_id_by_id(local_out, ray_out, inputs):
 
 
 def test_search_loads_ray_output(local_out, ray_out, tiny_embedder):
-    from engine.shards import CorpusSearcher, load_index
+    from engine.corpus.shards import CorpusSearcher, load_index
 
     index, titles, manifest = load_index(ray_out)
     assert len(index) == manifest["count"] and titles["syn-0001"] == "doc 1"
@@ -109,7 +109,7 @@ def test_search_loads_ray_output(local_out, ray_out, tiny_embedder):
 
 
 def test_resume_keeps_finished_shards(ray_cluster, ray_out, local_out, inputs, tiny_model_dir, tiny_cache):
-    from engine.ray_embed import embed_corpus_ray
+    from engine.corpus.ray import embed_corpus_ray
 
     n_shards = len(read(ray_out))
     (ray_out / "shard-00001.done.json").unlink()                 # as if killed while writing shard 1
@@ -130,7 +130,7 @@ def test_local_run_resumes_ray_output(ray_out, local_out, inputs, tiny_embedder)
 
 
 def test_driver_cache_spares_ray(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cache, tmp_path):
-    from engine.ray_embed import embed_corpus_ray
+    from engine.corpus.ray import embed_corpus_ray
 
     kw = {"cache_dir": tiny_cache, "actors": 1, "shard_size": SHARD, "cache": tmp_path / "emb.sqlite",
           "ray_batch_size": 64}
@@ -144,7 +144,7 @@ def test_driver_cache_spares_ray(ray_cluster, local_out, inputs, tiny_model_dir,
 
 def test_killed_actor_is_restarted(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cache, tmp_path, monkeypatch):
     """An actor killed mid-run (as a crashed worker) restarts; its batches rerun; output unchanged."""
-    from engine import ray_embed
+    from engine.corpus import ray as ray_embed
 
     killed = []
     original = ray_embed._ActorPool.next
@@ -165,8 +165,8 @@ def test_killed_actor_is_restarted(ray_cluster, local_out, inputs, tiny_model_di
 
 
 def test_embed_dataset_map_batches(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cache):
-    from engine.ray_embed import embed_dataset
-    from engine.readers import Fields, iter_documents
+    from engine.corpus.ray import embed_dataset
+    from engine.corpus.readers import Fields, iter_documents
 
     rows = [{"id": d.id, "title": d.title, "body": d.text[len(d.title) + 1:] if d.title else d.text}
             for d in iter_documents(inputs[:1], Fields())]
@@ -208,7 +208,7 @@ def _no_ray(monkeypatch):
 
 def test_missing_ray_is_a_clear_error(monkeypatch, tmp_path, capsys):
     from engine.cli import main
-    from engine.ray_embed import embed_corpus_ray, embed_dataset
+    from engine.corpus.ray import embed_corpus_ray, embed_dataset
 
     src = tmp_path / "c.jsonl"
     src.write_text('{"_id": "1", "text": "a"}\n')
@@ -222,13 +222,13 @@ def test_missing_ray_is_a_clear_error(monkeypatch, tmp_path, capsys):
 
 
 def test_import_engine_does_not_import_ray():
-    code = "import sys, engine, engine.ray_embed, engine.cli.encode; assert 'ray' not in sys.modules, 'ray imported'"
+    code = "import sys, engine, engine.corpus.ray, engine.cli.encode; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def test_worker_with_another_model_is_refused(ray_cluster, tiny_model_dir, tiny_cache):
     from engine.errors import ModelMismatchError
-    from engine.ray_embed import _ActorPool
+    from engine.corpus.ray import _ActorPool
 
     kwargs = {"model": str(tiny_model_dir), "cache_dir": str(tiny_cache), "threads": 1, "fingerprint": "other/fp32/32/0"}
     with pytest.raises(ModelMismatchError, match="install the same weights"):

@@ -29,7 +29,7 @@ def AFTER_SHARD(k: int) -> int:
 
 CHILD = r"""
 import json, os, signal, sys
-from engine import shards
+from engine.corpus import shards
 from engine.corpus import embed_corpus
 from engine.embedder import Embedder
 
@@ -101,7 +101,7 @@ def output_files(out: Path) -> dict[str, bytes]:
 
 
 def assert_identical(out: Path, reference: Path) -> None:
-    from engine.shards import iter_shards
+    from engine.corpus.shards import iter_shards
 
     got, want = list(iter_shards(out)), list(iter_shards(reference))
     ids = [i for ids, _, _ in got for i in ids]
@@ -182,7 +182,7 @@ def test_damaged_shard_is_redone(tmp_path, corpus, reference, tiny_embedder):
 
 def test_second_writer_is_refused(tmp_path, corpus, tiny_embedder):
     from engine.errors import InputError
-    from engine.shards import OutputDir
+    from engine.corpus.shards import OutputDir
 
     with OutputDir(tmp_path / "out"), pytest.raises(InputError, match="another 'embed encode' is writing"):
         resume({"src": corpus, "out": tmp_path / "out", "cache": None}, tiny_embedder)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from engine.evaluate import load_beir
-from engine.select import bytes_per_vector, recommend, run_select
+from engine.eval.evaluate import load_beir
+from engine.eval.select import bytes_per_vector, recommend, run_select
 from tests.conftest import write_beir
 
 PNG = b"\x89PNG\r\n\x1a\n"

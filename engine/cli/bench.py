@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
     from ..errors import InputError
-    from ..benchmark import parse_list
+    from ..benchmark.harness import parse_list
 
     try:
         return tuple(int(x) for x in parse_list(text))
@@ -53,7 +53,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 def config_from_args(args):
     """A BenchConfig from parsed arguments (--quick fills what was not given)."""
-    from ..benchmark import DEFAULT_BATCH_SIZES, BenchConfig, parse_list
+    from ..benchmark.harness import DEFAULT_BATCH_SIZES, BenchConfig, parse_list
     from ..models import DEFAULT_MODEL
 
     quick = QUICK if args.quick else {}
@@ -78,7 +78,7 @@ def config_from_args(args):
 def cmd_bench(args) -> int:
     from pathlib import Path
 
-    from ..benchmark import best_batch_sizes, default_out_dir, format_table, run_grid, write_results
+    from ..benchmark.harness import best_batch_sizes, default_out_dir, format_table, run_grid, write_results
 
     config = config_from_args(args)
     config.validate()

@@ -1,6 +1,6 @@
 """``embed encode`` (corpus files -> resumable shards) and ``embed search`` (query those shards).
 
-The work is in ``engine.corpus.embed_corpus`` and ``engine.shards.CorpusSearcher``.
+The work is in ``engine.corpus.embed_corpus`` and ``engine.corpus.shards.CorpusSearcher``.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r = p.add_argument_group("Ray (pip install 'embed-engine[ray]')", "embed on a Ray cluster; the driver reads "
-                             "the inputs and writes OUTDIR, actors run the model (see engine.ray_embed)")
+                             "the inputs and writes OUTDIR, actors run the model (see engine.corpus.ray)")
     r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Ray: 'auto' (the cluster on this machine), 'ray://HEAD:10001' (Ray Client), "
                    "HOST:PORT; without ADDRESS, $RAY_ADDRESS or a new local cluster")
@@ -69,7 +69,7 @@ def _ensure_weights(model: str | None) -> None:
 
 
 def cmd_encode(args) -> int:
-    from ..corpus import embed_corpus
+    from ..corpus.driver import embed_corpus
     from ..errors import InputError
 
     run, extra = embed_corpus, {}
@@ -108,14 +108,14 @@ def _ray_encode(args):
         import ray  # noqa: F401
     except ImportError:
         raise missing_extra("ray", "ray") from None
-    from ..ray_embed import embed_corpus_ray
+    from ..corpus.ray import embed_corpus_ray
 
     return embed_corpus_ray, {"address": address or None, "actors": args.actors,
                               "cpus_per_actor": args.cpus_per_actor, "gpus_per_actor": args.gpus_per_actor}
 
 
 def cmd_search(args) -> int:
-    from ..shards import CorpusSearcher, read_manifest
+    from ..corpus.shards import CorpusSearcher, read_manifest
 
     _ensure_weights(args.model or read_manifest(args.outdir)["model"]["ref"])
     searcher = CorpusSearcher(args.outdir, model=args.model, precision="int8" if args.int8 else "fp32",

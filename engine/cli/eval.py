@@ -1,6 +1,6 @@
 """``embed eval`` (BEIR retrieval / STS metrics), ``embed compare`` (the model lab) and
-``embed select`` (pick a configuration on your own data). Logic lives in engine.evaluate,
-engine.lab and engine.select; this module parses arguments and prints."""
+``embed select`` (pick a configuration on your own data). Logic lives in engine.eval.evaluate,
+engine.eval.lab and engine.eval.select; this module parses arguments and prints."""
 from __future__ import annotations
 
 import json
@@ -71,7 +71,7 @@ def register(sub) -> None:
 def cmd_eval(args) -> int:
     from .. import Embedder
     from ..errors import InputError
-    from ..evaluate import (
+    from ..eval.evaluate import (
         evaluate_beir,
         evaluate_sts,
         format_table,
@@ -115,9 +115,9 @@ def cmd_eval(args) -> int:
 
 def cmd_select(args) -> int:
     from ..errors import InputError
-    from ..evaluate import load_beir, subsample
+    from ..eval.evaluate import load_beir, subsample
     from ..models import known_names
-    from ..select import run_select
+    from ..eval.select import run_select
 
     if args.beir:
         ds = load_beir(args.beir, args.split, corpus=args.corpus, queries=args.queries, qrels=args.qrels)
@@ -136,7 +136,7 @@ def cmd_select(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ..lab import run_lab
+    from ..eval.lab import run_lab
     from ..models import known_names
 
     run_lab(args.models or known_names(), args.out, texts_path=args.texts, limit=args.limit,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EngineError, InputError
+from ..errors import EngineError, InputError
 from .evaluate import doc_text, encode_cached
 
 SAMPLE_TOPICS = (
@@ -131,8 +131,8 @@ def _balanced_subset(labels: list[str] | None, n_total: int, limit: int) -> np.n
 def run_lab(models: list[str], out_dir: str | os.PathLike, *, texts_path=None, limit: int = 60, cache_dir=None,
             embeddings_cache=None, log=print, tsne_seed: int = 0) -> dict:
     """Compare ``models`` on the same texts; writes lab.json and PNGs into ``out_dir``."""
-    from .embedder import Embedder
-    from .models.export import load_or_export
+    from ..embedder import Embedder
+    from ..models.export import load_or_export
 
     _ids, texts, labels = load_texts(texts_path)
     if len(texts) < NEIGHBOURS + 2:

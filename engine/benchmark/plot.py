@@ -10,7 +10,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .errors import missing_extra
+from ..errors import missing_extra
 
 _STYLE = {"st-torch": "--", "st-onnx": ":"}
 

@@ -74,7 +74,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 SCHEMA = "embed-engine.bench/1"
 LENGTH_BUCKETS = {"short": 16, "medium": 64, "long": 256}
@@ -358,7 +358,7 @@ class Contender:
 
 
 def engine_contender(model: str, device: str, precision: str, threads: int, cache_dir=None) -> Contender:
-    from .embedder import Embedder
+    from ..embedder import Embedder
 
     emb = Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
     return Contender("engine", precision, lambda b: emb.encode(b, batch_size=len(b)),
@@ -379,7 +379,7 @@ def st_torch_contender(folder: Path, device: str, threads: int) -> Contender:
         import torch
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
-        from .errors import missing_extra
+        from ..errors import missing_extra
 
         raise missing_extra("sentence-transformers", "bench") from e
     torch.set_num_threads(threads)
@@ -397,7 +397,7 @@ def st_onnx_contender(folder: Path, device: str, threads: int, cache: Path) -> C
         import onnxruntime as ort
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
-        from .errors import missing_extra
+        from ..errors import missing_extra
 
         raise missing_extra("sentence-transformers", "bench") from e
     so = ort.SessionOptions()
@@ -438,7 +438,7 @@ def _cpuinfo() -> dict:
                     flags = set(val.split())
     except OSError:
         pass
-    from .runtime import physical_cores
+    from ..runtime import physical_cores
 
     return {"model": model, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
             "flags": {f: f in flags for f in CPU_FLAGS}}
@@ -558,8 +558,8 @@ def _progress(total: int, enabled: bool):
 
 def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = True) -> dict:
     """Run the grid and return the results document (schema in the module docstring)."""
-    from .models.fetch import cache_root, resolve
-    from .runtime import physical_cores
+    from ..models.fetch import cache_root, resolve
+    from ..runtime import physical_cores
 
     config.validate()
     threads = config.threads or physical_cores()
@@ -736,7 +736,7 @@ def write_results(result: dict, out_dir: str | os.PathLike, plots: bool = True) 
         w.writerows(csv_rows(result))
     if plots and result["rows"]:
         try:
-            from .benchplot import plot_results
+            from .plot import plot_results
         except ImportError as e:
             paths["plot_error"] = str(e)
         else:

@@ -5,7 +5,7 @@ Grid: model x model precision (fp32, int8) x index precision (fp32, int8) x trun
 and queries once; truncations are derived from the full vectors (truncate + renormalize) and
 every index precision reuses them, so the grid costs one encode per (model, precision).
 
-Measured per configuration: nDCG@10 and recall@100 (``engine.metrics``), encode throughput
+Measured per configuration: nDCG@10 and recall@100 (``engine.eval.metrics``), encode throughput
 (docs/s on a fixed sample of corpus docs, after a warm-up; per model + precision), query latency
 (ms/query = one query encoded alone + one index search, means over sample queries, after a
 warm-up) and bytes per vector.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EngineError, InputError, ModelNotFoundError
+from ..errors import EngineError, InputError, ModelNotFoundError
 from .evaluate import BeirDataset, beir_scores, encode_cached, truncate
 
 TRUNCATE_DIMS = (None, 256, 128, 64)
@@ -46,7 +46,7 @@ def bytes_per_vector(dim: int, index_precision: str) -> tuple[int, int]:
 def _index_search_fn(vecs: np.ndarray, index_precision: str):
     """A ``search(q (1, d)) -> ids`` closure over an index of ``vecs``."""
     try:
-        from .index import Index
+        from ..index.index import Index
     except ImportError:
         Index = None
     if Index is None:
@@ -94,7 +94,7 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
              dims=TRUNCATE_DIMS, cache_dir=None, embeddings_cache=None, batch_size: int = 32,
              speed_docs: int = 256, threads: int | None = None, log=print) -> tuple[list[dict], list[dict]]:
     """Evaluate the grid. Returns (rows, skipped) where skipped lists ``{model, precision, reason}``."""
-    from .embedder import Embedder
+    from ..embedder import Embedder
 
     rows, skipped = [], []
     for model in models:

@@ -11,8 +11,8 @@ Duplicate ids are an error naming the id and both locations (with ``skip_bad`` t
 records are skipped and listed in rejects.jsonl). Kill the run at any moment and rerun the same
 call: complete shards are kept (checked against their done record: settings, document digest,
 sha256 of the files), the rest is written, and the output is byte-identical to an uninterrupted
-run. See ``engine.readers`` for formats, ids and how title and text are combined, and
-``engine.shards`` for the output layout.
+run. See ``engine.corpus.readers`` for formats, ids and how title and text are combined, and
+``engine.corpus.shards`` for the output layout.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .readers import (
     SKIP_HINT,
     Doc,
@@ -275,8 +275,8 @@ def _blocks(it: Iterator[Doc], n: int) -> Iterator[list[Doc]]:
 
 def _embedder(model, precision, device, threads, cache_dir):
     """(Embedder, the model reference to store in the manifest for ``embed search``)."""
-    from .embedder import Embedder
-    from .models import DEFAULT_MODEL
+    from ..embedder import Embedder
+    from ..models import DEFAULT_MODEL
 
     if isinstance(model, Embedder):
         source = getattr(model, "_exported", None)

@@ -5,14 +5,14 @@ Two entry points (Ray is the ``ray`` extra: ``pip install 'embed-engine[ray]'``)
 * ``embed_corpus_ray(inputs, out_dir, model, ...)`` - what ``embed encode --ray`` runs. It is
   ``engine.corpus.embed_corpus`` with the model calls sent to a pool of Ray actors::
 
-      driver: files -> engine.readers -> duplicate-id check -> shard i = docs [i*S, (i+1)*S)
+      driver: files -> engine.corpus.readers -> duplicate-id check -> shard i = docs [i*S, (i+1)*S)
               -> shard complete? keep it : cache lookup -> unique misses -> batches ─┐
       actors (EmbedBatch, one model each, threads = CPUs per actor): batch -> vectors  │
       driver: vectors + cache hits -> cache insert -> write shard i (OutputDir) <──────┘
               -> manifest
 
   The driver reads the inputs (so ids, composed texts, bad records and duplicate ids follow
-  ``engine.readers`` exactly), defines the shards, talks to the cache and writes every file;
+  ``engine.corpus.readers`` exactly), defines the shards, talks to the cache and writes every file;
   actors only turn texts into vectors. The output layout, settings and done records are those
   of the local path, so ``embed search``, ``iter_shards`` and ``load_index`` read it unchanged,
   and a run started locally can be finished on Ray or the other way round. Memory on the driver
@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EngineError, InputError, ModelMismatchError, missing_extra
+from ..errors import EngineError, InputError, ModelMismatchError, missing_extra
 
 RAY_BATCH = 256           # texts per actor call
 INFLIGHT_PER_ACTOR = 2    # calls queued on each actor (one running, one ready)
@@ -85,7 +85,7 @@ class EmbedBatch:
                  fingerprint: str | None = None):
         if threads is not None:  # the tokenizer's Rayon pool, sized like onnxruntime's
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
-        from .embedder import Embedder
+        from ..embedder import Embedder
 
         self.embedder = Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
         if fingerprint is not None:
@@ -176,10 +176,10 @@ def _driver_model(model, precision: str, cache_dir):
 
     Returns (exported, manifest ref, model for the actors, cache_dir for the actors, precision).
     """
-    from .corpus import _embedder
-    from .embedder import Embedder
-    from .models import DEFAULT_MODEL
-    from .models.export import load_or_export
+    from .driver import _embedder
+    from ..embedder import Embedder
+    from ..models import DEFAULT_MODEL
+    from ..models.export import load_or_export
 
     if isinstance(model, Embedder):
         exported = model._exported
@@ -212,7 +212,7 @@ def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: st
                   ray_batch_size: int = RAY_BATCH):
     """``ds`` with an ``output_column`` of unit float32 vectors, computed by an actor pool (lazy).
 
-    text_column (and title_column, combined as ``engine.readers.compose`` does) is embedded.
+    text_column (and title_column, combined as ``engine.corpus.readers.compose`` does) is embedded.
     actors: pool size, or (min, max) to autoscale; default as many as the cluster's CPUs (GPUs)
     allow. threads per actor default to cpus_per_actor. Row order follows Ray Data's
     ``DataContext.execution_options.preserve_order``.
@@ -265,7 +265,7 @@ def embed_corpus_ray(
     The other arguments are ``embed_corpus``'s; shard_size (default 10,000) and the model settings
     define the output, so a rerun - on Ray or not - must use the same ones.
     """
-    from .corpus import (
+    from .driver import (
         DEFAULT_SHARD_SIZE,
         ID_BLOCK,
         CorpusSummary,
@@ -426,7 +426,7 @@ class _RayRun:
         self.embedded = self.hits = self.resumed = self.written = 0
 
     def shard(self, docs) -> None:
-        from .corpus import EMBED_CHUNK, _content_digest
+        from .driver import EMBED_CHUNK, _content_digest
 
         i = len(self.records) + len(self.open)
         keys = [d.key for d in docs]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .metrics import DEFAULT_KS, evaluate_run, rank_top_k
 
 
@@ -196,7 +196,7 @@ def truncate(vecs: np.ndarray, dim: int | None) -> np.ndarray:
     """Matryoshka: first ``dim`` components, re-normalized (the kernels' truncate_normalize)."""
     if dim is None or dim >= vecs.shape[1]:
         return vecs
-    from .kernels import truncate_normalize
+    from ..kernels import truncate_normalize
 
     return truncate_normalize(vecs, dim)
 
@@ -216,7 +216,7 @@ def retrieve(doc_vecs: np.ndarray, query_vecs: np.ndarray, doc_ids: list[str], k
         top = np.take_along_axis(scores, idx, axis=1)
     elif index_precision == "int8":
         try:
-            from .index import Index
+            from ..index.index import Index
         except ImportError as e:
             raise InputError(f"index_precision='int8' needs engine.index, which is not available ({e}); use 'fp32'") from None
         index = Index(doc_vecs.shape[1], precision="int8")

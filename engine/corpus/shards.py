@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexFormatError, InputError, ModelMismatchError
+from ..errors import IndexFormatError, InputError, ModelMismatchError
 
 FORMAT = "embed-engine-corpus"
 VERSION = 1
@@ -294,7 +294,7 @@ def load_index(out_dir: str | os.PathLike, precision: str = "fp32", verify: bool
     The index's model is the manifest's fingerprint, so searching it with another model's
     vectors raises ModelMismatchError.
     """
-    from .index import Index
+    from ..index.index import Index
 
     manifest = read_manifest(out_dir)
     index = Index(manifest["dim"], precision=precision, model=manifest["model"]["fingerprint"])
@@ -316,7 +316,7 @@ class CorpusSearcher:
 
     def __init__(self, out_dir: str | os.PathLike, model=None, precision: str = "fp32", *, device: str = "cpu",
                  threads: int | None = None, verify: bool = True, cache_dir: str | os.PathLike | None = None):
-        from .embedder import Embedder
+        from ..embedder import Embedder
 
         manifest = read_manifest(out_dir)
         want = manifest["model"]["fingerprint"]

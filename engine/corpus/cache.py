@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 SCHEMA_VERSION = 1
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...); well under SQLite's variable limit
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS vectors (
 
 def default_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """``<engine cache root>/embeddings.sqlite`` (``$EMBED_ENGINE_CACHE`` or ~/.cache/embed-engine)."""
-    from .models.fetch import cache_root
+    from ..models.fetch import cache_root
 
     return cache_root(cache_dir) / "embeddings.sqlite"
 

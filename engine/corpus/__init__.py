@@ -1,0 +1,9 @@
+"""Corpora: one reader, one title+text rule, the embedding cache, shards + manifest, one driver.
+
+    any source -> readers (Doc records, ``compose`` = the title+text rule) -> driver (duplicate ids,
+    shard plan, resume) -> cache lookup -> executor embeds the misses (local threads | Ray actors)
+    -> shards (``.npy`` + ``.jsonl`` + done records) + manifest -> ``load_index`` / ``CorpusSearcher``
+"""
+from .driver import CorpusSummary, embed_corpus
+
+__all__ = ["CorpusSummary", "embed_corpus"]
