@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from engine.errors import IndexFormatError, InputError, ModelMismatchError
-from engine.index.index import DEFAULT_OVERSAMPLE, MAGIC, Index
+from engine.index import DEFAULT_OVERSAMPLE, Index
+from engine.index.format import MAGIC
 
 D = 32
 FP = "all-MiniLM-L6-v2/fp32/384/1a2b3c4d5e6f7a8b"

@@ -1,4 +1,4 @@
 """Vector index: ``Index`` (vectors, ids, search) and its on-disk format (``engine.index.format``)."""
-from .index import Index
+from .index import DEFAULT_OVERSAMPLE, Index
 
-__all__ = ["Index"]
+__all__ = ["DEFAULT_OVERSAMPLE", "Index"]

@@ -36,77 +36,38 @@ Semantics
   kernel), so 2 already suffices there; 4 is a margin for real embeddings that costs ~20
   extra row reads per query.
 
-File format (``save``/``load``), one file, little-endian::
-
-    offset 0   8 bytes   magic b"EMBIDX\\x00\\x01"
-    offset 8   uint64    header length H
-    offset 16  32 bytes  sha256 of the header bytes
-    offset 48  H bytes   header, UTF-8 JSON: format_version, dim, precision, count, model,
-                         metric, id_kind, next_id, oversample, sections
-                         [{name, dtype, shape, offset, nbytes}], payload_sha256
-    ...        sections, each starting at a 64-byte aligned offset, zero padding between:
-               vectors float32 (count, dim); codes int8 (count, dim) and scales float32 (dim,)
-               for int8; ids int64 (count,) for explicit integer ids; ids_offsets int64
-               (count + 1,) and ids_utf8 uint8 for string ids.
-
-The file ends exactly at the end of its last section. ``payload_sha256`` hashes every byte
-from the first section's offset to the end of the file. ``load`` always checks the magic,
-the header hash, the header's fields and the file size (a truncated file fails there), and,
-with ``verify=True`` (default), the payload hash (one sequential read of the file). Any
-failure raises :class:`~engine.errors.IndexFormatError` saying the file is damaged and should
-be rebuilt. ``save`` writes a temporary file in the same directory, fsyncs it and
-``os.replace``-s it over ``path``: readers see the old file or the new one, never a mix.
+Persistence: ``save`` / ``Index.load`` write and read one checksummed file through
+:mod:`engine.index.format` (the byte layout and every check on reading are described there).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.errors import IndexFormatError, InputError, ModelMismatchError
+from engine.errors import InputError, ModelMismatchError
 from engine.kernels.normalize import l2_normalize
 from engine.kernels.quantize import calibrate_scales, quantize, topk_int8
 from engine.kernels.topk import rescore, topk_dot
 
-__all__ = ["DEFAULT_OVERSAMPLE", "FORMAT_VERSION", "Index"]
+from . import format as fmt
+from .ids import check_unique, parse_ids
 
-FORMAT_VERSION = 1
-MAGIC = b"EMBIDX\x00\x01"
+__all__ = ["DEFAULT_OVERSAMPLE", "Index"]
+
 DEFAULT_OVERSAMPLE = 4
 CALIBRATION_ROWS = 100_000
-PRECISIONS = ("fp32", "int8")
-_ALIGN = 64
-_PREFIX = 8 + 8 + 32
-_MAX_HEADER = 64 << 20
-
-
-def _damaged(path: Path | str, why: str) -> IndexFormatError:
-    return IndexFormatError(
-        f"index file {str(path)!r} is damaged or not an index file ({why}); "
-        "rebuild the index from the source vectors and save it again"
-    )
-
-
-def _raw_bytes(arr: np.ndarray) -> np.ndarray:
-    """The bytes of an array as a flat uint8 array (works for empty arrays and memmaps)."""
-    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-
-
-def _align(x: int) -> int:
-    return -(-x // _ALIGN) * _ALIGN
+PRECISIONS = fmt.PRECISIONS
 
 
 class Index:
     """Exact cosine-similarity index over fixed-dimension vectors.
 
     ``Index(dim, precision="fp32" | "int8", model=None, *, oversample=4, scales=None)``;
-    see the module docstring for the semantics of ids, models, int8 and the file format.
+    see the module docstring for the semantics of ids, models and int8, and
+    :mod:`engine.index.format` for the file.
     """
 
     def __init__(
@@ -251,58 +212,14 @@ class Index:
             if self._id_kind == "int":
                 return "int", np.arange(self._next_id, self._next_id + m, dtype=np.int64)
             return None, None
-        if isinstance(ids, (str, bytes)):
-            raise InputError("ids must be a sequence with one id per vector, not a single string")
-        ids_list = list(ids) if not isinstance(ids, np.ndarray) else ids
-        if len(ids_list) != m:
-            raise InputError(f"got {len(ids_list)} ids for {m} vectors; pass exactly one id per vector")
-        if m == 0:
+        kind, new = parse_ids(ids, m)
+        if kind is None:  # empty batch
             return self._id_kind, (np.empty(0, np.int64) if self._id_kind != "str" else [])
-        if isinstance(ids_list, np.ndarray):
-            arr = ids_list
-            if arr.dtype == object:
-                ids_list = arr.tolist()
-        elif all(isinstance(v, str) for v in ids_list):
-            arr = np.asarray(ids_list, dtype=object)
-        elif all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in ids_list):
-            try:
-                arr = np.asarray(ids_list, dtype=np.int64)
-            except OverflowError:
-                raise InputError("integer ids must fit in int64") from None
-        else:
-            arr = np.asarray(ids_list, dtype=object)
-        if arr.dtype.kind in "iu":
-            kind = "int"
-            if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-                raise InputError("integer ids must fit in int64")
-            new: Any = arr.astype(np.int64).reshape(-1)
-        elif arr.dtype.kind == "U" or (arr.dtype == object and all(isinstance(v, str) for v in ids_list)):
-            kind = "str"
-            new = [str(v) for v in ids_list]
-        else:
-            raise InputError(f"ids must all be integers or all be strings, got {arr.dtype} values; "
-                             "convert them to one kind")
         if self._id_kind is not None and kind != self._id_kind and self._n > 0:
             raise InputError(f"this index uses {self._id_kind} ids but got {kind} ids; use one id kind per index")
         if self._id_kind is None and self._n > 0 and kind == "str":
             raise InputError("this index already has default integer ids; string ids can't be mixed in")
-        # duplicates
-        if kind == "int":
-            uniq, counts = np.unique(new, return_counts=True)
-            if (counts > 1).any():
-                raise InputError(f"duplicate ids in this batch: {uniq[counts > 1][:10].tolist()}; ids must be unique")
-            existing = self._existing_int_ids()
-            dup = new[np.isin(new, existing)] if existing.size else new[:0]
-        else:
-            seen: set[str] = set()
-            d_in = [v for v in new if v in seen or seen.add(v)]
-            if d_in:
-                raise InputError(f"duplicate ids in this batch: {d_in[:10]}; ids must be unique")
-            dup = [v for v in new if self._str_set and v in self._str_set]
-        if len(dup):
-            shown = dup[:10].tolist() if isinstance(dup, np.ndarray) else dup[:10]
-            raise InputError(f"ids already in the index: {shown}; ids must be unique "
-                             "(remove the old entries by rebuilding, or choose new ids)")
+        check_unique(new, self._existing_int_ids() if kind == "int" else self._str_set)
         return kind, new
 
     def _existing_int_ids(self) -> np.ndarray:
@@ -475,89 +392,19 @@ class Index:
 
     # ------------------------------------------------------------------ persistence
 
-    def _sections(self) -> list[tuple[str, np.ndarray]]:
-        n = self._n
-        secs: list[tuple[str, np.ndarray]] = [("vectors", np.asarray(self._vecs[:n]))]
-        if self._precision == "int8":
-            scales = self._scales if self._scales is not None else np.ones(self._dim, np.float32) / 127
-            secs += [("codes", np.asarray(self._codes[:n])), ("scales", scales)]
-        if self._int_ids is not None:
-            secs.append(("ids", self._int_ids[:n]))
-        if self._str_ids is not None:
-            enc = [s.encode("utf-8") for s in self._str_ids]
-            offs = np.zeros(n + 1, np.int64)
-            np.cumsum([len(b) for b in enc], out=offs[1:])
-            secs += [("ids_offsets", offs), ("ids_utf8", np.frombuffer(b"".join(enc), np.uint8))]
-        return secs
-
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index to ``path`` atomically (temp file + fsync + os.replace)."""
-        path = Path(path)
-        secs = self._sections()
-        meta = []
-        h = hashlib.sha256()
-        # header size depends on offsets: compute with a generous fixed-width placeholder first
-        base = {
-            "format_version": FORMAT_VERSION, "dim": self._dim, "precision": self._precision,
-            "count": self._n, "model": self._model, "metric": "cosine",
-            "id_kind": self._id_kind, "next_id": self._next_id, "oversample": self._oversample,
-            "scales_calibrated": self._scales is not None,
-        }
-        for name, arr in secs:
-            meta.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape),
-                         "offset": 0, "nbytes": int(arr.nbytes)})
-        # the header length must be known before offsets: iterate until stable
-        header_len_guess = 0
-        for _ in range(4):
-            start = _align(_PREFIX + header_len_guess)
-            off = start
-            for sm in meta:
-                sm["offset"] = off
-                off = _align(off + sm["nbytes"]) if sm is not meta[-1] else off + sm["nbytes"]
-            hdr = json.dumps({**base, "sections": meta, "payload_sha256": "0" * 64}).encode()
-            if len(hdr) == header_len_guess:
-                break
-            header_len_guess = len(hdr)
-        end = off
-        # payload hash over the exact bytes that go to disk (sections + padding)
-        pos = start
-        for (name, arr), sm in zip(secs, meta):
-            if sm["offset"] > pos:
-                h.update(b"\x00" * (sm["offset"] - pos))
-            h.update(_raw_bytes(arr))
-            pos = sm["offset"] + sm["nbytes"]
-        header = json.dumps({**base, "sections": meta, "payload_sha256": h.hexdigest()}).encode()
-        assert len(header) == header_len_guess  # same width: hex digest replaces 64 zeros
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC)
-                f.write(len(header).to_bytes(8, "little"))
-                f.write(hashlib.sha256(header).digest())
-                f.write(header)
-                pos = _PREFIX + len(header)
-                for (name, arr), sm in zip(secs, meta):
-                    f.write(b"\x00" * (sm["offset"] - pos))
-                    f.write(_raw_bytes(arr))
-                    pos = sm["offset"] + sm["nbytes"]
-                assert pos == end
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        try:  # make the rename durable
-            dfd = os.open(path.parent or ".", os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+        """Write the index to ``path`` atomically (temp file + fsync + os.replace); the
+        layout is described in :mod:`engine.index.format`."""
+        n = self._n
+        arrays: dict[str, Any] = {"vectors": self._vecs[:n]}
+        if self._precision == "int8":
+            arrays["codes"] = self._codes[:n]
+            arrays["scales"] = self._scales if self._scales is not None else np.ones(self._dim, np.float32) / 127
+        if self._id_kind is not None:
+            arrays["ids"] = self._int_ids[:n] if self._id_kind == "int" else self._str_ids
+        fmt.write(path, {"dim": self._dim, "precision": self._precision, "count": n, "model": self._model,
+                         "id_kind": self._id_kind, "next_id": self._next_id, "oversample": self._oversample,
+                         "scales_calibrated": self._scales is not None}, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True, *, verify: bool = True) -> Index:
@@ -565,98 +412,23 @@ class Index:
 
         ``mmap=True`` memory-maps the fp32 vectors read-only (int8 codes, scales and ids are
         read into RAM); ``mmap=False`` reads everything into RAM. ``verify=True`` checks the
-        payload sha256 (reads the whole file once); header and size are always checked.
+        payload sha256 (reads the whole file once); header, sections and size are always checked.
         Raises IndexFormatError for a damaged, truncated or unknown-version file.
         """
-        path = Path(path)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no index file at {str(path)!r}; build one and save() it first") from None
-        with open(path, "rb") as f:
-            prefix = f.read(_PREFIX)
-            if len(prefix) < _PREFIX:
-                raise _damaged(path, f"file is {size} bytes, shorter than the {_PREFIX}-byte prefix")
-            if prefix[:6] != MAGIC[:6]:
-                raise _damaged(path, "bad magic bytes")
-            hlen = int.from_bytes(prefix[8:16], "little")
-            if hlen > _MAX_HEADER or _PREFIX + hlen > size:
-                raise _damaged(path, "header length out of range (truncated?)")
-            header = f.read(hlen)
-            if hashlib.sha256(header).digest() != prefix[16:48]:
-                raise _damaged(path, "header checksum mismatch")
-            try:
-                meta = json.loads(header)
-            except ValueError:
-                raise _damaged(path, "header is not valid JSON") from None
-            version = meta.get("format_version")
-            if prefix[6:8] != MAGIC[6:8] or version != FORMAT_VERSION:
-                raise IndexFormatError(
-                    f"index file {str(path)!r} has format version {version}, this engine reads "
-                    f"version {FORMAT_VERSION}; upgrade embed-engine or rebuild the index"
-                )
-            try:
-                dim, count, precision = int(meta["dim"]), int(meta["count"]), meta["precision"]
-                sections = {s["name"]: s for s in meta["sections"]}
-                if precision not in PRECISIONS or dim < 1 or count < 0:
-                    raise ValueError("bad dim/count/precision")
-                end = max((s["offset"] + s["nbytes"] for s in sections.values()), default=_PREFIX + hlen)
-                first = min((s["offset"] for s in sections.values()), default=end)
-                for s in sections.values():
-                    if int(np.prod(s["shape"])) * np.dtype(s["dtype"]).itemsize != s["nbytes"]:
-                        raise ValueError(f"section {s['name']} size does not match its shape")
-            except (KeyError, TypeError, ValueError) as e:
-                raise _damaged(path, f"invalid header: {e}") from None
-            if size != end:
-                raise _damaged(path, f"file is {size} bytes but its header describes {end} bytes "
-                                     + ("(truncated)" if size < end else "(trailing data)"))
-            if verify:
-                h = hashlib.sha256()
-                f.seek(first)
-                while True:
-                    buf = f.read(16 << 20)
-                    if not buf:
-                        break
-                    h.update(buf)
-                if h.hexdigest() != meta.get("payload_sha256"):
-                    raise _damaged(path, "payload checksum mismatch")
-
-            def read(name: str, mapped: bool = False) -> np.ndarray:
-                if name not in sections:
-                    raise _damaged(path, f"missing section {name!r}")
-                s = sections[name]
-                dt, shape = np.dtype(s["dtype"]), tuple(s["shape"])
-                if mapped and s["nbytes"] > 0:
-                    return np.memmap(path, dtype=dt, mode="r", offset=s["offset"], shape=shape)
-                f.seek(s["offset"])
-                count_ = s["nbytes"] // dt.itemsize
-                arr = np.fromfile(f, dtype=dt, count=count_) if count_ else np.empty(0, dt)
-                if arr.size != count_:
-                    raise _damaged(path, f"section {name!r} is cut short")
-                return arr.reshape(shape)
-
-            idx = cls(dim, precision, meta.get("model"), oversample=int(meta.get("oversample", DEFAULT_OVERSAMPLE)))
-            vecs = read("vectors", mapped=mmap)
-            if vecs.shape != (count, dim):
-                raise _damaged(path, "vectors section has the wrong shape")
-            idx._vecs = vecs
-            idx._mapped = bool(mmap) and count > 0
-            if precision == "int8":
-                idx._codes = read("codes")
-                if meta.get("scales_calibrated", True):
-                    idx._scales = read("scales").astype(np.float32)
-            kind = meta.get("id_kind")
-            if "ids" in sections:
-                idx._int_ids = read("ids")
-            if "ids_utf8" in sections:
-                offs = read("ids_offsets")
-                blob = read("ids_utf8").tobytes()
-                try:
-                    idx._str_ids = [blob[offs[i]: offs[i + 1]].decode("utf-8") for i in range(count)]
-                except (UnicodeDecodeError, IndexError):
-                    raise _damaged(path, "string ids are not valid UTF-8") from None
-                idx._str_set = set(idx._str_ids)
-            idx._id_kind = kind
-            idx._next_id = int(meta.get("next_id", count))
-            idx._n = count
+        fields, arrays = fmt.read(path, mmap=mmap, verify=verify)
+        idx = cls(fields["dim"], fields["precision"], fields["model"], oversample=fields["oversample"])
+        idx._vecs = arrays["vectors"]
+        idx._mapped = isinstance(idx._vecs, np.memmap)
+        if idx._precision == "int8":
+            idx._codes = arrays["codes"]
+            if fields["scales_calibrated"]:
+                idx._scales = arrays["scales"]
+        idx._id_kind = fields["id_kind"]
+        if idx._id_kind == "int":
+            idx._int_ids = arrays["ids"]
+        elif idx._id_kind == "str":
+            idx._str_ids = arrays["ids"]
+            idx._str_set = set(idx._str_ids)
+        idx._next_id = fields["next_id"]
+        idx._n = fields["count"]
         return idx
