@@ -10,6 +10,8 @@ when a model must be exported.
 """
 from __future__ import annotations
 
+import logging
+
 from .errors import (
     EngineError,
     IndexFormatError,
@@ -35,6 +37,9 @@ __all__ = [
     "WeightsVerificationError",
 ]
 __version__ = "0.1.0"
+
+# The library logs through "engine.*" loggers and never configures logging itself (the CLI does).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 _LAZY = {
