@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRAS := export,test,bench,eval,corpus,ray
 
-.PHONY: setup demo test test-all bench bench-search eval-scifact clean
+.PHONY: setup demo test test-all bench clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); run: make PYTHON=python3 ..."; exit 1; }

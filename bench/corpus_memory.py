@@ -15,8 +15,9 @@ Pass when the largest run's peak is within ``--tolerance`` (20%) of the smallest
         [--max-chars 120] [--data DIR] [--out bench/results/corpus_memory.json]
 
 ``--model`` accepts a sentence-transformers folder; ``--tiny`` builds the tests' tiny random BERT
-(hidden 32, max_seq_length 16; export cached in the temporary folder) for a run that finishes
-on a busy machine. The JSON records which model was used.
+(``tests.conftest.build_tiny_model`` in a child run from the repository root; hidden 32,
+max_seq_length 16; export cached in the temporary folder) for a run that finishes on a busy
+machine. The JSON records which model was used and the machine (``environment()``).
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ s = embed_corpus(cfg["src"], cfg["out"], emb, cache=False, shard_size=cfg["shard
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "rss_after_warmup_mb": warm, "summary": s.as_dict()}))
 """
+# run with cwd = the repository root, so that the tests package is importable
+BUILD_TINY = ("import sys, pathlib; from tests.conftest import build_tiny_model; "
+              "build_tiny_model(pathlib.Path(sys.argv[1]))")
 
 
 def data_dir(arg: str | None) -> Path:
@@ -83,10 +87,8 @@ def main() -> int:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="corpus-memory-") as tmp:
         if args.tiny:
-            sys.path.insert(0, str(REPO / "tests"))
-            from conftest import build_tiny_model
-
-            args.model = str(build_tiny_model(Path(tmp) / "tiny-bert"))
+            args.model = str(Path(tmp) / "tiny-bert")
+            subprocess.run([sys.executable, "-c", BUILD_TINY, args.model], cwd=REPO, env=env, check=True)
             env["EMBED_ENGINE_CACHE"] = str(Path(tmp) / "cache")  # keep the tiny export out of the user's cache
         # warm-up child: the first use of a model exports it (torch in memory); no measured run may pay that
         warm = Path(tmp) / "warm.jsonl"
@@ -116,8 +118,11 @@ def main() -> int:
     growth = hi / lo - 1
     ok = growth <= args.tolerance
     print(f"peak RSS growth {growth:+.1%} (limit {args.tolerance:.0%}): {'PASS' if ok else 'FAIL'}")
-    result = {"model": "tiny (tests/conftest.py)" if args.tiny else args.model, "max_chars": args.max_chars, "shard_size": args.shard_size, "cache": False,
-              "runs": runs, "growth": growth, "tolerance": args.tolerance, "pass": ok}
+    from engine.benchmark.harness import environment
+
+    result = {"model": "tiny (tests/conftest.py)" if args.tiny else args.model, "max_chars": args.max_chars,
+              "shard_size": args.shard_size, "cache": False, "runs": runs, "growth": growth,
+              "tolerance": args.tolerance, "pass": ok, "environment": environment()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -1,11 +1,15 @@
 """Engine int8 vs engine fp32 vs sentence-transformers (torch backend): speed and parity, one run.
 
-Texts: the first 1,000 SciFact docs (title + " " + text) and 2,000 STS-dev sentences. Every
-contender runs with the same threads (2) and batch size (32); each is warmed up, then the
-contenders alternate round by round and each keeps its best round; the report also gives each
-round's own ratio to the reference (min / median / max over rounds), the figure least moved by a
-slow moment of the machine. The machine is shared, so only the ratios within one run mean anything. The vectors of the timed passes also give the
-quality gate's parity numbers (cosine of int8 to fp32, and of both to sentence-transformers).
+Texts: the first 1,000 SciFact docs (title + " " + text) and 2,000 STS-dev sentences (sentence1
+and sentence2 of each row in turn), from --data (default ../shared/data beside the repository).
+Every contender runs with the same threads (2) and batch size (32). Each is warmed up on one
+batch of docs and four of sentences; then ``engine.benchmark.harness.measure`` times them: the
+contenders alternate round by round (forward, reversed, ...), each round encodes the docs, then
+the sentences. Each contender keeps its best round; the report also gives each round's own ratio
+to the reference (min / median / max over rounds), the figure least moved by a slow moment of
+the machine. The machine is shared, so only the ratios within one run mean anything. The vectors
+of the last round also give the quality gate's parity numbers (cosine of int8 to fp32, and of
+both to sentence-transformers).
 
 Run: .venv/bin/python bench/int8_speed.py [--model all-MiniLM-L6-v2] [--rounds 3]
 Writes bench/results/int8_speed_<model>.json.
@@ -15,14 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from int8_explore import read_sts_sentences  # noqa: E402
-from scifact_ndcg import load_scifact  # noqa: E402
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main(argv=None) -> int:
@@ -36,14 +37,21 @@ def main(argv=None) -> int:
     ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers (no torch)")
     ap.add_argument("--st-extra-batch", type=int, default=None,
                     help="also time sentence-transformers at this batch size (is a small batch its best too?)")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/int8_speed_<model>.json)")
     args = ap.parse_args(argv)
 
     from engine import Embedder
+    from engine.benchmark.harness import environment, measure
+    from engine.eval.evaluate import load_beir, load_sts
     from engine.models.fetch import resolve
 
-    _, docs, _, _, _ = load_scifact()
-    sets = {"docs": docs[: args.docs], "sents": read_sts_sentences(args.sents)}
+    try:
+        docs = load_beir(args.data / "scifact").doc_texts
+        s1, s2, _ = load_sts(args.data / "stsb" / "sts-dev.csv")
+    except FileNotFoundError as e:
+        sys.exit(f"int8_speed: {e}; pass --data DIR")
+    sets = {"docs": docs[: args.docs], "sents": [s for pair in zip(s1, s2) for s in pair][: args.sents]}
     bs = args.batch_size
     fp32 = Embedder(args.model, threads=args.threads)
     int8 = Embedder(args.model, precision="int8", threads=args.threads)
@@ -56,28 +64,28 @@ def main(argv=None) -> int:
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(args.threads)
-        folder = resolve(args.model).folder
-        st = SentenceTransformer(str(folder), device="cpu")
+        st = SentenceTransformer(str(resolve(args.model).folder), device="cpu")
         st.max_seq_length = fp32.max_seq_length
-        contenders["ST torch"] = lambda t: st.encode(t, batch_size=bs, normalize_embeddings=True, convert_to_numpy=True)
+
+        def st_encode(batch_size):
+            return lambda t: st.encode(t, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+
+        contenders["ST torch"] = st_encode(bs)
         if args.st_extra_batch:
-            xb = args.st_extra_batch
-            contenders[f"ST torch bs{xb}"] = lambda t: st.encode(t, batch_size=xb, normalize_embeddings=True, convert_to_numpy=True)
+            contenders[f"ST torch bs{args.st_extra_batch}"] = st_encode(args.st_extra_batch)
 
     for fn in contenders.values():  # warm-up: JIT, session arenas, torch kernels
         fn(sets["docs"][:bs]), fn(sets["sents"][: bs * 4])
-    per_round: dict[str, dict[str, list[float]]] = {c: {k: [] for k in sets} for c in contenders}  # texts/s
-    vecs: dict[str, dict[str, np.ndarray]] = {c: {} for c in contenders}
+    print(f"timing {len(contenders)} contenders x {args.rounds} rounds ...", flush=True)
+    # one "batch" of measure() is one whole set; latencies_s holds every call, round by round
+    ms = measure(contenders, list(sets.values()), repeats=args.rounds, warmup=0)
+    n_sets = len(sets)
+    per_round = {c: {k: [len(texts) / m.latencies_s[r * n_sets + i] for r in range(args.rounds)]
+                     for i, (k, texts) in enumerate(sets.items())} for c, m in ms.items()}  # texts/s
+    vecs = {c: {k: np.asarray(m.outputs[i], dtype=np.float32) for i, k in enumerate(sets)} for c, m in ms.items()}
     for r in range(args.rounds):
-        order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
-        for c in order:
-            for k, texts in sets.items():
-                t = time.perf_counter()
-                v = contenders[c](texts)
-                dt = time.perf_counter() - t
-                per_round[c][k].append(len(texts) / dt)
-                vecs[c][k] = np.asarray(v, dtype=np.float32)
-            print(f"round {r}: {c} " + ", ".join(f"{k} {v[-1]:.2f}/s" for k, v in per_round[c].items()), flush=True)
+        for c in contenders:
+            print(f"round {r}: {c} " + ", ".join(f"{k} {v[r]:.2f}/s" for k, v in per_round[c].items()))
     best = {c: {k: max(v) for k, v in rates.items()} for c, rates in per_round.items()}
 
     def cos(a, b):
@@ -89,7 +97,8 @@ def main(argv=None) -> int:
     def paired(c, k):
         """Round-by-round ratio to the reference (both timed in the same round, back to back)."""
         r = np.array(per_round[c][k]) / np.array(per_round[ref][k])
-        return {"min": round(float(r.min()), 2), "median": round(float(np.median(r)), 2), "max": round(float(r.max()), 2)}
+        return {"min": round(float(r.min()), 2), "median": round(float(np.median(r)), 2),
+                "max": round(float(r.max()), 2)}
 
     report = {
         "model": args.model,
@@ -107,10 +116,11 @@ def main(argv=None) -> int:
     if "ST torch" in contenders:
         report["cos_fp32_vs_st"] = {k: cos(vecs["engine fp32"][k], vecs["ST torch"][k]) for k in sets}
         report["cos_int8_vs_st"] = {k: cos(vecs["engine int8"][k], vecs["ST torch"][k]) for k in sets}
-    out = Path(args.out or f"bench/results/int8_speed_{fp32.name}.json")
+    report["environment"] = environment()
+    out = Path(args.out or Path(__file__).parent / "results" / f"int8_speed_{fp32.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "environment"}, indent=2))
     return 0
 
 

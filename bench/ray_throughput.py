@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SCIFACT = REPO.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+DATA = REPO.parent / "shared" / "data"
 SHARD = 250
 WARMUP_DOCS = 16
 
@@ -55,21 +55,23 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster (and local threads)")
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/corpus.jsonl")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "ray_throughput.json"))
     args = ap.parse_args()
-    if not SCIFACT.is_file():
-        sys.exit(f"ray_throughput: {SCIFACT} not found")
+    scifact = args.data / "scifact" / "corpus.jsonl"
+    if not scifact.is_file():
+        sys.exit(f"ray_throughput: {scifact} not found; pass --data DIR")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
 
     from engine.benchmark.harness import environment
     from engine.corpus import embed_corpus
-    from engine.embedder import Embedder
     from engine.corpus.ray import embed_corpus_ray
+    from engine.embedder import Embedder
 
     tmp = Path(tempfile.mkdtemp(prefix="ray-bench-"))
-    full = head(SCIFACT, tmp / "docs.jsonl", args.docs)
-    warm = head(SCIFACT, tmp / "warm.jsonl", WARMUP_DOCS)
+    full = head(scifact, tmp / "docs.jsonl", args.docs)
+    warm = head(scifact, tmp / "warm.jsonl", WARMUP_DOCS)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         embedder = Embedder(args.model, threads=args.cpus)

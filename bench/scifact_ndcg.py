@@ -4,8 +4,8 @@ Corpus docs are embedded as ``title + " " + text``; queries are those of qrels/t
 retrieval is exact cosine top-k; the metrics are ``engine.eval.metrics`` (gain = qrel score, discount
 log2(rank + 1), ideal ranking from the qrels) - the same code as ``embed eval``.
 
-Run: .venv/bin/python bench/scifact_ndcg.py --model all-MiniLM-L6-v2 --precision int8
-Writes bench/results/scifact_<model>_<precision>.json and prints the same JSON.
+Run: .venv/bin/python bench/scifact_ndcg.py --model all-MiniLM-L6-v2 --precision int8 [--data DIR]
+Writes bench/results/scifact_<model>_<precision>.json and prints the same JSON (environment left out).
 """
 from __future__ import annotations
 
@@ -18,20 +18,6 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 
-def _dataset(root: Path = DATA):
-    from engine.eval.evaluate import load_beir
-
-    if not (root / "corpus.jsonl").is_file():
-        raise SystemExit(f"SciFact not found at {root} (expected corpus.jsonl, queries.jsonl, qrels/test.tsv)")
-    return load_beir(root, "test")
-
-
-def load_scifact(root: Path = DATA) -> tuple[list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]:
-    """(doc_ids, doc_texts, query_ids, query_texts, qrels) with queries restricted to the test qrels."""
-    ds = _dataset(root)
-    return ds.doc_ids, ds.doc_texts, ds.query_ids, ds.query_texts, ds.qrels
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
@@ -39,13 +25,18 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--data", type=Path, default=DATA, help="SciFact: corpus.jsonl, queries.jsonl, qrels/test.tsv")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/scifact_<model>_<precision>.json)")
     args = ap.parse_args(argv)
 
     from engine import Embedder
-    from engine.eval.evaluate import beir_scores
+    from engine.benchmark.harness import environment
+    from engine.eval.evaluate import beir_scores, load_beir
 
-    ds = _dataset()
+    try:
+        ds = load_beir(args.data, "test")
+    except FileNotFoundError as e:
+        sys.exit(f"scifact_ndcg: {e}; pass --data DIR")
     emb = Embedder(args.model, device=args.device, precision=args.precision, threads=args.threads)
     t0 = time.perf_counter()
     dv = emb.encode(ds.doc_texts, batch_size=args.batch_size)
@@ -63,10 +54,11 @@ def main(argv=None) -> int:
         "docs_per_s": round(len(docs) / t_docs, 2),
         "threads": emb.threads,
     }
-    out = Path(args.out or f"bench/results/scifact_{emb.name}_{args.precision}.json")
+    print(json.dumps(result, indent=2))
+    result["environment"] = environment()
+    out = Path(args.out or Path(__file__).parent / "results" / f"scifact_{emb.name}_{args.precision}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -37,11 +37,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.kernels.normalize import l2_normalize
-
+from engine.benchmark.harness import environment
 from engine.index import Index
+from engine.kernels.normalize import l2_normalize
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -266,6 +264,7 @@ def main(argv=None):
         "results_ms": {str(nq): row for nq, row in results.items()},
         "ratios": {str(nq): r for nq, r in table.items()},
         "targets": targets,
+        "environment": environment(),
     }
 
     names = list(contenders)

@@ -5,7 +5,8 @@ truncation) and STS-dev sentences (~15 tokens) with ``max_cells`` set to k x 256
 k, and with no cap (the old rule: batch_size texts per call), each with every ``--workers``
 value (1: one session splits each operator over all threads; N: N threads each run whole
 batches on a single-threaded session). Settings alternate round by round and each keeps its
-best round; the ratios to "no cap, 1 worker" in the same run are what matter.
+best round; the ratios to "no cap, 1 worker" in the same run are what matter. Texts from --data
+(default ../shared/data beside the repository; SciFact docs and STS-dev sentence1/sentence2 in turn).
 
 Run: .venv/bin/python bench/token_budget.py [--docs 200] [--sents 1000] [--rounds 3]
 Writes bench/results/token_budget_<model>.json.
@@ -18,9 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from int8_explore import read_sts_sentences  # noqa: E402
-from scifact_ndcg import load_scifact  # noqa: E402
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main(argv=None) -> int:
@@ -34,13 +33,20 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default="1,2,4,8,16", help="budgets, in units of 256^2 cells")
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--workers", default="1", help="batch_workers values, e.g. 1,2")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
+    ap.add_argument("--out", default=None, help="JSON path (default bench/results/token_budget_<model>.json)")
     args = ap.parse_args(argv)
 
     from engine import Embedder
+    from engine.benchmark.harness import environment
+    from engine.eval.evaluate import load_beir, load_sts
 
-    _, docs, _, _, _ = load_scifact()
-    sets = {"docs": docs[: args.docs], "sents": read_sts_sentences(args.sents)}
+    try:
+        docs = load_beir(args.data / "scifact").doc_texts
+        s1, s2, _ = load_sts(args.data / "stsb" / "sts-dev.csv")
+    except FileNotFoundError as e:
+        sys.exit(f"token_budget: {e}; pass --data DIR")
+    sets = {"docs": docs[: args.docs], "sents": [s for pair in zip(s1, s2) for s in pair][: args.sents]}
     caps = {"no cap": None, **{f"{k} x 256^2": int(k) * 256 * 256 for k in args.ks.split(",") if k}}
     workers = [int(w) for w in args.workers.split(",")]
     settings = {f"{c}, {w}w": (cells, w) for c, cells in caps.items() for w in workers}
@@ -64,12 +70,13 @@ def main(argv=None) -> int:
             for name, row in best.items()
         }
         for name, row in results[precision].items():
-            print(f"{args.model} {precision:5s} {name:>16s}  docs {row['docs']['per_s']:8.1f}/s ({row['docs']['x_base']:.2f}x)"
+            print(f"{args.model} {precision:5s} {name:>16s}"
+                  f"  docs {row['docs']['per_s']:8.1f}/s ({row['docs']['x_base']:.2f}x)"
                   f"  sents {row['sents']['per_s']:8.1f}/s ({row['sents']['x_base']:.2f}x)", flush=True)
     out = Path(args.out or Path(__file__).parent / "results" / f"token_budget_{args.model}.json")
     out.write_text(json.dumps({"model": args.model, "threads": args.threads, "batch_size": args.batch_size,
-                               "docs": len(sets["docs"]), "sents": len(sets["sents"]), "rounds": args.rounds, "base": base_name,
-                               "results": results}, indent=2))
+                               "docs": len(sets["docs"]), "sents": len(sets["sents"]), "rounds": args.rounds,
+                               "base": base_name, "results": results, "environment": environment()}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -3,7 +3,7 @@
 int8 is onnxruntime's *dynamic* quantization: weights are stored as int8 (per output channel),
 activations are quantized to uint8 per batch at run time, and onnxruntime's CPU kernels (MLAS)
 run the products as u8 x s8 integer GEMMs (``vpdpbusd`` on AVX-512 VNNI / AVX-VNNI). The
-default recipe was chosen by bench/int8_explore.py (numbers in bench/int8_experiments.md):
+default recipe was chosen by bench/experiments/int8_explore.py (numbers in bench/experiments/int8_experiments.md):
 quantize the fused graph's MatMul and Attention nodes, s8 weights per channel, full range on
 VNNI CPUs, GELU in its tanh form. Without VNNI the u8 x s8 path multiplies through 16-bit saturating adds, so
 ``reduce_range`` (7-bit weights) is switched on there to avoid overflow.
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from ..errors import ExportError
 
-# The recipe the engine ships (bench/int8_experiments.md: best speed at mean cosine >= 0.99).
+# The recipe the engine ships (bench/experiments/int8_experiments.md: best speed at mean cosine >= 0.99).
 DEFAULT_INT8: dict = {
-    "method": "dynamic",
+    "method": "dynamic",  # the only method here; static QDQ was rejected (bench/experiments/int8_static_qdq.py)
     "op_types": ("MatMul", "Attention"),
     "weight_type": "QInt8",
     "per_channel": True,
@@ -66,14 +66,22 @@ def _excluded_nodes(src: Path, patterns) -> list[str]:
 def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | Path | None = None, config: dict | None = None) -> dict:
     """Write an int8 version of the fp32 graph ``src`` to ``dst``; return the settings used.
 
-    ``config`` overrides keys of DEFAULT_INT8 (the exploration script uses it). ``method`` is
-    ``"dynamic"`` (the default) or ``"static"`` (QDQ with activation ranges calibrated on a text
-    sample tokenized with ``hf_folder``'s tokenizer.json). The returned dict goes into the
-    export's fingerprint, so a different recipe gives different, incompatible vectors.
+    ``config`` overrides keys of DEFAULT_INT8 (the exploration script uses it); ``method`` can only
+    be ``"dynamic"``. ``spec`` and ``hf_folder`` are accepted for the export's call signature and
+    not used. The returned dict goes into the export's fingerprint, so a different recipe gives
+    different, incompatible vectors.
     """
     from onnxruntime.quantization import QuantType
 
     cfg = {**DEFAULT_INT8, **(config or {})}
+    if cfg["method"] == "static":
+        raise ExportError(
+            "static (QDQ) int8 is not a library recipe: it was slower and less accurate than dynamic int8 "
+            "(bench/experiments/int8_experiments.md). To build such a graph for study, run "
+            "bench/experiments/int8_static_qdq.py; otherwise drop 'method' from the int8 config."
+        )
+    if cfg["method"] != "dynamic":
+        raise ExportError(f"int8 method must be 'dynamic', got {cfg['method']!r}")
     isa = cpu_isa()
     reduce_range = cfg["reduce_range"]
     if reduce_range is None:
@@ -97,25 +105,18 @@ def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | 
     if cfg["gelu"] not in ("erf", "tanh"):
         raise ExportError(f"gelu must be 'erf' or 'tanh', got {cfg['gelu']!r}")
     try:
-        if cfg["method"] == "dynamic":
-            from onnxruntime.quantization import quantize_dynamic
+        from onnxruntime.quantization import quantize_dynamic
 
-            quantize_dynamic(
-                str(src),
-                str(dst),
-                op_types_to_quantize=list(cfg["op_types"]),
-                per_channel=bool(cfg["per_channel"]),
-                reduce_range=bool(reduce_range),
-                weight_type=weight_type,
-                nodes_to_exclude=exclude,
-                extra_options=dict(cfg["extra_options"]),
-            )
-        elif cfg["method"] == "static":
-            settings.update(_quantize_static(Path(src), Path(dst), cfg, weight_type, reduce_range, exclude, spec, hf_folder))
-        else:
-            raise ExportError(f"int8 method must be 'dynamic' or 'static', got {cfg['method']!r}")
-    except ExportError:
-        raise
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            op_types_to_quantize=list(cfg["op_types"]),
+            per_channel=bool(cfg["per_channel"]),
+            reduce_range=bool(reduce_range),
+            weight_type=weight_type,
+            nodes_to_exclude=exclude,
+            extra_options=dict(cfg["extra_options"]),
+        )
     except Exception as e:  # onnxruntime.quantization raises many kinds; one clear message
         raise ExportError(f"int8 quantization of {src} failed ({type(e).__name__}: {e})") from e
     if cfg["gelu"] == "tanh":
@@ -129,7 +130,7 @@ def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | 
     return settings
 
 
-# A fixed, varied calibration sample for static quantization (short and long, several domains).
+# A fixed, varied text sample for the int8 parity check below (short and long, several domains).
 _CALIBRATION = (
     "A man is playing a guitar on the street.",
     "The stock market fell sharply after the announcement of new tariffs.",
@@ -200,57 +201,9 @@ def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_fol
         raise ExportError(
             f"int8 quantization of {name} loses too much: mean cosine {cos.mean():.4f} to fp32 on the "
             f"calibration texts (floor {MIN_CALIBRATION_COSINE}). Use precision='fp32', or keep the model's "
-            "sensitive layers in fp32 (ModelSpec.int8_exclude; bench/int8_sensitivity.py finds them)."
+            "sensitive layers in fp32 (ModelSpec.int8_exclude; bench/experiments/int8_sensitivity.py finds them)."
         )
     return {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)}
-
-
-def _quantize_static(src: Path, dst: Path, cfg: dict, weight_type, reduce_range: bool, exclude, spec, hf_folder) -> dict:
-    """QDQ static quantization; activation ranges from ``cfg['calibration_texts']`` or the sample above."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    texts = list(cfg.get("calibration_texts") or _CALIBRATION)
-    feeds = _calibration_feeds(hf_folder, spec, texts)
-    if feeds is None:
-        raise ExportError("static int8 quantization needs the model folder's tokenizer.json for calibration")
-
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    names = {i.name for i in onnx.load(str(src), load_external_data=False).graph.input}
-    # symbolic shape inference types the fused contrib ops' outputs; without it QDQ skips them
-    typed = Path(tempfile.mkdtemp(prefix="qdq-")) / "typed.onnx"
-    quant_pre_process(str(src), str(typed), skip_optimization=True, auto_merge=True)
-    src = typed
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter([{k: v for k, v in feed.items() if k in names} for feed in feeds])
-
-        def get_next(self):
-            return next(self._it, None)
-
-    method = getattr(CalibrationMethod, cfg.get("calibrate_method", "MinMax"))
-    quantize_static(
-        str(src),
-        str(dst),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(cfg["op_types"]),
-        per_channel=bool(cfg["per_channel"]),
-        reduce_range=bool(reduce_range),
-        activation_type=QuantType.QUInt8,
-        weight_type=weight_type,
-        nodes_to_exclude=exclude,
-        calibrate_method=method,
-        extra_options=dict(cfg["extra_options"]),
-    )
-    import shutil
-
-    shutil.rmtree(typed.parent, ignore_errors=True)
-    return {"calibration_texts": len(texts), "calibrate_method": cfg.get("calibrate_method", "MinMax"), "activation_type": "QUInt8"}
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> dict:

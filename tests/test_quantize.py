@@ -1,6 +1,10 @@
 """int8 / fp16 variants: quantization on a tiny in-test BERT, precision errors, recipe settings."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -65,7 +69,6 @@ def test_int8_graph_and_settings(int8_embedder, tiny_embedder):
         pytest.param({"op_types": ("MatMul",)}, {"Attention", "MatMulInteger"}, id="matmul-only-keeps-fp32-attention"),
         pytest.param({"weight_type": "QUInt8", "per_channel": False}, {"MatMulInteger"}, id="u8-per-tensor"),
         pytest.param({"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {"MatMul", "MatMulInteger"}, id="exclude-ffn-output"),
-        pytest.param({"method": "static", "op_types": ("MatMul",)}, {"QuantizeLinear", "DequantizeLinear"}, id="static-qdq"),
         pytest.param({"gelu": "erf"}, {"BiasGelu", "QAttention"}, id="exact-gelu"),
     ],
 )
@@ -101,6 +104,35 @@ def test_int8_bad_gelu(fp32_graph, tmp_path):
 def test_int8_bad_method(fp32_graph, tmp_path):
     with pytest.raises(ExportError, match="method"):
         quantize_int8(fp32_graph, tmp_path / "q.onnx", None, None, config={"method": "awq"})
+
+
+def test_int8_static_is_not_a_library_recipe(fp32_graph, tmp_path):
+    with pytest.raises(ExportError, match="bench/experiments/int8_static_qdq.py"):
+        quantize_int8(fp32_graph, tmp_path / "q.onnx", None, None, config={"method": "static"})
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def _pooled(path, ids: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    names = {i.name for i in sess.get_inputs()}
+    return sess.run(None, {k: v for k, v in feeds.items() if k in names})[0].mean(axis=1)
+
+
+def test_static_qdq_experiment_script(fp32_graph, tiny_model_dir, tmp_path):
+    """The rejected static recipe, now bench/experiments/int8_static_qdq.py, still writes a QDQ graph close to fp32."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "experiments" / "int8_static_qdq.py"
+    dst = tmp_path / "qdq.onnx"
+    subprocess.run([sys.executable, str(script), str(fp32_graph), str(dst), "--tokenizer", str(tiny_model_dir),
+                    "--op-types", "MatMul", "--max-length", "16"], check=True, capture_output=True)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(_ops(dst))
+    ids = np.array([[2, 10, 11, 12, 3], [2, 20, 21, 3, 5]], dtype=np.int64)
+    ref, got = _pooled(fp32_graph, ids), _pooled(dst, ids)
+    cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.min() > 0.99, cos
+    assert np.abs(ref - got).max() > 0, "QDQ output equals fp32 exactly: nothing was quantized"
 
 
 def test_fp16_on_cpu_is_a_clear_error(tiny_model_dir, tiny_cache):

@@ -35,6 +35,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from engine import Index
+    from engine.benchmark.harness import environment
     from engine.kernels import cuda as kc
 
     ok, gpu = kc.available()
@@ -61,7 +62,8 @@ def main() -> None:
                            recall_vs_cpu=float(np.mean([len(set(r) & set(s)) / a.k for r, s in zip(i_cpu, i_gpu)])))
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = {"n": a.n, "dim": a.dim, "k": a.k, "gpu": gpu if ok else None, "gpu_skipped": None if ok else gpu, "rows": rows}
+    out = {"n": a.n, "dim": a.dim, "k": a.k, "gpu": gpu if ok else None, "gpu_skipped": None if ok else gpu, "rows": rows,
+           "environment": environment()}
     with open(a.out, "w") as f:
         json.dump(out, f, indent=2)
 

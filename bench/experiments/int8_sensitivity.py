@@ -5,7 +5,9 @@ filled in (default: the FFN output product, where outlier activations live), lea
 else fp32, and reports the cosine of the model's vectors to fp32 on 80 STS-dev sentences and
 20 SciFact docs. Layers far below the rest are the ones ModelSpec.int8_exclude keeps in fp32.
 
-Run: .venv/bin/python bench/int8_sensitivity.py --model all-mpnet-base-v2 [--layers 12]
+Texts from --data (default ../shared/data beside the repository).
+
+Run: .venv/bin/python bench/experiments/int8_sensitivity.py --model all-mpnet-base-v2 [--layers 12]
 """
 from __future__ import annotations
 
@@ -14,9 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from int8_explore import read_sts_sentences  # noqa: E402
-from scifact_ndcg import load_scifact  # noqa: E402
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def main(argv=None) -> int:
@@ -24,17 +24,20 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="all-mpnet-base-v2")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--pattern", default=r"layer\.{L}/output/dense/MatMul$")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
     args = ap.parse_args(argv)
 
     import numpy as np
 
     from engine import Embedder
+    from engine.eval.evaluate import load_beir, load_sts
     from engine.models.graph import cpu_graph
     from engine.models.quantize import quantize_int8
     from engine.runtime import Session
 
-    _, docs, _, _, _ = load_scifact()
-    texts = read_sts_sentences(200)[:80] + docs[:20]
+    docs = load_beir(args.data / "scifact").doc_texts
+    s1, s2, _ = load_sts(args.data / "stsb" / "sts-dev.csv")
+    texts = [s for pair in zip(s1, s2) for s in pair][:80] + docs[:20]
     emb = Embedder(args.model, threads=2)
     emb.batch_workers = 1
     ref = emb.encode(texts)

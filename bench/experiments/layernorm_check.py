@@ -7,7 +7,7 @@
 2. The whole exported graph, as exported vs as the CPU runtime loads it (``cpu_graph``), on the
    first SciFact docs in length-sorted batches of 2 and 32: docs/s, alternating, best of rounds.
 
-Run: .venv/bin/python bench/layernorm_check.py [--model all-MiniLM-L6-v2] [--precision int8] [--docs 100]
+Run: .venv/bin/python bench/experiments/layernorm_check.py [--model all-MiniLM-L6-v2] [--precision int8] [--docs 100]
 """
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scifact_ndcg import load_scifact  # noqa: E402
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _session(model, threads: int):
@@ -74,12 +73,13 @@ def micro() -> None:
               f"{prim:7.0f} us ({fused / prim:.2f}x faster)   BiasGelu {erf:6.0f} us   FastGelu {tanh:6.0f} us ({erf / tanh:.2f}x)")
 
 
-def end_to_end(model: str, precision: str, n_docs: int, rounds: int) -> None:
+def end_to_end(model: str, precision: str, n_docs: int, rounds: int, data: Path = DATA) -> None:
     from engine import Embedder
     from engine.batching import pad_batch, plan_batches
+    from engine.eval.evaluate import load_beir
     from engine.models.graph import cpu_graph
 
-    _, docs, _, _, _ = load_scifact()
+    docs = load_beir(data / "scifact").doc_texts
     emb = Embedder(model, precision=precision, threads=2)
     ids = emb.tokenize(docs[:n_docs])
     lengths = np.array([len(x) for x in ids])
@@ -111,9 +111,10 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/")
     args = ap.parse_args(argv)
     micro()
-    end_to_end(args.model, args.precision, args.docs, args.rounds)
+    end_to_end(args.model, args.precision, args.docs, args.rounds, args.data)
     return 0
 
 

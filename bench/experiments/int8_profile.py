@@ -5,7 +5,7 @@ the engine's exported fp32 and int8 graphs and prints each op type's share of ke
 ``--runtime-graph`` profiles the graphs as the CPU runtime loads them (layer norms decomposed,
 ``engine.models.graph.cpu_graph``) instead of the exports on disk.
 
-Run: .venv/bin/python bench/int8_profile.py [--model all-MiniLM-L6-v2] [--batch 32] [--runs 3] [--threads 2] [--runtime-graph]
+Run: .venv/bin/python bench/experiments/int8_profile.py [--model all-MiniLM-L6-v2] [--batch 32] [--runs 3] [--threads 2] [--runtime-graph]
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scifact_ndcg import load_scifact  # noqa: E402
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def profile(path: Path, feeds: dict, threads: int, runs: int) -> dict[str, float]:
@@ -51,12 +50,14 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runtime-graph", action="store_true", help="profile cpu_graph(export), what the CPU runtime runs")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/")
     args = ap.parse_args(argv)
 
     from engine import Embedder
     from engine.batching import pad_batch
+    from engine.eval.evaluate import load_beir
 
-    _, docs, _, _, _ = load_scifact()
+    docs = load_beir(args.data / "scifact").doc_texts
     for precision in ("fp32", "int8"):
         emb = Embedder(args.model, precision=precision, threads=args.threads)
         ids = emb.tokenize(docs[: args.batch])

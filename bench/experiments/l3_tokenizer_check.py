@@ -13,31 +13,19 @@ Evidence:
 3. Pipeline: the engine's export (token output + its own mean pooling) equals the shipped
    graph's in-graph pooling on the same ids.
 
-Run: .venv/bin/python bench/l3_tokenizer_check.py [--out bench/results/l3_tokenizer.json]
+Run: .venv/bin/python bench/experiments/l3_tokenizer_check.py [--out bench/experiments/results/l3_tokenizer.json]
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-STS_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-dev.csv"
-
-
-def read_sts(path: Path, limit: int | None = None) -> tuple[list[str], list[str], np.ndarray]:
-    a, b, s = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if len(row) < 7:
-                continue
-            s.append(float(row[4]))
-            a.append(row[5])
-            b.append(row[6])
-    return a[:limit], b[:limit], np.asarray(s[:limit])
+HERE = Path(__file__).resolve().parent
+STS_DEV = HERE.parents[2] / "shared" / "data" / "stsb" / "sts-dev.csv"
 
 
 def onnx_initializer(path: Path, suffix: str) -> np.ndarray:
@@ -99,18 +87,21 @@ def sts_spearman(sess, tok, a, b, gold) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="bench/results/l3_tokenizer.json")
+    ap.add_argument("--sts", type=Path, default=STS_DEV, help="STS-dev tsv (default ../shared/data/stsb/sts-dev.csv)")
+    ap.add_argument("--out", default=str(HERE / "results" / "l3_tokenizer.json"))
     args = ap.parse_args(argv)
 
     import onnxruntime as ort
     from safetensors.numpy import load_file
     from tokenizers import Tokenizer, normalizers
 
+    from engine.benchmark.harness import environment
+    from engine.eval.evaluate import load_sts
     from engine.models.fetch import resolve
 
     l3 = resolve("paraphrase-MiniLM-L3-v2")
     l6 = resolve("all-MiniLM-L6-v2")
-    report: dict = {"onnx": str(l3.weights)}
+    report: dict = {"onnx": str(l3.weights), "environment": environment()}
 
     emb_l3 = onnx_initializer(l3.weights, "word_embeddings.weight")
     emb_l6 = load_file(str(l6.folder / "model.safetensors"))["embeddings.word_embeddings.weight"]
@@ -129,12 +120,12 @@ def main(argv=None) -> int:
         report["mpnet_candidate_skipped"] = str(e)
 
     sess = ort.InferenceSession(str(l3.weights), providers=["CPUExecutionProvider"])
-    if STS_DEV.is_file():
-        a, b, gold = read_sts(STS_DEV)
+    if args.sts.is_file():
+        a, b, gold = load_sts(args.sts)
         report["sts_dev_pairs"] = len(gold)
         report["sts_dev_spearman"] = {k: sts_spearman(sess, t, a, b, gold) for k, t in candidates.items()}
     else:
-        report["sts_dev_spearman"] = f"skipped: {STS_DEV} not found"
+        report["sts_dev_spearman"] = f"skipped: {args.sts} not found"
 
     # the engine's pipeline vs the graph's own pooling, same tokenizer
     from engine import Embedder

@@ -13,19 +13,15 @@ shape the engine's CPU batches take for long texts. Times each piece as its own 
   its row sum afterwards, so a flat row keeps its resolution); max relative error vs fp32 printed.
 
 It also prints the fp32 and int8 GEMM rates of a (512 x 384) x (384 x 1536) product, the yardstick
-for "at peak". Run: .venv/bin/python bench/attention_core.py [--threads 2]
+for "at peak". Run: .venv/bin/python bench/experiments/attention_core.py [--threads 2]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from layernorm_check import _session as ort_session  # noqa: E402
 
 B, L, H, D = 2, 256, 12, 32
 E = H * D
@@ -38,7 +34,12 @@ def _session(nodes, inputs, inits, threads):
     graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    return ort_session(model.SerializeToString(), threads)
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _time_us(sess, feeds, blocks=20, per_block=8) -> float:

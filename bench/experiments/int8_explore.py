@@ -1,17 +1,21 @@
 """Explore int8 recipes for one model: speed relative to fp32 (same run) and parity with fp32.
 
 Every variant is built from the same exported graphs (the fused fp32 graph the engine ships, and
-optimum's raw unfused graph) with engine.models.quantize.quantize_int8(config=...), loaded into
-the engine's own Session (same threads), and timed round-robin: each round times every variant
-once, so background load hits all of them alike; a variant's figure is its best round.
+optimum's raw unfused graph) with engine.models.quantize.quantize_int8(config=...) (the static QDQ
+variant with int8_static_qdq.py beside this script, run as a subprocess), loaded into the engine's
+own Session (same threads), and timed round-robin: each round times every variant once, so
+background load hits all of them alike; a variant's figure is its best round.
 
-Run: .venv/bin/python bench/int8_explore.py [--model all-MiniLM-L6-v2] [--docs 128 --sents 1000]
-Prints a markdown table (copy into bench/int8_experiments.md) and writes bench/results/int8_explore.json.
+Texts: SciFact docs and STS-dev sentences from --data (default ../shared/data beside the repository).
+
+Run: .venv/bin/python bench/experiments/int8_explore.py [--model all-MiniLM-L6-v2] [--docs 128 --sents 1000]
+Prints a markdown table (copy into int8_experiments.md) and writes bench/experiments/results/int8_explore.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scifact_ndcg import DATA, load_scifact  # noqa: E402
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[2] / "shared" / "data"
+STATIC = {"method": "static"}  # built by int8_static_qdq.py, not by the library
 
-STS_DEV = DATA.parent / "stsb" / "sts-dev.csv"
-
-# name -> (graph, config for quantize_int8, session options)
+# name -> (graph, config for quantize_int8 (None: the graph as is), session options)
 VARIANTS: dict[str, tuple[str, dict | None, dict]] = {
     "fp32 fused (reference)": ("fused", None, {}),
     "dyn MatMul, s8 per-channel": ("fused", {"op_types": ("MatMul",)}, {}),
@@ -36,20 +39,9 @@ VARIANTS: dict[str, tuple[str, dict | None, dict]] = {
     "dyn MatMul+Attention, FFN-out of last layer fp32": ("fused", {"exclude": (r"layer\.5/output/dense/MatMul$",)}, {}),
     "dyn MatMul+Attention, all FFN-out fp32": ("fused", {"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {}),
     "dyn raw graph MatMul+Gather, s8 per-channel": ("raw", {"op_types": ("MatMul", "Gather")}, {}),
-    "static QDQ MatMul+Attention, u8 act, s8 per-channel": ("fused", {"method": "static"}, {}),
+    "static QDQ MatMul+Attention, u8 act, s8 per-channel": ("fused", STATIC, {}),
     "dyn MatMul+Attention, s8 pc, no thread spinning": ("fused", {}, {"session.intra_op.allow_spinning": "0"}),
 }
-
-
-def read_sts_sentences(limit: int) -> list[str]:
-    import csv
-
-    out: list[str] = []
-    with open(STS_DEV, encoding="utf-8") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if len(row) >= 7:
-                out += [row[5], row[6]]
-    return out[:limit]
 
 
 def make_session(path: Path, threads: int, options: dict):
@@ -93,15 +85,19 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="variant names (substring match)")
-    ap.add_argument("--out", default="bench/results/int8_explore.json")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
+    ap.add_argument("--out", default=str(HERE / "results" / "int8_explore.json"))
     args = ap.parse_args(argv)
 
     from engine import Embedder
+    from engine.benchmark.harness import environment
+    from engine.eval.evaluate import load_beir, load_sts
     from engine.models.fetch import resolve
     from engine.models.quantize import cpu_isa, quantize_int8
 
-    _, docs, _, _, _ = load_scifact()
-    sents = read_sts_sentences(max(args.sents, 2000))
+    docs = load_beir(args.data / "scifact").doc_texts
+    s1, s2, _ = load_sts(args.data / "stsb" / "sts-dev.csv")
+    sents = [s for pair in zip(s1, s2) for s in pair][: max(args.sents, 2000)]
     emb = Embedder(args.model, threads=args.threads)
     resolved = resolve(args.model)
     work = Path(tempfile.mkdtemp(prefix="int8-explore-"))
@@ -118,7 +114,11 @@ def main(argv=None) -> int:
                 continue
             path = work / f"v{i}.onnx"
             t = time.perf_counter()
-            quantize_int8(graphs[graph], path, emb.spec, resolved.folder, config=cfg)
+            if cfg is STATIC:
+                subprocess.run([sys.executable, str(HERE / "int8_static_qdq.py"), str(graphs[graph]), str(path),
+                                "--tokenizer", str(resolved.folder), "--max-length", str(emb.max_seq_length)], check=True)
+            else:
+                quantize_int8(graphs[graph], path, emb.spec, resolved.folder, config=cfg)
             build_s[name] = time.perf_counter() - t
         sessions[name] = make_session(path, args.threads, opts)
         sizes[name] = path.stat().st_size / 1e6
@@ -161,7 +161,8 @@ def main(argv=None) -> int:
               f"{r['cos_docs_mean']:.4f} / {r['cos_docs_min']:.4f} | {r['cos_sents_mean']:.4f} / {r['cos_sents_min']:.4f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"model": args.model, "cpu_isa": cpu_isa(), "threads": args.threads,
-                                          "results": results, "build_s": build_s}, indent=2))
+                                          "results": results, "build_s": build_s, "environment": environment()},
+                                         indent=2))
     return 0
 
 

@@ -17,7 +17,7 @@ Edits:
 - ``ln_sumsq``: the decomposed layer norm's variance as ``ReduceSumSquare`` / E and
   ``d * Reciprocal(std)`` instead of ``Mul(d, d)`` + ``ReduceMean`` and ``Div``.
 
-Run: .venv/bin/python bench/graph_ab.py [--docs 400] [--rounds 3] [--threads 2]
+Run: .venv/bin/python bench/experiments/graph_ab.py [--docs 400] [--rounds 3] [--threads 2]
 """
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scifact_ndcg import load_scifact  # noqa: E402
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _producers(graph):
@@ -94,6 +93,7 @@ def main(argv=None) -> int:
 
     from engine import Embedder
     from engine.batching import pad_batch, plan_batches
+    from engine.eval.evaluate import load_beir
     from engine.kernels.normalize import l2_normalize, mean_pool
     from engine.models.graph import cpu_graph
 
@@ -102,10 +102,11 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/")
     args = ap.parse_args(argv)
 
     emb = Embedder(args.model, precision="int8", threads=args.threads)
-    _, docs, _, _, _ = load_scifact()
+    docs = load_beir(args.data / "scifact").doc_texts
     toks = emb.tokenize(docs[: args.docs])
     batches = []
     for batch in plan_batches(np.array([len(t) for t in toks]), 2):
