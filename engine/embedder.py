@@ -84,16 +84,11 @@ class Embedder:
         self._exported = load_or_export(model, precision=precision, cache_dir=cache_dir)
         self.spec = self._exported.spec
         self.precision = precision
-        onnx_path = self._exported.onnx_path
-        if on_cpu:  # layer norms as primitive ops: onnxruntime's fused CPU kernel is ~2.5x slower
-            from .models.graph import cpu_graph
-
-            onnx_path = cpu_graph(onnx_path)
-        elif self.spec.pooling == "mean":  # pool in the graph: only (batch, dim) crosses back to the host
-            from .models.graph import pooled_variant
-
-            onnx_path = pooled_variant(onnx_path)
-        self._session = Session(onnx_path, device=device, threads=threads)
+        # The graph for this device, written at export (engine/models/export.py): on CPU layer norms
+        # as primitive ops (onnxruntime's fused CPU kernel is ~2.5x slower); on CUDA mean pooling in
+        # the graph, so only (batch, dim) crosses back to the host.
+        self._graph = self._exported.graph_path("cpu" if on_cpu else "cuda")
+        self._session = Session(self._graph, device=device, threads=threads)
         # default attention-cell budget per batch (engine/batching.py); None on GPUs, which want big batches
         self.max_cells = CPU_MAX_CELLS if on_cpu else None
         # CPU throughput mode: with several batches to run, `threads` workers each run whole
@@ -220,9 +215,7 @@ class Embedder:
         """A single-threaded session on the same graph, built on first use; sessions are thread-safe."""
         with self._single_lock:
             if self._single is None:
-                from .models.graph import cpu_graph
-
-                self._single = Session(cpu_graph(self._exported.onnx_path), device="cpu", threads=1)
+                self._single = Session(self._graph, device="cpu", threads=1)
             return self._single
 
     def _forward(self, ids: list[np.ndarray], session: Session) -> np.ndarray:

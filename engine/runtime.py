@@ -3,8 +3,12 @@
 Providers: ``device="cpu"`` uses CPUExecutionProvider; ``device="cuda"`` uses
 CUDAExecutionProvider (onnxruntime-gpu) and never falls back to the CPU silently.
 Threads: intra-op threads default to the number of physical cores; inter-op is 1 and the
-graph runs sequentially. The engine's Numba kernels run between session calls, never during
-one, so the two pools do not oversubscribe the cores.
+graph runs sequentially. The Embedder's Numba kernels are serial (no Numba thread pool). With
+one session they run between its calls, never during one. With batch workers
+(``Embedder.batch_workers``) each worker thread runs a single-threaded session and then pools its
+own batch (``mean_pool`` releases the GIL), so one worker's Numba pooling runs while other
+workers are inside session calls: still one busy thread per worker, so the cores are not
+oversubscribed.
 """
 from __future__ import annotations
 
@@ -54,7 +58,11 @@ class Session:
     """A loaded ONNX graph with fixed providers and threads; ``run`` maps inputs to outputs."""
 
     def __init__(
-        self, onnx_path: str | Path | bytes, device: str = "cpu", threads: int | None = None, io_binding: bool | None = None
+        self,
+        onnx_path: str | Path | bytes,
+        device: str = "cpu",
+        threads: int | None = None,
+        io_binding: bool | None = None,
     ):
         import onnxruntime as ort
 
@@ -80,7 +88,9 @@ class Session:
             except Exception:
                 pass  # the session check below reports a provider that could not start
         model = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)  # bytes: a graph built in memory
-        self._sess = ort.InferenceSession(model, sess_options=opts, providers=[provider], provider_options=provider_options)
+        self._sess = ort.InferenceSession(
+            model, sess_options=opts, providers=[provider], provider_options=provider_options
+        )
         active = self._sess.get_providers()
         if provider not in active:
             raise ProviderError(
@@ -93,7 +103,8 @@ class Session:
         # reused across runs, and only the final tensor is copied back to the host.
         self.io_binding = (provider == "CUDAExecutionProvider") if io_binding is None else bool(io_binding)
         self._binding = self._sess.io_binding() if self.io_binding else None
-        self._out_device = ("cuda", provider_options[0].get("device_id", 0)) if provider == "CUDAExecutionProvider" else ("cpu", 0)
+        on_cuda = provider == "CUDAExecutionProvider"
+        self._out_device = ("cuda", provider_options[0].get("device_id", 0)) if on_cuda else ("cpu", 0)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on the inputs it declares (others are dropped); return the first output."""

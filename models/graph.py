@@ -1,10 +1,12 @@
-"""ONNX graph surgery shared by export paths.
+"""ONNX graph surgery for the graphs the runtime loads (run at export time, never at load time).
 
 ``add_mean_pooling`` appends sentence-transformers' mean pooling to a graph whose first output
 is token embeddings, so a GPU session returns (batch, dim) instead of (batch, seq, dim): the
 device-to-host copy shrinks by the sequence length and no pooling kernel runs on the CPU.
-``cpu_graph`` / ``decompose_layer_norms`` rewrite (Skip)LayerNormalization into primitive ops for
+``cpu_model`` / ``decompose_layer_norms`` rewrite (Skip)LayerNormalization into primitive ops for
 the CPU runtime, where onnxruntime's fused kernels are the slow path (see the docstring).
+models/export.py writes both into the export folder; ``cpu_graph`` builds the CPU rewrite of any
+graph in memory (for experiments on graphs outside the cache).
 """
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ from pathlib import Path
 POOLED_OUTPUT = "sentence_embedding"
 
 
-def add_mean_pooling(src: str | Path, dst: str | Path) -> None:
-    """out = sum_t(h_t * m_t) / max(sum_t m_t, 1e-9), with m the attention mask (float)."""
+def add_mean_pooling(src: str | Path):
+    """``src`` (loaded without its external data) with out = sum_t(h_t * m_t) / max(sum_t m_t, 1e-9)
+    as its only output, m the attention mask (float); returns the ModelProto.
+
+    Tensors kept in an external data file stay references to it: save the result beside ``src``.
+    """
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.load(str(src))
+    model = onnx.load(str(src), load_external_data=False)
     g = model.graph
     hidden = g.output[0].name
     mask = next(i.name for i in g.input if i.name == "attention_mask")
@@ -44,29 +50,11 @@ def add_mean_pooling(src: str | Path, dst: str | Path) -> None:
             helper.make_node("Cast", ["pool_div"], [POOLED_OUTPUT], to=TensorProto.FLOAT),
         ]
     )
-    out = helper.make_tensor_value_info(POOLED_OUTPUT, TensorProto.FLOAT, ["batch", g.output[0].type.tensor_type.shape.dim[-1].dim_value or "dim"])
+    dim = g.output[0].type.tensor_type.shape.dim[-1].dim_value or "dim"
+    out = helper.make_tensor_value_info(POOLED_OUTPUT, TensorProto.FLOAT, ["batch", dim])
     del g.output[:]
     g.output.append(out)
-    onnx.save(model, str(dst))
-
-
-def pooled_variant(onnx_path: str | Path) -> Path:
-    """``model.pooled.onnx`` beside ``onnx_path`` (built once, atomically), with mean pooling in-graph."""
-    import os
-    import tempfile
-
-    src = Path(onnx_path)
-    dst = src.with_name(src.stem + ".pooled.onnx")
-    if not dst.is_file():
-        fd, tmp = tempfile.mkstemp(prefix=dst.name, dir=dst.parent)
-        os.close(fd)
-        try:
-            add_mean_pooling(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return dst
+    return model
 
 
 def decompose_layer_norms(model) -> int:
@@ -156,21 +144,28 @@ def approximate_gelu(model) -> int:
 _IN_MEMORY_LIMIT = 1 << 30
 
 
-def cpu_graph(onnx_path: str | Path) -> bytes | Path:
-    """What the CPU runtime loads: ``onnx_path`` with its layer norms decomposed, serialized.
+def cpu_model(onnx_path: str | Path):
+    """``onnx_path`` with its layer norms decomposed (a ModelProto), or None when the CPU runtime
+    should load the file as it is: nothing to decompose, over 1 GiB, or with external data.
 
-    Built in memory at load time (no second copy of the weights on disk). The math is unchanged
-    (fp32 outputs agree to float rounding, tests/test_graph.py), so the fingerprint is the export's.
-    A graph over 1 GiB (or with external data) is returned as its path, unchanged.
+    The math is unchanged (fp32 outputs agree to float rounding, tests/test_graph.py), so the
+    fingerprint is the export's.
     """
     import onnx
 
     path = Path(onnx_path)
     if path.stat().st_size > _IN_MEMORY_LIMIT:
-        return path
+        return None
     model = onnx.load(str(path), load_external_data=False)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        return path
-    if not decompose_layer_norms(model):
-        return path
-    return model.SerializeToString()
+        return None
+    return model if decompose_layer_norms(model) else None
+
+
+def cpu_graph(onnx_path: str | Path) -> bytes | Path:
+    """What the CPU runtime would load for the graph ``onnx_path``: ``cpu_model`` serialized in
+    memory, or the path itself. For experiments on graphs outside the cache; an export's own CPU
+    graph is a file in its folder (``ExportedModel.graph_path("cpu")``).
+    """
+    model = cpu_model(onnx_path)
+    return Path(onnx_path) if model is None else model.SerializeToString()

@@ -208,6 +208,47 @@ def test_corrupted_weights_fail_sha256(tiny_model_dir, tmp_path):
     assert not list((tmp_path / "onnx").glob("*/model.onnx")), "nothing may be exported from bad weights"
 
 
+@pytest.fixture
+def count_hashes(monkeypatch):
+    """Counts sha256_file calls in engine.models.fetch (where resolve and verify_weights hash)."""
+    from engine.models import fetch
+
+    calls = []
+    real = fetch.sha256_file
+    monkeypatch.setattr(fetch, "sha256_file", lambda path, *a: calls.append(path.name) or real(path, *a))
+    return calls
+
+
+def test_a_model_folder_is_hashed_at_most_once(tiny_model_dir, tmp_path, count_hashes):
+    import hashlib
+    import shutil
+
+    from engine.models.fetch import resolve, verify_weights
+
+    want = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
+    # no catalogued model has this hidden size: resolving hashes nothing, verifying once
+    tiny = resolve(tiny_model_dir)
+    assert not tiny.catalogued and count_hashes == []
+    assert verify_weights(tiny) == {"model.safetensors": want} and count_hashes == ["model.safetensors"]
+    # MiniLM's hidden size, other weights: one hash while resolving, reused by verify_weights
+    count_hashes.clear()
+    fake = shutil.copytree(tiny_model_dir, tmp_path / "fake-384")
+    config = json.loads((fake / "config.json").read_text())
+    (fake / "config.json").write_text(json.dumps({**config, "hidden_size": 384}))
+    resolved = resolve(fake)
+    assert not resolved.catalogued and resolved.spec.dim == 384
+    assert verify_weights(resolved) == {"model.safetensors": want} and count_hashes == ["model.safetensors"]
+
+
+def test_a_folder_with_catalogued_weights_is_that_model_hashed_once(count_hashes):
+    from engine.models.fetch import resolve, verify_weights
+
+    resolved = resolve(minilm_folder())
+    assert resolved.catalogued and resolved.spec.name == "all-MiniLM-L6-v2"
+    assert verify_weights(resolved) == resolved.spec.weight_digests
+    assert count_hashes == ["model.safetensors"]
+
+
 def test_unavailable_provider_lists_available(tiny_model_dir, tiny_cache):
     import onnxruntime as ort
 
@@ -284,12 +325,13 @@ def test_minilm_pinned_reference_vector(minilm):
 
 
 def test_in_graph_pooling_and_io_binding_match_cpu_path(tiny_embedder, tmp_path):
-    """The CUDA path's pieces (pooled graph + IO binding), checked on the CPU provider."""
-    from engine.models.graph import pooled_variant
+    """The CUDA path's pieces (pooled graph written at export + IO binding), checked on the CPU provider."""
     from engine.runtime import Session
 
     texts = VARIED[:6]
-    pooled = Session(pooled_variant(tiny_embedder._exported.onnx_path), io_binding=True)
+    cuda_graph = tiny_embedder._exported.graph_path("cuda")
+    assert cuda_graph.name == "model.cuda.onnx"
+    pooled = Session(cuda_graph, io_binding=True)
     ref = tiny_embedder.encode(texts, normalize=False, batch_size=3)
     ids = tiny_embedder.tokenize(texts)
     batches = [pad_batch(ids[i : i + 3], 0) for i in (0, 3)]

@@ -75,35 +75,71 @@ def test_layer_norm_matches_numpy(data, opset):
     assert decompose_layer_norms(model) == 1
     onnx.checker.check_model(model)
     got = _run(model, {"x": data["x"]})[0]
-    np.testing.assert_allclose(got, _layer_norm(data["x"].astype(np.float64), data["gamma"], data["beta"], 1e-12), atol=2e-5)
+    want = _layer_norm(data["x"].astype(np.float64), data["gamma"], data["beta"], 1e-12)
+    np.testing.assert_allclose(got, want, atol=2e-5)
 
 
 def test_nodes_with_used_side_outputs_or_other_axes_are_kept(data):
     side = helper.make_node("SkipLayerNormalization", ["x", "s", "gamma"], ["y", "", "", "sum"], domain="com.microsoft")
     other_axis = helper.make_node("LayerNormalization", ["y", "gamma2"], ["z"], axis=1)
-    model = _model([side, other_axis], ["x", "s"], {"gamma": data["gamma"], "gamma2": np.ones((5, H), np.float32)}, 18, ("z", "sum"))
+    inits = {"gamma": data["gamma"], "gamma2": np.ones((5, H), np.float32)}
+    model = _model([side, other_axis], ["x", "s"], inits, 18, ("z", "sum"))
     assert decompose_layer_norms(model) == 0
     assert [n.op_type for n in model.graph.node] == ["SkipLayerNormalization", "LayerNormalization"]
 
 
 def test_cpu_graph_of_an_export_gives_the_same_vectors(tiny_embedder):
-    """The runtime loads cpu_graph(export): same vectors as the export itself, fused ops gone."""
+    """The CPU runtime loads the export's model.cpu.onnx: cpu_graph(export), written at export
+    time; same vectors as the export itself, fused layer norms gone."""
+    from engine.batching import pad_batch
     from engine.runtime import Session
 
-    path = tiny_embedder._exported.onnx_path
+    exported = tiny_embedder._exported
+    path = exported.onnx_path
     base = onnx.load(str(path))
     assert any(n.op_type == "SkipLayerNormalization" for n in base.graph.node)  # the fixture has fused norms
-    rewritten = onnx.load_from_string(cpu_graph(path))
-    assert not any("LayerNormalization" in n.op_type and n.op_type != "EmbedLayerNormalization" for n in rewritten.graph.node)
+    cpu_file = exported.graph_path("cpu")
+    assert cpu_file.name == exported.meta["graphs"]["cpu"] == "model.cpu.onnx"
+    assert tiny_embedder._graph == cpu_file
+    assert cpu_file.read_bytes() == cpu_graph(path)  # the file is exactly the in-memory rewrite
+    rewritten = onnx.load(str(cpu_file))
+    ops = {n.op_type for n in rewritten.graph.node}
+    assert not {op for op in ops if "LayerNormalization" in op} - {"EmbedLayerNormalization"}, ops
     texts = ["a short one", "a somewhat longer sentence about embeddings and onnx graphs", ""]
-    ids = tiny_embedder.tokenize(texts)
-    from engine.batching import pad_batch
-
-    input_ids, mask = pad_batch(ids, 0)
+    input_ids, mask = pad_batch(tiny_embedder.tokenize(texts), 0)
     feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
     want = Session(path).run(feeds)
-    got = Session(cpu_graph(path)).run(feeds)
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(Session(cpu_file).run(feeds), want, atol=1e-5)
+    np.testing.assert_allclose(Session(cpu_graph(path)).run(feeds), want, atol=1e-5)
+
+
+def test_cpu_graph_leaves_graphs_without_layer_norms_alone(tmp_path):
+    """Nothing to decompose: the runtime loads the file as it is (no second copy is written)."""
+    node = helper.make_node("Relu", ["x"], ["y"])
+    path = tmp_path / "relu.onnx"
+    onnx.save(_model([node], ["x"], {}, 18), str(path))
+    assert cpu_graph(path) == path
+
+
+def test_runtime_graphs_of_an_export_with_external_data(tiny_embedder, tmp_path):
+    """Weights in an external file: the CPU runtime loads model.onnx as it is (as for graphs over
+    1 GiB), and the CUDA graph refers to the same external file instead of copying it."""
+    from engine.batching import pad_batch
+    from engine.models.export import _write_runtime_graphs
+    from engine.runtime import Session
+
+    src = tiny_embedder._exported.onnx_path
+    onnx.save(onnx.load(str(src)), str(tmp_path / "model.onnx"), save_as_external_data=True,
+              location="model.onnx.data", size_threshold=0)
+    graphs = _write_runtime_graphs(tmp_path, tiny_embedder.spec, "fp32")
+    assert graphs == {"cpu": "model.onnx", "cuda": "model.cuda.onnx"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.cuda.onnx", "model.onnx", "model.onnx.data"]
+    assert (tmp_path / "model.cuda.onnx").stat().st_size < (tmp_path / "model.onnx.data").stat().st_size / 10
+    input_ids, mask = pad_batch(tiny_embedder.tokenize(["a short one", "a somewhat longer sentence", ""]), 0)
+    feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+    hidden = Session(src).run(feeds)
+    want = (hidden * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+    np.testing.assert_allclose(Session(tmp_path / "model.cuda.onnx").run(feeds), want, atol=1e-5)
 
 
 def test_approximate_gelu_is_the_tanh_form(data):
