@@ -201,7 +201,7 @@ def test_read_corpus_formats(tmp_path):
         read_corpus(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    with pytest.raises(InputError, match="line 1 is not JSON"):
+    with pytest.raises(InputError, match=r"bad\.jsonl:1: invalid JSON"):
         read_corpus(bad)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")

@@ -164,3 +164,69 @@ def test_repeated_texts_embedded_once_per_chunk(tmp_path, tiny_embedder):
         assert c.count() == 1              # ... computed and stored once
     (_, _, v), = iter_shards(tmp_path / "out")
     assert (v == v[0]).all()
+
+
+# -- encode_cached: the eval side of the same cache -----------------------------------------
+class Counting:
+    """Wraps an embedder: the same vectors, and a list of the texts it was asked to encode."""
+
+    def __init__(self, emb):
+        self.emb, self.encoded = emb, []
+        self.fingerprint, self.precision, self.dim = emb.fingerprint, emb.precision, emb.dim
+
+    def encode(self, texts, batch_size=32):
+        self.encoded += texts
+        return self.emb.encode(texts, batch_size=batch_size)
+
+
+def test_encode_cached_reads_what_embed_corpus_wrote(tmp_path, tiny_embedder):
+    """embed encode and embed eval share rows: same namespace, same text key (Doc.key)."""
+    from engine.corpus import embed_corpus
+    from engine.corpus.cache import encode_cached
+    from engine.corpus.readers import read_documents
+
+    cache = tmp_path / "emb.sqlite"
+    src = write_corpus(tmp_path / "c.jsonl", docs(30))
+    embed_corpus(src, tmp_path / "out", tiny_embedder, cache=cache)
+    texts = [d.text for d in read_documents(src)]
+    emb = Counting(tiny_embedder)
+    got = encode_cached(emb, texts + ["a new text"], cache)
+    assert emb.encoded == ["a new text"]  # every corpus text was a hit
+    np.testing.assert_allclose(got, tiny_embedder.encode(texts + ["a new text"]), atol=1e-6)
+    with EmbeddingCache(cache) as c:
+        assert c.count() == 31
+
+
+def test_encode_cached_folder_path_and_repeats(tmp_path, tiny_embedder):
+    from engine.corpus.cache import encode_cached
+
+    emb = Counting(tiny_embedder)
+    texts = ["x y", "z", "x y", "w"]
+    first = encode_cached(emb, texts, tmp_path)  # a folder: tmp_path/embeddings.sqlite
+    assert emb.encoded == ["x y", "z", "w"] and (tmp_path / "embeddings.sqlite").is_file()
+    np.testing.assert_array_equal(first[0], first[2])
+    np.testing.assert_allclose(first, tiny_embedder.encode(texts), atol=1e-6)
+    again = encode_cached(emb, ["w", "x y"], str(tmp_path / "embeddings.sqlite"))  # the file itself
+    assert len(emb.encoded) == 3
+    np.testing.assert_array_equal(again, first[[3, 0]])
+    assert encode_cached(emb, ["v"], None).shape == (1, emb.dim) and emb.encoded[-1] == "v"  # no cache
+
+
+def test_non_finite_rows_are_misses(tmp_path, tiny_embedder):
+    from engine.corpus.cache import encode_cached
+    from engine.corpus.readers import text_key
+
+    path = tmp_path / "emb.sqlite"
+    with EmbeddingCache(path) as c:
+        ns = c.namespace(tiny_embedder.fingerprint, tiny_embedder.precision, None, tiny_embedder.dim)
+        bad = np.ones((3, tiny_embedder.dim), np.float32)
+        bad[0, 1], bad[1, 0], bad[2, 5] = np.nan, np.inf, -np.inf
+        c.put(ns, [text_key(t) for t in ("p", "q", "r")], bad)
+        assert not c.get(ns, [text_key("p"), text_key("q"), text_key("r")])[1].any()
+    emb = Counting(tiny_embedder)
+    got = encode_cached(emb, ["p", "q", "r"], path)
+    assert emb.encoded == ["p", "q", "r"] and np.isfinite(got).all()
+    with EmbeddingCache(path) as c:  # rewritten with the good vectors
+        vecs, found = c.get(ns, [text_key("p"), text_key("q"), text_key("r")])
+        assert found.all()
+        np.testing.assert_array_equal(vecs, got)

@@ -197,7 +197,7 @@ class CountingEmbedder:
 
 
 def test_encode_cached_reuses_vectors_of_a_subset(tmp_path):
-    from engine.eval.evaluate import encode_cached
+    from engine.corpus.cache import encode_cached
 
     emb = CountingEmbedder()
     full = encode_cached(emb, ["a", "bb", "ccc", "a"], tmp_path)

@@ -68,7 +68,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -261,39 +260,24 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 # -- texts ------------------------------------------------------------------------------
 def read_corpus(path: str | os.PathLike | None = None) -> list[str]:
-    """Documents from a .jsonl file (``title`` + " " + ``text``, or ``text``/``sentence``),
-    or one document per line of any other text file; default the built-in sample corpus."""
+    """The non-empty document texts of a corpus file, read by the corpus reader
+    (``engine.corpus.readers``, ``ANY_TEXT`` fields): .jsonl/.csv/.tsv/.parquet records with a
+    ``text``, ``sentence`` or ``body`` field (ids optional) and the one title+text rule, or one
+    document per line of any other text file; default the built-in sample corpus."""
+    from ..corpus.readers import ANY_TEXT, read_documents, read_sample
+
     if path is None:
-        raw = resources.files("engine").joinpath("data", "sample_corpus.jsonl").read_text(encoding="utf-8")
-        name = "sample_corpus.jsonl"
+        docs, name = read_sample("sample_corpus.jsonl", ANY_TEXT), "sample_corpus.jsonl"
     else:
         p = Path(path).expanduser()
         if not p.is_file():
             raise InputError(f"corpus file {p} does not exist; pass a .jsonl or text file, or omit --corpus "
                              "to use the built-in sample corpus")
-        raw = p.read_text(encoding="utf-8", errors="replace")
-        name = p.name
-    docs: list[str] = []
-    if name.endswith(".jsonl"):
-        for i, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{name} line {i} is not JSON ({e}); pass a JSON-lines file or a plain text file") from e
-            if isinstance(d, dict):
-                text = d.get("text") or d.get("sentence") or d.get("body") or ""
-                doc = f"{d.get('title') or ''} {text}".strip()
-            else:
-                doc = str(d).strip()
-            if doc:
-                docs.append(doc)
-    else:
-        docs = [line.strip() for line in raw.splitlines() if line.strip()]
-    if not docs:
+        docs, name = read_documents(p, ANY_TEXT), p.name
+    texts = [d.text for d in docs if d.text]
+    if not texts:
         raise InputError(f"corpus {name} holds no text; give a file with at least one non-empty document")
-    return docs
+    return texts
 
 
 def build_texts(

@@ -5,9 +5,7 @@ run the sample queries -> print hits and throughput. Needs nothing outside the p
 """
 from __future__ import annotations
 
-import json
 import time
-from importlib import resources
 from pathlib import Path
 
 
@@ -20,13 +18,9 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def _read_jsonl(name: str) -> list[dict]:
-    text = resources.files("engine").joinpath("data", name).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 def cmd_demo(args) -> int:
     from .. import Embedder, Index
+    from ..corpus.readers import Fields, read_sample
     from ..models import DEFAULT_MODEL
     from ..models.fetch import fetch
 
@@ -37,9 +31,9 @@ def cmd_demo(args) -> int:
     emb = Embedder(model, precision=args.precision)
     print(f"model     {emb.fingerprint}  (ready in {time.perf_counter() - t0:.1f}s, {emb.threads} threads)")
 
-    docs = _read_jsonl("sample_corpus.jsonl")
-    queries = _read_jsonl("sample_queries.jsonl")
-    texts = [f"{d.get('title', '')} {d['text']}".strip() for d in docs]
+    docs = read_sample("sample_corpus.jsonl")
+    queries = read_sample("sample_queries.jsonl", Fields(title=None, extra=("relevant",)))
+    texts = [d.text for d in docs]
     emb.encode(texts[:8])  # warm-up: the first call pays one-off allocation costs
     n_tokens = sum(len(x) for x in emb.tokenize(texts))
     t0 = time.perf_counter()
@@ -49,16 +43,16 @@ def cmd_demo(args) -> int:
           f"{len(texts) / dt:.1f} docs/s, {n_tokens / dt:,.0f} tokens/s")
 
     index = Index(emb.dim, model=emb.fingerprint)
-    index.add(vecs, ids=[d["_id"] for d in docs], model=emb.fingerprint)
-    titles = {d["_id"]: d.get("title") or d["text"][:60] for d in docs}
+    index.add(vecs, ids=[d.id for d in docs], model=emb.fingerprint)
+    titles = {d.id: d.title or d.text[:60] for d in docs}
     t0 = time.perf_counter()
-    scores, ids = index.search_text(emb, [q["text"] for q in queries], k=args.k)
+    scores, ids = index.search_text(emb, [q.text for q in queries], k=args.k)
     qdt = time.perf_counter() - t0
     found = 0
     for q, row_s, row_i in zip(queries, scores, ids):
-        relevant = set(q.get("relevant", []))
+        relevant = set(q.extra[0] or [])
         found += bool(relevant & set(row_i.tolist()))
-        print(f"\nquery  {q['text']}")
+        print(f"\nquery  {q.text}")
         for s, i in zip(row_s, row_i):
             mark = "*" if i in relevant else " "
             print(f"  {mark} {s:.3f}  {i}  {titles[i]}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+CACHE_HELP = ("SQLite embedding cache file (a folder, existing or ending in '/': PATH/embeddings.sqlite in it); "
+              "vectors are reused by model fingerprint, precision and exact text, shared with 'embed encode --cache'")
 RETRIEVAL_COLUMNS = ["model", "precision", "index", "dim", "ndcg@10", "map@10", "recall@10", "recall@100", "mrr@10",
                      "precision@10", "queries"]
 
@@ -34,18 +36,18 @@ def register(sub) -> None:
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation (re-normalized)")
     p.add_argument("--max-docs", type=int, default=None, help="evaluate on a sample: sampled queries keep all their judged docs")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--embeddings-cache", metavar="DIR", default=None,
-                   help="reuse/save encoded vectors as .npy here (keyed by model fingerprint and texts)")
+    p.add_argument("--embeddings-cache", metavar="PATH", default=None, help=CACHE_HELP)
     p.add_argument("--out", metavar="FILE", help="write all results as JSON")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="the model lab: several models side by side (similarities, agreement, speed, t-SNE)")
     p.add_argument("--models", nargs="+", default=None, help="models (default: every catalogued model that is installed)")
     p.add_argument("--texts", metavar="FILE", default=None,
-                   help="jsonl with _id/title/text (default: the built-in sample corpus, labelled by topic)")
+                   help="jsonl with _id/title/text and an optional label (any format 'embed encode' reads; "
+                        "default: the built-in sample corpus, labelled by topic)")
     p.add_argument("--limit", type=int, default=60, help="texts in the heatmaps (default 60)")
     p.add_argument("--out", metavar="DIR", default="lab", help="output folder for lab.json and PNGs")
-    p.add_argument("--embeddings-cache", metavar="DIR", default=None)
+    p.add_argument("--embeddings-cache", metavar="PATH", default=None, help=CACHE_HELP)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("select", help="grid-evaluate models x precisions x index x dims on your data; write a decision record")
@@ -63,7 +65,7 @@ def register(sub) -> None:
     p.add_argument("--speed-docs", type=int, default=256, help="docs timed for throughput (default 256)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--embeddings-cache", metavar="DIR", default=None)
+    p.add_argument("--embeddings-cache", metavar="PATH", default=None, help=CACHE_HELP)
     p.add_argument("--out", metavar="DIR", default="select", help="output folder (results.json, decision.md, pareto.png)")
     p.set_defaults(func=cmd_select)
 
@@ -93,10 +95,10 @@ def cmd_eval(args) -> int:
         if ds is not None:
             print(f"{emb.name} {emb.precision}: {len(ds.doc_ids)} docs, {len(ds.query_ids)} queries ...", flush=True)
             r = evaluate_beir(emb, ds, index_precision=args.index_precision, truncate_dim=args.truncate_dim,
-                              batch_size=args.batch_size, cache_dir=args.embeddings_cache)
+                              batch_size=args.batch_size, embeddings_cache=args.embeddings_cache)
             results["retrieval"].append(r)
         if args.sts:
-            r = evaluate_sts(emb, args.sts, batch_size=args.batch_size, cache_dir=args.embeddings_cache,
+            r = evaluate_sts(emb, args.sts, batch_size=args.batch_size, embeddings_cache=args.embeddings_cache,
                              truncate_dim=args.truncate_dim)
             results["sts"].append(r)
     if results["retrieval"]:
@@ -116,8 +118,8 @@ def cmd_eval(args) -> int:
 def cmd_select(args) -> int:
     from ..errors import InputError
     from ..eval.evaluate import load_beir, subsample
-    from ..models import known_names
     from ..eval.select import run_select
+    from ..models import known_names
 
     if args.beir:
         ds = load_beir(args.beir, args.split, corpus=args.corpus, queries=args.queries, qrels=args.qrels)

@@ -1,6 +1,9 @@
-"""A persistent, content-addressed embedding cache in SQLite (standard library).
+"""A persistent, content-addressed embedding cache in SQLite (standard library): the engine's one cache.
 
-A vector is stored under ``(namespace, sha256(text))``; a namespace is one combination of
+``embed encode`` (the corpus driver) and ``embed eval/compare/select --embeddings-cache`` (through
+``encode_cached``) read and write the same rows: the same text under the same model settings is
+embedded once. A vector is stored under ``(namespace, text_key(text))`` (sha256 of the exact text,
+``engine.corpus.readers.text_key``); a namespace is one combination of
 model fingerprint, precision, truncate_dim and normalization, so vectors of different models or
 settings never mix. Vectors are float32 BLOBs. The database runs in WAL mode: readers never
 block each other or a writer, and each process opens its own connection. Lookups and inserts
@@ -8,7 +11,9 @@ are batched (one statement per few hundred keys, one transaction per insert batc
 
 A cached vector is the one the model produced when the text was first embedded. Within a batch
 onnxruntime pads texts to the longest one, so re-embedding the same text in another batch can
-differ in the last bits (~1e-7); a cache hit returns the first result, exactly.
+differ in the last bits (~1e-7); a cache hit returns the first result, exactly. A stored row of
+the wrong length or with a non-finite value counts as a miss (and is rewritten when that text is
+embedded again).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .readers import text_key
 
 SCHEMA_VERSION = 1
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...); well under SQLite's variable limit
@@ -124,9 +130,9 @@ class EmbeddingCache:
             marks = ",".join("?" * len(part))
             rows = self._db.execute(f"SELECT sha, vec FROM vectors WHERE ns=? AND sha IN ({marks})", (ns, *part))
             for sha, vec in rows:
-                if len(vec) != nbytes:  # a damaged row counts as a miss and is rewritten
+                v = np.frombuffer(vec, dtype="<f4") if len(vec) == nbytes else None
+                if v is None or not np.isfinite(v).all():  # a damaged row counts as a miss and is rewritten
                     continue
-                v = np.frombuffer(vec, dtype="<f4")
                 for i in where[sha]:
                     out[i] = v
                     found[i] = True
@@ -170,3 +176,44 @@ class EmbeddingCache:
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.path)!r})"
+
+
+def open_cache(path: str | os.PathLike) -> EmbeddingCache:
+    """The cache in the SQLite file ``path``; a folder (one that exists, or a path ending in a
+    separator) means ``path/embeddings.sqlite``."""
+    folder = os.fspath(path).endswith(("/", os.sep))
+    path = Path(path).expanduser()
+    return EmbeddingCache(path / "embeddings.sqlite" if folder or path.is_dir() else path)
+
+
+def encode_cached(embedder, texts: Sequence[str], cache: EmbeddingCache | str | os.PathLike | None = None,
+                  batch_size: int = 32) -> np.ndarray:
+    """Full-dimension unit vectors of ``texts`` (``embedder.encode``), reusing the cached ones.
+
+    ``cache``: None (encode everything), an open ``EmbeddingCache``, or a path for ``open_cache``.
+    Vectors live in the namespace (fingerprint, precision, truncate_dim=None, dim), under
+    ``text_key(text)``: the rows ``embed encode`` writes without truncation. Only the missing
+    texts are encoded, each distinct text once, and stored. Truncations are derived from these
+    full vectors by the callers.
+
+    >>> vecs = encode_cached(emb, ["a", "b", "a"], "vectors.sqlite")   # (3, emb.dim); "a" encoded once
+    """
+    if cache is None:
+        return embedder.encode(list(texts), batch_size=batch_size)
+    if not isinstance(cache, EmbeddingCache):
+        with open_cache(cache) as store:
+            return encode_cached(embedder, texts, store, batch_size)
+    ns = cache.namespace(embedder.fingerprint, embedder.precision, None, embedder.dim)
+    keys = [text_key(t) for t in texts]
+    out, found = cache.get(ns, keys)
+    missing = np.flatnonzero(~found)
+    first: dict[bytes, int] = {}  # each missing text -> its first row
+    for j in missing:
+        first.setdefault(keys[j], int(j))
+    if first:
+        rows = list(first.values())
+        new = embedder.encode([texts[j] for j in rows], batch_size=batch_size)
+        cache.put(ns, list(first), new)
+        out[rows] = new
+        out[missing] = out[[first[keys[j]] for j in missing]]
+    return out

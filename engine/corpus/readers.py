@@ -1,5 +1,9 @@
 """Corpus readers: files in, a stream of ``Doc`` out, in input order, one record at a time.
 
+This is the engine's one reader of documents: ``embed encode``, ``embed eval``/``select``/``compare``,
+the benchmark harness and ``embed demo`` all read records here, and all of them embed the string
+``compose(title, text)`` builds.
+
 Formats (chosen by file suffix; ``.gz`` is read through gzip):
 
 * JSON lines (``.jsonl``, ``.ndjson``, ``.json``): one object per line, BEIR style
@@ -10,15 +14,22 @@ Formats (chosen by file suffix; ``.gz`` is read through gzip):
   (``"7"``) when there is one input file, ``"<path>:<line>"`` (the path as given) when there are
   several. Blank lines are skipped; they keep their line numbers.
 
-Fields: ``id_field`` (default ``_id``), ``text_field`` (``text``), ``title_field`` (``title``).
-Ids are always strings (a JSON integer id 7 becomes ``"7"``). The embedded text is
-``title + " " + text`` when both are non-empty, else whichever is present; an empty text is
-embedded as sentence-transformers embeds ``""`` (just the special tokens).
+Fields (``Fields``): ``id`` (default ``_id``; None: the line number, as for plain text), ``text``
+(``text``; a tuple of names takes the first one with a non-empty value), ``title`` (``title``;
+None: no title) and ``extra`` (more fields to carry along in ``Doc.extra``, e.g. a label). Ids are
+always strings (a JSON integer id 7 becomes ``"7"``).
+
+The title+text rule, the one rule: the embedded text is ``(title + " " + text).strip()``
+(``compose``; BEIR's own evaluation rule, with which the published SciFact figures were measured).
+A plain text line is a record without a title: it is embedded stripped. An empty text is embedded
+as sentence-transformers embeds ``""`` (just the special tokens). The embedding cache's key is
+``text_key`` of that string.
 
 Bad records (invalid JSON, a missing or null field, non-UTF-8 bytes, a CSV row of the wrong
 width) go to ``on_bad(where, message)``; without a handler they raise ``InputError`` naming the
-file and line. A file-level problem (a CSV/Parquet file without the text column) always raises.
-Memory does not grow with the file: only one line / one record batch is held at a time.
+file and line (``raise_on_bad``: the same, without the ``--skip-bad`` hint). A file-level problem
+(a CSV/Parquet file without the text column) always raises. Memory does not grow with the file:
+only one line / one record batch is held at a time (``read_documents`` returns a list).
 """
 from __future__ import annotations
 
@@ -30,6 +41,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError, missing_extra
@@ -44,6 +56,11 @@ PARQUET_BATCH = 4096
 OnBad = Callable[[str, str], None]
 
 
+def text_key(text: str) -> bytes:
+    """sha256 of the exact text (UTF-8, lone surrogates kept): the embedding cache's content key."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
 @dataclass(frozen=True, slots=True)
 class Doc:
     """One document: its id, the text to embed, its title ('' if none) and where it came from."""
@@ -52,25 +69,52 @@ class Doc:
     text: str
     title: str
     where: str  # "path:line" (or "path: row n" for parquet), for messages
+    extra: tuple = ()  # the values of Fields.extra, None where a record lacks the field
 
     @property
     def key(self) -> bytes:
-        """sha256 of the exact text (UTF-8): the embedding cache's content key."""
-        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).digest()
+        """``text_key(self.text)``: the embedding cache's content key."""
+        return text_key(self.text)
 
 
 @dataclass(frozen=True)
 class Fields:
-    id: str = "_id"
-    text: str = "text"
+    """Which record fields hold the id, the text, the title and any extra values (module docstring)."""
+
+    id: str | None = "_id"
+    text: str | tuple[str, ...] = "text"
     title: str | None = "title"
+    extra: tuple[str, ...] = ()
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return (self.text,) if isinstance(self.text, str) else tuple(self.text)
+
+
+# Benchmark texts: no id needed, the text from the first non-empty of these fields.
+ANY_TEXT = Fields(id=None, text=("text", "sentence", "body"))
 
 
 def compose(title: str, text: str) -> str:
-    """The text that is embedded: ``title + " " + text`` when both are non-empty."""
-    if title and text:
-        return f"{title} {text}"
-    return title or text
+    """The text that is embedded: ``(title + " " + text).strip()``, BEIR's rule; the one rule."""
+    return (title + " " + text).strip()
+
+
+def raise_on_bad(where: str, message: str) -> None:
+    """An ``on_bad`` that stops at the first bad record, for callers without a skip option."""
+    raise InputError(f"{where}: {message}")
+
+
+def read_documents(inputs: str | os.PathLike | Sequence[str | os.PathLike], fields: Fields = Fields()) -> list[Doc]:
+    """Every document of the files (paths or globs), in order; a bad record raises ``InputError``."""
+    return list(iter_documents(expand_inputs(inputs), fields, raise_on_bad))
+
+
+def read_sample(name: str = "sample_corpus.jsonl", fields: Fields = Fields()) -> list[Doc]:
+    """A data file packaged with the engine (``engine/data``): ``sample_corpus.jsonl`` (200 docs,
+    20 topics of 10: d001-d010 is topic 1, ...) or ``sample_queries.jsonl`` (with ``relevant`` ids)."""
+    with resources.as_file(resources.files("engine").joinpath("data", name)) as path:
+        return read_documents(path, fields)
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -112,14 +156,15 @@ def iter_documents(paths: Sequence[Path], fields: Fields = Fields(), on_bad: OnB
     several = len(paths) > 1
     for path in paths:
         fmt = detect_format(path)
+        prefix = f"{path}:" if several else ""  # of line-number ids
         if fmt == "jsonl":
-            yield from _read_jsonl(path, fields, on_bad)
+            yield from _read_jsonl(path, fields, on_bad, prefix)
         elif fmt in ("csv", "tsv"):
-            yield from _read_csv(path, fields, on_bad, delimiter="\t" if fmt == "tsv" else ",")
+            yield from _read_csv(path, fields, on_bad, prefix, delimiter="\t" if fmt == "tsv" else ",")
         elif fmt == "parquet":
-            yield from _read_parquet(path, fields, on_bad)
+            yield from _read_parquet(path, fields, on_bad, prefix)
         else:
-            yield from _read_text(path, on_bad, prefix=f"{path}:" if several else "")
+            yield from _read_text(path, on_bad, prefix)
 
 
 def count_records(paths: Sequence[Path]) -> int | None:
@@ -155,9 +200,10 @@ def _open(path: Path):
 
 
 def _bad(on_bad: OnBad | None, where: str, message: str, hint: str = "") -> None:
-    if on_bad is None:
+    if on_bad is None or on_bad is raise_on_bad:
         hint = hint or "fix the record"
-        raise InputError(f"{where}: {message}. {hint[0].upper()}{hint[1:]}, {SKIP_HINT}.")
+        skip = f", {SKIP_HINT}" if on_bad is None else ""
+        raise InputError(f"{where}: {message}. {hint[0].upper()}{hint[1:]}{skip}.")
     on_bad(where, message)
 
 
@@ -212,15 +258,31 @@ def _id_value(value, name: str, where: str, on_bad: OnBad | None) -> str | None:
     return s
 
 
-def _make_doc(record: dict, fields: Fields, where: str, on_bad: OnBad | None) -> Doc | None:
-    """A Doc from a mapping (JSON object or CSV row), or None after reporting a bad record."""
-    for role, name in (("id", fields.id), ("text", fields.text)):
-        if name not in record:
+def _either(names: Sequence[str]) -> str:
+    return "' or '".join(names)
+
+
+def _text_name(record: dict, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` with a non-empty value, else the first present, else None."""
+    present = [n for n in names if n in record]
+    return next((n for n in present if isinstance(record[n], str) and record[n]), present[0] if present else None)
+
+
+def _make_doc(record: dict, fields: Fields, where: str, on_bad: OnBad | None, line_id: str) -> Doc | None:
+    """A Doc from a mapping (JSON object or CSV row), or None after reporting a bad record.
+
+    ``line_id`` is the id when ``fields.id`` is None.
+    """
+    text_name = _text_name(record, fields.texts)
+    for role, shown, found in (("id", fields.id, fields.id is None or fields.id in record),
+                               ("text", _either(fields.texts), text_name is not None)):
+        if not found:
             available = ", ".join(map(str, record)) or "none"
-            _bad(on_bad, where, f"no {role} field '{name}' (fields: {available})", f"name the {role} field with --{role}-field")
+            _bad(on_bad, where, f"no {role} field '{shown}' (fields: {available})",
+                 f"name the {role} field with --{role}-field")
             return None
-    doc_id = _id_value(record[fields.id], fields.id, where, on_bad)
-    text = _text_value(record[fields.text], fields.text, where, on_bad, "--text-field")
+    doc_id = line_id if fields.id is None else _id_value(record[fields.id], fields.id, where, on_bad)
+    text = _text_value(record[text_name], text_name, where, on_bad, "--text-field")
     if doc_id is None or text is None:
         return None
     title = record.get(fields.title) if fields.title else None
@@ -236,11 +298,20 @@ def _make_doc(record: dict, fields: Fields, where: str, on_bad: OnBad | None) ->
         _bad(on_bad, where, f"text holds an invalid character (a lone surrogate at {e.start})",
              "remove the \\ud800-style escape")
         return None
-    return Doc(doc_id, full, title, where)
+    return Doc(doc_id, full, title, where, tuple(record.get(n) for n in fields.extra))
+
+
+def _check_columns(path: Path, fields: Fields, columns: list[str], what: str) -> None:
+    """A CSV header or Parquet schema must hold the id column (if any) and a text column."""
+    for role, names, flag in (("id", (fields.id,) if fields.id else (), "--id-field"),
+                              ("text", fields.texts, "--text-field")):
+        if names and not any(n in columns for n in names):
+            raise InputError(f"{path}: no {role} column '{_either(names)}'{what} (columns: {', '.join(columns)}); "
+                             f"name it with {flag}")
 
 
 # -- formats ----------------------------------------------------------------------------------
-def _read_jsonl(path: Path, fields: Fields, on_bad: OnBad | None) -> Iterator[Doc]:
+def _read_jsonl(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str) -> Iterator[Doc]:
     for lineno, line in _lines(path, on_bad):
         if not line.strip():
             continue
@@ -255,12 +326,12 @@ def _read_jsonl(path: Path, fields: Fields, on_bad: OnBad | None) -> Iterator[Do
         if not isinstance(record, dict):
             _bad(on_bad, where, f"a JSON {type(record).__name__}, not an object", "write one object per line")
             continue
-        doc = _make_doc(record, fields, where, on_bad)
+        doc = _make_doc(record, fields, where, on_bad, f"{prefix}{lineno}")
         if doc is not None:
             yield doc
 
 
-def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, delimiter: str) -> Iterator[Doc]:
+def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str, delimiter: str) -> Iterator[Doc]:
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long documents are normal here
     bad_lines: list[str] = []  # decode errors of the lines the current row spans
 
@@ -287,12 +358,7 @@ def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, delimiter: str) 
         raise InputError(f"{path}: cannot read the header row ({e})") from None
     if bad_lines:
         raise InputError(f"{path}: header {bad_lines[0]}; re-encode the file as UTF-8")
-    flags = {"id": "--id-field", "text": "--text-field"}
-    for role in ("id", "text"):
-        name = getattr(fields, role)
-        if name not in header:
-            raise InputError(f"{path}: no {role} column '{name}' in the header (columns: {', '.join(header)}); "
-                             f"name it with {flags[role]}")
+    _check_columns(path, fields, header, " in the header")
     start = 2
     while True:
         try:
@@ -303,7 +369,7 @@ def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, delimiter: str) 
             _bad(on_bad, f"{path}:{reader.line_num}", f"malformed CSV ({e})", "fix the quoting")
             start = reader.line_num + 1
             continue
-        where = f"{path}:{start}"
+        where, line_id = f"{path}:{start}", f"{prefix}{start}"
         start = reader.line_num + 1
         if bad_lines:
             msg = bad_lines[0]
@@ -316,29 +382,27 @@ def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, delimiter: str) 
             _bad(on_bad, where, f"row has {len(row)} fields, the header has {len(header)}",
                  "fix the quoting or the delimiter")
             continue
-        doc = _make_doc(dict(zip(header, row)), fields, where, on_bad)
+        doc = _make_doc(dict(zip(header, row)), fields, where, on_bad, line_id)
         if doc is not None:
             yield doc
 
 
-def _read_parquet(path: Path, fields: Fields, on_bad: OnBad | None) -> Iterator[Doc]:
+def _read_parquet(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str) -> Iterator[Doc]:
     try:
         import pyarrow.parquet as pq
     except ImportError as e:
         raise missing_extra("pyarrow", "corpus") from e
     pf = pq.ParquetFile(path)
     names = pf.schema_arrow.names
-    for role, flag in (("id", "--id-field"), ("text", "--text-field")):
-        name = getattr(fields, role)
-        if name not in names:
-            raise InputError(f"{path}: no {role} column '{name}' (columns: {', '.join(names)}); name it with {flag}")
-    columns = [fields.id, fields.text] + ([fields.title] if fields.title and fields.title in names else [])
+    _check_columns(path, fields, names, "")
+    wanted = [fields.id, *fields.texts, fields.title, *fields.extra]
+    columns = [n for n in dict.fromkeys(wanted) if n and n in names]
     row = 0
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH, columns=columns):
         cols = {name: batch.column(i).to_pylist() for i, name in enumerate(batch.schema.names)}
         for j in range(batch.num_rows):
             row += 1
-            doc = _make_doc({c: v[j] for c, v in cols.items()}, fields, f"{path}: row {row}", on_bad)
+            doc = _make_doc({c: v[j] for c, v in cols.items()}, fields, f"{path}: row {row}", on_bad, f"{prefix}{row}")
             if doc is not None:
                 yield doc
 
@@ -346,4 +410,4 @@ def _read_parquet(path: Path, fields: Fields, on_bad: OnBad | None) -> Iterator[
 def _read_text(path: Path, on_bad: OnBad | None, prefix: str) -> Iterator[Doc]:
     for lineno, line in _lines(path, on_bad):
         if line.strip():
-            yield Doc(f"{prefix}{lineno}", line, "", f"{path}:{lineno}")
+            yield Doc(f"{prefix}{lineno}", compose("", line), "", f"{path}:{lineno}")

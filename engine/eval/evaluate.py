@@ -1,9 +1,11 @@
 """Datasets and evaluation runs: BEIR retrieval and STS, on top of the pure metrics.
 
 BEIR folder layout: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
-``text``), ``qrels/<split>.tsv`` (header ``query-id corpus-id score``). Documents are embedded as
-``(title + " " + text).strip()`` (BEIR's and MEASUREMENTS.md's convention); only the queries that
-appear in the qrels split are embedded.
+``text``), ``qrels/<split>.tsv`` (header ``query-id corpus-id score``). Corpus and queries are read
+by the corpus reader (``engine.corpus.readers``), so documents are embedded as its one title+text
+rule gives them, ``(title + " " + text).strip()`` (BEIR's own); only the queries that appear in the
+qrels split are embedded. ``embeddings_cache`` arguments name the SQLite embedding cache
+(``engine.corpus.cache.encode_cached``).
 
 STS files: tab-separated ``genre file year id score sentence1 sentence2`` (the STS Benchmark csv,
 no header) or any tsv whose last three columns are ``score sentence1 sentence2``.
@@ -11,14 +13,14 @@ no header) or any tsv whose last three columns are ``score sentence1 sentence2``
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..corpus.cache import encode_cached
+from ..corpus.readers import Fields, read_documents
 from ..errors import InputError
 from .metrics import DEFAULT_KS, evaluate_run, rank_top_k
 
@@ -34,30 +36,6 @@ class BeirDataset:
     qrels: dict[str, dict[str, int]]
     name: str = ""
     extra: dict = field(default_factory=dict)
-
-
-def doc_text(doc: dict) -> str:
-    """``(title + " " + text).strip()``; a missing title gives the text alone."""
-    title = doc.get("title") or ""
-    return (title + " " + (doc.get("text") or "")).strip()
-
-
-def _read_jsonl(path: Path, what: str) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path} (a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if "_id" not in row:
-                raise InputError(f"{path}:{n}: no '_id' field; BEIR rows look like {{\"_id\": ..., \"text\": ...}}")
-            out.append(row)
-    return out
 
 
 def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
@@ -96,17 +74,20 @@ def load_beir(folder: str | os.PathLike, split: str = "test", *, corpus=None, qu
     if not qrels_path.is_file() and folder is not None and not qrels:
         have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise FileNotFoundError(f"qrels split {split!r} not found at {qrels_path}; available splits: {have or 'none'}")
-    docs = _read_jsonl(corpus, "corpus")
-    qrows = _read_jsonl(queries, "queries")
+    for path, what in ((corpus, "corpus"), (queries, "queries")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} not found: {path} (a BEIR folder holds corpus.jsonl, queries.jsonl, "
+                                    "qrels/<split>.tsv)")
+    docs = read_documents(corpus)
+    qtext = {q.id: q.text for q in read_documents(queries, Fields(title=None))}
     rels = load_qrels(qrels_path)
-    qtext = {str(q["_id"]): q.get("text") or "" for q in qrows}
     missing = [q for q in rels if q not in qtext]
     if missing:
         raise InputError(f"{len(missing)} query ids in {qrels_path} are not in {queries} (e.g. {missing[0]!r})")
     qids = [q for q in qtext if q in rels]  # queries-file order, only those judged in this split
     return BeirDataset(
-        doc_ids=[str(d["_id"]) for d in docs],
-        doc_texts=[doc_text(d) for d in docs],
+        doc_ids=[d.id for d in docs],
+        doc_texts=[d.text for d in docs],
         query_ids=qids,
         query_texts=[qtext[q] for q in qids],
         qrels={q: rels[q] for q in qids},
@@ -148,50 +129,7 @@ def subsample(ds: BeirDataset, max_docs: int, seed: int = 0, max_queries: int | 
     )
 
 
-# -- embeddings, cached on disk -------------------------------------------------------------
-def _text_keys(texts: list[str]) -> np.ndarray:
-    return np.array([hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest().encode() for t in texts], dtype="S40")
-
-
-def encode_cached(embedder, texts: list[str], cache_dir: str | os.PathLike | None = None, batch_size: int = 32) -> np.ndarray:
-    """Full-dimension unit vectors for ``texts``, reusing vectors stored in ``cache_dir``.
-
-    One ``.npz`` per embedder fingerprint holds (sha1 of each text, its vector): a changed model,
-    precision or text misses, a subset of earlier texts (``--max-docs``) hits, and only the misses
-    are encoded and appended. Truncations are derived from these full vectors by the callers.
-    """
-    if cache_dir is None:
-        return embedder.encode(texts, batch_size=batch_size)
-    path = Path(cache_dir) / (embedder.fingerprint.replace("/", "_") + ".npz")
-    keys = _text_keys(texts)
-    have_keys = np.empty(0, dtype="S40")
-    have = np.empty((0, embedder.dim), dtype=np.float32)
-    if path.is_file():
-        with np.load(path) as z:
-            have_keys, have = z["keys"], z["vecs"]
-    pos = {k: i for i, k in enumerate(have_keys.tolist())}
-    out = np.empty((len(texts), embedder.dim), dtype=np.float32)
-    miss = []
-    for i, k in enumerate(keys.tolist()):
-        j = pos.get(k)
-        if j is None:
-            miss.append(i)
-        else:
-            out[i] = have[j]
-    if miss:
-        uniq = list(dict.fromkeys(keys[miss].tolist()))  # a repeated text is encoded once
-        first = {k: i for k, i in reversed(list(zip(keys[miss].tolist(), miss)))}
-        vecs = embedder.encode([texts[first[k]] for k in uniq], batch_size=batch_size)
-        new = {k: v for k, v in zip(uniq, vecs)}
-        for i in miss:
-            out[i] = new[keys[i].tobytes()]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, keys=np.concatenate([have_keys, np.array(uniq, dtype="S40")]), vecs=np.concatenate([have, vecs]))
-        os.replace(tmp, path)
-    return out
-
-
+# -- vectors ----------------------------------------------------------------------------------
 def truncate(vecs: np.ndarray, dim: int | None) -> np.ndarray:
     """Matryoshka: first ``dim`` components, re-normalized (the kernels' truncate_normalize)."""
     if dim is None or dim >= vecs.shape[1]:
@@ -246,12 +184,13 @@ def beir_scores(ds: BeirDataset, doc_vecs: np.ndarray, query_vecs: np.ndarray, *
 
 
 def evaluate_beir(embedder, ds: BeirDataset, *, k_values=DEFAULT_KS, index_precision: str = "fp32",
-                  truncate_dim: int | None = None, batch_size: int = 32, cache_dir=None) -> dict:
-    """Embed corpus and queries with ``embedder``, retrieve, score. Returns a JSON-able dict."""
+                  truncate_dim: int | None = None, batch_size: int = 32, embeddings_cache=None) -> dict:
+    """Embed corpus and queries with ``embedder`` (through ``embeddings_cache``: a SQLite file or a
+    folder, see ``encode_cached``), retrieve, score. Returns a JSON-able dict."""
     if truncate_dim is not None and not 1 <= truncate_dim <= embedder.dim:
         raise InputError(f"truncate_dim must be in [1, {embedder.dim}] for {embedder.name}, got {truncate_dim}")
-    docs = encode_cached(embedder, ds.doc_texts, cache_dir, batch_size)
-    queries = encode_cached(embedder, ds.query_texts, cache_dir, batch_size)
+    docs = encode_cached(embedder, ds.doc_texts, embeddings_cache, batch_size)
+    queries = encode_cached(embedder, ds.query_texts, embeddings_cache, batch_size)
     res = beir_scores(ds, docs, queries, k_values=k_values, index_precision=index_precision, truncate_dim=truncate_dim)
     res.update(model=embedder.name, precision=embedder.precision, index_precision=index_precision,
                dim=truncate_dim or embedder.dim, dataset=ds.name, docs=len(ds.doc_ids))
@@ -290,14 +229,14 @@ def load_sts(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]
     return s1, s2, np.asarray(gold, dtype=np.float64)
 
 
-def evaluate_sts(embedder, path: str | os.PathLike, batch_size: int = 32, cache_dir=None,
+def evaluate_sts(embedder, path: str | os.PathLike, batch_size: int = 32, embeddings_cache=None,
                  truncate_dim: int | None = None) -> dict:
     """Spearman and Pearson correlation between cosine similarity and the gold scores."""
     from .metrics import sts_correlations
 
     s1, s2, gold = load_sts(path)
-    a = truncate(encode_cached(embedder, s1, cache_dir, batch_size), truncate_dim)
-    b = truncate(encode_cached(embedder, s2, cache_dir, batch_size), truncate_dim)
+    a = truncate(encode_cached(embedder, s1, embeddings_cache, batch_size), truncate_dim)
+    b = truncate(encode_cached(embedder, s2, embeddings_cache, batch_size), truncate_dim)
     res = sts_correlations(a, b, gold)
     res.update(model=embedder.name, precision=embedder.precision, dim=truncate_dim or embedder.dim,
                dataset=Path(path).name, pairs=len(gold))

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from ..corpus.cache import encode_cached
+from ..corpus.readers import Fields, read_documents, read_sample
 from ..errors import EngineError, InputError
-from .evaluate import doc_text, encode_cached
 
 SAMPLE_TOPICS = (
     "astronomy", "food chemistry", "cell biology", "programming languages", "databases", "football",
@@ -34,22 +34,21 @@ NEIGHBOURS = 5
 def load_texts(path: str | os.PathLike | None = None) -> tuple[list[str], list[str], list[str] | None]:
     """(ids, texts, labels or None). Without a path: the sample corpus, labelled by topic.
 
-    A jsonl file may carry a ``label`` (or ``topic``) per row; texts are ``title + " " + text``.
+    Any file the corpus reader takes (jsonl/csv/tsv/parquet with ``_id``/``title``/``text``, or one
+    text per line); a record may carry a ``label`` (or ``topic``). Texts follow the one title+text rule.
     """
     if path is None:
-        raw = resources.files("engine").joinpath("data", "sample_corpus.jsonl").read_text(encoding="utf-8")
-        rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        labels = [SAMPLE_TOPICS[(int(r["_id"][1:]) - 1) // 10] for r in rows]
-        return [r["_id"] for r in rows], [doc_text(r) for r in rows], labels
+        docs = read_sample("sample_corpus.jsonl")
+        labels = [SAMPLE_TOPICS[(int(d.id[1:]) - 1) // 10] for d in docs]
+        return [d.id for d in docs], [d.text for d in docs], labels
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"texts file not found: {path}")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not rows:
+    docs = read_documents(path, Fields(extra=("label", "topic")))
+    if not docs:
         raise InputError(f"{path} holds no rows; give a jsonl with _id/title/text per line")
-    labels = [r.get("label", r.get("topic")) for r in rows]
-    ids = [str(r.get("_id", i)) for i, r in enumerate(rows)]
-    return ids, [doc_text(r) for r in rows], (None if any(x is None for x in labels) else [str(x) for x in labels])
+    labels = [next((x for x in d.extra if x is not None), None) for d in docs]
+    return [d.id for d in docs], [d.text for d in docs], (None if None in labels else [str(x) for x in labels])
 
 
 def onnx_stats(onnx_path: str | os.PathLike) -> dict:

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..corpus.cache import encode_cached
 from ..errors import EngineError, InputError, ModelNotFoundError
-from .evaluate import BeirDataset, beir_scores, encode_cached, truncate
+from .evaluate import BeirDataset, beir_scores, truncate
 
 TRUNCATE_DIMS = (None, 256, 128, 64)
 PRECISIONS = ("fp32", "int8")
