@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import InputError, ModelMismatchError
 from engine.corpus.readers import Doc, Fields, compose, count_records, expand_inputs, iter_documents
+from engine.errors import InputError, ModelMismatchError
 
 
 def write_jsonl(path: Path, records) -> Path:
@@ -59,7 +59,8 @@ def test_jsonl_custom_fields_and_no_title(tmp_path):
 
 
 def test_jsonl_invalid_json_names_file_and_line(tmp_path):
-    p = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "text": "ok"}, '{"_id": "b", "text": ', {"_id": "c", "text": "ok"}])
+    p = write_jsonl(tmp_path / "c.jsonl",
+                    [{"_id": "a", "text": "ok"}, '{"_id": "b", "text": ', {"_id": "c", "text": "ok"}])
     with pytest.raises(InputError, match=r"c\.jsonl:2: invalid JSON .*--skip-bad"):
         read(p)
     bad, on_bad = collect_bad()
@@ -69,7 +70,8 @@ def test_jsonl_invalid_json_names_file_and_line(tmp_path):
 
 def test_jsonl_missing_text_field_lists_fields_and_flag(tmp_path):
     p = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "body": "x", "title": "t"}])
-    with pytest.raises(InputError, match=r"c\.jsonl:1: no text field 'text' \(fields: _id, body, title\).*--text-field"):
+    with pytest.raises(InputError,
+                       match=r"c\.jsonl:1: no text field 'text' \(fields: _id, body, title\).*--text-field"):
         read(p)
     p2 = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "x"}])
     with pytest.raises(InputError, match=r"no id field '_id' \(fields: id, text\).*--id-field"):
@@ -126,7 +128,8 @@ def test_csv_and_tsv(tmp_path, fmt):
 def test_csv_missing_column_and_bad_rows(tmp_path):
     p = tmp_path / "c.csv"
     p.write_text("_id,body\n1,x\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"no text column 'text' in the header \(columns: _id, body\); name it with --text-field"):
+    with pytest.raises(InputError,
+                       match=r"no text column 'text' in the header \(columns: _id, body\); name it with --text-field"):
         read(p)
     p.write_bytes(b"_id,text\n1,one\n2,two,extra\n3,caf\xe9\n4,four\n")
     with pytest.raises(InputError, match=r"c\.csv:3: row has 3 fields, the header has 2"):
@@ -185,7 +188,8 @@ def test_inputs_globs_and_missing(tmp_path):
 def synth(n: int, start: int = 0) -> list[dict]:
     words = ["fox", "dog", "vector", "numba", "onnx", "tokens", "cosine", "stitch"]
     return [{"_id": f"doc{i}", "title": f"title {i}" if i % 3 else "",
-             "text": " ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 9))} for i in range(start, start + n)]
+             "text": " ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 9))}
+            for i in range(start, start + n)]
 
 
 def load_output(out: Path):
@@ -217,6 +221,66 @@ def test_embed_corpus_matches_embedder(tmp_path, tiny_embedder):
     assert [sh["count"] for sh in manifest["shards"]] == [20, 20, 6]
     assert manifest["model"]["fingerprint"] == tiny_embedder.fingerprint
     assert manifest["inputs"][0]["size"] == src.stat().st_size
+
+
+class BackgroundExecutor:
+    """An executor of the Ray shape without Ray: results only when asked, last submitted first."""
+
+    def __init__(self, embedder, batch: int, capacity: int):
+        from engine.corpus.driver import LocalExecutor
+
+        self.local, self.batch, self.capacity = LocalExecutor(embedder), batch, capacity
+        self.queued: list = []
+        self.most = 0        # the most texts ever queued at once
+        self.repeats = 0     # texts submitted while the same text was still queued
+
+    def submit(self, texts, tag):
+        queued = {t for _, q in self.queued for t in q}
+        self.repeats += len(texts) - len(set(texts) - queued)
+        self.queued.append((tag, texts))
+        self.most = max(self.most, sum(len(t) for _, t in self.queued))
+
+    def next(self):
+        tag, texts = self.queued.pop()
+        return (tag, *self.local.embed(texts))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.queued = []
+
+
+def test_driver_with_shards_in_flight(tmp_path, tiny_embedder):
+    """Out-of-order results and several shards open (Ray's shape) give the local output byte for
+    byte, with the documents in flight bounded by the driver's window."""
+    from engine.corpus import embed_corpus
+    from engine.corpus.driver import EMBED_CHUNK, Plan, drive, model_ref
+
+    src = write_jsonl(tmp_path / "c.jsonl", synth(300))   # texts repeat within and across shards
+    local = embed_corpus(src, tmp_path / "local", tiny_embedder, shard_size=40, cache=False)
+    plan = Plan.build(expand_inputs(src), tiny_embedder, model_ref(tiny_embedder), Fields(), None, 40)
+    ex = BackgroundExecutor(tiny_embedder, batch=EMBED_CHUNK, capacity=30)   # window max(2*40, 2*30) = 80 docs
+    s = drive(plan, tmp_path / "bg", ex, cache=False)
+    assert 40 < ex.most <= 80 + 40   # more than one shard out at once, never more than window + a shard
+    assert ex.repeats == 0           # a text in flight is not sent again (its repeats wait for it)
+    assert (s.docs, s.embedded, s.cache_hits, s.shards, s.shards_written) == (300, 300, 0, 8, 8)
+    assert local.as_dict() | {"seconds": 0, "docs_per_s": 0} == s.as_dict() | {
+        "out_dir": local.out_dir, "seconds": 0, "docs_per_s": 0}
+    for f in (tmp_path / "local").iterdir():
+        assert f.name == ".lock" or f.read_bytes() == (tmp_path / "bg" / f.name).read_bytes(), f.name
+    assert len(list((tmp_path / "bg").iterdir())) == len(list((tmp_path / "local").iterdir()))
+
+    # with a cache and small batches: the vectors are the local ones; a second run embeds nothing
+    cache = tmp_path / "emb.sqlite"
+    first = drive(plan, tmp_path / "bg1", BackgroundExecutor(tiny_embedder, batch=7, capacity=30), cache=cache)
+    again = drive(plan, tmp_path / "bg2", BackgroundExecutor(tiny_embedder, batch=7, capacity=30), cache=cache)
+    assert first.embedded + first.cache_hits == 300 and first.cache_hits > 0
+    assert (again.embedded, again.cache_hits) == (0, 300)
+    for out in ("bg1", "bg2"):
+        ids, _, vecs = load_output(tmp_path / out)
+        assert ids == [d["_id"] for d in synth(300)]
+        np.testing.assert_allclose(vecs, load_output(tmp_path / "local")[2], atol=1e-6)
 
 
 def test_truncate_dim(tmp_path, tiny_embedder):
@@ -320,8 +384,8 @@ def test_search_corpus(tmp_path, tiny_embedder):
 
 
 def test_search_incomplete_output_refused(tmp_path, tiny_embedder):
-    from engine.errors import IndexFormatError
     from engine.corpus.shards import CorpusSearcher
+    from engine.errors import IndexFormatError
 
     src = write_jsonl(tmp_path / "c.jsonl", synth(3))
     out = tmp_path / "out"
@@ -357,7 +421,8 @@ def test_cli_encode_and_search(tmp_path, tiny_model_dir, tiny_cache, tiny_embedd
     assert printed[1].split()[:3] == ["1", "1.0000", "doc4"] and printed[1].endswith("title 4")
     # a bad record: the error names file and line, exit code 1
     bad = write_jsonl(tmp_path / "bad.jsonl", ["{nope"])
-    assert main(["encode", str(bad), "-o", str(tmp_path / "out2"), "--model", str(tiny_model_dir), "--no-cache", "-q"]) == 1
+    assert main(["encode", str(bad), "-o", str(tmp_path / "out2"), "--model", str(tiny_model_dir),
+                 "--no-cache", "-q"]) == 1
     assert "bad.jsonl:1: invalid JSON" in capsys.readouterr().err
 
 

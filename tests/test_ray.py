@@ -227,9 +227,10 @@ def test_import_engine_does_not_import_ray():
 
 
 def test_worker_with_another_model_is_refused(ray_cluster, tiny_model_dir, tiny_cache):
-    from engine.errors import ModelMismatchError
     from engine.corpus.ray import _ActorPool
+    from engine.errors import ModelMismatchError
 
-    kwargs = {"model": str(tiny_model_dir), "cache_dir": str(tiny_cache), "threads": 1, "fingerprint": "other/fp32/32/0"}
+    kwargs = {"model": str(tiny_model_dir), "cache_dir": str(tiny_cache), "threads": 1,
+              "fingerprint": "other/fp32/32/0"}
     with pytest.raises(ModelMismatchError, match="install the same weights"):
         _ActorPool(ray_cluster, 1, 1, 0, kwargs)

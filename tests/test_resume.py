@@ -87,7 +87,8 @@ def child(cfg: dict) -> subprocess.Popen:
 
 def config(tmp_path, corpus, tiny_model_dir, tiny_cache, cache=True, **kw) -> dict:
     return {"model": str(tiny_model_dir), "model_cache": str(tiny_cache), "src": str(corpus),
-            "out": str(tmp_path / "out"), "shard": SHARD, "cache": str(tmp_path / "emb.sqlite") if cache else None, **kw}
+            "out": str(tmp_path / "out"), "shard": SHARD,
+            "cache": str(tmp_path / "emb.sqlite") if cache else None, **kw}
 
 
 def run_killed(cfg: dict) -> None:
@@ -181,8 +182,8 @@ def test_damaged_shard_is_redone(tmp_path, corpus, reference, tiny_embedder):
 
 
 def test_second_writer_is_refused(tmp_path, corpus, tiny_embedder):
-    from engine.errors import InputError
     from engine.corpus.shards import OutputDir
+    from engine.errors import InputError
 
     with OutputDir(tmp_path / "out"), pytest.raises(InputError, match="another 'embed encode' is writing"):
         resume({"src": corpus, "out": tmp_path / "out", "cache": None}, tiny_embedder)

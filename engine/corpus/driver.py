@@ -1,11 +1,33 @@
-"""``embed_corpus``: stream a corpus from files into resumable shards, embedding only what is new.
+"""The corpus driver: stream a corpus from files into resumable shards, embedding only what is new.
+
+There is one driver (``drive``) and two executors, which only turn lists of texts into vectors:
+``LocalExecutor`` (the Embedder in this process; ``embed_corpus``) and the Ray actor pool
+(``engine.corpus.ray.embed_corpus_ray``). Reading, duplicate ids, shards, resume, the cache and
+the manifest are the driver's, so both paths write the same output::
 
     files -> readers (one record at a time) -> duplicate-id check -> shard i = docs [i*S, (i+1)*S)
-          -> shard already complete? keep it : (cache lookup -> embed misses -> cache insert
-          -> write shard atomically) -> manifest
+      -> shard already complete? keep it
+         : per chunk of EMBED_CHUNK docs: cache lookup -> misses not yet submitted -> executor.submit ─┐
+      executor.next() -> cache insert -> vectors into every row waiting for those texts <──────────────┘
+      -> shards whose rows are all filled, in order: write shard -> ... -> manifest
 
-Memory is bounded by one shard (S documents and their vectors), not by the corpus: the
-duplicate-id check keeps seen ids in a scratch SQLite file in OUTDIR, not in RAM.
+An entry point checks its options (``check_options``), builds a ``Plan`` (``Plan.build`` with
+``model_ref``) and an executor, and calls ``drive``; these are the names ``engine.corpus.ray``
+uses. The executor interface (``Executor``; a context manager, entered after the settings check)::
+
+    batch               the most texts one submit may carry
+    capacity            texts it embeds at once; 0 when submit embeds before it returns
+    submit(texts, tag)  queue texts for embedding; tag comes back with their result
+    next()              -> (tag, vectors float32 (n, dim), tokens): a finished submit, in any order
+                        (blocks until one is); tokens is 0 unless the executor counts them
+
+A text is submitted once while it is in flight: its repeats (in the chunk, or in a later chunk
+or shard before its result is back) wait for that result. The driver keeps shards open while
+their results are out, up to max(2 shards, 2 x capacity) documents, so memory is bounded by the
+shards in flight, not by the corpus. With capacity 0 (local) it takes every result, and inserts
+it into the cache, before the next cache lookup, and writes each shard before reading on:
+memory is one shard, and a repeat in a later chunk is a cache hit (or, without a cache,
+embedded again). The duplicate-id check keeps seen ids in a scratch SQLite file in OUTDIR.
 
 Duplicate ids are an error naming the id and both locations (with ``skip_bad`` the later
 records are skipped and listed in rejects.jsonl). Kill the run at any moment and rerun the same
@@ -23,9 +45,11 @@ import os
 import sqlite3
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -42,9 +66,9 @@ from .readers import (
 from .shards import FORMAT, REJECTS, VERSION, OutputDir, settings_digest, snippet
 
 DEFAULT_SHARD_SIZE = 10_000
-EMBED_CHUNK = 1024   # documents per cache lookup / encode call / cache transaction
+EMBED_CHUNK = 1024   # documents per cache lookup / local encode call / cache transaction
 ID_BLOCK = 1000      # documents per duplicate-id query
-TEXT_FORMAT = 1      # bump if the way title and text are combined changes
+TEXT_FORMAT = 2      # bump if the way title and text are combined changes; 2: BEIR's (title + " " + text).strip()
 
 
 @dataclass(frozen=True)
@@ -111,41 +135,12 @@ def embed_corpus(
     t0 = time.perf_counter()
     check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field)
     paths = expand_inputs(inputs)
-    embedder, model_ref = _embedder(model, precision, device, threads, cache_dir)
-    plan = Plan.build(paths, embedder.name, embedder.fingerprint, embedder.precision, embedder.dim, model_ref,
-                      Fields(id_field, text_field, title_field or None), truncate_dim, shard_size)
-    fields, settings, settings_sha, manifest = plan.fields, plan.settings, plan.settings_sha, plan.manifest
-    truncate_dim, dim = plan.truncate_dim, plan.dim
-    with contextlib.ExitStack() as stack:
-        out = stack.enter_context(OutputDir(out_dir))
-        out.check_settings(settings, overwrite)
-        out.write_manifest(manifest)
-        store, owned = _open_cache(cache, cache_dir)
-        if owned:
-            stack.enter_context(store)
-        ns = store.namespace(embedder.fingerprint, embedder.precision, truncate_dim, dim) if store else None
-        rejects = stack.enter_context(_Rejects(out.path, enabled=skip_bad))
-        registry = stack.enter_context(_IdRegistry(out.path / ".ids.sqlite"))
-        bar = stack.enter_context(_Progress(count_records(paths) if progress else None, progress))
-        run = _Run(embedder, store, ns, out, settings_sha, dim, truncate_dim, batch_size, bar)
-
-        docs = iter_documents(paths, fields, on_bad=rejects.add if skip_bad else None)
-        pending: list[Doc] = []
-        for block in _blocks(docs, min(ID_BLOCK, shard_size)):  # a full shard is written before reading on
-            pending.extend(registry.unique(block, rejects.add if skip_bad else None))
-            while len(pending) >= shard_size:
-                run.shard(pending[:shard_size])
-                del pending[:shard_size]
-        if pending:
-            run.shard(pending)
-        out.remove_shards_from(len(run.records))
-        n_docs = sum(r["count"] for r in run.records)
-        manifest.update(status="complete", count=n_docs, rejected=rejects.count,
-                        shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in run.records])
-        rejects.finish()
-        out.write_manifest(manifest)
-    return CorpusSummary(str(out_dir), n_docs, run.embedded, run.hits, run.resumed, rejects.count,
-                         len(run.records), run.written, time.perf_counter() - t0)
+    embedder = _embedder(model, precision, device, threads, cache_dir)
+    plan = Plan.build(paths, embedder, model_ref(model), Fields(id_field, text_field, title_field or None),
+                      truncate_dim, shard_size)
+    executor = LocalExecutor(embedder, batch_size, plan.truncate_dim, count_tokens=progress)
+    return drive(plan, out_dir, executor, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad,
+                 overwrite=overwrite, progress=progress, t0=t0)
 
 
 def check_options(**positive_ints_and_fields) -> None:
@@ -158,13 +153,30 @@ def check_options(**positive_ints_and_fields) -> None:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
+def model_ref(model) -> str:
+    """What the manifest stores for ``embed search`` to load the model: its name or resolved folder.
+
+    model: a catalogue name, a folder, None (the default model) or a ready ``Embedder``.
+    """
+    from ..embedder import Embedder
+    from ..models import DEFAULT_MODEL
+
+    if isinstance(model, Embedder):
+        source = getattr(model, "_exported", None)
+        source = source.meta.get("source", "") if source is not None else ""
+        return source[len("local:"):] if source.startswith("local:") else model.name
+    ref = os.fspath(DEFAULT_MODEL if model is None else model)
+    return str(Path(ref).expanduser().resolve()) if Path(ref).expanduser().is_dir() else ref
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What defines an output folder: its settings (a rerun must match them) and its manifest.
+    """What defines an output folder: its inputs, its settings (a rerun must match them) and its manifest.
 
-    Shared by the local and the Ray path, so their outputs are interchangeable.
+    Built by each entry point from its model, so the local and the Ray outputs are interchangeable.
     """
 
+    paths: tuple[Path, ...]
     fields: Fields
     settings: dict
     settings_sha: str
@@ -173,8 +185,10 @@ class Plan:
     dim: int
 
     @classmethod
-    def build(cls, paths, name: str, fingerprint: str, precision: str, full_dim: int, model_ref,
-              fields: Fields, truncate_dim: int | None, shard_size: int) -> Plan:
+    def build(cls, paths: Sequence[Path], model, ref: str, fields: Fields, truncate_dim: int | None,
+              shard_size: int) -> Plan:
+        """model: an ``Embedder`` or an ``ExportedModel`` (its spec, fingerprint and precision); ref: ``model_ref``."""
+        full_dim, fingerprint, precision = model.spec.dim, model.fingerprint, model.precision
         if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
                                          or not 1 <= truncate_dim <= full_dim):
             raise InputError(f"truncate_dim must be an integer in [1, {full_dim}] or None, got {truncate_dim!r}")
@@ -188,67 +202,215 @@ class Plan:
         }
         manifest = {
             "format": FORMAT, "version": VERSION, "status": "in_progress", "settings": settings,
-            "model": {"name": name, "ref": model_ref, "fingerprint": fingerprint, "precision": precision},
+            "model": {"name": model.spec.name, "ref": ref, "fingerprint": fingerprint, "precision": precision},
             "dim": dim, "truncate_dim": truncate_dim, "normalize": True,
             "inputs": [_input_info(p) for p in paths],
         }
-        return cls(fields, settings, settings_digest(settings), manifest, truncate_dim, dim)
+        return cls(tuple(paths), fields, settings, settings_digest(settings), manifest, truncate_dim, dim)
 
 
-# -- the per-shard work ---------------------------------------------------------------------
+# -- executors ------------------------------------------------------------------------------
+class Executor(Protocol):
+    """Turns lists of texts into vectors for ``drive`` (see the module docstring for the data flow)."""
+
+    batch: int      # the most texts one submit may carry
+    capacity: int   # texts it embeds at once; 0 when submit embeds before it returns
+
+    def submit(self, texts: list[str], tag) -> None:
+        """Queue texts; ``tag`` comes back from ``next`` with their vectors."""
+
+    def next(self) -> tuple[object, np.ndarray, int]:
+        """(tag, vectors, tokens) of a finished submit, in any order; blocks until one is."""
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc) -> None: ...
+
+
+class LocalExecutor:
+    """The Embedder in this process: each submit is embedded before it returns (capacity 0).
+
+    batch is EMBED_CHUNK, so each chunk's misses are one ``encode`` call (sorted by length there).
+    Ray actors run one too (``engine.corpus.ray.EmbedBatch``).
+    """
+
+    batch = EMBED_CHUNK
+    capacity = 0
+
+    def __init__(self, embedder, batch_size: int = 32, truncate_dim: int | None = None, count_tokens: bool = False):
+        self.embedder, self.batch_size, self.truncate_dim = embedder, batch_size, truncate_dim
+        self.count_tokens = count_tokens
+        self._done: deque = deque()
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """(vectors, tokens) for texts; tokens is 0 unless count_tokens (progress bars)."""
+        vectors = self.embedder.encode(texts, batch_size=self.batch_size, truncate_dim=self.truncate_dim)
+        tokens = sum(len(t) for t in self.embedder.tokenize(texts)) if self.count_tokens else 0
+        return vectors, tokens
+
+    def submit(self, texts: list[str], tag) -> None:
+        self._done.append((tag, *self.embed(texts)))
+
+    def next(self) -> tuple[object, np.ndarray, int]:
+        return self._done.popleft()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.clear()
+
+
+# -- the driver -----------------------------------------------------------------------------
+def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=True,
+          cache_dir: str | os.PathLike | None = None, skip_bad: bool = False, overwrite: bool = False,
+          progress: bool = False, t0: float | None = None) -> CorpusSummary:
+    """Write ``plan``'s corpus to ``out_dir`` with ``executor`` embedding the cache misses.
+
+    The options are ``embed_corpus``'s. executor is entered after the output folder is locked and
+    its settings checked (so a Ray cluster starts only for a run that can go ahead) and closed at
+    the end. t0: when the run started (``perf_counter``), for the summary's seconds.
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(OutputDir(out_dir))
+        out.check_settings(plan.settings, overwrite)
+        executor = stack.enter_context(executor)
+        manifest = dict(plan.manifest)   # the plan stays as built: it can drive another run
+        out.write_manifest(manifest)
+        store, owned = _open_cache(cache, cache_dir)
+        if owned:
+            stack.enter_context(store)
+        ns = (store.namespace(plan.settings["model"], plan.settings["precision"], plan.truncate_dim, plan.dim)
+              if store else None)
+        rejects = stack.enter_context(_Rejects(out.path, enabled=skip_bad))
+        registry = stack.enter_context(_IdRegistry(out.path / ".ids.sqlite"))
+        bar = stack.enter_context(_Progress(count_records(plan.paths) if progress else None, progress))
+        shard_size = plan.settings["shard_size"]
+        # with an executor that works in the background, enough documents open to keep it busy
+        # (twice what it embeds at once) and at least two shards, so reading and writing overlap
+        window = max(2 * shard_size, 2 * executor.capacity) if executor.capacity else 0
+        run = _Run(executor, store, ns, out, plan, bar, window)
+
+        on_bad = rejects.add if skip_bad else None
+        pending: list[Doc] = []
+        for block in _blocks(iter_documents(plan.paths, plan.fields, on_bad), min(ID_BLOCK, shard_size)):
+            pending.extend(registry.unique(block, on_bad))
+            while len(pending) >= shard_size:
+                run.shard(pending[:shard_size])
+                del pending[:shard_size]
+        if pending:
+            run.shard(pending)
+        run.flush(0)
+        out.remove_shards_from(len(run.records))
+        n_docs = sum(r["count"] for r in run.records)
+        manifest.update(status="complete", count=n_docs, rejected=rejects.count,
+                        shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in run.records])
+        rejects.finish()
+        out.write_manifest(manifest)
+    return CorpusSummary(str(out_dir), n_docs, run.embedded, run.hits, run.resumed, rejects.count,
+                         len(run.records), run.written, time.perf_counter() - t0)
+
+
+class _Shard:
+    """A shard on its way: rows filled from the cache at once, from the executor as results come."""
+
+    __slots__ = ("content", "docs", "i", "keys", "rec", "vectors", "waiting")
+
+    def __init__(self, i: int, docs: list[Doc], keys: list[bytes], content: str, rec: dict | None):
+        self.i, self.docs, self.keys, self.content, self.rec = i, docs, keys, content, rec
+        self.vectors: np.ndarray | None = None
+        self.waiting = 0   # rows still without a vector
+
+
 class _Run:
-    def __init__(self, embedder, store, ns, out: OutputDir, settings_sha: str, dim: int, truncate_dim, batch_size, bar):
-        self.embedder, self.store, self.ns, self.out = embedder, store, ns, out
-        self.settings_sha, self.dim, self.truncate_dim, self.batch_size = settings_sha, dim, truncate_dim, batch_size
-        self.bar = bar
+    """The per-shard work: resume check, cache lookup, submits, results, shards written in order."""
+
+    def __init__(self, executor: Executor, store, ns, out: OutputDir, plan: Plan, bar, window: int):
+        self.executor, self.store, self.ns, self.out, self.bar, self.window = executor, store, ns, out, bar, window
+        self.settings_sha, self.dim = plan.settings_sha, plan.dim
+        self.open: deque[_Shard] = deque()   # shards read, not written yet, in order
+        self.open_docs = 0
+        self.rows: dict[bytes, list[tuple[_Shard, int]]] = {}   # text in flight -> its repeats waiting for it
+        self.submits = 0                                         # submits not back yet
         self.records: list[dict] = []
         self.embedded = self.hits = self.resumed = self.written = 0
 
     def shard(self, docs: list[Doc]) -> None:
-        i = len(self.records)
+        i = len(self.records) + len(self.open)
         keys = [d.key for d in docs]
         content = _content_digest(docs, keys)
-        rec = self.out.completed(i, content, self.settings_sha)
-        if rec is None:
-            vectors = np.empty((len(docs), self.dim), dtype=np.float32)
+        sh = _Shard(i, docs, keys, content, self.out.completed(i, content, self.settings_sha))
+        self.open_docs += len(docs)
+        if sh.rec is None:
+            sh.vectors = np.empty((len(docs), self.dim), dtype=np.float32)
             for start in range(0, len(docs), EMBED_CHUNK):
-                stop = min(start + EMBED_CHUNK, len(docs))
-                vectors[start:stop] = self._vectors(docs[start:stop], keys[start:stop])
-            titles = [snippet(d.title, d.text) for d in docs]
-            rec = self.out.write_shard(i, vectors, [d.id for d in docs], titles, content, self.settings_sha)
-            self.written += 1
+                self._submit(sh, start, min(start + EMBED_CHUNK, len(docs)))
+                self.flush(self.window)   # local: every result in (and cached) before the next lookup
         else:
             self.resumed += len(docs)
             self.bar.update(len(docs), 0, self)
-        self.records.append(rec)
+        self.open.append(sh)
+        self.flush(self.window)
 
-    def _vectors(self, docs: list[Doc], keys: list[bytes]) -> np.ndarray:
+    def _submit(self, sh: _Shard, start: int, stop: int) -> None:
+        """Cache lookup for rows [start, stop); a missing text not already submitted goes to the executor."""
         if self.store is not None:
-            vectors, found = self.store.get(self.ns, keys)
+            sh.vectors[start:stop], found = self.store.get(self.ns, sh.keys[start:stop])
         else:
-            vectors, found = np.empty((len(docs), self.dim), np.float32), np.zeros(len(docs), bool)
-        first: dict[bytes, int] = {}  # unique missing texts -> first row
-        for j in np.flatnonzero(~found):
-            first.setdefault(keys[j], int(j))
-        tokens = 0
-        if first:
-            rows = list(first.values())
-            texts = [docs[j].text for j in rows]
-            new = self.embedder.encode(texts, batch_size=self.batch_size, truncate_dim=self.truncate_dim)
-            if self.bar.enabled:
-                tokens = sum(len(t) for t in self.embedder.tokenize(texts))
-            vectors[rows] = new
-            for j in np.flatnonzero(~found):  # in-chunk repeats of a missing text
-                f = first[keys[j]]
-                if f != j:
-                    vectors[j] = vectors[f]
-            if self.store is not None:
-                self.store.put(self.ns, [keys[j] for j in rows], new)
-        misses = int((~found).sum())
-        self.embedded += misses
-        self.hits += len(docs) - misses
-        self.bar.update(len(docs), tokens, self)
-        return vectors
+            found = np.zeros(stop - start, bool)
+        missing = (np.flatnonzero(~found) + start).tolist()
+        new: list[int] = []   # rows whose text goes to the executor
+        for j in missing:
+            repeats = self.rows.get(sh.keys[j])
+            if repeats is None:
+                self.rows[sh.keys[j]] = []
+                new.append(j)
+            else:
+                repeats.append((sh, j))
+        sh.waiting += len(missing)
+        self.embedded += len(missing)
+        self.hits += stop - start - len(missing)
+        self.bar.update(stop - start - len(missing), 0, self)
+        for b in range(0, len(new), self.executor.batch):
+            part = new[b : b + self.executor.batch]
+            self.executor.submit([sh.docs[j].text for j in part], (sh, part))
+            self.submits += 1
+
+    def flush(self, limit: int) -> None:
+        """Write finished shards in order; take results while more than limit documents are open."""
+        while True:
+            if self.open and self.open[0].waiting == 0:
+                self._write(self.open.popleft())
+            elif self.submits and self.open_docs > limit:
+                self._receive()
+            else:
+                return
+
+    def _receive(self) -> None:
+        (sh, rows), vectors, tokens = self.executor.next()
+        self.submits -= 1
+        sh.vectors[rows] = vectors
+        sh.waiting -= len(rows)
+        keys = [sh.keys[j] for j in rows]
+        filled = len(rows)
+        for i, key in enumerate(keys):
+            for other, j in self.rows.pop(key):   # repeats that waited for this text
+                other.vectors[j] = vectors[i]
+                other.waiting -= 1
+                filled += 1
+        if self.store is not None:
+            self.store.put(self.ns, keys, vectors)
+        self.bar.update(filled, tokens, self)
+
+    def _write(self, sh: _Shard) -> None:
+        self.open_docs -= len(sh.docs)
+        if sh.rec is None:
+            titles = [snippet(d.title, d.text) for d in sh.docs]
+            sh.rec = self.out.write_shard(sh.i, sh.vectors, [d.id for d in sh.docs], titles, sh.content,
+                                          self.settings_sha)
+            self.written += 1
+        self.records.append(sh.rec)
 
 
 def _content_digest(docs: Iterable[Doc], keys: Iterable[bytes]) -> str:
@@ -274,25 +436,20 @@ def _blocks(it: Iterator[Doc], n: int) -> Iterator[list[Doc]]:
 
 
 def _embedder(model, precision, device, threads, cache_dir):
-    """(Embedder, the model reference to store in the manifest for ``embed search``)."""
+    """model itself when it is an Embedder, else the Embedder it names."""
     from ..embedder import Embedder
     from ..models import DEFAULT_MODEL
 
     if isinstance(model, Embedder):
-        source = getattr(model, "_exported", None)
-        source = source.meta.get("source", "") if source is not None else ""
-        return model, source[len("local:"):] if source.startswith("local:") else model.name
+        return model
     model = DEFAULT_MODEL if model is None else model
-    ref = os.fspath(model)
-    if Path(ref).expanduser().is_dir():
-        ref = str(Path(ref).expanduser().resolve())
-    return Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir), ref
+    return Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
 
 
 def _open_cache(cache, cache_dir):
+    """(cache or None, whether this run opened it and must close it)."""
     from .cache import EmbeddingCache, default_cache_path
 
-    """(cache or None, whether this run opened it and must close it)."""
     if cache is False or cache is None:
         return None, False
     if isinstance(cache, EmbeddingCache):

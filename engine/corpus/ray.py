@@ -3,12 +3,13 @@
 Two entry points (Ray is the ``ray`` extra: ``pip install 'embed-engine[ray]'``):
 
 * ``embed_corpus_ray(inputs, out_dir, model, ...)`` - what ``embed encode --ray`` runs. It is
-  ``engine.corpus.embed_corpus`` with the model calls sent to a pool of Ray actors::
+  ``engine.corpus.driver.drive`` (the one corpus driver, ``embed_corpus``'s) with a pool of Ray
+  actors as its executor instead of the local Embedder::
 
       driver: files -> engine.corpus.readers -> duplicate-id check -> shard i = docs [i*S, (i+1)*S)
-              -> shard complete? keep it : cache lookup -> unique misses -> batches ─┐
-      actors (EmbedBatch, one model each, threads = CPUs per actor): batch -> vectors  │
-      driver: vectors + cache hits -> cache insert -> write shard i (OutputDir) <──────┘
+              -> shard complete? keep it : cache lookup -> new misses -> _ActorPool.submit ─┐
+      actors (EmbedBatch, one model each, threads = CPUs per actor): batch -> vectors        │
+      driver: _ActorPool.next -> cache insert -> shard's rows all in: write shard i <────────┘
               -> manifest
 
   The driver reads the inputs (so ids, composed texts, bad records and duplicate ids follow
@@ -16,7 +17,8 @@ Two entry points (Ray is the ``ray`` extra: ``pip install 'embed-engine[ray]'``)
   actors only turn texts into vectors. The output layout, settings and done records are those
   of the local path, so ``embed search``, ``iter_shards`` and ``load_index`` read it unchanged,
   and a run started locally can be finished on Ray or the other way round. Memory on the driver
-  is bounded by the shards in flight (enough to keep every actor busy), not by the corpus.
+  is bounded by the shards in flight (enough to keep every actor busy), not by the corpus. This
+  module holds only the Ray side: connecting, resources, the actors and the pool (the executor).
 
 * ``embed_dataset(ds, model, ...)`` - for data already in a ``ray.data.Dataset``: adds an
   ``embedding`` column with ``map_batches`` over an actor pool of the same ``EmbedBatch``
@@ -36,9 +38,9 @@ Worker death, resume, cache
   atomically and named by its shard position, a retried or repeated batch can never duplicate or
   drop a row. Killing the driver is the local path's kill -9 case.
 * The embedding cache lives with the driver: it looks every text up before sending work out,
-  sends only the misses (each distinct text once per shard) and inserts the vectors that come
-  back before writing the shard. Counts differ from a local run only when a text repeats across
-  shards still in flight: it is embedded (and counted) once per such shard.
+  sends only the misses (a text once while it is in flight) and inserts the vectors as they come
+  back. Counts differ from a local run only when a text repeats while its first copy is still in
+  flight: locally the repeat is a cache hit, here it waits for that copy and counts as embedded.
 * Vectors match the local path's to float rounding (batch composition and thread count change
   the last bits), not bit for bit.
 """
@@ -75,22 +77,24 @@ class EmbedBatch:
     """A Ray Data callable class (and actor): loads the model once, embeds batches of texts.
 
     ``__call__(batch)`` takes a dict of columns (Ray Data's numpy batch format) and adds
-    ``output_column`` (float32 (n, dim)); ``encode(texts)`` serves the driver of
-    ``embed_corpus_ray``. threads defaults to the CPUs the actor was given.
+    ``output_column`` (float32 (n, dim)); ``encode(texts)`` -> (vectors, tokens) serves the pool of
+    ``embed_corpus_ray``: each actor is a ``LocalExecutor`` on its node (tokens counted when
+    count_tokens). threads defaults to the CPUs the actor was given.
     """
 
     def __init__(self, model, *, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
                  cache_dir: str | None = None, batch_size: int = 32, truncate_dim: int | None = None,
                  text_column: str = "text", title_column: str | None = None, output_column: str = "embedding",
-                 fingerprint: str | None = None):
+                 fingerprint: str | None = None, count_tokens: bool = False):
         if threads is not None:  # the tokenizer's Rayon pool, sized like onnxruntime's
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         from ..embedder import Embedder
+        from .driver import LocalExecutor
 
         self.embedder = Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
         if fingerprint is not None:
             self.ready(fingerprint)
-        self.batch_size, self.truncate_dim = batch_size, truncate_dim
+        self.local = LocalExecutor(self.embedder, batch_size, truncate_dim, count_tokens)
         self.text_column, self.title_column, self.output_column = text_column, title_column, output_column
 
     def ready(self, fingerprint: str) -> str:
@@ -101,11 +105,9 @@ class EmbedBatch:
                 "same weights (and embed-engine version) on every node, or point --model at shared storage")
         return fingerprint
 
-    def encode(self, texts: list[str], count_tokens: bool = False) -> tuple[np.ndarray, int]:
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """(vectors, tokens) for texts; tokens is 0 unless count_tokens (progress bars)."""
-        vectors = self.embedder.encode(texts, batch_size=self.batch_size, truncate_dim=self.truncate_dim)
-        tokens = sum(len(t) for t in self.embedder.tokenize(texts)) if count_tokens else 0
-        return vectors, tokens
+        return self.local.embed(texts)
 
     def __call__(self, batch: dict) -> dict:
         from .readers import compose
@@ -174,31 +176,28 @@ def _resources(device: str, precision: str, cpus_per_actor, gpus_per_actor) -> t
 def _driver_model(model, precision: str, cache_dir):
     """Export (or find) the model on the driver.
 
-    Returns (exported, manifest ref, model for the actors, cache_dir for the actors, precision).
+    Returns (exported, ref, cache_dir for the actors): ref (``model_ref``) is both what the
+    manifest stores and what the actors load; a ready Embedder brings its own precision
+    (``exported.precision``) and cache folder.
     """
-    from .driver import _embedder
     from ..embedder import Embedder
-    from ..models import DEFAULT_MODEL
     from ..models.export import load_or_export
+    from .driver import model_ref
 
+    ref = model_ref(model)
     if isinstance(model, Embedder):
         exported = model._exported
-        _, ref = _embedder(model, None, None, None, None)  # a ready Embedder brings its own precision
-        return exported, ref, ref, str(exported.folder.parent.parent), exported.precision
-    model = DEFAULT_MODEL if model is None else model
-    ref = os.fspath(model)
-    if Path(ref).expanduser().is_dir():
-        ref = str(Path(ref).expanduser().resolve())
+        return exported, ref, str(exported.folder.parent.parent)
     exported = load_or_export(ref, precision=precision, cache_dir=cache_dir)
     # an explicit cache folder (argument or $EMBED_ENGINE_CACHE) goes to the actors as well; the
     # default (~/.cache/embed-engine) is left to each worker's own home
     explicit = cache_dir if cache_dir is not None else os.environ.get("EMBED_ENGINE_CACHE") or None
     actor_cache = str(Path(explicit).expanduser().resolve()) if explicit is not None else None
-    return exported, ref, ref, actor_cache, precision
+    return exported, ref, actor_cache
 
 
-def _actor_kwargs(actor_model, actor_cache, exported, precision, device, threads, cpus, batch_size, truncate_dim):
-    return {"model": actor_model, "precision": precision, "device": device,
+def _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim) -> dict:
+    return {"model": ref, "precision": exported.precision, "device": device,
             "threads": threads or max(1, int(cpus)), "cache_dir": actor_cache, "batch_size": batch_size,
             "truncate_dim": truncate_dim, "fingerprint": exported.fingerprint}
 
@@ -219,9 +218,8 @@ def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: st
     """
     _import_ray()
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
-    exported, _, actor_model, actor_cache, precision = _driver_model(model, precision, cache_dir)
-    kwargs = _actor_kwargs(actor_model, actor_cache, exported, precision, device, threads, cpus, batch_size,
-                           truncate_dim)
+    exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
+    kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim)
     kwargs.update(text_column=text_column, title_column=title_column, output_column=output_column)
     if actors is None:
         actors = _default_actors(cpus, gpus)
@@ -265,91 +263,52 @@ def embed_corpus_ray(
     The other arguments are ``embed_corpus``'s; shard_size (default 10,000) and the model settings
     define the output, so a rerun - on Ray or not - must use the same ones.
     """
-    from .driver import (
-        DEFAULT_SHARD_SIZE,
-        ID_BLOCK,
-        CorpusSummary,
-        Plan,
-        _blocks,
-        _IdRegistry,
-        _open_cache,
-        _Progress,
-        _Rejects,
-        check_options,
-    )
-    from .readers import Fields, count_records, expand_inputs, iter_documents
-    from .shards import OutputDir
+    from .driver import DEFAULT_SHARD_SIZE, Plan, check_options, drive
+    from .readers import Fields, expand_inputs
 
     t0 = time.perf_counter()
     ray = _import_ray()
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     check_options(shard_size=shard_size, batch_size=batch_size, ray_batch_size=ray_batch_size,
-                  id_field=id_field, text_field=text_field)
-    if actors is not None:
-        check_options(actors=actors)
+                  id_field=id_field, text_field=text_field, **({} if actors is None else {"actors": actors}))
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
     paths = expand_inputs(inputs)
-    exported, model_ref, actor_model, actor_cache, precision = _driver_model(model, precision, cache_dir)
-    # settings and manifest exactly as embed_corpus writes them: the outputs are interchangeable
-    plan = Plan.build(paths, exported.spec.name, exported.fingerprint, precision, exported.spec.dim, model_ref,
-                      Fields(id_field, text_field, title_field or None), truncate_dim, shard_size)
-    fields, settings, settings_sha, manifest = plan.fields, plan.settings, plan.settings_sha, plan.manifest
-    truncate_dim, dim = plan.truncate_dim, plan.dim
-    with contextlib.ExitStack() as stack:
-        out = stack.enter_context(OutputDir(out_dir))  # lock and settings check before any cluster starts
-        out.check_settings(settings, overwrite)
-        if connect(address):
-            stack.callback(ray.shutdown)
-        n_actors = actors or _default_actors(cpus, gpus)
-        kwargs = _actor_kwargs(actor_model, actor_cache, exported, precision, device, threads, cpus, batch_size,
-                               truncate_dim)
-        pool = stack.enter_context(_ActorPool(ray, n_actors, cpus, gpus, kwargs))
-        out.write_manifest(manifest)
-        store, owned = _open_cache(cache, cache_dir)
-        if owned:
-            stack.enter_context(store)
-        ns = store.namespace(exported.fingerprint, precision, truncate_dim, dim) if store else None
-        rejects = stack.enter_context(_Rejects(out.path, enabled=skip_bad))
-        registry = stack.enter_context(_IdRegistry(out.path / ".ids.sqlite"))
-        bar = stack.enter_context(_Progress(count_records(paths) if progress else None, progress))
-        # enough documents in flight to give every actor INFLIGHT_PER_ACTOR full batches, and at
-        # least two shards, so reading and writing overlap with embedding
-        max_open = max(2 * shard_size, 2 * n_actors * INFLIGHT_PER_ACTOR * ray_batch_size)
-        run = _RayRun(pool, store, ns, out, settings_sha, dim, ray_batch_size, bar, max_open)
-
-        docs = iter_documents(paths, fields, on_bad=rejects.add if skip_bad else None)
-        pending = []
-        for block in _blocks(docs, min(ID_BLOCK, shard_size)):
-            pending.extend(registry.unique(block, rejects.add if skip_bad else None))
-            while len(pending) >= shard_size:
-                run.shard(pending[:shard_size])
-                del pending[:shard_size]
-        if pending:
-            run.shard(pending)
-        run.drain()
-        out.remove_shards_from(len(run.records))
-        n_docs = sum(r["count"] for r in run.records)
-        manifest.update(status="complete", count=n_docs, rejected=rejects.count,
-                        shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in run.records])
-        rejects.finish()
-        out.write_manifest(manifest)
-    return CorpusSummary(str(out_dir), n_docs, run.embedded, run.hits, run.resumed, rejects.count,
-                         len(run.records), run.written, time.perf_counter() - t0)
+    exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
+    plan = Plan.build(paths, exported, ref, Fields(id_field, text_field, title_field or None), truncate_dim,
+                      shard_size)
+    kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim)
+    pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": progress}, ray_batch_size)
+    return drive(plan, out_dir, pool, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad, overwrite=overwrite,
+                 progress=progress, t0=t0)
 
 
 class RayWorkerError(EngineError, RuntimeError):
     """A Ray actor failed for good (retries spent); the shards written so far are kept."""
 
 
-class _ActorPool:
-    """EmbedBatch actors fed from a queue: at most INFLIGHT_PER_ACTOR calls on each, results as they finish."""
+@contextlib.contextmanager
+def _pool(ray, address, actors, cpus: float, gpus: float, kwargs: dict, batch: int):
+    """The driver's executor: connect (a cluster this starts is shut down after), then the actor pool."""
+    started = connect(address)
+    try:
+        with _ActorPool(ray, actors or _default_actors(cpus, gpus), cpus, gpus, kwargs, batch) as pool:
+            yield pool
+    finally:
+        if started:
+            ray.shutdown()
 
-    def __init__(self, ray, n: int, cpus: float, gpus: float, kwargs: dict):
-        self.ray = ray
+
+class _ActorPool:
+    """The Ray executor of ``engine.corpus.driver.drive``: EmbedBatch actors fed from a queue, at
+    most INFLIGHT_PER_ACTOR calls on each, results as they finish (submit / next, see the driver)."""
+
+    def __init__(self, ray, n: int, cpus: float, gpus: float, kwargs: dict, batch: int = RAY_BATCH):
+        self.ray, self.batch = ray, batch
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus or None, max_restarts=MAX_RESTARTS,
                             max_task_retries=MAX_TASK_RETRIES)(EmbedBatch)
         fingerprint = kwargs["fingerprint"]
         self.actors = [remote.remote(**{**kwargs, "fingerprint": None}) for _ in range(n)]
+        self.capacity = n * INFLIGHT_PER_ACTOR * batch   # texts on the actors at once
         self.load = [0] * n
         self.queue: deque = deque()
         self.inflight: dict = {}   # ref -> (actor index, tag)
@@ -362,8 +321,8 @@ class _ActorPool:
             self.close()
             raise RayWorkerError(f"a Ray actor could not load the model: {e}") from None
 
-    def submit(self, texts: list[str], tag, count_tokens: bool) -> None:
-        self.queue.append((texts, tag, count_tokens))
+    def submit(self, texts: list[str], tag) -> None:
+        self.queue.append((texts, tag))
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -371,23 +330,23 @@ class _ActorPool:
             i = min(range(len(self.actors)), key=self.load.__getitem__)
             if self.load[i] >= INFLIGHT_PER_ACTOR:
                 return
-            texts, tag, count_tokens = self.queue.popleft()
-            self.inflight[self.actors[i].encode.remote(texts, count_tokens)] = (i, tag)
+            texts, tag = self.queue.popleft()
+            self.inflight[self.actors[i].encode.remote(texts)] = (i, tag)
             self.load[i] += 1
 
-    def next(self):
-        """(tag, (vectors, tokens)) of a finished call; blocks until one finishes."""
+    def next(self) -> tuple[object, np.ndarray, int]:
+        """(tag, vectors, tokens) of a finished call; blocks until one finishes."""
         ray = self.ray
         (ref,), _ = ray.wait(list(self.inflight), num_returns=1)
         i, tag = self.inflight.pop(ref)
         self.load[i] -= 1
         try:
-            result = ray.get(ref)
+            vectors, tokens = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             raise RayWorkerError(f"embedding on Ray failed after {MAX_TASK_RETRIES} retries ({e}); the shards "
                                  "written so far are kept: rerun the same command to resume") from e
         self._dispatch()
-        return tag, result
+        return tag, vectors, tokens
 
     def close(self) -> None:
         for a in self.actors:
@@ -400,98 +359,3 @@ class _ActorPool:
 
     def __exit__(self, *exc):
         self.close()
-
-
-class _Shard:
-    __slots__ = ("batches", "content", "docs", "fill", "i", "keys", "miss_keys", "miss_rows", "rec", "vectors")
-
-    def __init__(self, i, docs, keys, content, rec):
-        self.i, self.docs, self.keys, self.content, self.rec = i, docs, keys, content, rec
-        self.vectors = None
-        self.batches = 0           # actor calls not back yet
-        self.miss_keys: list[bytes] = []
-        self.miss_rows: list[int] = []
-        self.fill: list[tuple[int, int]] = []  # (row, first row of the same missing text)
-
-
-class _RayRun:
-    """The local path's per-shard work, with the misses embedded by the actor pool, in flight."""
-
-    def __init__(self, pool: _ActorPool, store, ns, out, settings_sha, dim, ray_batch, bar, max_open):
-        self.pool, self.store, self.ns, self.out = pool, store, ns, out
-        self.settings_sha, self.dim, self.ray_batch, self.bar, self.max_open = settings_sha, dim, ray_batch, bar, max_open
-        self.open: deque[_Shard] = deque()
-        self.open_docs = 0
-        self.records: list[dict] = []
-        self.embedded = self.hits = self.resumed = self.written = 0
-
-    def shard(self, docs) -> None:
-        from .driver import EMBED_CHUNK, _content_digest
-
-        i = len(self.records) + len(self.open)
-        keys = [d.key for d in docs]
-        content = _content_digest(docs, keys)
-        sh = _Shard(i, docs, keys, content, self.out.completed(i, content, self.settings_sha))
-        if sh.rec is None:
-            sh.vectors = np.empty((len(docs), self.dim), dtype=np.float32)
-            first: dict[bytes, int] = {}   # missing text -> its first row in the shard
-            for start in range(0, len(docs), EMBED_CHUNK):
-                stop = min(start + EMBED_CHUNK, len(docs))
-                if self.store is not None:
-                    vectors, found = self.store.get(self.ns, keys[start:stop])
-                    sh.vectors[start:stop] = vectors
-                else:
-                    found = np.zeros(stop - start, bool)
-                for j in np.flatnonzero(~found) + start:
-                    f = first.setdefault(keys[j], int(j))
-                    if f != j:
-                        sh.fill.append((int(j), f))
-                misses = int((~found).sum())
-                self.embedded += misses
-                self.hits += stop - start - misses
-            sh.miss_rows = list(first.values())
-            sh.miss_keys = list(first)
-            self.bar.update(len(docs) - len(sh.miss_rows), 0, self)
-            for start in range(0, len(sh.miss_rows), self.ray_batch):
-                rows = sh.miss_rows[start : start + self.ray_batch]
-                self.pool.submit([docs[j].text for j in rows], (sh, rows), self.bar.enabled)
-                sh.batches += 1
-        else:
-            self.resumed += len(docs)
-            self.bar.update(len(docs), 0, self)
-        self.open.append(sh)
-        self.open_docs += len(docs)
-        self._flush(self.max_open)
-
-    def drain(self) -> None:
-        self._flush(0)
-
-    def _flush(self, limit: int) -> None:
-        """Write finished shards in order; wait for results while more than limit docs are open."""
-        while self.open:
-            head = self.open[0]
-            if head.batches == 0:
-                self._finish(self.open.popleft())
-                continue
-            if self.open_docs <= limit:
-                return
-            (sh, rows), (vectors, tokens) = self.pool.next()
-            sh.vectors[rows] = vectors
-            sh.batches -= 1
-            self.bar.update(len(rows), tokens, self)
-
-    def _finish(self, sh: _Shard) -> None:
-        from .shards import snippet
-
-        self.open_docs -= len(sh.docs)
-        if sh.rec is None:
-            for j, f in sh.fill:
-                sh.vectors[j] = sh.vectors[f]
-            if self.store is not None and sh.miss_rows:
-                self.store.put(self.ns, sh.miss_keys, sh.vectors[sh.miss_rows])
-            titles = [snippet(d.title, d.text) for d in sh.docs]
-            sh.rec = self.out.write_shard(sh.i, sh.vectors, [d.id for d in sh.docs], titles, sh.content,
-                                          self.settings_sha)
-            self.written += 1
-        self.records.append(sh.rec)
-        sh.docs = sh.vectors = None  # free the shard's memory
