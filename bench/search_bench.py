@@ -109,7 +109,7 @@ def timed(fn):
     return time.perf_counter() - t, r
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--dim", type=int, default=384)
@@ -121,85 +121,80 @@ def main(argv=None):
     ap.add_argument("--binary-oversample", type=int, default=20)
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    nqs = [int(v) for v in args.nq.split(",")]
-    skip = set(filter(None, args.skip.split(",")))
-    n, d, k = args.n, args.dim, args.k
+    return ap.parse_args(argv)
 
-    load_start = list(os.getloadavg())  # other work on the cores makes timings noisy: recorded
-    t0 = time.perf_counter()
-    x, q_all = make_data(n, d, max(nqs))
-    print(f"data: {n} x {d} float32 ({x.nbytes / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    contenders = {}
+def build_indexes(x, workdir):
+    """Our fp32 Index in memory, and our int8 Index saved to ``workdir`` and re-loaded with ``mmap=True``."""
+    d = x.shape[1]
     fp = Index(d, "fp32")
     fp.add(x)
-    contenders["ours_fp32"] = lambda q: fp.search(q, k)
-
-    tmpdir = tempfile.TemporaryDirectory(prefix="search_bench_")
     q8_build = Index(d, "int8")
     q8_build.add(x)
-    path = os.path.join(tmpdir.name, "int8.eidx")
+    path = os.path.join(workdir, "int8.eidx")
     q8_build.save(path)
     del q8_build
-    q8 = Index.load(path, mmap=True, verify=False)
-    os8 = args.oversample or q8.oversample
-    contenders["ours_int8"] = lambda q: q8.search(q, k, oversample=os8)
+    return fp, Index.load(path, mmap=True, verify=False)
 
-    faiss_ver = None
-    if not {"faiss_flat", "faiss_sq8"} <= skip:
-        try:
-            import faiss
 
-            faiss_ver = faiss.__version__
-            flat = faiss.IndexFlatIP(d)
-            flat.add(x)
-            sq8 = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-            sq8.train(x[: min(n, 100_000)])
-            sq8.add(x)
-            contenders["faiss_flat"] = lambda q: flat.search(q, k)
-            contenders["faiss_sq8"] = lambda q: sq8.search(q, k)
-        except ImportError:
-            print("faiss not installed: skipping FAISS (pip install faiss-cpu)", file=sys.stderr)
-    contenders["numpy"] = lambda q: numpy_search(x, q, k)
-    if "ours_binary" not in skip:  # sign codes + popcount, then exact rescoring (informational)
-        from engine.kernels.binary import pack_signs, topk_hamming
-        from engine.kernels.topk import rescore
+def add_faiss(contenders, x, k, skip):
+    """Add the FAISS contenders unless skipped; returns faiss's version (None when skipped or not installed)."""
+    if {"faiss_flat", "faiss_sq8"} <= skip:
+        return None
+    try:
+        import faiss
+    except ImportError:
+        print("faiss not installed: skipping FAISS (pip install faiss-cpu)", file=sys.stderr)
+        return None
+    n, d = x.shape
+    flat = faiss.IndexFlatIP(d)
+    flat.add(x)
+    sq8 = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    sq8.train(x[: min(n, 100_000)])
+    sq8.add(x)
+    contenders["faiss_flat"] = lambda q: flat.search(q, k)
+    contenders["faiss_sq8"] = lambda q: sq8.search(q, k)
+    return faiss.__version__
 
-        bcodes = pack_signs(x)
-        vecs_mm = q8._vecs
 
-        def binary_search(q):
-            _, cand = topk_hamming(bcodes, q, d, min(n, k * args.binary_oversample))
-            return rescore(vecs_mm, q, cand, k)
+def binary_contender(x, vecs, k, oversample):
+    """Sign codes + popcount scan for ``k * oversample`` candidates, then exact rescoring from ``vecs``."""
+    from engine.kernels.binary import pack_signs, topk_hamming
+    from engine.kernels.topk import rescore
 
-        contenders["ours_binary"] = binary_search
-    for name in skip:
-        contenders.pop(name, None)
+    n, d = x.shape
+    bcodes = pack_signs(x)
 
-    # memory-bandwidth bound (same run)
+    def binary_search(q):
+        _, cand = topk_hamming(bcodes, q, d, min(n, k * oversample))
+        return rescore(vecs, q, cand, k)
+
+    return binary_search
+
+
+def bandwidth_bound(x, codes, rounds):
+    """Best time (s) of one parallel pass over the fp32 matrix and over the int8 codes."""
+    n = x.shape[0]
     sums = np.empty(n, np.float32)
     sums8 = np.empty(n, np.int32)
-    codes = q8._codes[:n]
     _sum_rows_f32(x[:1000], sums[:1000])
     _sum_rows_i8(codes[:1000], sums8[:1000])
     bw32, bw8 = [], []
-    for _ in range(max(args.rounds, 5)):
+    for _ in range(rounds):
         bw32.append(timed(lambda: _sum_rows_f32(x, sums))[0])
         bw8.append(timed(lambda: _sum_rows_i8(codes, sums8))[0])
-    bound32, bound8 = min(bw32), min(bw8)
-    print(f"bandwidth bound: fp32 pass {bound32 * 1e3:.1f} ms ({x.nbytes / bound32 / 1e9:.1f} GB/s), "
-          f"int8 pass {bound8 * 1e3:.1f} ms ({codes.nbytes / bound8 / 1e9:.1f} GB/s)", flush=True)
+    return min(bw32), min(bw8)
 
-    mem_fp = fp.memory_usage()
-    mem_8 = q8.memory_usage()
+
+def run_contenders(contenders, q_all, nqs, rounds_small, rounds_large):
+    """Time every contender at every query count (warm-up first, alternating order); ``nq -> name -> stats``."""
     results = {}
     for nq in nqs:
         q = np.ascontiguousarray(q_all[:nq])
         warm_q = q[: min(nq, 128)]  # same code paths as nq (thresholds at 64 queries)
         for fn in contenders.values():     # warm-up (compiles, page cache, thread pools)
             fn(warm_q)
-        rounds = args.rounds if nq <= 64 else args.rounds_large
+        rounds = rounds_small if nq <= 64 else rounds_large
         times = {name: [] for name in contenders}
         outs = {}
         for r in range(rounds):
@@ -221,7 +216,11 @@ def main(argv=None):
         results[nq] = row
         line = ", ".join(f"{nm} {v['best_ms']:.1f} ms (r={v['recall_at_k']:.3f})" for nm, v in row.items())
         print(f"nq={nq}: {line}", flush=True)
+    return results
 
+
+def speed_ratios(results, bound32, bound8):
+    """``nq -> ratio name -> value`` (None where a contender is missing)."""
     def ratio(a, b):
         return a / b if a and b else None
 
@@ -237,9 +236,13 @@ def main(argv=None):
             "faiss_sq8_over_ours_int8": ratio(g("faiss_sq8"), g("ours_int8")),
             "ours_int8_over_bound_int8": ratio(g("ours_int8"), bound8 * 1e3),
         }
-    mem_ratio = mem_8["resident"] / mem_fp["resident"]
+    return table
+
+
+def check_targets(table, mem_ratio):
+    """Each target -> met (True/False), or None where its query count was not run."""
     t = lambda nq, key: (table.get(nq, {}).get(key) or 0)
-    targets = {
+    return {
         "fp32 within 1.3x of bandwidth bound at nq=1": t(1, "ours_fp32_over_bound_fp32") <= 1.3 if 1 in table else None,
         "fp32 >= 2x FAISS FlatIP at nq=1": t(1, "faiss_flat_over_ours_fp32") >= 2 if 1 in table else None,
         "fp32 >= 2x FAISS FlatIP at nq=16": t(16, "faiss_flat_over_ours_fp32") >= 2 if 16 in table else None,
@@ -248,6 +251,67 @@ def main(argv=None):
         "int8 >= 2x FAISS SQ8 at every nq": all(t(nq, "faiss_sq8_over_ours_int8") >= 2 for nq in table),
         "int8 resident memory <= 26% of fp32": mem_ratio <= 0.26,
     }
+
+
+def print_summary(report, names):
+    """The Markdown table, memory, recall and targets of ``report`` (contenders in the order ``names``)."""
+    cfg, bw, mem = report["config"], report["bandwidth"], report["memory"]
+    results, table = report["results_ms"], report["ratios"]
+    print()
+    print(f"n={cfg['n']}, dim={cfg['dim']}, k={cfg['k']}; best of rounds (ms); "
+          f"bandwidth bound fp32 {bw['fp32_pass_ms']:.1f} ms, int8 {bw['int8_pass_ms']:.1f} ms")
+    print("| nq | " + " | ".join(names) + " | fp32/bound | FlatIP/fp32 | fp32/int8 | SQ8/int8 |")
+    print("|---" * (len(names) + 5) + "|")
+    for nq, row in results.items():
+        r = table[nq]
+        f = lambda v: f"{v:.2f}x" if v else "-"
+        print(f"| {nq} | " + " | ".join(f"{row[nm]['best_ms']:,.1f}" for nm in names)
+              + f" | {f(r['ours_fp32_over_bound_fp32'])} | {f(r['faiss_flat_over_ours_fp32'])}"
+              f" | {f(r['ours_fp32_over_ours_int8'])} | {f(r['faiss_sq8_over_ours_int8'])} |")
+    load_start = report["machine"]["load_average_start_end"][0]
+    print(f"load average (1/5/15 min) at start {load_start}, at end {list(os.getloadavg())}")
+    print(f"\nint8 index resident memory: {mem['int8_resident_bytes'] / 1e6:.1f} MB "
+          f"vs fp32 {mem['fp32_resident_bytes'] / 1e6:.1f} MB ({mem['int8_over_fp32']:.1%}); "
+          f"fp32 vectors memory-mapped for rescoring ({mem['int8_mapped_bytes'] / 1e6:.1f} MB on disk)")
+    print("recall@k vs exact: " + "; ".join(
+        f"nq={nq}: " + ", ".join(f"{nm} {v['recall_at_k']:.3f}" for nm, v in row.items())
+        for nq, row in results.items()))
+    for name, ok in report["targets"].items():
+        print(f"  [{'met' if ok else 'MISSED' if ok is not None else 'n/a'}] {name}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    nqs = [int(v) for v in args.nq.split(",")]
+    skip = set(filter(None, args.skip.split(",")))
+    n, d, k = args.n, args.dim, args.k
+
+    load_start = list(os.getloadavg())  # other work on the cores makes timings noisy: recorded
+    t0 = time.perf_counter()
+    x, q_all = make_data(n, d, max(nqs))
+    print(f"data: {n} x {d} float32 ({x.nbytes / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    tmpdir = tempfile.TemporaryDirectory(prefix="search_bench_")
+    fp, q8 = build_indexes(x, tmpdir.name)
+    os8 = args.oversample or q8.oversample
+    contenders = {"ours_fp32": lambda q: fp.search(q, k), "ours_int8": lambda q: q8.search(q, k, oversample=os8)}
+    faiss_ver = add_faiss(contenders, x, k, skip)
+    contenders["numpy"] = lambda q: numpy_search(x, q, k)
+    if "ours_binary" not in skip:  # sign codes + popcount, then exact rescoring (informational)
+        contenders["ours_binary"] = binary_contender(x, q8._vecs, k, args.binary_oversample)
+    for name in skip:
+        contenders.pop(name, None)
+
+    codes = q8._codes[:n]
+    bound32, bound8 = bandwidth_bound(x, codes, max(args.rounds, 5))  # same run
+    print(f"bandwidth bound: fp32 pass {bound32 * 1e3:.1f} ms ({x.nbytes / bound32 / 1e9:.1f} GB/s), "
+          f"int8 pass {bound8 * 1e3:.1f} ms ({codes.nbytes / bound8 / 1e9:.1f} GB/s)", flush=True)
+
+    mem_fp = fp.memory_usage()
+    mem_8 = q8.memory_usage()
+    results = run_contenders(contenders, q_all, nqs, args.rounds, args.rounds_large)
+    table = speed_ratios(results, bound32, bound8)
+    mem_ratio = mem_8["resident"] / mem_fp["resident"]
     report = {
         "command": "python bench/search_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {"n": n, "dim": d, "k": k, "nq": nqs, "oversample": os8, "data": "clustered unit vectors"},
@@ -263,36 +327,16 @@ def main(argv=None):
                    "int8_mapped_bytes": mem_8["mapped"], "int8_over_fp32": mem_ratio},
         "results_ms": {str(nq): row for nq, row in results.items()},
         "ratios": {str(nq): r for nq, r in table.items()},
-        "targets": targets,
+        "targets": check_targets(table, mem_ratio),
         "environment": environment(),
     }
-
-    names = list(contenders)
-    print()
-    print(f"n={n}, dim={d}, k={k}; best of rounds (ms); bandwidth bound fp32 {bound32 * 1e3:.1f} ms, "
-          f"int8 {bound8 * 1e3:.1f} ms")
-    print("| nq | " + " | ".join(names) + " | fp32/bound | FlatIP/fp32 | fp32/int8 | SQ8/int8 |")
-    print("|---" * (len(names) + 5) + "|")
-    for nq, row in results.items():
-        r = table[nq]
-        f = lambda v: f"{v:.2f}x" if v else "-"
-        print(f"| {nq} | " + " | ".join(f"{row[nm]['best_ms']:,.1f}" for nm in names)
-              + f" | {f(r['ours_fp32_over_bound_fp32'])} | {f(r['faiss_flat_over_ours_fp32'])}"
-              f" | {f(r['ours_fp32_over_ours_int8'])} | {f(r['faiss_sq8_over_ours_int8'])} |")
-    print(f"load average (1/5/15 min) at start {load_start}, at end {list(os.getloadavg())}")
-    print(f"\nint8 index resident memory: {mem_8['resident'] / 1e6:.1f} MB vs fp32 {mem_fp['resident'] / 1e6:.1f} MB "
-          f"({mem_ratio:.1%}); fp32 vectors memory-mapped for rescoring ({mem_8['mapped'] / 1e6:.1f} MB on disk)")
-    print("recall@k vs exact: " + "; ".join(
-        f"nq={nq}: " + ", ".join(f"{nm} {v['recall_at_k']:.3f}" for nm, v in row.items()) for nq, row in results.items()))
-    for name, ok in targets.items():
-        print(f"  [{'met' if ok else 'MISSED' if ok is not None else 'n/a'}] {name}")
+    print_summary(report, list(contenders))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.out}")
     tmpdir.cleanup()
     return report
-
 
 if __name__ == "__main__":
     main()

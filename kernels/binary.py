@@ -97,7 +97,8 @@ def topk_hamming(codes: np.ndarray, queries: np.ndarray, dim: int, k: int) -> tu
         raise ValueError(f"k must be >= 0, got {k}")
     qcodes = pack_signs(np.atleast_2d(queries))
     if qcodes.shape[1] != codes.shape[1] or -(-dim // 64) != codes.shape[1]:
-        raise ValueError(f"queries of dim {np.shape(queries)[-1]} do not match codes of {codes.shape[1]} words / dim {dim}")
+        raise ValueError(f"queries of dim {np.shape(queries)[-1]} do not match codes of {codes.shape[1]} words "
+                         f"/ dim {dim}")
     n, nq = codes.shape[0], qcodes.shape[0]
     kk = min(k, n)
     if kk == 0 or nq == 0:

@@ -21,7 +21,8 @@ def _unit(rng, n, d):
 @pytest.fixture
 def numpy_as_cupy(monkeypatch):
     fake = types.ModuleType("cupy")
-    for name in ("partition", "cumsum", "nonzero", "take_along_axis", "argsort", "concatenate", "broadcast_to", "arange", "int64", "float32"):
+    for name in ("partition", "cumsum", "nonzero", "take_along_axis", "argsort", "concatenate", "broadcast_to",
+                 "arange", "int64", "float32"):
         setattr(fake, name, getattr(np, name))
     fake.asarray = np.asarray
     fake.asnumpy = np.asarray

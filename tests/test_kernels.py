@@ -5,8 +5,12 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.kernels import quantize as Q
 from engine.kernels import topk as T
+from engine.kernels.binary import pack_signs, topk_hamming
 from engine.kernels.quantize import (
     calibrate_scales,
     dequantize,
@@ -16,8 +20,6 @@ from engine.kernels.quantize import (
     topk_int8,
 )
 from engine.kernels.topk import rescore, topk_dot
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # ----------------------------------------------------------------------------- oracles
 
@@ -329,8 +331,6 @@ def test_heap_sentinels_lose_to_real_entries():
 
 
 # ----------------------------------------------------------------------------- binary codes
-
-from engine.kernels.binary import pack_signs, topk_hamming
 
 
 def test_pack_signs_bits_and_padding():

@@ -30,8 +30,8 @@ def three_tiny(tmp_path_factory, tiny_model_dir):
 def test_lab_writes_json_and_pngs(three_tiny, tiny_cache, tmp_path):
     texts = tmp_path / "texts.jsonl"
     words = ["fox dog lazy", "vectors numbers cosine", "numba python loops", "onnx runtime networks"]
-    texts.write_text("".join(json.dumps({"_id": f"t{i}", "title": "", "text": f"{words[i % 4]} {i}", "label": f"g{i % 4}"}) + "\n"
-                             for i in range(24)))
+    rows = [{"_id": f"t{i}", "title": "", "text": f"{words[i % 4]} {i}", "label": f"g{i % 4}"} for i in range(24)]
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = run_lab(three_tiny + ["no-such-model-xyz"], tmp_path / "lab", texts_path=texts, limit=12,
                   cache_dir=tiny_cache, log=lambda *a: None)
     assert len(res["models"]) == 3 and res["skipped"][0]["model"] == "no-such-model-xyz"
@@ -49,8 +49,9 @@ def test_lab_writes_json_and_pngs(three_tiny, tiny_cache, tmp_path):
 
 
 def test_parameter_count_matches_weights(tiny_embedder, tiny_model_dir, tiny_cache):
-    from engine.models.export import load_or_export
     from safetensors.numpy import load_file
+
+    from engine.models.export import load_or_export
 
     stats = onnx_stats(load_or_export(str(tiny_model_dir), cache_dir=tiny_cache).onnx_path)
     weights = sum(v.size for k, v in load_file(str(tiny_model_dir / "model.safetensors")).items() if "pooler" not in k)

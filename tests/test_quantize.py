@@ -68,7 +68,8 @@ def test_int8_graph_and_settings(int8_embedder, tiny_embedder):
     [
         pytest.param({"op_types": ("MatMul",)}, {"Attention", "MatMulInteger"}, id="matmul-only-keeps-fp32-attention"),
         pytest.param({"weight_type": "QUInt8", "per_channel": False}, {"MatMulInteger"}, id="u8-per-tensor"),
-        pytest.param({"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {"MatMul", "MatMulInteger"}, id="exclude-ffn-output"),
+        pytest.param({"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {"MatMul", "MatMulInteger"},
+                     id="exclude-ffn-output"),
         pytest.param({"gelu": "erf"}, {"BiasGelu", "QAttention"}, id="exact-gelu"),
     ],
 )
@@ -162,10 +163,9 @@ def test_int8_export_records_calibration_parity(int8_embedder):
 
 def test_int8_parity_floor_refuses_a_drifting_graph(fp32_graph, tmp_path, tiny_cache):
     """A graph whose vectors are far from fp32 (here: another random model) fails the export check."""
-    from tests.conftest import build_tiny_model
-
     from engine.models.fetch import spec_from_folder
     from engine.models.quantize import check_int8_parity
+    from tests.conftest import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other-bert", seed=1)
     other_graph = load_or_export(str(other), "fp32", cache_dir=tiny_cache).onnx_path

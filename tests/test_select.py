@@ -18,7 +18,8 @@ TOPICS = ["fox dog lazy jumps", "vectors numbers cosine similarity", "numba pyth
 
 @pytest.fixture()
 def synthetic_beir(tmp_path):
-    docs = [{"_id": f"d{t}{j}", "title": TOPICS[t].split()[0], "text": f"{TOPICS[t]} {j}"} for t in range(6) for j in range(5)]
+    docs = [{"_id": f"d{t}{j}", "title": TOPICS[t].split()[0], "text": f"{TOPICS[t]} {j}"}
+            for t in range(6) for j in range(5)]
     queries = [{"_id": f"q{t}", "text": TOPICS[t]} for t in range(6)]
     qrels = [(f"q{t}", f"d{t}{j}", 1 + (j == 0)) for t in range(6) for j in range(3)]
     return write_beir(tmp_path / "synthetic", docs, queries, qrels)
@@ -80,7 +81,8 @@ def test_cli_eval_and_select(synthetic_beir, tiny_model_dir, tiny_cache, tmp_pat
     assert "ndcg@10" in capsys.readouterr().out
     assert main(["eval", "--beir", str(synthetic_beir), "--split", "dev", "--model", str(tiny_model_dir)]) == 1
     assert "available splits: ['test']" in capsys.readouterr().err
-    assert main(["select", "--corpus", str(synthetic_beir / "corpus.jsonl"), "--queries", str(synthetic_beir / "queries.jsonl"),
+    assert main(["select", "--corpus", str(synthetic_beir / "corpus.jsonl"),
+                 "--queries", str(synthetic_beir / "queries.jsonl"),
                  "--qrels", str(synthetic_beir / "qrels" / "test.tsv"), "--models", str(tiny_model_dir),
                  "--precisions", "fp32", "--index-precisions", "fp32", "--dims", "full", "8", "--speed-docs", "8",
                  "--out", str(tmp_path / "sel")]) == 0

@@ -33,7 +33,8 @@ def _session(nodes, inputs, inits, threads):
 
     graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -43,7 +44,10 @@ def _session(nodes, inputs, inits, threads):
 
 
 def _time_us(sess, feeds, blocks=20, per_block=8) -> float:
-    """Best mean over ``blocks`` blocks of ``per_block`` runs: short blocks so one quiet moment of a shared machine suffices."""
+    """Best mean over ``blocks`` blocks of ``per_block`` runs.
+
+    Short blocks, so one quiet moment of a shared machine suffices.
+    """
     for _ in range(5):
         sess.run(None, feeds)
     best = float("inf")

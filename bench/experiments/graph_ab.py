@@ -122,8 +122,12 @@ def main(argv=None) -> int:
                              providers=["CPUExecutionProvider"])
         base = onnx.load(opts.optimized_model_filepath)
     hidden = emb.dim
-    variants = {"as loaded": base, "fold_bias": fold_bias(base), "fold_bias + ln_sumsq": ln_sumsq(fold_bias(base), hidden),
-                "as loaded (again)": base}
+    variants = {
+        "as loaded": base,
+        "fold_bias": fold_bias(base),
+        "fold_bias + ln_sumsq": ln_sumsq(fold_bias(base), hidden),
+        "as loaded (again)": base,
+    }
 
     sessions = {}
     for name, model in variants.items():
@@ -150,7 +154,8 @@ def main(argv=None) -> int:
     for n in names:
         cos = (pooled(sessions[n]) * ref).sum(1)
         rate = len(toks) / best[n].sum()
-        print(f"{n:<24} {rate:7.2f} docs/s {rate / base_rate:6.3f}x   cosine to 'as loaded' mean {cos.mean():.5f} min {cos.min():.5f}")
+        print(f"{n:<24} {rate:7.2f} docs/s {rate / base_rate:6.3f}x   "
+              f"cosine to 'as loaded' mean {cos.mean():.5f} min {cos.min():.5f}")
     return 0
 
 

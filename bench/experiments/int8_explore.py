@@ -32,7 +32,8 @@ VARIANTS: dict[str, tuple[str, dict | None, dict]] = {
     "fp32 fused (reference)": ("fused", None, {}),
     "dyn MatMul, s8 per-channel": ("fused", {"op_types": ("MatMul",)}, {}),
     "dyn MatMul+Attention, s8 per-channel": ("fused", {}, {}),
-    "dyn MatMul+Attention+EmbedLN, s8 per-channel": ("fused", {"op_types": ("MatMul", "Attention", "EmbedLayerNormalization")}, {}),
+    "dyn MatMul+Attention+EmbedLN, s8 per-channel": (
+        "fused", {"op_types": ("MatMul", "Attention", "EmbedLayerNormalization")}, {}),
     "dyn MatMul+Attention, u8 per-tensor": ("fused", {"weight_type": "QUInt8", "per_channel": False}, {}),
     "dyn MatMul+Attention, s8 per-tensor": ("fused", {"per_channel": False}, {}),
     "dyn MatMul+Attention, s8 per-channel, reduce_range": ("fused", {"reduce_range": True}, {}),
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             if cfg is STATIC:
                 subprocess.run([sys.executable, str(HERE / "int8_static_qdq.py"), str(graphs[graph]), str(path),
-                                "--tokenizer", str(resolved.folder), "--max-length", str(emb.max_seq_length)], check=True)
+                                "--tokenizer", str(resolved.folder), "--max-length", str(emb.max_seq_length)],
+                               check=True)
             else:
                 quantize_int8(graphs[graph], path, emb.spec, resolved.folder, config=cfg)
             build_s[name] = time.perf_counter() - t
@@ -126,6 +128,11 @@ def main(argv=None) -> int:
     def encode(name, texts):
         emb._session = sessions[name]  # bench only: run the engine's pipeline on this variant's graph
         return emb.encode(texts, batch_size=32)
+
+    def seconds(name, texts):
+        t = time.perf_counter()
+        encode(name, texts)
+        return time.perf_counter() - t
 
     qdocs = docs[: args.quality_docs]
     qsents = sents[:2000]
@@ -145,20 +152,21 @@ def main(argv=None) -> int:
         encode(name, tdocs[:32]), encode(name, tsents[:256])
     for _ in range(args.rounds):
         for name in sessions:
-            t = time.perf_counter(); encode(name, tdocs); dt = time.perf_counter() - t
-            results[name]["docs_per_s"] = max(results[name]["docs_per_s"], len(tdocs) / dt)
-            t = time.perf_counter(); encode(name, tsents); dt = time.perf_counter() - t
-            results[name]["sents_per_s"] = max(results[name]["sents_per_s"], len(tsents) / dt)
+            r = results[name]
+            r["docs_per_s"] = max(r["docs_per_s"], len(tdocs) / seconds(name, tdocs))
+            r["sents_per_s"] = max(r["sents_per_s"], len(tsents) / seconds(name, tsents))
 
     base = results[names[0]]
-    print(f"\nmodel {args.model}, cpu_isa {cpu_isa()}, threads {args.threads}, docs {len(tdocs)} (quality {len(qdocs)}), "
-          f"sentences {len(tsents)} (quality {len(qsents)}), best of {args.rounds} round-robin rounds\n")
+    print(f"\nmodel {args.model}, cpu_isa {cpu_isa()}, threads {args.threads}, "
+          f"docs {len(tdocs)} (quality {len(qdocs)}), sentences {len(tsents)} (quality {len(qsents)}), "
+          f"best of {args.rounds} round-robin rounds\n")
     print("| variant | MB | docs/s | x fp32 | sents/s | x fp32 | cos docs mean / min | cos sents mean / min |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['mb']} | {r['docs_per_s']:.1f} | {r['docs_per_s'] / base['docs_per_s']:.2f} | "
               f"{r['sents_per_s']:.0f} | {r['sents_per_s'] / base['sents_per_s']:.2f} | "
-              f"{r['cos_docs_mean']:.4f} / {r['cos_docs_min']:.4f} | {r['cos_sents_mean']:.4f} / {r['cos_sents_min']:.4f} |")
+              f"{r['cos_docs_mean']:.4f} / {r['cos_docs_min']:.4f} | "
+              f"{r['cos_sents_mean']:.4f} / {r['cos_sents_min']:.4f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"model": args.model, "cpu_isa": cpu_isa(), "threads": args.threads,
                                           "results": results, "build_s": build_s, "environment": environment()},

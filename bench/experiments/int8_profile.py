@@ -5,7 +5,8 @@ the engine's exported fp32 and int8 graphs and prints each op type's share of ke
 ``--runtime-graph`` profiles the graphs as the CPU runtime loads them (layer norms decomposed,
 ``engine.models.graph.cpu_graph``) instead of the exports on disk.
 
-Run: .venv/bin/python bench/experiments/int8_profile.py [--model all-MiniLM-L6-v2] [--batch 32] [--runs 3] [--threads 2] [--runtime-graph]
+Run: .venv/bin/python bench/experiments/int8_profile.py [--model all-MiniLM-L6-v2] [--batch 32] [--runs 3]
+     [--threads 2] [--runtime-graph]
 """
 from __future__ import annotations
 

@@ -111,7 +111,8 @@ def main(argv=None) -> int:
 
     candidates = {"all-MiniLM-L6-v2 (uncased BERT WordPiece)": Tokenizer.from_file(str(l6.folder / "tokenizer.json"))}
     cased = Tokenizer.from_file(str(l6.folder / "tokenizer.json"))
-    cased.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    cased.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
+                                                  lowercase=False)
     candidates["all-MiniLM-L6-v2 vocab, lower-casing off"] = cased
     try:
         mp = resolve("all-mpnet-base-v2")

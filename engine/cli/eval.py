@@ -30,18 +30,22 @@ def register(sub) -> None:
     p.add_argument("--beir", metavar="DIR", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--sts", metavar="FILE", help="STS tsv (STS Benchmark csv layout: ... score sentence1 sentence2)")
-    p.add_argument("--model", action="append", help="model name or folder; repeat for several (default: all-MiniLM-L6-v2)")
+    p.add_argument("--model", action="append",
+                   help="model name or folder; repeat for several (default: all-MiniLM-L6-v2)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="model precision")
     p.add_argument("--index-precision", default="fp32", choices=["fp32", "int8"])
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation (re-normalized)")
-    p.add_argument("--max-docs", type=int, default=None, help="evaluate on a sample: sampled queries keep all their judged docs")
+    p.add_argument("--max-docs", type=int, default=None,
+                   help="evaluate on a sample: sampled queries keep all their judged docs")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--embeddings-cache", metavar="PATH", default=None, help=CACHE_HELP)
     p.add_argument("--out", metavar="FILE", help="write all results as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compare", help="the model lab: several models side by side (similarities, agreement, speed, t-SNE)")
-    p.add_argument("--models", nargs="+", default=None, help="models (default: every catalogued model that is installed)")
+    p = sub.add_parser("compare",
+                       help="the model lab: several models side by side (similarities, agreement, speed, t-SNE)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="models (default: every catalogued model that is installed)")
     p.add_argument("--texts", metavar="FILE", default=None,
                    help="jsonl with _id/title/text and an optional label (any format 'embed encode' reads; "
                         "default: the built-in sample corpus, labelled by topic)")
@@ -50,7 +54,8 @@ def register(sub) -> None:
     p.add_argument("--embeddings-cache", metavar="PATH", default=None, help=CACHE_HELP)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("select", help="grid-evaluate models x precisions x index x dims on your data; write a decision record")
+    p = sub.add_parser("select",
+                       help="grid-evaluate models x precisions x index x dims on your data; write a decision record")
     p.add_argument("--beir", metavar="DIR", help="a BEIR folder (instead of --corpus/--queries/--qrels)")
     p.add_argument("--split", default="test")
     p.add_argument("--corpus", metavar="FILE", help="corpus.jsonl (_id, title, text)")
@@ -61,12 +66,14 @@ def register(sub) -> None:
     p.add_argument("--index-precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     p.add_argument("--dims", nargs="+", default=["full", "256", "128", "64"], help="truncations ('full' = model dim)")
     p.add_argument("--tolerance", type=float, default=0.01, help="relative nDCG@10 loss accepted (default 0.01 = 1%%)")
-    p.add_argument("--max-docs", type=int, default=None, help="quick run on a sample that keeps the sampled queries' judged docs")
+    p.add_argument("--max-docs", type=int, default=None,
+                   help="quick run on a sample that keeps the sampled queries' judged docs")
     p.add_argument("--speed-docs", type=int, default=256, help="docs timed for throughput (default 256)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--embeddings-cache", metavar="PATH", default=None, help=CACHE_HELP)
-    p.add_argument("--out", metavar="DIR", default="select", help="output folder (results.json, decision.md, pareto.png)")
+    p.add_argument("--out", metavar="DIR", default="select",
+                   help="output folder (results.json, decision.md, pareto.png)")
     p.set_defaults(func=cmd_select)
 
 
@@ -106,7 +113,8 @@ def cmd_eval(args) -> int:
         rows = [{**r, "index": r["index_precision"]} for r in results["retrieval"]]
         print(format_table(rows, RETRIEVAL_COLUMNS))
     if results["sts"]:
-        print(f"\nSTS ({results['sts'][0]['dataset']}, {results['sts'][0]['pairs']} pairs): correlation of cosine with gold")
+        first = results["sts"][0]
+        print(f"\nSTS ({first['dataset']}, {first['pairs']} pairs): correlation of cosine with gold")
         print(format_table(results["sts"], ["model", "precision", "dim", "spearman", "pearson"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

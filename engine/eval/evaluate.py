@@ -54,7 +54,8 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
             if len(parts) == 4:  # TREC style: qid 0 docid score
                 parts = [parts[0], parts[2], parts[3]]
             if len(parts) != 3:
-                raise InputError(f"{path}:{n}: expected 3 tab-separated columns 'query-id corpus-id score', got {len(parts)}")
+                raise InputError(f"{path}:{n}: expected 3 tab-separated columns 'query-id corpus-id score', "
+                                 f"got {len(parts)}")
             try:
                 score = int(float(parts[2]))
             except ValueError:
@@ -116,7 +117,8 @@ def subsample(ds: BeirDataset, max_docs: int, seed: int = 0, max_queries: int | 
         qsel.append(int(qi))
     if not qsel:
         raise InputError(f"max_docs={max_docs} is too small to hold the judged documents of any query; raise it")
-    others = np.array([i for i in rng.permutation(len(ds.doc_ids)) if i not in keep][: max(0, max_docs - len(keep))], dtype=int)
+    unjudged = [i for i in rng.permutation(len(ds.doc_ids)) if i not in keep]
+    others = np.array(unjudged[: max(0, max_docs - len(keep))], dtype=int)
     docs = sorted(keep | set(others.tolist()))
     qsel.sort()
     return BeirDataset(
@@ -156,14 +158,19 @@ def retrieve(doc_vecs: np.ndarray, query_vecs: np.ndarray, doc_ids: list[str], k
         try:
             from ..index.index import Index
         except ImportError as e:
-            raise InputError(f"index_precision='int8' needs engine.index, which is not available ({e}); use 'fp32'") from None
+            raise InputError(f"index_precision='int8' needs engine.index, which is not available ({e}); "
+                             "use 'fp32'") from None
         index = Index(doc_vecs.shape[1], precision="int8")
         index.add(doc_vecs, ids=np.arange(len(doc_ids), dtype=np.int64))
         top, idx = index.search(query_vecs, k=k)
         top = np.asarray(top, dtype=np.float32)
         idx = np.asarray(idx, dtype=np.int64)
-        order = np.array([sorted(range(k), key=lambda j, r=r: (-top[r, j], doc_ids[idx[r, j]] if idx[r, j] >= 0 else "\uffff"))
-                          for r in range(len(idx))], dtype=np.int64).reshape(idx.shape)
+
+        def rank_key(r, j):  # score descending, ties by doc id, empty slots (-1) last
+            return (-top[r, j], doc_ids[idx[r, j]] if idx[r, j] >= 0 else "\uffff")
+
+        order = np.array([sorted(range(k), key=lambda j, r=r: rank_key(r, j)) for r in range(len(idx))],
+                         dtype=np.int64).reshape(idx.shape)
         idx = np.take_along_axis(idx, order, axis=1)
         top = np.take_along_axis(top, order, axis=1)
     else:
@@ -209,7 +216,8 @@ def load_sts(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]
             if not row or not any(c.strip() for c in row):
                 continue
             if len(row) < 3:
-                raise InputError(f"{path}:{n}: expected tab-separated '... score sentence1 sentence2', got {len(row)} columns")
+                raise InputError(f"{path}:{n}: expected tab-separated '... score sentence1 sentence2', "
+                                 f"got {len(row)} columns")
             # STS Benchmark rows may carry extra source columns after sentence2
             if len(row) >= 7:
                 score, a, b = row[4], row[5], row[6]

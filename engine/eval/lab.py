@@ -235,7 +235,8 @@ def plot_agreement(names: list[str], pairs: dict, path: Path) -> Path:
             m[i, j] = m[j, i] = a["spearman"]
             o[i, j] = o[j, i] = a[f"top{NEIGHBOURS}_overlap"]
     fig, axes = plt.subplots(1, 2, figsize=(4 + 2.2 * n, 2 + 1.4 * n), dpi=100)
-    for ax, mat, title in ((axes[0], m, "Spearman of pairwise similarities"), (axes[1], o, f"top-{NEIGHBOURS} neighbour overlap")):
+    panels = ((axes[0], m, "Spearman of pairwise similarities"), (axes[1], o, f"top-{NEIGHBOURS} neighbour overlap"))
+    for ax, mat, title in panels:
         ax.imshow(mat, cmap="magma", vmin=0, vmax=1)
         ax.set_xticks(range(n))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
@@ -243,7 +244,8 @@ def plot_agreement(names: list[str], pairs: dict, path: Path) -> Path:
         ax.set_yticklabels(names, fontsize=7)
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", color="w" if mat[i, j] < 0.6 else "k", fontsize=8)
+                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center",
+                        color="w" if mat[i, j] < 0.6 else "k", fontsize=8)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

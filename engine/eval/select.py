@@ -124,7 +124,8 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
                         search_ms = measure_search(dv, qv, ip)
                     except InputError as e:
                         log(f"skip {emb.name} {precision} index {ip}: {e}")
-                        skipped.append({"model": emb.name, "precision": precision, "index_precision": ip, "reason": str(e)})
+                        skipped.append({"model": emb.name, "precision": precision, "index_precision": ip,
+                                        "reason": str(e)})
                         continue
                     ram, disk = bytes_per_vector(d, ip)
                     row = {
@@ -243,13 +244,15 @@ def decision_record(result: dict) -> str:
         f"**Use {config_name(rec)}** ({rec['dim']}-d vectors).",
         "",
         f"- Cost in quality: {cost_line(rec)}.",
-        f"- Best quality measured: {config_name(best)}: nDCG@10 {best['ndcg@10']:.4f}, recall@100 {best['recall@100']:.4f}, "
-        f"{best['encode_docs_per_s']:.1f} docs/s, {best['query_ms']:.1f} ms/query, {best['bytes_per_vector']} B/vector.",
+        f"- Best quality measured: {config_name(best)}: nDCG@10 {best['ndcg@10']:.4f}, "
+        f"recall@100 {best['recall@100']:.4f}, {best['encode_docs_per_s']:.1f} docs/s, "
+        f"{best['query_ms']:.1f} ms/query, {best['bytes_per_vector']} B/vector.",
         f"- Saves: encodes {rec['encode_docs_per_s'] / best['encode_docs_per_s']:.2f}x as many docs per second as the "
         f"best-quality configuration ({rec['encode_docs_per_s']:.1f} vs {best['encode_docs_per_s']:.1f} docs/s), "
         f"answers a query in {rec['query_ms']:.1f} instead of {best['query_ms']:.1f} ms, and stores "
         f"{best['bytes_per_vector'] - rec['bytes_per_vector']} fewer bytes per vector "
-        f"({(best['bytes_per_vector'] - rec['bytes_per_vector']) * 1_000_000 / 2**20:,.0f} MiB less RAM per million documents).",
+        f"({(best['bytes_per_vector'] - rec['bytes_per_vector']) * 1_000_000 / 2**20:,.0f} MiB less RAM "
+        "per million documents).",
     ]
     if run:
         lines.append(f"- Runner-up: {config_name(run)}: {cost_line(run)}.")
@@ -258,9 +261,9 @@ def decision_record(result: dict) -> str:
         "## Rule",
         "",
         f"Candidates are the configurations with nDCG@10 >= (1 - {tol:g}) x best = {result['floor']:.4f} "
-        f"({result['candidates']} of {len(result['rows'])}). Among them: highest encode throughput of the model + precision "
-        "(it also dominates query latency), then fewest bytes per vector, then higher nDCG@10. The runner-up is "
-        "the first candidate in that order with a different model or model precision.",
+        f"({result['candidates']} of {len(result['rows'])}). Among them: highest encode throughput of the model "
+        "+ precision (it also dominates query latency), then fewest bytes per vector, then higher nDCG@10. "
+        "The runner-up is the first candidate in that order with a different model or model precision.",
         "",
         "Throughput is measured on a fixed sample of corpus documents after a warm-up; query latency is one query "
         "encoded alone plus one k=10 search. The machine is shared: timings vary by about 10% between runs, so "
@@ -277,11 +280,13 @@ def decision_record(result: dict) -> str:
               "B/vector": r["bytes_per_vector"],
               "candidate": "yes" if r["ndcg@10"] >= result["floor"] else ""}
              for r in sorted(result["rows"], key=lambda r: -r["ndcg@10"])]
-    lines.append(format_table(table, ["config", "nDCG@10", "recall@100", "docs/s", "ms/query", "B/vector", "candidate"]))
+    columns = ["config", "nDCG@10", "recall@100", "docs/s", "ms/query", "B/vector", "candidate"]
+    lines.append(format_table(table, columns))
     if result["skipped"]:
         lines += ["", "## Not evaluated", ""]
-        lines += [f"- {s['model']} {s.get('precision', '')} {('index ' + s['index_precision']) if s.get('index_precision') else ''}: "
-                  f"{s['reason']}" for s in result["skipped"]]
+        for s in result["skipped"]:
+            index = ("index " + s["index_precision"]) if s.get("index_precision") else ""
+            lines.append(f"- {s['model']} {s.get('precision', '')} {index}: {s['reason']}")
     lines += ["", "![quality vs speed](pareto.png)", ""]
     return "\n".join(lines)
 
