@@ -28,6 +28,7 @@ __all__ = [
     "embed_corpus",
     "CorpusSummary",
     "EmbeddingCache",
+    "quantize_embeddings",
     "EngineError",
     "IndexFormatError",
     "InputError",
@@ -48,6 +49,7 @@ _LAZY = {
     "embed_corpus": "corpus",
     "CorpusSummary": "corpus",
     "EmbeddingCache": "corpus.cache",
+    "quantize_embeddings": "quantization",
 }
 
 

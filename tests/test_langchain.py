@@ -1,0 +1,121 @@
+"""engine.integrations.langchain: langchain-tests' standard suites plus oracle checks on the tiny model."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("langchain_core")
+pytest.importorskip("langchain_tests")
+
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa: E402
+from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
+
+from engine import InputError, ModelNotFoundError  # noqa: E402
+from engine.integrations.langchain import EngineEmbeddings  # noqa: E402
+
+TEXTS = ["the quick brown fox", "numba compiles python loops", "héllo wörld café", "a"]
+
+
+class _TinyModel:
+    """Standard-suite settings: the in-test tiny BERT and its session cache (no network)."""
+
+    @pytest.fixture(autouse=True)
+    def _tiny(self, tiny_model_dir, tiny_cache):
+        self._params = {"model": str(tiny_model_dir), "cache_dir": tiny_cache}
+
+    @property
+    def embeddings_class(self) -> type[EngineEmbeddings]:
+        return EngineEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return self._params
+
+
+class TestEngineEmbeddingsUnit(_TinyModel, EmbeddingsUnitTests):
+    pass
+
+
+# The suite's async tests need an event loop (pytest-asyncio comes with langchain-tests); the mark
+# also lands on its sync tests, where pytest-asyncio only warns that it is unused.
+@pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore:.*is marked with '@pytest.mark.asyncio' but it is not an async function")
+class TestEngineEmbeddingsIntegration(_TinyModel, EmbeddingsIntegrationTests):
+    pass
+
+
+@pytest.fixture(scope="module")
+def lc(tiny_model_dir, tiny_cache) -> EngineEmbeddings:
+    return EngineEmbeddings(model=str(tiny_model_dir), cache_dir=tiny_cache)
+
+
+def test_vectors_are_the_embedders(lc, tiny_embedder):
+    """The tiny model has no prompts, so queries and documents embed as plain encode does."""
+    docs = lc.embed_documents(TEXTS)
+    assert isinstance(docs, list) and all(type(v) is list and type(v[0]) is float for v in docs)
+    np.testing.assert_array_equal(np.array(docs, np.float32), tiny_embedder.encode(TEXTS))
+    np.testing.assert_array_equal(np.array(lc.embed_query(TEXTS[1]), np.float32), tiny_embedder.encode(TEXTS[1]))
+    assert lc.embed_documents([]) == []
+    assert lc.embedder.fingerprint == tiny_embedder.fingerprint
+
+
+async def _both(lc):
+    return await lc.aembed_documents(TEXTS), await lc.aembed_query(TEXTS[0])
+
+
+def test_async_equals_sync(lc):
+    import asyncio
+
+    docs, query = asyncio.run(_both(lc))
+    assert docs == lc.embed_documents(TEXTS) and query == lc.embed_query(TEXTS[0])
+
+
+class _Stub:
+    """Records which Embedder method each call went through."""
+
+    def __init__(self, with_prompts: bool):
+        self.calls = []
+        if with_prompts:
+            self.encode_query = lambda t: self._rec("query", t)
+            self.encode_document = lambda t: self._rec("document", t)
+
+    def _rec(self, kind, texts):
+        self.calls.append(kind)
+        return np.zeros(3, np.float32) if isinstance(texts, str) else np.zeros((len(texts), 3), np.float32)
+
+    def encode(self, texts):
+        return self._rec("encode", texts)
+
+
+@pytest.mark.parametrize("with_prompts,expected", [(True, ["document", "query"]), (False, ["encode", "encode"])],
+                         ids=["encode_query/document", "encode-fallback"])
+def test_uses_prompt_methods_when_present(lc, with_prompts, expected):
+    stub = _Stub(with_prompts)
+    lc2 = object.__new__(EngineEmbeddings)
+    lc2.embedder = stub
+    assert lc2.embed_documents(["x", "y"]) == [[0.0] * 3] * 2
+    assert lc2.embed_query("x") == [0.0] * 3
+    assert stub.calls == expected
+
+
+def test_wrong_argument_kinds(lc):
+    with pytest.raises(InputError, match="embed_documents takes a list of strings"):
+        lc.embed_documents("one string")
+    with pytest.raises(InputError, match="embed_query takes one string"):
+        lc.embed_query(["a", "b"])
+
+
+def test_bad_model_fails_at_construction(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        EngineEmbeddings(model="no-such-model", cache_dir=tmp_path)
+
+
+def test_missing_langchain_core_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "langchain_core", None)
+    monkeypatch.delitem(sys.modules, "langchain_core.embeddings", raising=False)
+    monkeypatch.delitem(sys.modules, "engine.integrations.langchain")
+    with pytest.raises(ImportError, match=r"pip install 'embed-engine\[langchain\]'"):
+        importlib.import_module("engine.integrations.langchain")
