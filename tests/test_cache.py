@@ -24,6 +24,7 @@ def test_roundtrip_and_misses(tmp_path):
         ns = c.namespace("m/fp32/8/abc", "fp32", None, dim=8)
         keys = [key(f"t{i}") for i in range(1200)]  # more than one SELECT ... IN chunk
         vecs = rng.standard_normal((1200, 8)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)  # a normalized namespace stores unit vectors
         c.put(ns, keys[:1000], vecs[:1000])
         got, found = c.get(ns, keys)
         assert found[:1000].all() and not found[1000:].any()
@@ -43,7 +44,7 @@ def test_namespaces_are_separate(tmp_path):
         d = c.namespace("m/int8/8/def", "int8", None, dim=8)     # other model / precision
         assert len({a, b, d}) == 3
         assert c.namespace("m/fp32/8/abc", "fp32", None, dim=8) == a
-        c.put(a, [key("x")], np.ones((1, 8), np.float32))
+        c.put(a, [key("x")], np.full((1, 8), 8 ** -0.5, np.float32))
         assert not c.get(b, [key("x")])[1].any() and not c.get(d, [key("x")])[1].any()
         with pytest.raises(InputError, match="expected \\(1, 4\\)"):
             c.put(b, [key("x")], np.ones((1, 8), np.float32))
@@ -53,25 +54,190 @@ def test_namespaces_are_separate(tmp_path):
         assert c.get(c.namespace("m/fp32/8/abc", "fp32", None, dim=8), [key("x")])[1].all()
 
 
-def test_not_a_database(tmp_path):
+def unit_rows(n, dim, seed=0):
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def moved_aside(path):
+    return sorted(path.parent.glob(path.name + ".corrupt-*"))
+
+
+def test_not_a_database_is_moved_aside_and_rebuilt(tmp_path, caplog):
     p = tmp_path / "c.sqlite"
-    p.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(InputError, match="cannot open the embedding cache.*--no-cache"):
-        EmbeddingCache(p)
+    junk = b"this is not sqlite" * 100
+    p.write_bytes(junk)
+    with caplog.at_level("WARNING", logger="engine.corpus.cache"), EmbeddingCache(p) as c:
+        ns = c.namespace("m", "fp32", None, dim=8)
+        c.put(ns, [key("x")], unit_rows(1, 8))
+        assert c.get(ns, [key("x")])[1].all() and not c.disabled
+    (old,) = moved_aside(p)
+    assert old.read_bytes() == junk   # moved, not deleted
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and str(p) in record.getMessage() and str(old) in record.getMessage()
+    with EmbeddingCache(p) as c:      # the new cache persists
+        assert c.count() == 1
+
+
+def damage(path, seed=1):
+    """Overwrite three pages in the middle of a SQLite file with random bytes."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 2 // 4096 * 4096)
+        f.write(np.random.default_rng(seed).integers(0, 256, 3 * 4096, dtype=np.uint8).tobytes())
+
+
+def filled_cache(path, n=2000, dim=32):
+    keys = [key(f"t{i}") for i in range(n)]
+    with EmbeddingCache(path) as c:
+        ns = c.namespace("m", "fp32", None, dim=dim)
+        c.put(ns, keys, unit_rows(n, dim))
+    return keys
+
+
+def test_damage_found_mid_run_is_misses_and_one_warning(tmp_path, caplog):
+    p = tmp_path / "c.sqlite"
+    keys = filled_cache(p)
+    damage(p)
+    before = p.read_bytes()
+    with caplog.at_level("WARNING", logger="engine.corpus.cache"), EmbeddingCache(p) as c:
+        ns = c.namespace("m", "fp32", None, dim=32)   # the damaged pages hold vectors, not the schema
+        vecs, found = c.get(ns, keys)                  # sqlite3.DatabaseError before
+        assert not found.any() and not vecs.any() and c.disabled
+        c.put(ns, keys[:5], unit_rows(5, 32))          # dropped, no error
+        assert not c.get(ns, keys[:5])[1].any() and c.count() == 0
+        assert c.namespace("m", "fp32", None, dim=32) == ns and c.namespace("m2", "fp32", None, dim=32) != ns
+    assert len(caplog.records) == 1 and "goes on without it" in caplog.records[0].getMessage()
+    (old,) = moved_aside(p)
+    assert old.read_bytes() == before   # nothing lost
+    with EmbeddingCache(p) as c:         # the next run starts a new cache
+        assert c.count() == 0 and not c.disabled
+
+
+def test_damaged_cache_does_not_fail_embed_corpus_or_encode_cached(tmp_path, tiny_embedder, caplog):
+    from engine.corpus import embed_corpus
+    from engine.corpus.cache import encode_cached
+    from engine.corpus.shards import iter_shards
+
+    cache = tmp_path / "emb.sqlite"
+    src = write_corpus(tmp_path / "c.jsonl", docs(600))
+    texts = [d["text"] for d in docs(600)]
+    embed_corpus(src, tmp_path / "out1", tiny_embedder, shard_size=200, cache=cache)
+    damage(cache)
+    with caplog.at_level("WARNING", logger="engine.corpus.cache"):
+        s = embed_corpus(src, tmp_path / "out2", tiny_embedder, shard_size=200, cache=cache)
+    assert s.docs == 600 and s.embedded > 0   # the lookups that met the damage were misses
+    assert len(caplog.records) == 1 and len(moved_aside(cache)) == 1
+    vecs = np.concatenate([v for _, _, v in iter_shards(tmp_path / "out2")])
+    np.testing.assert_allclose(vecs, tiny_embedder.encode(texts), atol=1e-6)
+    # the eval side: a new cache was started; fill it, damage it, and encode through it
+    np.testing.assert_allclose(encode_cached(tiny_embedder, texts, cache), vecs, atol=1e-6)
+    damage(cache)
+    emb = Counting(tiny_embedder)
+    np.testing.assert_allclose(encode_cached(emb, texts, cache), vecs, atol=1e-6)
+    assert len(emb.encoded) == 600 and len(moved_aside(cache)) == 2 and len(caplog.records) == 2
+
+
+def test_errors_that_are_not_damage_name_the_file(tmp_path, monkeypatch):
+    import sqlite3
+
+    from engine.errors import EngineError
+
+    p = tmp_path / "c.sqlite"
+    holder = sqlite3.connect(p, isolation_level=None)   # a rollback-journal database, write-locked
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(EngineError, match=rf"embedding cache {p}: cannot open it: database is locked; another "
+                                          r"process holds it locked.*--no-cache"):
+        EmbeddingCache(p, timeout=0.1)
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert not moved_aside(p)            # a locked cache is not a damaged one
+    with EmbeddingCache(p) as c:
+        ns = c.namespace("m", "fp32", None, dim=4)
+
+        class Full:                      # SQLITE_FULL from an insert: the disk is full
+            def __getattr__(self, name):
+                return getattr(c.__dict__["_real"], name)
+
+            def executemany(self, *a):
+                e = sqlite3.OperationalError("database or disk is full")
+                e.sqlite_errorcode = sqlite3.SQLITE_FULL
+                raise e
+
+        c._real = c._db
+        monkeypatch.setattr(c, "_db", Full())
+        with pytest.raises(EngineError, match=rf"embedding cache {p}: cannot write to it: database or disk is full; "
+                                              r"the disk is full"):
+            c.put(ns, [key("x")], unit_rows(1, 4))
+        monkeypatch.undo()
+        assert not c.disabled and not c._db.in_transaction
+        c.put(ns, [key("x")], unit_rows(1, 4))   # still usable
+        assert c.count(ns) == 1
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(EngineError, match="cannot create the folder of the embedding cache"):
+        EmbeddingCache(tmp_path / "a-file" / "c.sqlite")
+
+
+def test_invalid_rows_are_counted_misses_and_rewritten(tmp_path, tiny_embedder):
+    """Wrong byte length, wrong SQL type, non-finite, not unit length (normalized namespaces only)."""
+    import sqlite3
+
+    from engine.corpus import embed_corpus
+    from engine.corpus.readers import text_key
+    from engine.corpus.shards import iter_shards
+
+    path = tmp_path / "emb.sqlite"
+    corpus = docs(20)
+    texts = [d["text"] for d in corpus]
+    good = tiny_embedder.encode(texts)
+    with EmbeddingCache(path) as c:
+        ns = c.namespace(tiny_embedder.fingerprint, tiny_embedder.precision, None, tiny_embedder.dim)
+        raw_ns = c.namespace("raw", "fp32", None, dim=tiny_embedder.dim, normalize=False)
+        c.put(ns, [text_key(t) for t in texts], good)
+        c.put(raw_ns, [text_key(t) for t in texts[:3]], 2 * good[:3])
+    bad = {0: (good[0] * 1.01).tobytes(),           # not unit length
+           1: np.r_[good[1, :-1], np.nan].astype("<f4").tobytes(),
+           2: good[2].tobytes()[:-4],                 # a byte short
+           3: good[3].tobytes() + bytes(4),        # a value too many
+           4: 12345,                                  # not a blob at all
+           5: (good[5] * 0.9995).tobytes()}           # |v|^2 - 1 = -1e-3: within the tolerance
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executemany("UPDATE vectors SET vec=? WHERE ns=? AND sha=?",
+                   [(v, ns, text_key(texts[i])) for i, v in bad.items()])
+    db.close()
+    with EmbeddingCache(path) as c:
+        vecs, found = c.get(ns, [text_key(t) for t in texts] + [text_key(texts[0])])
+        assert found.tolist() == [False] * 5 + [True] * 15 + [False]
+        assert c.rejected_rows == 5   # stored rows, each counted once
+        np.testing.assert_array_equal(vecs[6:20], good[6:])
+        assert not vecs[:5].any()
+        vecs, found = c.get(raw_ns, [text_key(t) for t in texts[:3]])   # normalize=False: length is not checked
+        assert found.all() and c.rejected_rows == 5
+        np.testing.assert_array_equal(vecs, 2 * good[:3])
+        s = embed_corpus(write_corpus(tmp_path / "c.jsonl", corpus), tmp_path / "out", tiny_embedder, cache=c)
+        assert (s.embedded, s.cache_hits) == (5, 15) and c.rejected_rows == 10
+        vecs, found = c.get(ns, [text_key(t) for t in texts])   # rewritten by the fresh vectors
+        assert found.all() and c.rejected_rows == 10
+        want = good.copy()
+        want[5] = np.frombuffer(bad[5], "<f4")   # the slightly short row was kept
+        np.testing.assert_allclose(vecs, want, atol=1e-6)
+    (_, _, shard), = iter_shards(tmp_path / "out")
+    np.testing.assert_allclose(shard, want, atol=1e-6)
 
 
 def test_concurrent_readers_and_a_writer_process(tmp_path):
     """WAL: readers in threads (own connections) see consistent rows while another process writes."""
     path = tmp_path / "c.sqlite"
     with EmbeddingCache(path) as c:
-        ns = c.namespace("m", "fp32", None, dim=4)
+        ns = c.namespace("m", "fp32", None, dim=4, normalize=False)
         base = [key(f"base{i}") for i in range(200)]
         c.put(ns, base, np.tile(np.arange(200, dtype=np.float32)[:, None], (1, 4)))
     writer = subprocess.Popen([sys.executable, "-c", f"""
 import hashlib, numpy as np
 from engine.corpus.cache import EmbeddingCache
 with EmbeddingCache({str(path)!r}) as c:
-    ns = c.namespace("m", "fp32", None, dim=4)
+    ns = c.namespace("m", "fp32", None, dim=4, normalize=False)
     for r in range(30):
         keys = [hashlib.sha256(f"w{{r}}-{{i}}".encode()).digest() for i in range(200)]
         c.put(ns, keys, np.full((200, 4), r, np.float32))

@@ -193,7 +193,8 @@ class CountingEmbedder:
 
     def encode(self, texts, batch_size=32):
         self.encoded += texts
-        return np.array([[len(t), t.count("a"), 1.0, i % 2] for i, t in enumerate(texts)], dtype=np.float32)
+        v = np.array([[len(t), t.count("a"), 1.0, i % 2] for i, t in enumerate(texts)], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)   # unit rows, as Embedder gives (the cache checks)
 
 
 def test_encode_cached_reuses_vectors_of_a_subset(tmp_path):

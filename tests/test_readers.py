@@ -151,3 +151,137 @@ def test_beir_loader_uses_the_reader_errors(tmp_path):
     (root / "corpus.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="corpus not found"):
         load_beir(root)
+
+
+# -- untrusted files: CSV quoting, damaged gzip, lone surrogates -----------------------------
+def read_skipping(paths):
+    """(docs as (id, text, where), rejects as (where, message)) with an on_bad that collects."""
+    rejects = []
+    docs = list(iter_documents(expand_inputs(paths), Fields(), lambda where, msg: rejects.append((where, msg))))
+    return [(d.id, d.text, d.where) for d in docs], rejects
+
+
+def test_csv_unterminated_quote_is_an_error_not_merged_rows(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_text('_id,text\nq1,"unterminated quote\nq2,fine\nq3,also fine\n')
+    with pytest.raises(InputError, match=r"q\.csv:2: unterminated quote.*runs to the end of the file, line 4.*"
+                                         r"Close the quote.*--skip-bad"):
+        list(iter_documents([p]))
+    with pytest.raises(InputError, match=r"q\.csv:2: unterminated quote"):
+        read_documents(p)
+    # skip_bad: one record lost, the lines it swallowed are read again as records
+    docs, rejects = read_skipping(p)
+    assert docs == [("q2", "fine", f"{p}:3"), ("q3", "also fine", f"{p}:4")]
+    assert [w for w, _ in rejects] == [f"{p}:2"] and "unterminated quote" in rejects[0][1]
+
+
+def test_csv_strict_quoting_names_the_line_where_the_record_starts(tmp_path):
+    p = tmp_path / "s.tsv"
+    p.write_text('_id\ttext\n'
+                 'a\t"multi\nline" kept?\n'        # 2-3: text after the closing quote
+                 'b\t"two\nlines"\n'               # 4-5: a valid quoted field with a newline
+                 'c\tsaid "hi" inside\n'           # 6: a quote inside an unquoted field is text
+                 'd\t"open\n"e\tx\n'               # 7-8: a quote that closes too early
+                 'f\tlast\n')
+    with pytest.raises(InputError, match=r"s\.tsv:2: malformed CSV \('\t' expected after '\"' at line 3\)"):
+        read_documents(p)
+    docs, rejects = read_skipping(p)
+    assert docs == [("b", "two\nlines", f"{p}:4"), ("c", 'said "hi" inside', f"{p}:6"), ("f", "last", f"{p}:9")]
+    assert [w for w, _ in rejects] == [f"{p}:2", f"{p}:7"]
+
+
+def test_csv_a_field_over_the_limit_always_raises(tmp_path, monkeypatch):
+    import csv
+
+    import engine.corpus.readers as readers
+
+    p = tmp_path / "big.csv"
+    p.write_text('_id,text\na,"' + "x" * 50 + '\nb,ok\n' + "y" * 100 + "\n")
+    monkeypatch.setattr(readers, "CSV_FIELD_LIMIT", 64)
+    for on_bad in (None, lambda where, msg: None):   # not skippable: where the field ends is unknown
+        with pytest.raises(InputError, match=r"big\.csv:2: a field longer than 64 characters .* quote left open"):
+            list(iter_documents([p], Fields(), on_bad))
+    assert csv.field_size_limit() == 64   # set deliberately, for the whole process
+    monkeypatch.undo()
+    assert read_documents(_write(tmp_path / "ok.csv", "_id,text\na,b\n"))[0].text == "b"
+    assert csv.field_size_limit() == readers.CSV_FIELD_LIMIT == 32 << 20
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def _gzip_cases(tmp_path, suffix, header, lines):
+    """(name, path, the number of lines decompressed before the damage) for damaged .gz files."""
+    import gzip
+
+    data = (header + "".join(lines)).encode()
+    whole = gzip.compress(data)
+    truncated = tmp_path / f"trunc{suffix}.gz"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with gzip.open(truncated, "rb") as f, pytest.raises(EOFError):  # the oracle: what gzip itself reads
+        read = []
+        for raw in f:
+            read.append(raw)
+    not_gzip = tmp_path / f"plain{suffix}.gz"
+    not_gzip.write_bytes(data)
+    return [("truncated", truncated, len(read)), ("not-gzip", not_gzip, 0)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".txt"])
+def test_damaged_gzip_is_an_input_error_or_a_reject(tmp_path, suffix):
+    n = 3000
+    if suffix == ".jsonl":
+        header, lines = "", [json.dumps({"_id": f"d{i}", "text": f"document {i} text"}) + "\n" for i in range(n)]
+    elif suffix == ".csv":
+        header, lines = "_id,text\n", [f'd{i},"document {i}, text"\n' for i in range(n)]
+    else:
+        header, lines = "", [f"document {i} text\n" for i in range(n)]
+    good = _write(tmp_path / f"good{suffix}", header + "".join(lines))
+    full = [text for _, text, _ in read_skipping(good)[0]]
+    assert len(full) == n
+    for name, path, reached in _gzip_cases(tmp_path, suffix, header, lines):
+        with pytest.raises(InputError, match=rf"{path.name}:{reached + 1}: damaged gzip data .*"
+                                             rf"{'lines 1-' + str(reached) + ' were read' if reached else 'nothing'}"
+                                             r".*gzip -t.*--skip-bad"):
+            list(iter_documents([path]))
+        with pytest.raises(InputError, match=rf"{path.name}:{reached + 1}: damaged gzip data"):
+            read_documents(path)
+        # skip_bad: what was read before the damage is kept, the rest of that file is skipped,
+        # the next file is read
+        docs, rejects = read_skipping([path, good])
+        kept = reached - (suffix == ".csv") if reached else 0   # the CSV header is not a document
+        assert [text for _, text, _ in docs] == full[:kept] + full, name
+        assert rejects == [(f"{path}:{reached + 1}", rejects[0][1])]
+        assert "damaged gzip data" in rejects[0][1] and "the rest of the file is skipped" in rejects[0][1]
+
+
+def test_gzip_damaged_inside_a_quoted_csv_field_is_one_reject(tmp_path):
+    import gzip
+
+    body = "_id,text\n" + "".join(f'd{i},"line one\nline two {i}"\n' for i in range(2000))
+    whole = gzip.compress(body.encode())
+    p = tmp_path / "cut.csv.gz"
+    p.write_bytes(whole[: len(whole) // 2])
+    docs, rejects = read_skipping(p)
+    assert len(rejects) == 1 and "damaged gzip data" in rejects[0][1]
+    assert docs and all(text == f"line one\nline two {i}" for i, (_, text, _) in enumerate(docs))
+
+
+def test_lone_surrogates_never_reach_the_embedder(tmp_path):
+    """A "\\ud800" JSON escape (text or title) and CESU-8 surrogate bytes (CSV, text) are bad records."""
+    j = _write(tmp_path / "s.jsonl", '{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "x\\ud800y"}\n'
+                                     '{"_id": "c", "title": "\\udfff", "text": "t"}\n{"_id": "d", "text": "fine"}\n')
+    with pytest.raises(InputError, match=r"s\.jsonl:2: text holds an invalid character \(a lone surrogate at 1\)"):
+        read_documents(j)
+    c = tmp_path / "s.csv"
+    c.write_bytes(b"_id,text\na,ok\nb,x\xed\xa0\x80y\nd,fine\n")
+    t = tmp_path / "s.txt"
+    t.write_bytes(b"ok\nx\xed\xa0\x80y\nfine\n")
+    for path, bad in ((j, ["2", "3"]), (c, ["3"]), (t, ["2"])):
+        docs, rejects = read_skipping(path)
+        assert [text for _, text, _ in docs] == ["ok", "fine"]
+        assert [w for w, _ in rejects] == [f"{path}:{n}" for n in bad]
+        for _, text, _ in docs:
+            text.encode("utf-8")   # every document can be tokenized

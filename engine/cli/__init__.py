@@ -6,12 +6,19 @@ its parser and sets ``func``; the command holds no logic the library lacks.
 Messages: the library logs through the ``engine`` logger (``logging.getLogger("engine.<module>")``)
 and never prints; the command shows INFO and above on stderr, ``-v`` adds DEBUG, ``-q`` shows
 warnings and errors only (and, on ``embed encode``, hides the progress bar). Results go to stdout.
+
+Errors: the engine's own errors, a missing optional package and an ``OSError`` (a read-only or full
+disk, a file where a folder is expected, ...) print one line, ``embed <command>: error: ...``, and
+exit 1; an ``OSError`` is shown as ``cannot write <path>: <reason>`` (``cannot access`` when the
+path is outside the command's ``--out`` and the reason is not one only writes meet).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 
 from ..errors import EngineError
@@ -66,6 +73,30 @@ def main(argv: list[str] | None = None) -> int:
     except (EngineError, ImportError, FileNotFoundError) as e:
         print(f"embed {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        print(f"embed {args.command}: error: {os_error_message(e, getattr(args, 'out', None))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}   # reasons only a write meets
+
+
+def os_error_message(e: OSError, out: str | None = None) -> str:
+    """``cannot write <path>: <reason>`` for an OSError; ``out`` is the command's output path, used
+    when the error names no file (a full disk met by ``write``)."""
+    path = e.filename2 or e.filename or out
+    reason = e.strerror or str(e)
+    if path is None:
+        return reason
+    path = os.fsdecode(path)
+    inside = out is not None and _within(path, os.fsdecode(out))
+    verb = "write" if inside or e.errno in WRITE_ERRNOS else "access"
+    return f"cannot {verb} {path}: {reason}"
+
+
+def _within(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

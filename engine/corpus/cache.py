@@ -11,25 +11,54 @@ are batched (one statement per few hundred keys, one transaction per insert batc
 
 A cached vector is the one the model produced when the text was first embedded. Within a batch
 onnxruntime pads texts to the longest one, so re-embedding the same text in another batch can
-differ in the last bits (~1e-7); a cache hit returns the first result, exactly. A stored row of
-the wrong length or with a non-finite value counts as a miss (and is rewritten when that text is
-embedded again).
+differ in the last bits (~1e-7); a cache hit returns the first result, exactly.
+
+The file is untrusted, being only a cache:
+
+* A stored row of the wrong byte length, with a non-finite value, or (in a normalized namespace)
+  not of unit length (``| |v|^2 - 1 | > UNIT_TOLERANCE``) is a miss, counted in ``rejected_rows``;
+  the fresh vector replaces it on ``put``.
+* A damaged database (SQLite reports it corrupt, or the file is not SQLite) found when the cache
+  is opened is moved aside, never deleted: renamed ``<name>.corrupt-<YYYYmmddTHHMMSS>`` (its
+  ``-wal``/``-shm`` files alike), and a new cache is started, with a warning in the log.
+* Damage found later, by a lookup or an insert, must not fail the run: the file is moved aside the
+  same way (unless another process already did), one warning is logged, and this
+  ``EmbeddingCache`` goes on without a database (``disabled``): every lookup is a miss, inserts
+  are dropped. The next one opened on the path starts a new cache.
+* Any other SQLite error (locked past ``timeout``, read-only, disk full, cannot open) is an
+  ``EngineError`` naming the file and what to do.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import EngineError, InputError
 from .readers import text_key
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...); well under SQLite's variable limit
+UNIT_TOLERANCE = 1e-3  # a stored row of a normalized namespace with | |v|^2 - 1 | above this is a miss
+_CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_WHY = {  # SQLite primary result code -> what to do
+    sqlite3.SQLITE_BUSY: "another process holds it locked; wait for it to finish",
+    sqlite3.SQLITE_LOCKED: "another connection holds it locked; wait for it to finish",
+    sqlite3.SQLITE_READONLY: "it is read-only; make it (and its folder) writable",
+    sqlite3.SQLITE_FULL: "the disk is full; free some space",
+    sqlite3.SQLITE_CANTOPEN: "check that its folder exists and is writable",
+    sqlite3.SQLITE_PERM: "check its permissions",
+    sqlite3.SQLITE_IOERR: "check the disk",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -61,6 +90,9 @@ def default_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
 class EmbeddingCache:
     """Text -> vector cache. Use one instance per process (or thread); it is a context manager.
 
+    ``rejected_rows``: stored rows found invalid and served as misses (module docstring);
+    ``disabled``: the database was found damaged during this instance's life and set aside.
+
     >>> with EmbeddingCache(path) as cache:
     ...     ns = cache.namespace(emb.fingerprint, "fp32", None, dim=384)
     ...     vecs, found = cache.get(ns, keys)
@@ -69,21 +101,48 @@ class EmbeddingCache:
 
     def __init__(self, path: str | os.PathLike | None = None, timeout: float = 60.0):
         self.path = Path(path) if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self.rejected_rows = 0
+        self.disabled = False
+        self._namespaces: dict[int, tuple[int, bool]] = {}   # id -> (dim, normalize)
+        self._ids: dict[tuple, int] = {}                      # namespace key -> id, as handed out
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-            self._db.executescript(_SCHEMA)  # idempotent; each statement is atomic
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            (version,) = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EngineError(f"cannot create the folder of the embedding cache {self.path}: {e.strerror or e}; "
+                              "pass another path (--cache PATH) or --no-cache") from e
+        try:
+            self._db = self._connect()
         except sqlite3.DatabaseError as e:
-            raise InputError(f"cannot open the embedding cache {self.path}: {e}. Delete the file to start a new "
-                             "cache, or pass another path (--cache PATH) or --no-cache") from e
-        if int(version) != SCHEMA_VERSION:
+            if _code(e) not in _CORRUPT:
+                raise self._error(e, "open it") from e
+            moved = self._move_aside()
+            try:
+                self._db = self._connect()
+            except sqlite3.DatabaseError as e2:
+                raise self._error(e2, "start a new one") from e2
+            log.warning("embedding cache %s was damaged (%s): moved it to %s and started a new one; texts not "
+                        "cached yet are embedded again", self.path, e, moved)
+
+    def _connect(self) -> sqlite3.Connection:
+        self._identity = _identity(self.path)
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+            db.executescript(_SCHEMA)  # idempotent; each statement is atomic
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            (version,) = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        if self._identity is None:   # sqlite made the file
+            self._identity = _identity(self.path)
+        if str(version) != str(SCHEMA_VERSION):
+            db.close()
             raise InputError(f"embedding cache {self.path} has schema {version}, this engine reads {SCHEMA_VERSION}; "
                              "delete it or pass another path with --cache")
-        self._namespaces: dict[int, int] = {}
+        return db
 
     @contextmanager
     def _transaction(self):
@@ -91,7 +150,9 @@ class EmbeddingCache:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back itself (disk full, corruption)
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
@@ -101,69 +162,146 @@ class EmbeddingCache:
         ``dim`` is the stored vectors' length (truncate_dim when given).
         """
         key = (model, precision, int(truncate_dim or 0), int(bool(normalize)))
-        with self._transaction():
-            self._db.execute(
-                "INSERT OR IGNORE INTO namespaces (model, precision, truncate_dim, normalize, dim) VALUES (?,?,?,?,?)",
-                (*key, int(dim)),
-            )
-            ns, stored_dim = self._db.execute(
-                "SELECT id, dim FROM namespaces WHERE model=? AND precision=? AND truncate_dim=? AND normalize=?", key
-            ).fetchone()
+        if not self.disabled:
+            try:
+                with self._transaction():
+                    self._db.execute("INSERT OR IGNORE INTO namespaces (model, precision, truncate_dim, normalize, dim)"
+                                     " VALUES (?,?,?,?,?)", (*key, int(dim)))
+                    ns, stored_dim = self._db.execute(
+                        "SELECT id, dim FROM namespaces WHERE model=? AND precision=? AND truncate_dim=? AND "
+                        "normalize=?", key).fetchone()
+            except sqlite3.DatabaseError as e:
+                self._damaged(e, "add a namespace to it")
+        if self.disabled:   # the id handed out before, or a stand-in: lookups miss, inserts are dropped
+            ns, stored_dim = self._ids.setdefault(key, -1 - sum(i < 0 for i in self._ids.values())), dim
         if stored_dim != dim:
             raise InputError(f"embedding cache {self.path}: {model} was cached with dim {stored_dim}, now {dim}; "
                              "the model changed without changing its fingerprint. Delete the cache file.")
-        self._namespaces[ns] = stored_dim
+        self._namespaces[ns] = (stored_dim, bool(normalize))
+        self._ids[key] = ns
         return ns
 
     def get(self, ns: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors (n, dim) float32, found bool (n,)); rows of keys not found are zero."""
-        dim = self._dim(ns)
+        """(vectors (n, dim) float32, found bool (n,)); rows of keys not found (or rejected) are zero."""
+        dim, normalize = self._space(ns)
         out = np.zeros((len(keys), dim), dtype=np.float32)
         found = np.zeros(len(keys), dtype=bool)
+        if self.disabled:
+            return out, found
         where: dict[bytes, list[int]] = {}
         for i, k in enumerate(keys):
             where.setdefault(k, []).append(i)
         unique = list(where)
-        nbytes = dim * 4
-        for start in range(0, len(unique), LOOKUP_CHUNK):
-            part = unique[start : start + LOOKUP_CHUNK]
-            marks = ",".join("?" * len(part))
-            rows = self._db.execute(f"SELECT sha, vec FROM vectors WHERE ns=? AND sha IN ({marks})", (ns, *part))
-            for sha, vec in rows:
-                v = np.frombuffer(vec, dtype="<f4") if len(vec) == nbytes else None
-                if v is None or not np.isfinite(v).all():  # a damaged row counts as a miss and is rewritten
-                    continue
-                for i in where[sha]:
-                    out[i] = v
-                    found[i] = True
+        try:
+            for start in range(0, len(unique), LOOKUP_CHUNK):
+                part = unique[start : start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(f"SELECT sha, vec FROM vectors WHERE ns=? AND sha IN ({marks})",
+                                        (ns, *part)).fetchall()
+                self._fill(rows, where, dim, normalize, out, found)
+        except sqlite3.DatabaseError as e:
+            self._damaged(e, "read from it")
+            out[:], found[:] = 0, False
         return out, found
+
+    def _fill(self, rows, where: dict[bytes, list[int]], dim: int, normalize: bool, out, found) -> None:
+        """Copy the valid stored rows to their places in out; count the others in rejected_rows."""
+        sized = [(where[sha], vec) for sha, vec in rows
+                 if isinstance(vec, bytes) and len(vec) == dim * 4 and sha in where]
+        self.rejected_rows += len(rows) - len(sized)
+        if not sized:
+            return
+        vecs = np.frombuffer(b"".join(v for _, v in sized), dtype="<f4").reshape(len(sized), dim)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ok = np.isfinite(vecs).all(axis=1)
+            if normalize:
+                ok &= np.abs(np.einsum("ij,ij->i", vecs, vecs, dtype=np.float64) - 1.0) <= UNIT_TOLERANCE
+        self.rejected_rows += int(len(ok) - ok.sum())
+        good = np.flatnonzero(ok).tolist()
+        dst = [i for r in good for i in sized[r][0]]
+        src = [r for r in good for _ in sized[r][0]]
+        out[dst] = vecs[src]
+        found[dst] = True
 
     def put(self, ns: int, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         """Store vectors (n, dim) under keys, in one transaction; existing keys are replaced."""
-        dim = self._dim(ns)
+        dim, _ = self._space(ns)
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         if vectors.shape != (len(keys), dim):
             raise InputError(f"put: vectors have shape {vectors.shape}, expected ({len(keys)}, {dim})")
-        if not len(keys):
+        if not len(keys) or self.disabled:
             return
-        with self._transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO vectors (ns, sha, vec) VALUES (?,?,?)",
-                ((ns, k, v.tobytes()) for k, v in zip(keys, vectors)),
-            )
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO vectors (ns, sha, vec) VALUES (?,?,?)",
+                    ((ns, k, v.tobytes()) for k, v in zip(keys, vectors)),
+                )
+        except sqlite3.DatabaseError as e:
+            self._damaged(e, "write to it")
 
     def count(self, ns: int | None = None) -> int:
-        if ns is None:
-            return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM vectors WHERE ns=?", (ns,)).fetchone()[0]
+        """Rows stored (in namespace ns); 0 once disabled."""
+        if self.disabled:
+            return 0
+        try:
+            if ns is None:
+                return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM vectors WHERE ns=?", (ns,)).fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            self._damaged(e, "count its rows")
+            return 0
 
-    def _dim(self, ns: int) -> int:
+    def _space(self, ns: int) -> tuple[int, bool]:
+        """(dim, normalize) of namespace ns."""
+        if ns not in self._namespaces and not self.disabled:
+            try:
+                row = self._db.execute("SELECT dim, normalize FROM namespaces WHERE id=?", (ns,)).fetchone()
+            except sqlite3.DatabaseError as e:
+                self._damaged(e, "read from it")
+                row = None
+            if row is not None:
+                self._namespaces[ns] = (row[0], bool(row[1]))
         if ns not in self._namespaces:
-            row = self._db.execute("SELECT dim FROM namespaces WHERE id=?", (ns,)).fetchone()
-            if row is None:
-                raise InputError(f"unknown cache namespace {ns}; get one from EmbeddingCache.namespace(...)")
-            self._namespaces[ns] = row[0]
+            raise InputError(f"unknown cache namespace {ns}; get one from EmbeddingCache.namespace(...)")
         return self._namespaces[ns]
+
+    def _damaged(self, e: sqlite3.DatabaseError, doing: str) -> None:
+        """A database error during the run: corruption disables the cache (module docstring), others raise."""
+        if _code(e) not in _CORRUPT:
+            raise self._error(e, doing) from e
+        self.disabled = True
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        try:
+            moved = self._move_aside()
+        except EngineError as why:
+            moved = f"nowhere ({why}); delete it"
+        log.warning("embedding cache %s is damaged (%s): this run goes on without it (every text is embedded); "
+                    "moved it to %s, so the next run starts a new cache", self.path, e, moved)
+
+    def _move_aside(self) -> Path | str:
+        """Rename the damaged file and its -wal/-shm files to <name>.corrupt-<time>; never delete them."""
+        if _identity(self.path) != self._identity:
+            return "(already moved by another process)"
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}"), 1
+        while target.exists():
+            target, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}"), n + 1
+        try:
+            os.rename(self.path, target)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(f"{self.path}{suffix}", f"{target}{suffix}")
+        except OSError as e:
+            raise EngineError(f"embedding cache {self.path} is damaged and cannot be moved aside ({e.strerror or e}); "
+                              "delete it, or pass another path (--cache PATH) or --no-cache") from e
+        return target
+
+    def _error(self, e: sqlite3.Error, doing: str) -> EngineError:
+        why = _WHY.get(_code(e), "")
+        return EngineError(f"embedding cache {self.path}: cannot {doing}: {e}; {why + ', or ' if why else ''}"
+                           "pass another path (--cache PATH) or --no-cache")
 
     def close(self) -> None:
         self._db.close()
@@ -176,6 +314,21 @@ class EmbeddingCache:
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.path)!r})"
+
+
+def _code(e: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of e (extended codes carry it in the low byte)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at path, or None: tells whether it is still the file opened."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def open_cache(path: str | os.PathLike) -> EmbeddingCache:

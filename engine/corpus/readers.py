@@ -25,11 +25,28 @@ A plain text line is a record without a title: it is embedded stripped. An empty
 as sentence-transformers embeds ``""`` (just the special tokens). The embedding cache's key is
 ``text_key`` of that string.
 
-Bad records (invalid JSON, a missing or null field, non-UTF-8 bytes, a CSV row of the wrong
-width) go to ``on_bad(where, message)``; without a handler they raise ``InputError`` naming the
-file and line (``raise_on_bad``: the same, without the ``--skip-bad`` hint). A file-level problem
-(a CSV/Parquet file without the text column) always raises. Memory does not grow with the file:
-only one line / one record batch is held at a time (``read_documents`` returns a list).
+Bad records (invalid JSON, a missing or null field, non-UTF-8 bytes, a text holding a lone
+surrogate, a CSV row of the wrong width or with bad quoting) go to ``on_bad(where, message)``;
+without a handler they raise ``InputError`` naming the file and line (``raise_on_bad``: the same,
+without the ``--skip-bad`` hint). A file-level problem (a CSV/Parquet file without the text
+column, a CSV field over ``CSV_FIELD_LIMIT``) always raises. Memory does not grow with the file:
+only one line / one record / one record batch is held at a time (``read_documents`` returns a list).
+
+CSV quoting is strict (``csv.reader(strict=True)``): a quoted field must be closed and followed by
+the delimiter, so a stray quote is an error at the record where it starts instead of rows merged
+in silence. A quote left open runs to the end of the file: that record (named by the line where it
+starts) is bad; with ``on_bad`` it is reported and the lines after its first are read again as
+records, so one stray quote costs one record. A field longer than ``CSV_FIELD_LIMIT`` (32 MiB; a
+document is never that long, a quote left open in a large file is) always raises: where such a
+field ends cannot be known, and a record is held in memory while it is read. The reader sets the
+``csv`` module's process-wide ``csv.field_size_limit`` to ``CSV_FIELD_LIMIT``.
+
+A damaged compressed stream (a truncated ``.gz``, or a ``.gz`` file that is not gzip data) cannot be
+resynchronised: the lines read before the damage are kept, the damage is one bad record at the
+line it was reached (``path:N``, whose message says how many lines were read), and the rest of that
+file is skipped; the next file is read as usual. Without ``on_bad`` it raises ``InputError``.
+gzip checks its CRC only at the end of a stream: bytes flipped inside one can first decompress to
+wrong lines (bad records of their own, mostly), before the damage is reported.
 """
 from __future__ import annotations
 
@@ -39,6 +56,8 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -53,6 +72,9 @@ FORMATS = {
     ".parquet": "parquet", ".pq": "parquet",
 }
 PARQUET_BATCH = 4096
+CSV_FIELD_LIMIT = 32 << 20   # characters in one CSV field (module docstring)
+BOM = b"\xef\xbb\xbf"
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)   # what a damaged .gz raises while it is read
 OnBad = Callable[[str, str], None]
 
 
@@ -207,23 +229,53 @@ def _bad(on_bad: OnBad | None, where: str, message: str, hint: str = "") -> None
     on_bad(where, message)
 
 
+def _raw_lines(path: Path, on_bad: OnBad | None) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, bytes of the line, its byte offset in the file), the byte order mark dropped.
+
+    A damaged gzip stream is a bad record at the line reached; the rest of the file is skipped.
+    """
+    lineno = offset = 0
+    with _open(path) as f:
+        lines = iter(f)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except GZIP_ERRORS as e:
+                read = f"lines 1-{lineno} were read" if lineno else "nothing was read"
+                rest = "" if on_bad in (None, raise_on_bad) else ", the rest of the file is skipped"
+                _bad(on_bad, f"{path}:{lineno + 1}", f"damaged gzip data ({e}; {read}{rest})",
+                     "the file is truncated or not gzip data: check it with gzip -t and compress it again, "
+                     "or remove the .gz suffix if it is not compressed")
+                return
+            lineno += 1
+            start, offset = offset, offset + len(raw)
+            if lineno == 1 and raw.startswith(BOM):
+                raw, start = raw[3:], 3
+            yield lineno, raw, start
+
+
+def _decode(raw: bytes, offset: int) -> tuple[str, str | None]:
+    """(the line decoded, None) or (the line with U+FFFD replacements, why it is not valid UTF-8)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return raw.decode("utf-8", "replace"), (
+            f"not valid UTF-8 (byte offset {offset + e.start} in the file: {raw[e.start:e.start + 4]!r})")
+
+
+UTF8_HINT = "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+
+
 def _lines(path: Path, on_bad: OnBad | None) -> Iterator[tuple[int, str]]:
     """(line number, decoded line without its newline); non-UTF-8 lines go to on_bad."""
-    offset = 0
-    with _open(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
-                raw, offset = raw[3:], 3
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                _bad(on_bad, f"{path}:{lineno}",
-                     f"not valid UTF-8 (byte offset {offset + e.start} in the file: {raw[e.start:e.start + 4]!r})",
-                     "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
-                offset += len(raw)
-                continue
-            offset += len(raw)
-            yield lineno, line.rstrip("\r\n")
+    for lineno, raw, offset in _raw_lines(path, on_bad):
+        line, error = _decode(raw, offset)
+        if error:
+            _bad(on_bad, f"{path}:{lineno}", error, UTF8_HINT)
+            continue
+        yield lineno, line.rstrip("\r\n")
 
 
 def _text_value(value, name: str, where: str, on_bad: OnBad | None, flag: str) -> str | None:
@@ -331,50 +383,95 @@ def _read_jsonl(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str) -
             yield doc
 
 
+class _CsvLines:
+    """The decoded lines of a CSV file for ``csv.reader``, keeping those of the record being read
+    (bounded by CSV_FIELD_LIMIT), so that the lines a quote left open swallowed can be read again."""
+
+    def __init__(self, path: Path, on_bad: OnBad | None):
+        def damaged(where: str, message: str) -> None:
+            self.damaged = True
+            on_bad(where, message)
+
+        self._raw = _raw_lines(path, on_bad if on_bad in (None, raise_on_bad) else damaged)
+        self.damaged = False       # a damaged gzip stream ended the file (reported by _raw_lines)
+        self._again: deque[tuple[int, str, str | None]] = deque()
+        self.record: list[tuple[int, str, str | None]] = []   # (line number, text, UTF-8 error) of the record
+        self.last = 0              # the number of the last line handed out
+        self.exhausted = False     # the file ran out while a record was being read
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self._again:
+            line = self._again.popleft()
+        else:
+            try:
+                n, raw, offset = next(self._raw)
+            except StopIteration:
+                self.exhausted = True
+                raise
+            line = (n, *_decode(raw, offset))
+        self.record.append(line)
+        self.last = line[0]
+        return line[1]
+
+    def next_record(self) -> int:
+        """Start a record; returns the line number it starts at."""
+        self.record.clear()
+        return self.last + 1
+
+    def read_again(self) -> None:
+        """Hand out the current record's lines after its first one again."""
+        self._again.extendleft(reversed(self.record[1:]))
+        self.last = self.record[0][0]
+        self.exhausted = False
+
+
 def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str, delimiter: str) -> Iterator[Doc]:
-    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long documents are normal here
-    bad_lines: list[str] = []  # decode errors of the lines the current row spans
-
-    def decoded():
-        offset = 0
-        with _open(path) as f:
-            for lineno, raw in enumerate(f, 1):
-                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw, offset = raw[3:], 3
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    bad_lines.append(f"line {lineno} is not valid UTF-8 (byte offset {offset + e.start} in the file: "
-                                     f"{raw[e.start:e.start + 4]!r})")
-                    yield raw.decode("utf-8", "replace")
-                offset += len(raw)
-
-    reader = csv.reader(decoded(), delimiter=delimiter)
+    csv.field_size_limit(CSV_FIELD_LIMIT)  # deliberately: see the module docstring
+    lines = _CsvLines(path, on_bad)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
         return
     except csv.Error as e:
-        raise InputError(f"{path}: cannot read the header row ({e})") from None
-    if bad_lines:
-        raise InputError(f"{path}: header {bad_lines[0]}; re-encode the file as UTF-8")
+        raise InputError(f"{path}:1: cannot read the header row ({e}); fix the quoting") from None
+    bad = [f"line {n} is {error}" for n, _, error in lines.record if error]
+    if bad:
+        raise InputError(f"{path}: header {bad[0]}; re-encode the file as UTF-8")
     _check_columns(path, fields, header, " in the header")
-    start = 2
     while True:
+        start = lines.next_record()
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            _bad(on_bad, f"{path}:{reader.line_num}", f"malformed CSV ({e})", "fix the quoting")
-            start = reader.line_num + 1
+            where = f"{path}:{start}"
+            if lines.damaged:
+                return   # the damage is reported; this record was cut by it
+            if "field limit" in str(e):
+                raise InputError(f"{where}: a field longer than {CSV_FIELD_LIMIT:,} characters starts in this record: "
+                                 "a quote left open, most likely; fix the quoting (a quote inside a quoted field is "
+                                 'written twice: "")') from None
+            if lines.exhausted:   # a quote left open ran to the end of the file
+                _bad(on_bad, where, f"unterminated quote: a quoted field of this record is never closed (it runs "
+                     f"to the end of the file, line {lines.last})",
+                     'close the quote (a quote inside a quoted field is written twice: "")')
+                lines.read_again()
+                reader = csv.reader(lines, delimiter=delimiter, strict=True)
+            else:
+                at = f" at line {lines.last}" if lines.last != start else ""
+                _bad(on_bad, where, f"malformed CSV ({e}{at})",
+                     'fix the quoting (a quoted field ends with a quote and then the delimiter; a quote inside '
+                     'it is written twice: "")')
             continue
         where, line_id = f"{path}:{start}", f"{prefix}{start}"
-        start = reader.line_num + 1
-        if bad_lines:
-            msg = bad_lines[0]
-            bad_lines.clear()
-            _bad(on_bad, where, msg, "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+        error = next((f"line {n} is {error}" for n, _, error in lines.record if error), None)
+        if error:
+            _bad(on_bad, where, error, UTF8_HINT)
             continue
         if not row:
             continue  # a blank line
