@@ -1,12 +1,15 @@
-"""The benchmark harness: statistics on a fake clock, text building, the results schema, the CLI.
+"""The benchmark harness: statistics on a fake clock, text building, the results schema, the CLI,
+comparing two runs (hand-built result documents), and a real pytest-benchmark run of a few of
+bench/'s benchmarks grouped by parameter.
 
 No timing is asserted anywhere: the fake clock makes the statistics exact, and the real runs
-check only what was written and its structure.
+check only what was written, its structure, and values derived from the recorded times.
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -15,6 +18,7 @@ import pytest
 
 from engine import InputError
 from engine.benchmark.harness import (
+    CELL_KEYS,
     SCHEMA,
     BenchConfig,
     Contender,
@@ -23,11 +27,14 @@ from engine.benchmark.harness import (
     _run_cell,
     best_batch_sizes,
     build_texts,
+    compare_results,
     csv_rows,
     device_unavailable,
     environment,
+    format_comparison,
     format_table,
     latency_summary,
+    load_results,
     measure,
     min_cosine,
     read_corpus,
@@ -73,7 +80,8 @@ def test_latencies_and_throughput_on_fake_clock():
     assert len(m.outputs) == n_batches  # the last pass's outputs are kept
 
 
-@pytest.mark.parametrize("lat", [[0.010], [0.003, 0.001], list(np.linspace(0.001, 0.1, 101))], ids=["one", "two", "many"])
+@pytest.mark.parametrize("lat", [[0.010], [0.003, 0.001], list(np.linspace(0.001, 0.1, 101))],
+                         ids=["one", "two", "many"])
 def test_latency_summary_matches_numpy(lat):
     s = latency_summary(lat)
     a = np.asarray(lat) * 1e3
@@ -350,3 +358,182 @@ def test_tiny_run_with_both_baselines(tiny_model_dir, tiny_cache, tmp_path):
     assert by["st-torch"]["speedup_vs_st_torch"] == pytest.approx(1.0)
     assert by["engine"]["min_cosine_vs_st_torch"] > 0.9999
     assert by["st-onnx"]["min_cosine_vs_st_torch"] > 0.9999
+
+
+# -- comparing two runs (hand-built result documents) ------------------------------------
+def _doc(rows, *, cpu="AMD EPYC", flags=("avx2", "avx512f"), fingerprints=None, threads=2, gpu=(),
+         versions=None, created="2026-01-01T00:00:00+00:00"):
+    """A minimal results document: rows are (model, device, length, bs, contender, precision, texts/s)."""
+    fps = fingerprints if fingerprints is not None else {"m": {"fp32": "m/fp32/8/aaaa", "int8": "m/int8/8/bbbb"}}
+    return {
+        "schema": SCHEMA, "created": created,
+        "config": {"threads": threads, "n_texts": 64, "repeats": 2, "corpus": "built-in"},
+        "environment": {"cpu": {"model": cpu, "flags": {f: f in flags for f in ("avx2", "avx512f", "amx_tile")}},
+                        "gpu": [{"name": g} for g in gpu], "versions": versions or {"onnxruntime": "1.32.0"}},
+        "models": {m: {"fingerprints": f} for m, f in fps.items()},
+        "rows": [dict(zip((*CELL_KEYS, "texts_per_s"), r)) for r in rows],
+    }
+
+
+def test_compare_gives_old_new_and_change_per_cell():
+    old = _doc([("m", "cpu", "short", 1, "engine", "fp32", 100.0),
+                ("m", "cpu", "short", 8, "engine", "fp32", 400.0),
+                ("m", "cpu", "short", 8, "engine", "int8", 500.0),
+                ("m", "cpu", "short", 8, "st-torch", "fp32", 200.0)])
+    new = _doc([("m", "cpu", "short", 1, "engine", "fp32", 150.0),   # +50%
+                ("m", "cpu", "short", 8, "engine", "fp32", 300.0),   # -25%
+                ("m", "cpu", "short", 8, "st-torch", "fp32", 200.0),  # 0%
+                ("m", "cpu", "short", 32, "engine", "fp32", 900.0)])  # new cell
+    cmp = compare_results(old, new)
+    by = {(c["batch_size"], c["contender"], c["precision"]): c for c in cmp["cells"]}
+    assert by[(1, "engine", "fp32")]["change_pct"] == pytest.approx(50.0)
+    assert by[(8, "engine", "fp32")]["change_pct"] == pytest.approx(-25.0)
+    assert by[(8, "engine", "fp32")]["old"] == 400.0 and by[(8, "engine", "fp32")]["new"] == 300.0
+    assert by[(8, "st-torch", "fp32")]["change_pct"] == pytest.approx(0.0)
+    added = by[(32, "engine", "fp32")]
+    assert (added["old"], added["new"], added["change_pct"], added["only"]) == (None, 900.0, None, "new")
+    assert by[(8, "engine", "int8")]["only"] == "old" and by[(8, "engine", "int8")]["new"] is None
+    # the new run's order first, then the cells only the old run has
+    assert [c["only"] for c in cmp["cells"]] == [None, None, None, "new", "old"]
+    assert cmp["cpu"]["same"] and not cmp["warnings"] and not cmp["notes"]
+    assert all(f["same"] for f in cmp["fingerprints"]) and len(cmp["fingerprints"]) == 2
+
+    text = format_comparison(cmp)
+    assert "+50.0%" in text and "-25.0%" in text and "+0.0%" in text
+    assert "only in new" in text and "only in old" in text
+    assert "median change +0.0%" in text  # median of +50, -25, 0
+    assert "1 only in the old run, 1 only in the new run" in text
+    assert text.count("cpu: AMD EPYC  [avx2 avx512f]") == 2
+
+
+def test_compare_refuses_different_model_exports_unless_forced():
+    row = [("m", "cpu", "short", 1, "engine", "fp32", 100.0)]
+    old = _doc(row)
+    new = _doc(row, fingerprints={"m": {"fp32": "m/fp32/8/cccc"}})
+    want = r"different model exports \(m fp32: old m/fp32/8/aaaa, new m/fp32/8/cccc\).*--force"
+    with pytest.raises(InputError, match=want):
+        compare_results(old, new)
+    cmp = compare_results(old, new, force=True)
+    assert cmp["cells"][0]["change_pct"] == pytest.approx(0.0)
+    assert any("different model exports" in w and "--force" in w for w in cmp["warnings"])
+    # a model in one run only, or a precision only one run exported, is no mismatch
+    other = _doc([("n", "cpu", "short", 1, "engine", "fp32", 1.0)], fingerprints={"n": {"fp32": "n/fp32/8/dddd"}})
+    assert [c["only"] for c in compare_results(old, other)["cells"]] == ["new", "old"]
+    assert compare_results(old, _doc(row, fingerprints={"m": {"fp16": "m/fp16/8/eeee"}}))["fingerprints"] == []
+
+
+def test_compare_warns_when_the_chips_or_threads_differ():
+    row = [("m", "cpu", "short", 1, "engine", "fp32", 100.0), ("m", "cuda", "short", 1, "engine", "fp32", 900.0)]
+    old = _doc(row, gpu=("NVIDIA L4",))
+    new = _doc(row, cpu="Intel Xeon", flags=("avx2", "avx512f", "amx_tile"), threads=16, gpu=("NVIDIA H200",),
+               versions={"onnxruntime": "1.33.0"})
+    cmp = compare_results(old, new)
+    assert not cmp["cpu"]["same"]
+    assert cmp["cpu"]["new"] == {"model": "Intel Xeon", "flags": ["amx_tile", "avx2", "avx512f"]}
+    w = "\n".join(cmp["warnings"])
+    assert "different CPUs (AMD EPYC -> Intel Xeon; +amx_tile)" in w and "not a speed change" in w
+    assert "different GPUs (NVIDIA L4 -> NVIDIA H200)" in w
+    assert "thread counts (2 -> 16)" in w
+    assert cmp["notes"] == ["versions differ: onnxruntime 1.32.0 -> 1.33.0"]
+    text = format_comparison(cmp)
+    assert "old run  2026-01-01T00:00:00+00:00  cpu: AMD EPYC  [avx2 avx512f]  gpu: NVIDIA L4" in text
+    assert "new run  2026-01-01T00:00:00+00:00  cpu: Intel Xeon  [amx_tile avx2 avx512f]  gpu: NVIDIA H200" in text
+    assert text.count("warning: ") == 3 and "(3 warning(s) above)" in text
+    # same CPU model, other ISA flags (e.g. a VM that hides AVX-512) is a different chip too
+    masked = _doc(row, flags=("avx2",), gpu=("NVIDIA L4",))
+    assert "-avx512f" in compare_results(old, masked)["warnings"][0]
+
+
+def test_compare_rejects_documents_that_are_not_runs():
+    good = _doc([("m", "cpu", "short", 1, "engine", "fp32", 1.0)])
+    bad = _doc([])
+    bad["rows"] = [{"model": "m", "device": "cpu"}]
+    with pytest.raises(InputError, match="new run: row 0 lacks length, batch_size, contender, precision, texts_per_s"):
+        compare_results(good, bad)
+
+
+def test_load_results_reads_a_file_or_its_folder(tmp_path):
+    doc = _doc([("m", "cpu", "short", 1, "engine", "fp32", 1.0)])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(doc))
+    assert load_results(tmp_path / "run") == doc == load_results(tmp_path / "run" / "results.json")
+    with pytest.raises(InputError, match="does not exist"):
+        load_results(tmp_path / "nowhere")
+    (tmp_path / "x.json").write_text("{oops")
+    with pytest.raises(InputError, match="is not JSON"):
+        load_results(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text(json.dumps({"schema": "pytest-benchmark", "rows": []}))
+    with pytest.raises(InputError, match="not an `embed bench` results file"):
+        load_results(tmp_path / "y.json")
+
+
+def test_cli_compares_two_saved_runs(tmp_path, capsys):
+    from engine.cli import main
+
+    row = [("m", "cpu", "short", 1, "engine", "fp32", 100.0)]
+    for name, doc in (("old", _doc(row)), ("new", _doc([row[0][:-1] + (120.0,)])),
+                      ("other", _doc(row, fingerprints={"m": {"fp32": "m/fp32/8/ffff"}}))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(doc))
+    assert main(["bench", "--compare", str(tmp_path / "old"), "--input", str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert "+20.0%" in out and "100.0" in out and "120.0" in out
+    assert main(["bench", "--compare", str(tmp_path / "old"), "--input", str(tmp_path / "other")]) == 1
+    assert "different model exports" in capsys.readouterr().err
+    assert main(["bench", "--compare", str(tmp_path / "old"), "--input", str(tmp_path / "other"), "--force"]) == 0
+    assert "+0.0%" in capsys.readouterr().out
+    assert main(["bench", "--compare", str(tmp_path / "missing")]) == 1  # checked before anything runs
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_tiny_run_compared_with_itself(tiny_run, capsys):
+    from engine.cli import main
+
+    assert main(["bench", "--compare", str(tiny_run), "--input", str(tiny_run / "results.json")]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells in both runs, median change +0.0%; 0 only in the old run, 0 only in the new run" in out
+    assert out.count("+0.0%") == 3 and "warning" not in out
+    assert main(["bench", "--input", str(tiny_run)]) == 0  # a saved run's table; nothing runs
+    assert capsys.readouterr().out == format_table(json.loads((tiny_run / "results.json").read_text())) + "\n"
+
+
+# -- pytest-benchmark for real on a tiny subset of bench/ --------------------------------
+def test_pytest_benchmark_groups_by_param(tiny_embedder, tiny_model_dir, tiny_cache, tmp_path):
+    """`pytest bench/ --benchmark-group-by=param:device` runs and groups; every benchmark carries
+    the suite's parameter names, so grouping by any of them works on the saved JSON too."""
+    from pathlib import Path
+
+    from pytest_benchmark.plugin import pytest_benchmark_group_stats
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    # only pytest-benchmark among the installed pytest plugins: faster start, nothing else interferes
+    env = {**os.environ, "BENCH_MODEL": str(tiny_model_dir), "EMBED_ENGINE_CACHE": str(tiny_cache),
+           "BENCH_N": "2000", "BENCH_N_TEXTS": "8", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-p", "pytest_benchmark.plugin", "-q", "-p", "no:cacheprovider",
+           "-m", "not slow",
+           "bench/test_bench_encode.py", "bench/test_bench_kernels.py",
+           "-k", "(encode and cpu and fp32 and bs8) or (index_search and cpu) or calibrate",
+           "--benchmark-only", "--benchmark-group-by=param:device", "--benchmark-min-rounds=1",
+           "--benchmark-max-time=0.001", "--benchmark-warmup=off", f"--benchmark-json={out}"]
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "benchmark 'device=cpu': 4 tests" in r.stdout, r.stdout[-4000:]
+    doc = json.loads(out.read_text())
+    names = sorted(b["name"] for b in doc["benchmarks"])
+    assert names == ["test_bench_calibrate", "test_bench_index_search[cpu-fp32]", "test_bench_index_search[cpu-int8]",
+                     "test_encode[tiny-bert-cpu-fp32-bs8]"]
+    for b in doc["benchmarks"]:
+        assert b["group"] and set(b["params"]) >= {"model", "device", "precision", "batch_size"}, b
+    enc = next(b for b in doc["benchmarks"] if b["name"].startswith("test_encode"))
+    assert enc["params"] == {"model": str(tiny_model_dir), "device": "cpu", "precision": "fp32", "batch_size": 8}
+    info = enc["extra_info"]
+    assert info["n_texts"] == 8 and info["texts_per_s"] == pytest.approx(8 / enc["stats"]["min"])
+    assert info["tokens_per_s"] == pytest.approx(info["tokens"] / enc["stats"]["min"]) and info["tokens"] > 8
+    cal = next(b for b in doc["benchmarks"] if b["name"] == "test_bench_calibrate")
+    assert cal["params"] == {"model": "n/a", "device": "cpu", "precision": "int8", "batch_size": "n/a"}
+    # what `pytest-benchmark compare --group-by` does with the saved file: no KeyError for any name
+    groups = dict(pytest_benchmark_group_stats(config=None, benchmarks=doc["benchmarks"], group_by="param:batch_size"))
+    assert {k: len(v) for k, v in groups.items()} == {"batch_size=1": 2, "batch_size=8": 1, "batch_size=n/a": 1}
+    groups = dict(pytest_benchmark_group_stats(config=None, benchmarks=doc["benchmarks"], group_by="param:precision"))
+    assert {k: len(v) for k, v in groups.items()} == {"precision=fp32": 2, "precision=int8": 2}

@@ -11,7 +11,9 @@ latency percentiles pool every batch call of every pass. A "batch" is the texts 
 batches (``Embedder.max_cells``) on worker threads, which is what a caller of that size gets.
 
 ``run_grid(BenchConfig(...))`` returns a plain dict (the JSON document below);
-``write_results`` writes it as JSON, CSV and PNG plots; ``format_table`` prints it short.
+``write_results`` writes it as JSON, CSV and PNG plots; ``format_table`` prints it short;
+``load_results`` reads one back and ``compare_results`` / ``format_comparison`` put two runs
+side by side per cell (``embed bench --compare OLD``).
 Nothing here imports torch, sentence-transformers or matplotlib at import time.
 
 JSON schema (``"schema": "embed-engine.bench/1"``)::
@@ -633,12 +635,26 @@ def _short(model: str) -> str:
     return Path(model).name if os.sep in model else model
 
 
-def _texts_for(emb, docs: list[str], config: BenchConfig) -> dict[str, list[str]]:
-    n = max(config.n_texts, max(config.batch_sizes))
+def bucket_texts(emb, docs: Sequence[str], length: str, n: int) -> list[str]:
+    """``n`` texts of the ``length`` bucket's token count (capped at the model's
+    ``max_seq_length``, special tokens included), cut from ``docs`` and counted with ``emb``'s
+    own tokenizer (``emb.tokenize``, ``emb.max_seq_length``)."""
+    if length not in LENGTH_BUCKETS:
+        raise InputError(f"unknown length bucket {length!r}; use {', '.join(LENGTH_BUCKETS)}")
     specials = len(emb.tokenize([""])[0])
     count = lambda words: [len(x) - specials for x in emb.tokenize(words)]  # noqa: E731
-    return {k: build_texts(docs, count, min(LENGTH_BUCKETS[k], emb.max_seq_length), n, specials)
-            for k in config.lengths}
+    return build_texts(docs, count, min(LENGTH_BUCKETS[length], emb.max_seq_length), n, specials)
+
+
+def token_count(emb, texts: Sequence[str]) -> int:
+    """Real tokens of ``texts`` as ``emb`` runs them: special tokens included, after truncation,
+    no padding."""
+    return int(sum(len(x) for x in emb.tokenize(list(texts))))
+
+
+def _texts_for(emb, docs: list[str], config: BenchConfig) -> dict[str, list[str]]:
+    n = max(config.n_texts, max(config.batch_sizes))
+    return {k: bucket_texts(emb, docs, k, n) for k in config.lengths}
 
 
 def _token_stats(emb, texts: list[str], target: int, n_texts: int) -> dict:
@@ -651,7 +667,7 @@ def _run_cell(model, device, length, bs, texts, contenders, config, clock, memor
     n = max(config.n_texts, bs)
     cell_texts = texts[:n]
     batches = [cell_texts[i : i + bs] for i in range(0, n, bs)]
-    n_tokens = int(sum(len(x) for x in emb.tokenize(cell_texts)))
+    n_tokens = token_count(emb, cell_texts)
     fns = {c.label: c.fn for c in contenders}
     ms = measure(fns, batches, config.repeats, clock=clock, warmup=config.warmup, memory=memory)
     base_label = next((c.label for c in contenders if c.name == "st-torch"), None)
@@ -763,6 +779,176 @@ def best_batch_sizes(result: dict, contender: str = "engine") -> dict[tuple, int
         if key not in best or r["texts_per_s"] > best[key][0]:
             best[key] = (r["texts_per_s"], r["batch_size"])
     return {k: v[1] for k, v in best.items()}
+
+
+# -- comparing runs ---------------------------------------------------------------------
+CELL_KEYS = ("model", "device", "length", "batch_size", "contender", "precision")
+# config keys that change what a cell measures; a difference is reported next to the comparison
+_CONFIG_KEYS = ("n_texts", "repeats", "corpus")
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """A results document written by ``write_results``: ``path`` is its results.json or the
+    folder holding it. Raises InputError naming the file when it is missing or is not one."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "results.json"
+    if not p.is_file():
+        raise InputError(f"{p} does not exist; give the results.json of an `embed bench` run or its folder")
+    try:
+        doc = json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{p} is not JSON ({e}); give the results.json of an `embed bench` run") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise InputError(f"{p} is not an `embed bench` results file (schema {got!r}, expected {SCHEMA!r})")
+    _check_rows(doc, str(p))
+    return doc
+
+
+def _check_rows(doc: dict, name: str) -> None:
+    rows = doc.get("rows")
+    if not isinstance(rows, list):
+        raise InputError(f"{name}: results have no 'rows' list")
+    for i, r in enumerate(rows):
+        missing = [k for k in (*CELL_KEYS, "texts_per_s") if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise InputError(f"{name}: row {i} lacks {', '.join(missing)}")
+
+
+def _cpu_of(doc: dict) -> dict:
+    cpu = (doc.get("environment") or {}).get("cpu") or {}
+    return {"model": cpu.get("model") or "unknown",
+            "flags": sorted(f for f, on in (cpu.get("flags") or {}).items() if on)}
+
+
+def compare_results(old: dict, new: dict, *, force: bool = False) -> dict:
+    """Two results documents side by side, cell by cell.
+
+    A cell is (model, device, length, batch_size, contender, precision); for each, the old and
+    new texts/s (best pass) and ``change_pct = 100 * (new / old - 1)``. Cells found in one run
+    only are kept with ``only`` = "old" or "new". Both runs' CPU model and ISA flags (and GPU
+    names) come from their environment blocks; when they differ a warning says so, because a
+    ratio across chips is not a speed change; so does a different thread count. Differences in
+    texts per cell, repeats, corpus and library versions are reported as notes.
+
+    Raises InputError when a model present in both runs has a different fingerprint for the same
+    precision (other weights or export settings: the vectors, hence the work, differ), unless
+    ``force``, which turns that into a warning.
+
+    Returns ``{"cells": [{model, device, length, batch_size, contender, precision, "old", "new",
+    "change_pct", "only"}], "fingerprints": [{"model", "precision", "old", "new", "same"}],
+    "cpu": {"old", "new", "same"}, "gpu": {"old", "new", "same"}, "created": {"old", "new"},
+    "warnings": [str], "notes": [str]}``; cells in the new run's row order, then old-only ones.
+    """
+    _check_rows(old, "old run")
+    _check_rows(new, "new run")
+    warnings: list[str] = []
+    notes: list[str] = []
+
+    fingerprints = []
+    for model, info in (new.get("models") or {}).items():
+        old_fp = ((old.get("models") or {}).get(model) or {}).get("fingerprints") or {}
+        for prec, fp in (info.get("fingerprints") or {}).items():
+            if prec in old_fp:
+                fingerprints.append({"model": model, "precision": prec, "old": old_fp[prec], "new": fp,
+                                     "same": old_fp[prec] == fp})
+    differ = [f for f in fingerprints if not f["same"]]
+    if differ:
+        what = "; ".join(f"{f['model']} {f['precision']}: old {f['old']}, new {f['new']}" for f in differ)
+        msg = (f"the runs benchmarked different model exports ({what}): other weights or export settings "
+               "compute different vectors, so their texts/s are not comparable")
+        if not force:
+            raise InputError(msg + ". Compare runs of the same model export, or pass --force (force=True) "
+                             "to compare anyway.")
+        warnings.append(msg + " (compared anyway: --force)")
+
+    def cells(doc):
+        return {tuple(r[k] for k in CELL_KEYS): r for r in doc["rows"]}
+
+    before, after = cells(old), cells(new)
+    out = []
+    for key, r in after.items():
+        o = before.get(key)
+        cell = dict(zip(CELL_KEYS, key))
+        if o is None:
+            out.append({**cell, "old": None, "new": r["texts_per_s"], "change_pct": None, "only": "new"})
+        else:
+            change = 100.0 * (r["texts_per_s"] / o["texts_per_s"] - 1.0) if o["texts_per_s"] else None
+            out.append({**cell, "old": o["texts_per_s"], "new": r["texts_per_s"], "change_pct": change, "only": None})
+    out += [{**dict(zip(CELL_KEYS, key)), "old": o["texts_per_s"], "new": None, "change_pct": None, "only": "old"}
+            for key, o in before.items() if key not in after]
+
+    cpu_old, cpu_new = _cpu_of(old), _cpu_of(new)
+    same_cpu = cpu_old == cpu_new
+    if not same_cpu:
+        gained = sorted(set(cpu_new["flags"]) - set(cpu_old["flags"]))
+        lost = sorted(set(cpu_old["flags"]) - set(cpu_new["flags"]))
+        flags = ", ".join([f"+{f}" for f in gained] + [f"-{f}" for f in lost]) or "same ISA flags"
+        warnings.append(f"the runs are from different CPUs ({cpu_old['model']} -> {cpu_new['model']}; {flags}): "
+                        "a ratio across chips is not a speed change")
+    gpu_old = [g.get("name") for g in (old.get("environment") or {}).get("gpu") or []]
+    gpu_new = [g.get("name") for g in (new.get("environment") or {}).get("gpu") or []]
+    if gpu_old != gpu_new and any(c["device"].startswith("cuda") and c["only"] is None for c in out):
+        warnings.append(f"the runs are from different GPUs ({', '.join(gpu_old) or 'none'} -> "
+                        f"{', '.join(gpu_new) or 'none'}): a ratio across GPUs is not a speed change")
+
+    cfg_old, cfg_new = old.get("config") or {}, new.get("config") or {}
+    if cfg_old.get("threads") != cfg_new.get("threads"):
+        warnings.append(f"the runs used different thread counts ({cfg_old.get('threads')} -> "
+                        f"{cfg_new.get('threads')}): texts/s scale with threads")
+    changed = [f"{k} {cfg_old[k]} -> {cfg_new[k]}" for k in _CONFIG_KEYS
+               if k in cfg_old and k in cfg_new and cfg_old[k] != cfg_new[k]]
+    if changed:
+        notes.append("config differs: " + ", ".join(changed))
+    v_old = (old.get("environment") or {}).get("versions") or {}
+    v_new = (new.get("environment") or {}).get("versions") or {}
+    changed = [f"{p} {v_old.get(p, '-')} -> {v_new.get(p, '-')}" for p in sorted(set(v_old) | set(v_new))
+               if v_old.get(p) != v_new.get(p)]
+    if changed:
+        notes.append("versions differ: " + ", ".join(changed))
+
+    return {"cells": out, "fingerprints": fingerprints,
+            "cpu": {"old": cpu_old, "new": cpu_new, "same": same_cpu},
+            "gpu": {"old": gpu_old, "new": gpu_new, "same": gpu_old == gpu_new},
+            "created": {"old": old.get("created"), "new": new.get("created")},
+            "warnings": warnings, "notes": notes}
+
+
+def format_comparison(cmp: dict) -> str:
+    """``compare_results``' output as text: both runs' CPUs, a line per cell (old and new texts/s,
+    change in percent, or the run it is missing from), a summary, then warnings and notes."""
+    lines = []
+    for side in ("old", "new"):
+        cpu = cmp["cpu"][side]
+        gpu = cmp["gpu"][side]
+        lines.append(f"{side} run  {cmp['created'][side] or '(no date)'}  cpu: {cpu['model']}  "
+                     f"[{' '.join(cpu['flags']) or 'no flags recorded'}]" + (f"  gpu: {', '.join(gpu)}" if gpu else ""))
+    lines += [f"warning: {w}" for w in cmp["warnings"]]
+    lines += [f"note: {n}" for n in cmp["notes"]]
+    head = (f"{'model':<18} {'dev':<4} {'length':<6} {'bs':>4} {'contender':<13} "
+            f"{'old texts/s':>11} {'new texts/s':>11} {'change':>9}")
+    lines += ["", head, "-" * len(head)]
+    for c in cmp["cells"]:
+        label = f"{c['contender']}-{c['precision']}"
+        old = "-" if c["old"] is None else f"{c['old']:.1f}"
+        new = "-" if c["new"] is None else f"{c['new']:.1f}"
+        if c["only"]:
+            change = f"only in {c['only']}"
+        else:
+            change = "-" if c["change_pct"] is None else f"{c['change_pct']:+.1f}%"
+        lines.append(f"{_short(c['model'])[:18]:<18} {c['device'][:4]:<4} {c['length']:<6} {c['batch_size']:>4} "
+                     f"{label[:13]:<13} {old:>11} {new:>11} {change:>9}")
+    both = [c["change_pct"] for c in cmp["cells"] if c["change_pct"] is not None]
+    only = {s: sum(c["only"] == s for c in cmp["cells"]) for s in ("old", "new")}
+    summary = f"{len(both)} cells in both runs"
+    if both:
+        summary += f", median change {statistics.median(both):+.1f}%"
+    summary += f"; {only['old']} only in the old run, {only['new']} only in the new run"
+    if cmp["warnings"]:
+        summary += f" ({len(cmp['warnings'])} warning(s) above)"
+    lines += ["", summary]
+    return "\n".join(lines)
 
 
 def default_out_dir(now: _dt.datetime | None = None) -> Path:

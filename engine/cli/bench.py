@@ -1,5 +1,6 @@
 """``embed bench``: latency and throughput over batch sizes and text lengths, CPU vs GPU,
-side by side with sentence-transformers; writes JSON, CSV and PNG plots.
+side by side with sentence-transformers; writes JSON, CSV and PNG plots. ``--compare OLD`` puts
+this run (or a saved one, ``--input``) beside an earlier one, cell by cell.
 
 The harness (``engine.benchmark``) is imported when the command runs, not when the CLI loads.
 """
@@ -31,19 +32,29 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed passes per contender and cell (default 3)")
     p.add_argument("--threads", type=int, default=None, help="threads for every contender (default physical cores)")
     p.add_argument("--baselines", default="st-torch,st-onnx", help="comma list of st-torch,st-onnx, or none")
-    p.add_argument("--out", default=None, help="output folder (default bench/results/<timestamp> or ./bench-results/<timestamp>)")
-    p.add_argument("--cache-dir", default=None, help="engine cache (default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default bench/results/<timestamp> or ./bench-results/<timestamp>)")
+    p.add_argument("--cache-dir", default=None,
+                   help="engine cache (default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine)")
     p.add_argument("--quick", action="store_true",
                    help="a small grid for a first look: batch sizes 1,8,32, short and medium texts, "
                    "64 texts, 2 repeats (explicit flags win)")
     p.add_argument("--no-plots", action="store_true", help="write JSON and CSV only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--compare", metavar="OLD", default=None,
+                   help="an earlier run's results.json (or its folder): after this run, print per cell the old "
+                   "and new texts/s and the change in percent, and both runs' CPUs")
+    p.add_argument("--input", metavar="RUN", default=None,
+                   help="use a saved run's results.json (or its folder) instead of running the grid: "
+                   "print its table, or with --compare, compare it to OLD; nothing is timed")
+    p.add_argument("--force", action="store_true",
+                   help="with --compare: compare runs whose model fingerprints differ (refused otherwise)")
     p.set_defaults(func=cmd_bench)
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
-    from ..errors import InputError
     from ..benchmark.harness import parse_list
+    from ..errors import InputError
 
     try:
         return tuple(int(x) for x in parse_list(text))
@@ -78,19 +89,38 @@ def config_from_args(args):
 def cmd_bench(args) -> int:
     from pathlib import Path
 
-    from ..benchmark.harness import best_batch_sizes, default_out_dir, format_table, run_grid, write_results
+    from ..benchmark.harness import (
+        best_batch_sizes,
+        compare_results,
+        default_out_dir,
+        format_comparison,
+        format_table,
+        load_results,
+        run_grid,
+        write_results,
+    )
 
-    config = config_from_args(args)
-    config.validate()
-    out = Path(args.out) if args.out else default_out_dir()
-    result = run_grid(config, progress=not args.no_progress)
-    paths = write_results(result, out, plots=not args.no_plots)
-    print(format_table(result))
-    for (model, device, precision, length), bs in best_batch_sizes(result).items():
-        print(f"best batch size  {model} {device} {precision} {length}: {bs}")
-    print(f"\nwrote {paths['json']}\n      {paths['csv']}")
-    for p in paths["plots"]:
-        print(f"      {p}")
-    if "plot_error" in paths:
-        print(f"plots skipped: {paths['plot_error']}", file=sys.stderr)
+    baseline = load_results(args.compare) if args.compare else None  # a bad OLD fails before the run
+    if args.input:
+        result = load_results(args.input)
+        if baseline is None:
+            print(format_table(result))
+    else:
+        config = config_from_args(args)
+        config.validate()
+        out = Path(args.out) if args.out else default_out_dir()
+        result = run_grid(config, progress=not args.no_progress)
+        paths = write_results(result, out, plots=not args.no_plots)
+        print(format_table(result))
+        for (model, device, precision, length), bs in best_batch_sizes(result).items():
+            print(f"best batch size  {model} {device} {precision} {length}: {bs}")
+        print(f"\nwrote {paths['json']}\n      {paths['csv']}")
+        for p in paths["plots"]:
+            print(f"      {p}")
+        if "plot_error" in paths:
+            print(f"plots skipped: {paths['plot_error']}", file=sys.stderr)
+    if baseline is not None:
+        new = args.input or "this run"
+        print(f"\ncomparing {args.compare} (old) with {new} (new)")
+        print(format_comparison(compare_results(baseline, result, force=args.force)))
     return 0
