@@ -544,7 +544,6 @@ def _progress(total: int, enabled: bool):
 
 def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = True) -> dict:
     """Run the grid and return the results document (schema in the module docstring)."""
-    from ..models.fetch import cache_root, resolve
     from ..runtime import physical_cores
 
     config.validate()
@@ -565,8 +564,8 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
         "skipped": [],
         "rss_method": memory.method,
     }
-    n_cells = len(config.models) * len(config.devices) * len(config.lengths) * len(config.batch_sizes)
-    bar = _progress(n_cells, progress)
+    cells_per_device = len(config.lengths) * len(config.batch_sizes)
+    bar = _progress(len(config.models) * len(config.devices) * cells_per_device, progress)
 
     def skip(model, device, contender, precision, reason):
         result["skipped"].append({"model": model, "device": device, "contender": contender,
@@ -578,20 +577,11 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
             texts_by_len: dict[str, list[str]] | None = None
             for device in config.devices:
                 why = device_unavailable(device)
-                if why is not None:
+                contenders = [] if why else _engine_contenders(model, device, config, threads, skip)
+                if why:
                     skip(model, device, "*", "*", why)
-                    if bar is not None:
-                        bar.update(len(config.lengths) * len(config.batch_sizes))
-                    continue
-                contenders: list[Contender] = []
-                for prec in config.precisions:
-                    try:
-                        contenders.append(engine_contender(model, device, prec, threads, config.cache_dir))
-                    except Exception as e:  # recorded, the grid goes on
-                        skip(model, device, "engine", prec, f"{type(e).__name__}: {e}")
                 if not contenders:
-                    if bar is not None:
-                        bar.update(len(config.lengths) * len(config.batch_sizes))
+                    _advance(bar, cells_per_device)
                     continue
                 emb = contenders[0].embedder
                 entry = result["models"].setdefault(model, {"name": emb.name, "dim": emb.dim,
@@ -602,33 +592,56 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
                     texts_by_len = _texts_for(emb, docs, config)
                     result["texts"][model] = {k: _token_stats(emb, v, LENGTH_BUCKETS[k], config.n_texts)
                                               for k, v in texts_by_len.items()}
-                for base in config.baselines:
-                    try:
-                        resolved = resolved or resolve(model, config.cache_dir)
-                        if base == "st-torch":
-                            contenders.append(st_torch_contender(resolved.folder, device, threads))
-                        else:
-                            key = emb.fingerprint.replace("/", "_")
-                            contenders.append(st_onnx_contender(resolved.folder, device, threads,
-                                                                cache_root(config.cache_dir) / "st-onnx" / key))
-                    except Exception as e:
-                        skip(model, device, base, "fp32", f"{type(e).__name__}: {e}")
+                baselines, resolved = _baseline_contenders(model, device, emb, config, threads, skip, resolved)
+                contenders += baselines
                 for length in config.lengths:
-                    texts = texts_by_len[length]
                     for bs in config.batch_sizes:
                         if bar is not None:
                             bar.set_postfix_str(f"{_short(model)} {device} {length} bs={bs}")
-                        result["rows"].extend(
-                            _run_cell(model, device, length, bs, texts, contenders, config, clock, memory, emb)
-                        )
-                        if bar is not None:
-                            bar.update(1)
-                del contenders, emb
+                        result["rows"].extend(_run_cell(model, device, length, bs, texts_by_len[length],
+                                                        contenders, config, clock, memory, emb))
+                        _advance(bar, 1)
+                del contenders, baselines, emb
                 gc.collect()
     finally:
         if bar is not None:
             bar.close()
     return result
+
+
+def _advance(bar, n: int) -> None:
+    if bar is not None:
+        bar.update(n)
+
+
+def _engine_contenders(model: str, device: str, config: BenchConfig, threads: int, skip) -> list[Contender]:
+    """The engine at every requested precision; one that cannot load is recorded by ``skip``."""
+    out = []
+    for prec in config.precisions:
+        try:
+            out.append(engine_contender(model, device, prec, threads, config.cache_dir))
+        except Exception as e:  # recorded, the grid goes on
+            skip(model, device, "engine", prec, f"{type(e).__name__}: {e}")
+    return out
+
+
+def _baseline_contenders(model: str, device: str, emb, config: BenchConfig, threads: int, skip, resolved):
+    """(the sentence-transformers baselines that load, the resolved model folder for the next device)."""
+    from ..models.fetch import cache_root, resolve
+
+    out = []
+    for base in config.baselines:
+        try:
+            resolved = resolved or resolve(model, config.cache_dir)
+            if base == "st-torch":
+                out.append(st_torch_contender(resolved.folder, device, threads))
+            else:
+                key = emb.fingerprint.replace("/", "_")
+                out.append(st_onnx_contender(resolved.folder, device, threads,
+                                             cache_root(config.cache_dir) / "st-onnx" / key))
+        except Exception as e:
+            skip(model, device, base, "fp32", f"{type(e).__name__}: {e}")
+    return out, resolved
 
 
 def _short(model: str) -> str:
