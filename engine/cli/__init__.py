@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embed", description="Text embeddings on onnxruntime: encode, search, benchmark, evaluate."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_verbosity(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
@@ -38,6 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     for p in sub.choices.values():  # -v/-q after the subcommand too (`embed encode ... -q`)
         _add_verbosity(p, argparse.SUPPRESS)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("embed-engine")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
