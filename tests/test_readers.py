@@ -285,3 +285,25 @@ def test_lone_surrogates_never_reach_the_embedder(tmp_path):
         assert [w for w, _ in rejects] == [f"{path}:{n}" for n in bad]
         for _, text, _ in docs:
             text.encode("utf-8")   # every document can be tokenized
+
+
+def test_a_pipe_is_read_once_and_not_counted(tmp_path):
+    """`embed encode <(zcat corpus.jsonl.gz) --format jsonl`: the pipe has no suffix (--format says
+    what it holds) and is not read ahead for the progress bar, which would drain it."""
+    import os
+    import threading
+
+    from engine.corpus.readers import count_records
+
+    fifo = tmp_path / "63"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "y"}\n'))
+    writer.start()
+    try:
+        inputs = expand_inputs(fifo, format="jsonl")
+        assert count_records(inputs, "jsonl") is None
+        assert [d.id for d in iter_documents(inputs, Fields(), None, "jsonl")] == ["a", "b"]
+    finally:
+        writer.join(timeout=10)
+    with pytest.raises(InputError, match="has no file extension"):
+        expand_inputs(fifo)

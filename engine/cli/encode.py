@@ -1,4 +1,4 @@
-"""``embed encode`` (corpus files -> resumable shards) and ``embed search`` (query those shards).
+"""``embed encode`` (corpus files or stdin -> resumable shards) and ``embed search`` (query those shards).
 
 The work is in ``engine.corpus.embed_corpus`` and ``engine.corpus.shards.CorpusSearcher``.
 """
@@ -11,21 +11,29 @@ from pathlib import Path
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "encode", help="embed corpus files (jsonl/csv/tsv/parquet/text) into resumable shards",
+        "encode", help="embed corpus files or stdin (jsonl/csv/tsv/parquet/txt) into resumable shards",
         description="Embed documents into OUTDIR as shards (shard-NNNNN.npy vectors + .jsonl ids/titles) "
         "and manifest.json. Interrupted? Rerun the same command: finished shards are kept. Unchanged "
         "documents come from the embedding cache. JSON lines use _id/title/text; the embedded text is "
-        "'title text' when a title is present.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or quoted globs ('data/*.jsonl')")
+        "'title text' when a title is present. Files are read by suffix (.jsonl/.ndjson/.json, .csv, "
+        ".tsv/.tab, .parquet/.pq, .txt, each also .gz); any other is an error unless --format names one. "
+        "'-' reads standard input: JSON lines when its first line starts with '{', else one document "
+        "per line, or --format.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, quoted globs ('data/*.jsonl'), or - for standard input")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--model", default=None, help="model name or folder (default: all-MiniLM-L6-v2)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--id-field", default="_id", help="id field / column (default: _id)")
+    p.add_argument("--id-field", default="_id",
+                   help="id field / column; '' numbers the records instead (the row, or the line a record "
+                   "starts at in a text-based file; plain text is always numbered) (default: _id)")
     p.add_argument("--text-field", default="text", help="text field / column (default: text)")
     p.add_argument("--title-field", default="title", help="title field / column; '' for none (default: title)")
+    p.add_argument("--format", default=None, choices=["jsonl", "csv", "tsv", "text", "parquet"],
+                   help="read every input (and stdin) as this format instead of by file suffix")
     p.add_argument("--truncate-dim", type=int, default=None, help="keep the first N dimensions (Matryoshka)")
     p.add_argument("--shard-size", type=int, default=10_000, help="documents per shard (default: 10000)")
     p.add_argument("--no-cache", action="store_true", help="do not use the embedding cache")
@@ -83,7 +91,8 @@ def cmd_encode(args) -> int:
         args.inputs, args.out, args.model, precision=args.precision, device=args.device, threads=args.threads,
         batch_size=args.batch_size, id_field=args.id_field, text_field=args.text_field,
         title_field=args.title_field or None, truncate_dim=args.truncate_dim, shard_size=args.shard_size,
-        cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet, **extra,
+        cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet,
+        format=args.format, **extra,
     )
     if args.json:
         print(json.dumps(summary.as_dict()))

@@ -1,11 +1,12 @@
-"""The corpus driver: stream a corpus from files into resumable shards, embedding only what is new.
+"""The corpus driver: stream a corpus (files, stdin, a DataFrame, Arrow, a dataset, an iterable)
+into resumable shards, embedding only what is new.
 
 There is one driver (``drive``) and two executors, which only turn lists of texts into vectors:
 ``LocalExecutor`` (the Embedder in this process; ``embed_corpus``) and the Ray actor pool
 (``engine.corpus.ray.embed_corpus_ray``). Reading, duplicate ids, shards, resume, the cache and
 the manifest are the driver's, so both paths write the same output::
 
-    files -> readers (one record at a time) -> duplicate-id check -> shard i = docs [i*S, (i+1)*S)
+    inputs -> readers (one record at a time) -> duplicate-id check -> shard i = docs [i*S, (i+1)*S)
       -> shard already complete? keep it
          : per chunk of EMBED_CHUNK docs: cache lookup -> misses not yet submitted -> executor.submit ─┐
       executor.next() -> cache insert -> vectors into every row waiting for those texts <──────────────┘
@@ -33,8 +34,15 @@ Duplicate ids are an error naming the id and both locations (with ``skip_bad`` t
 records are skipped and listed in rejects.jsonl). Kill the run at any moment and rerun the same
 call: complete shards are kept (checked against their done record: settings, document digest,
 sha256 of the files), the rest is written, and the output is byte-identical to an uninterrupted
-run. See ``engine.corpus.readers`` for formats, ids and how title and text are combined, and
-``engine.corpus.shards`` for the output layout.
+run. See ``engine.corpus.readers`` for formats, sources, ids and how title and text are
+combined, and ``engine.corpus.shards`` for the output layout.
+
+Resume does not trust the inputs' names: a shard is kept only when its documents (ids, titles,
+text hashes: the done record's content digest) are the ones this run reads at its position, so
+a rerun over an edited file, a changed DataFrame or another stdin redoes exactly the shards whose
+documents changed. The manifest's ``inputs`` are a record for people (a file's path, format,
+size and mtime; a source's kind, type and row count; stdin's format), written again at the end
+with what the run learnt (rows read, the format stdin was read as); they are not settings.
 """
 from __future__ import annotations
 
@@ -58,6 +66,8 @@ from .readers import (
     SKIP_HINT,
     Doc,
     Fields,
+    Input,
+    Source,
     count_records,
     detect_format,
     expand_inputs,
@@ -100,7 +110,7 @@ class CorpusSummary:
 
 
 def embed_corpus(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    inputs,
     out_dir: str | os.PathLike,
     model=None,
     *,
@@ -108,7 +118,7 @@ def embed_corpus(
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
-    id_field: str = "_id",
+    id_field: str | None = "_id",
     text_field: str = "text",
     title_field: str | None = "title",
     truncate_dim: int | None = None,
@@ -118,9 +128,19 @@ def embed_corpus(
     overwrite: bool = False,
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    format: str | None = None,
 ) -> CorpusSummary:
-    """Embed every document of ``inputs`` (files or globs) into shards in ``out_dir``.
+    """Embed every document of ``inputs`` into shards in ``out_dir``.
 
+    inputs: a path or glob, ``"-"`` (stdin), a list of those, or one in-memory source: a pandas
+        DataFrame, a pyarrow Table / RecordBatchReader / dataset, a Hugging Face Dataset, an
+        iterable of dicts (records) or of strings (documents; a *list* of strings is a list of
+        paths, so pass ``iter(texts)``). See ``engine.corpus.readers``.
+    id_field: the id field / column; None (or ``""``) numbers the records instead (1-based row,
+        or the line a record starts at in a text-based file). Strings and plain text lines have
+        no fields and are always numbered.
+    format: read every file and stdin as ``"jsonl"``, ``"csv"``, ``"tsv"``, ``"text"`` or
+        ``"parquet"`` instead of by suffix (stdin: JSON lines or text, from its first line).
     model: a catalogue name, a sentence-transformers folder, or a ready ``Embedder`` (default
         all-MiniLM-L6-v2). precision/device/threads/cache_dir build that Embedder (unused when
         model is one); cache_dir also locates the default embedding cache.
@@ -134,18 +154,21 @@ def embed_corpus(
     """
     t0 = time.perf_counter()
     check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field)
-    paths = expand_inputs(inputs)
+    sources = expand_inputs(inputs, format)
     embedder = _embedder(model, precision, device, threads, cache_dir)
-    plan = Plan.build(paths, embedder, model_ref(model), Fields(id_field, text_field, title_field or None),
-                      truncate_dim, shard_size)
+    plan = Plan.build(sources, embedder, model_ref(model), Fields(id_field, text_field, title_field or None),
+                      truncate_dim, shard_size, format)
     executor = LocalExecutor(embedder, batch_size, plan.truncate_dim, count_tokens=progress)
     return drive(plan, out_dir, executor, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad,
                  overwrite=overwrite, progress=progress, t0=t0)
 
 
 def check_options(**positive_ints_and_fields) -> None:
-    """InputError for a non-positive integer option (shard_size, batch_size, ...) or an empty field name."""
+    """InputError for a non-positive integer option (shard_size, batch_size, ...) or an empty field
+    name (id_field may be None or "": row numbers)."""
     for name, value in positive_ints_and_fields.items():
+        if name == "id_field" and value in (None, ""):
+            continue
         if name.endswith("_field"):
             if not isinstance(value, str) or not value:
                 raise InputError(f"{name} must be a non-empty string, got {value!r}")
@@ -176,17 +199,18 @@ class Plan:
     Built by each entry point from its model, so the local and the Ray outputs are interchangeable.
     """
 
-    paths: tuple[Path, ...]
+    inputs: tuple[Input, ...]   # expand_inputs' files and sources
     fields: Fields
     settings: dict
     settings_sha: str
     manifest: dict
     truncate_dim: int | None
     dim: int
+    format: str | None = None   # forced file / stdin format (readers.FORMAT_NAMES), else by suffix
 
     @classmethod
-    def build(cls, paths: Sequence[Path], model, ref: str, fields: Fields, truncate_dim: int | None,
-              shard_size: int) -> Plan:
+    def build(cls, inputs: Sequence[Input], model, ref: str, fields: Fields, truncate_dim: int | None,
+              shard_size: int, format: str | None = None) -> Plan:
         """model: an ``Embedder`` or an ``ExportedModel`` (its spec, fingerprint and precision); ref: ``model_ref``."""
         full_dim, fingerprint, precision = model.spec.dim, model.fingerprint, model.precision
         if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
@@ -204,9 +228,9 @@ class Plan:
             "format": FORMAT, "version": VERSION, "status": "in_progress", "settings": settings,
             "model": {"name": model.spec.name, "ref": ref, "fingerprint": fingerprint, "precision": precision},
             "dim": dim, "truncate_dim": truncate_dim, "normalize": True,
-            "inputs": [_input_info(p) for p in paths],
+            "inputs": _inputs_info(inputs, format),
         }
-        return cls(tuple(paths), fields, settings, settings_digest(settings), manifest, truncate_dim, dim)
+        return cls(tuple(inputs), fields, settings, settings_digest(settings), manifest, truncate_dim, dim, format)
 
 
 # -- executors ------------------------------------------------------------------------------
@@ -285,7 +309,7 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=T
               if store else None)
         rejects = stack.enter_context(_Rejects(out.path, enabled=skip_bad))
         registry = stack.enter_context(_IdRegistry(out.path / ".ids.sqlite"))
-        bar = stack.enter_context(_Progress(count_records(plan.paths) if progress else None, progress))
+        bar = stack.enter_context(_Progress(count_records(plan.inputs, plan.format) if progress else None, progress))
         shard_size = plan.settings["shard_size"]
         # with an executor that works in the background, enough documents open to keep it busy
         # (twice what it embeds at once) and at least two shards, so reading and writing overlap
@@ -294,7 +318,8 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=T
 
         on_bad = rejects.add if skip_bad else None
         pending: list[Doc] = []
-        for block in _blocks(iter_documents(plan.paths, plan.fields, on_bad), min(ID_BLOCK, shard_size)):
+        docs = iter_documents(plan.inputs, plan.fields, on_bad, plan.format)
+        for block in _blocks(docs, min(ID_BLOCK, shard_size)):
             pending.extend(registry.unique(block, on_bad))
             while len(pending) >= shard_size:
                 run.shard(pending[:shard_size])
@@ -305,6 +330,8 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=T
         out.remove_shards_from(len(run.records))
         n_docs = sum(r["count"] for r in run.records)
         manifest.update(status="complete", count=n_docs, rejected=rejects.count,
+                        inputs=[src.info() if isinstance(src, Source) else info   # rows read, stdin's format
+                                for src, info in zip(plan.inputs, plan.manifest["inputs"])],
                         shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in run.records])
         rejects.finish()
         out.write_manifest(manifest)
@@ -458,9 +485,17 @@ def _open_cache(cache, cache_dir):
     return EmbeddingCache(path), True
 
 
-def _input_info(path: Path) -> dict:
-    st = path.stat()
-    return {"path": str(path), "format": detect_format(path), "size": st.st_size, "mtime": st.st_mtime}
+def _inputs_info(inputs: Sequence[Input], format: str | None = None) -> list[dict]:
+    """The manifest's record of the inputs (informational: resume checks each shard's documents)."""
+    out = []
+    for src in inputs:
+        if isinstance(src, Source):
+            out.append(src.info())
+        else:
+            st = src.stat()
+            out.append({"path": str(src), "format": detect_format(src, format), "size": st.st_size,
+                        "mtime": st.st_mtime})
+    return out
 
 
 # -- duplicate ids, rejects, progress -------------------------------------------------------

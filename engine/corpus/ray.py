@@ -50,7 +50,6 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -230,7 +229,7 @@ def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: st
 
 # -- files -> shards ------------------------------------------------------------------------
 def embed_corpus_ray(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    inputs,
     out_dir: str | os.PathLike,
     model=None,
     *,
@@ -242,7 +241,7 @@ def embed_corpus_ray(
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
-    id_field: str = "_id",
+    id_field: str | None = "_id",
     text_field: str = "text",
     title_field: str | None = "title",
     truncate_dim: int | None = None,
@@ -253,6 +252,7 @@ def embed_corpus_ray(
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
     ray_batch_size: int = RAY_BATCH,
+    format: str | None = None,
 ):
     """``engine.corpus.embed_corpus`` with the model on Ray actors; same output, same CorpusSummary.
 
@@ -260,7 +260,8 @@ def embed_corpus_ray(
         this call starts is shut down at the end). actors: default as many as the cluster's CPUs
         (GPUs) allow at cpus_per_actor (gpus_per_actor) each. threads: onnxruntime threads per
         actor, default cpus_per_actor. device='cuda' gives each actor gpus_per_actor (default 1).
-    The other arguments are ``embed_corpus``'s; shard_size (default 10,000) and the model settings
+    The other arguments are ``embed_corpus``'s (inputs: files, stdin or an in-memory source, read
+    on the driver); shard_size (default 10,000) and the model settings
     define the output, so a rerun - on Ray or not - must use the same ones.
     """
     from .driver import DEFAULT_SHARD_SIZE, Plan, check_options, drive
@@ -272,10 +273,10 @@ def embed_corpus_ray(
     check_options(shard_size=shard_size, batch_size=batch_size, ray_batch_size=ray_batch_size,
                   id_field=id_field, text_field=text_field, **({} if actors is None else {"actors": actors}))
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
-    paths = expand_inputs(inputs)
+    sources = expand_inputs(inputs, format)
     exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
-    plan = Plan.build(paths, exported, ref, Fields(id_field, text_field, title_field or None), truncate_dim,
-                      shard_size)
+    plan = Plan.build(sources, exported, ref, Fields(id_field, text_field, title_field or None), truncate_dim,
+                      shard_size, format)
     kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim)
     pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": progress}, ray_batch_size)
     return drive(plan, out_dir, pool, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad, overwrite=overwrite,
