@@ -43,12 +43,14 @@ def plan_batches(
     return batches
 
 
-def pad_batch(ids: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id arrays to the longest one: (input_ids, attention_mask), both int64 (b, t)."""
+def pad_batch(ids: list[np.ndarray], pad_id: int, left: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Pad token id arrays to the longest one, on the right (or the left): (input_ids, attention_mask),
+    both int64 (b, t)."""
     t = max(len(x) for x in ids)
     input_ids = np.full((len(ids), t), pad_id, dtype=np.int64)
     mask = np.zeros((len(ids), t), dtype=np.int64)
     for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = x
-        mask[i, : len(x)] = 1
+        at = slice(t - len(x), t) if left else slice(0, len(x))
+        input_ids[i, at] = x
+        mask[i, at] = 1
     return input_ids, mask

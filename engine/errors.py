@@ -14,6 +14,10 @@ class ModelNotFoundError(EngineError, LookupError):
     """A model name/path could not be resolved to weights."""
 
 
+class UnsupportedModelError(EngineError, ValueError):
+    """A model uses a module, option or architecture the engine cannot reproduce exactly."""
+
+
 class WeightsVerificationError(EngineError):
     """A weight file's sha256 does not match the catalogue."""
 
@@ -31,7 +35,13 @@ class ModelMismatchError(EngineError, ValueError):
 
 
 class IndexFormatError(EngineError, ValueError):
-    """An index file is truncated, corrupt, or of an unknown format version."""
+    """An index file, or a file of an ``embed encode`` output folder, is truncated, corrupt, crafted,
+    not a regular file, or of an unknown format version. The message names the file."""
+
+
+class OutputError(EngineError, OSError):
+    """A file could not be written (read-only file system, no space left, a file where a folder
+    should be, ...). The message names the path; a file that was there before is left unchanged."""
 
 
 def missing_extra(package: str, extra: str) -> ImportError:

@@ -54,7 +54,7 @@ class ModelSpec:
     name: str
     dim: int
     max_seq_length: int
-    pooling: str = "mean"  # "mean" | "cls" | "max"
+    pooling: str = "mean"  # sentence-transformers pooling mode(s), "+"-joined: "mean", "cls", "lasttoken", "cls+mean"
     normalize: bool = True
     aliases: tuple[str, ...] = ()
     sources: tuple[PyPISource | HubSource, ...] = ()

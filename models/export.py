@@ -8,10 +8,15 @@ Layout of one exported model (``<cache>/onnx/<key>/``)::
                       runtime loads (fp32, int8); absent when that changes nothing, or for a graph
                       over 1 GiB or with external data (the CPU runtime then loads model.onnx)
     model.cuda.onnx   model.onnx with mean pooling in the graph: what the CUDA runtime loads;
-                      absent unless pooling is mean
-    tokenizer.json    the model's fast tokenizer (truncation/padding are set by the runtime)
-    meta.json         spec, fingerprint, source, weight digests, tool versions, and ``graphs``:
-                      the file each device loads, e.g. {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}
+                      absent unless pooling is plain mean (one mode, include_prompt)
+    tokenizer.json    the tokenizer sentence-transformers runs: transformers' AutoTokenizer of the
+                      folder (with the model's processor kwargs and do_lower_case) saved as one
+                      ``tokenizers`` file (truncation/padding are set by the runtime)
+    head.npz          the Dense / LayerNorm weights of the module stack (absent when it has none)
+    meta.json         spec, fingerprint, source, weight digests, tool versions, ``stack`` (the module
+                      stack, models/stack.py, with max_seq_length resolved), ``tokenizer`` (padding
+                      side, pad id, special ids) and ``graphs``: the file each device loads, e.g.
+                      {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}
 
 Every graph the runtime loads is written here at export time, so running a model needs only
 onnxruntime (``ExportedModel.graph_path``): no onnx, torch or optimum at load time. The runtime
@@ -43,9 +48,12 @@ from pathlib import Path
 from ..errors import ExportError, InputError, missing_extra
 from .catalog import ModelSpec, lookup
 from .fetch import ResolvedModel, cache_root, resolve, sha256_file, verify_weights
+from .stack import ModuleStack
 
-# Bump when the export pipeline changes in a way that changes the graph's outputs.
-EXPORT_VERSION = 1
+# Bump when the export pipeline changes in a way that changes the graph's outputs, or what the
+# fingerprint covers. 2: the fingerprint covers the tokenizer, every module and the prompts, and
+# exports carry the module stack; v1 folders (older fingerprints, no stack) are never read again.
+EXPORT_VERSION = 2
 OPSET = 18
 PRECISIONS = ("fp32", "int8", "fp16")
 # ...and per precision when only that precision's recipe changes (int8 2: GELU in tanh form).
@@ -92,12 +100,37 @@ class ExportedModel:
     def tokenizer_path(self) -> Path:
         return self.folder / "tokenizer.json"
 
+    @property
+    def stack(self) -> ModuleStack:
+        """The module stack after the transformer (pooling, Dense, LayerNorm, Normalize) and the prompts."""
+        return ModuleStack.from_dict(self.meta["stack"])
 
-def fingerprint(spec: ModelSpec, digests: dict[str, str], precision: str, export_settings: dict) -> str:
-    """A stable id of weights + export settings + pooling: ``name/precision/dim/<16 hex>``.
+    @property
+    def tokenizer_info(self) -> dict:
+        """{"padding_side", "truncation_side", "pad_id", "special_ids"}: how sentence-transformers pads."""
+        return self.meta["tokenizer"]
 
-    Two embedders with equal fingerprints produce interchangeable vectors; an index refuses
-    queries whose fingerprint differs from the one it was built with.
+    def head_weights(self) -> dict:
+        """The stack's Dense / LayerNorm parameters (``models.stack.load_weights`` names), float32."""
+        path = self.folder / "head.npz"
+        if not path.is_file():
+            return {}
+        import numpy as np
+
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+
+def fingerprint(spec: ModelSpec, digests: dict[str, str], precision: str, export_settings: dict,
+                content: dict | None = None) -> str:
+    """A stable id of everything that changes a vector: ``name/precision/dim/<16 hex>``.
+
+    ``content`` (``content_digests`` + the resolved module stack and tokenizer settings) covers the
+    tokenizer files, config.json, every module's config and weights, max_seq_length and the prompt
+    config; ``digests`` the transformer's weights; ``export_settings`` the export recipe. Only file
+    contents and settings go in (no paths, no mtimes), so a copy of a folder anywhere has the same
+    fingerprint. Two embedders with equal fingerprints produce interchangeable vectors; an index
+    refuses queries whose fingerprint differs from the one it was built with.
     """
     payload = {
         "weights": sorted(digests.items()),
@@ -107,19 +140,48 @@ def fingerprint(spec: ModelSpec, digests: dict[str, str], precision: str, export
         "normalize": spec.normalize,
         "dim": spec.dim,
         "export": export_settings,
+        "content": content or {},
     }
-    h = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    h = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"{spec.name}/{precision}/{spec.dim}/{h}"
 
 
-def _cache_key(model: ResolvedModel, precision: str) -> str:
-    if model.catalogued:
+# Files of a model folder that change its vectors besides the weights: configs, tokenizer files,
+# and (when trusted) its own code. Weights are hashed by verify_weights.
+_CONTENT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
+
+
+def content_files(folder: Path, trust_remote_code: bool = False) -> list[str]:
+    """Relative paths of the folder's config / tokenizer files and every module folder's files."""
+    folder = Path(folder)
+    suffixes = _CONTENT_SUFFIXES + ((".py",) if trust_remote_code else ())
+    # SOURCE.txt: where an ONNX-only package's files were linked from (paths, not content)
+    out = [p.name for p in folder.iterdir() if p.is_file() and p.suffix in suffixes and p.name != "SOURCE.txt"]
+    modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
+    for m in modules:
+        sub = str(m.get("path", "")).strip("/")
+        if sub and (folder / sub).is_dir():
+            out += [p.relative_to(folder).as_posix() for p in (folder / sub).rglob("*") if p.is_file()]
+    return sorted(set(out))
+
+
+def content_digests(folder: Path, trust_remote_code: bool = False) -> dict[str, str]:
+    """{relative path: sha256} of ``content_files``: small files, hashed on every export."""
+    files = content_files(folder, trust_remote_code)
+    return {f: hashlib.sha256((Path(folder) / f).read_bytes()).hexdigest() for f in files}
+
+
+def _cache_key(model: ResolvedModel, precision: str, trust_remote_code: bool = False) -> str:
+    if model.catalogued and not model.source.startswith("local:"):
         base = model.spec.name
-    else:  # a local folder: key on its path and the weights' size and mtime
-        w = model.weights
-        st = w.stat()
-        ident = f"{model.folder}|{w.name}|{st.st_size}|{st.st_mtime_ns}"
-        base = f"{model.folder.name}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
+    else:  # a local folder: key on its path and the size and mtime of every file that changes a vector
+        files = [w.relative_to(model.folder).as_posix() for w in model.weight_files]
+        files += content_files(model.folder, trust_remote_code)
+        ident = [str(model.folder), model.spec.name, trust_remote_code]
+        for f in sorted(files):
+            st = (model.folder / f).stat()
+            ident.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
+        base = f"{model.folder.name}-{hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:10]}"
     return f"{base}-{precision}-{_version_tag(precision)}"
 
 
@@ -127,8 +189,13 @@ def load_or_export(
     model: str | os.PathLike | ResolvedModel,
     precision: str = "fp32",
     cache_dir: str | os.PathLike | None = None,
+    trust_remote_code: bool = False,
 ) -> ExportedModel:
-    """Return the cached export of ``model`` at ``precision``, exporting it first if needed."""
+    """Return the cached export of ``model`` at ``precision``, exporting it first if needed.
+
+    ``trust_remote_code`` lets a model whose config or tokenizer maps to code in its folder be
+    exported (that code runs during the export); without it such a model is refused.
+    """
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     spec = lookup(str(model)) if isinstance(model, str) and not Path(model).expanduser().is_dir() else None
@@ -137,9 +204,9 @@ def load_or_export(
         cached = _cached(folder, spec, precision)
         if cached is not None:
             return cached
-    resolved = model if isinstance(model, ResolvedModel) else resolve(model, cache_dir)
-    folder = cache_root(cache_dir) / "onnx" / _cache_key(resolved, precision)
-    return _cached(folder, resolved.spec, precision) or _export(resolved, precision, folder)
+    resolved = model if isinstance(model, ResolvedModel) else resolve(model, cache_dir, trust_remote_code)
+    folder = cache_root(cache_dir) / "onnx" / _cache_key(resolved, precision, trust_remote_code)
+    return _cached(folder, resolved.spec, precision) or _export(resolved, precision, folder, trust_remote_code)
 
 
 def _cached(folder: Path, spec: ModelSpec, precision: str) -> ExportedModel | None:
@@ -147,6 +214,11 @@ def _cached(folder: Path, spec: ModelSpec, precision: str) -> ExportedModel | No
     if not (meta_path.is_file() and (folder / "model.onnx").is_file()):
         return None
     meta = json.loads(meta_path.read_text())
+    if "stack" not in meta or "tokenizer" not in meta:
+        raise ExportError(
+            f"{folder} was written by another version of the engine (its meta.json has no module stack); "
+            f"delete {folder} to export the model again"
+        )
     graphs = meta.get("graphs")
     if not isinstance(graphs, dict) or any(not _runtime_file(folder, n).is_file() for n in graphs.values()):
         meta = _complete(folder, spec, precision, meta)
@@ -172,6 +244,11 @@ def _incomplete_message(folder: Path, problem: str) -> str:
     )
 
 
+def _pool_in_graph(stack: ModuleStack) -> bool:
+    """Whether the CUDA graph pools (plain mean pooling: one mode, prompt tokens included)."""
+    return stack.pooling.modes == ("mean",) and stack.pooling.include_prompt
+
+
 def _complete(folder: Path, spec: ModelSpec, precision: str, meta: dict) -> dict:
     """Write the runtime graphs an export lacks (an older layout, or a deleted file); return the new meta."""
     try:
@@ -182,7 +259,8 @@ def _complete(folder: Path, spec: ModelSpec, precision: str, meta: dict) -> dict
         problem = "its meta.json names no runtime graphs (written by an earlier version)"
         raise ExportError(_incomplete_message(folder, problem)) from None
     try:
-        meta = {**meta, "graphs": _write_runtime_graphs(folder, spec, precision)}
+        pooled = _pool_in_graph(ModuleStack.from_dict(meta["stack"])) if "stack" in meta else spec.pooling == "mean"
+        meta = {**meta, "graphs": _write_runtime_graphs(folder, spec, precision, pooled)}
         _write_atomic(folder / "meta.json", json.dumps(meta, indent=2, default=str).encode())
         (folder / "model.pooled.onnx").unlink(missing_ok=True)  # what model.cuda.onnx replaces
     except OSError as e:
@@ -192,16 +270,21 @@ def _complete(folder: Path, spec: ModelSpec, precision: str, meta: dict) -> dict
     return meta
 
 
-def _write_runtime_graphs(folder: Path, spec: ModelSpec, precision: str) -> dict[str, str]:
+def _write_runtime_graphs(
+    folder: Path, spec: ModelSpec, precision: str, pool_in_graph: bool | None = None
+) -> dict[str, str]:
     """Write the graphs the runtime loads beside ``folder/model.onnx`` (those not already there);
-    return {device: file name}. Files are written atomically (tempfile + rename)."""
+    return {device: file name}. Files are written atomically (tempfile + rename). The CUDA graph
+    pools when ``pool_in_graph`` (default: the spec's pooling is mean)."""
+    if pool_in_graph is None:
+        pool_in_graph = spec.pooling == "mean"
     from .graph import add_mean_pooling, cpu_model
 
     src = folder / "model.onnx"
     builders = {}
     if precision in CPU_PRECISIONS:
         builders["cpu"] = ("model.cpu.onnx", lambda: cpu_model(src))
-    builders["cuda"] = ("model.cuda.onnx", lambda: add_mean_pooling(src) if spec.pooling == "mean" else None)
+    builders["cuda"] = ("model.cuda.onnx", lambda: add_mean_pooling(src) if pool_in_graph else None)
     graphs = {}
     for device, (name, build) in builders.items():
         if not (folder / name).is_file():
@@ -226,23 +309,33 @@ def _write_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
+def _export(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool = False) -> ExportedModel:
+    import numpy as np
+
+    from .stack import load_weights, read_stack
+
     spec = model.spec
     digests = verify_weights(model)  # before anything is built from the weights
-    settings = {"version": EXPORT_VERSION, "opset": OPSET, "optimizer": "ort-transformers-o1"}
+    stack = read_stack(model.folder, spec.hidden_size)
+    head = load_weights(model.folder, stack)
+    fusion = _FUSION_TYPES.get(spec.model_type)
+    settings = {"version": EXPORT_VERSION, "opset": OPSET,
+                "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none"}
     calibration = None  # int8: cosine to fp32 on the calibration texts (a measurement, not in the fingerprint)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
+        tok_info, max_len = _export_tokenizer(model, stack, tmp / "tokenizer.json", trust_remote_code)
+        stack = dataclasses.replace(stack, max_seq_length=max_len)
         raw = tmp / "raw"
         if model.weights.suffix == ".onnx":
             raw.mkdir()
             shutil.copy2(model.weights, raw / "model.onnx")
             settings["onnx_output"] = _keep_token_output(raw / "model.onnx", spec)
         else:
-            _optimum_export(model.folder, raw)
+            _optimum_export(model.folder, raw, trust_remote_code, validate=spec.model_type not in _VERIFIED)
         optimized = tmp / "model.fp32.onnx"
-        settings["fusions"] = _optimize(raw / "model.onnx", optimized, spec)
+        settings["fusions"] = _optimize(raw / "model.onnx", optimized, spec, fusion)
         if precision == "fp32":
             os.replace(optimized, tmp / "model.onnx")
         elif precision == "int8":
@@ -258,15 +351,24 @@ def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
             settings["fp16"] = convert_fp16(optimized, tmp / "model.onnx")
             optimized.unlink()
         shutil.rmtree(raw)
-        graphs = _write_runtime_graphs(tmp, spec, precision)
-        shutil.copy2(model.folder / "tokenizer.json", tmp / "tokenizer.json")
-        fp = fingerprint(spec, digests, precision, settings)
+        graphs = _write_runtime_graphs(tmp, spec, precision, _pool_in_graph(stack))
+        if head:
+            np.savez(tmp / "head.npz", **head)
+        content = {
+            "files": content_digests(model.folder, trust_remote_code),
+            "stack": stack.to_dict(),
+            "tokenizer": tok_info,
+        }
+        fp = fingerprint(spec, digests, precision, settings, content)
         meta = {
             "fingerprint": fp,
             "spec": dataclasses.asdict(spec),
             "precision": precision,
             "source": model.source,
             "weights_sha256": digests,
+            "content_sha256": content["files"],
+            "stack": stack.to_dict(),
+            "tokenizer": tok_info,
             "export": settings,
             "onnx_sha256": sha256_file(tmp / "model.onnx"),
             "graphs": graphs,
@@ -286,7 +388,83 @@ def _export(model: ResolvedModel, precision: str, dest: Path) -> ExportedModel:
     return ExportedModel(spec, dest, meta["fingerprint"], precision, meta)
 
 
-def _optimum_export(folder: Path, out: Path) -> None:
+def _export_tokenizer(model: ResolvedModel, stack: ModuleStack, dest: Path, trust_remote_code: bool):
+    """Write the tokenizer sentence-transformers runs as one tokenizer.json; return (info, max_seq_length).
+
+    sentence-transformers tokenizes with ``AutoTokenizer.from_pretrained(folder, **processor_kwargs)``
+    (model_max_length = max_seq_length when set), lowercases first when do_lower_case (a Lowercase
+    normalizer in front), pads on the tokenizer's padding_side with its pad token, truncates on its
+    truncation_side, and counts a prompt's tokens without a trailing special token. The backend
+    ``tokenizers`` object of that tokenizer is what is saved, so transformers-side settings
+    (add_bos/add_eos, lowercasing flags) are in the file. A folder without a tokenizer config (an
+    ONNX-only package with a donor tokenizer.json) keeps its tokenizer.json, padded right.
+    """
+    from .fetch import max_seq_length_of
+
+    folder = model.folder
+    if not (folder / "tokenizer_config.json").is_file():
+        shutil.copy2(folder / "tokenizer.json", dest)
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(dest))
+        pad = next((i for n in ("[PAD]", "<pad>", "<PAD>") if (i := tok.token_to_id(n)) is not None), 0)
+        specials = sorted(int(i) for i, t in tok.get_added_tokens_decoder().items() if t.special)
+        info = {"padding_side": "right", "truncation_side": "right", "pad_id": int(pad), "special_ids": specials}
+        return info, stack.max_seq_length or model.spec.max_seq_length
+    try:
+        from transformers import AutoConfig, AutoTokenizer
+    except ImportError as e:
+        raise missing_extra("transformers", "export") from e
+    kwargs = dict(stack.processor_kwargs)
+    if stack.max_seq_length is not None:
+        kwargs.setdefault("model_max_length", stack.max_seq_length)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code, **kwargs)
+    except Exception as e:
+        raise ExportError(f"{folder}: transformers cannot load the tokenizer ({type(e).__name__}: {e})") from e
+    if not getattr(tok, "is_fast", False):
+        raise ExportError(f"{folder}: the tokenizer has no fast (tokenizers) form; the engine needs tokenizer.json")
+    backend = tok.backend_tokenizer
+    if stack.do_lower_case:  # as sentence-transformers: a Lowercase in front unless one is there
+        from tokenizers.normalizers import Lowercase, Sequence
+
+        norm = backend.normalizer
+        parts = list(norm) if isinstance(norm, Sequence) else [] if norm is None else [norm]
+        if not any(isinstance(n, Lowercase) for n in parts):
+            backend.normalizer = Sequence([Lowercase(), *parts])
+    if tok.pad_token_id is None:
+        raise ExportError(
+            f"{folder}: the tokenizer has no pad token, so sentence-transformers cannot batch it either; "
+            "set one (tokenizer.pad_token = tokenizer.eos_token) and save the model again"
+        )
+    dest.write_text(backend.to_str())
+    cfg = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code).to_dict()
+    tok_cfg = {"model_max_length": tok.model_max_length}
+    max_len = max_seq_length_of(cfg, tok_cfg, dataclasses.replace(stack, processor_kwargs=kwargs))
+    if model.spec.max_seq_length and max_len != model.spec.max_seq_length:
+        raise ExportError(
+            f"{folder}: max_seq_length {max_len} from transformers' tokenizer differs from {model.spec.max_seq_length} "
+            "read from the folder's configs; the folder's tokenizer settings are inconsistent"
+        )
+    info = {
+        "padding_side": tok.padding_side,
+        "truncation_side": tok.truncation_side,
+        "pad_id": int(tok.pad_token_id),
+        "special_ids": sorted(int(i) for i in tok.all_special_ids),
+    }
+    return info, max_len
+
+
+# onnxruntime's transformer optimizer: the fusion family per model_type. Only families whose fused
+# graphs are verified against sentence-transformers (tests/test_st_models.py, the catalogue's
+# parity tests) are fused; any other exports unfused (same math, no risk of a wrong fusion).
+_FUSION_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert", "mpnet": "bert"}
+# model types whose exports tests/test_st_models.py checks against sentence-transformers; others
+# are exported with optimum's own output validation against torch
+_VERIFIED = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "qwen2", "llama", "mistral")
+
+
+def _optimum_export(folder: Path, out: Path, trust_remote_code: bool = False, validate: bool = False) -> None:
     try:
         from optimum.exporters.onnx import main_export
     except ImportError as e:
@@ -298,8 +476,9 @@ def _optimum_export(folder: Path, out: Path) -> None:
             task="feature-extraction",
             library_name="transformers",
             opset=OPSET,
-            do_validation=False,
+            do_validation=validate,
             local_files_only=True,
+            trust_remote_code=trust_remote_code,
         )
     except Exception as e:  # optimum raises many types; the user needs one clear message
         raise ExportError(f"exporting {folder} to ONNX with optimum failed: {e}") from e
@@ -357,7 +536,7 @@ def _keep_token_output(path: Path, spec: ModelSpec) -> str:
     return name
 
 
-def _optimize(src: Path, dst: Path, spec: ModelSpec) -> dict:
+def _optimize(src: Path, dst: Path, spec: ModelSpec, fusion: str | None) -> dict:
     """onnxruntime's transformer fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm).
 
     opt_level=1 keeps the graph portable across CPUs (no hardware-specific layouts); the
@@ -365,10 +544,14 @@ def _optimize(src: Path, dst: Path, spec: ModelSpec) -> dict:
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model_type = spec.model_type if spec.model_type in ("bert", "bart", "gpt2", "t5") else "bert"
+    if fusion is None:  # a family without verified fusions: the exported graph as it is
+        shutil.copy2(src, dst)
+        for extra in src.parent.glob("model.onnx_data"):
+            shutil.copy2(extra, dst.parent / extra.name)
+        return {}
     opt = optimize_model(
         str(src),
-        model_type=model_type,
+        model_type=fusion,
         num_heads=spec.num_heads,
         hidden_size=spec.hidden_size,
         opt_level=1,

@@ -6,6 +6,7 @@ Hugging Face / sentence-transformers folder is used as is.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import importlib.util
@@ -19,10 +20,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelNotFoundError, WeightsVerificationError
+from ..errors import ModelNotFoundError, UnsupportedModelError, WeightsVerificationError
 from .catalog import CATALOGUE, HubSource, ModelSpec, PyPISource, known_names, lookup
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx", "onnx/model.onnx")
+SHARD_INDEX = "model.safetensors.index.json"
+WEIGHT_FILES = ("model.safetensors", SHARD_INDEX, "pytorch_model.bin", "model.onnx", "onnx/model.onnx")
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -50,11 +52,24 @@ class ResolvedModel:
 
     @property
     def weights(self) -> Path:
+        """The weight file export starts from (a sharded checkpoint: its index)."""
         for name in WEIGHT_FILES:
             p = self.folder / name
             if p.is_file():
                 return p
         raise ModelNotFoundError(_no_weights_message(self.folder))
+
+    @property
+    def weight_files(self) -> list[Path]:
+        """Every file holding weights: ``weights``, or all shards its index names."""
+        w = self.weights
+        if w.name != SHARD_INDEX:
+            return [w]
+        shards = sorted(set(_read_json(w).get("weight_map", {}).values()))
+        missing = [s for s in shards if not (self.folder / s).is_file()]
+        if not shards or missing:
+            raise ModelNotFoundError(f"{w} names shards that are missing: {missing or 'none listed'}")
+        return [self.folder / s for s in shards]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -79,8 +94,7 @@ def verify_weights(model: ResolvedModel) -> dict[str, str]:
 
     expected = model.spec.weight_digests
     if not expected:
-        w = model.weights
-        return {w.name: digest(w)}
+        return {w.relative_to(model.folder).as_posix(): digest(w) for w in model.weight_files}
     digests = {}
     for fname, want in expected.items():
         path = model.folder / fname
@@ -114,45 +128,69 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def spec_from_folder(folder: Path, name: str | None = None) -> ModelSpec:
+# config.json keys of the hidden size / heads / positions, across families (DistilBERT: dim, n_heads)
+_HIDDEN_KEYS = ("hidden_size", "dim", "d_model", "n_embd")
+_HEADS_KEYS = ("num_attention_heads", "n_heads", "n_head")
+_VERY_LARGE = int(1e29)  # transformers' VERY_LARGE_INTEGER (1e30): "no limit"
+
+
+def _first(cfg: dict, keys) -> int | None:
+    return next((int(cfg[k]) for k in keys if isinstance(cfg.get(k), (int, float))), None)
+
+
+def max_seq_length_of(cfg: dict, tok_cfg: dict, stack) -> int | None:
+    """sentence-transformers' truncation length (Transformer.__init__): the processor kwargs'
+    model_max_length, else sentence_bert_config's max_seq_length (neither capped), else the
+    tokenizer's model_max_length capped by config.json's max_position_embeddings (unless -1).
+    None: no limit at all (the tokenizer's default 1e30 and no position limit)."""
+    explicit = stack.processor_kwargs.get("model_max_length", stack.max_seq_length)
+    if explicit is not None:
+        return int(explicit)
+    n = tok_cfg.get("model_max_length")
+    n = int(n) if isinstance(n, (int, float)) and n < _VERY_LARGE else None
+    pos = cfg.get("max_position_embeddings")
+    if isinstance(pos, int) and pos != -1:
+        n = pos if n is None else min(n, pos)
+    return n
+
+
+def needs_remote_code(folder: Path) -> bool:
+    """Whether the model's config or tokenizer maps to code shipped in the folder (auto_map)."""
+    return any("auto_map" in _read_json(folder / f) for f in ("config.json", "tokenizer_config.json"))
+
+
+def spec_from_folder(folder: Path, name: str | None = None, trust_remote_code: bool = False) -> ModelSpec:
     """Build a ModelSpec from a sentence-transformers folder's own config files.
 
-    max_seq_length comes from sentence_bert_config.json (what sentence-transformers truncates
-    at); pooling from 1_Pooling/config.json; normalization from a Normalize module in modules.json.
+    The module stack (models/stack.py) gives pooling, the head and the output dimension;
+    max_seq_length is sentence-transformers' (``max_seq_length_of``). A model whose config or
+    tokenizer needs the folder's own code is refused unless ``trust_remote_code``.
     """
+    from .stack import read_stack
+
     cfg = _read_json(folder / "config.json")
-    sbert = _read_json(folder / "sentence_bert_config.json")
-    modules = _read_json(folder / "modules.json") if (folder / "modules.json").exists() else []
-    pooling_modules = (folder / m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
-    pool_dir = next(pooling_modules, folder / "1_Pooling")
-    pool = _read_json(pool_dir / "config.json")
-    hidden = int(cfg.get("hidden_size") or pool.get("word_embedding_dimension") or 0)
+    if needs_remote_code(folder) and not trust_remote_code:
+        raise UnsupportedModelError(
+            f"{folder}: the model needs its own code (auto_map in config.json or tokenizer_config.json), which "
+            "the engine does not run by default. If you trust it, pass trust_remote_code=True "
+            "(Embedder(..., trust_remote_code=True)); its export must still succeed with optimum."
+        )
+    hidden = _first(cfg, _HIDDEN_KEYS)
     if not hidden:
         raise ModelNotFoundError(
             f"{folder}: config.json has no hidden_size, so the embedding dimension is unknown. "
             "Use a complete Hugging Face model folder (config.json, tokenizer.json, weights)."
         )
-    if pool.get("pooling_mode_cls_token"):
-        pooling = "cls"
-    elif pool.get("pooling_mode_max_tokens"):
-        pooling = "max"
-    else:
-        pooling = "mean"
-    max_len = sbert.get("max_seq_length")
-    if max_len is None:
-        tok_cfg = _read_json(folder / "tokenizer_config.json")
-        candidates = [cfg.get("max_position_embeddings"), tok_cfg.get("model_max_length")]
-        candidates = [int(c) for c in candidates if isinstance(c, (int, float)) and c < 100_000]
-        max_len = min(candidates) if candidates else 512
-    normalize = any(m.get("type", "").endswith("Normalize") for m in modules) if modules else True
+    stack = read_stack(folder, hidden)
+    max_len = max_seq_length_of(cfg, _read_json(folder / "tokenizer_config.json"), stack)
     return ModelSpec(
         name=name or folder.name,
-        dim=hidden,
-        max_seq_length=int(max_len),
-        pooling=pooling,
-        normalize=normalize,
+        dim=stack.dim,
+        max_seq_length=max_len or 0,  # 0: no limit
+        pooling="+".join(stack.pooling.modes),
+        normalize=stack.normalizes,
         model_type=str(cfg.get("model_type", "bert")),
-        num_heads=int(cfg.get("num_attention_heads", 12)),
+        num_heads=_first(cfg, _HEADS_KEYS) or 12,
         hidden_size=hidden,
     )
 
@@ -243,26 +281,65 @@ def _model_root(folder: Path) -> Path:
     return hits[0].parent
 
 
-def _hub_folder(src: HubSource) -> Path | None:
-    """Download (or find in the HF cache) a hub snapshot; None when offline or unreachable."""
+# What a sentence-transformers model needs from a hub repo: configs (modules.json, config.json,
+# sentence_bert_config.json, config_sentence_transformers.json, tokenizer configs), tokenizer
+# files, the safetensors weights (one file or shards) and the module folders (1_Pooling, 2_Dense...).
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "model*.safetensors", "[0-9]_*/*"]
+
+
+def _hub_reason(repo: str, e: BaseException) -> str:
+    """Why ``snapshot_download(repo)`` failed, in words, from huggingface_hub's exception types."""
+    from huggingface_hub import errors as hf
+
+    if isinstance(e, hf.GatedRepoError):
+        return (f"gated: {repo} is a gated repository; accept its terms on https://huggingface.co/{repo} "
+                "and log in (`hf auth login` or HF_TOKEN)")
+    if isinstance(e, hf.RevisionNotFoundError):
+        return f"not found: {repo} has no such revision"
+    if isinstance(e, hf.RepositoryNotFoundError):
+        return f"not found: no hub repository {repo} (or it is private: log in with `hf auth login` or HF_TOKEN)"
+    if isinstance(e, (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+        return (f"offline: the hub cannot be reached (HF_HUB_OFFLINE or no network) and {repo} is not in the "
+                f"local Hugging Face cache ({type(e).__name__}: {e})")
+    if isinstance(e, hf.HfHubHTTPError):
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        return f"the hub answered HTTP {status} for {repo}: {e}"
+    if isinstance(e, OSError):  # requests' network errors are OSErrors
+        return f"offline: the hub cannot be reached ({type(e).__name__}: {e})"
+    return f"{type(e).__name__}: {e}"
+
+
+def _hub_folder(src: HubSource, need_st_config: bool = True) -> Path:
+    """Download (or find in the HF cache) the files of a hub snapshot that the engine needs.
+
+    Raises ModelNotFoundError saying why: offline, not found, gated, or no sentence-transformers
+    config (modules.json) in the repository.
+    """
     try:
         from huggingface_hub import snapshot_download
-    except ImportError:
-        return None
+    except ImportError as e:
+        raise ModelNotFoundError(f"{src.repo_id}: huggingface_hub is not installed (pip install huggingface_hub)") \
+            from e
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
-        path = snapshot_download(
-            src.repo_id,
-            revision=src.revision,
-            local_files_only=offline,
-            allow_patterns=["*.json", "*.txt", "model.safetensors", "1_Pooling/*", "tokenizer*"],
+        path = Path(snapshot_download(src.repo_id, revision=src.revision, local_files_only=offline,
+                                      allow_patterns=HUB_PATTERNS))
+        if not any((path / w).is_file() for w in WEIGHT_FILES):  # an older repo: torch weights only
+            path = Path(snapshot_download(src.repo_id, revision=src.revision, local_files_only=offline,
+                                          allow_patterns=[*HUB_PATTERNS, "pytorch_model.bin"]))
+    except Exception as e:  # huggingface_hub's types, classified for the user
+        raise ModelNotFoundError(f"{src.repo_id}: {_hub_reason(src.repo_id, e)}") from e
+    if need_st_config and not (path / "modules.json").is_file():
+        raise ModelNotFoundError(
+            f"{src.repo_id}: no sentence-transformers config: the repository has no modules.json, so it is not a "
+            "sentence-transformers model (its pooling is unknown). Use a sentence-transformers model, or save one "
+            "with SentenceTransformer(...).save(folder) and pass the folder."
         )
-    except Exception:  # offline, no such repo, network down: try the next source
-        return None
-    return Path(path)
+    return path
 
 
-def resolve(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> ResolvedModel:
+def resolve(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+            trust_remote_code: bool = False) -> ResolvedModel:
     """Turn a catalogue name, alias, local folder or hub id into a ResolvedModel."""
     if model is None or not isinstance(model, (str, os.PathLike)):
         raise ModelNotFoundError(
@@ -270,32 +347,34 @@ def resolve(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None
         )
     path = Path(model).expanduser()
     if path.is_dir():
-        return _resolve_folder(path)
+        return _resolve_folder(path, trust_remote_code)
     if str(model).startswith((".", "/", "~")):
         raise ModelNotFoundError(f"model folder {path} does not exist")
     spec = lookup(str(model))
     root = cache_root(cache_dir)
     if spec is None:
-        if "/" in str(model):  # a hub id outside the catalogue
-            folder = _hub_folder(HubSource(str(model)))
-            if folder is not None:
-                return ResolvedModel(spec_from_folder(folder, str(model)), folder, f"hub:{model}", False)
-        raise ModelNotFoundError(
-            f"unknown model {str(model)!r}. Known models: {', '.join(known_names())}; "
-            "or pass the path of a local sentence-transformers folder."
-        )
+        if "/" not in str(model):
+            raise ModelNotFoundError(
+                f"unknown model {str(model)!r}. Known models: {', '.join(known_names())}; "
+                "or pass a hub id (org/name) or the path of a local sentence-transformers folder."
+            )
+        folder = _hub_folder(HubSource(str(model)))  # a hub id outside the catalogue
+        resolved = _resolve_folder(folder, trust_remote_code, name=str(model))
+        return dataclasses.replace(resolved, source=f"hub:{model}")
     tried = []
     for src in spec.sources:
         if isinstance(src, PyPISource):
             folder = _pypi_folder(src, spec, root)
-            tried.append(f"PyPI ({src.pip_command})")
+            tried.append(f"PyPI ({src.pip_command}): not installed")
             if folder is not None:
                 return ResolvedModel(spec, folder, "pypi:" + ",".join(src.packages), True)
         elif isinstance(src, HubSource):
-            tried.append(f"hub ({src.repo_id})")
-            folder = _hub_folder(src)
-            if folder is not None:
-                return ResolvedModel(spec, folder, f"hub:{src.repo_id}", True)
+            try:
+                folder = _hub_folder(src)
+            except ModelNotFoundError as e:
+                tried.append(f"hub: {e}")
+                continue
+            return ResolvedModel(spec, folder, f"hub:{src.repo_id}", True)
     raise ModelNotFoundError(
         f"{spec.name}: weights not found on this machine (tried {'; '.join(tried)}). "
         f"Install them with `embed fetch {spec.name}`"
@@ -304,7 +383,7 @@ def resolve(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None
     )
 
 
-def _resolve_folder(path: Path) -> ResolvedModel:
+def _resolve_folder(path: Path, trust_remote_code: bool = False, name: str | None = None) -> ResolvedModel:
     folder = path.resolve()
     if not any((folder / w).is_file() for w in WEIGHT_FILES):
         raise ModelNotFoundError(_no_weights_message(folder))
@@ -313,7 +392,7 @@ def _resolve_folder(path: Path) -> ResolvedModel:
             f"{folder} has no tokenizer.json (the engine uses Hugging Face `tokenizers`). Save the "
             "model with a fast tokenizer (AutoTokenizer.save_pretrained) and try again."
         )
-    spec = spec_from_folder(folder)
+    spec = spec_from_folder(folder, name, trust_remote_code)
     # A folder holding a catalogued model's exact weights is that model (same fingerprint). Only
     # entries of the folder's hidden size can match, and the weights are hashed at most once.
     st = folder / "model.safetensors"
@@ -323,7 +402,8 @@ def _resolve_folder(path: Path) -> ResolvedModel:
     digest = sha256_file(st)
     known = (("model.safetensors", digest),)
     cat = next((c for c in candidates if c.weight_digests["model.safetensors"] == digest), None)
-    if cat is not None:
+    same = ("dim", "pooling", "normalize", "max_seq_length")
+    if cat is not None and all(getattr(cat, k) == getattr(spec, k) for k in same):
         return ResolvedModel(cat, folder, f"local:{folder}", True, known)
     return ResolvedModel(spec, folder, f"local:{folder}", False, known)
 

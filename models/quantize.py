@@ -156,11 +156,12 @@ def _calibration_feeds(hf_folder, spec, texts) -> list[dict] | None:
         return None
     tok = Tokenizer.from_file(str(tok_path))
     tok.no_padding()
-    tok.enable_truncation(max_length=getattr(spec, "max_seq_length", 256))
+    tok.enable_truncation(max_length=getattr(spec, "max_seq_length", 0) or 512)
     feeds = []
     for text in texts:
         ids = np.asarray([tok.encode(text).ids], dtype=np.int64)
-        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids),
+                      "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None]})  # decoders' graphs take them
     return feeds
 
 

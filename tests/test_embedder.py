@@ -339,4 +339,5 @@ def test_in_graph_pooling_and_io_binding_match_cpu_path(tiny_embedder, tmp_path)
         [pooled.run({"input_ids": b, "attention_mask": m, "token_type_ids": np.zeros_like(b)}) for b, m in batches]
     )
     assert out.shape == ref.shape
-    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # the tiny model ends in a Normalize module, which encode(normalize=False) runs after pooling
+    np.testing.assert_allclose(out / np.linalg.norm(out, axis=1, keepdims=True), ref, atol=1e-5)
