@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     sets = {"docs": docs[: args.docs], "sents": [s for pair in zip(s1, s2) for s in pair][: args.sents]}
     bs = args.batch_size
     fp32 = Embedder(args.model, threads=args.threads)
-    int8 = Embedder(args.model, precision="int8", threads=args.threads)
+    int8 = Embedder(args.model, model_precision="int8", threads=args.threads)
     contenders = {
         "engine fp32": lambda t: fp32.encode(t, batch_size=bs),
         "engine int8": lambda t: int8.encode(t, batch_size=bs),

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         ds = load_beir(args.data, "test")
     except FileNotFoundError as e:
         sys.exit(f"scifact_ndcg: {e}; pass --data DIR")
-    emb = Embedder(args.model, device=args.device, precision=args.precision, threads=args.threads)
+    emb = Embedder(args.model, device=args.device, model_precision=args.precision, threads=args.threads)
     t0 = time.perf_counter()
     dv = emb.encode(ds.doc_texts, batch_size=args.batch_size)
     t_docs = time.perf_counter() - t0

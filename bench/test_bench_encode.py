@@ -90,12 +90,12 @@ class Models:
         if key not in self._built:
             if model == TINY:
                 folder, cache = self._tiny_model()
-                self._built[key] = Embedder(str(folder), device=device, precision=precision, cache_dir=cache)
+                self._built[key] = Embedder(str(folder), device=device, model_precision=precision, cache_dir=cache)
             else:
                 try:
                     with pytest.MonkeyPatch.context() as mp:
                         mp.setenv("HF_HUB_OFFLINE", "1")  # benchmarks never download
-                        self._built[key] = Embedder(model, device=device, precision=precision)
+                        self._built[key] = Embedder(model, device=device, model_precision=precision)
                 except ModelNotFoundError as e:
                     self._built[key] = e
         if isinstance(self._built[key], Exception):

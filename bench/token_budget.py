@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     base_name = f"no cap, {workers[0]}w"
     results = {}
     for precision in args.precisions.split(","):
-        emb = Embedder(args.model, precision=precision, threads=args.threads)
+        emb = Embedder(args.model, model_precision=precision, threads=args.threads)
         emb.encode(sets["docs"][:8] + sets["sents"][:64])  # warm-up
         best = {s: {k: 0.0 for k in sets} for s in settings}
         for r in range(args.rounds):

@@ -4,23 +4,37 @@
 (padded on the tokenizer's side) -> onnxruntime -> the model's module stack: Pooling (every mode,
 prompt tokens left out when include_prompt is False), Dense, LayerNorm, Normalize
 (kernels/pooling.py) -> optional Matryoshka truncation -> L2 normalization when asked (by default
-for models whose similarity is cosine).
+for models whose similarity is cosine) -> optional output quantization (engine/quantization.py).
+
+Code written for sentence-transformers' ``SentenceTransformer`` runs on an ``Embedder``:
+``encode`` / ``encode_query`` / ``encode_document`` take its keyword names with its meanings
+(``ENCODE_KEYWORDS``), and ``similarity``, ``similarity_pairwise``, ``similarity_fn_name``,
+``get_sentence_embedding_dimension`` and a settable ``max_seq_length`` behave as its own. The
+differences are listed in ``encode``'s docstring. Two meanings of "precision" are kept apart:
+``Embedder(model, model_precision="int8")`` runs a quantized *model*;
+``encode(texts, precision="int8")`` quantizes the *output vectors* (sentence-transformers' meaning).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, MappingView, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .batching import pad_batch, plan_batches
-from .errors import InputError, UnsupportedModelError
+from .errors import InputError, UnsupportedModelError, missing_extra
 from .kernels import l2_normalize, truncate_normalize
 from .kernels.pooling import dense, exclude_prompt, layer_norm, normalize, pool
 from .models import DEFAULT_MODEL
-from .models.stack import Dense, LayerNorm, Normalize
+from .models.stack import SIMILARITIES, Dense, LayerNorm, Normalize
+from .quantization import PRECISIONS as OUTPUT_PRECISIONS
+from .quantization import quantize_embeddings
 from .runtime import Session
 from .tokenize import Tokenizer
 
@@ -31,26 +45,133 @@ CHUNK = 4096
 # caller sets max_tokens; chosen with bench/token_budget.py (bench/int8_experiments.md).
 CPU_MAX_CELLS = 2 * 256 * 256
 
+# What encode / encode_query / encode_document / embed accept: sentence-transformers' keywords,
+# then the engine's own (normalize, show_progress: other names of normalize_embeddings and
+# show_progress_bar; max_tokens).
+ENCODE_KEYWORDS = (
+    "prompt_name", "prompt", "batch_size", "show_progress_bar", "output_value", "precision",
+    "convert_to_numpy", "convert_to_tensor", "device", "normalize_embeddings", "truncate_dim", "task",
+    "normalize", "show_progress", "max_tokens",
+)
+# sentence-transformers keywords the engine does not take, and what to do instead
+_NOT_TAKEN = {
+    "pool": "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)",
+    "chunk_size": "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)",
+    "processing_kwargs": "set Embedder.max_seq_length to change where texts are truncated",
+}
+_MODEL_PRECISIONS_HELP = "'fp32', 'int8' (a dynamically quantized model, CPU) or 'fp16' (CUDA)"
 
-def _check_texts(texts) -> tuple[list[str], bool]:
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """encode's keyword arguments, checked and resolved."""
+
+    batch_size: int
+    budget: int                # padded tokens per model call
+    cells: int | None          # attention cells per batch (CPU default), None: no cap
+    prompt: str | None
+    prompt_length: int | None  # prompt tokens pooling leaves out (include_prompt=False)
+    normalize: bool
+    truncate_dim: int | None   # None: the model's full dimension
+    precision: str             # output precision (engine.quantization.PRECISIONS)
+    output: str                # "numpy", "tensor" (one tensor) or "tensors" (a list of 1-d tensors)
+    progress: bool
+
+
+def _is_int(value) -> bool:
+    """An int and not a bool (True is not a batch size)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _flag(name: str, value) -> bool | None:
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise InputError(f"{name} must be True, False or None, got {value!r}")
+
+
+def _one_of_two(name: str, value, st_name: str, st_value) -> bool | None:
+    """The engine's and sentence-transformers' name for one flag: either, or both when they agree."""
+    a, b = _flag(name, value), _flag(st_name, st_value)
+    if a is not None and b is not None and a != b:
+        raise InputError(f"{name}={value!r} and {st_name}={st_value!r} disagree; they name one option: pass one")
+    return a if a is not None else b
+
+
+def _surrogate_check(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"{where} holds a lone surrogate ({text[e.start]!r} at character {e.start}), not text; remove it, "
+            "e.g. t.encode('utf-8', 'replace').decode()"
+        ) from None
+
+
+def _check_container(texts) -> tuple[Iterable, bool]:
+    """(the texts as an iterable, whether a single string was given); refuses what has no text order."""
     if isinstance(texts, str):
+        if not texts.isascii():
+            _surrogate_check(texts, "the text")
         return [texts], True
     if texts is None:
         raise InputError("texts is None; pass a string or a list of strings")
     if isinstance(texts, (bytes, bytearray)):
         raise InputError("texts is bytes; decode it first, e.g. texts.decode('utf-8')")
     if isinstance(texts, np.ndarray):
-        texts = texts.tolist()
+        if texts.ndim == 0:
+            raise InputError(
+                f"texts is a 0-d array ({texts!r:.60}); pass texts.item() for one text, or a 1-d array or list of texts"
+            )
+        return texts.tolist(), False
+    kind = type(texts).__name__
+    if isinstance(texts, Mapping) or (hasattr(texts, "columns") and hasattr(texts, "iloc")):
+        raise InputError(
+            f"texts is a {kind}: iterating it gives its keys (column names), not texts; pass the texts "
+            "themselves, e.g. list(d.values()) or df['text']"
+        )
+    if isinstance(texts, (Set, MappingView)):
+        raise InputError(
+            f"texts is a {kind}, whose order is not one encode can keep, so the vectors could not be matched "
+            "to the texts; pass a list (e.g. sorted(texts) or list(d.values()))"
+        )
     if not isinstance(texts, Iterable):
-        raise InputError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
-    out = list(texts)
-    for i, t in enumerate(out):
+        raise InputError(f"texts must be a string or a list of strings, got {kind}")
+    return texts, False
+
+
+def _check_items(items: list, offset: int = 0) -> None:
+    """Every item a str without lone surrogates; errors name the text's index (``offset`` + position)."""
+    for i, t in enumerate(items):
         if not isinstance(t, str):
             raise InputError(
-                f"texts[{i}] is {type(t).__name__} ({t!r:.60}), not str; convert or drop it "
+                f"texts[{offset + i}] is {type(t).__name__} ({t!r:.60}), not str; convert or drop it "
                 "(e.g. [str(t) for t in texts] or filter out None)"
             )
-    return out, False
+        if not t.isascii():
+            _surrogate_check(t, f"texts[{offset + i}]")
+
+
+def _check_texts(texts) -> tuple[list[str], bool]:
+    """(list of texts, whether a single string was given), checked."""
+    texts, single = _check_container(texts)
+    out = texts if single else list(texts)
+    if not single:
+        _check_items(out)
+    return out, single
+
+
+def _torch():
+    """torch, for tensor outputs; an ImportError naming the extra when it is missing."""
+    try:
+        import torch
+    except ImportError as e:
+        raise missing_extra("torch", "export") from e
+    return torch
+
+
+def _device_key(device) -> str:
+    d = str(device).lower()
+    return "cuda:0" if d == "cuda" else d
 
 
 class Embedder:
@@ -62,12 +183,15 @@ class Embedder:
         folder, or a hub id (``org/name``, downloaded with huggingface_hub when online). The first
         use exports it to ONNX into the cache (needs the ``export`` extra). A module or option the
         engine cannot reproduce exactly is an ``UnsupportedModelError``.
-    trust_remote_code: allow a model whose config or tokenizer maps to code in its folder (that
-        code runs at export); refused otherwise.
     device: ``"cpu"`` or ``"cuda"`` (onnxruntime-gpu); an unavailable device is an error.
-    precision: ``"fp32"``, ``"int8"`` (dynamically quantized, CPU) or ``"fp16"`` (CUDA).
+    model_precision: the precision the *model* runs in: ``"fp32"``, ``"int8"`` (dynamically
+        quantized, CPU) or ``"fp16"`` (CUDA). Not to be confused with ``encode(precision=...)``,
+        which quantizes the *output vectors* as sentence-transformers does. ``precision=`` is the
+        former name of this argument and still works (DeprecationWarning).
     threads: onnxruntime intra-op threads; default the number of physical cores.
     cache_dir: where exports live; default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine.
+    trust_remote_code: allow a model whose config or tokenizer maps to code in its folder (that
+        code runs at export); refused otherwise.
 
     CPU tuning attributes (measured in bench/token_budget.py; set them to change the defaults):
     ``max_cells`` caps each batch's attention cells (rows x tokens^2; None: no cap) and
@@ -81,17 +205,22 @@ class Embedder:
         self,
         model: str | os.PathLike = DEFAULT_MODEL,
         device: str = "cpu",
-        precision: str = "fp32",
+        model_precision: str = "fp32",
         threads: int | None = None,
         cache_dir: str | os.PathLike | None = None,
         trust_remote_code: bool = False,
+        *,
+        precision: str | None = None,
     ):
         from .models.export import load_or_export
 
+        model_precision = _model_precision(model_precision, precision)
         on_cpu = not str(device).startswith("cuda")
-        if precision == "fp16" and on_cpu:
-            raise InputError("precision='fp16' runs on CUDA only; use device='cuda' or precision 'fp32'/'int8' on CPU")
-        self._exported = load_or_export(model, precision=precision, cache_dir=cache_dir,
+        if model_precision == "fp16" and on_cpu:
+            raise InputError(
+                "model_precision='fp16' runs on CUDA only; use device='cuda' or model_precision 'fp32'/'int8' on CPU"
+            )
+        self._exported = load_or_export(model, precision=model_precision, cache_dir=cache_dir,
                                         trust_remote_code=trust_remote_code)
         self.spec = self._exported.spec
         self.stack = self._exported.stack
@@ -104,7 +233,8 @@ class Embedder:
             )
         weights = self._exported.head_weights()
         self._head = [(m, weights.get(f"{i}.weight"), weights.get(f"{i}.bias")) for i, m in enumerate(self.stack.head)]
-        self.precision = precision
+        self.model_precision = model_precision
+        self._similarity_fn_name = self.stack.similarity_fn_name
         # The graph for this device, written at export (engine/models/export.py): on CPU layer norms
         # as primitive ops (onnxruntime's fused CPU kernel is ~2.5x slower); on CUDA mean pooling in
         # the graph, so only (batch, dim) crosses back to the host.
@@ -120,6 +250,7 @@ class Embedder:
         self._single_lock = threading.Lock()
         self._tokenizer = Tokenizer(self._exported.tokenizer_path, self.stack.max_seq_length, info["truncation_side"],
                                     info["special_ids"], info["pad_id"])
+        self._exported_max_seq_length = self._tokenizer.max_length
 
     # -- CPU tuning -----------------------------------------------------------------------
     @property
@@ -129,7 +260,7 @@ class Embedder:
 
     @max_cells.setter
     def max_cells(self, value: int | None) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (not _is_int(value) or value < 1):
             raise InputError(f"max_cells must be a positive integer or None, got {value!r}")
         self._max_cells = value
 
@@ -140,7 +271,7 @@ class Embedder:
 
     @batch_workers.setter
     def batch_workers(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not _is_int(value) or value < 1:
             raise InputError(f"batch_workers must be a positive integer (1 turns worker threads off), got {value!r}")
         self._batch_workers = value
 
@@ -151,18 +282,60 @@ class Embedder:
 
     @property
     def dim(self) -> int:
+        """Output dimension (the model's, after its configured truncate_dim if any)."""
+        return self.stack.dim
+
+    def get_embedding_dimension(self) -> int:
+        """The dimension of ``encode``'s vectors (sentence-transformers' name): ``dim``."""
+        return self.stack.dim
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The dimension of ``encode``'s vectors (sentence-transformers' older name): ``dim``."""
         return self.stack.dim
 
     @property
+    def precision(self) -> str:
+        """The model's precision, ``model_precision`` ("fp32", "int8", "fp16"), under the name an
+        ``ExportedModel`` has too. Output quantization is ``encode(precision=...)``."""
+        return self.model_precision
+
+    @property
     def max_seq_length(self) -> int:
-        """Tokens per text after truncation (0: the model sets no limit)."""
-        return self.stack.max_seq_length or 0
+        """Tokens per text after truncation, special tokens included (0: the model sets no limit).
+
+        Settable, as in sentence-transformers: an integer from the tokenizer's special-token count + 1
+        (fewer would truncate nothing) to the most tokens the model's position embeddings hold
+        (``max_position_embeddings``, less the offset RoBERTa-style models start positions at). A value
+        other than the model's own changes the vectors of longer texts, so it changes ``fingerprint``;
+        setting the model's value back restores it. Do not set it while another thread is encoding.
+        """
+        return self._tokenizer.max_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        low = self._tokenizer.num_special_tokens + 1
+        limit = self._exported.meta.get("position_limit", self._exported_max_seq_length)
+        if not _is_int(value) or value < low or (limit and value > limit):
+            if "position_limit" not in self._exported.meta:
+                why = (f"; this export predates the record of the model's position limit, so it cannot be raised "
+                       f"above {limit}: delete {self._exported.folder} to export it again")
+            else:
+                why = f" (the model's position embeddings hold {limit} tokens)" if limit else ""
+            raise InputError(f"max_seq_length must be an integer in [{low}, {limit or 'no limit'}]{why}, got {value!r}")
+        value = int(value)
+        self._tokenizer.set_max_length(value)
+        self.stack = dataclasses.replace(self.stack, max_seq_length=value)
 
     @property
     def fingerprint(self) -> str:
         """Stable id of everything that changes a vector (``name/precision/dim/hash``): weights,
-        tokenizer, every module's config and weights, max_seq_length, prompts, export settings."""
-        return self._exported.fingerprint
+        tokenizer, every module's config and weights, max_seq_length, prompts, export settings.
+        A max_seq_length set to another value than the model's gives another hash."""
+        fp = self._exported.fingerprint
+        if self.max_seq_length == self._exported_max_seq_length:
+            return fp
+        head, digest = fp.rsplit("/", 1)
+        return f"{head}/{hashlib.sha256(f'{digest}|max_seq_length={self.max_seq_length}'.encode()).hexdigest()[:16]}"
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -176,8 +349,35 @@ class Embedder:
 
     @property
     def similarity_fn_name(self) -> str:
-        """The model's similarity: "cosine" (vectors are unit length by default), "dot", "euclidean" or "manhattan"."""
-        return self.stack.similarity_fn_name
+        """The function ``similarity`` uses: "cosine", "dot", "euclidean" or "manhattan" (the model's
+        configured one by default). Settable as in sentence-transformers; it changes only
+        ``similarity`` / ``similarity_pairwise``, never ``encode`` (whose default normalization
+        follows the model's configured similarity)."""
+        return self._similarity_fn_name
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, value) -> None:
+        value = getattr(value, "value", value)  # sentence-transformers' SimilarityFunction enum
+        if value not in SIMILARITIES:
+            raise InputError(f"similarity_fn_name must be one of {', '.join(SIMILARITIES)}, got {value!r}")
+        self._similarity_fn_name = value
+
+    def similarity(self, embeddings1, embeddings2):
+        """Scores of every row of ``embeddings1`` against every row of ``embeddings2``: (n, m).
+
+        ``similarity_fn_name`` picks the function, as sentence-transformers defines them (``similarity``).
+        A 1-d input is one row. numpy arrays or lists give a numpy array (float32 for float32 input);
+        a torch tensor on either side gives a tensor, on the first tensor's device (sentence-transformers
+        always returns a tensor).
+
+        >>> emb.similarity(emb.encode(["a", "b"]), emb.encode(["c"])).shape
+        (2, 1)
+        """
+        return similarity(embeddings1, embeddings2, self.similarity_fn_name)
+
+    def similarity_pairwise(self, embeddings1, embeddings2):
+        """Scores of row i of ``embeddings1`` against row i of ``embeddings2``: (n,). Types as ``similarity``."""
+        return similarity(embeddings1, embeddings2, self.similarity_fn_name, pairwise=True)
 
     def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str | None:
         """The prompt text ``encode`` prepends (sentence-transformers' rule): ``prompt`` if given, else
@@ -185,6 +385,8 @@ class Embedder:
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise InputError(f"prompt must be a string or None, got {type(prompt).__name__}")
+            if not prompt.isascii():
+                _surrogate_check(prompt, "prompt")
             return prompt
         if prompt_name is not None:
             if prompt_name not in self.stack.prompts:
@@ -205,7 +407,8 @@ class Embedder:
         return self._session.device
 
     def __repr__(self) -> str:
-        return f"Embedder({self.name!r}, device={self.device!r}, precision={self.precision!r}, dim={self.dim})"
+        return (f"Embedder({self.name!r}, device={self.device!r}, model_precision={self.model_precision!r}, "
+                f"dim={self.dim})")
 
     # -- encoding -------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -214,84 +417,249 @@ class Embedder:
 
     def encode(
         self,
-        texts: str | Sequence[str],
-        batch_size: int = 32,
-        normalize: bool | None = None,
-        truncate_dim: int | None = None,
-        show_progress: bool = False,
-        max_tokens: int | None = None,
+        texts: str | Sequence[str] | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
-    ) -> np.ndarray:
-        """Embed texts. A string gives a 1-d vector; a list of n gives (n, dim) float32.
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        output_value: str | None = "sentence_embedding",
+        precision: str = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | None = None,
+        normalize_embeddings: bool | None = None,
+        truncate_dim: int | None = None,
+        *,
+        normalize: bool | None = None,
+        show_progress: bool | None = None,
+        max_tokens: int | None = None,
+        **kwargs,
+    ):
+        """Embed texts: sentence-transformers' ``SentenceTransformer.encode``, same names, same results.
 
-        The vectors are sentence-transformers' ``SentenceTransformer(model).encode(texts)`` for the
-        same arguments. prompt / prompt_name: the text prepended to every input (``prompt`` wins;
-        without either the model's default prompt, if any); prompt tokens are left out of pooling
-        when the model's Pooling has include_prompt=False. normalize: None (default) gives unit
-        vectors for a model whose similarity_fn_name is cosine and the model's own output for
-        others; True always L2-normalizes; False returns what the model's modules compute (its
-        Normalize module, if any, still runs), as sentence-transformers' normalize_embeddings=False.
-        batch_size caps texts per model call; max_tokens caps padded tokens per call. With
-        max_tokens=None the engine picks the cap for the device: on CPU, batches of long texts
-        are cut so their attention scores stay cache-sized (rows x tokens^2 <= ``max_cells``,
-        e.g. 2 texts of 256 tokens for int8), which is up to 1.2x faster than 32 at a time and
-        leaves short texts in batches of ``batch_size``; on CUDA batch_size alone decides.
-        truncate_dim keeps the first components (Matryoshka) and re-normalizes when normalizing.
+        Args:
+            texts: one string (gives one vector) or an ordered collection of strings: list, tuple,
+                1-d numpy array, pandas Series, generator. Sets, dicts, dict views, DataFrames and
+                0-d arrays are refused (no text order, or not texts). ``sentences=`` / ``inputs=``
+                (sentence-transformers' names) work too.
+            prompt_name, prompt: the text prepended to every input (``prompt`` wins; without either
+                the model's default prompt, if any); prompt tokens are left out of pooling when the
+                model's Pooling has include_prompt=False.
+            batch_size: texts per model call (at most). max_tokens caps padded tokens per call; with
+                max_tokens=None the engine picks the cap for the device: on CPU, batches of long
+                texts are cut so their attention scores stay cache-sized (rows x tokens^2 <=
+                ``max_cells``), up to 1.2x faster than 32 at a time; on CUDA batch_size alone decides.
+            show_progress_bar (or show_progress): a tqdm bar; None: off.
+            output_value: "sentence_embedding" only (the engine computes no token embeddings).
+            precision: output quantization, ``engine.quantize_embeddings``: "float32" (default),
+                "int8" / "uint8" (ranges calibrated on this call's vectors, as sentence-transformers
+                does; for stable codes quantize float vectors with calibration ranges instead),
+                "binary" / "ubinary" (packed sign bits, (n, ceil(dim / 8))). The model's own precision
+                is chosen at construction (``model_precision``).
+            convert_to_numpy: True (default): a numpy array; False: a list of 1-d torch tensors.
+            convert_to_tensor: one torch tensor (on the CPU) instead; needs torch (the export extra).
+            device: None or this Embedder's own device (the device is fixed when it is built).
+            normalize_embeddings (or normalize): True: unit vectors; False: what the model's modules
+                compute (its Normalize module, if any, still runs); None (default): unit vectors
+                for a model whose similarity is cosine, the model's output for others.
+            truncate_dim: keep the first components (Matryoshka), then re-normalize when normalizing.
+            task: accepted and ignored, as sentence-transformers does for models without a Router
+                module (the only ones the engine runs).
+
+        Returns:
+            (n, dim) float32 for a list of n texts, (dim,) for one string; int8/uint8 for those
+            precisions, (n, ceil(dim / 8)) for binary ones; tensors as asked.
+
+        Differences from sentence-transformers: with neither normalize_embeddings nor normalize,
+        a cosine model's vectors are unit length (the same cosine scores; sentence-transformers
+        returns the model's raw norm); convert_to_tensor gives a CPU tensor on every device;
+        truncate_dim above the dimension, bools as numbers, unknown keywords, unordered inputs and
+        lone surrogates are errors.
 
         >>> emb.encode(["a", "b"]).shape, emb.encode("a").shape
         ((2, 384), (384,))
+        >>> emb.encode(["a", "b"], precision="ubinary").shape
+        (2, 48)
         """
+        texts = _texts_argument(texts, kwargs)
+        plan = self._plan(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size,
+                          show_progress_bar=show_progress_bar, output_value=output_value, precision=precision,
+                          convert_to_numpy=convert_to_numpy, convert_to_tensor=convert_to_tensor, device=device,
+                          normalize_embeddings=normalize_embeddings, truncate_dim=truncate_dim, normalize=normalize,
+                          show_progress=show_progress, max_tokens=max_tokens, **kwargs)
         items, single = _check_texts(texts)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if truncate_dim is not None and (not isinstance(truncate_dim, int) or not 1 <= truncate_dim <= self.dim):
-            raise InputError(f"truncate_dim must be an integer in [1, {self.dim}] or None, got {truncate_dim!r}")
-        if normalize is not None and not isinstance(normalize, bool):
-            raise InputError(f"normalize must be True, False or None, got {normalize!r}")
-        text = self.resolve_prompt(prompt, prompt_name)
-        prompt_length = None
-        if text:  # an empty prompt is no prompt, as in sentence-transformers
-            items = [text + t for t in items]
-            if not self.stack.pooling.include_prompt:
-                prompt_length = self._tokenizer.prompt_length(text)
-        if normalize is None:
-            normalize = self.similarity_fn_name == "cosine"
-        budget = max_tokens or batch_size * (self.max_seq_length or 512)
-        cells = self.max_cells if max_tokens is None else None
-        out = np.empty((len(items), self.dim), dtype=np.float32)
-        bar = _progress(len(items), show_progress)
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK]
-            ids = self._tokenizer.encode(chunk)
-            lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-            batches = plan_batches(lengths, batch_size, budget, cells)
-            for batch, vecs in zip(batches, self._run_batches(ids, batches, prompt_length)):
-                out[start + batch] = vecs
-                if bar is not None:
-                    bar.update(len(batch))
-        if bar is not None:
-            bar.close()
-        if truncate_dim is not None and truncate_dim < self.dim:
-            out = truncate_normalize(out, truncate_dim) if normalize else np.ascontiguousarray(out[:, :truncate_dim])
-        elif normalize and not (self.stack.normalizes and self.stack.truncate_dim is None):
-            out = l2_normalize(out, copy=False)  # (a model ending in Normalize is unit length already)
-        return out[0] if single else out
+        n = len(items)
+        bar = _progress(n, plan.progress)
+        try:
+            if n <= CHUNK:
+                out = self._vectors(items, plan, bar)
+            else:  # written chunk by chunk: memory is the output plus one chunk
+                out = np.empty((n, plan.truncate_dim or self.dim), dtype=np.float32)
+                for start in range(0, n, CHUNK):
+                    out[start : start + CHUNK] = self._vectors(items[start : start + CHUNK], plan, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._output(out, plan, single)
 
-    def encode_query(self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
-                     **kwargs) -> np.ndarray:
-        """``encode`` with the model's "query" prompt unless a prompt is given (sentence-transformers' encode_query)."""
+    def encode_query(self, texts: str | Sequence[str] | None = None, prompt_name: str | None = None,
+                     prompt: str | None = None, **kwargs):
+        """``encode`` with the model's "query" prompt unless a prompt is given (sentence-transformers'
+        encode_query); every keyword of ``encode``."""
         if prompt_name is None and prompt is None and "query" in self.stack.prompts:
             prompt_name = "query"
         return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
-    def encode_document(self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
-                        **kwargs) -> np.ndarray:
+    def encode_document(self, texts: str | Sequence[str] | None = None, prompt_name: str | None = None,
+                        prompt: str | None = None, **kwargs):
         """``encode`` with the first of the model's "document", "passage", "corpus" prompts unless a prompt
-        is given (sentence-transformers' encode_document)."""
+        is given (sentence-transformers' encode_document); every keyword of ``encode``."""
         if prompt_name is None and prompt is None:
             prompt_name = next((n for n in ("document", "passage", "corpus") if n in self.stack.prompts), None)
         return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    def embed(self, texts: str | Iterable[str], batch_size: int = 32, **kwargs) -> Iterator:
+        """Stream vectors: yield (<= batch_size, dim) arrays, in input order, as ``texts`` is read.
+
+        ``texts`` (any iterable of strings, e.g. a generator or a file's lines) is read lazily,
+        ``CHUNK`` texts at a time; each chunk is sorted by length and batched as ``encode`` does,
+        so memory stays bounded by one chunk whatever the input's length. Takes ``encode``'s keywords;
+        the results equal ``encode``'s, batch after batch. Output precisions "int8" / "uint8" are
+        refused (their ranges would differ from batch to batch): quantize with
+        ``quantize_embeddings(..., ranges=...)`` instead. A single string is one text (one batch of
+        one). Argument errors and unordered inputs are raised here; a bad text is an InputError,
+        naming its index, when its chunk is read.
+
+        >>> sum(len(b) for b in emb.embed(open("lines.txt"), batch_size=256))
+        """
+        plan = self._plan(batch_size=batch_size, **kwargs)
+        if plan.precision in ("int8", "uint8"):
+            raise InputError(
+                f"embed() does not take precision={plan.precision!r}: its ranges would be calibrated on each batch, "
+                "so codes of different batches would not compare. Stream float32 vectors and quantize them with "
+                "engine.quantize_embeddings(vectors, precision, ranges=...) (ranges from a sample)"
+            )
+        source, _ = _check_container(texts)
+        total = len(source) if hasattr(source, "__len__") else None
+        return self._stream(iter(source), plan, total)
+
+    def _stream(self, texts: Iterator, plan: _Plan, total: int | None) -> Iterator:
+        bar = _progress(total, plan.progress)
+        done = 0
+        try:
+            while chunk := list(itertools.islice(texts, CHUNK)):
+                _check_items(chunk, done)
+                vecs = self._vectors(chunk, plan, bar)
+                for start in range(0, len(chunk), plan.batch_size):
+                    yield self._output(vecs[start : start + plan.batch_size], plan, False)
+                done += len(chunk)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _plan(self, prompt_name=None, prompt=None, batch_size=32, show_progress_bar=None,
+              output_value="sentence_embedding", precision="float32", convert_to_numpy=True, convert_to_tensor=False,
+              device=None, normalize_embeddings=None, truncate_dim=None, task=None, normalize=None,
+              show_progress=None, max_tokens=None, **unknown) -> _Plan:
+        """Check and resolve encode's keywords (see ``encode``)."""
+        if unknown:
+            hints = "; ".join(f"{k}: {_NOT_TAKEN[k]}" for k in sorted(unknown) if k in _NOT_TAKEN)
+            raise InputError(
+                f"unexpected keyword argument(s) {', '.join(sorted(unknown))}" + (f" ({hints})" if hints else "")
+                + f"; encode takes: {', '.join(ENCODE_KEYWORDS)}"
+            )
+        if not _is_int(batch_size) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
+            raise InputError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
+        if truncate_dim is not None and (not _is_int(truncate_dim) or not 1 <= truncate_dim <= self.dim):
+            raise InputError(f"truncate_dim must be an integer in [1, {self.dim}] or None, got {truncate_dim!r}")
+        norm = _one_of_two("normalize", normalize, "normalize_embeddings", normalize_embeddings)
+        progress = _one_of_two("show_progress", show_progress, "show_progress_bar", show_progress_bar)
+        if output_value != "sentence_embedding":
+            raise InputError(
+                f"output_value={output_value!r} is not supported: the engine returns sentence embeddings only "
+                "(output_value='sentence_embedding')"
+            )
+        precision = "float32" if precision is None else precision
+        if not isinstance(precision, str) or precision not in OUTPUT_PRECISIONS:
+            hint = (f"; {precision!r} is a model precision, chosen when the Embedder is built: "
+                    f"Embedder(model, model_precision={precision!r})") if precision in ("fp32", "fp16") else ""
+            raise InputError(
+                f"precision (the output quantization) must be one of {', '.join(map(repr, OUTPUT_PRECISIONS))}, "
+                f"got {precision!r}{hint}"
+            )
+        for name, flag in (("convert_to_numpy", convert_to_numpy), ("convert_to_tensor", convert_to_tensor)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise InputError(f"{name} must be True or False, got {flag!r}")
+        output = "tensor" if convert_to_tensor else "numpy" if convert_to_numpy else "tensors"
+        if output != "numpy":
+            _torch()
+        self._check_device(device)
+        if task is not None and not isinstance(task, str):
+            raise InputError(f"task must be a string or None, got {task!r}")
+        text = self.resolve_prompt(prompt, prompt_name) or None  # an empty prompt is no prompt, as in s-t
+        prompt_length = None
+        if text and not self.stack.pooling.include_prompt:
+            prompt_length = self._tokenizer.prompt_length(text)
+        return _Plan(
+            batch_size=int(batch_size),
+            budget=int(max_tokens) if max_tokens else int(batch_size) * (self.max_seq_length or 512),
+            cells=self.max_cells if max_tokens is None else None,
+            prompt=text,
+            prompt_length=prompt_length,
+            normalize=self.stack.similarity_fn_name == "cosine" if norm is None else norm,
+            truncate_dim=None if truncate_dim is None or truncate_dim == self.dim else int(truncate_dim),
+            precision=precision,
+            output=output,
+            progress=bool(progress),
+        )
+
+    def _check_device(self, device) -> None:
+        if device is None:
+            return
+        if isinstance(device, (list, tuple)):
+            raise InputError(
+                f"device={device!r}: encoding on several devices (sentence-transformers' multi-process pool) is not "
+                "supported; build one Embedder per device"
+            )
+        if _device_key(device) != _device_key(self.device):
+            raise InputError(
+                f"device={str(device)!r}, but this Embedder runs on {self.device!r}; the device is chosen when the "
+                f"Embedder is built: Embedder(model, device={str(device)!r})"
+            )
+
+    def _vectors(self, texts: list[str], plan: _Plan, bar=None) -> np.ndarray:
+        """float32 (len(texts), plan.truncate_dim or dim): tokenized, batched, run, truncated, normalized."""
+        if plan.prompt:
+            texts = [plan.prompt + t for t in texts]
+        ids = self._tokenizer.encode(texts)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        batches = plan_batches(lengths, plan.batch_size, plan.budget, plan.cells)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for batch, vecs in zip(batches, self._run_batches(ids, batches, plan.prompt_length)):
+            out[batch] = vecs
+            if bar is not None:
+                bar.update(len(batch))
+        if plan.truncate_dim is not None:
+            return truncate_normalize(out, plan.truncate_dim) if plan.normalize else \
+                np.ascontiguousarray(out[:, : plan.truncate_dim])
+        if plan.normalize and not (self.stack.normalizes and self.stack.truncate_dim is None):
+            out = l2_normalize(out, copy=False)  # (a model ending in Normalize is unit length already)
+        return out
+
+    @staticmethod
+    def _output(out: np.ndarray, plan: _Plan, single: bool):
+        """Quantize (output precision) and convert (numpy, tensor, list of tensors) float32 vectors."""
+        if plan.precision != "float32":
+            if len(out) == 0 and plan.precision in ("int8", "uint8"):  # nothing to calibrate on
+                out = np.empty(out.shape, dtype=plan.precision)
+            else:
+                out = quantize_embeddings(out, plan.precision)
+        if plan.output != "numpy":
+            torch = _torch()
+            out = torch.from_numpy(out) if plan.output == "tensor" else [torch.from_numpy(row) for row in out]
+        return out[0] if single else out
 
     def _run_batches(self, ids: list[np.ndarray], batches: list[np.ndarray],
                      prompt_length: int | None = None) -> Iterator[np.ndarray]:
@@ -335,7 +703,125 @@ class Embedder:
         return hidden
 
 
-def _progress(total: int, enabled: bool):
+def _model_precision(model_precision, precision) -> str:
+    """The constructor's model precision from ``model_precision`` and its former name ``precision``."""
+    from .models.export import PRECISIONS
+
+    if precision is not None:
+        if model_precision not in ("fp32", precision):
+            raise InputError(
+                f"model_precision={model_precision!r} and precision={precision!r} disagree; precision= is the former "
+                "name of model_precision=: pass model_precision only"
+            )
+        if precision not in PRECISIONS and precision in OUTPUT_PRECISIONS:
+            raise InputError(
+                f"Embedder(precision={precision!r}): the constructor's precision is the model's "
+                f"({_MODEL_PRECISIONS_HELP}), now named model_precision=; {precision!r} quantizes output "
+                f"vectors: pass it to encode(texts, precision={precision!r})"
+            )
+        warnings.warn(
+            "Embedder(precision=...) is now Embedder(model_precision=...), the precision the model runs in; "
+            "encode(precision=...) quantizes the output vectors, as in sentence-transformers",
+            DeprecationWarning, stacklevel=3,
+        )
+        model_precision = precision
+    if model_precision not in PRECISIONS:
+        hint = (f"; {model_precision!r} quantizes output vectors: pass it to "
+                f"encode(texts, precision={model_precision!r})" if model_precision in OUTPUT_PRECISIONS else "")
+        raise InputError(f"model_precision must be {_MODEL_PRECISIONS_HELP}, got {model_precision!r}{hint}")
+    return model_precision
+
+
+def _texts_argument(texts, kwargs: dict):
+    """``texts``, or sentence-transformers' ``inputs=`` / ``sentences=`` (taken out of kwargs)."""
+    given = [k for k in ("inputs", "sentences") if k in kwargs]
+    if not given:
+        return texts
+    if texts is not None or len(given) > 1:
+        raise InputError(f"the texts are given twice (texts and {', '.join(given)}); pass them once")
+    return kwargs.pop(given[0])
+
+
+# -- similarity ------------------------------------------------------------------------------
+def _as_rows(x, name: str, batch: bool) -> np.ndarray:
+    """A float numpy array of ``x`` (array, list, torch tensor on any device); 1-d -> (1, d) when ``batch``."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except ValueError as e:
+        raise InputError(f"{name} could not be read as an array of vectors ({e})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{name} must hold numbers (vectors), got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+    if batch and arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim not in ((2,) if batch else (1, 2)) or arr.shape[-1] == 0:
+        raise InputError(f"{name} must be (n, dim) vectors or one (dim,) vector, got shape {arr.shape}")
+    return arr
+
+
+def _cosine(a, b):
+    """cos(a_i, b_j) = a_i . b_j / (max(|a_i|, 1e-12) max(|b_j|, 1e-12)) (torch's normalize, as s-t)."""
+    an = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    bn = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    return an @ bn.T
+
+
+def _euclidean(a, b):
+    """-|a_i - b_j|_2 = -sqrt(max(|a_i|^2 + |b_j|^2 - 2 a_i . b_j, 0)), in float64 so near-equal rows give ~0."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    sq = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2 * (a64 @ b64.T)
+    return -np.sqrt(np.maximum(sq, 0)).astype(np.result_type(a, b))
+
+
+def _manhattan(a, b):
+    """-sum_k |a_ik - b_jk|, a block of rows of a at a time (memory ~32 MB per block)."""
+    out = np.empty((len(a), len(b)), dtype=np.result_type(a, b))
+    step = max(1, (1 << 22) // max(1, len(b) * a.shape[1]))
+    for s in range(0, len(a), step):
+        out[s : s + step] = -np.abs(a[s : s + step, None, :] - b[None, :, :]).sum(-1)
+    return out
+
+
+_MATRIX = {"cosine": _cosine, "dot": lambda a, b: a @ b.T, "euclidean": _euclidean, "manhattan": _manhattan}
+_PAIRWISE = {
+    "cosine": lambda a, b: (a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+                            * (b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12))).sum(-1),
+    "dot": lambda a, b: (a * b).sum(-1),
+    "euclidean": lambda a, b: -np.sqrt(((a - b) ** 2).sum(-1)),
+    "manhattan": lambda a, b: -np.abs(a - b).sum(-1),
+}
+
+
+def similarity(embeddings1, embeddings2, fn_name: str = "cosine", pairwise: bool = False):
+    """sentence-transformers' similarity functions (``util.cos_sim``, ``dot_score``, ``euclidean_sim``,
+    ``manhattan_sim`` and their ``pairwise_`` forms) on numpy, with the input's type back.
+
+    Matrix form: (n, m) scores of every row of embeddings1 against every row of embeddings2, a 1-d
+    input being one row. Pairwise: (n,) scores of row i against row i. cosine: a.b / (|a| |b|);
+    dot: a.b; euclidean: -|a - b|_2; manhattan: -|a - b|_1 (higher is more similar, as there).
+    Integer input (quantized vectors) is computed in float32. A torch tensor on either side gives a
+    tensor on the first tensor's device; anything else gives numpy.
+    """
+    if fn_name not in _MATRIX:
+        raise InputError(f"similarity function must be one of {', '.join(SIMILARITIES)}, got {fn_name!r}")
+    like = next((x for x in (embeddings1, embeddings2) if hasattr(x, "detach") and hasattr(x, "cpu")), None)
+    a, b = _as_rows(embeddings1, "embeddings1", not pairwise), _as_rows(embeddings2, "embeddings2", not pairwise)
+    if a.shape[-1] != b.shape[-1]:
+        raise InputError(f"the embeddings have different dimensions: {a.shape[-1]} and {b.shape[-1]}")
+    if pairwise and a.shape != b.shape:
+        raise InputError(f"similarity_pairwise needs two arrays of one shape, got {a.shape} and {b.shape}")
+    out = (_PAIRWISE if pairwise else _MATRIX)[fn_name](a, b)
+    if like is not None:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(out)).to(like.device)
+    return out
+
+
+def _progress(total: int | None, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm

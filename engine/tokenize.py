@@ -32,23 +32,30 @@ class Tokenizer:
                  special_ids=(), pad_id: int | None = None):
         from tokenizers import Tokenizer as HFTokenizer
 
-        self.max_length = int(max_length or 0)
         self.truncation_side = truncation_side
         tok = HFTokenizer.from_file(str(path))
         tok.no_padding()
-        if self.max_length:
-            tok.enable_truncation(max_length=self.max_length, strategy="longest_first", direction=truncation_side)
-        else:
-            tok.no_truncation()
         self._tok = tok
         self._probe = HFTokenizer.from_file(str(path))  # no truncation: counts a prefix's tokens
         self._probe.no_padding()
         self._probe.no_truncation()
-        self._specials = self._tok.post_processor.num_special_tokens_to_add(False) if self._tok.post_processor else 0
+        # special tokens added to one text ([CLS] + [SEP]: 2): a shorter max_length truncates nothing
+        post = self._tok.post_processor
+        self.num_special_tokens = post.num_special_tokens_to_add(False) if post else 0
         self.special_ids = frozenset(int(i) for i in special_ids)
         self.pad_id = self._pad_id(tok) if pad_id is None else int(pad_id)
+        self.set_max_length(max_length)
+
+    def set_max_length(self, max_length: int | None) -> None:
+        """Truncate at ``max_length`` tokens from now on (None or 0: no truncation)."""
+        self.max_length = int(max_length or 0)
+        if self.max_length:
+            self._tok.enable_truncation(max_length=self.max_length, strategy="longest_first",
+                                        direction=self.truncation_side)
+        else:
+            self._tok.no_truncation()
         # a cut keeps a text's start: only right truncation keeps the start
-        right = self.max_length and truncation_side == "right"
+        right = self.max_length and self.truncation_side == "right"
         self._cut_at = self.max_length * self.CHARS_PER_TOKEN_BOUND if right else 0
 
     @staticmethod

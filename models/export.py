@@ -15,8 +15,14 @@ Layout of one exported model (``<cache>/onnx/<key>/``)::
     head.npz          the Dense / LayerNorm weights of the module stack (absent when it has none)
     meta.json         spec, fingerprint, source, weight digests, tool versions, ``stack`` (the module
                       stack, models/stack.py, with max_seq_length resolved), ``tokenizer`` (padding
-                      side, pad id, special ids) and ``graphs``: the file each device loads, e.g.
-                      {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}
+                      side, pad id, special ids), ``graphs``: the file each device loads, e.g.
+                      {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}, and ``position_limit``: the
+                      most tokens the position embeddings allow (the ceiling of a settable
+                      max_seq_length; None: no limit; absent in exports written before it)
+
+An export logs one INFO line when it starts ("exporting <model> (<precision>) to <folder> ...") and
+one when it is done ("done in N s"); what torch, transformers, optimum and onnxruntime warn or log
+meanwhile goes to this module's logger at DEBUG (``_third_party_quiet``).
 
 Every graph the runtime loads is written here at export time, so running a model needs only
 onnxruntime (``ExportedModel.graph_path``): no onnx, torch or optimum at load time. The runtime
@@ -37,12 +43,16 @@ no silent fallback to model.onnx, which would run the same math slower than the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 from ..errors import ExportError, InputError, missing_extra
@@ -59,6 +69,8 @@ PRECISIONS = ("fp32", "int8", "fp16")
 # ...and per precision when only that precision's recipe changes (int8 2: GELU in tanh form).
 RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1}
 CPU_PRECISIONS = ("fp32", "int8")  # fp16 runs on CUDA only
+
+logger = logging.getLogger(__name__)
 
 
 def _version_tag(precision: str) -> str:
@@ -310,6 +322,87 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _export(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool = False) -> ExportedModel:
+    """Export ``model`` into ``dest``: one INFO line before and one after; third-party noise at DEBUG."""
+    logger.info("exporting %s (%s) to %s ...", model.spec.name, precision, dest)
+    start = time.perf_counter()
+    with _third_party_quiet():
+        out = _export_quietly(model, precision, dest, trust_remote_code)
+    logger.info("done in %.1f s", time.perf_counter() - start)
+    return out
+
+
+# Libraries with handlers of their own (their records do not reach the root logger's handlers).
+_OWN_HANDLER_LOGGERS = ("transformers", "optimum")
+_OWN_CODE = Path(__file__).resolve().parent  # models/: the export's own code
+
+
+class _Divert(logging.Handler):
+    """Passes the engine's own records; hands any other to this module's logger at DEBUG and drops it.
+    Used as a filter on the root logger's handlers and as the only handler of transformers' and
+    optimum's loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] == "engine":
+            return True
+        logger.debug("%s %s: %s", record.name, record.levelname, record.getMessage())
+        return False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _third_party_quiet():
+    """Show what torch, transformers, optimum and onnxruntime print during an export (torch_dtype
+    deprecation, TracerWarning, "requires accelerate", onnxruntime's optimizer and "consider
+    pre-processing" records, ...) only at DEBUG, on this module's logger.
+
+    Their log records: transformers' and optimum's loggers (configured first, so they do not add
+    their stderr handler midway) get ``_Divert`` as their only handler; every handler of the root
+    logger gets it as a filter (a NullHandler is added when the root has none, so a library's
+    ``logging.warning`` cannot call basicConfig). Warnings are recorded; those raised by the
+    export's own code are re-issued. Everything is restored afterwards.
+    """
+    with contextlib.suppress(ImportError):
+        import transformers.utils.logging as tl
+
+        tl.get_logger("transformers")
+    with contextlib.suppress(ImportError):
+        import optimum.utils.logging as ol
+
+        ol.get_logger("optimum")
+    divert = _Divert()
+    saved = []
+    for name in _OWN_HANDLER_LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.handlers[:]))
+        lg.handlers = [divert]
+    root = logging.getLogger()
+    guard = logging.NullHandler() if not root.handlers else None
+    if guard is not None:
+        root.addHandler(guard)
+    filtered = root.handlers[:]
+    for h in filtered:
+        h.addFilter(divert)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for h in filtered:
+            h.removeFilter(divert)
+        if guard is not None:
+            root.removeHandler(guard)
+        for lg, handlers in saved:
+            lg.handlers = handlers
+    for w in caught:
+        if Path(w.filename).resolve().is_relative_to(_OWN_CODE):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        else:
+            logger.debug("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
+
+
+def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool) -> ExportedModel:
     import numpy as np
 
     from .stack import load_weights, read_stack
@@ -372,6 +465,7 @@ def _export(model: ResolvedModel, precision: str, dest: Path, trust_remote_code:
             "export": settings,
             "onnx_sha256": sha256_file(tmp / "model.onnx"),
             "graphs": graphs,
+            "position_limit": _position_limit(model.folder),
             "int8_calibration_cosine": calibration,
             "versions": _versions(),
         }
@@ -453,6 +547,29 @@ def _export_tokenizer(model: ResolvedModel, stack: ModuleStack, dest: Path, trus
         "special_ids": sorted(int(i) for i in tok.all_special_ids),
     }
     return info, max_len
+
+
+# model types whose learned position table starts at padding_idx + 1 (transformers'
+# create_position_ids_from_input_ids), so a text may hold max_position_embeddings - pad - 1 tokens
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "xlm-roberta-xl")
+
+
+def _position_limit(folder: Path) -> int | None:
+    """The most tokens per text the model's position embeddings allow (the ceiling of a settable
+    max_seq_length): config.json's max_position_embeddings, less padding_idx + 1 for the model types
+    that offset positions by it; None when the config sets no limit."""
+    path = Path(folder) / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    n = cfg.get("max_position_embeddings")
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        return None
+    if cfg.get("model_type") in _OFFSET_POSITIONS:
+        pad = cfg.get("pad_token_id")
+        n -= (pad if isinstance(pad, int) and not isinstance(pad, bool) else 1) + 1
+    return n if n > 0 else None
 
 
 # onnxruntime's transformer optimizer: the fusion family per model_type. Only families whose fused

@@ -261,7 +261,7 @@ def test_unavailable_provider_lists_available(tiny_model_dir, tiny_cache):
     with pytest.raises(InputError, match="device"):
         Embedder(str(tiny_model_dir), device="tpu", cache_dir=tiny_cache)
     with pytest.raises(InputError, match="CUDA only"):
-        Embedder(str(tiny_model_dir), precision="fp16", cache_dir=tiny_cache)
+        Embedder(str(tiny_model_dir), model_precision="fp16", cache_dir=tiny_cache)
 
 
 def test_runtime_path_never_imports_torch(tiny_model_dir, tiny_cache, tiny_embedder):

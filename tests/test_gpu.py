@@ -41,7 +41,7 @@ def test_cuda_matches_cpu(cpu_and_texts, precision, min_cos):
     from engine import Embedder
 
     cpu, texts, ref = cpu_and_texts
-    gpu = Embedder("all-MiniLM-L6-v2", device="cuda", precision=precision)
+    gpu = Embedder("all-MiniLM-L6-v2", device="cuda", model_precision=precision)
     assert gpu._session.io_binding
     out = gpu.encode(texts, batch_size=64)
     cos = np.sum(out * ref, axis=1)

@@ -26,7 +26,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def int8_embedder(tiny_model_dir, tiny_cache):
-    return Embedder(str(tiny_model_dir), precision="int8", cache_dir=tiny_cache)
+    return Embedder(str(tiny_model_dir), model_precision="int8", cache_dir=tiny_cache)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_static_qdq_experiment_script(fp32_graph, tiny_model_dir, tmp_path):
 
 def test_fp16_on_cpu_is_a_clear_error(tiny_model_dir, tiny_cache):
     with pytest.raises(InputError, match="CUDA"):
-        Embedder(str(tiny_model_dir), precision="fp16", cache_dir=tiny_cache)
+        Embedder(str(tiny_model_dir), model_precision="fp16", cache_dir=tiny_cache)
 
 
 def test_convert_fp16_keeps_io_types(fp32_graph, tmp_path):

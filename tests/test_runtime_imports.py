@@ -137,10 +137,10 @@ def no_reexport(monkeypatch):
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_old_layout_export_is_completed_once(tiny_model_dir, tiny_cache, tmp_path, precision, no_reexport):
-    fresh = Embedder(str(tiny_model_dir), precision=precision, cache_dir=tiny_cache)
+    fresh = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tiny_cache)
     old = _old_layout(fresh._exported.folder, tmp_path / "cache")
     onnx_before = (old / "model.onnx").stat()
-    emb = Embedder(str(tiny_model_dir), precision=precision, cache_dir=tmp_path / "cache")
+    emb = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
     assert emb._exported.folder == old
     assert emb.fingerprint == fresh.fingerprint
     meta = json.loads((old / "meta.json").read_text())
@@ -153,7 +153,7 @@ def test_old_layout_export_is_completed_once(tiny_model_dir, tiny_cache, tmp_pat
     np.testing.assert_allclose(emb.encode(TEXTS), fresh.encode(TEXTS), rtol=0, atol=1e-6)
     # done once: the next load finds a complete export and writes nothing
     meta_mtime = (old / "meta.json").stat().st_mtime_ns
-    Embedder(str(tiny_model_dir), precision=precision, cache_dir=tmp_path / "cache")
+    Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
     assert (old / "meta.json").stat().st_mtime_ns == meta_mtime
 
 

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/")
     args = ap.parse_args(argv)
 
-    emb = Embedder(args.model, precision="int8", threads=args.threads)
+    emb = Embedder(args.model, model_precision="int8", threads=args.threads)
     docs = load_beir(args.data / "scifact").doc_texts
     toks = emb.tokenize(docs[: args.docs])
     batches = []

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     docs = load_beir(args.data / "scifact").doc_texts
     for precision in ("fp32", "int8"):
-        emb = Embedder(args.model, precision=precision, threads=args.threads)
+        emb = Embedder(args.model, model_precision=precision, threads=args.threads)
         ids = emb.tokenize(docs[: args.batch])
         input_ids, mask = pad_batch(ids, 0)
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}

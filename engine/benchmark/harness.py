@@ -346,7 +346,7 @@ class Contender:
 def engine_contender(model: str, device: str, precision: str, threads: int, cache_dir=None) -> Contender:
     from ..embedder import Embedder
 
-    emb = Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
+    emb = Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
     return Contender("engine", precision, lambda b: emb.encode(b, batch_size=len(b)),
                      {"intra_op": emb.threads, "inter_op": 1}, emb)
 

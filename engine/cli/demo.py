@@ -28,7 +28,7 @@ def cmd_demo(args) -> int:
     if not Path(model).expanduser().is_dir():
         fetch(model)  # no-op when the weights are already installed
     t0 = time.perf_counter()
-    emb = Embedder(model, precision=args.precision)
+    emb = Embedder(model, model_precision=args.precision)
     print(f"model     {emb.fingerprint}  (ready in {time.perf_counter() - t0:.1f}s, {emb.threads} threads)")
 
     docs = read_sample("sample_corpus.jsonl")

@@ -98,7 +98,7 @@ def cmd_eval(args) -> int:
             ds = subsample(ds, args.max_docs)
     results = {"retrieval": [], "sts": []}
     for model in args.model or [DEFAULT_MODEL]:
-        emb = Embedder(model, precision=args.precision)
+        emb = Embedder(model, model_precision=args.precision)
         if ds is not None:
             print(f"{emb.name} {emb.precision}: {len(ds.doc_ids)} docs, {len(ds.query_ids)} queries ...", flush=True)
             r = evaluate_beir(emb, ds, index_precision=args.index_precision, truncate_dim=args.truncate_dim,

@@ -90,7 +90,7 @@ class EmbedBatch:
         from ..embedder import Embedder
         from .driver import LocalExecutor
 
-        self.embedder = Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
+        self.embedder = Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
         if fingerprint is not None:
             self.ready(fingerprint)
         self.local = LocalExecutor(self.embedder, batch_size, truncate_dim, count_tokens)

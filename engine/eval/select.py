@@ -101,7 +101,7 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
     for model in models:
         for precision in precisions:
             try:
-                emb = Embedder(model, precision=precision, threads=threads, cache_dir=cache_dir)
+                emb = Embedder(model, model_precision=precision, threads=threads, cache_dir=cache_dir)
             except (ModelNotFoundError, EngineError, ImportError, OSError) as e:
                 reason = f"{type(e).__name__}: {e}"
                 log(f"skip {model} {precision}: {reason}")

@@ -30,7 +30,7 @@ class EngineEmbeddings(Embeddings):
 
     Args:
         model: catalogue name or alias (``embed models``), or a local sentence-transformers folder.
-        **embedder_kwargs: passed to ``engine.Embedder`` (``device``, ``precision``, ``threads``,
+        **embedder_kwargs: passed to ``engine.Embedder`` (``device``, ``model_precision``, ``threads``,
             ``cache_dir``, ...).
 
     The Embedder is built here, at construction: a wrong model name or a missing provider fails

@@ -1,0 +1,409 @@
+"""Code written for sentence-transformers runs unchanged on ``Embedder``: sentence-transformers is the oracle.
+
+Every encode keyword (normalize_embeddings, precision, truncate_dim, prompts, convert_to_tensor /
+convert_to_numpy, positional order), similarity with all four functions, the embedding dimension and
+a settable max_seq_length are compared with ``SentenceTransformer`` on the same tiny folders. Bad
+arguments, unordered inputs and lone surrogates are refused, one test per kind. ``embed`` streams.
+The first export logs two lines and leaves stderr empty.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from engine import Embedder, InputError
+from engine.embedder import CHUNK
+from tests.st_tiny import build_transformer, write_stack
+
+TEXTS = [
+    "",
+    "a",
+    "Hello, world!",
+    "héllo wörld café naïve 日本語 テキスト",
+    "the quick brown fox jumps over the lazy dog " * 12,  # past max_seq_length
+    "embeddings map text to vectors of numbers",
+    "x" * 300,
+    "cosine similarity compares two unit vectors",
+] + [f"document number {i} " * (i % 7 + 1) for i in range(24)]
+PRECISIONS = ("int8", "uint8", "binary", "ubinary")
+
+
+def _st(folder, **kwargs):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu", **kwargs)
+
+
+def _close(ours, ref, rel=1e-4):
+    ref = np.asarray(ref)
+    assert np.shape(ours) == ref.shape
+    assert np.abs(np.asarray(ours) - ref).max() <= rel * max(np.abs(ref).max(), 1e-12)
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory):
+    """A BERT without a Normalize module, similarity "dot", query/document prompts: normalization shows."""
+    folder = build_transformer(tmp_path_factory.mktemp("st-compat") / "raw-bert", "bert")
+    return write_stack(folder, pooling="mean", normalize=False, similarity_fn_name="dot",
+                       prompts={"query": "query: ", "document": "passage: "})
+
+
+@pytest.fixture(scope="module")
+def compat_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("st-compat-cache")
+
+
+@pytest.fixture(scope="module")
+def raw(raw_dir, compat_cache):
+    return Embedder(str(raw_dir), cache_dir=compat_cache), _st(raw_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir, tiny_embedder):
+    return tiny_embedder, _st(tiny_model_dir)
+
+
+@pytest.fixture(params=["raw", "tiny"])
+def pair(request, raw, tiny):
+    return raw if request.param == "raw" else tiny
+
+
+# -- encode keywords against the oracle ------------------------------------------------------
+@pytest.mark.parametrize("normalize_embeddings", [True, False])
+def test_normalize_embeddings(pair, normalize_embeddings):
+    emb, st = pair
+    ref = st.encode(TEXTS, normalize_embeddings=normalize_embeddings)
+    _close(emb.encode(TEXTS, normalize_embeddings=normalize_embeddings, batch_size=5), ref)
+    # the engine's own name means the same; both names together must agree
+    _close(emb.encode(TEXTS, normalize=normalize_embeddings), ref)
+    _close(emb.encode(TEXTS, normalize=normalize_embeddings, normalize_embeddings=normalize_embeddings), ref)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_is_sentence_transformers_quantization(pair, precision):
+    """Bit-identical to sentence-transformers' quantize_embeddings on the same float vectors (int8/uint8
+    calibrated on the call's own vectors, as its encode does), and to its encode within float noise."""
+    from sentence_transformers.quantization import quantize_embeddings as st_quantize
+
+    emb, st = pair
+    floats = emb.encode(TEXTS, normalize_embeddings=True)
+    ours = emb.encode(TEXTS, normalize_embeddings=True, precision=precision)
+    want = st_quantize(floats, precision=precision)
+    assert ours.dtype == want.dtype and ours.shape == want.shape
+    np.testing.assert_array_equal(ours, want)
+    ref = st.encode(TEXTS, normalize_embeddings=True, precision=precision)
+    assert ref.dtype == ours.dtype and ref.shape == ours.shape
+    if precision in ("int8", "uint8"):  # ranges from slightly different floats: a bucket apart at most
+        assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
+    else:  # every sign agrees where the value is not float noise around 0
+        st_floats = st.encode(TEXTS, normalize_embeddings=True)
+        firm = np.abs(st_floats) > 1e-4
+        bits = np.unpackbits(ours.view(np.uint8), axis=1)[:, : emb.dim]
+        ref_bits = np.unpackbits(ref.view(np.uint8), axis=1)[:, : emb.dim]
+        assert (bits == ref_bits)[firm].all()
+    # one string: quantized as a batch of one, then unwrapped (sentence-transformers' shapes)
+    one = emb.encode(TEXTS[2], precision=precision)
+    assert one.shape == st.encode(TEXTS[2], precision=precision).shape
+
+
+@pytest.mark.parametrize("normalize_embeddings", [True, False])
+def test_truncate_dim(pair, normalize_embeddings):
+    emb, st = pair
+    ref = st.encode(TEXTS, truncate_dim=8, normalize_embeddings=normalize_embeddings)
+    _close(emb.encode(TEXTS, truncate_dim=8, normalize_embeddings=normalize_embeddings), ref)
+    _close(emb.encode(TEXTS, truncate_dim=emb.dim, normalize_embeddings=normalize_embeddings),
+           st.encode(TEXTS, normalize_embeddings=normalize_embeddings))
+
+
+def test_prompts_and_positional_order(raw):
+    emb, st = raw
+    for kwargs in ({"prompt_name": "query"}, {"prompt_name": "document"}, {"prompt": "search: "},
+                   {"prompt": "search: ", "prompt_name": "query"}):
+        _close(emb.encode(TEXTS, **kwargs), st.encode(TEXTS, **kwargs))
+    _close(emb.encode_query(TEXTS, batch_size=4), st.encode_query(TEXTS))
+    _close(emb.encode_document(TEXTS, normalize_embeddings=True), st.encode_document(TEXTS, normalize_embeddings=True))
+    # sentence-transformers' positional order: (inputs, prompt_name, prompt, batch_size, ...)
+    _close(emb.encode(TEXTS, "query", None, 4), st.encode(TEXTS, "query", None, 4))
+    # its keyword names for the texts
+    _close(emb.encode(sentences=TEXTS), st.encode(TEXTS))
+    _close(emb.encode(inputs=TEXTS[:3], prompt_name="query"), st.encode(TEXTS[:3], prompt_name="query"))
+    _close(emb.encode(TEXTS, task="query"), st.encode(TEXTS))  # accepted and ignored, as there
+
+
+def test_show_progress_bar(tiny_embedder, capsys):
+    ref = tiny_embedder.encode(TEXTS)
+    np.testing.assert_array_equal(tiny_embedder.encode(TEXTS, show_progress_bar=True), ref)
+    assert "encode" in capsys.readouterr().err  # tqdm's bar
+    np.testing.assert_array_equal(tiny_embedder.encode(TEXTS, show_progress_bar=False, show_progress=False), ref)
+
+
+def test_convert_to_tensor_and_numpy(pair):
+    import torch
+
+    emb, st = pair
+    ours, ref = emb.encode(TEXTS, convert_to_tensor=True), st.encode(TEXTS, convert_to_tensor=True)
+    assert isinstance(ours, torch.Tensor) and ours.dtype == ref.dtype == torch.float32
+    _close(ours.numpy(), ref.numpy())
+    one = emb.encode(TEXTS[3], convert_to_tensor=True)
+    assert isinstance(one, torch.Tensor) and one.shape == st.encode(TEXTS[3], convert_to_tensor=True).shape
+    rows, ref_rows = emb.encode(TEXTS, convert_to_numpy=False), st.encode(TEXTS, convert_to_numpy=False)
+    assert isinstance(rows, list) and isinstance(ref_rows, list) and len(rows) == len(ref_rows)
+    assert all(isinstance(r, torch.Tensor) and r.shape == q.shape for r, q in zip(rows, ref_rows))
+    _close(torch.stack(rows).numpy(), torch.stack(ref_rows).numpy())
+    packed = emb.encode(TEXTS, precision="ubinary", convert_to_tensor=True)
+    ref_packed = st.encode(TEXTS, precision="ubinary", convert_to_tensor=True)
+    assert packed.dtype == ref_packed.dtype == torch.uint8 and packed.shape == ref_packed.shape
+
+
+def test_convert_to_tensor_without_torch_names_the_extra(tiny_embedder, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    for kwargs in ({"convert_to_tensor": True}, {"convert_to_numpy": False}):
+        with pytest.raises(ImportError, match=r"embed-engine\[export\]"):
+            tiny_embedder.encode(["a"], **kwargs)
+
+
+@pytest.mark.parametrize("fn", ["cosine", "dot", "euclidean", "manhattan"])
+def test_similarity_all_functions(raw, fn):
+    import torch
+
+    emb, st = raw
+    a, b = emb.encode(TEXTS[:6]), emb.encode(TEXTS[6:15])
+    before = emb.similarity_fn_name, st.similarity_fn_name
+    try:
+        emb.similarity_fn_name = st.similarity_fn_name = fn
+        ref = st.similarity(a, b).numpy()
+        got = emb.similarity(a, b)
+        assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (6, 9)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(emb.similarity(a[0], b), st.similarity(a[0], b).numpy(), rtol=1e-5, atol=1e-4)
+        pair_ref = st.similarity_pairwise(a, b[:6]).numpy()
+        np.testing.assert_allclose(emb.similarity_pairwise(a, b[:6]), pair_ref, rtol=1e-5, atol=1e-4)
+        t = emb.similarity(torch.from_numpy(a), torch.from_numpy(b))  # tensors in, a tensor out
+        assert isinstance(t, torch.Tensor)
+        np.testing.assert_allclose(t.numpy(), ref, rtol=1e-5, atol=1e-4)
+        if fn == "euclidean":  # a row against itself is 0, not float noise
+            assert np.abs(np.diag(emb.similarity(a, a))).max() < 1e-6
+    finally:
+        emb.similarity_fn_name, st.similarity_fn_name = before
+
+
+def test_similarity_fn_name_is_the_models_and_checked(raw, tiny):
+    assert raw[0].similarity_fn_name == raw[1].similarity_fn_name == "dot"
+    assert tiny[0].similarity_fn_name == tiny[1].similarity_fn_name == "cosine"
+    with pytest.raises(InputError, match="similarity_fn_name must be one of"):
+        raw[0].similarity_fn_name = "hamming"
+    with pytest.raises(InputError, match="different dimensions"):
+        raw[0].similarity(np.ones((2, 4)), np.ones((2, 5)))
+
+
+def test_embedding_dimension(pair):
+    emb, st = pair
+    assert emb.get_sentence_embedding_dimension() == emb.get_embedding_dimension() == st.get_embedding_dimension()
+    assert emb.encode(TEXTS[:2]).shape[1] == emb.get_sentence_embedding_dimension()
+
+
+# -- max_seq_length ----------------------------------------------------------------------------
+def test_max_seq_length_is_settable_like_sentence_transformers(tiny_model_dir, tiny_cache):
+    emb, st = Embedder(str(tiny_model_dir), cache_dir=tiny_cache), _st(tiny_model_dir)
+    base_fp = emb.fingerprint
+    assert emb._exported.meta["position_limit"] == 64  # max_position_embeddings of the tiny BERT
+    for n in (5, 40, 64):
+        emb.max_seq_length = st.max_seq_length = n
+        assert emb.max_seq_length == n and max(len(x) for x in emb.tokenize(TEXTS)) == n
+        _close(emb.encode(TEXTS), st.encode(TEXTS, normalize_embeddings=True))
+        assert emb.fingerprint != base_fp and emb.fingerprint.rsplit("/", 1)[0] == base_fp.rsplit("/", 1)[0]
+    fps = set()
+    for n in (5, 40):
+        emb.max_seq_length = n
+        fps.add(emb.fingerprint)
+    assert len(fps) == 2
+    emb.max_seq_length = 16  # the model's own value: the model's own fingerprint
+    assert emb.fingerprint == base_fp
+
+
+@pytest.mark.parametrize("bad", [0, 2, 65, True, 8.0, "8", None])
+def test_max_seq_length_refuses_values_out_of_range(tiny_model_dir, tiny_cache, bad):
+    emb = Embedder(str(tiny_model_dir), cache_dir=tiny_cache)
+    with pytest.raises(InputError, match=r"max_seq_length must be an integer in \[3, 64\]"):
+        emb.max_seq_length = bad  # 2: [CLS] + [SEP] alone would truncate nothing
+    assert emb.max_seq_length == 16
+
+
+def test_max_seq_length_of_an_export_without_a_position_limit(tiny_model_dir, tiny_cache):
+    """Exports written before position_limit was recorded may lower max_seq_length, not raise it."""
+    emb = Embedder(str(tiny_model_dir), cache_dir=tiny_cache)
+    del emb._exported.meta["position_limit"]  # this instance's copy of meta.json
+    emb.max_seq_length = 8
+    assert max(len(x) for x in emb.tokenize(TEXTS)) == 8
+    with pytest.raises(InputError, match=r"\[3, 16\]; this export predates .* delete .* to export it again"):
+        emb.max_seq_length = 17
+
+
+def test_max_seq_length_limit_of_roberta_positions(tmp_path, compat_cache):
+    """RoBERTa's positions start at padding_idx + 1: 66 position embeddings hold 64 tokens."""
+    folder = write_stack(build_transformer(tmp_path / "roberta", "roberta"), pooling="mean")
+    emb, st = Embedder(str(folder), cache_dir=compat_cache), _st(folder)
+    emb.max_seq_length = st.max_seq_length = 64
+    _close(emb.encode(TEXTS, normalize=False), st.encode(TEXTS))
+    with pytest.raises(InputError, match=r"\[3, 64\]"):
+        emb.max_seq_length = 65
+
+
+# -- bad arguments: one test per kind ------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    ({"foo": 1}, r"unexpected keyword argument\(s\) foo; encode takes: prompt_name, prompt, batch_size"),
+    ({"pool": {}}, "batch_workers"),
+    ({"output_value": "token_embeddings"}, "sentence embeddings only"),
+    ({"output_value": None}, "sentence embeddings only"),
+    ({"precision": "fp16"}, r"model precision.*model_precision='fp16'"),
+    ({"precision": "int4"}, "the output quantization"),
+    ({"device": "cuda"}, r"runs on 'cpu'.*Embedder\(model, device='cuda'\)"),
+    ({"device": ["cpu", "cpu"]}, "several devices"),
+    ({"normalize": True, "normalize_embeddings": False}, "disagree"),
+    ({"show_progress": True, "show_progress_bar": False}, "disagree"),
+    ({"normalize_embeddings": "yes"}, "normalize_embeddings must be True, False or None"),
+    ({"convert_to_numpy": "yes"}, "convert_to_numpy must be True or False"),
+    ({"truncate_dim": True}, "truncate_dim must be an integer"),
+    ({"truncate_dim": 2.0}, "truncate_dim must be an integer"),
+    ({"batch_size": True}, "batch_size must be a positive integer"),
+    ({"max_tokens": 0}, "max_tokens must be a positive integer"),
+    ({"max_tokens": -5}, "max_tokens must be a positive integer"),
+    ({"max_tokens": True}, "max_tokens must be a positive integer"),
+    ({"prompt_name": "nope"}, "not one of the model's prompts"),
+    ({"prompt": "\ud800: "}, "prompt holds a lone surrogate"),
+    ({"sentences": ["b"]}, "given twice"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 3 else None)
+def test_bad_keyword_arguments(tiny_embedder, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        tiny_embedder.encode(["a"], **kwargs)
+    with pytest.raises(InputError, match=match):  # the same checks everywhere
+        tiny_embedder.encode_query(["a"], **kwargs)
+
+
+def _unordered_inputs():
+    d = {"b": "bee", "a": "ay"}
+    out = [pytest.param(set(d.values()), "set, whose order", id="set"),
+           pytest.param(frozenset(d.values()), "frozenset, whose order", id="frozenset"),
+           pytest.param(d, r"dict: iterating it gives its keys", id="dict"),
+           pytest.param(d.keys(), "dict_keys, whose order", id="dict-keys"),
+           pytest.param(d.values(), "dict_values, whose order", id="dict-values"),
+           pytest.param(d.items(), "dict_items, whose order", id="dict-items"),
+           pytest.param(np.array("a text"), r"0-d array.*texts\.item\(\)", id="0d-array")]
+    try:
+        import pandas as pd
+
+        out.append(pytest.param(pd.DataFrame({"text": ["a", "b"]}), "DataFrame", id="dataframe"))
+    except ImportError:
+        pass
+    return out
+
+
+@pytest.mark.parametrize("texts, match", _unordered_inputs())
+def test_unordered_or_not_text_inputs_are_refused(tiny_embedder, texts, match):
+    with pytest.raises(InputError, match=match):
+        tiny_embedder.encode(texts)
+    with pytest.raises(InputError, match=match):
+        tiny_embedder.embed(texts)
+
+
+def test_ordered_inputs_still_work(tiny_embedder):
+    ref = tiny_embedder.encode(["a", "b c"])
+    np.testing.assert_array_equal(tiny_embedder.encode(("a", "b c")), ref)
+    np.testing.assert_array_equal(tiny_embedder.encode(np.array(["a", "b c"])), ref)
+    np.testing.assert_array_equal(tiny_embedder.encode(t for t in ["a", "b c"]), ref)
+
+
+@pytest.mark.parametrize("texts, match", [
+    (["fine", "a\ud800b"], r"texts\[1\] holds a lone surrogate \('\\ud800' at character 1\), not text; remove it"),
+    ("lone \udc80", r"the text holds a lone surrogate \('\\udc80' at character 5\)"),
+    (["\ud83d\ude00"], r"texts\[0\] holds a lone surrogate"),  # a surrogate pair as two code points
+], ids=["list", "single", "pair"])
+def test_lone_surrogates_are_input_errors(tiny_embedder, texts, match):
+    with pytest.raises(InputError, match=match):
+        tiny_embedder.encode(texts)
+    assert tiny_embedder.encode(["héllo 🙂"]).shape == (1, tiny_embedder.dim)  # real non-ASCII is fine
+
+
+# -- the constructor's model precision vs encode's output precision -----------------------------
+def test_model_precision_and_its_former_name(tiny_model_dir, tiny_cache, tiny_embedder):
+    assert tiny_embedder.model_precision == tiny_embedder.precision == "fp32"
+    with pytest.warns(DeprecationWarning, match="model_precision"):
+        old = Embedder(str(tiny_model_dir), precision="fp32", cache_dir=tiny_cache)
+    assert old.model_precision == "fp32" and old.fingerprint == tiny_embedder.fingerprint
+    assert "model_precision='fp32'" in repr(old)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"precision": "binary"}, r"now named model_precision=; 'binary' quantizes output vectors.*encode"),
+    ({"model_precision": "int4"}, r"model_precision must be 'fp32', 'int8'"),
+    ({"model_precision": "float32"}, r"encode\(texts, precision='float32'\)"),
+    ({"model_precision": "int8", "precision": "fp16"}, "disagree"),
+], ids=["output-name", "unknown", "output-value", "both"])
+def test_model_precision_errors(tiny_model_dir, tiny_cache, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        Embedder(str(tiny_model_dir), cache_dir=tiny_cache, **kwargs)
+
+
+# -- streaming ---------------------------------------------------------------------------------
+def test_embed_streams_a_generator_lazily(tiny_embedder):
+    n, consumed = 10_000, [0]
+
+    def texts():
+        for i in range(n):
+            consumed[0] = i + 1
+            yield f"text {i} " + "word " * (i % 13)
+
+    stream = tiny_embedder.embed(texts(), batch_size=64)
+    assert consumed[0] == 0  # nothing read before the first batch is asked for
+    first = next(stream)
+    assert consumed[0] <= CHUNK, "the first batch must come out after one chunk, not the whole input"
+    batches = [first, *stream]
+    assert consumed[0] == n
+    assert all(b.dtype == np.float32 and 1 <= len(b) <= 64 for b in batches)
+    ref = tiny_embedder.encode([f"text {i} " + "word " * (i % 13) for i in range(n)], batch_size=64)
+    np.testing.assert_allclose(np.concatenate(batches), ref, atol=1e-6)
+
+
+def test_embed_options_and_errors(tiny_embedder):
+    texts = [f"line {i}" for i in range(10)]
+    got = list(tiny_embedder.embed(iter(texts), batch_size=4, precision="ubinary", truncate_dim=16))
+    assert [len(b) for b in got] == [4, 4, 2]
+    ref = tiny_embedder.encode(texts, precision="ubinary", truncate_dim=16)
+    np.testing.assert_array_equal(np.concatenate(got), ref)
+    assert [b.shape for b in tiny_embedder.embed("one text")] == [(1, tiny_embedder.dim)]
+    with pytest.raises(InputError, match="quantize_embeddings"):
+        tiny_embedder.embed(texts, precision="int8")
+    with pytest.raises(InputError, match="batch_size"):
+        tiny_embedder.embed(texts, batch_size=0)
+    bad = itertools.chain(texts, [None])
+    with pytest.raises(InputError, match=r"texts\[10\] is NoneType"):
+        list(tiny_embedder.embed(bad))
+
+
+# -- export: one line, no noise ------------------------------------------------------------------
+def test_export_logs_two_lines_and_keeps_stderr_clean(tiny_model_dir, tmp_path, capfd, caplog, monkeypatch):
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "tiny-bert")
+    # a CLI test's configure_logging may have left a handler on "engine" writing to a closed capture stream
+    monkeypatch.setattr(logging.getLogger("engine"), "handlers", [])
+    root_handlers = list(logging.getLogger().handlers)
+    capfd.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="engine.models.export"):
+        Embedder(str(folder), model_precision="int8", cache_dir=tmp_path / "cache")  # int8: onnxruntime's quantizer too
+    out, err = capfd.readouterr()
+    assert err.strip() == "", f"the export wrote to stderr:\n{err}"
+    ours = [r for r in caplog.records if r.name == "engine.models.export"]
+    info = [r.getMessage() for r in ours if r.levelno >= logging.INFO]
+    assert len(info) == 2, info
+    assert info[0].startswith("exporting tiny-bert (int8) to ") and info[0].endswith(" ...")
+    assert str(tmp_path / "cache") in info[0]
+    assert info[1].startswith("done in ") and info[1].endswith(" s")
+    assert any(r.levelno == logging.DEBUG for r in ours), "third-party warnings are kept at DEBUG"
+    assert not [r for r in caplog.records if r.name.split(".")[0] in ("transformers", "optimum", "root")
+                and r.levelno >= logging.WARNING]
+    assert list(logging.getLogger().handlers) == root_handlers  # no basicConfig, nothing left behind
