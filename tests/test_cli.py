@@ -5,6 +5,7 @@ import logging
 
 import pytest
 
+from engine import cli
 from engine.cli import build_parser, configure_logging, main
 
 
@@ -41,7 +42,22 @@ def test_configure_logging_levels_and_one_handler(verbose, quiet, level):
         configure_logging(verbose, quiet)
         configure_logging(verbose, quiet)  # twice: still one CLI handler
         assert log.level == level
-        assert sum(getattr(h, "_embed_cli", False) for h in log.handlers) == 1
+        assert sum(isinstance(h, cli._StderrHandler) for h in log.handlers) == 1
+    finally:
+        log.handlers[:] = before
+        log.setLevel(logging.NOTSET)
+
+
+def test_cli_log_lines_follow_the_current_stderr(capsys):
+    """The handler must not keep a stream that a later caller (pytest, a redirect) has closed."""
+    log = logging.getLogger("engine")
+    before = list(log.handlers)
+    try:
+        configure_logging()
+        logging.getLogger("engine.test").info("first")
+        assert "embed: first" in capsys.readouterr().err
+        logging.getLogger("engine.test").info("second")  # capsys swapped sys.stderr's buffer in between
+        assert "embed: second" in capsys.readouterr().err
     finally:
         log.handlers[:] = before
         log.setLevel(logging.NOTSET)
