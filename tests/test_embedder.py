@@ -96,7 +96,8 @@ def test_default_cpu_batches_give_the_same_vectors(tiny_embedder):
     np.testing.assert_allclose(capped, uncapped, atol=1e-5)
 
 
-@pytest.mark.parametrize("attr, bad", [("max_cells", 0), ("max_cells", 2.5), ("batch_workers", 0), ("batch_workers", "2"), ("batch_workers", None)])
+@pytest.mark.parametrize("attr, bad", [("max_cells", 0), ("max_cells", 2.5), ("batch_workers", 0),
+                                       ("batch_workers", "2"), ("batch_workers", None)])
 def test_cpu_tuning_attributes_refuse_bad_values(tiny_embedder, attr, bad):
     before = getattr(tiny_embedder, attr)
     with pytest.raises(InputError, match=attr):
@@ -165,7 +166,8 @@ def test_fingerprint_is_stable_and_distinguishes_models(tiny_model_dir, tiny_cac
 # -- bad input ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "bad, match",
-    [(None, "None"), ([1, "a"], r"texts\[0\] is int"), (["a", None], r"texts\[1\] is NoneType"), (b"abc", "bytes"), (42, "string")],
+    [(None, "None"), ([1, "a"], r"texts\[0\] is int"), (["a", None], r"texts\[1\] is NoneType"),
+     (b"abc", "bytes"), (42, "string")],
     ids=["none", "int-item", "none-item", "bytes", "int"],
 )
 def test_bad_texts_raise_clear_errors(tiny_embedder, bad, match):
@@ -276,7 +278,8 @@ def test_runtime_path_never_imports_torch(tiny_model_dir, tiny_cache, tiny_embed
 
 
 def test_import_engine_is_light():
-    code = "import sys, engine; print(sorted(m for m in ('onnxruntime', 'torch', 'numba', 'tokenizers') if m in sys.modules))"
+    code = ("import sys, engine; "
+            "print(sorted(m for m in ('onnxruntime', 'torch', 'numba', 'tokenizers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -134,7 +134,8 @@ def test_l3_matches_shipped_graph_pooling():
     tok = Tokenizer(emb._exported.tokenizer_path, 128)
     ref = []
     for ids in tok.encode(VARIED[:40]):  # one text per call: no padding at all in the reference
-        ref.append(sess.run([sess.get_outputs()[-1].name], {"input_ids": ids[None], "attention_mask": np.ones_like(ids)[None]})[0][0])
+        feeds = {"input_ids": ids[None], "attention_mask": np.ones_like(ids)[None]}
+        ref.append(sess.run([sess.get_outputs()[-1].name], feeds)[0][0])
     ref = np.stack(ref)
     cos = np.sum(ours * ref, 1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
     assert cos.min() >= 0.99999, cos.min()
