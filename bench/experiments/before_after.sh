@@ -4,7 +4,7 @@
 set -u
 OLD=$(cd "${OLD:?set OLD to a worktree of the old commit}" && pwd)
 NEW=$(cd "${NEW:-.}" && pwd)
-OUT=$OUT
+OUT=${OUT:-/tmp/ba}
 mkdir -p "$OUT"
 cd /tmp
 for i in 1 2; do
