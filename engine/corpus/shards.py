@@ -16,22 +16,42 @@ name, fsynced and renamed into place; the done record is written last, so a shar
 complete only when its record exists, its settings and document digest match the current run,
 and both files match their checksums. Anything else is redone. ``manifest.json`` is written at
 the start with ``"status": "in_progress"`` and rewritten with ``"complete"`` and the shard list at
-the end. A lock file keeps two runs from writing into one folder at the same time.
+the end. A lock file keeps two runs from writing into one folder at the same time. Files are
+written through :func:`engine.files.replace_atomically`, so their mode follows the umask.
+
+Reading trusts nothing in the folder. Only the engine's own names inside OUTDIR are opened: the
+shard files are named from the shard's number (a record whose ``vectors``/``ids`` names differ,
+say an absolute path or ``../``, is refused), and every file must be a regular file, not a
+symbolic link (a fifo, ``/dev/zero`` or a link out of the folder is refused, so nothing
+blocks or reads without end). A ``.npy`` file's header is checked before its data is read:
+float32 little-endian, C order, shape ``(count, dim)`` as the manifest or done record says, and
+a file size that matches exactly, so a header claiming 1e8 rows allocates nothing. JSON is
+parsed with bounded sizes and nesting. Every problem found by ``read_manifest``, ``iter_shards``
+and ``load_index`` (including NaN, zero or duplicate-id rows that ``Index.add`` refuses) is an
+:class:`~engine.errors.IndexFormatError` naming the file; on resume (``OutputDir.completed``) a
+done record or shard that fails these checks is not trusted: the shard is redone (a warning
+names the file).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..errors import IndexFormatError, InputError, ModelMismatchError
+from ..files import open_regular, read_regular, replace_atomically, temp_file
+
+log = logging.getLogger(__name__)
 
 FORMAT = "embed-engine-corpus"
 VERSION = 1
@@ -42,6 +62,11 @@ TMP_PREFIX = ".tmp-"
 SNIPPET = 100
 _SHARD_FILE = re.compile(r"^shard-(\d+)\.(npy|jsonl|done\.json)$")
 _SCRATCH = re.compile(r"^(\.lock|\.tmp-.*|\.ids\.sqlite.*|rejects\.jsonl\.partial)$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MANIFEST_LIMIT = 1 << 30      # bytes; a manifest lists every shard (~400 bytes each)
+DONE_LIMIT = 16 << 20         # bytes of a done record (its first/last ids are the only free text)
+NPY_HEADER_LIMIT = 10_000     # bytes of a .npy header (numpy's own limit; the engine's are 128)
+REWRITE = "Rerun the same embed encode command to rewrite it, or encode into a new folder"
 
 
 def shard_stem(i: int) -> str:
@@ -53,50 +78,17 @@ def settings_digest(settings: dict) -> str:
 
 
 def atomic_write(path: Path, data: bytes, sync_dir: bool = True) -> None:
-    """Write data to path so that a crash leaves the old file or the new one, never a mix.
+    """Write data to path so that a crash leaves the old file or the new one, never a mix; the
+    file's mode follows the umask. OutputError (an OSError) naming path if writing fails.
 
     sync_dir=False skips the folder fsync (the rename's durability) when a later write syncs it.
     """
-    fd, tmp = _mkstemp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if sync_dir:
-        _fsync_dir(path.parent)
+    replace_atomically(path, [data], prefix=f"{TMP_PREFIX}{path.name}.", sync_dir=sync_dir)
 
 
 def _mkstemp(path: Path) -> tuple[int, str]:
-    import tempfile
-
-    return tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256_file(path: Path) -> str | None:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-    except FileNotFoundError:
-        return None
-    return h.hexdigest()
+    """A temporary file beside path, named as ``atomic_write`` names them: (fd, name)."""
+    return temp_file(path.parent, f"{TMP_PREFIX}{path.name}.")
 
 
 def _npy_bytes(vectors: np.ndarray) -> bytes:
@@ -120,13 +112,20 @@ class OutputDir:
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"output {self.path} exists and is not a folder; choose a folder path for -o/--out")
         self.path.mkdir(parents=True, exist_ok=True)
+        self._dim: int | None = None   # the run's dim, from check_settings
         self._lock = self._take_lock()
         for p in self.path.glob(f"{TMP_PREFIX}*"):  # leftovers of a killed run
             with contextlib.suppress(OSError):
                 p.unlink()
 
     def _take_lock(self):
-        f = open(self.path / LOCK, "a+")
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:  # never through a link: the lock file is created, and would be wherever one points
+            f = os.fdopen(os.open(self.path / LOCK, flags, 0o666), "a+")
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise InputError(f"{self.path / LOCK} is a symbolic link; delete it (embed encode makes it)") from None
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock
@@ -153,12 +152,15 @@ class OutputDir:
     # -- settings -----------------------------------------------------------------------
     def check_settings(self, settings: dict, overwrite: bool) -> None:
         """Refuse (or with overwrite, clear) an OUTDIR written with other settings or by something else."""
+        self._dim = settings.get("dim")   # what completed() checks shard files against
         manifest = self.path / MANIFEST
-        if manifest.exists():
+        if manifest.is_symlink() or manifest.exists():
             try:
-                old = json.loads(manifest.read_text(encoding="utf-8"))
-                old_settings = old["settings"] if old.get("format") == FORMAT else None
-            except (ValueError, KeyError, TypeError):
+                old = _load_json(manifest, MANIFEST_LIMIT)
+                old_settings = old.get("settings") if isinstance(old, dict) and old.get("format") == FORMAT else None
+            except (IndexFormatError, FileNotFoundError):
+                old_settings = None
+            if not isinstance(old_settings, dict):
                 old_settings = None
             if old_settings is None and not overwrite:
                 raise InputError(f"{manifest} is not an embed encode manifest (or is damaged); choose another "
@@ -193,17 +195,39 @@ class OutputDir:
 
     # -- shards -------------------------------------------------------------------------
     def completed(self, i: int, content: str, settings_sha: str) -> dict | None:
-        """Shard i's done record if the shard is complete for these documents and settings, else None."""
+        """Shard i's done record if the shard is complete for these documents and settings, else None.
+
+        Nothing the record says is trusted: it must name the engine's files for shard i, which
+        must be regular files whose checksums match it, the .npy of shape (count, dim) float32
+        and the .jsonl of count lines. A record or file that fails is reported (a warning) and the
+        shard redone; one from other documents or settings is redone silently.
+        """
+        stem = shard_stem(i)
         try:
-            rec = json.loads((self.path / f"{shard_stem(i)}.done.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
-            return None
-        if rec.get("settings_sha256") != settings_sha or rec.get("content_sha256") != content:
-            return None
-        sums = rec.get("sha256", {})
-        for role in ("vectors", "ids"):
-            if _sha256_file(self.path / rec[role]) != sums.get(role):
+            rec = _load_json(self.path / f"{stem}.done.json", DONE_LIMIT)
+            if why := record_problem(rec, i):
+                raise IndexFormatError(f"{self.path / stem}.done.json: {why}")
+            if rec.get("settings_sha256") != settings_sha or rec.get("content_sha256") != content:
                 return None
+            f, size = _open_shard_file(self.path / f"{stem}.npy")
+            with f:
+                _npy_data_offset(f, self.path / f"{stem}.npy", size, rec["count"], self._dim)
+                if _sha256_of(f) != rec["sha256"]["vectors"]:
+                    return None
+            f, _ = _open_shard_file(self.path / f"{stem}.jsonl")
+            with f:
+                if _sha256_of(f) != rec["sha256"]["ids"]:
+                    return None
+                f.seek(0)
+                lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 22), b""))
+            if lines != rec["count"]:
+                raise IndexFormatError(f"{self.path / stem}.jsonl has {lines} lines, its done record says "
+                                       f"{rec['count']}")
+        except FileNotFoundError:
+            return None
+        except IndexFormatError as e:
+            log.warning("not resuming shard %d: %s; embedding it again", i, e)
+            return None
         return rec
 
     def write_shard(self, i: int, vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str],
@@ -243,65 +267,228 @@ class OutputDir:
 
 
 # -- reading the output -------------------------------------------------------------------
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _load_json(path: Path, limit: int) -> Any:
+    """A JSON file of OUTDIR: a regular file (not a link) of at most limit bytes, UTF-8, not
+    nested too deeply. FileNotFoundError passes; anything else is an IndexFormatError."""
+    raw = read_regular(path, limit, REWRITE, follow_symlinks=False)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise IndexFormatError(f"{path} is nested too deeply to be the engine's JSON. {REWRITE}") from None
+    except ValueError as e:  # UnicodeDecodeError is one
+        raise IndexFormatError(f"{path} is not valid JSON ({e}). {REWRITE}") from None
+
+
+def record_problem(rec: Any, i: int) -> str | None:
+    """What is wrong with shard i's record (from the manifest or its done file), or None.
+
+    The file names must be the ones the engine gives shard i, so no other path is ever opened.
+    """
+    if not isinstance(rec, dict):
+        return f"shard record {i} is not an object"
+    stem = shard_stem(i)
+    if not _is_int(rec.get("index")) or rec["index"] != i:
+        return f"shard record {i} has index {rec.get('index')!r}"
+    if not _is_int(rec.get("count")) or rec["count"] < 0:
+        return f"shard record {i} has count {rec.get('count')!r}"
+    for role, name in (("vectors", f"{stem}.npy"), ("ids", f"{stem}.jsonl")):
+        if rec.get(role) != name:
+            return f"shard record {i} names {role} file {rec.get(role)!r}, the engine's is {name!r}"
+    sums = rec.get("sha256")
+    if not isinstance(sums, dict) or not all(isinstance(sums.get(r), str) and _SHA256.fullmatch(sums[r])
+                                             for r in ("vectors", "ids")):
+        return f"shard record {i} has no valid sha256 for its files"
+    if not all(rec.get(k) is None or isinstance(rec[k], str) for k in ("first_id", "last_id")):
+        return f"shard record {i} has first_id/last_id that are not strings"
+    return None
+
+
+def _check_manifest(path: Path, m: dict) -> None:
+    """The fields of a complete manifest that readers use: dim, model, truncate_dim, shards."""
+    def bad(why: str) -> IndexFormatError:
+        return IndexFormatError(f"{path}: {why}. {REWRITE}")
+
+    dim = m.get("dim")
+    if not _is_int(dim) or dim < 1:
+        raise bad(f"dim is {dim!r}, not a positive integer")
+    model = m.get("model")
+    if not isinstance(model, dict) or not all(isinstance(model.get(k), str) for k in ("fingerprint", "ref",
+                                                                                      "precision")):
+        raise bad("model must be an object with string fingerprint, ref and precision")
+    td = m.get("truncate_dim")
+    if td is not None and (not _is_int(td) or td < 1):
+        raise bad(f"truncate_dim is {td!r}")
+    shards = m.get("shards")
+    if not isinstance(shards, list):
+        raise bad("it has no list of shards")
+    for i, rec in enumerate(shards):
+        if why := record_problem(rec, i):
+            raise bad(why)
+    if not _is_int(m.get("count")) or m["count"] != sum(r["count"] for r in shards):
+        raise bad(f"count {m.get('count')!r} is not the sum of the shards' counts")
+
+
 def read_manifest(out_dir: str | os.PathLike) -> dict:
-    """The manifest of a complete OUTDIR; an error says what to do when it is absent or unfinished."""
+    """The manifest of a complete OUTDIR; an error says what to do when it is absent or unfinished.
+
+    Raises FileNotFoundError without a manifest, IndexFormatError (naming the file) for one that
+    is damaged, unfinished, of a newer version, or whose shard records are not the engine's.
+    """
     path = Path(out_dir) / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = _load_json(path, MANIFEST_LIMIT)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no {MANIFEST} in {out_dir}; create it with: embed encode INPUT -o {out_dir}") from None
-    except ValueError as e:
-        raise IndexFormatError(f"{path} is not valid JSON ({e}); rerun embed encode into a new folder") from None
-    if manifest.get("format") != FORMAT:
+        raise FileNotFoundError(f"no {MANIFEST} in {out_dir}; create it with: embed encode INPUT -o {out_dir}") \
+            from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexFormatError(f"{path} is not an embed encode manifest")
-    if manifest.get("version", 0) > VERSION:
-        raise IndexFormatError(f"{path} has format version {manifest.get('version')}; this engine reads "
+    version = manifest.get("version", 0)
+    if not _is_int(version):
+        raise IndexFormatError(f"{path} has format version {version!r}, not an integer. {REWRITE}")
+    if version > VERSION:
+        raise IndexFormatError(f"{path} has format version {version}; this engine reads "
                                f"up to {VERSION}. Upgrade embed-engine")
     if manifest.get("status") != "complete":
         raise IndexFormatError(f"{out_dir} is incomplete (an encode run stopped before the end); rerun the same "
                                "embed encode command to resume and finish it")
+    _check_manifest(path, manifest)
     return manifest
 
 
+def _open_shard_file(path: Path) -> tuple[BinaryIO, int]:
+    """(file, size) of one of OUTDIR's shard files: a regular file, not a link (IndexFormatError
+    for anything else; FileNotFoundError passes)."""
+    f = open_regular(path, REWRITE, follow_symlinks=False)
+    return f, os.fstat(f.fileno()).st_size
+
+
+def _missing(path: Path) -> IndexFormatError:
+    return IndexFormatError(f"{path} is missing; rerun embed encode to rebuild it")
+
+
+def _npy_data_offset(f: BinaryIO, path: Path, size: int, count: int, dim: int | None) -> int:
+    """Check a .npy file's header against its record before any data is read: float32
+    little-endian, C order, shape (count, dim) (any dim >= 1 when dim is None), and a file size of
+    exactly header + count * dim * 4 bytes. Returns where the data starts."""
+    bio = io.BytesIO(f.read(NPY_HEADER_LIMIT + 16))
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(bio)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(bio, max_header_size=NPY_HEADER_LIMIT)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(bio, max_header_size=NPY_HEADER_LIMIT)
+        else:
+            raise ValueError(f".npy version {version} (the engine writes 1.0)")
+    except (ValueError, TypeError, SyntaxError, EOFError, OverflowError, RecursionError, MemoryError) as e:
+        raise IndexFormatError(f"{path} is not a valid .npy file ({e}). {REWRITE}") from None
+    if dim is None and len(shape) == 2:
+        dim = shape[1]          # a done record without the run's settings: any width >= 1
+    if dtype.str != "<f4" or fortran or shape != (count, dim) or not dim or dim < 1:
+        raise IndexFormatError(f"{path} holds {dtype.str} {shape}{' in Fortran order' if fortran else ''}, its "
+                               f"record says <f4 (float32) {(count, dim)} in C order. {REWRITE}")
+    offset = bio.tell()
+    if size != offset + count * dim * 4:
+        raise IndexFormatError(f"{path} is {size} bytes, a {shape} float32 .npy file is {offset + count * dim * 4}"
+                               f" ({'truncated' if size < offset + count * dim * 4 else 'trailing data'}). {REWRITE}")
+    return offset
+
+
+def _sha256_of(f: BinaryIO) -> str:
+    h = hashlib.sha256()
+    f.seek(0)
+    while block := f.read(1 << 22):
+        h.update(block)
+    return h.hexdigest()
+
+
+def _read_vectors(path: Path, count: int, dim: int, sha: str | None) -> np.ndarray:
+    """Shard vectors (count, dim) float32, writable; the file checked before its data is read."""
+    try:
+        f, size = _open_shard_file(path)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    with f:
+        offset = _npy_data_offset(f, path, size, count, dim)
+        buf = bytearray(size)
+        f.seek(0)
+        if f.readinto(buf) != size:
+            raise IndexFormatError(f"{path} shrank while it was read. {REWRITE}")
+    if sha is not None and hashlib.sha256(buf).hexdigest() != sha:
+        raise IndexFormatError(f"{path} does not match its checksum in the manifest (damaged or "
+                               "edited); rerun the same embed encode command to rewrite it")
+    return np.frombuffer(buf, dtype="<f4", offset=offset).reshape(count, dim)
+
+
+def _read_sidecar(path: Path, count: int, sha: str | None) -> tuple[list[str], list[str]]:
+    """(ids, titles) of a shard's .jsonl: count lines of {"id": str, "title": str}."""
+    try:
+        f, _ = _open_shard_file(path)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    with f:
+        raw = f.read()
+    if sha is not None and hashlib.sha256(raw).hexdigest() != sha:
+        raise IndexFormatError(f"{path} does not match its checksum in the manifest (damaged or "
+                               "edited); rerun the same embed encode command to rewrite it")
+    # split on "\n" only: str.splitlines would also split inside ids holding U+2028
+    lines = raw.split(b"\n")
+    if lines[-1] != b"" or len(lines) - 1 != count:
+        raise IndexFormatError(f"{path} has {len(lines) - 1} lines{'' if lines[-1] == b'' else ' (no final newline)'}"
+                               f", the manifest says {count}. {REWRITE}")
+    ids, titles = [], []
+    for n, line in enumerate(lines[:-1], 1):
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("id"), str)
+                and isinstance(row.get("title", ""), str)):
+            raise IndexFormatError(f"{path}:{n}: not a JSON object with a string id and title. {REWRITE}")
+        ids.append(row["id"])
+        titles.append(row.get("title", ""))
+    return ids, titles
+
+
 def iter_shards(out_dir: str | os.PathLike, verify: bool = True) -> Iterator[tuple[list[str], list[str], np.ndarray]]:
-    """(ids, titles, vectors) per shard of a complete OUTDIR, in order; verify checks the sha256s."""
+    """(ids, titles, vectors) per shard of a complete OUTDIR, in order; verify checks the sha256s.
+
+    IndexFormatError naming the file for anything that is not as the manifest says (see the
+    module docstring); files are opened only under the engine's names for each shard number.
+    """
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     dim = manifest["dim"]
-    for rec in manifest["shards"]:
-        vec_path, side_path = out_dir / rec["vectors"], out_dir / rec["ids"]
-        try:
-            raw_v, raw_s = vec_path.read_bytes(), side_path.read_bytes()
-        except FileNotFoundError as e:
-            raise IndexFormatError(f"{e.filename} is missing; rerun embed encode to rebuild it") from None
-        if verify:
-            for raw, role, p in ((raw_v, "vectors", vec_path), (raw_s, "ids", side_path)):
-                if hashlib.sha256(raw).hexdigest() != rec["sha256"][role]:
-                    raise IndexFormatError(f"{p} does not match its checksum in the manifest (damaged or "
-                                           "edited); rerun the same embed encode command to rewrite it")
-        vectors = np.load(io.BytesIO(raw_v), allow_pickle=False)
-        # split on "\n" only: str.splitlines would also split inside ids holding U+2028
-        rows = [json.loads(line) for line in raw_s.decode("utf-8").split("\n") if line]
-        if vectors.shape != (rec["count"], dim) or len(rows) != rec["count"]:
-            raise IndexFormatError(f"shard {rec['vectors']} has {vectors.shape} vectors and {len(rows)} ids, the "
-                                   f"manifest says ({rec['count']}, {dim}); rerun embed encode to rewrite it")
-        yield [r["id"] for r in rows], [r.get("title", "") for r in rows], vectors
+    for i, rec in enumerate(manifest["shards"]):
+        stem, sums = shard_stem(i), rec["sha256"]
+        vectors = _read_vectors(out_dir / f"{stem}.npy", rec["count"], dim, sums["vectors"] if verify else None)
+        ids, titles = _read_sidecar(out_dir / f"{stem}.jsonl", rec["count"], sums["ids"] if verify else None)
+        yield ids, titles, vectors
 
 
 def load_index(out_dir: str | os.PathLike, precision: str = "fp32", verify: bool = True):
     """Load a complete OUTDIR into an ``Index``: (index, titles by id, manifest).
 
     The index's model is the manifest's fingerprint, so searching it with another model's
-    vectors raises ModelMismatchError.
+    vectors raises ModelMismatchError. Rows the Index refuses (NaN, zero vectors, an id seen
+    before) are an IndexFormatError naming the shard.
     """
     from ..index.index import Index
 
     manifest = read_manifest(out_dir)
-    index = Index(manifest["dim"], precision=precision, model=manifest["model"]["fingerprint"])
+    fingerprint = manifest["model"]["fingerprint"]
+    index = Index(manifest["dim"], precision=precision, model=fingerprint)
     titles: dict[str, str] = {}
-    for ids, tits, vectors in iter_shards(out_dir, verify=verify):
+    for i, (ids, tits, vectors) in enumerate(iter_shards(out_dir, verify=verify)):
         if len(ids):
-            index.add(vectors, ids=ids, model=manifest["model"]["fingerprint"])
+            try:
+                index.add(vectors, ids=ids, model=fingerprint)
+            except InputError as e:
+                raise IndexFormatError(f"{Path(out_dir) / shard_stem(i)}.npy/.jsonl: {e}. {REWRITE}") from None
             titles.update(zip(ids, tits))
     return index, titles, manifest
 
@@ -341,4 +528,5 @@ class CorpusSearcher:
             return []
         q = self.embedder.encode(queries, truncate_dim=self.truncate_dim)
         scores, ids = self.index.search(q, k, model=self.embedder.fingerprint)
-        return [[(str(i), float(s), self.titles.get(str(i), "")) for s, i in zip(rs, ri)] for rs, ri in zip(scores, ids)]
+        return [[(str(i), float(s), self.titles.get(str(i), "")) for s, i in zip(rs, ri)]
+                for rs, ri in zip(scores, ids)]

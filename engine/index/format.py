@@ -3,7 +3,7 @@
 Byte layout::
 
     offset 0    8 bytes   magic b"EMBIDX\\x00\\x01" (the last two bytes: format version 1)
-    offset 8    uint64    header length H (at most 64 MiB)
+    offset 8    uint64    header length H (at most 1 MiB)
     offset 16   32 bytes  sha256 of the header bytes
     offset 48   H bytes   header, UTF-8 JSON (json.dumps defaults), keys in this order:
                           format_version, dim, precision ("fp32" | "int8"), count, model (str |
@@ -28,30 +28,40 @@ it). ``payload_sha256`` is the hex sha256 of every byte from ``S_1`` to the end 
 The header's length depends on the offsets it lists and they on its length; the writer
 iterates to the fixed point (the digest's width is fixed, so writing it changes nothing).
 
-``read`` always checks the magic, the header hash, every header field, and every section
+``read`` opens regular files only (a fifo, a device or a folder is refused, nothing blocks),
+always checks the magic, the header hash, the header's size (1 MiB) and nesting (a deeply
+nested header is refused, not a RecursionError), every header field, and every section
 against the table (name and order, dtype, shape against count/dim, nbytes, offset as placed
 above) and the file size (a truncated file fails there), in :func:`_check_sections`; it checks
 the values a later step would trust (scales, string-id offsets and UTF-8) after reading them,
-in :func:`_decode`; and, with ``verify=True``, the payload hash (one sequential read). Every
-failure is an :class:`~engine.errors.IndexFormatError` naming the file and what is wrong.
-``write`` writes a temporary file in the same directory, fsyncs it and ``os.replace``-s it over
-``path``: readers see the old file or the new one, never a mix.
+in :func:`_decode`; and, with ``verify=True``, the payload hash (one sequential read).
+:func:`check_values` holds what an ``Index`` needs of the values on top of that, and
+``Index.load`` runs it: every vector row finite with unit norm (:func:`bad_rows`), calibrated
+int8 scales once there are rows, ids unique, ``next_id`` consistent with the ids. Every failure is an
+:class:`~engine.errors.IndexFormatError` naming the file and what is wrong.
+``write`` goes through :func:`engine.files.replace_atomically`: a temporary file in the same
+directory (mode 0o666 less the umask), fsynced and ``os.replace``-d over ``path``, so readers see
+the old file or the new one, never a mix; an existing non-regular ``path`` is refused
+(InputError) and a failed write is an OutputError naming ``path``, the old file intact.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.errors import IndexFormatError
+from engine.errors import IndexFormatError, InputError
+from engine.files import fsync_dir, open_regular, replace_atomically
 
-__all__ = ["FIELDS", "FORMAT_VERSION", "MAGIC", "SECTIONS", "read", "section_names", "write"]
+__all__ = ["FIELDS", "FORMAT_VERSION", "MAGIC", "SECTIONS", "bad_rows", "check_values", "read", "section_names",
+           "write"]
 
 FORMAT_VERSION = 1
 MAGIC = b"EMBIDX\x00\x01"
@@ -60,7 +70,10 @@ ID_KINDS = (None, "int", "str")
 METRIC = "cosine"
 ALIGN = 64
 PREFIX = 8 + 8 + 32
-MAX_HEADER = 64 << 20
+MAX_HEADER = 1 << 20      # real headers are < 1 KiB; a crafted 64 MiB one parses into GBs of objects
+MAX_ID = np.iinfo(np.int64).max
+UNIT_TOL = 1e-3           # stored rows: | ||v||^2 - 1 | <= UNIT_TOL (float32 normalizing is within 1e-5)
+ROW_BLOCK = 16384         # rows per block of the vectors check
 
 #: name -> (dtype, shape from (count, dim); None for ids_utf8, whose length ids_offsets gives)
 SECTIONS: dict[str, tuple[str, Any]] = {
@@ -84,7 +97,7 @@ FIELDS = {
     "count": lambda v: _is_int(v) and v >= 0,
     "model": lambda v: v is None or isinstance(v, str),
     "id_kind": lambda v: v in ID_KINDS,
-    "next_id": lambda v: _is_int(v) and v >= 0,
+    "next_id": lambda v: _is_int(v) and 0 <= v <= MAX_ID + 1,
     "oversample": lambda v: _is_int(v) and v >= 1,
     "scales_calibrated": lambda v: isinstance(v, bool),
 }
@@ -168,33 +181,15 @@ def write(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any
     for chunk in _payload(secs, table):
         h.update(chunk)
     hdr = header(h.hexdigest(), hlen)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(len(hdr).to_bytes(8, "little"))
-            f.write(hashlib.sha256(hdr).digest())
-            f.write(hdr)
-            f.write(b"\x00" * (table[0]["offset"] - PREFIX - len(hdr)))
-            for chunk in _payload(secs, table):
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable
-        dfd = os.open(path.parent or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    if len(hdr) > MAX_HEADER:
+        raise InputError(f"the index header would be {len(hdr)} bytes, over the format's {MAX_HEADER}; "
+                         "use a shorter model fingerprint")
+    prefix = MAGIC + len(hdr).to_bytes(8, "little") + hashlib.sha256(hdr).digest() + hdr
+    padding = b"\x00" * (table[0]["offset"] - PREFIX - len(hdr))
+    replace_atomically(path, itertools.chain([prefix, padding], _payload(secs, table)), prefix=path.name + ".",
+                       suffix=".tmp", sync_dir=False)
+    with contextlib.suppress(OSError):  # make the rename durable
+        fsync_dir(path.parent)
 
 
 def _payload(secs: list[tuple[str, np.ndarray]], table: list[dict]):
@@ -219,10 +214,11 @@ def read(path: str | os.PathLike, *, mmap: bool = True, verify: bool = True) -> 
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        f = open_regular(path, "Pass the path of an index file written by Index.save")
     except FileNotFoundError:
         raise FileNotFoundError(f"no index file at {str(path)!r}; build one and save() it first") from None
-    with open(path, "rb") as f:
+    with f:
+        size = os.fstat(f.fileno()).st_size
         hlen, meta = _read_header(f, path, size)
         fields = _check_fields(path, meta)
         table = _check_sections(path, fields, meta.get("sections"), hlen, size)
@@ -253,6 +249,8 @@ def _read_header(f, path: Path, size: int) -> tuple[int, dict]:
         meta = json.loads(header)
     except ValueError:
         raise _damaged(path, "header is not valid JSON") from None
+    except RecursionError:
+        raise _damaged(path, "header JSON is nested too deeply") from None
     if not isinstance(meta, dict):
         raise _damaged(path, "header is not a JSON object")
     version = meta.get("format_version")
@@ -311,8 +309,8 @@ def _check_sections(path: Path, fields: dict, table: Any, hlen: int, size: int) 
 def _read_section(f, path: Path, entry: dict, mapped: bool) -> np.ndarray:
     """One section's array, as validated by ``_check_sections``."""
     dt, shape = np.dtype(entry["dtype"]), tuple(entry["shape"])
-    if mapped and entry["nbytes"] > 0:
-        return np.memmap(path, dtype=dt, mode="r", offset=entry["offset"], shape=shape)
+    if mapped and entry["nbytes"] > 0:  # mapped from the open file, not reopened by name
+        return np.memmap(f, dtype=dt, mode="r", offset=entry["offset"], shape=shape)
     f.seek(entry["offset"])
     count = entry["nbytes"] // dt.itemsize
     arr = np.fromfile(f, dtype=dt, count=count) if count else np.empty(0, dt)
@@ -341,3 +339,70 @@ def _decode(path: Path, fields: dict, arrays: dict[str, np.ndarray]) -> dict[str
         except UnicodeDecodeError:
             raise _damaged(path, "string ids are not valid UTF-8") from None
     return out
+
+
+# ---------------------------------------------------------------------------------- values an Index trusts
+
+
+def bad_rows(vectors: np.ndarray, limit: int = 10) -> list[int]:
+    """Up to ``limit`` numbers of rows that are not finite unit vectors (NaN, inf, zero, or
+    ``| ||v||^2 - 1 | > UNIT_TOL``), in order. Reads ``vectors`` once, ROW_BLOCK rows at a time
+    (a memmap is paged in block by block): ``||v||^2 = sum_j v_j^2`` per row in float32."""
+    out: list[int] = []
+    with np.errstate(all="ignore"):
+        for start in range(0, len(vectors), ROW_BLOCK):
+            block = np.asarray(vectors[start: start + ROW_BLOCK])
+            sq = np.einsum("ij,ij->i", block, block)
+            out += (np.flatnonzero(~(np.abs(sq - 1) <= UNIT_TOL)) + start)[: limit - len(out)].tolist()
+            if len(out) >= limit:
+                break
+    return out
+
+
+def describe_row(row: np.ndarray) -> str:
+    """What is wrong with a row ``bad_rows`` found."""
+    row = np.asarray(row, dtype=np.float64)
+    if not np.isfinite(row).all():
+        return "holds NaN or inf"
+    norm = float(np.sqrt(np.sum(row * row)))
+    return "is all zeros" if norm == 0 else f"has norm {norm:.6g}, not 1"
+
+
+def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any], *,
+                 rows: bool = True) -> set[str] | None:
+    """What an Index trusts beyond the layout ``read`` checks; IndexFormatError naming the file:
+
+    * ``rows``: every vector row is a finite unit vector (``bad_rows``; about 0.15 s for 1M x 384
+      from the page cache, one read of the section);
+    * an int8 index with rows has calibrated scales (its first ``add`` calibrates them);
+    * ids are unique (integer or string);
+    * ``next_id`` (the next default id): equals ``count`` for row-number ids, and is above every
+      integer id for integer ids (unused for string ids).
+
+    Returns the set of string ids (built for the check), None for other id kinds.
+    """
+    path = Path(path)
+    vectors = arrays["vectors"]
+    if rows and (bad := bad_rows(vectors)):
+        raise _damaged(path, f"vector row {bad[0]} {describe_row(vectors[bad[0]])} (bad rows: {bad}); "
+                             "stored vectors must be finite unit vectors")
+    if fields["precision"] == "int8" and fields["count"] and not fields["scales_calibrated"]:
+        raise _damaged(path, f"an int8 index of {fields['count']} rows without calibrated scales")
+    kind, ids, next_id = fields["id_kind"], arrays.get("ids"), fields["next_id"]
+    str_set = None
+    if kind == "int" and len(ids):
+        srt = np.sort(ids)
+        dup = srt[1:][srt[1:] == srt[:-1]]
+        if dup.size:
+            raise _damaged(path, f"ids repeat: {np.unique(dup)[:10].tolist()}")
+        if next_id < int(srt[-1]) + 1:
+            raise _damaged(path, f"next_id {next_id} is not above the largest id {int(srt[-1])}")
+    elif kind == "str":
+        str_set = set(ids)
+        if len(str_set) != len(ids):
+            seen: set[str] = set()
+            dup = [v for v in ids if v in seen or seen.add(v)]
+            raise _damaged(path, f"ids repeat: {dup[:10]}")
+    elif kind is None and next_id != fields["count"]:
+        raise _damaged(path, f"next_id {next_id} differs from count {fields['count']} (row-number ids)")
+    return str_set
