@@ -9,6 +9,7 @@ import pytest
 from engine.errors import IndexFormatError, InputError, ModelMismatchError
 from engine.index import DEFAULT_OVERSAMPLE, Index
 from engine.index.format import MAGIC
+from tests.test_cuda_search import numpy_as_cupy  # noqa: F401  (fixture)
 
 D = 32
 FP = "all-MiniLM-L6-v2/fp32/384/1a2b3c4d5e6f7a8b"
@@ -346,3 +347,107 @@ def test_save_over_own_mmap_source(tmp_path):
     j.save(path)                       # rewrite the file it maps from
     assert len(Index.load(path)) == 200
     assert DEFAULT_OVERSAMPLE >= 2
+
+
+# -- metric="dot": raw vectors, inner product (models whose similarity_fn_name is "dot") -----------
+def dot_oracle(x, q, k):
+    s = q.astype(np.float64) @ x.T.astype(np.float64)
+    i = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, i, 1), i
+
+
+def test_dot_matches_oracle_without_normalizing(precision):
+    rng = np.random.default_rng(3)
+    x = vecs(2000) * rng.uniform(0.1, 5.0, (2000, 1)).astype(np.float32)   # norms matter for dot
+    x[7] = 0                                                              # a zero vector is fine for dot
+    q = vecs(30, seed=1) * 3.0
+    idx = Index(D, precision, metric="dot")
+    idx.add(x[:500])
+    idx.add(x[500:])
+    assert idx.metric == "dot"
+    want_s, want_i = dot_oracle(x, q, 10)
+    got_s, got_i = idx.search(q, 10)
+    np.testing.assert_array_equal(got_i, want_i)   # int8 + rescoring: recall@10 = 1.0, exact scores
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-4)
+    assert not np.allclose(np.linalg.norm(idx._vecs[:10], axis=1), 1)   # stored raw
+
+
+def test_dot_int8_recall_on_clustered_raw_vectors():
+    """Raw vectors with per-dimension offsets and spread (calibrated int8 scales): recall@10 = 1.0."""
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((20, D)).astype(np.float32) * 4
+    x = (centers[rng.integers(0, 20, 5000)] + rng.standard_normal((5000, D)) * rng.uniform(0.2, 3, D)).astype(
+        np.float32)
+    q = (x[rng.integers(0, 5000, 50)] + rng.standard_normal((50, D))).astype(np.float32)
+    idx = Index(D, "int8", metric="dot")
+    idx.add(x)
+    _, want = dot_oracle(x, q, 10)
+    _, got = idx.search(q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)])
+    assert recall == 1.0
+
+
+def test_dot_zero_query_and_bad_rows():
+    idx = Index(4, metric="dot")
+    idx.add(np.array([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0]], np.float32))
+    s, i = idx.search(np.zeros(4, np.float32), 3)
+    np.testing.assert_array_equal(s, 0)
+    np.testing.assert_array_equal(i, [0, 1, 2])   # ties: insertion order
+    with pytest.raises(InputError, match="NaN or inf"):
+        idx.add(np.array([[np.nan, 0, 0, 0]], np.float32))
+    for big in (3e19, 1.5e18):   # |x|^2 overflows float32; |x|^2 = 9e36 > 1e36 (DOT_MAX_SQ)
+        with pytest.raises(InputError, match="too large"):
+            idx.add(np.full((1, 4), big, np.float32))
+        with pytest.raises(InputError, match="too large"):
+            idx.search(np.full((1, 4), big, np.float32), 1)
+    assert len(idx) == 3
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan"])
+def test_distance_metrics_are_refused_with_the_workaround(metric):
+    with pytest.raises(InputError, match=f"{metric}.*normalize=True.*cosine"):
+        Index(D, metric=metric)
+    with pytest.raises(InputError, match="metric must be one of"):
+        Index(D, metric="l2")
+
+
+def test_dot_save_load_round_trip(tmp_path, precision):
+    x = vecs(300) * 2.5
+    idx = Index(D, precision, model=FP, metric="dot")
+    idx.add(x)
+    idx.save(tmp_path / "i.idx")
+    for mmap in (True, False):
+        back = Index.load(tmp_path / "i.idx", mmap=mmap)
+        assert back.metric == "dot"
+        np.testing.assert_array_equal(back.search(x[:5], 5)[1], idx.search(x[:5], 5)[1])
+
+
+def test_cosine_files_record_their_metric_and_old_files_load_as_cosine(tmp_path):
+    """Files written before "dot" existed say "cosine" (tests/test_index_format.py's golden files are
+    byte-identical to them) and load as cosine."""
+    import json
+
+    idx = Index(D, model=FP)
+    idx.add(vecs(20))
+    idx.save(tmp_path / "i.idx")
+    raw = (tmp_path / "i.idx").read_bytes()
+    header = json.loads(raw[48:48 + int.from_bytes(raw[8:16], "little")])
+    assert header["metric"] == "cosine"
+    back = Index.load(tmp_path / "i.idx")
+    assert back.metric == "cosine"
+    np.testing.assert_array_equal(back.search(vecs(3, seed=9), 5)[1], idx.search(vecs(3, seed=9), 5)[1])
+
+
+def test_dot_cuda_path_through_numpy_stand_in(numpy_as_cupy, monkeypatch, precision):  # noqa: F811
+    """The GPU scan (its blocked logic, with numpy standing in for CuPy) on raw vectors: same as the CPU."""
+    from engine.kernels import cuda as kc
+
+    monkeypatch.setattr(kc, "available", lambda: (True, "numpy stand-in"))
+    x = vecs(2000) * np.random.default_rng(4).uniform(0.1, 5.0, (2000, 1)).astype(np.float32)
+    q = vecs(5, seed=2) * 2
+    idx = Index(D, precision, metric="dot")
+    idx.add(x)
+    s_gpu, i_gpu = idx.search(q, 10, device="cuda")
+    want_s, want_i = dot_oracle(x, q, 10)
+    np.testing.assert_array_equal(i_gpu, want_i)
+    np.testing.assert_allclose(s_gpu, want_s, rtol=1e-5, atol=1e-4)

@@ -102,7 +102,7 @@ def test_golden_files_load(tmp_path, case):
 
 def _fields(precision="fp32", id_kind=None, count=3, **kw):
     return {"dim": D, "precision": precision, "count": count, "model": None, "id_kind": id_kind,
-            "next_id": 0, "oversample": 4, "scales_calibrated": precision == "int8", **kw}
+            "next_id": 0, "oversample": 4, "scales_calibrated": precision == "int8", "metric": "cosine", **kw}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -293,7 +293,7 @@ def test_section_table_not_matching_the_header(tmp_path, change, match):
 @pytest.mark.parametrize("key,value", [
     ("dim", 0), ("dim", "8"), ("dim", 8.0), ("dim", True), ("count", -1), ("count", None),
     ("precision", "fp16"), ("id_kind", "uuid"), ("model", 5), ("next_id", -1), ("next_id", 1.5),
-    ("oversample", 0), ("oversample", "4"), ("scales_calibrated", "yes"), ("metric", "dot"),
+    ("oversample", 0), ("oversample", "4"), ("scales_calibrated", "yes"), ("metric", "euclidean"),
 ])
 def test_invalid_header_field(tmp_path, key, value):
     path = _saved(tmp_path)

@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("--format", default=None, choices=["jsonl", "csv", "tsv", "text", "parquet"],
                    help="read every input (and stdin) as this format instead of by file suffix")
     p.add_argument("--truncate-dim", type=int, default=None, help="keep the first N dimensions (Matryoshka)")
+    _prompt_args(p, "documents", "the model's document prompt, as encode_document (none if it has none)")
     p.add_argument("--shard-size", type=int, default=10_000, help="documents per shard (default: 10000)")
     p.add_argument("--no-cache", action="store_true", help="do not use the embedding cache")
     p.add_argument("--cache", default=None, metavar="PATH",
@@ -62,9 +63,18 @@ def register(sub) -> None:
     s.add_argument("--int8", action="store_true", help="int8 index with exact rescoring (less memory)")
     s.add_argument("--model", default=None, help="model to embed queries (default: the one in the manifest)")
     s.add_argument("--device", default="cpu")
+    _prompt_args(s, "queries", "the query prompt in OUTDIR's manifest (the model's, as encode_query)")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--json", action="store_true", help="print hits as JSON lines")
     s.set_defaults(func=cmd_search)
+
+
+def _prompt_args(p, what: str, default: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--prompt-name", default=None, metavar="NAME",
+                   help=f"prepend the model's prompt NAME to the {what} (default: {default})")
+    g.add_argument("--prompt", default=None, metavar="TEXT",
+                   help=f"prepend TEXT to the {what}; '' for no prompt (default: {default})")
 
 
 def _ensure_weights(model: str | None) -> None:
@@ -92,7 +102,7 @@ def cmd_encode(args) -> int:
         batch_size=args.batch_size, id_field=args.id_field, text_field=args.text_field,
         title_field=args.title_field or None, truncate_dim=args.truncate_dim, shard_size=args.shard_size,
         cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet,
-        format=args.format, **extra,
+        format=args.format, prompt_name=args.prompt_name, prompt=args.prompt, **extra,
     )
     if args.json:
         print(json.dumps(summary.as_dict()))
@@ -129,7 +139,7 @@ def cmd_search(args) -> int:
     _ensure_weights(args.model or read_manifest(args.outdir)["model"]["ref"])
     searcher = CorpusSearcher(args.outdir, model=args.model, precision="int8" if args.int8 else "fp32",
                               device=args.device, threads=args.threads)
-    results = searcher.search(args.queries, k=args.k)
+    results = searcher.search(args.queries, k=args.k, prompt_name=args.prompt_name, prompt=args.prompt)
     for query, hits in zip(args.queries, results):
         if args.json:
             print(json.dumps({"query": query, "hits": [{"id": i, "score": s, "title": t} for i, s, t in hits]},

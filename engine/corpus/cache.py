@@ -3,11 +3,14 @@
 ``embed encode`` (the corpus driver) and ``embed eval/compare/select --embeddings-cache`` (through
 ``encode_cached``) read and write the same rows: the same text under the same model settings is
 embedded once. A vector is stored under ``(namespace, text_key(text))`` (sha256 of the exact text,
-``engine.corpus.readers.text_key``); a namespace is one combination of
-model fingerprint, precision, truncate_dim and normalization, so vectors of different models or
-settings never mix. Vectors are float32 BLOBs. The database runs in WAL mode: readers never
-block each other or a writer, and each process opens its own connection. Lookups and inserts
-are batched (one statement per few hundred keys, one transaction per insert batch).
+``engine.corpus.readers.text_key``); a namespace is one combination of model fingerprint,
+precision, truncate_dim, the normalization applied and the prompt text prepended to every text
+(``""``: none), so vectors of different models, settings or prompts never mix: the same text
+embedded with two prompts has a row in each of two namespaces (schema 2; a schema 1 file is
+migrated when opened, its namespaces getting the empty prompt they were embedded with). Vectors
+are float32 BLOBs. The database runs in WAL mode: readers never block each other or a writer,
+and each process opens its own connection. Lookups and inserts are batched (one statement per
+few hundred keys, one transaction per insert batch).
 
 A cached vector is the one the model produced when the text was first embedded. Within a batch
 onnxruntime pads texts to the longest one, so re-embedding the same text in another batch can
@@ -46,7 +49,7 @@ from .readers import text_key
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: namespaces have a prompt (version 1 files are migrated, their rows under "")
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...); well under SQLite's variable limit
 UNIT_TOLERANCE = 1e-3  # a stored row of a normalized namespace with | |v|^2 - 1 | above this is a miss
 _CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -60,8 +63,7 @@ _WHY = {  # SQLite primary result code -> what to do
     sqlite3.SQLITE_IOERR: "check the disk",
 }
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+_NAMESPACES = """
 CREATE TABLE IF NOT EXISTS namespaces (
     id INTEGER PRIMARY KEY,
     model TEXT NOT NULL,
@@ -69,8 +71,13 @@ CREATE TABLE IF NOT EXISTS namespaces (
     truncate_dim INTEGER NOT NULL,  -- 0: full dimension
     normalize INTEGER NOT NULL,
     dim INTEGER NOT NULL,
-    UNIQUE (model, precision, truncate_dim, normalize)
+    prompt TEXT NOT NULL DEFAULT '',  -- the text prepended to every text ('' for none)
+    UNIQUE (model, precision, truncate_dim, normalize, prompt)
 );
+"""
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+""" + _NAMESPACES + """
 CREATE TABLE IF NOT EXISTS vectors (
     ns INTEGER NOT NULL,
     sha BLOB NOT NULL,              -- sha256 of the exact text, UTF-8
@@ -133,6 +140,8 @@ class EmbeddingCache:
             db.executescript(_SCHEMA)  # idempotent; each statement is atomic
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             (version,) = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if str(version) == "1":
+                version = _migrate_v1(db)
         except BaseException:
             db.close()
             raise
@@ -156,20 +165,25 @@ class EmbeddingCache:
             raise
         self._db.execute("COMMIT")
 
-    def namespace(self, model: str, precision: str, truncate_dim: int | None, dim: int, normalize: bool = True) -> int:
-        """The id of the (model fingerprint, precision, truncate_dim, normalize) space; created if new.
+    def namespace(self, model: str, precision: str, truncate_dim: int | None, dim: int, normalize: bool = True,
+                  prompt: str | None = None) -> int:
+        """The id of the (model fingerprint, precision, truncate_dim, normalize, prompt) space; created if new.
 
-        ``dim`` is the stored vectors' length (truncate_dim when given).
+        ``dim`` is the stored vectors' length (truncate_dim when given); ``normalize`` whether the
+        vectors were L2-normalized; ``prompt`` the text prepended to every text before embedding
+        (None or ``""``: none, the namespaces of schema 1).
         """
-        key = (model, precision, int(truncate_dim or 0), int(bool(normalize)))
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string or None, got {type(prompt).__name__}")
+        key = (model, precision, int(truncate_dim or 0), int(bool(normalize)), prompt or "")
         if not self.disabled:
             try:
                 with self._transaction():
-                    self._db.execute("INSERT OR IGNORE INTO namespaces (model, precision, truncate_dim, normalize, dim)"
-                                     " VALUES (?,?,?,?,?)", (*key, int(dim)))
+                    self._db.execute("INSERT OR IGNORE INTO namespaces (model, precision, truncate_dim, normalize, "
+                                     "prompt, dim) VALUES (?,?,?,?,?,?)", (*key, int(dim)))
                     ns, stored_dim = self._db.execute(
                         "SELECT id, dim FROM namespaces WHERE model=? AND precision=? AND truncate_dim=? AND "
-                        "normalize=?", key).fetchone()
+                        "normalize=? AND prompt=?", key).fetchone()
             except sqlite3.DatabaseError as e:
                 self._damaged(e, "add a namespace to it")
         if self.disabled:   # the id handed out before, or a stand-in: lookups miss, inserts are dropped
@@ -316,6 +330,28 @@ class EmbeddingCache:
         return f"EmbeddingCache({str(self.path)!r})"
 
 
+def _migrate_v1(db: sqlite3.Connection) -> str:
+    """Schema 1 -> 2 in one transaction: namespaces get a prompt column, the old ones the empty
+    prompt (what they were embedded with). Another process may have migrated first: re-read."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if str(version) == "1":
+            db.execute("ALTER TABLE namespaces RENAME TO namespaces_v1")
+            db.execute(_NAMESPACES)
+            db.execute("INSERT INTO namespaces (id, model, precision, truncate_dim, normalize, dim, prompt) "
+                       "SELECT id, model, precision, truncate_dim, normalize, dim, '' FROM namespaces_v1")
+            db.execute("DROP TABLE namespaces_v1")
+            db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+            version = str(SCHEMA_VERSION)
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return version
+
+
 def _code(e: sqlite3.Error) -> int | None:
     """SQLite's primary result code of e (extended codes carry it in the low byte)."""
     code = getattr(e, "sqlite_errorcode", None)
@@ -340,23 +376,31 @@ def open_cache(path: str | os.PathLike) -> EmbeddingCache:
 
 
 def encode_cached(embedder, texts: Sequence[str], cache: EmbeddingCache | str | os.PathLike | None = None,
-                  batch_size: int = 32) -> np.ndarray:
-    """Full-dimension unit vectors of ``texts`` (``embedder.encode``), reusing the cached ones.
+                  batch_size: int = 32, prompt: str | None = None) -> np.ndarray:
+    """Full-dimension vectors of ``texts`` (``embedder.encode``, its default normalization: unit
+    vectors for a cosine model), reusing the cached ones.
 
     ``cache``: None (encode everything), an open ``EmbeddingCache``, or a path for ``open_cache``.
-    Vectors live in the namespace (fingerprint, precision, truncate_dim=None, dim), under
-    ``text_key(text)``: the rows ``embed encode`` writes without truncation. Only the missing
-    texts are encoded, each distinct text once, and stored. Truncations are derived from these
-    full vectors by the callers.
+    ``prompt``: the prompt text to prepend (``encode(prompt=...)``); None: ``encode``'s default
+    (no prompt unless the model has a default prompt name; the eval callers' case).
+    Vectors live in the namespace (fingerprint, precision, truncate_dim=None, dim, normalization,
+    the prompt actually prepended), under ``text_key(text)``: the rows ``embed encode`` writes
+    without truncation for that prompt. Only the missing texts are encoded, each distinct text
+    once, and stored. Truncations are derived from these full vectors by the callers.
 
     >>> vecs = encode_cached(emb, ["a", "b", "a"], "vectors.sqlite")   # (3, emb.dim); "a" encoded once
     """
+    kwargs = {} if prompt is None else {"prompt": prompt}
     if cache is None:
-        return embedder.encode(list(texts), batch_size=batch_size)
+        return embedder.encode(list(texts), batch_size=batch_size, **kwargs)
     if not isinstance(cache, EmbeddingCache):
         with open_cache(cache) as store:
-            return encode_cached(embedder, texts, store, batch_size)
-    ns = cache.namespace(embedder.fingerprint, embedder.precision, None, embedder.dim)
+            return encode_cached(embedder, texts, store, batch_size, prompt)
+    stack = getattr(embedder, "stack", None)   # an Embedder; duck-typed embedders: cosine, no default prompt
+    resolve = getattr(embedder, "resolve_prompt", None)
+    used = resolve(prompt) if resolve is not None else prompt   # the text encode prepends
+    ns = cache.namespace(embedder.fingerprint, embedder.precision, None, embedder.dim,
+                         normalize=getattr(stack, "similarity_fn_name", "cosine") == "cosine", prompt=used)
     keys = [text_key(t) for t in texts]
     out, found = cache.get(ns, keys)
     missing = np.flatnonzero(~found)
@@ -365,7 +409,7 @@ def encode_cached(embedder, texts: Sequence[str], cache: EmbeddingCache | str | 
         first.setdefault(keys[j], int(j))
     if first:
         rows = list(first.values())
-        new = embedder.encode([texts[j] for j in rows], batch_size=batch_size)
+        new = embedder.encode([texts[j] for j in rows], batch_size=batch_size, **kwargs)
         cache.put(ns, list(first), new)
         out[rows] = new
         out[missing] = out[[first[keys[j]] for j in missing]]

@@ -129,6 +129,8 @@ def embed_corpus(
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
     format: str | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
 ) -> CorpusSummary:
     """Embed every document of ``inputs`` into shards in ``out_dir``.
 
@@ -151,14 +153,20 @@ def embed_corpus(
     skip_bad: skip bad records and duplicate ids (listed in OUTDIR/rejects.jsonl) instead of
         raising InputError. overwrite: delete an existing output (other settings) first.
     progress: a tqdm bar on stderr (docs/s, tokens/s, ETA).
+    prompt_name, prompt: the prompt prepended to every document, as ``Embedder.encode`` takes
+        them (``prompt`` wins). Default: the model's document prompt, what ``encode_document``
+        prepends (sentence-transformers 5's rule for documents; none for a model without one).
+        The prompt text is part of the settings (a rerun with another is refused) and the
+        manifest records it with the query prompt ``embed search`` applies (``encode_query``'s),
+        the model's similarity_fn_name and whether the vectors are normalized (``Plan.build``).
     """
     t0 = time.perf_counter()
     check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field)
     sources = expand_inputs(inputs, format)
     embedder = _embedder(model, precision, device, threads, cache_dir)
     plan = Plan.build(sources, embedder, model_ref(model), Fields(id_field, text_field, title_field or None),
-                      truncate_dim, shard_size, format)
-    executor = LocalExecutor(embedder, batch_size, plan.truncate_dim, count_tokens=progress)
+                      truncate_dim, shard_size, format, prompt_name=prompt_name, prompt=prompt)
+    executor = LocalExecutor(embedder, batch_size, plan.truncate_dim, count_tokens=progress, prompt=plan.prompt)
     return drive(plan, out_dir, executor, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad,
                  overwrite=overwrite, progress=progress, t0=t0)
 
@@ -207,12 +215,25 @@ class Plan:
     truncate_dim: int | None
     dim: int
     format: str | None = None   # forced file / stdin format (readers.FORMAT_NAMES), else by suffix
+    prompt: str = ""            # the text prepended to every document ("": none)
+    normalize: bool = True      # whether the vectors are L2-normalized (the model's default)
 
     @classmethod
     def build(cls, inputs: Sequence[Input], model, ref: str, fields: Fields, truncate_dim: int | None,
-              shard_size: int, format: str | None = None) -> Plan:
-        """model: an ``Embedder`` or an ``ExportedModel`` (its spec, fingerprint and precision); ref: ``model_ref``."""
+              shard_size: int, format: str | None = None, *, prompt_name: str | None = None,
+              prompt: str | None = None) -> Plan:
+        """model: an ``Embedder`` or an ``ExportedModel`` (its spec, fingerprint, precision and module
+        stack); ref: ``model_ref``; prompt_name / prompt: the documents' prompt (``corpus_prompts``).
+
+        The settings hold the document prompt's text only when there is one, so outputs written
+        before prompts existed (and every run without a prompt) keep their settings digest. The
+        manifest's ``prompts`` ({"document", "query"}: texts, "" for none), ``similarity_fn_name``
+        and ``normalize`` tell ``embed search`` how to embed queries and score them.
+        """
         full_dim, fingerprint, precision = model.spec.dim, model.fingerprint, model.precision
+        doc_prompt, query_prompt = corpus_prompts(model, prompt_name, prompt)
+        similarity = model.stack.similarity_fn_name
+        normalize = similarity == "cosine"   # encode's default: unit vectors for cosine models only
         if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
                                          or not 1 <= truncate_dim <= full_dim):
             raise InputError(f"truncate_dim must be an integer in [1, {full_dim}] or None, got {truncate_dim!r}")
@@ -221,16 +242,38 @@ class Plan:
         dim = truncate_dim or full_dim
         settings = {
             "model": fingerprint, "precision": precision, "truncate_dim": truncate_dim,
-            "normalize": True, "dim": dim, "id_field": fields.id, "text_field": fields.text,
+            "normalize": normalize, "dim": dim, "id_field": fields.id, "text_field": fields.text,
             "title_field": fields.title, "shard_size": shard_size, "text_format": TEXT_FORMAT,
         }
+        if doc_prompt:
+            settings["prompt"] = doc_prompt
         manifest = {
             "format": FORMAT, "version": VERSION, "status": "in_progress", "settings": settings,
             "model": {"name": model.spec.name, "ref": ref, "fingerprint": fingerprint, "precision": precision},
-            "dim": dim, "truncate_dim": truncate_dim, "normalize": True,
+            "dim": dim, "truncate_dim": truncate_dim, "normalize": normalize, "similarity_fn_name": similarity,
+            "prompts": {"document": doc_prompt, "query": query_prompt},
             "inputs": _inputs_info(inputs, format),
         }
-        return cls(tuple(inputs), fields, settings, settings_digest(settings), manifest, truncate_dim, dim, format)
+        return cls(tuple(inputs), fields, settings, settings_digest(settings), manifest, truncate_dim, dim, format,
+                   doc_prompt, normalize)
+
+
+def corpus_prompts(model, prompt_name: str | None = None, prompt: str | None = None) -> tuple[str, str]:
+    """(document prompt, query prompt) texts for a corpus, "" for none.
+
+    The document prompt is ``prompt`` / ``prompt_name`` resolved as ``Embedder.resolve_prompt``
+    does, or without either what ``encode_document`` prepends (the model's "document", "passage"
+    or "corpus" prompt); the query prompt is what ``encode_query`` prepends (the "query" prompt).
+    model: an ``Embedder``, or an ``ExportedModel`` (the Ray driver, which loads no session):
+    the rules only read its module stack (``stack.prompts`` always holds "query" and "document").
+    """
+    from ..embedder import Embedder
+
+    stack = model.stack
+    if prompt is None and prompt_name is None:
+        prompt_name = next((n for n in ("document", "passage", "corpus") if n in stack.prompts), None)
+    doc = Embedder.resolve_prompt(model, prompt, prompt_name)   # reads model.stack only
+    return doc or "", stack.prompts.get("query", "")
 
 
 # -- executors ------------------------------------------------------------------------------
@@ -261,15 +304,22 @@ class LocalExecutor:
     batch = EMBED_CHUNK
     capacity = 0
 
-    def __init__(self, embedder, batch_size: int = 32, truncate_dim: int | None = None, count_tokens: bool = False):
+    def __init__(self, embedder, batch_size: int = 32, truncate_dim: int | None = None, count_tokens: bool = False,
+                 prompt: str | None = None):
         self.embedder, self.batch_size, self.truncate_dim = embedder, batch_size, truncate_dim
-        self.count_tokens = count_tokens
+        self.count_tokens, self.prompt = count_tokens, prompt
         self._done: deque = deque()
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        """(vectors, tokens) for texts; tokens is 0 unless count_tokens (progress bars)."""
-        vectors = self.embedder.encode(texts, batch_size=self.batch_size, truncate_dim=self.truncate_dim)
-        tokens = sum(len(t) for t in self.embedder.tokenize(texts)) if self.count_tokens else 0
+        """(vectors, tokens) for texts; tokens is 0 unless count_tokens (progress bars).
+
+        ``prompt`` is ``encode``'s: the text prepended ("" none; None the model's default prompt).
+        """
+        vectors = self.embedder.encode(texts, batch_size=self.batch_size, truncate_dim=self.truncate_dim,
+                                       prompt=self.prompt)
+        tokens = 0
+        if self.count_tokens:
+            tokens = sum(len(t) for t in self.embedder.tokenize([(self.prompt or "") + t for t in texts]))
         return vectors, tokens
 
     def submit(self, texts: list[str], tag) -> None:
@@ -305,8 +355,8 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=T
         store, owned = _open_cache(cache, cache_dir)
         if owned:
             stack.enter_context(store)
-        ns = (store.namespace(plan.settings["model"], plan.settings["precision"], plan.truncate_dim, plan.dim)
-              if store else None)
+        ns = (store.namespace(plan.settings["model"], plan.settings["precision"], plan.truncate_dim, plan.dim,
+                              normalize=plan.normalize, prompt=plan.prompt) if store else None)
         rejects = stack.enter_context(_Rejects(out.path, enabled=skip_bad))
         registry = stack.enter_context(_IdRegistry(out.path / ".ids.sqlite"))
         bar = stack.enter_context(_Progress(count_records(plan.inputs, plan.format) if progress else None, progress))

@@ -78,13 +78,14 @@ class EmbedBatch:
     ``__call__(batch)`` takes a dict of columns (Ray Data's numpy batch format) and adds
     ``output_column`` (float32 (n, dim)); ``encode(texts)`` -> (vectors, tokens) serves the pool of
     ``embed_corpus_ray``: each actor is a ``LocalExecutor`` on its node (tokens counted when
-    count_tokens). threads defaults to the CPUs the actor was given.
+    count_tokens). threads defaults to the CPUs the actor was given. prompt: the text prepended to
+    every text ("" none; None: ``encode``'s default, the model's default prompt if any).
     """
 
     def __init__(self, model, *, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
                  cache_dir: str | None = None, batch_size: int = 32, truncate_dim: int | None = None,
                  text_column: str = "text", title_column: str | None = None, output_column: str = "embedding",
-                 fingerprint: str | None = None, count_tokens: bool = False):
+                 fingerprint: str | None = None, count_tokens: bool = False, prompt: str | None = None):
         if threads is not None:  # the tokenizer's Rayon pool, sized like onnxruntime's
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         from ..embedder import Embedder
@@ -93,7 +94,7 @@ class EmbedBatch:
         self.embedder = Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
         if fingerprint is not None:
             self.ready(fingerprint)
-        self.local = LocalExecutor(self.embedder, batch_size, truncate_dim, count_tokens)
+        self.local = LocalExecutor(self.embedder, batch_size, truncate_dim, count_tokens, prompt)
         self.text_column, self.title_column, self.output_column = text_column, title_column, output_column
 
     def ready(self, fingerprint: str) -> str:
@@ -195,10 +196,11 @@ def _driver_model(model, precision: str, cache_dir):
     return exported, ref, actor_cache
 
 
-def _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim) -> dict:
+def _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim,
+                  prompt: str | None = None) -> dict:
     return {"model": ref, "precision": exported.precision, "device": device,
             "threads": threads or max(1, int(cpus)), "cache_dir": actor_cache, "batch_size": batch_size,
-            "truncate_dim": truncate_dim, "fingerprint": exported.fingerprint}
+            "truncate_dim": truncate_dim, "fingerprint": exported.fingerprint, "prompt": prompt}
 
 
 # -- Ray Data ------------------------------------------------------------------------------
@@ -253,6 +255,8 @@ def embed_corpus_ray(
     cache_dir: str | os.PathLike | None = None,
     ray_batch_size: int = RAY_BATCH,
     format: str | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
 ):
     """``engine.corpus.embed_corpus`` with the model on Ray actors; same output, same CorpusSummary.
 
@@ -261,8 +265,9 @@ def embed_corpus_ray(
         (GPUs) allow at cpus_per_actor (gpus_per_actor) each. threads: onnxruntime threads per
         actor, default cpus_per_actor. device='cuda' gives each actor gpus_per_actor (default 1).
     The other arguments are ``embed_corpus``'s (inputs: files, stdin or an in-memory source, read
-    on the driver); shard_size (default 10,000) and the model settings
-    define the output, so a rerun - on Ray or not - must use the same ones.
+    on the driver); shard_size (default 10,000), the model settings and the documents' prompt
+    (prompt_name / prompt, default the model's document prompt) define the output, so a rerun - on
+    Ray or not - must use the same ones.
     """
     from .driver import DEFAULT_SHARD_SIZE, Plan, check_options, drive
     from .readers import Fields, expand_inputs
@@ -276,8 +281,9 @@ def embed_corpus_ray(
     sources = expand_inputs(inputs, format)
     exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
     plan = Plan.build(sources, exported, ref, Fields(id_field, text_field, title_field or None), truncate_dim,
-                      shard_size, format)
-    kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim)
+                      shard_size, format, prompt_name=prompt_name, prompt=prompt)
+    kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim,
+                           plan.prompt)
     pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": progress}, ray_batch_size)
     return drive(plan, out_dir, pool, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad, overwrite=overwrite,
                  progress=progress, t0=t0)

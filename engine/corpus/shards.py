@@ -308,7 +308,8 @@ def record_problem(rec: Any, i: int) -> str | None:
 
 
 def _check_manifest(path: Path, m: dict) -> None:
-    """The fields of a complete manifest that readers use: dim, model, truncate_dim, shards."""
+    """The fields of a complete manifest that readers use: dim, model, truncate_dim, normalize,
+    similarity_fn_name, prompts, shards (the last three absent from manifests written before)."""
     def bad(why: str) -> IndexFormatError:
         return IndexFormatError(f"{path}: {why}. {REWRITE}")
 
@@ -322,6 +323,13 @@ def _check_manifest(path: Path, m: dict) -> None:
     td = m.get("truncate_dim")
     if td is not None and (not _is_int(td) or td < 1):
         raise bad(f"truncate_dim is {td!r}")
+    if not isinstance(m.get("normalize", True), bool):
+        raise bad(f"normalize is {m.get('normalize')!r}, not true or false")
+    if m.get("similarity_fn_name", "cosine") not in ("cosine", "dot", "euclidean", "manhattan"):
+        raise bad(f"similarity_fn_name is {m.get('similarity_fn_name')!r}")
+    prompts = m.get("prompts", {})
+    if not isinstance(prompts, dict) or not all(isinstance(prompts.get(k, ""), str) for k in ("document", "query")):
+        raise bad("prompts must be an object with string document and query prompts")
     shards = m.get("shards")
     if not isinstance(shards, list):
         raise bad("it has no list of shards")
@@ -470,18 +478,28 @@ def iter_shards(out_dir: str | os.PathLike, verify: bool = True) -> Iterator[tup
         yield ids, titles, vectors
 
 
+def index_metric(manifest: dict) -> str:
+    """The ``Index`` metric of an OUTDIR: "cosine" for normalized vectors (and manifests written
+    before the similarity was recorded), else the model's similarity_fn_name ("dot"; "euclidean"
+    and "manhattan", which the Index refuses with what to do instead)."""
+    if manifest.get("normalize", True) is not False:
+        return "cosine"
+    return manifest.get("similarity_fn_name") or "cosine"
+
+
 def load_index(out_dir: str | os.PathLike, precision: str = "fp32", verify: bool = True):
     """Load a complete OUTDIR into an ``Index``: (index, titles by id, manifest).
 
-    The index's model is the manifest's fingerprint, so searching it with another model's
-    vectors raises ModelMismatchError. Rows the Index refuses (NaN, zero vectors, an id seen
+    The index's metric follows the manifest (``index_metric``: the model's similarity) and its
+    model is the manifest's fingerprint, so searching it with another model's vectors raises
+    ModelMismatchError. Rows the Index refuses (NaN, zero vectors, an id seen
     before) are an IndexFormatError naming the shard.
     """
     from ..index.index import Index
 
     manifest = read_manifest(out_dir)
     fingerprint = manifest["model"]["fingerprint"]
-    index = Index(manifest["dim"], precision=precision, model=fingerprint)
+    index = Index(manifest["dim"], precision=precision, model=fingerprint, metric=index_metric(manifest))
     titles: dict[str, str] = {}
     for i, (ids, tits, vectors) in enumerate(iter_shards(out_dir, verify=verify)):
         if len(ids):
@@ -496,6 +514,9 @@ def load_index(out_dir: str | os.PathLike, precision: str = "fp32", verify: bool
 class CorpusSearcher:
     """Search an ``embed encode`` output: loads its shards into an ``Index`` and embeds queries
     with the manifest's model (or ``model``), refusing a model whose fingerprint differs.
+
+    Queries get the manifest's query prompt (the model's, what ``encode_query`` prepends) and the
+    manifest's normalization, and are scored with its similarity (cosine or dot: ``load_index``).
 
     >>> s = CorpusSearcher("out/")
     >>> s.search(["what causes ..."], k=5)[0][0]   # (id, score, title) of the best hit
@@ -521,12 +542,21 @@ class CorpusSearcher:
         self.index, self.titles, self.manifest = load_index(out_dir, precision=precision, verify=verify)
         self.truncate_dim = manifest.get("truncate_dim")
 
-    def search(self, queries: str | Sequence[str], k: int = 10) -> list[list[tuple[str, float, str]]]:
-        """For each query, up to k hits (id, cosine score, title or snippet), best first."""
+    def search(self, queries: str | Sequence[str], k: int = 10, *, prompt_name: str | None = None,
+               prompt: str | None = None) -> list[list[tuple[str, float, str]]]:
+        """For each query, up to k hits (id, score, title or snippet), best first.
+
+        The score is the index's metric (cosine, or dot product for a dot model). prompt_name /
+        prompt (as ``Embedder.encode``) override the manifest's query prompt; manifests written
+        before prompts were recorded get ``encode``'s default.
+        """
         queries = [queries] if isinstance(queries, str) else list(queries)
         if not queries:
             return []
-        q = self.embedder.encode(queries, truncate_dim=self.truncate_dim)
+        if prompt is None and prompt_name is None:
+            prompt = (self.manifest.get("prompts") or {}).get("query")
+        q = self.embedder.encode(queries, truncate_dim=self.truncate_dim, prompt_name=prompt_name, prompt=prompt,
+                                 normalize=self.manifest.get("normalize", True) is not False)
         scores, ids = self.index.search(q, k, model=self.embedder.fingerprint)
         return [[(str(i), float(s), self.titles.get(str(i), "")) for s, i in zip(rs, ri)]
                 for rs, ri in zip(scores, ids)]

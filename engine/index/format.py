@@ -7,14 +7,15 @@ Byte layout::
     offset 16   32 bytes  sha256 of the header bytes
     offset 48   H bytes   header, UTF-8 JSON (json.dumps defaults), keys in this order:
                           format_version, dim, precision ("fp32" | "int8"), count, model (str |
-                          null), metric ("cosine"), id_kind (null | "int" | "str"), next_id,
+                          null), metric ("cosine" | "dot"; files written before "dot" existed say "cosine"),
+                          id_kind (null | "int" | "str"), next_id,
                           oversample, scales_calibrated, sections, payload_sha256
     S_1, S_2 ...          the sections, in the order of the table below, zero padding between
 
 Sections (``sections`` in the header lists ``{name, dtype, shape, offset, nbytes}`` for each)::
 
     name         dtype  shape          present
-    vectors      <f4    (count, dim)   always; unit rows
+    vectors      <f4    (count, dim)   always; unit rows (cosine), finite rows (dot)
     codes        |i1    (count, dim)   precision int8
     scales       <f4    (dim,)         precision int8; finite, > 0 (1/127 each until calibrated,
                                        scales_calibrated says which)
@@ -36,7 +37,7 @@ above) and the file size (a truncated file fails there), in :func:`_check_sectio
 the values a later step would trust (scales, string-id offsets and UTF-8) after reading them,
 in :func:`_decode`; and, with ``verify=True``, the payload hash (one sequential read).
 :func:`check_values` holds what an ``Index`` needs of the values on top of that, and
-``Index.load`` runs it: every vector row finite with unit norm (:func:`bad_rows`), calibrated
+``Index.load`` runs it: every vector row finite, with unit norm for cosine (:func:`bad_rows`), calibrated
 int8 scales once there are rows, ids unique, ``next_id`` consistent with the ids. Every failure is an
 :class:`~engine.errors.IndexFormatError` naming the file and what is wrong.
 ``write`` goes through :func:`engine.files.replace_atomically`: a temporary file in the same
@@ -67,7 +68,10 @@ FORMAT_VERSION = 1
 MAGIC = b"EMBIDX\x00\x01"
 PRECISIONS = ("fp32", "int8")
 ID_KINDS = (None, "int", "str")
-METRIC = "cosine"
+METRICS = ("cosine", "dot")   # cosine: unit rows, dot product; dot: raw rows, inner product
+# metric "dot": the largest ||v||^2 of a row or query, so |x . y| <= ||x|| ||y|| <= 1e36: finite in
+# float32 (partial sums too) and far from the top-k heaps' empty sentinel, -3.4e38 (kernels/topk.py)
+DOT_MAX_SQ = 1e36
 ALIGN = 64
 PREFIX = 8 + 8 + 32
 MAX_HEADER = 1 << 20      # real headers are < 1 KiB; a crafted 64 MiB one parses into GBs of objects
@@ -96,6 +100,7 @@ FIELDS = {
     "precision": lambda v: v in PRECISIONS,
     "count": lambda v: _is_int(v) and v >= 0,
     "model": lambda v: v is None or isinstance(v, str),
+    "metric": lambda v: v in METRICS,
     "id_kind": lambda v: v in ID_KINDS,
     "next_id": lambda v: _is_int(v) and 0 <= v <= MAX_ID + 1,
     "oversample": lambda v: _is_int(v) and v >= 1,
@@ -165,7 +170,7 @@ def write(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any
     table = [{"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": 0,
               "nbytes": int(arr.nbytes)} for name, arr in secs]
     base = {"format_version": FORMAT_VERSION, "dim": fields["dim"], "precision": fields["precision"],
-            "count": fields["count"], "model": fields["model"], "metric": METRIC,
+            "count": fields["count"], "model": fields["model"], "metric": fields["metric"],
             "id_kind": fields["id_kind"], "next_id": fields["next_id"], "oversample": fields["oversample"],
             "scales_calibrated": fields["scales_calibrated"]}
 
@@ -263,7 +268,7 @@ def _read_header(f, path: Path, size: int) -> tuple[int, dict]:
 
 
 def _check_fields(path: Path, meta: dict) -> dict[str, Any]:
-    for key, ok in {**FIELDS, "metric": lambda v: v == METRIC}.items():
+    for key, ok in FIELDS.items():
         if key not in meta:
             raise _damaged(path, f"header has no {key!r}")
         if not ok(meta[key]):
@@ -344,16 +349,19 @@ def _decode(path: Path, fields: dict, arrays: dict[str, np.ndarray]) -> dict[str
 # ---------------------------------------------------------------------------------- values an Index trusts
 
 
-def bad_rows(vectors: np.ndarray, limit: int = 10) -> list[int]:
+def bad_rows(vectors: np.ndarray, limit: int = 10, *, unit: bool = True) -> list[int]:
     """Up to ``limit`` numbers of rows that are not finite unit vectors (NaN, inf, zero, or
-    ``| ||v||^2 - 1 | > UNIT_TOL``), in order. Reads ``vectors`` once, ROW_BLOCK rows at a time
-    (a memmap is paged in block by block): ``||v||^2 = sum_j v_j^2`` per row in float32."""
+    ``| ||v||^2 - 1 | > UNIT_TOL``), in order; with ``unit=False`` (metric "dot") rows whose
+    ``||v||^2`` is NaN or above ``DOT_MAX_SQ`` (inf included). Reads ``vectors`` once,
+    ROW_BLOCK rows at a time (a memmap is paged in block by block): ``||v||^2 = sum_j v_j^2``
+    per row in float32."""
     out: list[int] = []
     with np.errstate(all="ignore"):
         for start in range(0, len(vectors), ROW_BLOCK):
             block = np.asarray(vectors[start: start + ROW_BLOCK])
             sq = np.einsum("ij,ij->i", block, block)
-            out += (np.flatnonzero(~(np.abs(sq - 1) <= UNIT_TOL)) + start)[: limit - len(out)].tolist()
+            ok = np.abs(sq - 1) <= UNIT_TOL if unit else sq <= DOT_MAX_SQ
+            out += (np.flatnonzero(~ok) + start)[: limit - len(out)].tolist()
             if len(out) >= limit:
                 break
     return out
@@ -365,6 +373,8 @@ def describe_row(row: np.ndarray) -> str:
     if not np.isfinite(row).all():
         return "holds NaN or inf"
     norm = float(np.sqrt(np.sum(row * row)))
+    if norm * norm > DOT_MAX_SQ:
+        return f"has norm {norm:.6g}, above the {DOT_MAX_SQ ** 0.5:.0e} a dot-product index holds"
     return "is all zeros" if norm == 0 else f"has norm {norm:.6g}, not 1"
 
 
@@ -372,8 +382,8 @@ def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[s
                  rows: bool = True) -> set[str] | None:
     """What an Index trusts beyond the layout ``read`` checks; IndexFormatError naming the file:
 
-    * ``rows``: every vector row is a finite unit vector (``bad_rows``; about 0.15 s for 1M x 384
-      from the page cache, one read of the section);
+    * ``rows``: every vector row is a finite unit vector, or for metric "dot" a finite one
+      (``bad_rows``; about 0.15 s for 1M x 384 from the page cache, one read of the section);
     * an int8 index with rows has calibrated scales (its first ``add`` calibrates them);
     * ids are unique (integer or string);
     * ``next_id`` (the next default id): equals ``count`` for row-number ids, and is above every
@@ -383,9 +393,10 @@ def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[s
     """
     path = Path(path)
     vectors = arrays["vectors"]
-    if rows and (bad := bad_rows(vectors)):
+    unit = fields.get("metric", "cosine") == "cosine"
+    if rows and (bad := bad_rows(vectors, unit=unit)):
         raise _damaged(path, f"vector row {bad[0]} {describe_row(vectors[bad[0]])} (bad rows: {bad}); "
-                             "stored vectors must be finite unit vectors")
+                             f"stored vectors must be finite{' unit' if unit else ''} vectors")
     if fields["precision"] == "int8" and fields["count"] and not fields["scales_calibrated"]:
         raise _damaged(path, f"an int8 index of {fields['count']} rows without calibrated scales")
     kind, ids, next_id = fields["id_kind"], arrays.get("ids"), fields["next_id"]

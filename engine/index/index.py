@@ -1,7 +1,17 @@
-"""A flat (exact-scan) cosine vector index, fp32 or int8 with exact rescoring.
+"""A flat (exact-scan) vector index by cosine or dot product, fp32 or int8 with exact rescoring.
 
 Semantics
 ---------
+* **Metric** follows the model's ``similarity_fn_name``: ``metric="cosine"`` (the default) or
+  ``"dot"``; it is a property of the index, saved in its file. "euclidean" and "manhattan" are
+  refused (``Index(metric=...)`` names the workaround). With ``"dot"`` vectors are stored and
+  queried as given (raw, not normalized), scores are inner products, and zero vectors are valid
+  rows and queries (their scores are 0); rows and queries must be finite with
+  ``||v||^2 <= format.DOT_MAX_SQ`` (1e36; real embeddings have norms below 1e3) so that no score
+  can overflow: ``|x . y| <= ||x|| ||y|| <= 1e36``. int8 works the
+  same way for both metrics (per-dimension scales calibrated on the raw values, exact fp32
+  rescoring), so returned scores are exact dot products. The rest of this section describes
+  ``"cosine"``; ids, results, models and int8 are the same for both.
 * **Cosine.** ``add`` and ``search`` L2-normalize their vectors (a copy; the caller's array is
   never modified), so scores are cosine similarities in [-1, 1]. Zero vectors have no
   direction and are rejected with :class:`~engine.errors.InputError` naming the rows, in
@@ -72,15 +82,19 @@ __all__ = ["DEFAULT_OVERSAMPLE", "Index"]
 DEFAULT_OVERSAMPLE = 4
 CALIBRATION_ROWS = 100_000
 PRECISIONS = fmt.PRECISIONS
+METRICS = fmt.METRICS
+# similarity functions of sentence-transformers the index cannot scan: what to do instead
+_DISTANCES = ("euclidean", "manhattan")
 TINY = float(np.finfo(np.float32).tiny)  # a row with a smaller norm is a zero vector
 SMALL_SQ = 1e-30   # float32 squared norms below this may have underflowed: recomputed in float64
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
 class Index:
-    """Exact cosine-similarity index over fixed-dimension vectors.
+    """Exact cosine- or dot-product-similarity index over fixed-dimension vectors.
 
-    ``Index(dim, precision="fp32" | "int8", model=None, *, oversample=4, scales=None)``;
+    ``Index(dim, precision="fp32" | "int8", model=None, *, metric="cosine" | "dot", oversample=4,
+    scales=None)``; metric: the model's ``similarity_fn_name`` (``Embedder.similarity_fn_name``);
     see the module docstring for the semantics of ids, models and int8, and
     :mod:`engine.index.format` for the file.
     """
@@ -91,6 +105,7 @@ class Index:
         precision: str = "fp32",
         model: str | None = None,
         *,
+        metric: str = "cosine",
         oversample: int = DEFAULT_OVERSAMPLE,
         scales: np.ndarray | None = None,
     ) -> None:
@@ -100,6 +115,16 @@ class Index:
             raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if model is not None and not isinstance(model, str):
             raise InputError(f"model must be a fingerprint string or None, got {type(model).__name__}")
+        if metric in _DISTANCES:
+            raise InputError(
+                f"Index(metric={metric!r}): the index ranks by cosine or dot product, not by {metric} distance "
+                f"(a model whose similarity_fn_name is {metric!r}). If the model is a cosine model trained with "
+                f"{metric} similarity, encode with normalize=True and use metric='cosine' (for unit vectors "
+                "euclidean distance ranks as cosine does); otherwise use an index that scans that distance "
+                "(e.g. faiss IndexFlatL2)")
+        if metric not in METRICS:
+            raise InputError(f"metric must be one of {METRICS} (the model's similarity_fn_name), got {metric!r}")
+        self._metric = metric
         self._dim = int(dim)
         self._precision = precision
         self._model = model
@@ -139,6 +164,11 @@ class Index:
         return self._model
 
     @property
+    def metric(self) -> str:
+        """"cosine" (unit vectors, dot product) or "dot" (raw vectors, inner product)."""
+        return self._metric
+
+    @property
     def oversample(self) -> int:
         return self._oversample
 
@@ -151,8 +181,8 @@ class Index:
         return self._n
 
     def __repr__(self) -> str:
-        return (f"Index(dim={self._dim}, precision={self._precision!r}, model={self._model!r}, "
-                f"count={self._n})")
+        return (f"Index(dim={self._dim}, precision={self._precision!r}, metric={self._metric!r}, "
+                f"model={self._model!r}, count={self._n})")
 
     def memory_usage(self) -> dict[str, int]:
         """Bytes of the index's arrays: ``resident`` (held in RAM) and ``mapped`` (memory-mapped
@@ -191,7 +221,7 @@ class Index:
             )
 
     def _vectors(self, x: Any, what: str) -> tuple[np.ndarray, bool]:
-        """Validate and L2-normalize: returns ((m, dim) float32 unit rows, was_1d)."""
+        """Validate and (cosine) L2-normalize: returns ((m, dim) float32 rows, a copy, was_1d)."""
         try:
             arr = np.asarray(x)
         except (ValueError, TypeError) as e:  # ragged lists and the like
@@ -208,6 +238,10 @@ class Index:
             )
         arr = arr.astype(np.float32, copy=False)
         sq = np.einsum("ij,ij->i", arr, arr)  # float32 ||x||^2: NaN/inf for such rows (or overflow)
+        if self._metric == "dot":
+            if sq.size and not sq.max() <= fmt.DOT_MAX_SQ:  # NaN fails too
+                self._check_rows(arr, sq, what)
+            return np.array(arr, dtype=np.float32, order="C"), single   # raw, a copy
         if sq.size and not (sq.min() >= SMALL_SQ and sq.max() <= FLT_MAX):  # NaN fails both
             self._check_rows(arr, sq, what)
         out = l2_normalize(arr, copy=True)
@@ -217,8 +251,7 @@ class Index:
                              "components are too small for float32); scale those rows up or drop them")
         return out, single
 
-    @staticmethod
-    def _check_rows(arr: np.ndarray, sq: np.ndarray, what: str) -> None:
+    def _check_rows(self, arr: np.ndarray, sq: np.ndarray, what: str) -> None:
         """InputError naming the rows with NaN/inf, or a norm below TINY (zero vectors), given
         their float32 squared norms ``sq`` (exact norms recomputed in float64 where small)."""
         odd = np.flatnonzero(~np.isfinite(sq))
@@ -226,6 +259,11 @@ class Index:
         if bad.size:
             raise InputError(f"{what} contain NaN or inf in row(s) {bad[:10].tolist()}; "
                              "drop or fix those rows")
+        if self._metric == "dot":
+            big = np.flatnonzero(~(sq <= fmt.DOT_MAX_SQ))
+            raise InputError(f"{what} row(s) {big[:10].tolist()} are too large: a dot-product index holds "
+                             f"norms up to {fmt.DOT_MAX_SQ ** 0.5:.0e}, so that no score overflows float32; "
+                             "scale the vectors down")
         small = np.flatnonzero(sq < SMALL_SQ)
         x64 = arr[small].astype(np.float64)
         zero = small[np.sqrt(np.einsum("ij,ij->i", x64, x64)) < TINY]
@@ -282,7 +320,7 @@ class Index:
             self._int_ids = ids
 
     def add(self, vectors: Any, ids: Iterable[int] | Iterable[str] | None = None, model: str | None = None) -> None:
-        """Add vectors (n, dim) or (dim,) with optional ids; normalizes them (cosine).
+        """Add vectors (n, dim) or (dim,) with optional ids; normalizes them (cosine; "dot" keeps them).
 
         Raises InputError (shape, NaN/inf, zero vector, bad or duplicate ids) and
         ModelMismatchError (``model`` differs from the index's). An index loaded with
@@ -337,7 +375,7 @@ class Index:
         oversample: int | None = None,
         device: str = "cpu",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by cosine: (scores float32 (nq, k'), ids (nq, k')), k' = min(k, len(index)).
+        """Top-k by the metric: (scores float32 (nq, k'), ids (nq, k')), k' = min(k, len(index)).
 
         A 1-d query gives 1-d results. Best first; equal scores keep insertion order. For int8,
         ``oversample`` (default: the index's) sets the candidate count k * oversample that is
@@ -382,11 +420,12 @@ class Index:
         """The error for a non-finite score or a placeholder row out of a scan: only possible for
         vectors loaded with ``mmap=True, verify=False``, which skips the row check."""
         vecs = self._vecs[: self._n]
-        bad = fmt.bad_rows(vecs)
+        bad = fmt.bad_rows(vecs, unit=self._metric == "cosine")
         where = f"row {bad[0]} {fmt.describe_row(vecs[bad[0]])}" if bad else "no bad row found"
         if self._source is not None:
             return IndexFormatError(
-                f"index file {self._source!r} holds vectors that are not finite unit vectors ({where}); "
+                f"index file {self._source!r} holds vectors that are not finite"
+                f"{' unit' if self._metric == 'cosine' else ''} vectors ({where}); "
                 "Index.load(..., mmap=True, verify=False) skips that check. Load it with verify=True to "
                 "check it, and rebuild the index from the source vectors")
         return EngineError(f"search produced a non-finite score or no row ({where}); please report this bug")
@@ -456,6 +495,7 @@ class Index:
         if self._id_kind is not None:
             arrays["ids"] = self._int_ids[:n] if self._id_kind == "int" else self._str_ids
         fmt.write(path, {"dim": self._dim, "precision": self._precision, "count": n, "model": self._model,
+                         "metric": self._metric,
                          "id_kind": self._id_kind, "next_id": self._next_id, "oversample": self._oversample,
                          "scales_calibrated": self._scales is not None}, arrays)
 
@@ -473,7 +513,8 @@ class Index:
         """
         fields, arrays = fmt.read(path, mmap=mmap, verify=verify)
         str_set = fmt.check_values(path, fields, arrays, rows=verify or not mmap)
-        idx = cls(fields["dim"], fields["precision"], fields["model"], oversample=fields["oversample"])
+        idx = cls(fields["dim"], fields["precision"], fields["model"], metric=fields["metric"],
+                  oversample=fields["oversample"])
         idx._vecs = arrays["vectors"]
         idx._mapped = isinstance(idx._vecs, np.memmap)
         if idx._precision == "int8":
