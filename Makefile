@@ -28,14 +28,14 @@ demo: setup
 # CI-sized suite: lint (ruff, configured in pyproject.toml), then everything except tests marked
 # slow; bench suites run as a correctness smoke.
 test: setup lint
-	@$(PY) -m pytest -q -m "not slow" --benchmark-disable; rc=$$?; \
+	@$(VENV)/bin/pytest -q -m "not slow" --benchmark-disable; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
 test-all: setup
-	$(PY) -m pytest -q --benchmark-disable
+	$(VENV)/bin/pytest -q --benchmark-disable
 
 bench: setup
 	$(VENV)/bin/embed bench
