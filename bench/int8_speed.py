@@ -11,6 +11,12 @@ the machine. The machine is shared, so only the ratios within one run mean anyth
 of the last round also give the quality gate's parity numbers (cosine of int8 to fp32, and of
 both to sentence-transformers).
 
+Distance to the limit: onnxruntime's fp32 and int8 GEMM rates on this machine
+(``harness.gemm_peak``, measured before and after the contenders, the better of the two kept)
+and each contender's achieved GFLOP/s (best tokens/s x ``harness.model_flops_per_token`` at the
+set's mean length) as a fraction of the peak of its precision (int8 for engine int8, fp32 for the
+others). The report names the chip (``environment``: CPU model, int8 ISA class, onnxruntime).
+
 Run: .venv/bin/python bench/int8_speed.py [--model all-MiniLM-L6-v2] [--rounds 3]
 Writes bench/results/int8_speed_<model>.json.
 """
@@ -42,7 +48,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from engine import Embedder
-    from engine.benchmark.harness import environment, measure
+    from engine.benchmark.harness import (
+        environment,
+        gemm_peak,
+        limit_fields,
+        measure,
+        model_flops_per_token,
+        token_count,
+        transformer_shape,
+    )
     from engine.eval.evaluate import load_beir, load_sts
     from engine.models.fetch import resolve
 
@@ -76,9 +90,14 @@ def main(argv=None) -> int:
 
     for fn in contenders.values():  # warm-up: JIT, session arenas, torch kernels
         fn(sets["docs"][:bs]), fn(sets["sents"][: bs * 4])
+    peaks = [gemm_peak(args.threads)]
     print(f"timing {len(contenders)} contenders x {args.rounds} rounds ...", flush=True)
     # one "batch" of measure() is one whole set; latencies_s holds every call, round by round
     ms = measure(contenders, list(sets.values()), repeats=args.rounds, warmup=0)
+    peaks.append(gemm_peak(args.threads))
+    peak = {**peaks[0], **{k: max(p[k] for p in peaks) for k in ("fp32_gflops", "int8_gops")}}
+    peak["int8_over_fp32"] = round(peak["int8_gops"] / peak["fp32_gflops"], 2)
+    peak["runs"] = peaks
     n_sets = len(sets)
     per_round = {c: {k: [len(texts) / m.latencies_s[r * n_sets + i] for r in range(args.rounds)]
                      for i, (k, texts) in enumerate(sets.items())} for c, m in ms.items()}  # texts/s
@@ -93,6 +112,11 @@ def main(argv=None) -> int:
         return {"mean": round(float(c.mean()), 5), "min": round(float(c.min()), 5)}
 
     ref = "ST torch" if "ST torch" in contenders else "engine fp32"
+    shape = transformer_shape(fp32)
+    tokens = {k: token_count(fp32, texts) for k, texts in sets.items()}  # same truncation for every contender
+    flops = {k: model_flops_per_token(fp32, tokens[k] / len(texts), shape) for k, texts in sets.items()}
+    limit = {c: {k: limit_fields(best[c][k] * tokens[k] / len(texts), flops[k], "int8" if "int8" in c else "fp32",
+                                 peak) for k, texts in sets.items()} for c in contenders}
 
     def paired(c, k):
         """Round-by-round ratio to the reference (both timed in the same round, back to back)."""
@@ -112,6 +136,12 @@ def main(argv=None) -> int:
         "per_round_per_s": {c: {k: [round(x, 2) for x in v] for k, v in b.items()} for c, b in per_round.items()},
         "cos_int8_vs_fp32": {k: cos(vecs["engine int8"][k], vecs["engine fp32"][k]) for k in sets},
         "int8_export": int8._exported.meta["export"].get("quantization"),
+        "int8_isa": int8._exported.meta.get("int8_isa"),
+        "gemm_peak": peak,
+        "transformer": shape,
+        "tokens": tokens,
+        "flops_per_token": flops,
+        "limit": limit,  # {contender: {set: {"gflops", "fraction_of_peak"}}}
     }
     if "ST torch" in contenders:
         report["cos_fp32_vs_st"] = {k: cos(vecs["engine fp32"][k], vecs["ST torch"][k]) for k in sets}
@@ -120,7 +150,17 @@ def main(argv=None) -> int:
     out = Path(args.out or Path(__file__).parent / "results" / f"int8_speed_{fp32.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k != "environment"}, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("environment", "limit")}, indent=2))
+    env = report["environment"]
+    print(f"\nchip: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores), int8 ISA class "
+          f"{env['int8_isa']}, onnxruntime {env['onnxruntime']}; GEMM peak ({args.threads} threads, "
+          f"{'x'.join(map(str, peak['shape']))}): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
+          f"int8 {peak['int8_gops']:.0f} GOP/s")
+    for c in contenders:
+        print(f"{c:<16} " + "   ".join(
+            f"{k}: {v['gflops']:.1f} GFLOP/s = {100 * v['fraction_of_peak']:.1f}% of "
+            f"{'int8' if 'int8' in c else 'fp32'} peak" if v["fraction_of_peak"] is not None else f"{k}: -"
+            for k, v in limit[c].items()))
     return 0
 
 

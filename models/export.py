@@ -18,7 +18,12 @@ Layout of one exported model (``<cache>/onnx/<key>/``)::
                       side, pad id, special ids), ``graphs``: the file each device loads, e.g.
                       {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}, and ``position_limit``: the
                       most tokens the position embeddings allow (the ceiling of a settable
-                      max_seq_length; None: no limit; absent in exports written before it)
+                      max_seq_length; None: no limit; absent in exports written before it);
+                      int8: ``int8_calibration_cosine`` and ``int8_isa`` (the CPU's ISA class the
+                      recipe was chosen for; the recipe id itself is in ``export.quantization``)
+
+int8 folders are named ``<model>-int8-v2.2-<recipe id>`` (``_version_tag``): each kind of CPU reads
+the folder of the recipe it gets, and a folder whose meta.json names another recipe is refused.
 
 An export logs one INFO line when it starts ("exporting <model> (<precision>) to <folder> ...") and
 one when it is done ("done in N s"); what torch, transformers, optimum and onnxruntime warn or log
@@ -74,9 +79,19 @@ logger = logging.getLogger(__name__)
 
 
 def _version_tag(precision: str) -> str:
-    """Cache-folder suffix: ``v1`` (fp32, fp16), ``v1.2`` (int8 recipe 2)."""
+    """Cache-folder suffix: ``v2`` (fp32, fp16), ``v2.2-vnni`` (int8 recipe 2, this CPU's recipe id).
+
+    int8 folders carry the recipe id this CPU gets (``quantize.int8_recipe``: ``vnni`` on AMX /
+    AVX-512 VNNI / AVX-VNNI, ``rr`` elsewhere), so a cache copied from another kind of CPU is
+    never read here: this CPU looks up (or exports) its own recipe's folder.
+    """
     r = RECIPE_VERSION.get(precision, 1)
-    return f"v{EXPORT_VERSION}" if r == 1 else f"v{EXPORT_VERSION}.{r}"
+    tag = f"v{EXPORT_VERSION}" if r == 1 else f"v{EXPORT_VERSION}.{r}"
+    if precision == "int8":
+        from .quantize import int8_recipe
+
+        tag += f"-{int8_recipe()}"
+    return tag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,10 +246,32 @@ def _cached(folder: Path, spec: ModelSpec, precision: str) -> ExportedModel | No
             f"{folder} was written by another version of the engine (its meta.json has no module stack); "
             f"delete {folder} to export the model again"
         )
+    if precision == "int8":
+        _check_int8_recipe(folder, meta)
     graphs = meta.get("graphs")
     if not isinstance(graphs, dict) or any(not _runtime_file(folder, n).is_file() for n in graphs.values()):
         meta = _complete(folder, spec, precision, meta)
     return ExportedModel(spec, folder, meta["fingerprint"], precision, meta)
+
+
+def _check_int8_recipe(folder: Path, meta: dict) -> None:
+    """Refuse an int8 export whose recipe is not the one this CPU gets.
+
+    The folder name carries the recipe id, so this happens only to a folder renamed or copied
+    under another name; an export of the same recipe built on another ISA class (AMX vs AVX-512
+    VNNI) is the same graph and loads. Refusing (not re-exporting) keeps a hand-placed folder
+    intact and needs no weights.
+    """
+    from .quantize import cpu_isa, int8_recipe
+
+    built = ((meta.get("export") or {}).get("quantization") or {}).get("recipe")
+    want = int8_recipe()
+    if built != want:
+        raise ExportError(
+            f"{folder} holds an int8 export made with recipe {built or '(none recorded)'!r} on a CPU of ISA "
+            f"class {meta.get('int8_isa') or '(not recorded)'}; this CPU ({cpu_isa()}) needs recipe {want!r} "
+            f"(engine.models.quantize.ISA_RECIPES). Delete {folder} to export it again for this CPU."
+        )
 
 
 def _runtime_file(folder: Path, name) -> Path:
@@ -414,7 +451,7 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
     fusion = _FUSION_TYPES.get(spec.model_type)
     settings = {"version": EXPORT_VERSION, "opset": OPSET,
                 "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none"}
-    calibration = None  # int8: cosine to fp32 on the calibration texts (a measurement, not in the fingerprint)
+    calibration = isa = None  # int8: cosine to fp32 on the calibration texts, the CPU's ISA class (not fingerprinted)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
@@ -432,7 +469,9 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
         if precision == "fp32":
             os.replace(optimized, tmp / "model.onnx")
         elif precision == "int8":
-            from .quantize import check_int8_parity, quantize_int8
+            from .quantize import check_int8_parity, cpu_isa, quantize_int8
+
+            isa = cpu_isa()
 
             config = {"exclude": spec.int8_exclude} if spec.int8_exclude else None
             settings["quantization"] = quantize_int8(optimized, tmp / "model.onnx", spec, model.folder, config=config)
@@ -467,6 +506,7 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
             "graphs": graphs,
             "position_limit": _position_limit(model.folder),
             "int8_calibration_cosine": calibration,
+            "int8_isa": isa,  # the ISA class the int8 recipe was chosen for (outside the fingerprint)
             "versions": _versions(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))

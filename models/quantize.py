@@ -2,11 +2,12 @@
 
 int8 is onnxruntime's *dynamic* quantization: weights are stored as int8 (per output channel),
 activations are quantized to uint8 per batch at run time, and onnxruntime's CPU kernels (MLAS)
-run the products as u8 x s8 integer GEMMs (``vpdpbusd`` on AVX-512 VNNI / AVX-VNNI). The
-default recipe was chosen by bench/experiments/int8_explore.py (numbers in bench/experiments/int8_experiments.md):
-quantize the fused graph's MatMul and Attention nodes, s8 weights per channel, full range on
-VNNI CPUs, GELU in its tanh form. Without VNNI the u8 x s8 path multiplies through 16-bit saturating adds, so
-``reduce_range`` (7-bit weights) is switched on there to avoid overflow.
+run the products as u8 x s8 integer GEMMs. The default recipe was chosen by
+bench/experiments/int8_explore.py (numbers in bench/experiments/int8_experiments.md): quantize the
+fused graph's MatMul and Attention nodes, s8 weights per channel, GELU in its tanh form. What
+depends on the CPU is chosen per ISA class (``cpu_isa``, ``ISA_RECIPES``) at export time, and the
+export cache is keyed by that choice (``int8_recipe``), so a cache copied to another kind of CPU
+never runs a recipe made for a different one.
 
 Everything heavy (onnx, onnxruntime.quantization) is imported inside the functions.
 """
@@ -23,34 +24,101 @@ DEFAULT_INT8: dict = {
     "op_types": ("MatMul", "Attention"),
     "weight_type": "QInt8",
     "per_channel": True,
-    "reduce_range": None,  # None: decided from the CPU (off with VNNI, on without)
+    "reduce_range": None,  # None: from the CPU's ISA class (ISA_RECIPES / INT8_RECIPES)
     "exclude": (),  # regular expressions over node names kept in fp32
     "gelu": "tanh",  # FastGelu instead of the erf form: ~2.6% faster on documents, same parity
     # DefaultTensorType=FLOAT (1): shape inference cannot type the outputs of fused contrib ops.
     "extra_options": {"MatMulConstBOnly": True, "DefaultTensorType": 1},
 }
 
+# -- the CPU's int8 capability ----------------------------------------------------------
+# ISA classes as onnxruntime's CPU provider (MLAS, core/mlas/lib/platform.cpp) picks its u8 x s8
+# GEMM kernel, best first: the first class whose flags (/proc/cpuinfo names) are all present wins.
+# Order follows MLAS: AMX replaces the whole u8s8 dispatch; AVX-512 core (BW/DQ/VL) replaces the
+# AVX-VNNI kernel, and AVX-512 VNNI replaces that.
+ISA_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("amx_int8", ("amx_tile", "amx_int8", "avx512_vnni")),  # TDPBUSD tiles; small GEMMs fall back to AVX-512 VNNI
+    ("avx512_vnni", ("avx512bw", "avx512dq", "avx512vl", "avx512_vnni")),  # vpdpbusd, 512-bit
+    ("avx512", ("avx512bw", "avx512dq", "avx512vl")),  # vpmaddubsw: u8*s8 pairs summed in saturating int16
+    ("avx_vnni", ("avx2", "avx_vnni")),  # vpdpbusd, 256-bit (Alder Lake and later client cores)
+    ("avx2", ("avx2", "fma")),  # vpmaddubsw: saturating int16 pair sums
+    ("arm_dot", ("asimddp",)),  # aarch64 udot (MlasGemmU8X8DispatchUdot): 32-bit accumulation
+)
+ISA_OTHER = "other"  # anything else (SSE-only x86, ARM without dot product, unknown platforms)
 
-def cpu_isa() -> str:
-    """The best integer-GEMM instruction set this CPU offers, from /proc/cpuinfo flags.
+# The int8 recipes by id: the CPU-dependent settings over DEFAULT_INT8. The id is part of the
+# export's cache folder name and of its fingerprinted settings.
+INT8_RECIPES: dict[str, dict] = {
+    "vnni": {"reduce_range": False},  # 8-bit weights, full range
+    "rr": {"reduce_range": True},  # 7-bit weights: no int16 saturation in vpmaddubsw
+}
 
-    ``avx512_vnni`` | ``avx_vnni`` | ``avx512`` | ``avx2`` | ``unknown`` (non-Linux, other arch).
-    """
+# ISA class -> (recipe id, why). Measurements: bench/experiments/int8_experiments.md ("Recipes per ISA").
+ISA_RECIPES: dict[str, tuple[str, str]] = {
+    "amx_int8": ("vnni", "as avx512_vnni: u8s8 runs on AMX tiles (int32 accumulation), nothing saturates; "
+                         "this recipe's parity and speed measured on a Xeon with AMX, rr not compared"),
+    "avx512_vnni": ("vnni", "measured (Zen 4): reduce_range cost parity (docs mean 0.9949 -> 0.9933) and no speed"),
+    "avx_vnni": ("vnni", "not measured: same vpdpbusd instruction (256-bit) as AVX-512 VNNI, no saturation"),
+    "avx512": ("rr", "not measured: vpmaddubsw sums u8*s8 pairs in saturating int16; onnxruntime advises "
+                     "reduce_range for u8s8 without VNNI"),
+    "avx2": ("rr", "safe choice, not measured against full range: vpmaddubsw saturates int16 pair sums; "
+                   "onnxruntime's quantize_static docstring advises reduce_range=True on x86 without VNNI"),
+    "arm_dot": ("rr", "not measured: udot accumulates in int32 and onnxruntime advises reduce_range=False on "
+                      "ARM, so full range is the likely better choice; kept at the 7-bit weights used so far"),
+    ISA_OTHER: ("rr", "not measured: the safe choice (7-bit weights cannot saturate any u8s8 kernel)"),
+}
+
+
+def isa_class(flags) -> str:
+    """The int8 ISA class of a CPU with these feature flags (/proc/cpuinfo names), per ``ISA_CLASSES``."""
+    have = set(flags)
+    return next((name for name, need in ISA_CLASSES if have.issuperset(need)), ISA_OTHER)
+
+
+# macOS sysctl names -> /proc/cpuinfo flag names
+_DARWIN_FLAGS = {"avx2": "avx2", "fma": "fma", "avx512bw": "avx512bw", "avx512dq": "avx512dq",
+                 "avx512vl": "avx512vl", "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni"}
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags under /proc/cpuinfo names: Linux ``flags`` / ``Features`` lines, or
+    macOS ``sysctl`` (x86 machdep.cpu features, arm64 hw.optional.arm.FEAT_DotProd); empty elsewhere."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "unknown"
-    m = re.search(r"^(flags|Features)\s*:\s*(.*)$", text, re.M)
-    flags = set(m.group(2).split()) if m else set()
-    if "avx512_vnni" in flags:
-        return "avx512_vnni"
-    if "avx_vnni" in flags:
-        return "avx_vnni"
-    if "avx512bw" in flags:
-        return "avx512"
-    if "avx2" in flags:
-        return "avx2"
-    return "unknown"
+        text = None
+    if text is not None:
+        m = re.search(r"^(flags|Features)\s*:\s*(.*)$", text, re.M)
+        return set(m.group(2).split()) if m else set()
+    import platform
+    import subprocess
+
+    if platform.system() != "Darwin":
+        return set()
+    keys = ["machdep.cpu.features", "machdep.cpu.leaf7_features", "hw.optional.arm.FEAT_DotProd"]
+    flags: set[str] = set()
+    for key in keys:
+        try:
+            out = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if key.endswith("FEAT_DotProd"):
+            if out.strip() == "1":
+                flags.add("asimddp")
+        else:
+            flags.update(_DARWIN_FLAGS.get(f.lower().replace(".", "").replace("_", ""), f.lower()) for f in out.split())
+    return flags
+
+
+def cpu_isa() -> str:
+    """This CPU's int8 ISA class: ``amx_int8`` | ``avx512_vnni`` | ``avx512`` | ``avx_vnni`` | ``avx2`` |
+    ``arm_dot`` | ``other`` (``isa_class`` of ``cpu_flags``)."""
+    return isa_class(cpu_flags())
+
+
+def int8_recipe(isa: str | None = None) -> str:
+    """The int8 recipe id for an ISA class (default: this CPU's), from ``ISA_RECIPES``."""
+    return ISA_RECIPES.get(isa or cpu_isa(), ISA_RECIPES[ISA_OTHER])[0]
 
 
 def _excluded_nodes(src: Path, patterns) -> list[str]:
@@ -70,7 +138,8 @@ def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | 
     ``config`` overrides keys of DEFAULT_INT8 (the exploration script uses it); ``method`` can only
     be ``"dynamic"``. ``spec`` and ``hf_folder`` are accepted for the export's call signature and
     not used. The returned dict goes into the export's fingerprint, so a different recipe gives
-    different, incompatible vectors.
+    different, incompatible vectors; it names the recipe id (``int8_recipe()``) but not the CPU's
+    ISA class, so two CPUs of one recipe (AMX and AVX-512 VNNI) export the same fingerprint.
     """
     from onnxruntime.quantization import QuantType
 
@@ -83,10 +152,10 @@ def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | 
         )
     if cfg["method"] != "dynamic":
         raise ExportError(f"int8 method must be 'dynamic', got {cfg['method']!r}")
-    isa = cpu_isa()
+    recipe = int8_recipe()
     reduce_range = cfg["reduce_range"]
     if reduce_range is None:
-        reduce_range = isa not in ("avx512_vnni", "avx_vnni")
+        reduce_range = INT8_RECIPES[recipe]["reduce_range"]
     weight_type = getattr(QuantType, cfg["weight_type"], None)
     if weight_type is None:
         raise ExportError(f"weight_type must be QInt8 or QUInt8, got {cfg['weight_type']!r}")
@@ -100,7 +169,7 @@ def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | 
         "exclude": list(cfg["exclude"]),
         "excluded_nodes": len(exclude),
         "extra_options": dict(cfg["extra_options"]),
-        "cpu_isa": isa,
+        "recipe": recipe,  # the CPU's class is recorded in meta.json, outside the fingerprint
         "gelu": cfg["gelu"],
     }
     if cfg["gelu"] not in ("erf", "tanh"):

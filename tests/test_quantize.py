@@ -12,7 +12,7 @@ import pytest
 from engine import Embedder, InputError
 from engine.errors import ExportError
 from engine.models.export import load_or_export
-from engine.models.quantize import DEFAULT_INT8, convert_fp16, cpu_isa, quantize_int8
+from engine.models.quantize import DEFAULT_INT8, INT8_RECIPES, convert_fp16, cpu_isa, int8_recipe, quantize_int8
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",
@@ -57,8 +57,10 @@ def test_int8_graph_and_settings(int8_embedder, tiny_embedder):
     assert "FastGelu" in ops and "BiasGelu" not in ops, ops  # the recipe's tanh GELU
     q = int8_embedder._exported.meta["export"]["quantization"]
     assert q["weight_type"] == DEFAULT_INT8["weight_type"]
-    assert q["cpu_isa"] == cpu_isa()
-    assert q["reduce_range"] == (cpu_isa() not in ("avx512_vnni", "avx_vnni"))
+    assert int8_embedder._exported.meta["int8_isa"] == cpu_isa()  # recorded, outside the fingerprint
+    assert q["recipe"] == int8_recipe() and "cpu_isa" not in q
+    assert q["reduce_range"] == (cpu_isa() not in ("amx_int8", "avx512_vnni", "avx_vnni"))
+    assert q["reduce_range"] is INT8_RECIPES[q["recipe"]]["reduce_range"]
     assert int8_embedder.fingerprint != tiny_embedder.fingerprint
     assert "/int8/" in int8_embedder.fingerprint
 
@@ -153,7 +155,7 @@ def test_convert_fp16_keeps_io_types(fp32_graph, tmp_path):
 
 
 def test_cpu_isa_is_known():
-    assert cpu_isa() in ("avx512_vnni", "avx_vnni", "avx512", "avx2", "unknown")
+    assert cpu_isa() in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm_dot", "other")
 
 
 def test_int8_export_records_calibration_parity(int8_embedder):

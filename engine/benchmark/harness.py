@@ -26,11 +26,17 @@ JSON schema (``"schema": "embed-engine.bench/1"``)::
       "environment": {                                 # see environment()
         "cpu": {"model", "logical_cores", "physical_cores", "flags": {"avx2", "avx512f",
                 "avx512_vnni", "avx512_bf16", "amx_tile", ...: bool}},
+        "int8_isa": "amx_int8" | "avx512_vnni" | ...,   # models/quantize.py cpu_isa()
+        "int8_recipe": "vnni" | "rr",                   # the int8 recipe this CPU exports
+        "onnxruntime": str,                             # its version
         "memory_gb": float, "gpu": [{"name", "memory", "driver"}] | [],
         "onnxruntime_providers": [str], "platform": str, "python": str,
         "versions": {package: version}, "env": {"OMP_NUM_THREADS": ..., ...}
       },
-      "models": {name: {"dim", "max_seq_length", "fingerprints": {precision: str}}},
+      "gemm_peak": {"shape": [m, k, n], "threads", "fp32_gflops", "int8_gops",
+                    "int8_over_fp32"},                 # gemm_peak(), measured in this run (CPU runs)
+      "models": {name: {"dim", "max_seq_length", "fingerprints": {precision: str},
+                        "transformer": {"layers", "hidden", "intermediate"} | null}},
       "texts": {name: {bucket: {"target_tokens", "n_texts", "mean_tokens", "min_tokens",
                                 "max_tokens"}}},       # token counts with special tokens,
                                                        # after truncation at max_seq_length
@@ -48,8 +54,10 @@ JSON schema (``"schema": "embed-engine.bench/1"``)::
         "peak_rss_mb": float | null,                   # process peak during this contender's passes
         "threads": {...},                              # the contender's thread settings
         "speedup_vs_st_torch": float | null,           # texts_per_s / st-torch's, same cell
-        "min_cosine_vs_st_torch": float | null         # min row cosine of the vectors, same texts
-      }],
+        "min_cosine_vs_st_torch": float | null,        # min row cosine of the vectors, same texts
+        "gflops": float | null,                        # tokens_per_s x model_flops_per_token(mean length)
+        "fraction_of_peak": float | null               # gflops / gemm_peak (int8 peak for int8 rows, else
+      }],                                              # fp32; null on CUDA or without a FLOP count)
       "skipped": [{"model", "device", "contender", "precision", "reason"}],
       "rss_method": "VmHWM" | "ru_maxrss"             # how peak_rss_mb was read
     }
@@ -450,7 +458,8 @@ def _gpus() -> list[dict]:
 
 
 def environment() -> dict:
-    """CPU model and SIMD flags, cores, memory, GPUs (nvidia-smi), providers, library versions."""
+    """CPU model and SIMD flags, the int8 ISA class and recipe (models/quantize.py), cores, memory,
+    GPUs (nvidia-smi), providers, the onnxruntime version and other library versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
@@ -473,8 +482,164 @@ def environment() -> dict:
         mem = None
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EMBED_ENGINE_CACHE",
                                       "CUDA_VISIBLE_DEVICES") if k in os.environ}
-    return {"cpu": _cpuinfo(), "memory_gb": mem, "gpu": _gpus(), "onnxruntime_providers": providers,
+    from ..models.quantize import cpu_isa, int8_recipe
+
+    isa = cpu_isa()
+    return {"cpu": _cpuinfo(), "int8_isa": isa, "int8_recipe": int8_recipe(isa),
+            "onnxruntime": versions.get("onnxruntime") or versions.get("onnxruntime-gpu"),
+            "memory_gb": mem, "gpu": _gpus(), "onnxruntime_providers": providers,
             "platform": platform.platform(), "python": platform.python_version(), "versions": versions, "env": env}
+
+
+# -- the chip's limit: GEMM rates and the model's FLOPs ------------------------------------
+# A transformer layer's weight product as the engine runs it on CPU: (2 texts x 256 tokens) rows x
+# hidden 384 @ 384 x intermediate 1536 (Embedder.max_cells = 2 x 256^2 makes 512-row batches).
+# Measured on a 2-core Xeon with AMX: 4096 rows ran at 40% (fp32) and 30% (int8) of the 512-row
+# rate (the 25 MB output leaves the cache), so the bigger shape would understate the chip's limit.
+PEAK_SHAPE = (512, 384, 1536)
+
+
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(field: int, value) -> bytes:
+    """One protobuf field: an int (varint, wire type 0) or bytes / str (length-delimited, wire type 2)."""
+    if isinstance(value, int):
+        return _pb_varint(field << 3) + _pb_varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _pb_varint(field << 3 | 2) + _pb_varint(len(data)) + data
+
+
+def _pb_value_info(name: str, elem_type: int, dims) -> bytes:
+    shape = b"".join(_pb(1, _pb(1, d)) for d in dims)  # TensorShapeProto.dim.dim_value
+    return _pb(1, name) + _pb(2, _pb(1, _pb(1, elem_type) + _pb(2, shape)))  # ValueInfoProto{name, type.tensor_type}
+
+
+def _pb_tensor(name: str, array: np.ndarray, elem_type: int) -> bytes:
+    dims = b"".join(_pb(1, d) for d in array.shape)
+    return dims + _pb(2, elem_type) + _pb(8, name) + _pb(9, np.ascontiguousarray(array).tobytes())
+
+
+def gemm_graph(m: int, k: int, n: int, int8: bool) -> bytes:
+    """A one-node ONNX model (serialized ModelProto) computing (m x k) @ (k x n), the right
+    operand a constant as a model's weights are: ``MatMul`` in fp32, or ``MatMulInteger`` with a
+    uint8 left operand (zero point 128, as dynamic quantization makes) and int8 weights.
+
+    Written as protobuf bytes here (onnxruntime loads bytes), so measuring needs no ``onnx``.
+    """
+    rng = np.random.default_rng(0)
+    FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6
+    if int8:
+        b = rng.integers(-127, 128, size=(k, n), dtype=np.int8)
+        inits = _pb(5, _pb_tensor("B", b, INT8)) + _pb(5, _pb_tensor("a_zp", np.array(128, np.uint8), UINT8))
+        node = _pb(1, "A") + _pb(1, "B") + _pb(1, "a_zp") + _pb(2, "Y") + _pb(3, "gemm") + _pb(4, "MatMulInteger")
+        a_type, y_type = UINT8, INT32
+    else:
+        inits = _pb(5, _pb_tensor("B", rng.standard_normal((k, n)).astype(np.float32), FLOAT))
+        node = _pb(1, "A") + _pb(1, "B") + _pb(2, "Y") + _pb(3, "gemm") + _pb(4, "MatMul")
+        a_type = y_type = FLOAT
+    graph = (_pb(1, node) + _pb(2, "gemm") + inits + _pb(11, _pb_value_info("A", a_type, (m, k)))
+             + _pb(12, _pb_value_info("Y", y_type, (m, n))))
+    # ModelProto: ir_version 8, graph, opset_import {domain "", version 13}
+    return _pb(1, 8) + _pb(7, graph) + _pb(8, _pb(1, "") + _pb(2, 13))
+
+
+def gemm_peak(threads: int, shape: tuple[int, int, int] = PEAK_SHAPE, min_s: float = 0.4,
+              clock: Clock | None = None) -> dict:
+    """This machine's fp32 and int8 GEMM rates, as onnxruntime runs them, measured now.
+
+    One ``MatMul`` (fp32) and one ``MatMulInteger`` (u8 x s8) graph of ``shape`` = (m, k, n),
+    each in an engine Session with ``threads`` intra-op threads; after a warm-up call the two
+    take turns (one call each) until each has run at least 3 times and ``min_s`` seconds; the
+    fastest call counts (a shared machine: the least disturbed one). A product is
+    ``2 * m * k * n`` operations (one multiply, one add per term).
+
+    Returns ``{"shape", "threads", "fp32_gflops", "int8_gops", "int8_over_fp32"}``.
+    """
+    from ..runtime import Session
+
+    clock = clock or PerfClock()
+    m, k, n = shape
+    rng = np.random.default_rng(1)
+    feeds = {"fp32": {"A": rng.standard_normal((m, k)).astype(np.float32)},
+             "int8": {"A": rng.integers(0, 256, size=(m, k), dtype=np.uint8)}}
+    sessions = {kind: Session(gemm_graph(m, k, n, kind == "int8"), "cpu", threads) for kind in feeds}
+    best = {}
+    for kind, sess in sessions.items():
+        sess.run(feeds[kind])  # warm-up: weight packing, thread pool
+        best[kind] = []
+    start = clock.now()
+    while min(len(v) for v in best.values()) < 3 or clock.now() - start < 2 * min_s:
+        for kind, sess in sessions.items():
+            t0 = clock.now()
+            sess.run(feeds[kind])
+            best[kind].append(clock.now() - t0)
+    ops = 2.0 * m * k * n
+    fp32 = ops / min(best["fp32"]) / 1e9
+    int8 = ops / min(best["int8"]) / 1e9
+    return {"shape": list(shape), "threads": threads, "fp32_gflops": round(fp32, 1), "int8_gops": round(int8, 1),
+            "int8_over_fp32": round(int8 / fp32, 2)}
+
+
+def transformer_shape(embedder) -> dict | None:
+    """{"layers", "hidden", "intermediate"} of the embedder's transformer, from the model folder's
+    config.json (BERT-style names, or the n_layer / n_embd / n_inner family); None when the
+    folder or the numbers are not available (the fraction of peak is then not reported)."""
+    from ..models.fetch import resolve
+
+    source = str((embedder._exported.meta or {}).get("source", ""))
+    where = source.split(":", 1)[1] if source.startswith(("local:", "hub:")) else embedder.spec.name
+    try:
+        cfg = json.loads((resolve(where).folder / "config.json").read_text())
+    except Exception:  # not installed, no config: no FLOP count
+        return None
+    pick = lambda *names: next((cfg[x] for x in names if isinstance(cfg.get(x), int)), None)  # noqa: E731
+    layers = pick("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+    hidden = pick("hidden_size", "n_embd", "d_model", "dim")
+    inter = pick("intermediate_size", "n_inner", "hidden_dim", "ffn_dim")
+    if inter is None and hidden:
+        inter = 4 * hidden
+    if not (layers and hidden and inter):
+        return None
+    return {"layers": layers, "hidden": hidden, "intermediate": inter}
+
+
+def model_flops_per_token(embedder, seq_len: float, shape: dict | None = None) -> float | None:
+    """The transformer's matrix-product FLOPs per token of a ``seq_len``-token text.
+
+    Per layer and token, with hidden size h, intermediate size i and sequence length L (2 FLOPs
+    per multiply-add): Q, K, V and output projections 4 * 2h^2; the two FFN products 2 * 2hi;
+    attention scores Q.K^T 2Lh and context P.V 2Lh (all heads together). So
+
+        flops/token = layers * (8 h^2 + 4 h i + 4 L h)
+
+    Elementwise work (softmax, layer norms, GELU, embeddings, pooling) is not counted: this is the
+    GEMM work the chip's GEMM peak bounds. ``seq_len`` is the measured mean length; the attention
+    term of a batch grows with its padded length, which this ignores. ``shape`` overrides
+    ``transformer_shape(embedder)``; None when neither gives the numbers.
+    """
+    shape = shape or transformer_shape(embedder)
+    if shape is None:
+        return None
+    h, i = shape["hidden"], shape["intermediate"]
+    return float(shape["layers"] * (8 * h * h + 4 * h * i + 4 * seq_len * h))
+
+
+def limit_fields(tokens_per_s: float, flops_per_token: float | None, precision: str, peak: dict | None) -> dict:
+    """``{"gflops", "fraction_of_peak"}`` of a contender: achieved GFLOP/s (tokens/s x FLOPs per
+    token) and its share of this chip's measured GEMM peak (int8 peak for int8, else fp32);
+    None where the FLOPs or the peak are unknown."""
+    if flops_per_token is None:
+        return {"gflops": None, "fraction_of_peak": None}
+    gflops = tokens_per_s * flops_per_token / 1e9
+    ref = (peak or {}).get("int8_gops" if precision == "int8" else "fp32_gflops")
+    return {"gflops": round(gflops, 2), "fraction_of_peak": round(gflops / ref, 3) if ref else None}
 
 
 def device_unavailable(device: str) -> str | None:
@@ -585,7 +750,11 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
                     continue
                 emb = contenders[0].embedder
                 entry = result["models"].setdefault(model, {"name": emb.name, "dim": emb.dim,
-                                                            "max_seq_length": emb.max_seq_length, "fingerprints": {}})
+                                                            "max_seq_length": emb.max_seq_length, "fingerprints": {},
+                                                            "transformer": transformer_shape(emb)})
+                peak = None
+                if device == "cpu":  # the chip's limit, measured in this run (once)
+                    peak = result.setdefault("gemm_peak", gemm_peak(threads))
                 for c in contenders:
                     entry["fingerprints"][c.precision] = c.embedder.fingerprint
                 if texts_by_len is None:
@@ -599,7 +768,8 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
                         if bar is not None:
                             bar.set_postfix_str(f"{_short(model)} {device} {length} bs={bs}")
                         result["rows"].extend(_run_cell(model, device, length, bs, texts_by_len[length],
-                                                        contenders, config, clock, memory, emb))
+                                                        contenders, config, clock, memory, emb,
+                                                        peak=peak, shape=entry["transformer"]))
                         _advance(bar, 1)
                 del contenders, baselines, emb
                 gc.collect()
@@ -676,7 +846,8 @@ def _token_stats(emb, texts: list[str], target: int, n_texts: int) -> dict:
             "mean_tokens": float(lens.mean()), "min_tokens": int(lens.min()), "max_tokens": int(lens.max())}
 
 
-def _run_cell(model, device, length, bs, texts, contenders, config, clock, memory, emb) -> list[dict]:
+def _run_cell(model, device, length, bs, texts, contenders, config, clock, memory, emb,
+              peak: dict | None = None, shape: dict | None = None) -> list[dict]:
     n = max(config.n_texts, bs)
     cell_texts = texts[:n]
     batches = [cell_texts[i : i + bs] for i in range(0, n, bs)]
@@ -688,6 +859,7 @@ def _run_cell(model, device, length, bs, texts, contenders, config, clock, memor
     if base_label is not None:
         base_rate = ms[base_label].summary(n, n_tokens)["texts_per_s"]
         base_vecs = _stack(ms[base_label].outputs)
+    flops = model_flops_per_token(emb, n_tokens / n, shape) if shape else None
     rows = []
     for c in contenders:
         m = ms[c.label]
@@ -704,6 +876,7 @@ def _run_cell(model, device, length, bs, texts, contenders, config, clock, memor
             "peak_rss_mb": m.peak_rss_mb, "threads": c.threads,
             "speedup_vs_st_torch": (s["texts_per_s"] / base_rate) if base_rate else None,
             "min_cosine_vs_st_torch": cos,
+            **limit_fields(s["tokens_per_s"], flops, c.precision, peak),
         })
     return rows
 
@@ -717,7 +890,8 @@ def _stack(outputs: list) -> np.ndarray | None:
 # -- output -----------------------------------------------------------------------------
 CSV_FIELDS = ("model", "device", "length", "batch_size", "contender", "precision", "n_texts", "n_batches",
               "repeats", "tokens", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "texts_per_s", "texts_per_s_median",
-              "tokens_per_s", "wall_s", "peak_rss_mb", "threads", "speedup_vs_st_torch", "min_cosine_vs_st_torch")
+              "tokens_per_s", "wall_s", "peak_rss_mb", "threads", "speedup_vs_st_torch", "min_cosine_vs_st_torch",
+              "gflops", "fraction_of_peak")
 
 
 def csv_rows(result: dict) -> list[dict]:
@@ -768,18 +942,32 @@ def _json_default(o):
 def format_table(result: dict) -> str:
     """A short fixed-width table of the rows, grouped by model, device and length."""
     head = f"{'model':<18} {'dev':<4} {'length':<6} {'bs':>4} {'contender':<13} {'p50 ms':>9} {'p95 ms':>9} " \
-           f"{'texts/s':>9} {'tokens/s':>10} {'x st-torch':>10}"
+           f"{'texts/s':>9} {'tokens/s':>10} {'x st-torch':>10} {'GFLOP/s':>8} {'of peak':>7}"
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
         sp = r["speedup_vs_st_torch"]
+        gf, frac = r.get("gflops"), r.get("fraction_of_peak")
         lines.append(
             f"{_short(r['model'])[:18]:<18} {r['device'][:4]:<4} {r['length']:<6} {r['batch_size']:>4} "
             f"{r['label'][:13]:<13} {r['latency_ms']['p50']:>9.2f} {r['latency_ms']['p95']:>9.2f} "
-            f"{r['texts_per_s']:>9.1f} {r['tokens_per_s']:>10,.0f} {('%.2fx' % sp) if sp else '-':>10}"
+            f"{r['texts_per_s']:>9.1f} {r['tokens_per_s']:>10,.0f} {('%.2fx' % sp) if sp else '-':>10} "
+            f"{('%.1f' % gf) if gf is not None else '-':>8} {('%.1f%%' % (100 * frac)) if frac is not None else '-':>7}"
         )
+    lines.append(chip_line(result))
     for s in result["skipped"]:
         lines.append(f"skipped: {_short(s['model'])} {s['device']} {s['contender']} {s['precision']}: {s['reason']}")
     return "\n".join(lines)
+
+
+def chip_line(result: dict) -> str:
+    """One line naming the chip, its int8 ISA class and the GEMM peaks measured in the run."""
+    env = result.get("environment") or {}
+    cpu = env.get("cpu") or {}
+    peak = result.get("gemm_peak")
+    rates = (f"fp32 GEMM {peak['fp32_gflops']:.0f} GFLOP/s, int8 GEMM {peak['int8_gops']:.0f} GOP/s "
+             f"({peak['threads']} threads, {'x'.join(map(str, peak['shape']))})") if peak else "no GEMM peak measured"
+    return (f"chip: {cpu.get('model', 'unknown')}, int8 ISA class {env.get('int8_isa', 'unknown')}, "
+            f"onnxruntime {env.get('onnxruntime', '-')}; peak: {rates}")
 
 
 def best_batch_sizes(result: dict, contender: str = "engine") -> dict[tuple, int]:
