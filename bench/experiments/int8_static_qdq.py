@@ -35,13 +35,20 @@ def quantize_static_qdq(src: Path, dst: Path, tokenizer_folder: Path, max_length
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from engine.models.graph import approximate_gelu
-    from engine.models.quantize import _CALIBRATION, DEFAULT_INT8, _calibration_feeds, cpu_isa
+    from engine.models.quantize import (
+        _CALIBRATION,
+        DEFAULT_INT8,
+        INT8_RECIPES,
+        _calibration_feeds,
+        cpu_isa,
+        int8_recipe,
+    )
 
     feeds = _calibration_feeds(tokenizer_folder, SimpleNamespace(max_seq_length=max_length), _CALIBRATION)
     if feeds is None:
         raise SystemExit(f"int8_static_qdq: no tokenizer.json in {tokenizer_folder} (needed to calibrate)")
     names = {i.name for i in onnx.load(str(src), load_external_data=False).graph.input}
-    reduce_range = cpu_isa() not in ("avx512_vnni", "avx_vnni")
+    reduce_range = INT8_RECIPES[int8_recipe()]["reduce_range"]  # the library's choice for this CPU
 
     class Reader(CalibrationDataReader):
         def __init__(self):
