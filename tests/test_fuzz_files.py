@@ -86,34 +86,6 @@ def _scratch(root: str) -> Path:
 # ----------------------------------------------------------------------------- index files
 
 
-def _index_file(path: Path, meta: dict, blobs: dict, offsets: dict, tail: bytes, cut: int) -> None:
-    """Write an index file from a header dict and section bytes, with both checksums valid:
-    sections laid out as the format places them (when the table allows), then ``offsets``
-    (name -> value) overriding the header's offsets, ``tail`` appended and ``cut`` bytes removed."""
-    table = meta.get("sections")
-    entries = [e for e in table if isinstance(e, dict)] if isinstance(table, list) else []
-    names = [e.get("name") if isinstance(e.get("name"), str) else "" for e in entries]
-    hlen = 0
-    for _ in range(50):
-        off = -(-(48 + hlen) // 64) * 64
-        for e, name in zip(entries, names):
-            e["offset"] = offsets.get(name, off)
-            off = -(-(off + len(blobs.get(name, b""))) // 64) * 64
-        header = json.dumps({**meta, "payload_sha256": "0" * 64}).encode()
-        if len(header) == hlen:
-            break
-        hlen = len(header)
-    start = -(-(48 + hlen) // 64) * 64
-    payload = bytearray()
-    for name in names:
-        payload += b"\0" * (-(-len(payload) // 64) * 64 - len(payload)) + blobs.get(name, b"")
-    payload = (bytes(payload) + tail)[: max(0, len(payload) + len(tail) - cut)]
-    meta["payload_sha256"] = hashlib.sha256(payload).hexdigest()
-    header = json.dumps(meta).encode()
-    path.write_bytes(b"EMBIDX\x00\x01" + len(header).to_bytes(8, "little") + hashlib.sha256(header).digest()
-                     + header + b"\0" * max(0, start - 48 - len(header)) + payload)
-
-
 def _oracle_index_search(meta: dict, blobs: dict, idx, path: Path, checked: bool) -> None:
     """A loaded index against the header and section bytes written: fields, and search = brute force."""
     from engine.errors import IndexFormatError
@@ -159,6 +131,7 @@ def fuzz_index_files(root: str, examples: int) -> None:
     from engine.errors import IndexFormatError
     from engine.index import Index
     from engine.index import format as fmt
+    from tests.index_files import write_index_file
 
     st, values = _strategies()
     dtypes = st.sampled_from(["<f4", ">f4", "|i1", "<i8", "|u1", "|O", "<f8", "<U4", "|V8", "<i4", "f4", ""])
@@ -211,7 +184,7 @@ def fuzz_index_files(root: str, examples: int) -> None:
                     cut += m[1]
                 elif m[0] == "version":
                     magic = raw[:6] + m[1]
-            _index_file(path, meta, blobs, offsets, tail, cut)
+            write_index_file(path, meta, blobs, offsets=offsets, tail=tail, cut=cut)
             if magic != raw[:8]:
                 path.write_bytes(magic + path.read_bytes()[8:])
             mmap, verify = load

@@ -11,6 +11,7 @@ import pytest
 from engine.errors import IndexFormatError
 from engine.index import Index
 from engine.index import format as fmt
+from tests.index_files import write_index_file
 
 D = 8
 EYE = np.eye(D, dtype=np.float32)   # unit rows: normalizing them is exact, so the bytes are fixed
@@ -137,38 +138,15 @@ def test_write_read_round_trip(tmp_path, precision, id_kind):
 
 
 def _craft(path, edit, place=None):
-    """Rewrite a valid file after ``edit(meta, blobs)`` changed its header (a dict) and/or
-    its section bytes (name -> bytes), with correct hashes, so only the rule under test breaks.
-    Sections are placed by the documented layout (first at align64(48 + H), each next at
-    align64(previous end)); ``place(meta)``, if given, then edits the offsets the header lists."""
+    """Rewrite a valid file after ``edit(meta, blobs)`` changed its header (a dict) and/or its section
+    bytes (name -> bytes), with correct hashes, so only the rule under test breaks (layout and
+    ``place``: ``write_index_file``)."""
     raw = path.read_bytes()
     hlen = int.from_bytes(raw[8:16], "little")
     meta = json.loads(raw[48: 48 + hlen])
     blobs = {e["name"]: raw[e["offset"]: e["offset"] + e["nbytes"]] for e in meta["sections"]}
     edit(meta, blobs)
-    table = meta["sections"] if all(isinstance(e, dict) for e in meta["sections"]) else []
-    names = [e.get("name") for e in table]
-    hlen = 0
-    while True:
-        off = -(-(48 + hlen) // 64) * 64
-        for e, name in zip(table, names):
-            e["offset"] = off
-            off = -(-(off + len(blobs.get(name, b""))) // 64) * 64
-        if place:
-            place(meta)
-        header = json.dumps({**meta, "payload_sha256": "0" * 64}).encode()
-        if len(header) == hlen:
-            break
-        hlen = len(header)
-    start = -(-(48 + hlen) // 64) * 64
-    payload = bytearray()
-    for name in names:                                  # the blobs at the layout's offsets
-        payload += b"\0" * (-(-len(payload) // 64) * 64 - len(payload)) + blobs.get(name, b"")
-    meta["payload_sha256"] = hashlib.sha256(payload).hexdigest()
-    header = json.dumps(meta).encode()
-    assert len(header) == hlen
-    path.write_bytes(b"EMBIDX\x00\x01" + hlen.to_bytes(8, "little") + hashlib.sha256(header).digest()
-                     + header + b"\0" * (start - 48 - hlen) + bytes(payload))
+    write_index_file(path, meta, blobs, place=place)
 
 
 def _section(meta, name):
