@@ -18,7 +18,9 @@ from .errors import (
     InputError,
     ModelMismatchError,
     ModelNotFoundError,
+    OutputError,
     ProviderError,
+    UnsupportedModelError,
     WeightsVerificationError,
 )
 
@@ -34,7 +36,9 @@ __all__ = [
     "InputError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "OutputError",
     "ProviderError",
+    "UnsupportedModelError",
     "WeightsVerificationError",
 ]
 __version__ = "0.1.0"
