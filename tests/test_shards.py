@@ -501,3 +501,22 @@ def test_lock_file_link_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"\.lock is a symbolic link"):
         OutputDir(out)
     assert not target.exists()
+
+
+def test_a_failed_run_that_wrote_no_shard_pins_no_settings(tmp_path, tiny_model_dir, tiny_cache):
+    """A first run that fails before any shard (wrong text field) must not block the corrected rerun."""
+    from engine.corpus import embed_corpus
+    from engine.errors import InputError
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"_id": f"d{i}", "body": f"text number {i}"}) + "\n" for i in range(5)))
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="text"):
+        embed_corpus(src, out, str(tiny_model_dir), cache_dir=tiny_cache, cache=False)
+    assert (out / "manifest.json").exists() and not list(out.glob("shard-*"))
+    s = embed_corpus(src, out, str(tiny_model_dir), cache_dir=tiny_cache, cache=False, text_field="body")
+    assert s.docs == 5
+    # once a shard exists, other settings are refused as before
+    with pytest.raises(InputError, match="other settings"):
+        embed_corpus(src, out, str(tiny_model_dir), cache_dir=tiny_cache, cache=False, text_field="body",
+                     shard_size=2)

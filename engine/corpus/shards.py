@@ -165,6 +165,10 @@ class OutputDir:
             if old_settings is None and not overwrite:
                 raise InputError(f"{manifest} is not an embed encode manifest (or is damaged); choose another "
                                  "output folder, or pass --overwrite (overwrite=True) to replace its contents")
+            if old_settings is not None and old_settings != settings and not overwrite and not self._has_shards():
+                # a run that failed before writing any shard (a wrong column name, say) pins nothing
+                log.info("%s: replacing the manifest of an earlier run that wrote no shard", self.path)
+                overwrite = True
             if old_settings is not None and old_settings != settings and not overwrite:
                 diff = [f"{k}: {old_settings.get(k)!r} then, {settings.get(k)!r} now"
                         for k in sorted(set(settings) | set(old_settings)) if old_settings.get(k) != settings.get(k)]
@@ -182,6 +186,9 @@ class OutputDir:
                                  "or pass --overwrite (overwrite=True) to delete the shards and start again")
             if overwrite:
                 self.clear()
+
+    def _has_shards(self) -> bool:
+        return any(_SHARD_FILE.match(p.name) for p in self.path.iterdir())
 
     def clear(self) -> None:
         """Delete what encode writes here (shards, records, manifest, rejects); nothing else."""
