@@ -54,18 +54,16 @@ def main(argv=None) -> int:
         limit_fields,
         measure,
         model_flops_per_token,
+        scifact_sts_texts,
         token_count,
         transformer_shape,
     )
-    from engine.eval.evaluate import load_beir, load_sts
     from engine.models.fetch import resolve
 
     try:
-        docs = load_beir(args.data / "scifact").doc_texts
-        s1, s2, _ = load_sts(args.data / "stsb" / "sts-dev.csv")
+        sets = scifact_sts_texts(args.data, args.docs, args.sents)
     except FileNotFoundError as e:
         sys.exit(f"int8_speed: {e}; pass --data DIR")
-    sets = {"docs": docs[: args.docs], "sents": [s for pair in zip(s1, s2) for s in pair][: args.sents]}
     bs = args.batch_size
     fp32 = Embedder(args.model, threads=args.threads)
     int8 = Embedder(args.model, model_precision="int8", threads=args.threads)

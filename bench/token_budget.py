@@ -38,15 +38,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from engine import Embedder
-    from engine.benchmark.harness import environment
-    from engine.eval.evaluate import load_beir, load_sts
+    from engine.benchmark.harness import environment, scifact_sts_texts
 
     try:
-        docs = load_beir(args.data / "scifact").doc_texts
-        s1, s2, _ = load_sts(args.data / "stsb" / "sts-dev.csv")
+        sets = scifact_sts_texts(args.data, args.docs, args.sents)
     except FileNotFoundError as e:
         sys.exit(f"token_budget: {e}; pass --data DIR")
-    sets = {"docs": docs[: args.docs], "sents": [s for pair in zip(s1, s2) for s in pair][: args.sents]}
     caps = {"no cap": None, **{f"{k} x 256^2": int(k) * 256 * 256 for k in args.ks.split(",") if k}}
     workers = [int(w) for w in args.workers.split(",")]
     settings = {f"{c}, {w}w": (cells, w) for c, cells in caps.items() for w in workers}

@@ -269,6 +269,18 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # -- texts ------------------------------------------------------------------------------
+def scifact_sts_texts(data: str | os.PathLike, n_docs: int, n_sents: int) -> dict[str, list[str]]:
+    """The encoding workload of the bench/ scripts: ``{"docs": the first n_docs SciFact documents
+    (the one title+text rule), "sents": the first n_sents STS-dev sentences (sentence1 and sentence2
+    interleaved)}`` from ``data`` (a folder with scifact/ and stsb/sts-dev.csv). FileNotFoundError
+    names what is missing."""
+    from ..eval.evaluate import load_beir, load_sts
+
+    docs = load_beir(Path(data) / "scifact").doc_texts
+    s1, s2, _ = load_sts(Path(data) / "stsb" / "sts-dev.csv")
+    return {"docs": docs[:n_docs], "sents": [s for pair in zip(s1, s2) for s in pair][:n_sents]}
+
+
 def read_corpus(path: str | os.PathLike | None = None) -> list[str]:
     """The non-empty document texts of a corpus file, read by the corpus reader
     (``engine.corpus.readers``, ``ANY_TEXT`` fields): .jsonl/.csv/.tsv/.parquet records with a
