@@ -347,15 +347,10 @@ def _write_runtime_graphs(
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # as the export's other files (mkstemp makes it owner-only)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``data`` to ``path`` through the engine's one atomic writer (temp sibling, fsync, rename; umask)."""
+    from ..files import replace_atomically
+
+    replace_atomically(path, [data], prefix=path.name + ".tmp-")
 
 
 def _export(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool = False) -> ExportedModel:
