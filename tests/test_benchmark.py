@@ -549,13 +549,14 @@ def test_gemm_graph_computes_the_product(int8):
     """The hand-written protobuf is a valid ONNX model whose output is A @ B (numpy oracle)."""
     import onnxruntime as ort
 
-    from engine.benchmark.harness import _pb_tensor, gemm_graph
+    from engine.benchmark.harness import gemm_graph
+    from engine.onnx_bytes import tensor
 
     m, k, n = 5, 7, 3
     model = gemm_graph(m, k, n, int8)
     rng = np.random.default_rng(0)  # gemm_graph's weights: the same generator and draw
     b = rng.integers(-127, 128, size=(k, n), dtype=np.int8) if int8 else rng.standard_normal((k, n)).astype(np.float32)
-    assert _pb_tensor("B", b, 3 if int8 else 1) in model
+    assert tensor("B", b, 3 if int8 else 1) in model
     if int8:
         a = (np.arange(m * k).reshape(m, k) * 37 % 256).astype(np.uint8)
     else:

@@ -511,55 +511,27 @@ def environment() -> dict:
 PEAK_SHAPE = (512, 384, 1536)
 
 
-def _pb_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _pb(field: int, value) -> bytes:
-    """One protobuf field: an int (varint, wire type 0) or bytes / str (length-delimited, wire type 2)."""
-    if isinstance(value, int):
-        return _pb_varint(field << 3) + _pb_varint(value)
-    data = value.encode() if isinstance(value, str) else value
-    return _pb_varint(field << 3 | 2) + _pb_varint(len(data)) + data
-
-
-def _pb_value_info(name: str, elem_type: int, dims) -> bytes:
-    shape = b"".join(_pb(1, _pb(1, d)) for d in dims)  # TensorShapeProto.dim.dim_value
-    return _pb(1, name) + _pb(2, _pb(1, _pb(1, elem_type) + _pb(2, shape)))  # ValueInfoProto{name, type.tensor_type}
-
-
-def _pb_tensor(name: str, array: np.ndarray, elem_type: int) -> bytes:
-    dims = b"".join(_pb(1, d) for d in array.shape)
-    return dims + _pb(2, elem_type) + _pb(8, name) + _pb(9, np.ascontiguousarray(array).tobytes())
-
-
 def gemm_graph(m: int, k: int, n: int, int8: bool) -> bytes:
     """A one-node ONNX model (serialized ModelProto) computing (m x k) @ (k x n), the right
     operand a constant as a model's weights are: ``MatMul`` in fp32, or ``MatMulInteger`` with a
     uint8 left operand (zero point 128, as dynamic quantization makes) and int8 weights.
 
-    Written as protobuf bytes here (onnxruntime loads bytes), so measuring needs no ``onnx``.
+    Written as protobuf bytes (:mod:`engine.onnx_bytes`), so measuring needs no ``onnx``.
     """
+    from .. import onnx_bytes as pb
+
     rng = np.random.default_rng(0)
-    FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6
     if int8:
         b = rng.integers(-127, 128, size=(k, n), dtype=np.int8)
-        inits = _pb(5, _pb_tensor("B", b, INT8)) + _pb(5, _pb_tensor("a_zp", np.array(128, np.uint8), UINT8))
-        node = _pb(1, "A") + _pb(1, "B") + _pb(1, "a_zp") + _pb(2, "Y") + _pb(3, "gemm") + _pb(4, "MatMulInteger")
-        a_type, y_type = UINT8, INT32
+        inits = [pb.tensor("B", b, pb.INT8), pb.tensor("a_zp", np.array(128, np.uint8), pb.UINT8)]
+        node = pb.node("MatMulInteger", ["A", "B", "a_zp"], ["Y"], "gemm")
+        a_type, y_type = pb.UINT8, pb.INT32
     else:
-        inits = _pb(5, _pb_tensor("B", rng.standard_normal((k, n)).astype(np.float32), FLOAT))
-        node = _pb(1, "A") + _pb(1, "B") + _pb(2, "Y") + _pb(3, "gemm") + _pb(4, "MatMul")
-        a_type = y_type = FLOAT
-    graph = (_pb(1, node) + _pb(2, "gemm") + inits + _pb(11, _pb_value_info("A", a_type, (m, k)))
-             + _pb(12, _pb_value_info("Y", y_type, (m, n))))
-    # ModelProto: ir_version 8, graph, opset_import {domain "", version 13}
-    return _pb(1, 8) + _pb(7, graph) + _pb(8, _pb(1, "") + _pb(2, 13))
+        inits = [pb.tensor("B", rng.standard_normal((k, n)).astype(np.float32), pb.FLOAT)]
+        node = pb.node("MatMul", ["A", "B"], ["Y"], "gemm")
+        a_type = y_type = pb.FLOAT
+    return pb.model([node], [pb.value_info("A", a_type, (m, k))], [pb.value_info("Y", y_type, (m, n))], inits,
+                    name="gemm")
 
 
 def gemm_peak(threads: int, shape: tuple[int, int, int] = PEAK_SHAPE, min_s: float = 0.4,
