@@ -231,6 +231,43 @@ def _push_block_scores(scores, m, base, hs, hi):
                         thr = cs[0]
 
 
+@njit(cache=True, fastmath=True)
+def _push_row_scores(scores, base, hs, hi, thr):
+    """For every row r and query j: push (scores[r, j], base + r) into heap (hs[j], hi[j]).
+
+    The transposed layout of ``_push_block_scores``: one block (m, nq) with a row per corpus
+    row, as a GEMM of corpus rows by query columns returns it. ``thr[j]`` mirrors the root of
+    heap j; a row is walked only when some score beats its query's root, found first by a
+    vectorized any(scores[r, :] > thr) (after the first rows almost no row has one). Rows
+    arrive in increasing ``base + r``, so the strict ``>`` keeps the smaller index on ties.
+    """
+    m, nq = scores.shape
+    for r in range(m):
+        row = scores[r]
+        hit = False
+        for j in range(nq):
+            hit |= row[j] > thr[j]
+        if hit:
+            for j in range(nq):
+                s = row[j]
+                if s > thr[j]:
+                    _heap_replace_root(hs[j], hi[j], s, np.int64(base + r))
+                    thr[j] = hs[j, 0]
+
+
+def push_row_scores(scores: np.ndarray, base: int, hs: np.ndarray, hi: np.ndarray, thr: np.ndarray) -> None:
+    """Feed a (rows, nq) score block for corpus rows ``base, base + 1, ...`` into the heaps
+    (hs, hi) of ``empty_heaps((nq, k), scores.dtype)``; ``thr`` starts as ``hs[:, 0].copy()``
+    and is kept in step. Blocks must arrive in increasing ``base``."""
+    _push_row_scores(scores, base, hs, hi, thr)
+
+
+def sort_heaps(hs: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort the heaps (nq, k) in place into best-first results and return them."""
+    _sort_heaps(hs, hi)
+    return hs, hi
+
+
 @njit(cache=True, fastmath=True, parallel=True)
 def _sort_heaps(hs, hi):
     """Sort every heap hs[j], hi[j] into best-first order."""

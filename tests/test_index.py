@@ -28,14 +28,16 @@ def oracle(x, q, k):
     return np.take_along_axis(s, i, 1), i
 
 
-@pytest.fixture(params=["fp32", "int8"])
+@pytest.fixture(params=["fp32", "int8", "binary"])
 def precision(request):
     return request.param
 
 
 def test_search_matches_oracle_and_normalizes(precision):
     x, q = vecs(3000), vecs(20, seed=1)
-    idx = Index(D, precision)
+    # binary: 32 sign bits of isotropic vectors rank coarsely (its recall: tests/test_index_codes.py);
+    # oversample 300 = every row is rescored, so this checks its plumbing against the oracle
+    idx = Index(D, precision, oversample=300 if precision == "binary" else None)
     idx.add(x[:1000] * 7.0)         # scaling must not matter (cosine)
     idx.add(x[1000:])
     assert len(idx) == 3000 and idx.dim == D and idx.precision == precision
@@ -361,7 +363,7 @@ def test_dot_matches_oracle_without_normalizing(precision):
     x = vecs(2000) * rng.uniform(0.1, 5.0, (2000, 1)).astype(np.float32)   # norms matter for dot
     x[7] = 0                                                              # a zero vector is fine for dot
     q = vecs(30, seed=1) * 3.0
-    idx = Index(D, precision, metric="dot")
+    idx = Index(D, precision, metric="dot", oversample=200 if precision == "binary" else None)
     idx.add(x[:500])
     idx.add(x[500:])
     assert idx.metric == "dot"
@@ -447,6 +449,10 @@ def test_dot_cuda_path_through_numpy_stand_in(numpy_as_cupy, monkeypatch, precis
     q = vecs(5, seed=2) * 2
     idx = Index(D, precision, metric="dot")
     idx.add(x)
+    if precision == "binary":
+        with pytest.raises(InputError, match="CPU only"):
+            idx.search(q, 10, device="cuda")
+        return
     s_gpu, i_gpu = idx.search(q, 10, device="cuda")
     want_s, want_i = dot_oracle(x, q, 10)
     np.testing.assert_array_equal(i_gpu, want_i)

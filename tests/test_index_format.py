@@ -106,7 +106,7 @@ def _fields(precision="fp32", id_kind=None, count=3, **kw):
             "next_id": 0, "oversample": 4, "scales_calibrated": precision == "int8", "metric": "cosine", **kw}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "binary"])
 @pytest.mark.parametrize("id_kind", [None, "int", "str"])
 def test_write_read_round_trip(tmp_path, precision, id_kind):
     rng = np.random.default_rng(0)
@@ -115,6 +115,8 @@ def test_write_read_round_trip(tmp_path, precision, id_kind):
     if precision == "int8":
         arrays["codes"] = rng.integers(-127, 128, (n, D)).astype(np.int8)
         arrays["scales"] = rng.uniform(0.001, 0.01, D).astype(np.float32)
+    elif precision == "binary":
+        arrays["bits"] = rng.integers(0, 2**63, (n, -(-D // 64)), dtype=np.uint64) >> np.uint64(64 - D % 64 or 0)
     if id_kind == "int":
         arrays["ids"] = np.array([9, -3, 2**62, 0, 7], np.int64)
     elif id_kind == "str":

@@ -1,4 +1,4 @@
 """Vector index: ``Index`` (vectors, ids, search) and its on-disk format (``engine.index.format``)."""
-from .index import DEFAULT_OVERSAMPLE, Index
+from .index import DEFAULT_OVERSAMPLE, DEFAULT_OVERSAMPLE_BINARY, Index
 
-__all__ = ["DEFAULT_OVERSAMPLE", "Index"]
+__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_OVERSAMPLE_BINARY", "Index"]

@@ -6,7 +6,7 @@ Byte layout::
     offset 8    uint64    header length H (at most 1 MiB)
     offset 16   32 bytes  sha256 of the header bytes
     offset 48   H bytes   header, UTF-8 JSON (json.dumps defaults), keys in this order:
-                          format_version, dim, precision ("fp32" | "int8"), count, model (str |
+                          format_version, dim, precision ("fp32" | "int8" | "binary"), count, model (str |
                           null), metric ("cosine" | "dot"; files written before "dot" existed say "cosine"),
                           id_kind (null | "int" | "str"), next_id,
                           oversample, scales_calibrated, sections, payload_sha256
@@ -19,6 +19,9 @@ Sections (``sections`` in the header lists ``{name, dtype, shape, offset, nbytes
     codes        |i1    (count, dim)   precision int8
     scales       <f4    (dim,)         precision int8; finite, > 0 (1/127 each until calibrated,
                                        scales_calibrated says which)
+    bits         <u8    (count, W)     precision binary: sign bits of the vectors' rows,
+                                       W = ceil(dim / 64) words (engine.kernels.binary.pack_signs;
+                                       padding bits 0)
     ids          <i8    (count,)       id_kind "int" (explicit integer ids; null = row numbers)
     ids_offsets  <i8    (count + 1,)   id_kind "str": string i is ids_utf8[offs[i]:offs[i+1]],
     ids_utf8     |u1    (offs[-1],)    id_kind "str"   offs[0] = 0, non-decreasing
@@ -37,8 +40,9 @@ above) and the file size (a truncated file fails there), in :func:`_check_sectio
 the values a later step would trust (scales, string-id offsets and UTF-8) after reading them,
 in :func:`_decode`; and, with ``verify=True``, the payload hash (one sequential read).
 :func:`check_values` holds what an ``Index`` needs of the values on top of that, and
-``Index.load`` runs it: every vector row finite, with unit norm for cosine (:func:`bad_rows`), calibrated
-int8 scales once there are rows, ids unique, ``next_id`` consistent with the ids. Every failure is an
+``Index.load`` runs it: every vector row finite, with unit norm for cosine (:func:`bad_rows`),
+binary sign bits equal to the vectors' signs, calibrated int8 scales once there are rows, ids
+unique, ``next_id`` consistent with the ids. Every failure is an
 :class:`~engine.errors.IndexFormatError` naming the file and what is wrong.
 ``write`` goes through :func:`engine.files.replace_atomically`: a temporary file in the same
 directory (mode 0o666 less the umask), fsynced and ``os.replace``-d over ``path``, so readers see
@@ -66,7 +70,7 @@ __all__ = ["FIELDS", "FORMAT_VERSION", "MAGIC", "SECTIONS", "bad_rows", "check_v
 
 FORMAT_VERSION = 1
 MAGIC = b"EMBIDX\x00\x01"
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "binary")
 ID_KINDS = (None, "int", "str")
 METRICS = ("cosine", "dot")   # cosine: unit rows, dot product; dot: raw rows, inner product
 # metric "dot": the largest ||v||^2 of a row or query, so |x . y| <= ||x|| ||y|| <= 1e36: finite in
@@ -84,6 +88,7 @@ SECTIONS: dict[str, tuple[str, Any]] = {
     "vectors": ("<f4", lambda n, d: (n, d)),
     "codes": ("|i1", lambda n, d: (n, d)),
     "scales": ("<f4", lambda n, d: (d,)),
+    "bits": ("<u8", lambda n, d: (n, -(-d // 64))),
     "ids": ("<i8", lambda n, d: (n,)),
     "ids_offsets": ("<i8", lambda n, d: (n + 1,)),
     "ids_utf8": ("|u1", None),
@@ -113,6 +118,8 @@ def section_names(precision: str, id_kind: str | None) -> list[str]:
     names = ["vectors"]
     if precision == "int8":
         names += ["codes", "scales"]
+    elif precision == "binary":
+        names.append("bits")
     if id_kind == "int":
         names.append("ids")
     elif id_kind == "str":
@@ -332,6 +339,11 @@ def _decode(path: Path, fields: dict, arrays: dict[str, np.ndarray]) -> dict[str
         if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
             raise _damaged(path, "int8 scales are not all finite and positive")
         out.update(codes=arrays["codes"], scales=scales)
+    elif fields["precision"] == "binary":
+        bits, pad = arrays["bits"], fields["dim"] % 64
+        if pad and len(bits) and np.any(bits[:, -1] >> np.uint64(pad)):
+            raise _damaged(path, f"binary codes set padding bits above dimension {fields['dim']}")
+        out["bits"] = bits
     if fields["id_kind"] == "int":
         out["ids"] = arrays["ids"]
     elif fields["id_kind"] == "str":
@@ -384,6 +396,8 @@ def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[s
 
     * ``rows``: every vector row is a finite unit vector, or for metric "dot" a finite one
       (``bad_rows``; about 0.15 s for 1M x 384 from the page cache, one read of the section);
+    * ``rows``, binary: the sign bits are those of the vectors (``pack_signs``; bits that
+      disagree would only cost recall, but a file saying so is not the one that was saved);
     * an int8 index with rows has calibrated scales (its first ``add`` calibrates them);
     * ids are unique (integer or string);
     * ``next_id`` (the next default id): equals ``count`` for row-number ids, and is above every
@@ -397,6 +411,16 @@ def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[s
     if rows and (bad := bad_rows(vectors, unit=unit)):
         raise _damaged(path, f"vector row {bad[0]} {describe_row(vectors[bad[0]])} (bad rows: {bad}); "
                              f"stored vectors must be finite{' unit' if unit else ''} vectors")
+    if rows and fields["precision"] == "binary":
+        from engine.kernels.binary import pack_signs
+
+        bits = arrays["bits"]
+        for start in range(0, len(vectors), ROW_BLOCK):
+            block = np.asarray(vectors[start: start + ROW_BLOCK])
+            differ = np.flatnonzero((pack_signs(block) != bits[start: start + ROW_BLOCK]).any(axis=1))
+            if differ.size:
+                raise _damaged(path, f"the binary codes of row {start + int(differ[0])} are not the signs of its "
+                                     "vector")
     if fields["precision"] == "int8" and fields["count"] and not fields["scales_calibrated"]:
         raise _damaged(path, f"an int8 index of {fields['count']} rows without calibrated scales")
     kind, ids, next_id = fields["id_kind"], arrays.get("ids"), fields["next_id"]

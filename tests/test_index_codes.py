@@ -1,0 +1,224 @@
+"""The first stages of int8 and binary indexes against numpy oracles: the blocked int8 GEMM
+(``engine.index.qgemm``) and the binary Index (sign bits + Hamming scan + exact rescoring),
+their files, and the recall each keeps after rescoring."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.errors import IndexFormatError, InputError
+from engine.index import DEFAULT_OVERSAMPLE, DEFAULT_OVERSAMPLE_BINARY, Index, qgemm
+from engine.kernels.binary import pack_signs
+from engine.kernels.normalize import l2_normalize
+from engine.kernels.quantize import calibrate_scales, quantize, topk_int8
+from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
+from tests.index_files import write_index_file
+
+
+def clustered(n, d, nq, seed=0):
+    """Unit vectors around 50 centres, queries near corpus points (search_bench.py's data, small)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, d)).astype(np.float32)
+    x = l2_normalize(centres[rng.integers(0, 50, n)] + 0.3 * rng.standard_normal((n, d)).astype(np.float32))
+    q = l2_normalize(x[rng.integers(0, n, nq)] + 0.1 * rng.standard_normal((nq, d)).astype(np.float32))
+    return x, q
+
+
+def exact(x, q, k):
+    s = q.astype(np.float64) @ x.T.astype(np.float64)
+    return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+
+def recall(found, truth):
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / truth.shape[1] for a, b in zip(found, truth)]))
+
+
+# ----------------------------------------------------------------------------- the row-block heap feed
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_push_row_scores_matches_a_stable_sort(dtype):
+    rng = np.random.default_rng(0)
+    scores = rng.integers(-50, 50, (1000, 7)).astype(dtype)   # many ties: smaller row first
+    hs, hi = empty_heaps((7, 12), dtype)
+    thr = hs[:, 0].copy()
+    for r0 in range(0, 1000, 300):                              # blocks, last one short
+        push_row_scores(np.ascontiguousarray(scores[r0: r0 + 300]), r0, hs, hi, thr)
+    s, i = sort_heaps(hs, hi)
+    want = np.argsort(-scores.T.astype(np.int64), axis=1, kind="stable")[:, :12]
+    np.testing.assert_array_equal(i, want)
+    np.testing.assert_array_equal(s, np.take_along_axis(scores.T, want, 1))
+
+
+# ----------------------------------------------------------------------------- int8 GEMM first stage
+
+
+@pytest.mark.parametrize("n, d, k", [(5000, 37, 25), (300, 384, 40), (7, 16, 10)])
+def test_int8_gemm_candidates_match_integer_oracle(monkeypatch, n, d, k):
+    """Candidates are the exact top-k of the integer scores qq . codes (8-bit queries), ties by row;
+    blocks smaller than n exercise the block boundaries."""
+    monkeypatch.setattr(qgemm, "BLOCK_ROWS", 1024)
+    x, q = clustered(n, d, 33, seed=d)
+    scales = calibrate_scales(x)
+    codes = quantize(x, scales)
+    codes[3] = codes[5]                                        # exact ties
+    s, i = qgemm.topk_int8_gemm(codes, q, scales, k)
+    qq, t = qgemm.quantize_queries(q, scales)
+    assert qq.dtype == np.int8 and np.abs(qq).max() == 127
+    ints = qq.astype(np.int64) @ codes.T.astype(np.int64)
+    want = np.argsort(-ints, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(i, want)
+    np.testing.assert_allclose(s, np.take_along_axis(ints, want, 1) * t[:, None], rtol=1e-6)
+    # the approximate score tracks q . dequant(codes)
+    approx = q.astype(np.float64) @ (codes.astype(np.float64) * scales).T
+    np.testing.assert_allclose(s, np.take_along_axis(approx, want, 1), atol=0.02)
+
+
+def test_int8_gemm_zero_query_and_empty():
+    x, _ = clustered(100, 16, 1)
+    scales = calibrate_scales(x)
+    codes = quantize(x, scales)
+    s, i = qgemm.topk_int8_gemm(codes, np.zeros((2, 16), np.float32), scales, 3)
+    np.testing.assert_array_equal(i, [[0, 1, 2], [0, 1, 2]])   # all scores 0: first rows
+    assert np.all(s == 0)
+    assert qgemm.topk_int8_gemm(codes, np.zeros((0, 16), np.float32), scales, 3)[1].shape == (0, 3)
+    assert qgemm.topk_int8_gemm(codes[:0], x[:2], scales, 3)[1].shape == (2, 0)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_int8_index_many_queries_take_the_gemm_and_keep_exact_results(monkeypatch, metric):
+    """From GEMM_MIN_QUERIES queries on the int8 index ranks candidates with the GEMM; after
+    rescoring the results equal exact search (recall@10 = 1.0), as the per-query scan's do."""
+    calls = []
+    real = qgemm.topk_int8_gemm
+    monkeypatch.setattr("engine.index.index.topk_int8_gemm", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    x, q = clustered(6000, 64, max(qgemm.GEMM_MIN_QUERIES, 40), seed=2)
+    if metric == "dot":
+        x = x * np.random.default_rng(1).uniform(0.5, 2.0, (len(x), 1)).astype(np.float32)
+    idx = Index(64, "int8", metric=metric)
+    idx.add(x)
+    s, i = idx.search(q, 10)
+    assert calls == [1]
+    np.testing.assert_array_equal(i, exact(x, q, 10))
+    np.testing.assert_allclose(s, np.take_along_axis(q @ x.T, i, 1), atol=1e-5)
+    small = idx.search(q[: qgemm.GEMM_MIN_QUERIES - 1], 10)        # the scan path, same answers
+    assert calls == [1]
+    np.testing.assert_array_equal(small[1], i[: qgemm.GEMM_MIN_QUERIES - 1])
+
+
+def test_int8_gemm_and_scan_rank_the_same_candidates():
+    """8-bit (GEMM) and 15-bit (scan) queries: the candidate lists agree almost everywhere and
+    both hold the exact top 10 (the recall the module docstring quotes)."""
+    x, q = clustered(20000, 384, 64, seed=5)
+    scales = calibrate_scales(x)
+    codes = quantize(x, scales)
+    m = 10 * DEFAULT_OVERSAMPLE
+    _, g = qgemm.topk_int8_gemm(codes, q, scales, m)
+    _, c = topk_int8(codes, q, scales, m)
+    assert recall(g, c) >= 0.95
+    truth = exact(x, q, 10)
+    assert recall(g[:, :m], truth) == 1.0 and recall(c, truth) == 1.0
+
+
+# ----------------------------------------------------------------------------- binary index
+
+
+def hamming_oracle(x, q, m):
+    """Rows ranked by dim - 2 * (sign disagreements), ties by row."""
+    sx, sq = x > 0, q > 0
+    sim = x.shape[1] - 2 * (sx[None, :, :] != sq[:, None, :]).sum(-1)
+    return np.argsort(-sim, axis=1, kind="stable")[:, :m]
+
+
+@pytest.mark.parametrize("d", [64, 100, 384])
+def test_binary_index_rescores_the_hamming_candidates(d):
+    x, q = clustered(2000, d, 15, seed=d)
+    idx = Index(d, "binary", oversample=5)
+    idx.add(x[:700])
+    idx.add(x[700:])
+    assert idx.oversample == 5 and Index(d, "binary").oversample == DEFAULT_OVERSAMPLE_BINARY
+    s, i = idx.search(q, 10)
+    cand = hamming_oracle(x, q, 50)
+    exact_s = q.astype(np.float64) @ x.T.astype(np.float64)
+    sub = np.take_along_axis(exact_s, cand, 1)
+    want = np.take_along_axis(cand, np.argsort(-sub, axis=1, kind="stable"), 1)[:, :10]
+    np.testing.assert_array_equal(i, want)
+    np.testing.assert_allclose(s, np.take_along_axis(exact_s, want, 1), atol=1e-5)
+    np.testing.assert_array_equal(idx._codes[: len(idx)], pack_signs(x))
+
+
+def test_binary_recall_at_the_default_oversample():
+    """Clustered 384-d unit vectors: recall@10 after rescoring at the default oversample."""
+    x, q = clustered(20000, 384, 50, seed=7)
+    idx = Index(384, "binary")
+    idx.add(x)
+    _, i = idx.search(q, 10)
+    assert recall(i, exact(x, q, 10)) >= 0.99
+    _, i4 = idx.search(q, 10, oversample=1)
+    assert recall(i4, exact(x, q, 10)) < recall(i, exact(x, q, 10))   # the oversample is what buys it
+
+
+def test_binary_memory_after_mmap_load(tmp_path):
+    x, _ = clustered(4000, 384, 1)
+    idx = Index(384, "binary")
+    idx.add(x, ids=np.arange(4000) * 3)
+    idx.save(tmp_path / "b.eidx")
+    j = Index.load(tmp_path / "b.eidx", mmap=True)
+    assert j.memory_usage() == {"resident": 4000 * (48 + 8), "mapped": 4000 * 384 * 4}
+    np.testing.assert_array_equal(j.search(x[:3], 1)[1][:, 0], [0, 3, 6])
+
+
+def _edit_section(path, name, edit):
+    raw = path.read_bytes()
+    hlen = int.from_bytes(raw[8:16], "little")
+    meta = json.loads(raw[48: 48 + hlen])
+    blobs = {e["name"]: raw[e["offset"]: e["offset"] + e["nbytes"]] for e in meta["sections"]}
+    blobs[name] = edit(bytearray(blobs[name]))
+    write_index_file(path, meta, blobs)
+
+
+def test_binary_file_whose_bits_are_not_the_vectors_signs(tmp_path):
+    x, _ = clustered(50, 100, 1)
+    idx = Index(100, "binary")
+    idx.add(x)
+    path = tmp_path / "b.eidx"
+    idx.save(path)
+
+    def flip(b):
+        b[8 * 2 * 7] ^= 1       # row 7, word 0, bit 0
+        return bytes(b)
+
+    _edit_section(path, "bits", flip)
+    for mmap, verify in ((True, True), (False, False), (False, True)):
+        with pytest.raises(IndexFormatError, match="binary codes of row 7") as e:
+            Index.load(path, mmap=mmap, verify=verify)
+        assert str(path) in str(e.value)
+    Index.load(path, mmap=True, verify=False)   # the trusted fast path skips row checks, as for vectors
+
+
+def test_binary_file_with_padding_bits_set(tmp_path):
+    x, _ = clustered(50, 100, 1)
+    idx = Index(100, "binary")
+    idx.add(x)
+    path = tmp_path / "b.eidx"
+    idx.save(path)
+
+    def pad(b):
+        b[8 * 2 * 3 + 15] |= 0x80   # row 3, word 1, bit 63 (dimension 127 of 100)
+        return bytes(b)
+
+    _edit_section(path, "bits", pad)
+    for mmap, verify in ((True, True), (True, False), (False, False)):
+        with pytest.raises(IndexFormatError, match="padding bits"):
+            Index.load(path, mmap=mmap, verify=verify)
+
+
+def test_binary_refuses_scales_and_cuda():
+    with pytest.raises(InputError, match="scales= only applies"):
+        Index(8, "binary", scales=np.ones(8))
+    idx = Index(8, "binary")
+    idx.add(np.eye(8, dtype=np.float32))
+    with pytest.raises(InputError, match="CPU only"):
+        idx.search(np.eye(8, dtype=np.float32)[:1], 1, device="cuda")
