@@ -12,13 +12,14 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser(
         "encode", help="embed corpus files or stdin (jsonl/csv/tsv/parquet/txt) into resumable shards",
-        description="Embed documents into OUTDIR as shards (shard-NNNNN.npy vectors + .jsonl ids/titles) "
-        "and manifest.json. Interrupted? Rerun the same command: finished shards are kept. Unchanged "
-        "documents come from the embedding cache. JSON lines use _id/title/text; the embedded text is "
-        "'title text' when a title is present. Files are read by suffix (.jsonl/.ndjson/.json, .csv, "
-        ".tsv/.tab, .parquet/.pq, .txt, each also .gz); any other is an error unless --format names one. "
-        "'-' reads standard input: JSON lines when its first line starts with '{', else one document "
-        "per line, or --format.")
+        description="Embed documents into OUTDIR as shards (shard-NNNNN.npy vectors + .jsonl ids/titles, or "
+        "with --output-format parquet one shard-NNNNN.parquet each: id, title, embedding) and manifest.json; "
+        "engine.corpus.load_embeddings(OUTDIR) reads either. Interrupted? Rerun the same command: finished "
+        "shards are kept. Unchanged documents come from the embedding cache. JSON lines use _id/title/text; "
+        "the embedded text is 'title text' when a title is present. Files are read by suffix "
+        "(.jsonl/.ndjson/.json, .csv, .tsv/.tab, .parquet/.pq, .txt, each also .gz); any other is an error "
+        "unless --format names one. '-' reads standard input: JSON lines when its first line starts with '{', "
+        "else one document per line, or --format.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="files, quoted globs ('data/*.jsonl'), or - for standard input")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
@@ -35,6 +36,10 @@ def register(sub) -> None:
     p.add_argument("--format", default=None, choices=["jsonl", "csv", "tsv", "text", "parquet"],
                    help="read every input (and stdin) as this format instead of by file suffix")
     p.add_argument("--truncate-dim", type=int, default=None, help="keep the first N dimensions (Matryoshka)")
+    p.add_argument("--output-format", default="npy", choices=["npy", "parquet"],
+                   help="shard files: npy (.npy vectors + .jsonl ids/titles) or parquet (one .parquet per shard "
+                   "with id, title, embedding columns; needs pyarrow: pip install 'embed-engine[corpus]') "
+                   "(default: npy)")
     _prompt_args(p, "documents", "the model's document prompt, as encode_document (none if it has none)")
     p.add_argument("--shard-size", type=int, default=10_000, help="documents per shard (default: 10000)")
     p.add_argument("--no-cache", action="store_true", help="do not use the embedding cache")
@@ -88,6 +93,7 @@ def _ensure_weights(model: str | None) -> None:
 
 def cmd_encode(args) -> int:
     from ..corpus.driver import embed_corpus
+    from ..corpus.shards import check_output_format
     from ..errors import InputError
 
     run, extra = embed_corpus, {}
@@ -95,6 +101,7 @@ def cmd_encode(args) -> int:
         run, extra = _ray_encode(args)
     elif (args.actors, args.cpus_per_actor, args.gpus_per_actor) != (None, 1, None):
         raise InputError("--actors, --cpus-per-actor and --gpus-per-actor need --ray")
+    check_output_format(args.output_format)   # before any model download: Parquet without pyarrow says so
     _ensure_weights(args.model)
     cache = False if args.no_cache else (args.cache or True)
     summary = run(
@@ -102,7 +109,8 @@ def cmd_encode(args) -> int:
         batch_size=args.batch_size, id_field=args.id_field, text_field=args.text_field,
         title_field=args.title_field or None, truncate_dim=args.truncate_dim, shard_size=args.shard_size,
         cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet,
-        format=args.format, prompt_name=args.prompt_name, prompt=args.prompt, **extra,
+        format=args.format, prompt_name=args.prompt_name, prompt=args.prompt, output_format=args.output_format,
+        **extra,
     )
     if args.json:
         print(json.dumps(summary.as_dict()))

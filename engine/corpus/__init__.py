@@ -2,8 +2,10 @@
 
     any source -> readers (Doc records, ``compose`` = the title+text rule) -> driver (duplicate ids,
     shard plan, resume) -> cache lookup -> executor embeds the misses (local threads | Ray actors)
-    -> shards (``.npy`` + ``.jsonl`` + done records) + manifest -> ``load_index`` / ``CorpusSearcher``
+    -> shards (``.npy`` + ``.jsonl``, or ``.parquet``; done records) + manifest
+    -> ``load_embeddings`` / ``load_index`` / ``CorpusSearcher``
 """
 from .driver import CorpusSummary, embed_corpus
+from .shards import load_embeddings
 
-__all__ = ["CorpusSummary", "embed_corpus"]
+__all__ = ["CorpusSummary", "embed_corpus", "load_embeddings"]

@@ -73,7 +73,16 @@ from .readers import (
     expand_inputs,
     iter_documents,
 )
-from .shards import FORMAT, REJECTS, VERSION, OutputDir, settings_digest, snippet
+from .shards import (
+    DEFAULT_OUTPUT_FORMAT,
+    FORMAT,
+    REJECTS,
+    VERSION,
+    OutputDir,
+    check_output_format,
+    settings_digest,
+    snippet,
+)
 
 DEFAULT_SHARD_SIZE = 10_000
 EMBED_CHUNK = 1024   # documents per cache lookup / local encode call / cache transaction
@@ -131,6 +140,7 @@ def embed_corpus(
     format: str | None = None,
     prompt_name: str | None = None,
     prompt: str | None = None,
+    output_format: str = DEFAULT_OUTPUT_FORMAT,
 ) -> CorpusSummary:
     """Embed every document of ``inputs`` into shards in ``out_dir``.
 
@@ -159,25 +169,34 @@ def embed_corpus(
         The prompt text is part of the settings (a rerun with another is refused) and the
         manifest records it with the query prompt ``embed search`` applies (``encode_query``'s),
         the model's similarity_fn_name and whether the vectors are normalized (``Plan.build``).
+    output_format: ``"npy"`` (shard-NNNNN.npy vectors + .jsonl ids and titles) or ``"parquet"``
+        (one shard-NNNNN.parquet per shard: id, title, embedding; needs pyarrow, the ``corpus``
+        extra). Part of the settings; the manifest records it. ``engine.corpus.load_embeddings``
+        reads either (``engine.corpus.shards`` describes both layouts).
     """
     t0 = time.perf_counter()
-    check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field)
+    check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field,
+                  output_format=output_format)
     sources = expand_inputs(inputs, format)
     embedder = _embedder(model, precision, device, threads, cache_dir)
     plan = Plan.build(sources, embedder, model_ref(model), Fields(id_field, text_field, title_field or None),
-                      truncate_dim, shard_size, format, prompt_name=prompt_name, prompt=prompt)
+                      truncate_dim, shard_size, format, prompt_name=prompt_name, prompt=prompt,
+                      output_format=output_format)
     executor = LocalExecutor(embedder, batch_size, plan.truncate_dim, count_tokens=progress, prompt=plan.prompt)
     return drive(plan, out_dir, executor, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad,
                  overwrite=overwrite, progress=progress, t0=t0)
 
 
 def check_options(**positive_ints_and_fields) -> None:
-    """InputError for a non-positive integer option (shard_size, batch_size, ...) or an empty field
-    name (id_field may be None or "": row numbers)."""
+    """InputError for a non-positive integer option (shard_size, batch_size, ...), an empty field
+    name (id_field may be None or "": row numbers) or an output_format that cannot be written
+    (``shards.check_output_format``: Parquet without pyarrow says what to install)."""
     for name, value in positive_ints_and_fields.items():
         if name == "id_field" and value in (None, ""):
             continue
-        if name.endswith("_field"):
+        if name == "output_format":
+            check_output_format(value)
+        elif name.endswith("_field"):
             if not isinstance(value, str) or not value:
                 raise InputError(f"{name} must be a non-empty string, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -221,12 +240,15 @@ class Plan:
     @classmethod
     def build(cls, inputs: Sequence[Input], model, ref: str, fields: Fields, truncate_dim: int | None,
               shard_size: int, format: str | None = None, *, prompt_name: str | None = None,
-              prompt: str | None = None) -> Plan:
+              prompt: str | None = None, output_format: str = DEFAULT_OUTPUT_FORMAT) -> Plan:
         """model: an ``Embedder`` or an ``ExportedModel`` (its spec, fingerprint, precision and module
-        stack); ref: ``model_ref``; prompt_name / prompt: the documents' prompt (``corpus_prompts``).
+        stack); ref: ``model_ref``; prompt_name / prompt: the documents' prompt (``corpus_prompts``);
+        output_format: ``"npy"`` or ``"parquet"`` (``check_options`` checked it).
 
-        The settings hold the document prompt's text only when there is one, so outputs written
-        before prompts existed (and every run without a prompt) keep their settings digest. The
+        The settings hold the document prompt's text only when there is one, and the output
+        format only when it is not npy, so outputs written before prompts and Parquet existed (and
+        every npy run without a prompt) keep their settings digest. The manifest always records
+        ``output_format``. The
         manifest's ``prompts`` ({"document", "query"}: texts, "" for none), ``similarity_fn_name``
         and ``normalize`` tell ``embed search`` how to embed queries and score them.
         """
@@ -247,8 +269,11 @@ class Plan:
         }
         if doc_prompt:
             settings["prompt"] = doc_prompt
+        if output_format != DEFAULT_OUTPUT_FORMAT:
+            settings["output_format"] = output_format
         manifest = {
             "format": FORMAT, "version": VERSION, "status": "in_progress", "settings": settings,
+            "output_format": output_format,
             "model": {"name": model.spec.name, "ref": ref, "fingerprint": fingerprint, "precision": precision},
             "dim": dim, "truncate_dim": truncate_dim, "normalize": normalize, "similarity_fn_name": similarity,
             "prompts": {"document": doc_prompt, "query": query_prompt},

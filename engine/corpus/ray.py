@@ -257,6 +257,7 @@ def embed_corpus_ray(
     format: str | None = None,
     prompt_name: str | None = None,
     prompt: str | None = None,
+    output_format: str = "npy",
 ):
     """``engine.corpus.embed_corpus`` with the model on Ray actors; same output, same CorpusSummary.
 
@@ -266,8 +267,8 @@ def embed_corpus_ray(
         actor, default cpus_per_actor. device='cuda' gives each actor gpus_per_actor (default 1).
     The other arguments are ``embed_corpus``'s (inputs: files, stdin or an in-memory source, read
     on the driver); shard_size (default 10,000), the model settings and the documents' prompt
-    (prompt_name / prompt, default the model's document prompt) define the output, so a rerun - on
-    Ray or not - must use the same ones.
+    (prompt_name / prompt, default the model's document prompt) and output_format ("npy" or
+    "parquet") define the output, so a rerun - on Ray or not - must use the same ones.
     """
     from .driver import DEFAULT_SHARD_SIZE, Plan, check_options, drive
     from .readers import Fields, expand_inputs
@@ -276,12 +277,13 @@ def embed_corpus_ray(
     ray = _import_ray()
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     check_options(shard_size=shard_size, batch_size=batch_size, ray_batch_size=ray_batch_size,
-                  id_field=id_field, text_field=text_field, **({} if actors is None else {"actors": actors}))
+                  id_field=id_field, text_field=text_field, output_format=output_format,
+                  **({} if actors is None else {"actors": actors}))
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
     sources = expand_inputs(inputs, format)
     exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
     plan = Plan.build(sources, exported, ref, Fields(id_field, text_field, title_field or None), truncate_dim,
-                      shard_size, format, prompt_name=prompt_name, prompt=prompt)
+                      shard_size, format, prompt_name=prompt_name, prompt=prompt, output_format=output_format)
     kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim,
                            plan.prompt)
     pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": progress}, ray_batch_size)

@@ -1,20 +1,29 @@
 """The output folder of ``embed encode``: shards, per-shard done records, the manifest, resume.
 
-Layout of OUTDIR::
+Layout of OUTDIR with ``output_format="npy"`` (the default)::
 
-    manifest.json            settings, model, inputs, and (when complete) every shard's record
+    manifest.json            settings, model, output_format, inputs, and (when complete) every
+                             shard's record
     shard-00000.npy          float32 (n, dim) vectors, rows in input order (numpy .npy)
     shard-00000.jsonl        one line per row: {"id": "...", "title": "..."} (title, or the
                              first SNIPPET characters of the text when there is no title)
-    shard-00000.done.json    the shard's commit record: counts, sha256 of both files, a digest
+    shard-00000.done.json    the shard's commit record: counts, sha256 of its files, a digest
                              of its documents (ids, titles, text hashes) and of the settings
     rejects.jsonl            only with skip_bad: one line per skipped record (where, why)
+
+With ``output_format="parquet"`` (pyarrow, the ``corpus`` extra) each shard is one file,
+``shard-00000.parquet``, with columns ``id`` (string), ``title`` (string: what the .jsonl holds)
+and ``embedding`` (``fixed_size_list<float32>[dim]``), beside the same done records and manifest.
+The files differ, nothing else does: a shard's files are its ``shard_files`` (role -> name; the
+done record names them and holds their sha256 under the same roles), and writing, resume and
+every check below are shared. ``pq.read_table(OUTDIR)`` fails on manifest.json; read the shards
+with the glob ``OUTDIR/*.parquet`` (pyarrow, pandas, DuckDB) or with ``load_embeddings``.
 
 Shard i holds documents [i*S, (i+1)*S) of the input stream (after bad records are skipped), so
 a rerun knows each shard's documents before embedding them. Each file is written to a temporary
 name, fsynced and renamed into place; the done record is written last, so a shard counts as
 complete only when its record exists, its settings and document digest match the current run,
-and both files match their checksums. Anything else is redone. ``manifest.json`` is written at
+and its files match their checksums. Anything else is redone. ``manifest.json`` is written at
 the start with ``"status": "in_progress"`` and rewritten with ``"complete"`` and the shard list at
 the end. A lock file keeps two runs from writing into one folder at the same time. Files are
 written through :func:`engine.files.replace_atomically`, so their mode follows the umask.
@@ -25,7 +34,11 @@ say an absolute path or ``../``, is refused), and every file must be a regular f
 symbolic link (a fifo, ``/dev/zero`` or a link out of the folder is refused, so nothing
 blocks or reads without end). A ``.npy`` file's header is checked before its data is read:
 float32 little-endian, C order, shape ``(count, dim)`` as the manifest or done record says, and
-a file size that matches exactly, so a header claiming 1e8 rows allocates nothing. JSON is
+a file size that matches exactly, so a header claiming 1e8 rows allocates nothing. A
+``.parquet`` file is checked against its checksum before it is parsed (``verify``), then its
+footer before its data: exactly the three columns and types above with the manifest's dim, and
+the record's row count; nulls are refused, and pyarrow's errors on a damaged file become
+IndexFormatErrors. JSON is
 parsed with bounded sizes and nesting. Every problem found by ``read_manifest``, ``iter_shards``
 and ``load_index`` (including NaN, zero or duplicate-id rows that ``Index.add`` refuses) is an
 :class:`~engine.errors.IndexFormatError` naming the file; on resume (``OutputDir.completed``) a
@@ -60,17 +73,58 @@ REJECTS = "rejects.jsonl"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
 SNIPPET = 100
-_SHARD_FILE = re.compile(r"^shard-(\d+)\.(npy|jsonl|done\.json)$")
+_SHARD_FILE = re.compile(r"^shard-(\d+)\.(npy|jsonl|parquet|done\.json)$")
 _SCRATCH = re.compile(r"^(\.lock|\.tmp-.*|\.ids\.sqlite.*|rejects\.jsonl\.partial)$")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MANIFEST_LIMIT = 1 << 30      # bytes; a manifest lists every shard (~400 bytes each)
 DONE_LIMIT = 16 << 20         # bytes of a done record (its first/last ids are the only free text)
 NPY_HEADER_LIMIT = 10_000     # bytes of a .npy header (numpy's own limit; the engine's are 128)
 REWRITE = "Rerun the same embed encode command to rewrite it, or encode into a new folder"
+# a shard's files in each output format: (role in its done record, suffix)
+OUTPUT_FORMATS = {"npy": (("vectors", "npy"), ("ids", "jsonl")), "parquet": (("table", "parquet"),)}
+DEFAULT_OUTPUT_FORMAT = "npy"   # absent from the settings (and from manifests written before parquet)
 
 
 def shard_stem(i: int) -> str:
     return f"shard-{i:05d}"
+
+
+def shard_files(i: int, output_format: str = DEFAULT_OUTPUT_FORMAT) -> dict[str, str]:
+    """The names of shard i's files in OUTDIR, by role: the only shard paths the engine opens."""
+    return {role: f"{shard_stem(i)}.{suffix}" for role, suffix in OUTPUT_FORMATS[output_format]}
+
+
+def output_format_of(manifest_or_settings: dict) -> str:
+    return manifest_or_settings.get("output_format", DEFAULT_OUTPUT_FORMAT)
+
+
+def check_output_format(output_format: Any) -> str:
+    """output_format itself if it is one the engine writes and can write here; InputError if not
+    (for "parquet" without pyarrow: the install command)."""
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))}, "
+                         f"got {output_format!r}")
+    if output_format == "parquet":
+        _pyarrow()
+    return output_format
+
+
+def _pyarrow():
+    """(pyarrow, pyarrow.parquet), or InputError with the install command."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("Parquet output needs pyarrow, which comes with the 'corpus' extra: "
+                         "pip install 'embed-engine[corpus]' (or: pip install pyarrow); "
+                         "or write .npy shards (output_format='npy', --output-format npy)") from None
+    return pa, pq
+
+
+def parquet_schema(dim: int):
+    """The schema of a Parquet shard: id, title (strings) and embedding (fixed_size_list<float32>[dim])."""
+    pa, _ = _pyarrow()
+    return pa.schema([("id", pa.string()), ("title", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
 
 
 def settings_digest(settings: dict) -> str:
@@ -97,6 +151,26 @@ def _npy_bytes(vectors: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _parquet_bytes(vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str]) -> bytes:
+    """One Parquet file (one row group, no dictionary encoding: ids and vectors do not repeat)."""
+    pa, pq = _pyarrow()
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    table = pa.Table.from_arrays([pa.array(ids, pa.string()), pa.array(titles, pa.string()), embedding],
+                                 schema=parquet_schema(vectors.shape[1]))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, use_dictionary=False, row_group_size=max(len(ids), 1))
+    return sink.getvalue().to_pybytes()
+
+
+def _payload(output_format: str, vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str]) -> dict[str, bytes]:
+    """A shard's files' bytes by role (``OUTPUT_FORMATS``): all that differs between the formats on writing."""
+    if output_format == "parquet":
+        return {"table": _parquet_bytes(vectors, ids, titles)}
+    side = "".join(json.dumps({"id": d, "title": t}, ensure_ascii=False) + "\n" for d, t in zip(ids, titles))
+    return {"vectors": _npy_bytes(vectors), "ids": side.encode("utf-8")}
+
+
 def snippet(title: str, text: str) -> str:
     """What the sidecar stores to show a hit: the title, else the text's first SNIPPET characters."""
     if title:
@@ -112,7 +186,8 @@ class OutputDir:
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"output {self.path} exists and is not a folder; choose a folder path for -o/--out")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._dim: int | None = None   # the run's dim, from check_settings
+        self._dim: int | None = None   # the run's dim and output format, from check_settings
+        self._format = DEFAULT_OUTPUT_FORMAT
         self._lock = self._take_lock()
         for p in self.path.glob(f"{TMP_PREFIX}*"):  # leftovers of a killed run
             with contextlib.suppress(OSError):
@@ -153,6 +228,7 @@ class OutputDir:
     def check_settings(self, settings: dict, overwrite: bool) -> None:
         """Refuse (or with overwrite, clear) an OUTDIR written with other settings or by something else."""
         self._dim = settings.get("dim")   # what completed() checks shard files against
+        self._format = check_output_format(output_format_of(settings))
         manifest = self.path / MANIFEST
         if manifest.is_symlink() or manifest.exists():
             try:
@@ -170,8 +246,9 @@ class OutputDir:
                 log.info("%s: replacing the manifest of an earlier run that wrote no shard", self.path)
                 overwrite = True
             if old_settings is not None and old_settings != settings and not overwrite:
-                diff = [f"{k}: {old_settings.get(k)!r} then, {settings.get(k)!r} now"
-                        for k in sorted(set(settings) | set(old_settings)) if old_settings.get(k) != settings.get(k)]
+                was, now = _with_defaults(old_settings), _with_defaults(settings)
+                diff = [f"{k}: {was.get(k)!r} then, {now.get(k)!r} now"
+                        for k in sorted(set(now) | set(was)) if was.get(k) != now.get(k)]
                 cls = ModelMismatchError if old_settings.get("model") != settings.get("model") else InputError
                 raise cls(f"{self.path} holds output written with other settings ({'; '.join(diff)}). Rerun with "
                           "the original settings to resume, choose another output folder, or pass --overwrite "
@@ -205,31 +282,23 @@ class OutputDir:
         """Shard i's done record if the shard is complete for these documents and settings, else None.
 
         Nothing the record says is trusted: it must name the engine's files for shard i, which
-        must be regular files whose checksums match it, the .npy of shape (count, dim) float32
-        and the .jsonl of count lines. A record or file that fails is reported (a warning) and the
-        shard redone; one from other documents or settings is redone silently.
+        must be regular files whose checksums match it: the .npy of shape (count, dim) float32
+        and the .jsonl of count lines, or the .parquet of the engine's schema and count rows. A
+        record or file that fails is reported (a warning) and the shard redone; one from other
+        documents or settings is redone silently.
         """
-        stem = shard_stem(i)
         try:
-            rec = _load_json(self.path / f"{stem}.done.json", DONE_LIMIT)
-            if why := record_problem(rec, i):
-                raise IndexFormatError(f"{self.path / stem}.done.json: {why}")
+            rec = _load_json(self.path / f"{shard_stem(i)}.done.json", DONE_LIMIT)
+            if why := record_problem(rec, i, self._format):
+                raise IndexFormatError(f"{self.path / shard_stem(i)}.done.json: {why}")
             if rec.get("settings_sha256") != settings_sha or rec.get("content_sha256") != content:
                 return None
-            f, size = _open_shard_file(self.path / f"{stem}.npy")
-            with f:
-                _npy_data_offset(f, self.path / f"{stem}.npy", size, rec["count"], self._dim)
-                if _sha256_of(f) != rec["sha256"]["vectors"]:
-                    return None
-            f, _ = _open_shard_file(self.path / f"{stem}.jsonl")
-            with f:
-                if _sha256_of(f) != rec["sha256"]["ids"]:
-                    return None
-                f.seek(0)
-                lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 22), b""))
-            if lines != rec["count"]:
-                raise IndexFormatError(f"{self.path / stem}.jsonl has {lines} lines, its done record says "
-                                       f"{rec['count']}")
+            for role, name in shard_files(i, self._format).items():
+                f, size = _open_shard_file(self.path / name)
+                with f:
+                    if not _check_file(role, f, self.path / name, size, rec["count"], self._dim,
+                                       rec["sha256"][role]):
+                        return None
         except FileNotFoundError:
             return None
         except IndexFormatError as e:
@@ -239,24 +308,21 @@ class OutputDir:
 
     def write_shard(self, i: int, vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str],
                     content: str, settings_sha: str) -> dict:
-        """Write shard i (vectors, sidecar, then its done record), each atomically; return the record."""
-        stem = shard_stem(i)
-        done = self.path / f"{stem}.done.json"
+        """Write shard i (its files in the output format, then its done record), each atomically;
+        return the record."""
+        done = self.path / f"{shard_stem(i)}.done.json"
         with contextlib.suppress(FileNotFoundError):
             done.unlink()  # the old record must not vouch for the files being replaced
-        npy = _npy_bytes(vectors)
-        side = "".join(json.dumps({"id": d, "title": t}, ensure_ascii=False) + "\n" for d, t in zip(ids, titles))
-        side_b = side.encode("utf-8")
+        names, payload = shard_files(i, self._format), _payload(self._format, vectors, ids, titles)
         # the folder is synced once, with the done record: after a power loss a record that
         # outlived its files' renames fails the checksum test and the shard is redone
-        atomic_write(self.path / f"{stem}.npy", npy, sync_dir=False)
-        atomic_write(self.path / f"{stem}.jsonl", side_b, sync_dir=False)
+        for role, data in payload.items():
+            atomic_write(self.path / names[role], data, sync_dir=False)
         rec = {
             "index": i,
             "count": len(ids),
-            "vectors": f"{stem}.npy",
-            "ids": f"{stem}.jsonl",
-            "sha256": {"vectors": hashlib.sha256(npy).hexdigest(), "ids": hashlib.sha256(side_b).hexdigest()},
+            **names,
+            "sha256": {role: hashlib.sha256(data).hexdigest() for role, data in payload.items()},
             "first_id": ids[0] if len(ids) else None,
             "last_id": ids[-1] if len(ids) else None,
             "content_sha256": content,
@@ -271,6 +337,11 @@ class OutputDir:
             m = _SHARD_FILE.match(p.name)
             if m and int(m.group(1)) >= n:
                 p.unlink()
+
+
+def _with_defaults(settings: dict) -> dict:
+    """settings with the values that are left out when they are the default (for messages)."""
+    return {"output_format": DEFAULT_OUTPUT_FORMAT, **settings}
 
 
 # -- reading the output -------------------------------------------------------------------
@@ -290,24 +361,25 @@ def _load_json(path: Path, limit: int) -> Any:
         raise IndexFormatError(f"{path} is not valid JSON ({e}). {REWRITE}") from None
 
 
-def record_problem(rec: Any, i: int) -> str | None:
+def record_problem(rec: Any, i: int, output_format: str = DEFAULT_OUTPUT_FORMAT) -> str | None:
     """What is wrong with shard i's record (from the manifest or its done file), or None.
 
-    The file names must be the ones the engine gives shard i, so no other path is ever opened.
+    The file names must be the ones the engine gives shard i in output_format, so no other path
+    is ever opened.
     """
     if not isinstance(rec, dict):
         return f"shard record {i} is not an object"
-    stem = shard_stem(i)
     if not _is_int(rec.get("index")) or rec["index"] != i:
         return f"shard record {i} has index {rec.get('index')!r}"
     if not _is_int(rec.get("count")) or rec["count"] < 0:
         return f"shard record {i} has count {rec.get('count')!r}"
-    for role, name in (("vectors", f"{stem}.npy"), ("ids", f"{stem}.jsonl")):
+    files = shard_files(i, output_format)
+    for role, name in files.items():
         if rec.get(role) != name:
             return f"shard record {i} names {role} file {rec.get(role)!r}, the engine's is {name!r}"
     sums = rec.get("sha256")
     if not isinstance(sums, dict) or not all(isinstance(sums.get(r), str) and _SHA256.fullmatch(sums[r])
-                                             for r in ("vectors", "ids")):
+                                             for r in files):
         return f"shard record {i} has no valid sha256 for its files"
     if not all(rec.get(k) is None or isinstance(rec[k], str) for k in ("first_id", "last_id")):
         return f"shard record {i} has first_id/last_id that are not strings"
@@ -316,7 +388,8 @@ def record_problem(rec: Any, i: int) -> str | None:
 
 def _check_manifest(path: Path, m: dict) -> None:
     """The fields of a complete manifest that readers use: dim, model, truncate_dim, normalize,
-    similarity_fn_name, prompts, shards (the last three absent from manifests written before)."""
+    similarity_fn_name, prompts, output_format (those four absent from manifests written before)
+    and shards."""
     def bad(why: str) -> IndexFormatError:
         return IndexFormatError(f"{path}: {why}. {REWRITE}")
 
@@ -337,11 +410,14 @@ def _check_manifest(path: Path, m: dict) -> None:
     prompts = m.get("prompts", {})
     if not isinstance(prompts, dict) or not all(isinstance(prompts.get(k, ""), str) for k in ("document", "query")):
         raise bad("prompts must be an object with string document and query prompts")
+    fmt = output_format_of(m)
+    if not isinstance(fmt, str) or fmt not in OUTPUT_FORMATS:
+        raise bad(f"output_format is {fmt!r}, not one of {', '.join(map(repr, OUTPUT_FORMATS))}")
     shards = m.get("shards")
     if not isinstance(shards, list):
         raise bad("it has no list of shards")
     for i, rec in enumerate(shards):
-        if why := record_problem(rec, i):
+        if why := record_problem(rec, i, fmt):
             raise bad(why)
     if not _is_int(m.get("count")) or m["count"] != sum(r["count"] for r in shards):
         raise bad(f"count {m.get('count')!r} is not the sum of the shards' counts")
@@ -421,6 +497,31 @@ def _sha256_of(f: BinaryIO) -> str:
     return h.hexdigest()
 
 
+def _check_file(role: str, f: BinaryIO, path: Path, size: int, count: int, dim: int | None, sha: str) -> bool:
+    """On resume: whether one of a shard's files (open) is the one its done record vouches for.
+
+    False when its sha256 differs (the shard is redone); IndexFormatError when it does not fit the
+    record: a .npy header (before the checksum), a .jsonl line count, a Parquet footer (after it).
+    """
+    if role == "vectors":
+        _npy_data_offset(f, path, size, count, dim)
+    if _sha256_of(f) != sha:
+        return False
+    f.seek(0)
+    if role == "ids":
+        lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 22), b""))
+        if lines != count:
+            raise IndexFormatError(f"{path} has {lines} lines, its done record says {count}")
+    elif role == "table":
+        _parquet_file(f, path, count, dim)
+    return True
+
+
+def _checksum_error(path: Path) -> IndexFormatError:
+    return IndexFormatError(f"{path} does not match its checksum in the manifest (damaged or "
+                            "edited); rerun the same embed encode command to rewrite it")
+
+
 def _read_vectors(path: Path, count: int, dim: int, sha: str | None) -> np.ndarray:
     """Shard vectors (count, dim) float32, writable; the file checked before its data is read."""
     try:
@@ -434,8 +535,7 @@ def _read_vectors(path: Path, count: int, dim: int, sha: str | None) -> np.ndarr
         if f.readinto(buf) != size:
             raise IndexFormatError(f"{path} shrank while it was read. {REWRITE}")
     if sha is not None and hashlib.sha256(buf).hexdigest() != sha:
-        raise IndexFormatError(f"{path} does not match its checksum in the manifest (damaged or "
-                               "edited); rerun the same embed encode command to rewrite it")
+        raise _checksum_error(path)
     return np.frombuffer(buf, dtype="<f4", offset=offset).reshape(count, dim)
 
 
@@ -448,8 +548,7 @@ def _read_sidecar(path: Path, count: int, sha: str | None) -> tuple[list[str], l
     with f:
         raw = f.read()
     if sha is not None and hashlib.sha256(raw).hexdigest() != sha:
-        raise IndexFormatError(f"{path} does not match its checksum in the manifest (damaged or "
-                               "edited); rerun the same embed encode command to rewrite it")
+        raise _checksum_error(path)
     # split on "\n" only: str.splitlines would also split inside ids holding U+2028
     lines = raw.split(b"\n")
     if lines[-1] != b"" or len(lines) - 1 != count:
@@ -469,20 +568,105 @@ def _read_sidecar(path: Path, count: int, sha: str | None) -> tuple[list[str], l
     return ids, titles
 
 
+def _parquet_file(source, path: Path, count: int, dim: int | None):
+    """A Parquet shard's ``pq.ParquetFile`` (only its footer read), checked against its record:
+    exactly ``parquet_schema(dim)`` (any dim >= 1 when dim is None) and count rows."""
+    pa, pq = _pyarrow()
+    try:
+        pf = pq.ParquetFile(source)
+        schema, rows = pf.schema_arrow, pf.metadata.num_rows
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise IndexFormatError(f"{path} is not a readable Parquet file ({e}). {REWRITE}") from None
+    if dim is None:   # a done record without the run's settings: any width >= 1
+        dim = getattr(schema.field("embedding").type, "list_size", 0) if "embedding" in schema.names else 0
+    want = parquet_schema(max(dim, 1))
+    if not schema.equals(want):
+        def cols(sc) -> str:
+            return ", ".join(f"{f.name}: {f.type}" for f in sc)
+        raise IndexFormatError(f"{path} has columns ({cols(schema)}), the engine's are ({cols(want)}). {REWRITE}")
+    if rows != count:
+        raise IndexFormatError(f"{path} has {rows} rows, its record says {count}. {REWRITE}")
+    return pf
+
+
+def _read_parquet(path: Path, count: int, dim: int, sha: str | None) -> tuple[list[str], list[str], np.ndarray]:
+    """(ids, titles, vectors (count, dim) float32, writable) of a Parquet shard: the file checked
+    against sha before it is parsed, its footer (``_parquet_file``) before its data, and no nulls."""
+    pa, _ = _pyarrow()
+    try:
+        f, _ = _open_shard_file(path)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    with f:
+        raw = f.read()
+    if sha is not None and hashlib.sha256(raw).hexdigest() != sha:
+        raise _checksum_error(path)
+    pf = _parquet_file(pa.BufferReader(raw), path, count, dim)
+    try:
+        table = pf.read()
+        embedding = table.column("embedding").combine_chunks()
+        values = embedding.flatten()
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise IndexFormatError(f"{path} is damaged: its Parquet data cannot be read ({e}). {REWRITE}") from None
+    nulls = [c for c in ("id", "title") if table.column(c).null_count]
+    if embedding.null_count or values.null_count:
+        nulls.append("embedding")
+    if nulls:
+        raise IndexFormatError(f"{path} has nulls in ({', '.join(nulls)}); the engine writes none. {REWRITE}")
+    if table.num_rows != count:
+        raise IndexFormatError(f"{path} has {table.num_rows} rows, its record says {count}. {REWRITE}")
+    vectors = np.array(values.to_numpy(), dtype="<f4").reshape(count, dim)
+    return table.column("id").to_pylist(), table.column("title").to_pylist(), vectors
+
+
+def _read_shard(out_dir: Path, i: int, rec: dict, dim: int, output_format: str,
+                verify: bool) -> tuple[list[str], list[str], np.ndarray]:
+    """(ids, titles, vectors) of shard i from its files in output_format (``shard_files``); the
+    counterpart of ``_payload``."""
+    files = {role: out_dir / name for role, name in shard_files(i, output_format).items()}
+    sums = rec["sha256"] if verify else {}
+    if output_format == "parquet":
+        return _read_parquet(files["table"], rec["count"], dim, sums.get("table"))
+    vectors = _read_vectors(files["vectors"], rec["count"], dim, sums.get("vectors"))
+    ids, titles = _read_sidecar(files["ids"], rec["count"], sums.get("ids"))
+    return ids, titles, vectors
+
+
 def iter_shards(out_dir: str | os.PathLike, verify: bool = True) -> Iterator[tuple[list[str], list[str], np.ndarray]]:
-    """(ids, titles, vectors) per shard of a complete OUTDIR, in order; verify checks the sha256s.
+    """(ids, titles, vectors) per shard of a complete OUTDIR (either output format), in order;
+    verify checks the sha256s.
 
     IndexFormatError naming the file for anything that is not as the manifest says (see the
     module docstring); files are opened only under the engine's names for each shard number.
     """
-    out_dir = Path(out_dir)
-    manifest = read_manifest(out_dir)
-    dim = manifest["dim"]
+    yield from _iter_shards(Path(out_dir), read_manifest(out_dir), verify)
+
+
+def _iter_shards(out_dir: Path, manifest: dict, verify: bool) -> Iterator[tuple[list[str], list[str], np.ndarray]]:
     for i, rec in enumerate(manifest["shards"]):
-        stem, sums = shard_stem(i), rec["sha256"]
-        vectors = _read_vectors(out_dir / f"{stem}.npy", rec["count"], dim, sums["vectors"] if verify else None)
-        ids, titles = _read_sidecar(out_dir / f"{stem}.jsonl", rec["count"], sums["ids"] if verify else None)
-        yield ids, titles, vectors
+        yield _read_shard(out_dir, i, rec, manifest["dim"], output_format_of(manifest), verify)
+
+
+def load_embeddings(out_dir: str | os.PathLike, *, verify: bool = True) -> tuple[list[str], np.ndarray]:
+    """Every id and vector of a complete ``embed encode`` OUTDIR (npy or parquet), in input order.
+
+    Returns (ids, vectors): vectors is float32 (n, dim) and row j is ids[j]'s vector (unit
+    length for cosine models, as the manifest's ``normalize`` says). verify checks each file's
+    sha256 against the manifest. Raises FileNotFoundError without a manifest and
+    IndexFormatError naming the file for an unfinished run or anything damaged (the module
+    docstring lists the checks).
+
+    >>> ids, vectors = load_embeddings("out/")
+    >>> len(ids), vectors.shape, vectors.dtype
+    (5183, (5183, 384), dtype('float32'))
+    """
+    manifest = read_manifest(out_dir)
+    ids: list[str] = []
+    parts = [np.empty((0, manifest["dim"]), dtype=np.float32)]
+    for shard_ids, _, vectors in _iter_shards(Path(out_dir), manifest, verify):
+        ids.extend(shard_ids)
+        parts.append(vectors)
+    return ids, np.concatenate(parts)
 
 
 def index_metric(manifest: dict) -> str:
@@ -508,12 +692,13 @@ def load_index(out_dir: str | os.PathLike, precision: str = "fp32", verify: bool
     fingerprint = manifest["model"]["fingerprint"]
     index = Index(manifest["dim"], precision=precision, model=fingerprint, metric=index_metric(manifest))
     titles: dict[str, str] = {}
-    for i, (ids, tits, vectors) in enumerate(iter_shards(out_dir, verify=verify)):
+    for i, (ids, tits, vectors) in enumerate(_iter_shards(Path(out_dir), manifest, verify)):
         if len(ids):
             try:
                 index.add(vectors, ids=ids, model=fingerprint)
             except InputError as e:
-                raise IndexFormatError(f"{Path(out_dir) / shard_stem(i)}.npy/.jsonl: {e}. {REWRITE}") from None
+                names = "/".join(shard_files(i, output_format_of(manifest)).values())
+                raise IndexFormatError(f"{Path(out_dir)}/{names}: {e}. {REWRITE}") from None
             titles.update(zip(ids, tits))
     return index, titles, manifest
 
