@@ -1,6 +1,6 @@
 """Exact/int8 top-k search: our kernels vs FAISS vs numpy, against the memory-bandwidth bound.
 
-    python bench/search_bench.py --n 1000000 --dim 384 --nq 1,16,1024 -k 10 \
+    python bench/search_bench.py --n 1000000 --dim 384 --nq 1,16,256,1024 -k 10 \
         --out bench/results/search.json
 
 All contenders run in the same process on the same unit vectors (clustered, queries near
@@ -12,9 +12,14 @@ corpus points), after a warm-up call each, alternating round by round; the best 
                   int8 scan for k*oversample candidates + exact rescoring from the mapped fp32
 * ``faiss_flat``  ``faiss.IndexFlatIP``
 * ``faiss_sq8``   ``faiss.IndexScalarQuantizer(d, QT_8bit, METRIC_INNER_PRODUCT)``
+                  (a fused int8 scan below ``qgemm.GEMM_MIN_QUERIES`` queries, a blocked onnxruntime
+                  MatMulInteger GEMM from there on)
 * ``numpy``       ``Q @ X.T`` + ``argpartition`` + sort of the k best (in query blocks of 128)
-* ``ours_binary`` sign codes + popcount scan for k * 20 candidates + exact rescoring
-                  (informational: on synthetic data its recall is low, see its recall column)
+* ``ours_binary`` ``Index(precision="binary")`` saved and re-loaded with ``mmap=True``: popcount
+                  scan of the sign bits for k * oversample candidates (default 40) + exact rescoring
+* ``faiss_binary`` ``faiss.IndexBinaryFlat`` over the same sign bits (``np.packbits``) for the same
+                  k * oversample candidates, re-ranked by the same exact rescoring (the binary +
+                  rescore recipe sentence-transformers builds on FAISS); the scan is the difference
 
 Bandwidth bound: one parallel Numba pass summing the fp32 matrix (and the int8 codes), timed
 the same way; ``bound/ours`` near 1 means the scan runs at memory speed. Recall@k is against
@@ -39,6 +44,7 @@ from numba import njit, prange
 
 from engine.benchmark.harness import environment
 from engine.index import Index
+from engine.index.qgemm import GEMM_MIN_QUERIES
 from engine.kernels.normalize import l2_normalize
 
 
@@ -118,23 +124,27 @@ def parse_args(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per contender (nq <= 64)")
     ap.add_argument("--rounds-large", type=int, default=2, help="timed rounds per contender for nq > 64")
     ap.add_argument("--oversample", type=int, default=None, help="int8 oversampling (default: the Index's)")
-    ap.add_argument("--binary-oversample", type=int, default=20)
+    ap.add_argument("--binary-oversample", type=int, default=None, help="binary oversampling (default: the Index's)")
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip")
     ap.add_argument("--out", default=None)
     return ap.parse_args(argv)
 
 
-def build_indexes(x, workdir):
-    """Our fp32 Index in memory, and our int8 Index saved to ``workdir`` and re-loaded with ``mmap=True``."""
+def build_indexes(x, workdir, precisions=("int8", "binary")):
+    """Our fp32 Index in memory, and our int8 and binary Indexes saved to ``workdir`` and re-loaded
+    with ``mmap=True`` (resident: codes and ids; the fp32 rows are read for rescoring only)."""
     d = x.shape[1]
     fp = Index(d, "fp32")
     fp.add(x)
-    q8_build = Index(d, "int8")
-    q8_build.add(x)
-    path = os.path.join(workdir, "int8.eidx")
-    q8_build.save(path)
-    del q8_build
-    return fp, Index.load(path, mmap=True, verify=False)
+    out = [fp]
+    for precision in precisions:
+        build = Index(d, precision)
+        build.add(x)
+        path = os.path.join(workdir, f"{precision}.eidx")
+        build.save(path)
+        del build
+        out.append(Index.load(path, mmap=True, verify=False))
+    return out
 
 
 def add_faiss(contenders, x, k, skip):
@@ -157,19 +167,26 @@ def add_faiss(contenders, x, k, skip):
     return faiss.__version__
 
 
-def binary_contender(x, vecs, k, oversample):
-    """Sign codes + popcount scan for ``k * oversample`` candidates, then exact rescoring from ``vecs``."""
-    from engine.kernels.binary import pack_signs, topk_hamming
+def faiss_binary_contender(x, vecs, k, oversample):
+    """``faiss.IndexBinaryFlat`` over the sign bits for ``k * oversample`` candidates, then the
+    exact rescoring our binary Index runs (from the same memory-mapped ``vecs``); None without faiss."""
+    try:
+        import faiss
+    except ImportError:
+        return None
     from engine.kernels.topk import rescore
 
     n, d = x.shape
-    bcodes = pack_signs(x)
+    index = faiss.IndexBinaryFlat(d)
+    for a in range(0, n, 100_000):
+        index.add(np.packbits(x[a: a + 100_000] > 0, axis=1))
+    m = min(n, k * oversample)
 
-    def binary_search(q):
-        _, cand = topk_hamming(bcodes, q, d, min(n, k * oversample))
+    def search(q):
+        _, cand = index.search(np.packbits(q > 0, axis=1), m)
         return rescore(vecs, q, cand, k)
 
-    return binary_search
+    return search
 
 
 def bandwidth_bound(x, codes, rounds):
@@ -235,6 +252,8 @@ def speed_ratios(results, bound32, bound8):
             "ours_fp32_over_ours_int8": ratio(g("ours_fp32"), g("ours_int8")),
             "faiss_sq8_over_ours_int8": ratio(g("faiss_sq8"), g("ours_int8")),
             "ours_int8_over_bound_int8": ratio(g("ours_int8"), bound8 * 1e3),
+            "ours_fp32_over_ours_binary": ratio(g("ours_fp32"), g("ours_binary")),
+            "faiss_binary_over_ours_binary": ratio(g("faiss_binary"), g("ours_binary")),
         }
     return table
 
@@ -248,6 +267,10 @@ def check_targets(table, mem_ratio):
         "fp32 >= 2x FAISS FlatIP at nq=16": t(16, "faiss_flat_over_ours_fp32") >= 2 if 16 in table else None,
         "fp32 >= 1x FAISS FlatIP at nq=1024": t(1024, "faiss_flat_over_ours_fp32") >= 1 if 1024 in table else None,
         "int8 >= 3x our fp32 at nq=1": t(1, "ours_fp32_over_ours_int8") >= 3 if 1 in table else None,
+        "int8 >= 1x our fp32 at every nq": all(t(nq, "ours_fp32_over_ours_int8") >= 1 for nq in table),
+        "binary >= 1x FAISS IndexBinaryFlat (+ the same rescoring) at every nq":
+            all(t(nq, "faiss_binary_over_ours_binary") >= 1 for nq in table)
+            if all(table[nq].get("faiss_binary_over_ours_binary") for nq in table) else None,
         "int8 >= 2x FAISS SQ8 at every nq": all(t(nq, "faiss_sq8_over_ours_int8") >= 2 for nq in table),
         "int8 resident memory <= 26% of fp32": mem_ratio <= 0.26,
     }
@@ -260,19 +283,22 @@ def print_summary(report, names):
     print()
     print(f"n={cfg['n']}, dim={cfg['dim']}, k={cfg['k']}; best of rounds (ms); "
           f"bandwidth bound fp32 {bw['fp32_pass_ms']:.1f} ms, int8 {bw['int8_pass_ms']:.1f} ms")
-    print("| nq | " + " | ".join(names) + " | fp32/bound | FlatIP/fp32 | fp32/int8 | SQ8/int8 |")
-    print("|---" * (len(names) + 5) + "|")
+    print("| nq | " + " | ".join(names) + " | fp32/bound | FlatIP/fp32 | fp32/int8 | SQ8/int8 | fp32/binary "
+          "| FAISS binary/binary |")
+    print("|---" * (len(names) + 7) + "|")
     for nq, row in results.items():
         r = table[nq]
         f = lambda v: f"{v:.2f}x" if v else "-"
         print(f"| {nq} | " + " | ".join(f"{row[nm]['best_ms']:,.1f}" for nm in names)
               + f" | {f(r['ours_fp32_over_bound_fp32'])} | {f(r['faiss_flat_over_ours_fp32'])}"
-              f" | {f(r['ours_fp32_over_ours_int8'])} | {f(r['faiss_sq8_over_ours_int8'])} |")
+              f" | {f(r['ours_fp32_over_ours_int8'])} | {f(r['faiss_sq8_over_ours_int8'])}"
+              f" | {f(r['ours_fp32_over_ours_binary'])} | {f(r['faiss_binary_over_ours_binary'])} |")
     load_start = report["machine"]["load_average_start_end"][0]
     print(f"load average (1/5/15 min) at start {load_start}, at end {list(os.getloadavg())}")
     print(f"\nint8 index resident memory: {mem['int8_resident_bytes'] / 1e6:.1f} MB "
           f"vs fp32 {mem['fp32_resident_bytes'] / 1e6:.1f} MB ({mem['int8_over_fp32']:.1%}); "
-          f"fp32 vectors memory-mapped for rescoring ({mem['int8_mapped_bytes'] / 1e6:.1f} MB on disk)")
+          f"fp32 vectors memory-mapped for rescoring ({mem['int8_mapped_bytes'] / 1e6:.1f} MB on disk); "
+          f"binary {mem['binary_resident_bytes'] / 1e6:.1f} MB ({mem['binary_over_fp32']:.1%})")
     print("recall@k vs exact: " + "; ".join(
         f"nq={nq}: " + ", ".join(f"{nm} {v['recall_at_k']:.3f}" for nm, v in row.items())
         for nq, row in results.items()))
@@ -292,13 +318,15 @@ def main(argv=None):
     print(f"data: {n} x {d} float32 ({x.nbytes / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f}s", flush=True)
 
     tmpdir = tempfile.TemporaryDirectory(prefix="search_bench_")
-    fp, q8 = build_indexes(x, tmpdir.name)
+    fp, q8, qb = build_indexes(x, tmpdir.name)
     os8 = args.oversample or q8.oversample
+    osb = args.binary_oversample or qb.oversample
     contenders = {"ours_fp32": lambda q: fp.search(q, k), "ours_int8": lambda q: q8.search(q, k, oversample=os8)}
     faiss_ver = add_faiss(contenders, x, k, skip)
     contenders["numpy"] = lambda q: numpy_search(x, q, k)
-    if "ours_binary" not in skip:  # sign codes + popcount, then exact rescoring (informational)
-        contenders["ours_binary"] = binary_contender(x, q8._vecs, k, args.binary_oversample)
+    contenders["ours_binary"] = lambda q: qb.search(q, k, oversample=osb)
+    if "faiss_binary" not in skip and (fb := faiss_binary_contender(x, qb._vecs, k, osb)):
+        contenders["faiss_binary"] = fb
     for name in skip:
         contenders.pop(name, None)
 
@@ -309,12 +337,14 @@ def main(argv=None):
 
     mem_fp = fp.memory_usage()
     mem_8 = q8.memory_usage()
+    mem_b = qb.memory_usage()
     results = run_contenders(contenders, q_all, nqs, args.rounds, args.rounds_large)
     table = speed_ratios(results, bound32, bound8)
     mem_ratio = mem_8["resident"] / mem_fp["resident"]
     report = {
         "command": "python bench/search_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "config": {"n": n, "dim": d, "k": k, "nq": nqs, "oversample": os8, "data": "clustered unit vectors"},
+        "config": {"n": n, "dim": d, "k": k, "nq": nqs, "oversample": os8, "binary_oversample": osb,
+                   "int8_gemm_from_nq": GEMM_MIN_QUERIES, "data": "clustered unit vectors"},
         "machine": {
             "cpu": _cpu_name(), "cores": os.cpu_count(),
             "load_average_start_end": [load_start, list(os.getloadavg())],
@@ -324,7 +354,9 @@ def main(argv=None):
         "bandwidth": {"fp32_pass_ms": bound32 * 1e3, "fp32_GBps": x.nbytes / bound32 / 1e9,
                       "int8_pass_ms": bound8 * 1e3, "int8_GBps": codes.nbytes / bound8 / 1e9},
         "memory": {"fp32_resident_bytes": mem_fp["resident"], "int8_resident_bytes": mem_8["resident"],
-                   "int8_mapped_bytes": mem_8["mapped"], "int8_over_fp32": mem_ratio},
+                   "int8_mapped_bytes": mem_8["mapped"], "int8_over_fp32": mem_ratio,
+                   "binary_resident_bytes": mem_b["resident"],
+                   "binary_over_fp32": mem_b["resident"] / mem_fp["resident"]},
         "results_ms": {str(nq): row for nq, row in results.items()},
         "ratios": {str(nq): r for nq, r in table.items()},
         "targets": check_targets(table, mem_ratio),
