@@ -8,8 +8,9 @@ for models whose similarity is cosine) -> optional output quantization (engine/q
 
 Code written for sentence-transformers' ``SentenceTransformer`` runs on an ``Embedder``:
 ``encode`` / ``encode_query`` / ``encode_document`` take its keyword names with its meanings
-(``ENCODE_KEYWORDS``), and ``similarity``, ``similarity_pairwise``, ``similarity_fn_name``,
-``get_sentence_embedding_dimension`` and a settable ``max_seq_length`` behave as its own. The
+(checked in ``engine.arguments``), and ``similarity`` / ``similarity_pairwise`` (``engine.similarity``),
+``similarity_fn_name``, ``get_sentence_embedding_dimension`` and a settable ``max_seq_length``
+behave as its own. The
 differences are listed in ``encode``'s docstring. Two meanings of "precision" are kept apart:
 ``Embedder(model, model_precision="int8")`` runs a quantized *model*;
 ``encode(texts, precision="int8")`` quantizes the *output vectors* (sentence-transformers' meaning).
@@ -21,12 +22,23 @@ import hashlib
 import itertools
 import os
 import threading
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, MappingView, Sequence, Set
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .arguments import (
+    ENCODE_KEYWORDS,
+    NOT_TAKEN,
+    check_container,
+    check_items,
+    check_texts,
+    is_int,
+    model_precision_argument,
+    one_of_two,
+    surrogate_check,
+    texts_argument,
+)
 from .batching import pad_batch, plan_batches
 from .errors import InputError, UnsupportedModelError, missing_extra
 from .kernels import l2_normalize, truncate_normalize
@@ -36,6 +48,7 @@ from .models.stack import SIMILARITIES, Dense, LayerNorm, Normalize
 from .quantization import PRECISIONS as OUTPUT_PRECISIONS
 from .quantization import quantize_embeddings
 from .runtime import Session
+from .similarity import similarity
 from .tokenize import Tokenizer
 
 # Texts are tokenized and batched this many at a time, so memory does not grow with the input.
@@ -44,22 +57,6 @@ CHUNK = 4096
 # CPU batches hold at most this many attention cells per head (rows x tokens^2) unless the
 # caller sets max_tokens; chosen with bench/token_budget.py (bench/int8_experiments.md).
 CPU_MAX_CELLS = 2 * 256 * 256
-
-# What encode / encode_query / encode_document / embed accept: sentence-transformers' keywords,
-# then the engine's own (normalize, show_progress: other names of normalize_embeddings and
-# show_progress_bar; max_tokens).
-ENCODE_KEYWORDS = (
-    "prompt_name", "prompt", "batch_size", "show_progress_bar", "output_value", "precision",
-    "convert_to_numpy", "convert_to_tensor", "device", "normalize_embeddings", "truncate_dim", "task",
-    "normalize", "show_progress", "max_tokens",
-)
-# sentence-transformers keywords the engine does not take, and what to do instead
-_NOT_TAKEN = {
-    "pool": "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)",
-    "chunk_size": "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)",
-    "processing_kwargs": "set Embedder.max_seq_length to change where texts are truncated",
-}
-_MODEL_PRECISIONS_HELP = "'fp32', 'int8' (a dynamically quantized model, CPU) or 'fp16' (CUDA)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,88 +73,6 @@ class _Plan:
     precision: str             # output precision (engine.quantization.PRECISIONS)
     output: str                # "numpy", "tensor" (one tensor) or "tensors" (a list of 1-d tensors)
     progress: bool
-
-
-def _is_int(value) -> bool:
-    """An int and not a bool (True is not a batch size)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _flag(name: str, value) -> bool | None:
-    if value is None or isinstance(value, (bool, np.bool_)):
-        return None if value is None else bool(value)
-    raise InputError(f"{name} must be True, False or None, got {value!r}")
-
-
-def _one_of_two(name: str, value, st_name: str, st_value) -> bool | None:
-    """The engine's and sentence-transformers' name for one flag: either, or both when they agree."""
-    a, b = _flag(name, value), _flag(st_name, st_value)
-    if a is not None and b is not None and a != b:
-        raise InputError(f"{name}={value!r} and {st_name}={st_value!r} disagree; they name one option: pass one")
-    return a if a is not None else b
-
-
-def _surrogate_check(text: str, where: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InputError(
-            f"{where} holds a lone surrogate ({text[e.start]!r} at character {e.start}), not text; remove it, "
-            "e.g. t.encode('utf-8', 'replace').decode()"
-        ) from None
-
-
-def _check_container(texts) -> tuple[Iterable, bool]:
-    """(the texts as an iterable, whether a single string was given); refuses what has no text order."""
-    if isinstance(texts, str):
-        if not texts.isascii():
-            _surrogate_check(texts, "the text")
-        return [texts], True
-    if texts is None:
-        raise InputError("texts is None; pass a string or a list of strings")
-    if isinstance(texts, (bytes, bytearray)):
-        raise InputError("texts is bytes; decode it first, e.g. texts.decode('utf-8')")
-    if isinstance(texts, np.ndarray):
-        if texts.ndim == 0:
-            raise InputError(
-                f"texts is a 0-d array ({texts!r:.60}); pass texts.item() for one text, or a 1-d array or list of texts"
-            )
-        return texts.tolist(), False
-    kind = type(texts).__name__
-    if isinstance(texts, Mapping) or (hasattr(texts, "columns") and hasattr(texts, "iloc")):
-        raise InputError(
-            f"texts is a {kind}: iterating it gives its keys (column names), not texts; pass the texts "
-            "themselves, e.g. list(d.values()) or df['text']"
-        )
-    if isinstance(texts, (Set, MappingView)):
-        raise InputError(
-            f"texts is a {kind}, whose order is not one encode can keep, so the vectors could not be matched "
-            "to the texts; pass a list (e.g. sorted(texts) or list(d.values()))"
-        )
-    if not isinstance(texts, Iterable):
-        raise InputError(f"texts must be a string or a list of strings, got {kind}")
-    return texts, False
-
-
-def _check_items(items: list, offset: int = 0) -> None:
-    """Every item a str without lone surrogates; errors name the text's index (``offset`` + position)."""
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise InputError(
-                f"texts[{offset + i}] is {type(t).__name__} ({t!r:.60}), not str; convert or drop it "
-                "(e.g. [str(t) for t in texts] or filter out None)"
-            )
-        if not t.isascii():
-            _surrogate_check(t, f"texts[{offset + i}]")
-
-
-def _check_texts(texts) -> tuple[list[str], bool]:
-    """(list of texts, whether a single string was given), checked."""
-    texts, single = _check_container(texts)
-    out = texts if single else list(texts)
-    if not single:
-        _check_items(out)
-    return out, single
 
 
 def _torch():
@@ -214,7 +129,7 @@ class Embedder:
     ):
         from .models.export import load_or_export
 
-        model_precision = _model_precision(model_precision, precision)
+        model_precision = model_precision_argument(model_precision, precision)
         on_cpu = not str(device).startswith("cuda")
         if model_precision == "fp16" and on_cpu:
             raise InputError(
@@ -260,7 +175,7 @@ class Embedder:
 
     @max_cells.setter
     def max_cells(self, value: int | None) -> None:
-        if value is not None and (not _is_int(value) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise InputError(f"max_cells must be a positive integer or None, got {value!r}")
         self._max_cells = value
 
@@ -271,7 +186,7 @@ class Embedder:
 
     @batch_workers.setter
     def batch_workers(self, value: int) -> None:
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             raise InputError(f"batch_workers must be a positive integer (1 turns worker threads off), got {value!r}")
         self._batch_workers = value
 
@@ -315,7 +230,7 @@ class Embedder:
     def max_seq_length(self, value: int) -> None:
         low = self._tokenizer.num_special_tokens + 1
         limit = self._exported.meta.get("position_limit", self._exported_max_seq_length)
-        if not _is_int(value) or value < low or (limit and value > limit):
+        if not is_int(value) or value < low or (limit and value > limit):
             if "position_limit" not in self._exported.meta:
                 why = (f"; this export predates the record of the model's position limit, so it cannot be raised "
                        f"above {limit}: delete {self._exported.folder} to export it again")
@@ -386,7 +301,7 @@ class Embedder:
             if not isinstance(prompt, str):
                 raise InputError(f"prompt must be a string or None, got {type(prompt).__name__}")
             if not prompt.isascii():
-                _surrogate_check(prompt, "prompt")
+                surrogate_check(prompt, "prompt")
             return prompt
         if prompt_name is not None:
             if prompt_name not in self.stack.prompts:
@@ -481,13 +396,13 @@ class Embedder:
         >>> emb.encode(["a", "b"], precision="ubinary").shape
         (2, 48)
         """
-        texts = _texts_argument(texts, kwargs)
+        texts = texts_argument(texts, kwargs)
         plan = self._plan(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size,
                           show_progress_bar=show_progress_bar, output_value=output_value, precision=precision,
                           convert_to_numpy=convert_to_numpy, convert_to_tensor=convert_to_tensor, device=device,
                           normalize_embeddings=normalize_embeddings, truncate_dim=truncate_dim, normalize=normalize,
                           show_progress=show_progress, max_tokens=max_tokens, **kwargs)
-        items, single = _check_texts(texts)
+        items, single = check_texts(texts)
         n = len(items)
         bar = _progress(n, plan.progress)
         try:
@@ -539,7 +454,7 @@ class Embedder:
                 "so codes of different batches would not compare. Stream float32 vectors and quantize them with "
                 "engine.quantize_embeddings(vectors, precision, ranges=...) (ranges from a sample)"
             )
-        source, _ = _check_container(texts)
+        source, _ = check_container(texts)
         total = len(source) if hasattr(source, "__len__") else None
         return self._stream(iter(source), plan, total)
 
@@ -548,7 +463,7 @@ class Embedder:
         done = 0
         try:
             while chunk := list(itertools.islice(texts, CHUNK)):
-                _check_items(chunk, done)
+                check_items(chunk, done)
                 vecs = self._vectors(chunk, plan, bar)
                 for start in range(0, len(chunk), plan.batch_size):
                     yield self._output(vecs[start : start + plan.batch_size], plan, False)
@@ -563,19 +478,19 @@ class Embedder:
               show_progress=None, max_tokens=None, **unknown) -> _Plan:
         """Check and resolve encode's keywords (see ``encode``)."""
         if unknown:
-            hints = "; ".join(f"{k}: {_NOT_TAKEN[k]}" for k in sorted(unknown) if k in _NOT_TAKEN)
+            hints = "; ".join(f"{k}: {NOT_TAKEN[k]}" for k in sorted(unknown) if k in NOT_TAKEN)
             raise InputError(
                 f"unexpected keyword argument(s) {', '.join(sorted(unknown))}" + (f" ({hints})" if hints else "")
                 + f"; encode takes: {', '.join(ENCODE_KEYWORDS)}"
             )
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
+        if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 1):
             raise InputError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
-        if truncate_dim is not None and (not _is_int(truncate_dim) or not 1 <= truncate_dim <= self.dim):
+        if truncate_dim is not None and (not is_int(truncate_dim) or not 1 <= truncate_dim <= self.dim):
             raise InputError(f"truncate_dim must be an integer in [1, {self.dim}] or None, got {truncate_dim!r}")
-        norm = _one_of_two("normalize", normalize, "normalize_embeddings", normalize_embeddings)
-        progress = _one_of_two("show_progress", show_progress, "show_progress_bar", show_progress_bar)
+        norm = one_of_two("normalize", normalize, "normalize_embeddings", normalize_embeddings)
+        progress = one_of_two("show_progress", show_progress, "show_progress_bar", show_progress_bar)
         if output_value != "sentence_embedding":
             raise InputError(
                 f"output_value={output_value!r} is not supported: the engine returns sentence embeddings only "
@@ -701,124 +616,6 @@ class Embedder:
         if self.stack.truncate_dim is not None:
             hidden = np.ascontiguousarray(hidden[:, : self.stack.truncate_dim])
         return hidden
-
-
-def _model_precision(model_precision, precision) -> str:
-    """The constructor's model precision from ``model_precision`` and its former name ``precision``."""
-    from .models.export import PRECISIONS
-
-    if precision is not None:
-        if model_precision not in ("fp32", precision):
-            raise InputError(
-                f"model_precision={model_precision!r} and precision={precision!r} disagree; precision= is the former "
-                "name of model_precision=: pass model_precision only"
-            )
-        if precision not in PRECISIONS and precision in OUTPUT_PRECISIONS:
-            raise InputError(
-                f"Embedder(precision={precision!r}): the constructor's precision is the model's "
-                f"({_MODEL_PRECISIONS_HELP}), now named model_precision=; {precision!r} quantizes output "
-                f"vectors: pass it to encode(texts, precision={precision!r})"
-            )
-        warnings.warn(
-            "Embedder(precision=...) is now Embedder(model_precision=...), the precision the model runs in; "
-            "encode(precision=...) quantizes the output vectors, as in sentence-transformers",
-            DeprecationWarning, stacklevel=3,
-        )
-        model_precision = precision
-    if model_precision not in PRECISIONS:
-        hint = (f"; {model_precision!r} quantizes output vectors: pass it to "
-                f"encode(texts, precision={model_precision!r})" if model_precision in OUTPUT_PRECISIONS else "")
-        raise InputError(f"model_precision must be {_MODEL_PRECISIONS_HELP}, got {model_precision!r}{hint}")
-    return model_precision
-
-
-def _texts_argument(texts, kwargs: dict):
-    """``texts``, or sentence-transformers' ``inputs=`` / ``sentences=`` (taken out of kwargs)."""
-    given = [k for k in ("inputs", "sentences") if k in kwargs]
-    if not given:
-        return texts
-    if texts is not None or len(given) > 1:
-        raise InputError(f"the texts are given twice (texts and {', '.join(given)}); pass them once")
-    return kwargs.pop(given[0])
-
-
-# -- similarity ------------------------------------------------------------------------------
-def _as_rows(x, name: str, batch: bool) -> np.ndarray:
-    """A float numpy array of ``x`` (array, list, torch tensor on any device); 1-d -> (1, d) when ``batch``."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x)
-    except ValueError as e:
-        raise InputError(f"{name} could not be read as an array of vectors ({e})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise InputError(f"{name} must hold numbers (vectors), got dtype {arr.dtype}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    if batch and arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim not in ((2,) if batch else (1, 2)) or arr.shape[-1] == 0:
-        raise InputError(f"{name} must be (n, dim) vectors or one (dim,) vector, got shape {arr.shape}")
-    return arr
-
-
-def _cosine(a, b):
-    """cos(a_i, b_j) = a_i . b_j / (max(|a_i|, 1e-12) max(|b_j|, 1e-12)) (torch's normalize, as s-t)."""
-    an = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-    bn = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return an @ bn.T
-
-
-def _euclidean(a, b):
-    """-|a_i - b_j|_2 = -sqrt(max(|a_i|^2 + |b_j|^2 - 2 a_i . b_j, 0)), in float64 so near-equal rows give ~0."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    sq = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2 * (a64 @ b64.T)
-    return -np.sqrt(np.maximum(sq, 0)).astype(np.result_type(a, b))
-
-
-def _manhattan(a, b):
-    """-sum_k |a_ik - b_jk|, a block of rows of a at a time (memory ~32 MB per block)."""
-    out = np.empty((len(a), len(b)), dtype=np.result_type(a, b))
-    step = max(1, (1 << 22) // max(1, len(b) * a.shape[1]))
-    for s in range(0, len(a), step):
-        out[s : s + step] = -np.abs(a[s : s + step, None, :] - b[None, :, :]).sum(-1)
-    return out
-
-
-_MATRIX = {"cosine": _cosine, "dot": lambda a, b: a @ b.T, "euclidean": _euclidean, "manhattan": _manhattan}
-_PAIRWISE = {
-    "cosine": lambda a, b: (a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-                            * (b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12))).sum(-1),
-    "dot": lambda a, b: (a * b).sum(-1),
-    "euclidean": lambda a, b: -np.sqrt(((a - b) ** 2).sum(-1)),
-    "manhattan": lambda a, b: -np.abs(a - b).sum(-1),
-}
-
-
-def similarity(embeddings1, embeddings2, fn_name: str = "cosine", pairwise: bool = False):
-    """sentence-transformers' similarity functions (``util.cos_sim``, ``dot_score``, ``euclidean_sim``,
-    ``manhattan_sim`` and their ``pairwise_`` forms) on numpy, with the input's type back.
-
-    Matrix form: (n, m) scores of every row of embeddings1 against every row of embeddings2, a 1-d
-    input being one row. Pairwise: (n,) scores of row i against row i. cosine: a.b / (|a| |b|);
-    dot: a.b; euclidean: -|a - b|_2; manhattan: -|a - b|_1 (higher is more similar, as there).
-    Integer input (quantized vectors) is computed in float32. A torch tensor on either side gives a
-    tensor on the first tensor's device; anything else gives numpy.
-    """
-    if fn_name not in _MATRIX:
-        raise InputError(f"similarity function must be one of {', '.join(SIMILARITIES)}, got {fn_name!r}")
-    like = next((x for x in (embeddings1, embeddings2) if hasattr(x, "detach") and hasattr(x, "cpu")), None)
-    a, b = _as_rows(embeddings1, "embeddings1", not pairwise), _as_rows(embeddings2, "embeddings2", not pairwise)
-    if a.shape[-1] != b.shape[-1]:
-        raise InputError(f"the embeddings have different dimensions: {a.shape[-1]} and {b.shape[-1]}")
-    if pairwise and a.shape != b.shape:
-        raise InputError(f"similarity_pairwise needs two arrays of one shape, got {a.shape} and {b.shape}")
-    out = (_PAIRWISE if pairwise else _MATRIX)[fn_name](a, b)
-    if like is not None:
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(out)).to(like.device)
-    return out
 
 
 def _progress(total: int | None, enabled: bool):

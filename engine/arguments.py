@@ -1,0 +1,155 @@
+"""Checking the arguments of ``Embedder`` and its ``encode`` family, sentence-transformers' way.
+
+What ``encode`` / ``encode_query`` / ``encode_document`` / ``embed`` accept (``ENCODE_KEYWORDS``),
+what they refuse and say instead (``NOT_TAKEN``), the texts argument in every form users pass it
+(a string, a list, a numpy array, an iterable; ``inputs=`` / ``sentences=``), flags given under
+both the engine's and sentence-transformers' names, and the constructor's model precision with
+its former name. Every refusal is an :class:`~engine.errors.InputError` naming the fix.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, MappingView, Set
+
+import numpy as np
+
+from .errors import InputError
+from .quantization import PRECISIONS as OUTPUT_PRECISIONS
+
+# What encode / encode_query / encode_document / embed accept: sentence-transformers' keywords,
+# then the engine's own (normalize, show_progress: other names of normalize_embeddings and
+# show_progress_bar; max_tokens).
+ENCODE_KEYWORDS = (
+    "prompt_name", "prompt", "batch_size", "show_progress_bar", "output_value", "precision",
+    "convert_to_numpy", "convert_to_tensor", "device", "normalize_embeddings", "truncate_dim", "task",
+    "normalize", "show_progress", "max_tokens",
+)
+# sentence-transformers keywords the engine does not take, and what to do instead
+NOT_TAKEN = {
+    "pool": "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)",
+    "chunk_size": "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)",
+    "processing_kwargs": "set Embedder.max_seq_length to change where texts are truncated",
+}
+MODEL_PRECISIONS_HELP = "'fp32', 'int8' (a dynamically quantized model, CPU) or 'fp16' (CUDA)"
+
+
+
+def is_int(value) -> bool:
+    """An int and not a bool (True is not a batch size)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def flag(name: str, value) -> bool | None:
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise InputError(f"{name} must be True, False or None, got {value!r}")
+
+
+def one_of_two(name: str, value, st_name: str, st_value) -> bool | None:
+    """The engine's and sentence-transformers' name for one flag: either, or both when they agree."""
+    a, b = flag(name, value), flag(st_name, st_value)
+    if a is not None and b is not None and a != b:
+        raise InputError(f"{name}={value!r} and {st_name}={st_value!r} disagree; they name one option: pass one")
+    return a if a is not None else b
+
+
+def surrogate_check(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"{where} holds a lone surrogate ({text[e.start]!r} at character {e.start}), not text; remove it, "
+            "e.g. t.encode('utf-8', 'replace').decode()"
+        ) from None
+
+
+def check_container(texts) -> tuple[Iterable, bool]:
+    """(the texts as an iterable, whether a single string was given); refuses what has no text order."""
+    if isinstance(texts, str):
+        if not texts.isascii():
+            surrogate_check(texts, "the text")
+        return [texts], True
+    if texts is None:
+        raise InputError("texts is None; pass a string or a list of strings")
+    if isinstance(texts, (bytes, bytearray)):
+        raise InputError("texts is bytes; decode it first, e.g. texts.decode('utf-8')")
+    if isinstance(texts, np.ndarray):
+        if texts.ndim == 0:
+            raise InputError(
+                f"texts is a 0-d array ({texts!r:.60}); pass texts.item() for one text, or a 1-d array or list of texts"
+            )
+        return texts.tolist(), False
+    kind = type(texts).__name__
+    if isinstance(texts, Mapping) or (hasattr(texts, "columns") and hasattr(texts, "iloc")):
+        raise InputError(
+            f"texts is a {kind}: iterating it gives its keys (column names), not texts; pass the texts "
+            "themselves, e.g. list(d.values()) or df['text']"
+        )
+    if isinstance(texts, (Set, MappingView)):
+        raise InputError(
+            f"texts is a {kind}, whose order is not one encode can keep, so the vectors could not be matched "
+            "to the texts; pass a list (e.g. sorted(texts) or list(d.values()))"
+        )
+    if not isinstance(texts, Iterable):
+        raise InputError(f"texts must be a string or a list of strings, got {kind}")
+    return texts, False
+
+
+def check_items(items: list, offset: int = 0) -> None:
+    """Every item a str without lone surrogates; errors name the text's index (``offset`` + position)."""
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise InputError(
+                f"texts[{offset + i}] is {type(t).__name__} ({t!r:.60}), not str; convert or drop it "
+                "(e.g. [str(t) for t in texts] or filter out None)"
+            )
+        if not t.isascii():
+            surrogate_check(t, f"texts[{offset + i}]")
+
+
+def check_texts(texts) -> tuple[list[str], bool]:
+    """(list of texts, whether a single string was given), checked."""
+    texts, single = check_container(texts)
+    out = texts if single else list(texts)
+    if not single:
+        check_items(out)
+    return out, single
+
+
+def model_precision_argument(model_precision, precision) -> str:
+    """The constructor's model precision from ``model_precision`` and its former name ``precision``."""
+    from .models.export import PRECISIONS
+
+    if precision is not None:
+        if model_precision not in ("fp32", precision):
+            raise InputError(
+                f"model_precision={model_precision!r} and precision={precision!r} disagree; precision= is the former "
+                "name of model_precision=: pass model_precision only"
+            )
+        if precision not in PRECISIONS and precision in OUTPUT_PRECISIONS:
+            raise InputError(
+                f"Embedder(precision={precision!r}): the constructor's precision is the model's "
+                f"({MODEL_PRECISIONS_HELP}), now named model_precision=; {precision!r} quantizes output "
+                f"vectors: pass it to encode(texts, precision={precision!r})"
+            )
+        warnings.warn(
+            "Embedder(precision=...) is now Embedder(model_precision=...), the precision the model runs in; "
+            "encode(precision=...) quantizes the output vectors, as in sentence-transformers",
+            DeprecationWarning, stacklevel=3,
+        )
+        model_precision = precision
+    if model_precision not in PRECISIONS:
+        hint = (f"; {model_precision!r} quantizes output vectors: pass it to "
+                f"encode(texts, precision={model_precision!r})" if model_precision in OUTPUT_PRECISIONS else "")
+        raise InputError(f"model_precision must be {MODEL_PRECISIONS_HELP}, got {model_precision!r}{hint}")
+    return model_precision
+
+
+def texts_argument(texts, kwargs: dict):
+    """``texts``, or sentence-transformers' ``inputs=`` / ``sentences=`` (taken out of kwargs)."""
+    given = [k for k in ("inputs", "sentences") if k in kwargs]
+    if not given:
+        return texts
+    if texts is not None or len(given) > 1:
+        raise InputError(f"the texts are given twice (texts and {', '.join(given)}); pass them once")
+    return kwargs.pop(given[0])
