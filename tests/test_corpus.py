@@ -431,3 +431,34 @@ def test_surrogate_id_rejected(tmp_path):
     p.write_text('{"_id": "a\\ud800", "text": "x"}\n', encoding="utf-8")
     with pytest.raises(InputError, match="lone surrogate"):
         read(p)
+
+
+@pytest.mark.parametrize("output_format", ["npy", "parquet"])
+def test_file_names_that_are_not_utf8(tmp_path, tiny_embedder, output_format):
+    """A file name with bytes that are not UTF-8 (PEP 383: lone surrogates in the str) is recorded in the
+    manifest (a JSON escape that reads back to the same name), spelled with \\x escapes in row-number ids and
+    in the duplicate-id message, and the output reads back; nothing raises UnicodeEncodeError."""
+    import os
+
+    from engine.corpus import embed_corpus, load_embeddings
+    from engine.corpus.shards import read_manifest
+
+    if output_format == "parquet":
+        pytest.importorskip("pyarrow")
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/docs-\xff.jsonl")
+    assert "\udcff" in odd
+    write_jsonl(Path(odd), synth(3) + [{"_id": "doc1", "text": "again"}])
+    other = write_jsonl(tmp_path / "b.jsonl", synth(2))
+    out = tmp_path / "out"
+    s = embed_corpus([odd, other], out, tiny_embedder, id_field=None, cache=False, output_format=output_format)
+    assert s.docs == 6
+    ids, vecs = load_embeddings(out)
+    shown = f"{tmp_path}/docs-\\xff.jsonl"
+    assert ids == [f"{shown}:{i}" for i in range(1, 5)] + [f"{other}:1", f"{other}:2"]
+    np.testing.assert_allclose(vecs[:3], tiny_embedder.encode([compose(d["title"], d["text"]) for d in synth(3)]),
+                               atol=1e-6)
+    assert read_manifest(out)["inputs"][0]["path"] == odd          # the name itself, as a JSON escape
+    s = embed_corpus([odd], tmp_path / "dup", tiny_embedder, cache=False, skip_bad=True, output_format=output_format)
+    assert s.rejected == 1
+    (reject,) = [json.loads(x) for x in (tmp_path / "dup" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert reject == {"where": f"{odd}:4", "error": f"duplicate id 'doc1' (first seen at {shown}:2)"}

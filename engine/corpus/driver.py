@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import sqlite3
 import sys
@@ -70,6 +69,7 @@ from .readers import (
     Source,
     count_records,
     detect_format,
+    display_text,
     expand_inputs,
     iter_documents,
 )
@@ -80,6 +80,7 @@ from .shards import (
     VERSION,
     OutputDir,
     check_output_format,
+    json_bytes,
     settings_digest,
     snippet,
 )
@@ -599,7 +600,7 @@ class _IdRegistry:
         for d in docs:
             first = known.get(d.id) or new.get(d.id)
             if first is not None:
-                msg = f"duplicate id {d.id!r} (first seen at {first})"
+                msg = f"duplicate id {d.id!r} (first seen at {display_text(first)})"
                 if on_bad is None:
                     raise InputError(f"{d.where}: {msg}. Ids must be unique: deduplicate the input, choose "
                                      f"another id field with --id-field, {SKIP_HINT} (the first one is kept).")
@@ -608,7 +609,9 @@ class _IdRegistry:
             new[d.id] = d.where
             out.append(d)
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT INTO ids VALUES (?, ?)", new.items())
+        # where: display text only; a file name that is not UTF-8 keeps its bytes as escapes
+        self._db.executemany("INSERT INTO ids VALUES (?, ?)",
+                             ((i, display_text(w)) for i, w in new.items()))
         self._db.execute("COMMIT")
         return out
 
@@ -632,11 +635,11 @@ class _Rejects:
         self.final = folder / REJECTS
         self.partial = folder / (REJECTS + ".partial")
         self.count = 0
-        self._f = open(self.partial, "w", encoding="utf-8") if enabled else None
+        self._f = open(self.partial, "wb") if enabled else None
 
     def add(self, where: str, message: str) -> None:
         self.count += 1
-        self._f.write(json.dumps({"where": where, "error": message}, ensure_ascii=False) + "\n")
+        self._f.write(json_bytes({"where": where, "error": message}) + b"\n")
 
     def finish(self) -> None:
         if self._f is None:

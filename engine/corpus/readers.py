@@ -203,6 +203,20 @@ def compose(title: str, text: str) -> str:
     return (title + " " + text).strip()
 
 
+def display_text(s: str) -> str:
+    """``s`` as valid UTF-8 text: the bytes of a file name that is not UTF-8 (PEP 383's lone
+    surrogates) as ``\\xNN`` escapes; any other lone surrogate as ``\\udNNN``."""
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def display_name(src) -> str:
+    """A file's name for ids and messages (``display_text`` of its path); other sources as ``str``."""
+    return display_text(os.fsdecode(src)) if isinstance(src, (str, os.PathLike)) else str(src)
+
+
 def raise_on_bad(where: str, message: str) -> None:
     """An ``on_bad`` that stops at the first bad record, for callers without a skip option."""
     raise InputError(f"{where}: {message}")
@@ -387,7 +401,9 @@ def iter_documents(inputs: Sequence[Input], fields: Fields = Fields(), on_bad: O
     """
     several = len(inputs) > 1
     for src in inputs:
-        prefix = f"{src}:" if several else ""  # of row-number ids
+        # of row-number ids; a file name that is not UTF-8 (PEP 383 surrogates) is spelled with \x escapes,
+        # so ids stay valid UTF-8 (sidecars, Parquet, index files, SQLite)
+        prefix = f"{display_name(src)}:" if several else ""
         if isinstance(src, Source):
             yield from _read_source(src, fields, on_bad, prefix, format)
             continue

@@ -85,6 +85,16 @@ OUTPUT_FORMATS = {"npy": (("vectors", "npy"), ("ids", "jsonl")), "parquet": (("t
 DEFAULT_OUTPUT_FORMAT = "npy"   # absent from the settings (and from manifests written before parquet)
 
 
+def json_bytes(obj: Any, **kw) -> bytes:
+    """``json.dumps(obj, ensure_ascii=False)`` as UTF-8, with lone surrogates written as ``\\uXXXX``.
+
+    A file name that is not valid UTF-8 reaches Python as a str with lone surrogates (PEP 383);
+    UTF-8 cannot hold them, so they are written as JSON escapes, which ``json.loads`` reads back
+    to the same str (a backslash in the text is itself escaped, so no escape is ever ambiguous).
+    """
+    return json.dumps(obj, ensure_ascii=False, **kw).encode("utf-8", "backslashreplace")
+
+
 def shard_stem(i: int) -> str:
     return f"shard-{i:05d}"
 
@@ -167,8 +177,8 @@ def _payload(output_format: str, vectors: np.ndarray, ids: Sequence[str], titles
     """A shard's files' bytes by role (``OUTPUT_FORMATS``): all that differs between the formats on writing."""
     if output_format == "parquet":
         return {"table": _parquet_bytes(vectors, ids, titles)}
-    side = "".join(json.dumps({"id": d, "title": t}, ensure_ascii=False) + "\n" for d, t in zip(ids, titles))
-    return {"vectors": _npy_bytes(vectors), "ids": side.encode("utf-8")}
+    side = b"".join(json_bytes({"id": d, "title": t}) + b"\n" for d, t in zip(ids, titles))
+    return {"vectors": _npy_bytes(vectors), "ids": side}
 
 
 def snippet(title: str, text: str) -> str:
@@ -275,7 +285,7 @@ class OutputDir:
 
     # -- manifest -----------------------------------------------------------------------
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write(self.path / MANIFEST, (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode())
+        atomic_write(self.path / MANIFEST, json_bytes(manifest, indent=1) + b"\n")
 
     # -- shards -------------------------------------------------------------------------
     def completed(self, i: int, content: str, settings_sha: str) -> dict | None:
@@ -328,7 +338,7 @@ class OutputDir:
             "content_sha256": content,
             "settings_sha256": settings_sha,
         }
-        atomic_write(done, (json.dumps(rec, ensure_ascii=False) + "\n").encode())
+        atomic_write(done, json_bytes(rec) + b"\n")
         return rec
 
     def remove_shards_from(self, n: int) -> None:
