@@ -21,6 +21,7 @@ def register(sub) -> None:
 def cmd_demo(args) -> int:
     from .. import Embedder, Index
     from ..corpus.readers import Fields, read_sample
+    from ..eval.evaluate import index_metric_of
     from ..models import DEFAULT_MODEL
     from ..models.fetch import fetch
 
@@ -29,6 +30,7 @@ def cmd_demo(args) -> int:
         fetch(model)  # no-op when the weights are already installed
     t0 = time.perf_counter()
     emb = Embedder(model, model_precision=args.precision)
+    metric = index_metric_of(emb)   # the model's similarity (cosine or dot); refuses one no Index ranks by
     print(f"model     {emb.fingerprint}  (ready in {time.perf_counter() - t0:.1f}s, {emb.threads} threads)")
 
     docs = read_sample("sample_corpus.jsonl")
@@ -42,7 +44,7 @@ def cmd_demo(args) -> int:
     print(f"corpus    {len(texts)} docs, {n_tokens} tokens embedded in {dt:.2f}s: "
           f"{len(texts) / dt:.1f} docs/s, {n_tokens / dt:,.0f} tokens/s")
 
-    index = Index(emb.dim, model=emb.fingerprint)
+    index = Index(emb.dim, model=emb.fingerprint, metric=metric)
     index.add(vecs, ids=[d.id for d in docs], model=emb.fingerprint)
     titles = {d.id: d.title or d.text[:60] for d in docs}
     t0 = time.perf_counter()

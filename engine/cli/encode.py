@@ -4,6 +4,7 @@ The work is in ``engine.corpus.embed_corpus`` and ``engine.corpus.shards.CorpusS
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -65,13 +66,32 @@ def register(sub) -> None:
     s.add_argument("outdir", metavar="OUTDIR")
     s.add_argument("queries", nargs="+", metavar="QUERY")
     s.add_argument("-k", type=int, default=10, help="hits per query (default: 10)")
-    s.add_argument("--int8", action="store_true", help="int8 index with exact rescoring (less memory)")
+    s.add_argument("--index-precision", action=_IndexPrecision, choices=INDEX_PRECISIONS, default=None,
+                   help="fp32 (exact scan), int8 (codes: 1/4 the memory) or binary (sign bits: 1/32; CPU only); "
+                   "int8 and binary rescore k x oversample candidates exactly (default: fp32)")
+    s.add_argument("--int8", action=_IndexPrecision, nargs=0, const="int8", dest="index_precision",
+                   help="short for --index-precision int8")
     s.add_argument("--model", default=None, help="model to embed queries (default: the one in the manifest)")
     s.add_argument("--device", default="cpu")
     _prompt_args(s, "queries", "the query prompt in OUTDIR's manifest (the model's, as encode_query)")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--json", action="store_true", help="print hits as JSON lines")
     s.set_defaults(func=cmd_search)
+
+
+INDEX_PRECISIONS = ["fp32", "int8", "binary"]   # engine.index.Index's precisions
+
+
+class _IndexPrecision(argparse.Action):
+    """--index-precision P, and --int8 (its shorthand, nargs=0): one value; two that differ are a usage error."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        value = self.const if self.nargs == 0 else values
+        given = getattr(namespace, self.dest, None)
+        if given is not None and given != value:
+            parser.error(f"argument {option_string}: conflicts with the index precision {given!r} given before "
+                         "(--int8 is short for --index-precision int8); give one")
+        setattr(namespace, self.dest, value)
 
 
 def _prompt_args(p, what: str, default: str) -> None:
@@ -145,7 +165,7 @@ def cmd_search(args) -> int:
     from ..corpus.shards import CorpusSearcher, read_manifest
 
     _ensure_weights(args.model or read_manifest(args.outdir)["model"]["ref"])
-    searcher = CorpusSearcher(args.outdir, model=args.model, precision="int8" if args.int8 else "fp32",
+    searcher = CorpusSearcher(args.outdir, model=args.model, precision=args.index_precision or "fp32",
                               device=args.device, threads=args.threads)
     results = searcher.search(args.queries, k=args.k, prompt_name=args.prompt_name, prompt=args.prompt)
     for query, hits in zip(args.queries, results):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .encode import INDEX_PRECISIONS
+
 CACHE_HELP = ("SQLite embedding cache file (a folder, existing or ending in '/': PATH/embeddings.sqlite in it); "
               "vectors are reused by model fingerprint, precision and exact text, shared with 'embed encode --cache'")
 RETRIEVAL_COLUMNS = ["model", "precision", "index", "dim", "ndcg@10", "map@10", "recall@10", "recall@100", "mrr@10",
@@ -33,7 +35,8 @@ def register(sub) -> None:
     p.add_argument("--model", action="append",
                    help="model name or folder; repeat for several (default: all-MiniLM-L6-v2)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="model precision")
-    p.add_argument("--index-precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--index-precision", default="fp32", choices=INDEX_PRECISIONS,
+                   help="exact fp32 scores, or an int8 / binary index with exact rescoring (default: fp32)")
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation (re-normalized)")
     p.add_argument("--max-docs", type=int, default=None,
                    help="evaluate on a sample: sampled queries keep all their judged docs")
@@ -63,7 +66,9 @@ def register(sub) -> None:
     p.add_argument("--qrels", metavar="FILE", help="qrels tsv: query-id corpus-id score")
     p.add_argument("--models", nargs="+", default=None, help="models (default: every catalogued model)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
-    p.add_argument("--index-precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    p.add_argument("--index-precisions", nargs="+", default=["fp32", "int8"], choices=INDEX_PRECISIONS,
+                   help="index precisions to measure (default: fp32 int8; binary on request: its recall on a "
+                   "small corpus can overstate a large one's, see decision.md)")
     p.add_argument("--dims", nargs="+", default=["full", "256", "128", "64"], help="truncations ('full' = model dim)")
     p.add_argument("--tolerance", type=float, default=0.01, help="relative nDCG@10 loss accepted (default 0.01 = 1%%)")
     p.add_argument("--max-docs", type=int, default=None,

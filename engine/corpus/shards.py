@@ -679,13 +679,24 @@ def load_embeddings(out_dir: str | os.PathLike, *, verify: bool = True) -> tuple
     return ids, np.concatenate(parts)
 
 
-def index_metric(manifest: dict) -> str:
-    """The ``Index`` metric of an OUTDIR: "cosine" for normalized vectors (and manifests written
-    before the similarity was recorded), else the model's similarity_fn_name ("dot"; "euclidean"
-    and "manhattan", which the Index refuses with what to do instead)."""
-    if manifest.get("normalize", True) is not False:
+def metric_for(similarity_fn_name: str | None, unit: bool) -> str:
+    """The ``Index`` metric that ranks as a model's similarity does, ``unit``: its vectors are unit
+    length. The one place of this rule (``embed search``, eval, select and demo use it).
+
+    "cosine" -> "cosine", "dot" -> "dot" (raw vectors, inner products), None (not recorded) ->
+    "cosine". "euclidean" on unit vectors -> "cosine": ``||a - b||^2 = 2 - 2 a.b`` ranks as cosine
+    does. "euclidean" on raw vectors and "manhattan" (which no inner product reproduces) are
+    returned as they are, and ``Index(metric=...)`` refuses them, saying what to do instead.
+    """
+    if similarity_fn_name == "euclidean" and unit:
         return "cosine"
-    return manifest.get("similarity_fn_name") or "cosine"
+    return similarity_fn_name or "cosine"
+
+
+def index_metric(manifest: dict) -> str:
+    """The ``Index`` metric of an OUTDIR (``metric_for``): the manifest's similarity_fn_name and
+    normalize ("cosine" for manifests written before the similarity was recorded)."""
+    return metric_for(manifest.get("similarity_fn_name"), manifest.get("normalize", True) is not False)
 
 
 def load_index(out_dir: str | os.PathLike, precision: str = "fp32", verify: bool = True):

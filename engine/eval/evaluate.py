@@ -142,64 +142,124 @@ def truncate(vecs: np.ndarray, dim: int | None) -> np.ndarray:
 
 
 # -- retrieval ------------------------------------------------------------------------------
+def index_metric_of(embedder) -> str:
+    """The ``Index`` metric for ``embedder.encode``'s vectors: its ``similarity_fn_name`` through the
+    one rule, ``engine.corpus.shards.metric_for`` ("cosine", "dot"; "euclidean" ranks as "cosine"
+    when encode gives unit vectors: models configured with cosine or ending in an untruncated
+    Normalize module). Raises the Index's InputError, which says what to do instead, for a
+    similarity no Index metric ranks by (euclidean on raw vectors, manhattan), before anything is
+    embedded."""
+    from ..corpus.shards import metric_for
+    from ..index.index import Index
+
+    stack = getattr(embedder, "stack", None)
+    if stack is None:   # a duck-typed embedder (.encode, .dim, ...): cosine, as encode_cached assumes
+        return "cosine"
+    unit = stack.similarity_fn_name == "cosine" or (stack.normalizes and stack.truncate_dim is None)
+    metric = metric_for(embedder.similarity_fn_name, unit)
+    Index(1, metric=metric)   # refuses what it cannot rank by
+    return metric
+
+
+class _Retriever:
+    """``doc_vecs`` (row j = ``doc_ids[j]``) held as ``index_precision`` and scored by ``metric``:
+    built once, searched at any k (``top_k``); see ``retrieve``."""
+
+    def __init__(self, doc_vecs: np.ndarray, doc_ids: list[str], index_precision: str, metric: str):
+        from ..index.index import PRECISIONS, Index
+
+        if index_precision not in PRECISIONS:
+            raise InputError(f"index_precision must be one of {', '.join(PRECISIONS)}, got {index_precision!r}")
+        # the Index refuses a metric it cannot rank by (euclidean, manhattan) with what to do instead
+        index = Index(doc_vecs.shape[1], precision=index_precision, metric=metric)
+        self.doc_ids, self.metric = doc_ids, metric
+        if index_precision == "fp32":   # exact scores in numpy (every query against every doc)
+            self.index, self.docs = None, _as_scored(doc_vecs, metric)
+        else:
+            index.add(doc_vecs, ids=np.arange(len(doc_ids), dtype=np.int64))
+            self.index, self.docs = index, None
+
+    def top_k(self, query_vecs: np.ndarray, k: int) -> dict[str, list]:
+        doc_ids = self.doc_ids
+        k = min(k, len(doc_ids))
+        if self.index is None:
+            scores = _as_scored(query_vecs, self.metric) @ self.docs.T
+            idx = rank_top_k(scores, doc_ids, k)
+            top = np.take_along_axis(scores, idx, axis=1)
+        else:
+            top, idx = self.index.search(query_vecs, k=k)
+            top = np.asarray(top, dtype=np.float32)
+            idx = np.asarray(idx, dtype=np.int64)
+
+            def rank_key(r, j):  # score descending, ties by doc id, empty slots (-1) last
+                return (-top[r, j], doc_ids[idx[r, j]] if idx[r, j] >= 0 else "\uffff")
+
+            order = np.array([sorted(range(k), key=lambda j, r=r: rank_key(r, j)) for r in range(len(idx))],
+                             dtype=np.int64).reshape(idx.shape)
+            idx = np.take_along_axis(idx, order, axis=1)
+            top = np.take_along_axis(top, order, axis=1)
+        return {
+            "ids": [[doc_ids[j] for j in row if j >= 0] for row in idx],
+            "scores": [list(map(float, row)) for row in top],
+        }
+
+
+def _as_scored(x: np.ndarray, metric: str) -> np.ndarray:
+    """x as the Index scores it: unit rows for "cosine" (x itself when they are unit already, as
+    encode gives them for cosine models; zero rows stay zero), x for "dot"."""
+    if metric != "cosine" or np.allclose(np.einsum("ij,ij->i", x, x), 1, atol=1e-4):
+        return x
+    from ..kernels import l2_normalize
+
+    return l2_normalize(x)
+
+
 def retrieve(doc_vecs: np.ndarray, query_vecs: np.ndarray, doc_ids: list[str], k: int = 100,
-             index_precision: str = "fp32") -> dict[str, list]:
+             index_precision: str = "fp32", metric: str = "dot") -> dict[str, list]:
     """Top-k per query as (doc-id lists, score lists), ties by ascending doc id.
 
-    ``fp32``: exact inner products in numpy. ``int8``: ``engine.index.Index`` with int8 storage
-    (its scan + rescoring), then the same deterministic tie order.
+    ``metric``: "dot" (inner products of the vectors as given) or "cosine" (of the vectors made
+    unit length), the ``Index`` metrics; ``index_metric_of(embedder)`` is the model's.
+    ``index_precision``: ``fp32``: exact scores in numpy. ``int8`` / ``binary``:
+    ``engine.index.Index`` with that precision and metric (its first-stage scan for
+    k * oversample candidates, then exact rescoring), then the same deterministic tie order.
     """
-    k = min(k, len(doc_ids))
-    if index_precision == "fp32":
-        scores = query_vecs @ doc_vecs.T
-        idx = rank_top_k(scores, doc_ids, k)
-        top = np.take_along_axis(scores, idx, axis=1)
-    elif index_precision == "int8":
-        try:
-            from ..index.index import Index
-        except ImportError as e:
-            raise InputError(f"index_precision='int8' needs engine.index, which is not available ({e}); "
-                             "use 'fp32'") from None
-        index = Index(doc_vecs.shape[1], precision="int8")
-        index.add(doc_vecs, ids=np.arange(len(doc_ids), dtype=np.int64))
-        top, idx = index.search(query_vecs, k=k)
-        top = np.asarray(top, dtype=np.float32)
-        idx = np.asarray(idx, dtype=np.int64)
-
-        def rank_key(r, j):  # score descending, ties by doc id, empty slots (-1) last
-            return (-top[r, j], doc_ids[idx[r, j]] if idx[r, j] >= 0 else "\uffff")
-
-        order = np.array([sorted(range(k), key=lambda j, r=r: rank_key(r, j)) for r in range(len(idx))],
-                         dtype=np.int64).reshape(idx.shape)
-        idx = np.take_along_axis(idx, order, axis=1)
-        top = np.take_along_axis(top, order, axis=1)
-    else:
-        raise InputError(f"index_precision must be 'fp32' or 'int8', got {index_precision!r}")
-    return {
-        "ids": [[doc_ids[j] for j in row if j >= 0] for row in idx],
-        "scores": [list(map(float, row)) for row in top],
-    }
+    return _Retriever(doc_vecs, doc_ids, index_precision, metric).top_k(query_vecs, k)
 
 
 def beir_scores(ds: BeirDataset, doc_vecs: np.ndarray, query_vecs: np.ndarray, *, k_values=DEFAULT_KS,
-                index_precision: str = "fp32", truncate_dim: int | None = None) -> dict:
-    """Metrics for precomputed full vectors (truncation and index precision applied here)."""
+                index_precision: str = "fp32", truncate_dim: int | None = None, metric: str = "dot") -> dict:
+    """Metrics for precomputed full vectors (truncation, index precision and ``metric`` as in
+    ``retrieve`` applied here).
+
+    The metrics at each cutoff k come from a search for k, as ``Index.search(q, k)`` answers it:
+    an int8 or binary index rescores k * oversample candidates, so the top 10 of one k=100 search
+    (10x the candidates) would overstate a k=10 search (binary on SciFact: 5% of the top-10 lists
+    differ). fp32 is exact: one search for the largest k gives every cutoff.
+    """
     d, q = truncate(doc_vecs, truncate_dim), truncate(query_vecs, truncate_dim)
-    run = retrieve(d, q, ds.doc_ids, k=max(k_values), index_precision=index_precision)
-    ranked = dict(zip(ds.query_ids, run["ids"]))
-    return evaluate_run(ds.qrels, ranked, k_values)
+    retriever = _Retriever(d, ds.doc_ids, index_precision, metric)
+    ks = sorted({int(k) for k in k_values})
+    res: dict = {}
+    for cut in ([ks] if index_precision == "fp32" else [[k] for k in ks]):
+        run = retriever.top_k(q, max(cut))
+        res.update(evaluate_run(ds.qrels, dict(zip(ds.query_ids, run["ids"])), cut))
+    return res
 
 
 def evaluate_beir(embedder, ds: BeirDataset, *, k_values=DEFAULT_KS, index_precision: str = "fp32",
                   truncate_dim: int | None = None, batch_size: int = 32, embeddings_cache=None) -> dict:
     """Embed corpus and queries with ``embedder`` (through ``embeddings_cache``: a SQLite file or a
-    folder, see ``encode_cached``), retrieve, score. Returns a JSON-able dict."""
+    folder, see ``encode_cached``), retrieve with the model's metric (``index_metric_of``), score.
+    Returns a JSON-able dict."""
     if truncate_dim is not None and not 1 <= truncate_dim <= embedder.dim:
         raise InputError(f"truncate_dim must be in [1, {embedder.dim}] for {embedder.name}, got {truncate_dim}")
+    metric = index_metric_of(embedder)
     docs = encode_cached(embedder, ds.doc_texts, embeddings_cache, batch_size)
     queries = encode_cached(embedder, ds.query_texts, embeddings_cache, batch_size)
-    res = beir_scores(ds, docs, queries, k_values=k_values, index_precision=index_precision, truncate_dim=truncate_dim)
-    res.update(model=embedder.name, precision=embedder.precision, index_precision=index_precision,
+    res = beir_scores(ds, docs, queries, k_values=k_values, index_precision=index_precision, truncate_dim=truncate_dim,
+                      metric=metric)
+    res.update(model=embedder.name, precision=embedder.precision, index_precision=index_precision, metric=metric,
                dim=truncate_dim or embedder.dim, dataset=ds.name, docs=len(ds.doc_ids))
     return res
 

@@ -1,9 +1,11 @@
 """``select``: pick a configuration on the user's own data, from measured numbers.
 
-Grid: model x model precision (fp32, int8) x index precision (fp32, int8) x truncate_dim (full,
-256, 128, 64; values >= the model's dim are skipped). Each (model, precision) encodes the corpus
-and queries once; truncations are derived from the full vectors (truncate + renormalize) and
-every index precision reuses them, so the grid costs one encode per (model, precision).
+Grid: model x model precision (fp32, int8) x index precision (fp32, int8 by default; binary on
+request) x truncate_dim (full, 256, 128, 64; values >= the model's dim are skipped). Each (model,
+precision) encodes the corpus and queries once; truncations are derived from the full vectors
+(truncate + renormalize) and every index precision reuses them, so the grid costs one encode per
+(model, precision). Every index ranks by the model's metric (``evaluate.index_metric_of``:
+cosine, or dot for a dot model).
 
 Measured per configuration: nDCG@10 and recall@100 (``engine.eval.metrics``), encode throughput
 (docs/s on a fixed sample of corpus docs, after a warm-up; per model + precision), query latency
@@ -11,9 +13,17 @@ Measured per configuration: nDCG@10 and recall@100 (``engine.eval.metrics``), en
 warm-up) and bytes per vector.
 
 Bytes per vector: fp32 index ``4 * dim``; int8 index ``dim`` (the int8 codes held in RAM; the
-per-dimension scales are ``4 * dim`` bytes per index, amortized away). The int8 index also keeps
-the fp32 vectors on disk for exact rescoring (memory-mapped, only ``k * oversample`` rows read
-per query), so its file is ``5 * dim`` bytes per vector: ``disk_bytes_per_vector``.
+per-dimension scales are ``4 * dim`` bytes per index, amortized away); binary index
+``8 * ceil(dim / 64)`` (the sign bits, packed in 64-bit words: 48 bytes for 384-d). The int8 and
+binary indexes also keep the fp32 vectors on disk for exact rescoring (memory-mapped, only
+``k * oversample`` rows read per query), so their files are ``5 * dim`` and
+``8 * ceil(dim / 64) + 4 * dim`` bytes per vector: ``disk_bytes_per_vector``.
+
+Binary is not in the default grid: its candidates are ``k * oversample`` rows (400 for k = 10),
+which are a large share of a small evaluation corpus (or a ``--max-docs`` sample) but a tiny one
+of a large deployment, so its recall measured here can overstate what the same index keeps on
+the full corpus (the decision record says so when it lists binary). Measure it on a corpus of
+the deployment's size, or ask for it (``index_precisions=("fp32", "int8", "binary")``).
 
 Recommendation rule (``recommend``): the candidates are the configurations whose nDCG@10 is
 within ``tolerance`` (relative, default 1%) of the best one measured. Among them, prefer the
@@ -33,28 +43,25 @@ import numpy as np
 
 from ..corpus.cache import encode_cached
 from ..errors import EngineError, InputError, ModelNotFoundError
-from .evaluate import BeirDataset, beir_scores, truncate
+from .evaluate import BeirDataset, beir_scores, index_metric_of, truncate
 
 TRUNCATE_DIMS = (None, 256, 128, 64)
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8")   # model precisions, and the default index precisions (binary: on request)
 
 
 def bytes_per_vector(dim: int, index_precision: str) -> tuple[int, int]:
     """(RAM bytes, file bytes) per stored vector; see the module docstring."""
-    return (4 * dim, 4 * dim) if index_precision == "fp32" else (dim, 5 * dim)
+    if index_precision == "fp32":
+        return 4 * dim, 4 * dim
+    codes = {"int8": dim, "binary": 8 * -(-dim // 64)}[index_precision]   # binary: sign bits in uint64 words
+    return codes, codes + 4 * dim   # the file keeps the fp32 rows too, for exact rescoring
 
 
-def _index_search_fn(vecs: np.ndarray, index_precision: str):
-    """A ``search(q (1, d)) -> ids`` closure over an index of ``vecs``."""
-    try:
-        from ..index.index import Index
-    except ImportError:
-        Index = None
-    if Index is None:
-        if index_precision != "fp32":
-            raise InputError("the int8 index needs engine.index, which is not available")
-        return lambda q: np.argsort(-(vecs @ q[0]))[:10]
-    index = Index(vecs.shape[1], precision=index_precision)
+def _index_search_fn(vecs: np.ndarray, index_precision: str, metric: str = "dot"):
+    """A ``search(q (1, d)) -> (scores, ids)`` closure over an ``Index`` of ``vecs``."""
+    from ..index.index import Index
+
+    index = Index(vecs.shape[1], precision=index_precision, metric=metric)
     index.add(vecs)
     return lambda q: index.search(q, k=10)
 
@@ -80,9 +87,10 @@ def measure_encoder(embedder, ds: BeirDataset, speed_docs: int = 256, latency_qu
     return {"encode_docs_per_s": docs_s, "query_encode_ms": q_ms, "speed_docs": len(docs)}
 
 
-def measure_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, index_precision: str, n: int = 100) -> float:
-    """Mean ms per single-query search (k = 10) after one warm-up search."""
-    search = _index_search_fn(doc_vecs, index_precision)
+def measure_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, index_precision: str, n: int = 100, *,
+                   metric: str = "dot") -> float:
+    """Mean ms per single-query search (k = 10) after one warm-up search; ``metric`` as in ``retrieve``."""
+    search = _index_search_fn(doc_vecs, index_precision, metric)
     qs = query_vecs[: max(1, min(n, len(query_vecs)))]
     search(qs[:1])
     t = time.perf_counter()
@@ -102,6 +110,7 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
         for precision in precisions:
             try:
                 emb = Embedder(model, model_precision=precision, threads=threads, cache_dir=cache_dir)
+                metric = index_metric_of(emb)   # refuses euclidean on raw vectors / manhattan, saying why
             except (ModelNotFoundError, EngineError, ImportError, OSError) as e:
                 reason = f"{type(e).__name__}: {e}"
                 log(f"skip {model} {precision}: {reason}")
@@ -120,8 +129,8 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
                 dv, qv = truncate(docs, d), truncate(queries, d)
                 for ip in index_precisions:
                     try:
-                        q = beir_scores(ds, dv, qv, k_values=(10, 100), index_precision=ip)
-                        search_ms = measure_search(dv, qv, ip)
+                        q = beir_scores(ds, dv, qv, k_values=(10, 100), index_precision=ip, metric=metric)
+                        search_ms = measure_search(dv, qv, ip, metric=metric)
                     except InputError as e:
                         log(f"skip {emb.name} {precision} index {ip}: {e}")
                         skipped.append({"model": emb.name, "precision": precision, "index_precision": ip,
@@ -129,7 +138,7 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
                         continue
                     ram, disk = bytes_per_vector(d, ip)
                     row = {
-                        "model": emb.name, "precision": precision, "index_precision": ip, "dim": d,
+                        "model": emb.name, "precision": precision, "index_precision": ip, "metric": metric, "dim": d,
                         "full_dim": emb.dim, "ndcg@10": q["ndcg@10"], "recall@100": q["recall@100"],
                         "encode_docs_per_s": speed["encode_docs_per_s"],
                         "query_ms": speed["query_encode_ms"] + search_ms,
@@ -182,7 +191,8 @@ def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str
     fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=110)
     models = sorted({r["model"] for r in rows})
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
-    markers = {("fp32", "fp32"): "o", ("fp32", "int8"): "s", ("int8", "fp32"): "^", ("int8", "int8"): "D"}
+    markers = {("fp32", "fp32"): "o", ("fp32", "int8"): "s", ("int8", "fp32"): "^", ("int8", "int8"): "D",
+               ("fp32", "binary"): "v", ("int8", "binary"): "P"}
     smax = max(r["bytes_per_vector"] for r in rows)
     for r in rows:
         ax.scatter(r["encode_docs_per_s"], r["ndcg@10"], s=30 + 400 * r["bytes_per_vector"] / smax,
@@ -202,7 +212,8 @@ def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str
     for m in models:
         ax.scatter([], [], color=colors[m], label=m)
     for (p, ip), mk in markers.items():
-        ax.scatter([], [], color="0.6", marker=mk, label=f"model {p}, index {ip}")
+        if ip != "binary" or any(r["index_precision"] == ip for r in rows):
+            ax.scatter([], [], color="0.6", marker=mk, label=f"model {p}, index {ip}")
     ax.set_xlabel("encode throughput (docs/s, higher is faster)")
     ax.set_ylabel("nDCG@10")
     ax.set_title(title or "select: quality vs speed (marker area ~ bytes per vector)", fontsize=10)
@@ -214,6 +225,23 @@ def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str
     plt.close(fig)
     _ = front
     return path
+
+
+def _bytes_note(result: dict) -> str:
+    """The decision record's words on bytes per vector, and on binary's recall when it was measured."""
+    if not any(r["index_precision"] == "binary" for r in result["rows"]):
+        return ("Bytes per vector: fp32 index 4 x dim; int8 index dim (codes in RAM; it also keeps the fp32 vectors "
+                "on disk, memory-mapped, for exact rescoring).")
+    from ..index.index import DEFAULT_OVERSAMPLE_BINARY
+
+    docs, cands = result["dataset"]["docs"], 10 * DEFAULT_OVERSAMPLE_BINARY
+    return ("Bytes per vector: fp32 index 4 x dim; int8 index dim; binary index 8 x ceil(dim / 64) (sign bits). "
+            "int8 and binary hold their codes in RAM and keep the fp32 vectors on disk, memory-mapped, for exact "
+            "rescoring of k x oversample candidates.\n\n"
+            f"Binary ranks by sign bits first and rescores k x {DEFAULT_OVERSAMPLE_BINARY} candidates: {cands} for "
+            f"k=10, {min(1.0, cands / max(docs, 1)):.0%} of these {docs} documents. On a larger corpus the same "
+            "search rescores a smaller share and can miss more of the exact top 10, so measure binary on a corpus "
+            "of the deployment's size before relying on its nDCG here.")
 
 
 def decision_record(result: dict) -> str:
@@ -267,8 +295,7 @@ def decision_record(result: dict) -> str:
         "",
         "Throughput is measured on a fixed sample of corpus documents after a warm-up; query latency is one query "
         "encoded alone plus one k=10 search. The machine is shared: timings vary by about 10% between runs, so "
-        "speed differences smaller than that are not meaningful. Bytes per vector: fp32 index 4 x dim; int8 index "
-        "dim (codes in RAM; it also keeps the fp32 vectors on disk, memory-mapped, for exact rescoring).",
+        f"speed differences smaller than that are not meaningful. {_bytes_note(result)}",
         "",
         "## All configurations (sorted by nDCG@10)",
         "",
