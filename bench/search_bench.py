@@ -28,9 +28,15 @@ are skipped.
 """
 from __future__ import annotations
 
+import os
+
+# numba and faiss-cpu each load their own OpenMP runtime; with the default (active) wait policy the
+# pool that ran last keeps spinning and slows the other (faiss measured 2.6x slower at 100k x 384,
+# nq=256, bench/experiments/README.md "Hamming scan"). Passive for both unless the caller says otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
