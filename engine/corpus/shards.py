@@ -549,8 +549,8 @@ def _read_vectors(path: Path, count: int, dim: int, sha: str | None) -> np.ndarr
     return np.frombuffer(buf, dtype="<f4", offset=offset).reshape(count, dim)
 
 
-def _read_sidecar(path: Path, count: int, sha: str | None) -> tuple[list[str], list[str]]:
-    """(ids, titles) of a shard's .jsonl: count lines of {"id": str, "title": str}."""
+def _read_checked(path: Path, sha: str | None) -> bytes:
+    """A shard file's bytes (a regular file inside OUTDIR), checked against ``sha`` when given."""
     try:
         f, _ = _open_shard_file(path)
     except FileNotFoundError:
@@ -559,6 +559,12 @@ def _read_sidecar(path: Path, count: int, sha: str | None) -> tuple[list[str], l
         raw = f.read()
     if sha is not None and hashlib.sha256(raw).hexdigest() != sha:
         raise _checksum_error(path)
+    return raw
+
+
+def _read_sidecar(path: Path, count: int, sha: str | None) -> tuple[list[str], list[str]]:
+    """(ids, titles) of a shard's .jsonl: count lines of {"id": str, "title": str}."""
+    raw = _read_checked(path, sha)
     # split on "\n" only: str.splitlines would also split inside ids holding U+2028
     lines = raw.split(b"\n")
     if lines[-1] != b"" or len(lines) - 1 != count:
@@ -603,14 +609,7 @@ def _read_parquet(path: Path, count: int, dim: int, sha: str | None) -> tuple[li
     """(ids, titles, vectors (count, dim) float32, writable) of a Parquet shard: the file checked
     against sha before it is parsed, its footer (``_parquet_file``) before its data, and no nulls."""
     pa, _ = _pyarrow()
-    try:
-        f, _ = _open_shard_file(path)
-    except FileNotFoundError:
-        raise _missing(path) from None
-    with f:
-        raw = f.read()
-    if sha is not None and hashlib.sha256(raw).hexdigest() != sha:
-        raise _checksum_error(path)
+    raw = _read_checked(path, sha)
     pf = _parquet_file(pa.BufferReader(raw), path, count, dim)
     try:
         table = pf.read()
