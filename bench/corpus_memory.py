@@ -118,7 +118,7 @@ def main() -> int:
     growth = hi / lo - 1
     ok = growth <= args.tolerance
     print(f"peak RSS growth {growth:+.1%} (limit {args.tolerance:.0%}): {'PASS' if ok else 'FAIL'}")
-    from engine.benchmark.harness import environment
+    from engine.benchmark.chip import environment
 
     result = {"model": "tiny (tests/conftest.py)" if args.tiny else args.model, "max_chars": args.max_chars,
               "shard_size": args.shard_size, "cache": False, "runs": runs, "growth": growth,

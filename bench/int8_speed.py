@@ -12,8 +12,8 @@ of the last round also give the quality gate's parity numbers (cosine of int8 to
 both to sentence-transformers).
 
 Distance to the limit: onnxruntime's fp32 and int8 GEMM rates on this machine
-(``harness.gemm_peak``, measured before and after the contenders, the better of the two kept)
-and each contender's achieved GFLOP/s (best tokens/s x ``harness.model_flops_per_token`` at the
+(``chip.gemm_peak``, measured before and after the contenders, the better of the two kept)
+and each contender's achieved GFLOP/s (best tokens/s x ``chip.model_flops_per_token`` at the
 set's mean length) as a fraction of the peak of its precision (int8 for engine int8, fp32 for the
 others). The report names the chip (``environment``: CPU model, int8 ISA class, onnxruntime).
 
@@ -48,16 +48,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from engine import Embedder
-    from engine.benchmark.harness import (
+    from engine.benchmark.chip import (
         environment,
         gemm_peak,
         limit_fields,
-        measure,
         model_flops_per_token,
-        scifact_sts_texts,
-        token_count,
         transformer_shape,
     )
+    from engine.benchmark.harness import measure, scifact_sts_texts, token_count
     from engine.models.fetch import resolve
 
     try:

@@ -64,7 +64,7 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
 
-    from engine.benchmark.harness import environment
+    from engine.benchmark.chip import environment
     from engine.corpus import embed_corpus
     from engine.corpus.ray import embed_corpus_ray
     from engine.embedder import Embedder

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from engine import Embedder
-    from engine.benchmark.harness import environment
+    from engine.benchmark.chip import environment
     from engine.eval.evaluate import beir_scores, load_beir
 
     try:

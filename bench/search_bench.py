@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from engine.benchmark.harness import environment
+from engine.benchmark.chip import environment
 from engine.index import Index
 from engine.index.qgemm import GEMM_MIN_QUERIES
 from engine.kernels.normalize import l2_normalize

@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from engine import Embedder
-    from engine.benchmark.harness import environment, scifact_sts_texts
+    from engine.benchmark.chip import environment
+    from engine.benchmark.harness import scifact_sts_texts
 
     try:
         sets = scifact_sts_texts(args.data, args.docs, args.sents)

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from engine import InputError
+from engine.benchmark.chip import environment
+from engine.benchmark.clock import FakeClock
 from engine.benchmark.harness import (
     CELL_KEYS,
     SCHEMA,
     BenchConfig,
     Contender,
-    FakeClock,
     MemoryProbe,
     _run_cell,
     best_batch_sizes,
@@ -30,7 +31,6 @@ from engine.benchmark.harness import (
     compare_results,
     csv_rows,
     device_unavailable,
-    environment,
     format_comparison,
     format_table,
     latency_summary,
@@ -549,7 +549,7 @@ def test_gemm_graph_computes_the_product(int8):
     """The hand-written protobuf is a valid ONNX model whose output is A @ B (numpy oracle)."""
     import onnxruntime as ort
 
-    from engine.benchmark.harness import gemm_graph
+    from engine.benchmark.chip import gemm_graph
     from engine.onnx_bytes import tensor
 
     m, k, n = 5, 7, 3
@@ -570,7 +570,7 @@ def test_gemm_graph_computes_the_product(int8):
 
 
 def test_gemm_peak_on_a_tiny_shape():
-    from engine.benchmark.harness import gemm_peak
+    from engine.benchmark.chip import gemm_peak
 
     peak = gemm_peak(1, shape=(16, 32, 24), min_s=0.01)
     assert peak["shape"] == [16, 32, 24] and peak["threads"] == 1
@@ -579,7 +579,7 @@ def test_gemm_peak_on_a_tiny_shape():
 
 
 def test_model_flops_per_token_tiny_model_by_hand(tiny_embedder):
-    from engine.benchmark.harness import limit_fields, model_flops_per_token, transformer_shape
+    from engine.benchmark.chip import limit_fields, model_flops_per_token, transformer_shape
 
     shape = transformer_shape(tiny_embedder)
     assert shape == {"layers": 2, "hidden": 32, "intermediate": 64}  # conftest's BertConfig
@@ -596,7 +596,7 @@ def test_model_flops_per_token_tiny_model_by_hand(tiny_embedder):
 
 
 def test_tiny_run_reports_the_chip_and_fraction_of_peak(tiny_run, tiny_embedder):
-    from engine.benchmark.harness import model_flops_per_token
+    from engine.benchmark.chip import model_flops_per_token
 
     doc = json.loads((tiny_run / "results.json").read_text())
     env, peak = doc["environment"], doc["gemm_peak"]

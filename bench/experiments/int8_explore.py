@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from engine import Embedder
-    from engine.benchmark.harness import environment
+    from engine.benchmark.chip import environment
     from engine.eval.evaluate import load_beir, load_sts
     from engine.models.fetch import resolve
     from engine.models.quantize import cpu_isa, quantize_int8

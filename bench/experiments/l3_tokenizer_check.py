@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     from safetensors.numpy import load_file
     from tokenizers import Tokenizer, normalizers
 
-    from engine.benchmark.harness import environment
+    from engine.benchmark.chip import environment
     from engine.eval.evaluate import load_sts
     from engine.models.fetch import resolve
 

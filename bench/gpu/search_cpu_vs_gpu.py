@@ -36,7 +36,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from engine import Index
-    from engine.benchmark.harness import environment
+    from engine.benchmark.chip import environment
     from engine.kernels import cuda as kc
 
     ok, gpu = kc.available()
