@@ -160,6 +160,30 @@ def test_parquet(tmp_path):
     assert [(d.id, d.text) for d in docs] == [("1", "x")]  # integer ids become strings
 
 
+def test_damaged_parquet_input_names_the_file(tmp_path):
+    """A truncated file, a non-Parquet file and flipped bytes give an InputError naming the input (never a
+    pyarrow exception, nor an OSError the CLI would report as an output error); counting skips them."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"_id": [str(i) for i in range(50)], "text": [f"doc {i}" for i in range(50)]}), good)
+    raw = good.read_bytes()
+    cases = {"truncated": raw[: len(raw) // 2], "not-parquet": b"_id,text\n1,hello\n" * 10}
+    for name, data in cases.items():
+        p = tmp_path / f"{name}.parquet"
+        p.write_bytes(data)
+        with pytest.raises(InputError, match=rf"{name}\.parquet: not a readable Parquet file .*complete"):
+            read(p)
+        assert count_records([p]) is None
+    for at in range(4, len(raw) - 8, max(1, len(raw) // 60)):   # flips anywhere: a clear error or rows
+        p = tmp_path / "flip.parquet"
+        p.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1:])
+        try:
+            read(p, on_bad=lambda where, msg: None)
+        except InputError as e:
+            assert "flip.parquet" in str(e)
+
+
 def test_text_ids_are_line_numbers(tmp_path):
     a = tmp_path / "a.txt"
     a.write_text("first\n\nthird\r\n", encoding="utf-8")

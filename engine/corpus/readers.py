@@ -444,7 +444,10 @@ def count_records(inputs: Sequence[Input], format: str | None = None) -> int | N
                 import pyarrow.parquet as pq
             except ImportError:
                 return None
-            total += pq.ParquetFile(path).metadata.num_rows
+            try:
+                total += pq.ParquetFile(path).metadata.num_rows
+            except Exception:   # damaged or not Parquet: no count here; reading it says what is wrong
+                return None
             continue
         n, last = 0, b"\n"
         with open(path, "rb") as f:
@@ -746,12 +749,33 @@ def _read_parquet(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str)
         import pyarrow.parquet as pq
     except ImportError as e:
         raise missing_extra("pyarrow", "corpus") from e
-    pf = pq.ParquetFile(path)
-    names = pf.schema_arrow.names
+    import pyarrow as pa
+
+    def damaged(e: Exception) -> InputError:
+        return InputError(f"{path}: not a readable Parquet file ({e}); check that the file is complete (e.g. "
+                          "re-download or re-export it), or pass --format if it is another format")
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+    except (pa.ArrowException, OSError) as e:
+        raise damaged(e) from None
     _check_columns(path, fields, names, "")
     columns = _wanted(fields, names)
-    yield from _read_rows(path, _arrow_batches(pf.iter_batches(batch_size=BATCH_ROWS, columns=columns), columns),
-                          fields, on_bad, prefix)
+
+    def batches():
+        it = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        while True:
+            try:
+                batch = next(it)
+                batch.validate(full=True)   # e.g. strings that are not UTF-8 (a damaged page that decoded)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as e:   # a damaged page or column chunk
+                raise damaged(e) from None
+            yield batch
+
+    yield from _read_rows(path, _arrow_batches(batches(), columns), fields, on_bad, prefix)
 
 
 def _read_text(path: Path, on_bad: OnBad | None, prefix: str) -> Iterator[Doc]:
