@@ -179,6 +179,23 @@ def test_embed_dataset_map_batches(ray_cluster, local_out, inputs, tiny_model_di
     assert max(np.abs(got[i] - want[i]).max() for i in got) <= 1e-6
 
 
+def test_embed_dataset_prompts(ray_cluster, tiny_model_dir, tiny_cache, tiny_embedder):
+    """prompt= reaches the workers (vectors equal Embedder.encode(texts, prompt=...)); an unknown prompt_name
+    is refused on the driver before any actor starts."""
+    from engine.corpus.ray import embed_dataset
+    from engine.errors import InputError
+
+    texts = [f"text number {i} about vectors" for i in range(40)]
+    ds = ray_cluster.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
+    out = embed_dataset(ds, str(tiny_model_dir), cache_dir=tiny_cache, actors=1, prompt="find: ").take_all()
+    got = np.stack([np.asarray(r["embedding"]) for r in sorted(out, key=lambda r: r["i"])])
+    want = tiny_embedder.encode(texts, prompt="find: ")
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.abs(got - tiny_embedder.encode(texts)).max() > 1e-3    # the prompt changed the vectors
+    with pytest.raises(InputError, match="prompt_name 'nope'"):
+        embed_dataset(ds, str(tiny_model_dir), cache_dir=tiny_cache, prompt_name="nope")
+
+
 def test_cli_encode_ray(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cache, tmp_path, monkeypatch, capsys):
     from engine.cli import main
 

@@ -209,18 +209,25 @@ def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: st
                   threads: int | None = None, batch_size: int = 32, truncate_dim: int | None = None,
                   cache_dir: str | os.PathLike | None = None, actors: int | tuple[int, int] | None = None,
                   cpus_per_actor: float = 1, gpus_per_actor: float | None = None,
-                  ray_batch_size: int = RAY_BATCH):
-    """``ds`` with an ``output_column`` of unit float32 vectors, computed by an actor pool (lazy).
+                  ray_batch_size: int = RAY_BATCH, prompt_name: str | None = None, prompt: str | None = None):
+    """``ds`` with an ``output_column`` of float32 vectors (unit length for cosine models), computed
+    by an actor pool (lazy).
 
     text_column (and title_column, combined as ``engine.corpus.readers.compose`` does) is embedded.
+    prompt_name / prompt: the prompt prepended to every text, as ``embed_corpus`` takes them
+    (``prompt`` wins); default the model's document prompt, what ``encode_document`` prepends
+    (none for a model without one). For a column of queries pass ``prompt_name="query"``.
     actors: pool size, or (min, max) to autoscale; default as many as the cluster's CPUs (GPUs)
     allow. threads per actor default to cpus_per_actor. Row order follows Ray Data's
     ``DataContext.execution_options.preserve_order``.
     """
     _import_ray()
+    from .driver import corpus_prompts
+
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
     exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
-    kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim)
+    doc_prompt, _ = corpus_prompts(exported, prompt_name, prompt)   # an unknown prompt_name fails here, not on a worker
+    kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim, doc_prompt)
     kwargs.update(text_column=text_column, title_column=title_column, output_column=output_column)
     if actors is None:
         actors = _default_actors(cpus, gpus)
