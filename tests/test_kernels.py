@@ -238,35 +238,72 @@ def test_fold_queries_error_bound():
     assert 127 * query_qmax(1024) * 1024 < 2**31
 
 
+# the int8 scans this machine runs: int8 x int16 everywhere, u8 x s8 (vpmaddubsw) with AVX2
+INT8_METHODS = ["i16"] + (["u8s8"] if Q.HAS_U8S8 else [])
+# query code range each scan quantizes to (None: query_qmax(dim))
+INT8_QMAX = {"i16": None, "u8s8": Q.U8S8_QMAX}
+
+
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(0, 150), d=st.integers(1, 24), nq=st.integers(0, 9), k=st.integers(0, 160),
+@given(n=st.integers(0, 150), d=st.integers(1, 80), nq=st.integers(0, 9), k=st.integers(0, 160),
        seed=st.integers(0, 2**32 - 1))
 def test_topk_int8_matches_integer_oracle(n, d, nq, k, seed):
+    """Each scan (dims across the u8 x s8 kernel's 32-byte steps and its scalar tail) against
+    integer scores of the query codes it uses (fold_queries at its qmax)."""
     rng = np.random.default_rng(seed)
     x, q = int_data(rng, (n, d), -4, 4), int_data(rng, (nq, d), -4, 4)
     scales = np.full(d, 4 / 127, np.float32)
     codes = quantize(x, scales)
-    s, i = topk_int8(codes, q, scales, k)
-    assert i.shape == (nq, min(k, n))
-    if nq == 0 or n == 0:
-        return
-    qq, t = fold_queries(q, scales)
-    iscore = qq.astype(np.int64) @ codes.T.astype(np.int64)
-    _, oi = oracle_topk(iscore, k)
-    np.testing.assert_array_equal(i, oi)
-    np.testing.assert_allclose(s, np.take_along_axis(iscore, oi, 1) * t[:, None], rtol=1e-6)
+    for method in INT8_METHODS:
+        s, i = topk_int8(codes, q, scales, k, method=method)
+        assert i.shape == (nq, min(k, n))
+        if nq == 0 or n == 0:
+            continue
+        qq, t = fold_queries(q, scales, INT8_QMAX[method])
+        iscore = qq.astype(np.int64) @ codes.T.astype(np.int64)
+        _, oi = oracle_topk(iscore, k)
+        np.testing.assert_array_equal(i, oi)
+        np.testing.assert_allclose(s, np.take_along_axis(iscore, oi, 1) * t[:, None], rtol=1e-6)
 
 
-def test_topk_int8_many_chunks_ties():
+@pytest.mark.parametrize("method", INT8_METHODS)
+def test_topk_int8_many_chunks_ties(method):
     rng = np.random.default_rng(6)
     base = quantize(int_data(rng, (900, 9), -2, 2), np.full(9, 2 / 127, np.float32))
     codes = np.concatenate([base] * 7)  # 6300 rows, repeated -> ties across chunks
     q = int_data(rng, (11, 9))
     scales = np.full(9, 2 / 127, np.float32)
-    _, i = topk_int8(codes, q, scales, 30)
-    qq, _ = fold_queries(q, scales)
+    _, i = topk_int8(codes, q, scales, 30, method=method)
+    qq, _ = fold_queries(q, scales, INT8_QMAX[method])
     _, oi = oracle_topk(qq.astype(np.int64) @ codes.T.astype(np.int64), 30)
     np.testing.assert_array_equal(i, oi)
+
+
+@pytest.mark.skipif(not Q.HAS_U8S8, reason="the u8 x s8 scan needs AVX2")
+def test_u8s8_scan_on_384_dims_and_its_instructions():
+    """384-d rows (the kernel's 32-byte steps only) against the integer oracle, and the code it runs:
+    vpmaddubsw + vpmaddwd (the scan's dot), no int32 multiplies."""
+    import numba
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3000, 384)).astype(np.float32)
+    q = rng.standard_normal((3, 384)).astype(np.float32)
+    scales = Q.calibrate_scales(x)
+    codes = quantize(x, scales)
+    s, i = topk_int8(codes, q, scales, 50, method="u8s8")
+    qq, t = fold_queries(q, scales, Q.U8S8_QMAX)
+    assert np.abs(qq).max() == Q.U8S8_QMAX
+    iscore = qq.astype(np.int64) @ codes.T.astype(np.int64)
+    _, oi = oracle_topk(iscore, 50)
+    np.testing.assert_array_equal(i, oi)
+    np.testing.assert_allclose(s, np.take_along_axis(iscore, oi, 1) * t[:, None], rtol=1e-6)
+    scan = numba.njit(fastmath=True)(Q._topk_scan_u8s8.py_func)   # uncached: inspectable
+    cs, ci = T.empty_heaps((1, 2, 3), np.int32)
+    scan(codes[:10], qq[:2].astype(np.int8), 10, 4, cs, ci)
+    asm = scan.inspect_asm(scan.signatures[0])
+    assert re.search(r"vpmaddubsw", asm) and re.search(r"vpmaddwd", asm)
+    with pytest.raises(ValueError, match="method must be"):
+        topk_int8(codes, q, scales, 5, method="avx")
 
 
 def test_topk_int8_zero_query_and_errors():

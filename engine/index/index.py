@@ -46,8 +46,9 @@ Semantics
   ``DEFAULT_OVERSAMPLE = 4``, picked by measured recall@10 against exact fp32 search (200
   queries, half near corpus points, half random) on 20k x 384 unit vectors: isotropic
   0.98 / 1.0 / 1.0 / 1.0 and clustered 0.96 / 1.0 / 1.0 / 1.0 at oversample 1 / 2 / 4 / 10;
-  1.000 on 1M x 384 clustered (``bench/search_bench.py``). The queries keep 15 bits (see the
-  kernel), so 2 already suffices there; 4 is a margin for real embeddings that costs ~20
+  1.000 on 1M x 384 clustered (``bench/search_bench.py``). The scan keeps 15 bits of each
+  query, or 7 on x86 CPUs with AVX2, where it runs on ``vpmaddubsw`` (same recall measured, see
+  the kernel), so 2 already suffices there; 4 is a margin for real embeddings that costs ~20
   extra row reads per query. From ``qgemm.GEMM_MIN_QUERIES`` queries on, the candidates come
   from a blocked int8 GEMM (onnxruntime ``MatMulInteger``, 8-bit queries) that shares each code
   row across all queries instead of scanning once per query (:mod:`engine.index.qgemm`: same

@@ -38,11 +38,12 @@ from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
 __all__ = ["GEMM_MIN_QUERIES", "topk_int8_gemm"]
 
 #: From this many queries on, int8 candidates come from the blocked GEMM (see the module docstring).
-#: 1M x 384, k=10 (bench/results/search_1m_2026-11-30.json, Xeon with AMX, 2 cores): the scan took
-#: 34 / 46 / 83 ms at 1 / 4 / 8 queries, the GEMM 107 / 113 / 160 ms at 16 / 32 / 64 (its floor is
-#: the XOR pass and one onnxruntime call per block: ~75 ms per 1M rows), where the scan grows ~9 ms
-#: per query. At 200k rows (a loaded machine) the crossover sat between 16 and 32 (scan 54 vs GEMM
-#: 66 ms at 16, 116 vs 49 ms at 32): a fixed 16 favours large indexes, where search time matters most.
+#: 1M x 384, k=10 (bench/results/search_1m_2026-11-30.json, Xeon with AMX, 2 cores): the GEMM took
+#: 107 / 113 / 160 ms at 16 / 32 / 64 queries (its floor is the XOR pass and one onnxruntime call
+#: per block: ~75 ms per 1M rows); the u8 x s8 scan (search_1m_int8_u8s8_2026-11-30.json) 16 / 33
+#: / 54 ms at 1 / 4 / 8 queries, growing ~5-6 ms per query, so ~100 ms at 16 (87 ms by the GEMM).
+#: At 200k rows (a loaded machine, the int8 x int16 scan) the crossover sat between 16 and 32 (scan 54
+#: vs GEMM 66 ms at 16, 116 vs 49 ms at 32): a fixed 16 favours large indexes, where time matters most.
 GEMM_MIN_QUERIES = 16
 #: Corpus rows per MatMulInteger call (a 1.5 MiB uint8 block at dim 384; scores B x nq int32).
 BLOCK_ROWS = 4096
