@@ -222,8 +222,9 @@ def test_select_binary_rows(beir_dir, tiny_model_dir, tiny_cache, tmp_path, monk
     assert "binary index 8 x ceil(dim / 64) (sign bits)" in md
     assert f"rescores k x {DEFAULT_OVERSAMPLE_BINARY} candidates: {10 * DEFAULT_OVERSAMPLE_BINARY} for k=10, " \
            f"100% of these {len(DOCS)} documents" in md
-    # same speed and quality, fewest bytes (8 at both dims; int8: 16 and 32): the rule picks binary
-    assert "/ index binary /" in md.split("## Decision")[1].splitlines()[2]
+    # which row the decision picks depends on measured search speed (noisy on a shared machine), so it is
+    # not asserted here; tests/test_select.py checks the rule itself on fixed numbers
+    assert "## Decision" in md
 
 
 # -- the model's metric: a dot model ranks by dot product everywhere ---------------------------
