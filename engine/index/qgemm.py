@@ -32,7 +32,7 @@ import threading
 import numpy as np
 
 from engine import onnx_bytes as pb
-from engine.kernels.quantize import _as_scales
+from engine.kernels.quantize import QMAX, fold_queries
 from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
 
 __all__ = ["GEMM_MIN_QUERIES", "topk_int8_gemm"]
@@ -73,13 +73,10 @@ def _session(threads: int | None):
 
 def quantize_queries(queries: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fold the per-dimension scales into the queries and quantize each to int8 with its own
-    scale: returns (qq int8 (nq, dim), t float64 (nq,)) with ``q . dequant(c) ~= t * (qq . c)``.
-    A zero query gets t = 1 and all-zero codes."""
-    w = np.asarray(queries, np.float64) * _as_scales(scales, queries.shape[1]).astype(np.float64)
-    m = np.abs(w).max(axis=1) if w.size else np.zeros(w.shape[0])
-    t = np.where(m > 0, m / 127.0, 1.0)
-    qq = np.clip(np.rint(w / t[:, None]), -127, 127).astype(np.int8)
-    return qq, t
+    scale (``fold_queries`` at qmax 127): returns (qq int8 (nq, dim), t float64 (nq,)) with
+    ``q . dequant(c) ~= t * (qq . c)``. A zero query gets t = 1 and all-zero codes."""
+    qq, t = fold_queries(queries, scales, QMAX)
+    return qq.astype(np.int8), t
 
 
 def topk_int8_gemm(codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k: int,
