@@ -49,3 +49,15 @@ def write_index_file(path: Path, meta: dict, blobs: dict, *, offsets: dict | Non
     header = json.dumps(meta).encode()
     path.write_bytes(MAGIC + len(header).to_bytes(8, "little") + hashlib.sha256(header).digest()
                      + header + b"\0" * max(0, start - 48 - len(header)) + payload)
+
+
+def rewrite_index_file(path: Path, edit, place=None) -> None:
+    """Rewrite a valid file after ``edit(meta, blobs)`` changed its header (a dict) and/or its section
+    bytes (name -> bytes), with correct hashes, so only the rule under test breaks (layout and
+    ``place``: ``write_index_file``)."""
+    raw = path.read_bytes()
+    hlen = int.from_bytes(raw[8:16], "little")
+    meta = json.loads(raw[48: 48 + hlen])
+    blobs = {e["name"]: raw[e["offset"]: e["offset"] + e["nbytes"]] for e in meta["sections"]}
+    edit(meta, blobs)
+    write_index_file(path, meta, blobs, place=place)

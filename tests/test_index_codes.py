@@ -3,8 +3,6 @@
 their files, and the recall each keeps after rescoring."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,7 @@ from engine.kernels.binary import pack_signs
 from engine.kernels.normalize import l2_normalize
 from engine.kernels.quantize import calibrate_scales, quantize, topk_int8
 from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
-from tests.index_files import write_index_file
+from tests.index_files import rewrite_index_file
 
 
 def clustered(n, d, nq, seed=0):
@@ -170,27 +168,29 @@ def test_binary_memory_after_mmap_load(tmp_path):
     np.testing.assert_array_equal(j.search(x[:3], 1)[1][:, 0], [0, 3, 6])
 
 
-def _edit_section(path, name, edit):
-    raw = path.read_bytes()
-    hlen = int.from_bytes(raw[8:16], "little")
-    meta = json.loads(raw[48: 48 + hlen])
-    blobs = {e["name"]: raw[e["offset"]: e["offset"] + e["nbytes"]] for e in meta["sections"]}
-    blobs[name] = edit(bytearray(blobs[name]))
-    write_index_file(path, meta, blobs)
-
-
-def test_binary_file_whose_bits_are_not_the_vectors_signs(tmp_path):
+def _saved_binary(tmp_path, edit_bits):
+    """A 50 x 100 binary index saved, then its bits section rewritten by ``edit_bits(bytearray)``
+    (hashes kept valid, so only the bits are wrong)."""
     x, _ = clustered(50, 100, 1)
     idx = Index(100, "binary")
     idx.add(x)
     path = tmp_path / "b.eidx"
     idx.save(path)
 
+    def edit(meta, blobs):
+        bits = bytearray(blobs["bits"])
+        edit_bits(bits)
+        blobs["bits"] = bytes(bits)
+
+    rewrite_index_file(path, edit)
+    return path
+
+
+def test_binary_file_whose_bits_are_not_the_vectors_signs(tmp_path):
     def flip(b):
         b[8 * 2 * 7] ^= 1       # row 7, word 0, bit 0
-        return bytes(b)
 
-    _edit_section(path, "bits", flip)
+    path = _saved_binary(tmp_path, flip)
     for mmap, verify in ((True, True), (False, False), (False, True)):
         with pytest.raises(IndexFormatError, match="binary codes of row 7") as e:
             Index.load(path, mmap=mmap, verify=verify)
@@ -199,17 +199,10 @@ def test_binary_file_whose_bits_are_not_the_vectors_signs(tmp_path):
 
 
 def test_binary_file_with_padding_bits_set(tmp_path):
-    x, _ = clustered(50, 100, 1)
-    idx = Index(100, "binary")
-    idx.add(x)
-    path = tmp_path / "b.eidx"
-    idx.save(path)
-
     def pad(b):
         b[8 * 2 * 3 + 15] |= 0x80   # row 3, word 1, bit 63 (dimension 127 of 100)
-        return bytes(b)
 
-    _edit_section(path, "bits", pad)
+    path = _saved_binary(tmp_path, pad)
     for mmap, verify in ((True, True), (True, False), (False, False)):
         with pytest.raises(IndexFormatError, match="padding bits"):
             Index.load(path, mmap=mmap, verify=verify)

@@ -11,7 +11,7 @@ import pytest
 from engine.errors import IndexFormatError
 from engine.index import Index
 from engine.index import format as fmt
-from tests.index_files import write_index_file
+from tests.index_files import rewrite_index_file
 
 D = 8
 EYE = np.eye(D, dtype=np.float32)   # unit rows: normalizing them is exact, so the bytes are fixed
@@ -139,18 +139,6 @@ def test_write_read_round_trip(tmp_path, precision, id_kind):
 # ----------------------------------------------------------------------------- crafted files
 
 
-def _craft(path, edit, place=None):
-    """Rewrite a valid file after ``edit(meta, blobs)`` changed its header (a dict) and/or its section
-    bytes (name -> bytes), with correct hashes, so only the rule under test breaks (layout and
-    ``place``: ``write_index_file``)."""
-    raw = path.read_bytes()
-    hlen = int.from_bytes(raw[8:16], "little")
-    meta = json.loads(raw[48: 48 + hlen])
-    blobs = {e["name"]: raw[e["offset"]: e["offset"] + e["nbytes"]] for e in meta["sections"]}
-    edit(meta, blobs)
-    write_index_file(path, meta, blobs, place=place)
-
-
 def _section(meta, name):
     return next(e for e in meta["sections"] if e["name"] == name)
 
@@ -175,7 +163,7 @@ def _expect(path, match):
 def test_crafter_writes_valid_files(tmp_path):
     path = _saved(tmp_path)
     before = path.read_bytes()
-    _craft(path, lambda meta, blobs: None)
+    rewrite_index_file(path, lambda meta, blobs: None)
     assert path.read_bytes() == before
 
 
@@ -189,7 +177,7 @@ def _set_dtype(name, dtype):
                                         ("vectors", ">f4"), ("ids", "<u8"), ("scales", "<f8"), ("ids", 3)])
 def test_section_with_a_wrong_dtype(tmp_path, name, dtype):
     path = _saved(tmp_path)
-    _craft(path, _set_dtype(name, dtype))
+    rewrite_index_file(path, _set_dtype(name, dtype))
     _expect(path, f"section '{name}' has dtype")
 
 
@@ -199,7 +187,7 @@ def test_object_dtype_section_sized_to_match(tmp_path):
 
     def edit(meta, blobs):
         _section(meta, "ids").update(dtype="|O", shape=[6], nbytes=48)
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, "dtype '|O'")
 
 
@@ -209,7 +197,7 @@ def test_ids_shorter_than_count(tmp_path):
     def edit(meta, blobs):
         _section(meta, "ids").update(shape=[5], nbytes=40)
         blobs["ids"] = blobs["ids"][:40]
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, r"section 'ids' has shape \[5\], expected \[6\]")
 
 
@@ -219,7 +207,7 @@ def test_vectors_with_a_bad_shape(tmp_path, shape):
 
     def edit(meta, blobs):
         _section(meta, "vectors")["shape"] = shape
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, "section 'vectors' has shape")
 
 
@@ -229,7 +217,7 @@ def test_nbytes_not_matching_shape(tmp_path, nbytes):
 
     def edit(meta, blobs):
         _section(meta, "vectors")["nbytes"] = nbytes
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, "section 'vectors' size")
 
 
@@ -237,7 +225,7 @@ def test_nbytes_not_matching_shape(tmp_path, nbytes):
 def test_offset_off_the_layout(tmp_path, offset):
     path = _saved(tmp_path)
 
-    _craft(path, lambda meta, blobs: None, place=lambda meta: _section(meta, "codes").update(offset=offset))
+    rewrite_index_file(path, lambda meta, blobs: None, place=lambda meta: _section(meta, "codes").update(offset=offset))
     _expect(path, "section 'codes' starts at")
 
 
@@ -250,7 +238,7 @@ def test_count_beyond_the_file(tmp_path):
     def edit(meta, blobs):
         meta["count"] = big
         _section(meta, "vectors").update(shape=[big, D], nbytes=big * D * 4)
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, r"header describes \d+ bytes \(truncated\)")
 
 
@@ -266,7 +254,7 @@ def test_count_beyond_the_file(tmp_path):
 ])
 def test_section_table_not_matching_the_header(tmp_path, change, match):
     path = _saved(tmp_path)
-    _craft(path, lambda meta, blobs: change(meta))
+    rewrite_index_file(path, lambda meta, blobs: change(meta))
     _expect(path, match)
 
 
@@ -277,7 +265,7 @@ def test_section_table_not_matching_the_header(tmp_path, change, match):
 ])
 def test_invalid_header_field(tmp_path, key, value):
     path = _saved(tmp_path)
-    _craft(path, lambda meta, blobs: meta.update({key: value}))
+    rewrite_index_file(path, lambda meta, blobs: meta.update({key: value}))
     _expect(path, f"header field '{key}' has an invalid value")
 
 
@@ -285,7 +273,7 @@ def test_invalid_header_field(tmp_path, key, value):
                                  "oversample", "scales_calibrated"])
 def test_missing_header_field(tmp_path, key):
     path = _saved(tmp_path)
-    _craft(path, lambda meta, blobs: meta.pop(key))
+    rewrite_index_file(path, lambda meta, blobs: meta.pop(key))
     _expect(path, f"header has no '{key}'")
 
 
@@ -304,7 +292,7 @@ def test_bad_int8_scales(tmp_path, value):
         s = np.frombuffer(blobs["scales"], "<f4").copy()
         s[3] = value
         blobs["scales"] = s.tobytes()
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, "scales are not all finite and positive")
 
 
@@ -316,7 +304,7 @@ def test_bad_string_id_offsets(tmp_path, offsets):
     def edit(meta, blobs):
         assert np.frombuffer(blobs["ids_offsets"], "<i8").tolist() == [0, 1, 3, 6, 7, 8, 9]
         blobs["ids_offsets"] = np.array(offsets, "<i8").tobytes()
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, "string-id offsets")
 
 
@@ -325,7 +313,7 @@ def test_string_ids_not_utf8(tmp_path):
 
     def edit(meta, blobs):
         blobs["ids_utf8"] = b"a\xffbcccdef"
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, "not valid UTF-8")
 
 
@@ -335,5 +323,5 @@ def test_string_blob_shape(tmp_path, shape):
 
     def edit(meta, blobs):
         _section(meta, "ids_utf8")["shape"] = shape
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     _expect(path, "section 'ids_utf8'")

@@ -1,7 +1,7 @@
 """Index files are untrusted: values inside a well-formed file (rows, ids, next_id), tiny-norm
 vectors, deeply nested or oversized headers, and saving onto odd paths or failing disks.
 
-Files are crafted with ``tests.test_index_format._craft``, which keeps both checksums valid, so
+Files are crafted with ``tests.index_files.rewrite_index_file``, which keeps both checksums valid, so
 only the rule under test breaks.
 """
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pytest
 from engine.errors import IndexFormatError, InputError, OutputError
 from engine.index import Index
 from engine.index import format as fmt
+from tests.index_files import rewrite_index_file
 
-from .test_index_format import D, _craft, _saved, _section
+from .test_index_format import D, _saved, _section
 
 TINY = np.finfo(np.float32).tiny
 LOADS = [(True, True), (False, True), (False, False)]   # (mmap, verify): every load that checks the rows
@@ -52,7 +53,7 @@ WHY = {"nan": "holds NaN or inf", "inf": "holds NaN or inf", "-inf": "holds NaN 
 @pytest.mark.parametrize("case", sorted(BAD_ROWS))
 def test_bad_vector_row_in_file(tmp_path, precision, case):
     path = _saved(tmp_path, precision, "int")
-    _craft(path, _set_row(2, BAD_ROWS[case]))
+    rewrite_index_file(path, _set_row(2, BAD_ROWS[case]))
     for mmap, verify in LOADS:
         with pytest.raises(IndexFormatError, match=rf"vector row 2 {WHY[case]}") as e:
             Index.load(path, mmap=mmap, verify=verify)
@@ -66,7 +67,7 @@ def test_unchecked_load_never_returns_non_finite_scores(tmp_path, precision, id_
     """mmap=True, verify=False skips the row check (documented); search still refuses to return
     a NaN/inf score or a placeholder id, naming the file and the row."""
     path = _saved(tmp_path, precision, id_kind)
-    _craft(path, _set_row(4, value))
+    rewrite_index_file(path, _set_row(4, value))
     idx = Index.load(path, mmap=True, verify=False)
     for k in (6, 10):                                    # every row, and more than there are
         with pytest.raises(IndexFormatError, match=r"row 4 holds NaN or inf.*verify=True") as e:
@@ -111,7 +112,7 @@ def _set_str_ids(ids):
 ])
 def test_duplicate_ids_in_file(tmp_path, id_kind, edit, dups):
     path = _saved(tmp_path, "fp32", id_kind)
-    _craft(path, edit)
+    rewrite_index_file(path, edit)
     for mmap, verify in LOADS + [(True, False)]:
         with pytest.raises(IndexFormatError, match=rf"ids repeat: {dups}") as e:
             Index.load(path, mmap=mmap, verify=verify)
@@ -127,7 +128,7 @@ def test_duplicate_ids_in_file(tmp_path, id_kind, edit, dups):
 ])
 def test_next_id_inconsistent_with_ids(tmp_path, id_kind, next_id, match):
     path = _saved(tmp_path, "fp32", id_kind)
-    _craft(path, lambda meta, blobs: meta.update(next_id=next_id))
+    rewrite_index_file(path, lambda meta, blobs: meta.update(next_id=next_id))
     for mmap, verify in LOADS + [(True, False)]:
         with pytest.raises(IndexFormatError, match=match):
             Index.load(path, mmap=mmap, verify=verify)
@@ -136,7 +137,7 @@ def test_next_id_inconsistent_with_ids(tmp_path, id_kind, next_id, match):
 def test_next_id_above_the_largest_id_is_kept(tmp_path):
     """next_id may exceed max(ids) + 1 (ids that were removed by a rebuild): default ids continue from it."""
     path = _saved(tmp_path, "fp32", "int")
-    _craft(path, lambda meta, blobs: meta.update(next_id=100))
+    rewrite_index_file(path, lambda meta, blobs: meta.update(next_id=100))
     idx = Index.load(path)
     idx.add(_unit(2, seed=5))
     assert idx.search(_unit(2, seed=5), 1)[1].ravel().tolist() == [100, 101]
@@ -225,7 +226,7 @@ def test_deeply_nested_header(tmp_path, header):
 def test_deeply_nested_value_inside_a_valid_header(tmp_path):
     path = _saved(tmp_path, "fp32", None)
     deep = json.loads("[" * 500 + "]" * 500)
-    _craft(path, lambda meta, blobs: meta.update(model=deep))     # json.dumps copes with 500 levels
+    rewrite_index_file(path, lambda meta, blobs: meta.update(model=deep))     # json.dumps copes with 500 levels
     raw = path.read_bytes()
     hlen = int.from_bytes(raw[8:16], "little")
     header = raw[48:48 + hlen].replace(b"[" * 500, b"[" * 20_000).replace(b"]" * 500, b"]" * 20_000)
@@ -239,7 +240,7 @@ def test_header_size_is_bounded(tmp_path):
     objects parses into over a GiB of Python objects). Longer ones are neither written nor read."""
     assert fmt.MAX_HEADER == 1 << 20
     path = _saved(tmp_path, "fp32", None)
-    _craft(path, lambda meta, blobs: meta.update(model="m" * fmt.MAX_HEADER))   # checksums valid
+    rewrite_index_file(path, lambda meta, blobs: meta.update(model="m" * fmt.MAX_HEADER))   # checksums valid
     with pytest.raises(IndexFormatError, match="header length out of range"):
         Index.load(path)
     idx = Index(D, model="m" * fmt.MAX_HEADER)
@@ -370,7 +371,7 @@ def test_load_refuses_non_regular_files(tmp_path):
 def test_int8_rows_without_calibrated_scales(tmp_path):
     """(Found by tests/test_fuzz_files.py: search used to fail inside the kernel with scales None.)"""
     path = _saved(tmp_path, "int8", None)
-    _craft(path, lambda meta, blobs: meta.update(scales_calibrated=False))
+    rewrite_index_file(path, lambda meta, blobs: meta.update(scales_calibrated=False))
     for mmap, verify in LOADS + [(True, False)]:
         with pytest.raises(IndexFormatError, match="int8 index of 6 rows without calibrated scales"):
             Index.load(path, mmap=mmap, verify=verify)
