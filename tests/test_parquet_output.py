@@ -28,6 +28,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 from engine.corpus import embed_corpus, load_embeddings  # noqa: E402
 from engine.corpus.shards import CorpusSearcher, iter_shards, load_index, read_manifest  # noqa: E402
 from engine.errors import IndexFormatError, InputError  # noqa: E402
+from tests.test_resume import CHILD  # noqa: E402
 
 N_DOCS, SHARD = 30, 8   # 4 shards, the last one short
 PARQUET_FILES = ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet", "shard-00003.parquet"]
@@ -228,30 +229,9 @@ def test_unknown_output_format(tmp_path, corpus, tiny_embedder):
 
 
 # -- resume -----------------------------------------------------------------------------------
-# file writes of a Parquet run: 1 manifest, then 2 per shard (parquet, done record), 1 final manifest
-CHILD = textwrap.dedent(r"""
-    import json, os, signal, sys
-    from engine.corpus import embed_corpus, shards
-    from engine.embedder import Embedder
-
-    cfg = json.loads(sys.argv[1])
-    calls = 0
-    original = shards.atomic_write
-
-    def atomic_write(path, data, sync_dir=True):
-        global calls
-        calls += 1
-        if calls == cfg["kill_at"]:
-            if cfg["torn"]:  # die inside the write: half the bytes in the temp file, no rename
-                fd, _ = shards._mkstemp(path)
-                os.write(fd, data[: len(data) // 2])
-            os.kill(os.getpid(), signal.SIGKILL)
-        original(path, data, sync_dir)
-
-    shards.atomic_write = atomic_write
-    emb = Embedder(cfg["model"], cache_dir=cfg["model_cache"])
-    embed_corpus(cfg["src"], cfg["out"], emb, shard_size=cfg["shard"], cache=False, output_format="parquet")
-""")
+# file writes of a Parquet run: 1 manifest, then 2 per shard (parquet, done record), 1 final manifest.
+# The child is tests/test_resume.py's: it counts atomic_write calls and SIGKILLs itself at the kill_at-th
+# (torn: after writing half of it to a temp file)
 
 
 @pytest.mark.parametrize("kill_at, torn, kept", [
@@ -262,7 +242,7 @@ CHILD = textwrap.dedent(r"""
 def test_kill_and_resume(tmp_path, corpus, pq_out, tiny_model_dir, tiny_cache, tiny_embedder, kill_at, torn, kept):
     out = tmp_path / "out"
     cfg = {"model": str(tiny_model_dir), "model_cache": str(tiny_cache), "src": str(corpus), "out": str(out),
-           "shard": SHARD, "kill_at": kill_at, "torn": torn}
+           "shard": SHARD, "kill_at": kill_at, "torn": torn, "output_format": "parquet"}
     p = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, timeout=120,
                        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     assert p.returncode == -signal.SIGKILL, p.stdout + p.stderr

@@ -50,7 +50,8 @@ def atomic_write(path, data, sync_dir=True):
 
 shards.atomic_write = atomic_write
 emb = Embedder(cfg["model"], cache_dir=cfg["model_cache"])
-embed_corpus(cfg["src"], cfg["out"], emb, shard_size=cfg["shard"], cache=cfg["cache"] or False)
+embed_corpus(cfg["src"], cfg["out"], emb, shard_size=cfg["shard"], cache=cfg.get("cache") or False,
+             output_format=cfg.get("output_format", "npy"))
 """
 
 
