@@ -15,13 +15,18 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_MAX_LEN = 16
 
-_CORPUS = [
+# the first texts of every small test corpus (tiny models' vocabularies come from them)
+SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
     "a stitch in time saves nine",
     "embeddings map text to vectors of numbers",
     "cosine similarity compares two unit vectors",
     "numba compiles python loops to machine code",
     "onnx runtime executes exported neural networks",
+]
+
+_CORPUS = [
+    *SENTENCES,
     "héllo wörld café naïve 日本語 テキスト",
     "tokenizers split words into word pieces",
 ]

@@ -13,13 +13,10 @@ import json
 import shutil
 from pathlib import Path
 
+from tests.conftest import SENTENCES
+
 CORPUS = [
-    "the quick brown fox jumps over the lazy dog",
-    "a stitch in time saves nine",
-    "embeddings map text to vectors of numbers",
-    "cosine similarity compares two unit vectors",
-    "numba compiles python loops to machine code",
-    "onnx runtime executes exported neural networks",
+    *SENTENCES,
     "héllo wörld café naïve 日本語 テキスト 中文 文本",
     "tokenizers split words into word pieces",
     "query: passage: Represent this sentence for searching relevant passages:",

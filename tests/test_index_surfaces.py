@@ -21,16 +21,11 @@ from engine.eval.evaluate import BeirDataset, evaluate_beir, index_metric_of, lo
 from engine.eval.metrics import evaluate_run
 from engine.eval.select import bytes_per_vector, run_grid
 from engine.index.index import DEFAULT_OVERSAMPLE, DEFAULT_OVERSAMPLE_BINARY, PRECISIONS, Index
-from tests.conftest import write_beir
+from tests.conftest import SENTENCES, write_beir
 from tests.st_tiny import build_transformer, write_stack
 
 DOCS = [
-    "the quick brown fox jumps over the lazy dog",
-    "a stitch in time saves nine",
-    "embeddings map text to vectors of numbers",
-    "cosine similarity compares two unit vectors",
-    "numba compiles python loops to machine code",
-    "onnx runtime executes exported neural networks",
+    *SENTENCES,
     "tokenizers split words into word pieces",
     "the lazy dog sleeps in the sun",
     "python loops over numbers",

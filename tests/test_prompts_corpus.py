@@ -20,16 +20,12 @@ from engine.corpus import embed_corpus
 from engine.corpus.cache import EmbeddingCache, encode_cached
 from engine.corpus.readers import text_key
 from engine.corpus.shards import iter_shards, read_manifest
+from tests.conftest import SENTENCES
 from tests.st_tiny import build_transformer, write_stack
 
 PROMPTS = {"query": "query: ", "document": "passage: ", "other": "represent this: "}
 TEXTS = [
-    "the quick brown fox jumps over the lazy dog",
-    "a stitch in time saves nine",
-    "embeddings map text to vectors of numbers",
-    "cosine similarity compares two unit vectors",
-    "numba compiles python loops to machine code",
-    "onnx runtime executes exported neural networks",
+    *SENTENCES,
     "héllo wörld café naïve",
     "tokenizers split words into word pieces",
     "",
