@@ -246,6 +246,8 @@ def _topk_scan_u8s8(codes, q8, chunk, tile, hs, hi):
     (the second term is the same for every row of a query, so the ranking is that of the plain
     dot product; ``topk_int8`` subtracts it from the returned scores). q8: int8 with
     |q8| <= U8S8_QMAX. Dimensions past the last multiple of 32 are added in scalar code.
+    A kernel of its own rather than a branch in ``_topk_scan_i8``: a kernel holding the AVX2
+    intrinsic cannot be compiled on other CPUs, taken or not, so it is compiled only where used.
     """
     n, d = codes.shape
     nq = q8.shape[0]
