@@ -24,16 +24,17 @@ int8 codes must be widened to 16 bits anyway for the multiply-add instructions.
 (qmax = 32767 up to dim 516, 16512 at dim 1024).
 
 u8 x s8 scan (x86 with AVX2, ``HAS_U8S8``; the default there). Numba's generated int8 x int16
-loop is compute-bound (256-bit code on CPUs LLVM tunes for 256-bit vectors: 59.7 ms per 1M x 384
-rows on one core, against 40.8 ms to merely sum the codes). ``_dot_u8s8`` is written in LLVM IR
+loop is compute-bound (256-bit code on CPUs LLVM tunes for 256-bit vectors: 69.3 ms for one
+query over 1M x 384 codes on one core, against 40.4 ms to merely sum the codes). ``_dot_u8s8`` is written in LLVM IR
 instead: per 32 codes, XOR 0x80 (``c + 128`` as u8), ``vpmaddubsw`` with int8 query codes (pairs
 summed in int16), ``vpmaddwd`` by ones (int32 lanes). The query keeps 7 bits
 (``U8S8_QMAX = 63``, so no int16 pair sum can saturate) and the score gains ``128 * sum_j q_j``,
 a constant per query that leaves the ranking alone and is subtracted from the returned
 scores. recall@10 after exact rescoring (oversample 2 and 4) is 1.0 with 7-bit queries as with
 15-bit ones on SciFact all-MiniLM-L6-v2 embeddings and on 200k x 384 clustered and isotropic
-unit vectors. Measured on 1M x 384, 2 threads (Xeon, AMX class): one query 14.6 ms vs 30.6 ms
-for the int8 x int16 scan and 47.3 ms for the fp32 scan (bench/experiments/int8_experiments.md).
+unit vectors. One query over 1M x 384 on a 2-core Xeon (AVX-512 VNNI, AMX; LLVM tunes it for
+256 bits), ``bench/experiments/int8_scan_dot.py``: 16.2 ms vs 36.7 ms for the int8 x int16 scan
+and 55.8 ms for the fp32 scan (one core: 29.9 / 69.3 / 116.0 ms).
 
 Generated code (numba 0.68.1 / llvmlite, host CPU znver4 with AVX-512 VNNI; inspected with
 ``numba.njit(fastmath=True)(_topk_scan_i8.py_func).inspect_asm(...)``, since inspection is
