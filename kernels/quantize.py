@@ -32,9 +32,10 @@ summed in int16), ``vpmaddwd`` by ones (int32 lanes). The query keeps 7 bits
 a constant per query that leaves the ranking alone and is subtracted from the returned
 scores. recall@10 after exact rescoring (oversample 2 and 4) is 1.0 with 7-bit queries as with
 15-bit ones on SciFact all-MiniLM-L6-v2 embeddings and on 200k x 384 clustered and isotropic
-unit vectors. One query over 1M x 384 on a 2-core Xeon (AVX-512 VNNI, AMX; LLVM tunes it for
-256 bits), ``bench/experiments/int8_scan_dot.py``: 16.2 ms vs 36.7 ms for the int8 x int16 scan
-and 55.8 ms for the fp32 scan (one core: 29.9 / 69.3 / 116.0 ms).
+unit vectors (``bench/experiments/code_recall.py``). One query over 1M x 384 on a 2-core Xeon
+(AVX-512 VNNI, AMX; LLVM tunes it for 256 bits), ``bench/experiments/int8_scan_dot.py``: 16.2 ms
+vs 36.7 ms for the int8 x int16 scan and 55.8 ms for the fp32 scan (one core: 29.9 / 69.3 /
+116.0 ms).
 
 Generated code (numba 0.68.1 / llvmlite, host CPU znver4 with AVX-512 VNNI; inspected with
 ``numba.njit(fastmath=True)(_topk_scan_i8.py_func).inspect_asm(...)``, since inspection is

@@ -64,9 +64,10 @@ Semantics
   fp32 rows are read from the file for the ``k * oversample`` candidates only.
   ``DEFAULT_OVERSAMPLE_BINARY = 40``, picked by recall@10 against exact search on SciFact
   (5,183 all-MiniLM-L6-v2 documents, 1,109 queries): 0.573 / 0.862 / 0.949 / 0.982 / 0.994 at
-  oversample 1 / 4 / 10 / 20 / 40 (the rescoring of 400 rows per query costs far less than the
-  scan). Signs keep only a vector's direction, so a "dot" model with widely varying norms
-  recalls less; raise ``oversample`` or use int8. Binary searches run on the CPU only.
+  oversample 1 / 4 / 10 / 20 / 40 (``bench/experiments/code_recall.py``; the rescoring of 400
+  rows per query costs far less than the scan). Signs keep only a vector's direction, so a "dot"
+  model with widely varying norms recalls less; raise ``oversample`` or use int8. Binary
+  searches run on the CPU only.
 
 Persistence: ``save`` / ``Index.load`` write and read one checksummed file through
 :mod:`engine.index.format` (the byte layout and every check on reading are described there).

@@ -19,7 +19,7 @@ overflow below dim 133,000). The scan keeps 15 bits of the query; 8 bits here. M
 SciFact (5,183 all-MiniLM-L6-v2 documents, 1,109 queries) and on 200k x 384 clustered and
 isotropic unit vectors (``bench/search_bench.py`` data): recall@10 after exact rescoring is
 1.0 at oversample 2 and 4 with 8-bit and with 15-bit queries alike (at oversample 1: 0.9931 vs
-0.9944 on SciFact), so the candidate lists keep the exact top 10.
+0.9944 on SciFact; ``bench/experiments/code_recall.py``), so the candidate lists keep the exact top 10.
 
 ``GEMM_MIN_QUERIES``: from this many queries on ``Index.search`` takes this path; chosen by
 ``bench/search_bench.py`` (see the number's comment). ``onnxruntime`` is a core dependency, so
