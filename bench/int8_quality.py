@@ -1,6 +1,6 @@
 """int8 quality on this chip: SciFact nDCG@10 and cosine to fp32, for the int8 ISA class it has.
 
-    .venv/bin/python bench/int8_quality.py --model all-MiniLM-L6-v2 [--data ../shared/data]
+    .venv/bin/python bench/int8_quality.py --model all-MiniLM-L6-v2 [--data ../shared/data] [--recipe rr|vnni]
 
 The int8 graph is built per ISA class (``engine.models.quantize``: the recipe and onnxruntime's
 u8 x s8 kernel depend on it), so its quality is measured per class, on the machine that has it.
@@ -13,8 +13,10 @@ title + text) and query and every STS-dev sentence (both columns). Reported:
 * STS-dev Spearman fp32 and int8;
 * the targets: nDCG ratio >= 0.99, mean cosine >= 0.99 on documents and on sentences.
 
-Vectors come through the embedding cache (``encode_cached``), so a rerun costs seconds. Writes
-``bench/results/int8_quality/<model>_<isa class>.json`` (with ``environment()``: CPU model, flags,
+``--recipe`` exports and runs another class's recipe on this CPU (bench/recipe_override.py: the
+integer products are exact wherever they cannot saturate, so e.g. ``rr`` here gives the vectors an
+AVX2 machine gives). Vectors come through the embedding cache (``encode_cached``), so a rerun costs seconds. Writes
+``bench/results/int8_quality/<model>_<isa class>[_<recipe>].json`` (with ``environment()``: CPU model, flags,
 ISA class, recipe, onnxruntime) and prints one Markdown row for the per-ISA table in
 bench/experiments/int8_experiments.md.
 """
@@ -41,9 +43,17 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--recipe", default=None,
+                    help="int8 recipe to export and run instead of this CPU's own (bench/recipe_override.py)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    from recipe_override import int8_recipe_as
 
+    with int8_recipe_as(args.recipe):
+        return run(args, argv)
+
+
+def run(args, argv) -> int:
     from engine import Embedder
     from engine.benchmark.chip import environment
     from engine.corpus.cache import encode_cached
@@ -84,7 +94,8 @@ def main(argv=None) -> int:
           f"{res['sts_spearman_fp32']:.4f} / {res['sts_spearman_int8']:.4f} |")
     res["command"] = "python bench/int8_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     res["environment"] = env
-    out = Path(args.out or Path(__file__).parent / "results" / "int8_quality" / f"{args.model}_{res['int8_isa']}.json")
+    out = Path(args.out or Path(__file__).parent / "results" / "int8_quality" / f"{args.model}_{res['int8_isa']}"
+                                                                     f"{'_' + args.recipe if args.recipe else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")

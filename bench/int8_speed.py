@@ -17,7 +17,9 @@ and each contender's achieved GFLOP/s (best tokens/s x ``chip.model_flops_per_to
 set's mean length) as a fraction of the peak of its precision (int8 for engine int8, fp32 for the
 others). The report names the chip (``environment``: CPU model, int8 ISA class, onnxruntime).
 
-Run: .venv/bin/python bench/int8_speed.py [--model all-MiniLM-L6-v2] [--rounds 3]
+``--also-recipe rr`` adds the int8 export of another recipe (bench/recipe_override.py) as a contender.
+
+Run: .venv/bin/python bench/int8_speed.py [--model all-MiniLM-L6-v2] [--rounds 3] [--also-recipe rr]
 Writes bench/results/int8_speed_<model>.json.
 """
 from __future__ import annotations
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--also-recipe", default=None,
+                    help="also time this int8 recipe (e.g. rr) in the same run (bench/recipe_override.py)")
     ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers (no torch)")
     ap.add_argument("--st-extra-batch", type=int, default=None,
                     help="also time sentence-transformers at this batch size (is a small batch its best too?)")
@@ -69,6 +73,12 @@ def main(argv=None) -> int:
         "engine fp32": lambda t: fp32.encode(t, batch_size=bs),
         "engine int8": lambda t: int8.encode(t, batch_size=bs),
     }
+    if args.also_recipe:
+        from recipe_override import int8_recipe_as
+
+        with int8_recipe_as(args.also_recipe):
+            alt = Embedder(args.model, model_precision="int8", threads=args.threads)
+        contenders[f"engine int8 {args.also_recipe}"] = lambda t: alt.encode(t, batch_size=bs)
     if not args.no_st:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -139,6 +149,10 @@ def main(argv=None) -> int:
         "flops_per_token": flops,
         "limit": limit,  # {contender: {set: {"gflops", "fraction_of_peak"}}}
     }
+    if args.also_recipe:
+        name = f"engine int8 {args.also_recipe}"
+        report[f"cos_int8_{args.also_recipe}_vs_fp32"] = {k: cos(vecs[name][k], vecs["engine fp32"][k]) for k in sets}
+        report[f"int8_export_{args.also_recipe}"] = alt._exported.meta["export"].get("quantization")
     if "ST torch" in contenders:
         report["cos_fp32_vs_st"] = {k: cos(vecs["engine fp32"][k], vecs["ST torch"][k]) for k in sets}
         report["cos_int8_vs_st"] = {k: cos(vecs["engine int8"][k], vecs["ST torch"][k]) for k in sets}

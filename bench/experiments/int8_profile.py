@@ -1,12 +1,14 @@
 """Where does an exported graph spend its time? onnxruntime's profiler, summed per op type.
 
-Runs one batch of SciFact docs (the longest-first batch the engine would form) a few times through
-the engine's exported fp32 and int8 graphs and prints each op type's share of kernel time.
+Runs one batch of SciFact docs (the longest-first batch the engine would form; ``--texts sents``: a
+batch of STS-dev sentences from the middle of the length order, what most sentence batches look
+like) a few times through the engine's exported fp32 and int8 graphs and prints each op type's
+share of kernel time.
 ``--runtime-graph`` profiles the graphs as the CPU runtime loads them (layer norms decomposed,
 ``engine.models.graph.cpu_graph``) instead of the exports on disk.
 
 Run: .venv/bin/python bench/experiments/int8_profile.py [--model all-MiniLM-L6-v2] [--batch 32] [--runs 3]
-     [--threads 2] [--runtime-graph]
+     [--threads 2] [--runtime-graph] [--texts docs|sents] [--precisions fp32,int8]
 """
 from __future__ import annotations
 
@@ -51,17 +53,24 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runtime-graph", action="store_true", help="profile cpu_graph(export), what the CPU runtime runs")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/")
+    ap.add_argument("--texts", choices=("docs", "sents"), default="docs")
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/")
     args = ap.parse_args(argv)
 
     from engine import Embedder
     from engine.batching import pad_batch
-    from engine.eval.evaluate import load_beir
+    from engine.benchmark.harness import scifact_sts_texts
 
-    docs = load_beir(args.data / "scifact").doc_texts
-    for precision in ("fp32", "int8"):
+    sets = scifact_sts_texts(args.data, args.batch, 2000)
+    for precision in args.precisions.split(","):
         emb = Embedder(args.model, model_precision=precision, threads=args.threads)
-        ids = emb.tokenize(docs[: args.batch])
+        if args.texts == "docs":
+            ids = emb.tokenize(sets["docs"])
+        else:  # the sentences of middle length, as length-sorted batching groups them
+            ids = sorted(emb.tokenize(sets["sents"]), key=len)
+            mid = len(ids) // 2
+            ids = ids[mid - args.batch // 2 : mid - args.batch // 2 + args.batch]
         input_ids, mask = pad_batch(ids, 0)
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
         graph = emb._exported.onnx_path
