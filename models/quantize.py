@@ -56,13 +56,14 @@ INT8_RECIPES: dict[str, dict] = {
 # ISA class -> (recipe id, why). Measurements: bench/experiments/int8_experiments.md ("Recipes per ISA").
 ISA_RECIPES: dict[str, tuple[str, str]] = {
     "amx_int8": ("vnni", "as avx512_vnni: u8s8 runs on AMX tiles (int32 accumulation), nothing saturates; "
-                         "this recipe's parity and speed measured on a Xeon with AMX, rr not compared"),
+                         "measured on a Xeon with AMX: rr as fast, lower parity (docs mean 0.9952 -> 0.9938)"),
     "avx512_vnni": ("vnni", "measured (Zen 4): reduce_range cost parity (docs mean 0.9949 -> 0.9933) and no speed"),
     "avx_vnni": ("vnni", "not measured: same vpdpbusd instruction (256-bit) as AVX-512 VNNI, no saturation"),
     "avx512": ("rr", "not measured: vpmaddubsw sums u8*s8 pairs in saturating int16; onnxruntime advises "
                      "reduce_range for u8s8 without VNNI"),
-    "avx2": ("rr", "safe choice, not measured against full range: vpmaddubsw saturates int16 pair sums; "
-                   "onnxruntime's quantize_static docstring advises reduce_range=True on x86 without VNNI"),
+    "avx2": ("rr", "vpmaddubsw saturates int16 pair sums of 8-bit weights, not of 7-bit ones; onnxruntime's "
+                   "quantize_static docstring advises reduce_range=True on x86 without VNNI; rr's quality meets the "
+                   "targets (exact integer products, measured on AMX); speed vs full range not measured"),
     "arm_dot": ("rr", "not measured: udot accumulates in int32 and onnxruntime advises reduce_range=False on "
                       "ARM, so full range is the likely better choice; kept at the 7-bit weights used so far"),
     ISA_OTHER: ("rr", "not measured: the safe choice (7-bit weights cannot saturate any u8s8 kernel)"),
