@@ -56,6 +56,7 @@ def main(argv=None) -> int:
         environment,
         gemm_peak,
         limit_fields,
+        load_average,
         model_flops_per_token,
         transformer_shape,
     )
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
 
     for fn in contenders.values():  # warm-up: JIT, session arenas, torch kernels
         fn(sets["docs"][:bs]), fn(sets["sents"][: bs * 4])
+    load_start = load_average()
     peaks = [gemm_peak(args.threads)]
     print(f"timing {len(contenders)} contenders x {args.rounds} rounds ...", flush=True)
     # one "batch" of measure() is one whole set; latencies_s holds every call, round by round
@@ -157,6 +159,7 @@ def main(argv=None) -> int:
         report["cos_fp32_vs_st"] = {k: cos(vecs["engine fp32"][k], vecs["ST torch"][k]) for k in sets}
         report["cos_int8_vs_st"] = {k: cos(vecs["engine int8"][k], vecs["ST torch"][k]) for k in sets}
     report["environment"] = environment()
+    report["load_average_start_end"] = [load_start, report["environment"]["load_average"]]
     out = Path(args.out or Path(__file__).parent / "results" / f"int8_speed_{fp32.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -165,7 +168,7 @@ def main(argv=None) -> int:
     print(f"\nchip: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores), int8 ISA class "
           f"{env['int8_isa']}, onnxruntime {env['onnxruntime']}; GEMM peak ({args.threads} threads, "
           f"{'x'.join(map(str, peak['shape']))}): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
-          f"int8 {peak['int8_gops']:.0f} GOP/s")
+          f"int8 {peak['int8_gops']:.0f} GOP/s; load average {load_start} -> {report['environment']['load_average']}")
     for c in contenders:
         print(f"{c:<16} " + "   ".join(
             f"{k}: {v['gflops']:.1f} GFLOP/s = {100 * v['fraction_of_peak']:.1f}% of "

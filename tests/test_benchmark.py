@@ -281,6 +281,7 @@ def test_environment_block():
 
     assert env["int8_isa"] == cpu_isa() and env["int8_recipe"] == int8_recipe()
     assert env["onnxruntime"] == env["versions"]["onnxruntime"]
+    assert len(env["load_average"]) == 3 and all(x >= 0 for x in env["load_average"])
     json.dumps(env)  # serializable as is
 
 
@@ -307,7 +308,9 @@ def tiny_run(tiny_model_dir, tiny_cache, tmp_path_factory):
 def test_tiny_run_writes_json_with_the_schema(tiny_run):
     doc = json.loads((tiny_run / "results.json").read_text())
     assert doc["schema"] == SCHEMA
-    assert set(doc) >= {"created", "config", "environment", "models", "texts", "rows", "skipped", "rss_method"}
+    assert set(doc) >= {"created", "config", "environment", "models", "texts", "rows", "skipped", "rss_method",
+                        "load_average_end"}
+    assert len(doc["environment"]["load_average"]) == 3 and len(doc["load_average_end"]) == 3
     assert doc["config"]["batch_sizes"] == [1, 4] and doc["config"]["threads"] == 1
     (model,) = doc["models"]
     info = doc["models"][model]

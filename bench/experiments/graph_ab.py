@@ -1,23 +1,33 @@
-"""A/B small edits of the int8 runtime graph on real documents, batch by batch.
+"""A/B small edits of the runtime graph on real texts, batch by batch.
 
-Takes the graph the CPU runtime loads (``cpu_graph`` of the int8 export), lets onnxruntime apply its
-fusions once, then applies an edit to that optimized graph and loads every variant with
-optimizations off, so each variant differs only by the edit. The first ``--docs`` SciFact docs are
-cut into the engine's long-text batches (2 per batch, longest first); every batch runs through all
-variants back to back (order flipped each batch and round), each batch keeps its best time per
-variant, and docs/s come from the summed best times.
+Takes the graph the CPU runtime loads (``cpu_graph`` of the int8 or, with ``--precision fp32``, the
+fp32 export), lets onnxruntime apply its fusions once, then applies an edit to that optimized graph
+and loads every variant with optimizations off, so each variant differs only by the edit (and
+onnxruntime cannot fuse an edit back). The first ``--docs`` SciFact docs are cut into the engine's
+long-text batches (2 per batch, longest first), or with ``--texts sents`` the first 2,000 STS-dev
+sentences into its short-text batches (32 per batch); every batch runs through all variants back
+to back (order flipped each batch and round), each batch keeps its best time per variant, and
+texts/s come from the summed best times.
 
 Thread spinning is switched off in every session: with several sessions in one process, the
 spinning worker threads of the session that just ran steal the cores from the next one, and an
 earlier version of this A/B "found" an 11% gain that was only that.
 
-Edits:
+Edits of the int8 graph:
 - ``fold_bias``: the output-projection bias moves from a separate ``Add`` into
   ``DynamicQuantizeMatMul``'s bias input (one elementwise pass fewer per layer norm).
 - ``ln_sumsq``: the decomposed layer norm's variance as ``ReduceSumSquare`` / E and
   ``d * Reciprocal(std)`` instead of ``Mul(d, d)`` + ``ReduceMean`` and ``Div``.
 
+Edits of the fp32 graph (exact: outputs move by float rounding only):
+- ``split_attention``: the fused ``Attention`` op (onnxruntime projects Q, K and V head by head,
+  batch row by batch row: many 14 x 384 x 32 GEMMs on a sentence batch) as three whole-batch
+  ``MatMul``s and ``MultiHeadAttention`` (bias and padding mask passed through).
+- ``erf_gelu``: ``BiasGelu`` as ``Add``, ``Mul``, ``Erf``, ``Mul``, ``Add``, ``Mul`` (onnxruntime
+  fuses this back into ``BiasGelu`` when optimizations are on).
+
 Run: .venv/bin/python bench/experiments/graph_ab.py [--docs 400] [--rounds 3] [--threads 2]
+     [--precision fp32 --texts sents --threads 1]
 """
 from __future__ import annotations
 
@@ -87,13 +97,71 @@ def ln_sumsq(model, hidden: int):
     return m
 
 
+def split_attention(model):
+    """Attention(x, W, b, mask) -> MultiHeadAttention(x Wq, x Wk, x Wv, b, mask)."""
+    from onnx import helper, numpy_helper
+
+    m = copy.deepcopy(model)
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes = []
+    for node in g.node:
+        if not (node.op_type == "Attention" and node.domain == "com.microsoft" and node.input[1] in inits):
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = numpy_helper.to_array(inits[node.input[1]])
+        h = w.shape[1] // 3
+        qkv = []
+        for j, part in enumerate("qkv"):
+            name = f"{node.name}/w{part}"
+            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, j * h:(j + 1) * h]), name))
+            nodes.append(helper.make_node("MatMul", [node.input[0], name], [f"{node.name}/{part}"]))
+            qkv.append(f"{node.name}/{part}")
+        mask = node.input[3] if len(node.input) > 3 else ""
+        keep = {k: v for k, v in attrs.items() if k in ("num_heads", "mask_filter_value")}
+        nodes.append(helper.make_node("MultiHeadAttention", [*qkv, node.input[2], mask], [node.output[0]],
+                                      domain="com.microsoft", **keep))
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
+def erf_gelu(model):
+    """BiasGelu(x, b) -> y * (0.5 + 0.5 * erf(y / sqrt(2))), y = x + b."""
+    from onnx import helper, numpy_helper
+
+    m = copy.deepcopy(model)
+    g = m.graph
+    g.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), n)
+                          for n, v in (("gelu/r2", 1 / np.sqrt(2)), ("gelu/half", 0.5))])
+    nodes = []
+    for node in g.node:
+        if not (node.op_type in ("BiasGelu", "Gelu") and node.domain == "com.microsoft"):
+            nodes.append(node)
+            continue
+        p = node.name or node.output[0]
+        y = node.input[0]
+        if len(node.input) > 1 and node.input[1]:
+            nodes.append(helper.make_node("Add", [y, node.input[1]], [f"{p}/y"]))
+            y = f"{p}/y"
+        nodes += [helper.make_node("Mul", [y, "gelu/r2"], [f"{p}/s"]),
+                  helper.make_node("Erf", [f"{p}/s"], [f"{p}/e"]),
+                  helper.make_node("Mul", [f"{p}/e", "gelu/half"], [f"{p}/eh"]),
+                  helper.make_node("Add", [f"{p}/eh", "gelu/half"], [f"{p}/c"]),
+                  helper.make_node("Mul", [y, f"{p}/c"], [node.output[0]])]
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
 def main(argv=None) -> int:
     import onnx
     import onnxruntime as ort
 
     from engine import Embedder
     from engine.batching import pad_batch, plan_batches
-    from engine.eval.evaluate import load_beir
+    from engine.benchmark.harness import scifact_sts_texts
     from engine.kernels.normalize import l2_normalize, mean_pool
     from engine.models.graph import cpu_graph
 
@@ -102,14 +170,16 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/")
+    ap.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    ap.add_argument("--texts", choices=("docs", "sents"), default="docs")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/")
     args = ap.parse_args(argv)
 
-    emb = Embedder(args.model, model_precision="int8", threads=args.threads)
-    docs = load_beir(args.data / "scifact").doc_texts
-    toks = emb.tokenize(docs[: args.docs])
+    emb = Embedder(args.model, model_precision=args.precision, threads=args.threads)
+    texts = scifact_sts_texts(args.data, args.docs, 2000)[args.texts]
+    toks = emb.tokenize(texts)
     batches = []
-    for batch in plan_batches(np.array([len(t) for t in toks]), 2):
+    for batch in plan_batches(np.array([len(t) for t in toks]), 2 if args.texts == "docs" else 32):
         ids, mask = pad_batch([toks[j] for j in batch], 0)
         batches.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
 
@@ -122,12 +192,12 @@ def main(argv=None) -> int:
                              providers=["CPUExecutionProvider"])
         base = onnx.load(opts.optimized_model_filepath)
     hidden = emb.dim
-    variants = {
-        "as loaded": base,
-        "fold_bias": fold_bias(base),
-        "fold_bias + ln_sumsq": ln_sumsq(fold_bias(base), hidden),
-        "as loaded (again)": base,
-    }
+    if args.precision == "int8":
+        edits = {"fold_bias": fold_bias(base), "fold_bias + ln_sumsq": ln_sumsq(fold_bias(base), hidden)}
+    else:
+        edits = {"split_attention": split_attention(base), "erf_gelu": erf_gelu(base),
+                 "split_attention + erf_gelu": erf_gelu(split_attention(base))}
+    variants = {"as loaded": base, **edits, "as loaded (again)": base}
 
     sessions = {}
     for name, model in variants.items():
@@ -154,7 +224,7 @@ def main(argv=None) -> int:
     for n in names:
         cos = (pooled(sessions[n]) * ref).sum(1)
         rate = len(toks) / best[n].sum()
-        print(f"{n:<24} {rate:7.2f} docs/s {rate / base_rate:6.3f}x   "
+        print(f"{n:<28} {rate:8.2f} {args.texts}/s {rate / base_rate:6.3f}x   "
               f"cosine to 'as loaded' mean {cos.mean():.5f} min {cos.min():.5f}")
     return 0
 

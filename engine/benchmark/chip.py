@@ -60,9 +60,19 @@ def _gpus() -> list[dict]:
     return gpus
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): other work on the cores
+    makes timings noisy, so every timed result records it."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def environment() -> dict:
     """CPU model and SIMD flags, the int8 ISA class and recipe (models/quantize.py), cores, memory,
-    GPUs (nvidia-smi), providers, the onnxruntime version and other library versions."""
+    GPUs (nvidia-smi), providers, the onnxruntime version and other library versions, and the load
+    average when it was taken."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
@@ -91,7 +101,8 @@ def environment() -> dict:
     return {"cpu": _cpuinfo(), "int8_isa": isa, "int8_recipe": int8_recipe(isa),
             "onnxruntime": versions.get("onnxruntime") or versions.get("onnxruntime-gpu"),
             "memory_gb": mem, "gpu": _gpus(), "onnxruntime_providers": providers,
-            "platform": platform.platform(), "python": platform.python_version(), "versions": versions, "env": env}
+            "platform": platform.platform(), "python": platform.python_version(), "versions": versions, "env": env,
+            "load_average": load_average()}
 
 
 # -- the chip's limit: GEMM rates and the model's FLOPs ------------------------------------

@@ -31,8 +31,10 @@ JSON schema (``"schema": "embed-engine.bench/1"``)::
         "onnxruntime": str,                             # its version
         "memory_gb": float, "gpu": [{"name", "memory", "driver"}] | [],
         "onnxruntime_providers": [str], "platform": str, "python": str,
-        "versions": {package: version}, "env": {"OMP_NUM_THREADS": ..., ...}
+        "versions": {package: version}, "env": {"OMP_NUM_THREADS": ..., ...},
+        "load_average": [1, 5, 15 min] | null          # when the run started
       },
+      "load_average_end": [1, 5, 15 min] | null,       # when it ended (a loaded machine: noisy)
       "gemm_peak": {"shape": [m, k, n], "threads", "fp32_gflops", "int8_gops",
                     "int8_over_fp32"},                 # gemm_peak(), measured in this run (CPU runs)
       "models": {name: {"dim", "max_seq_length", "fingerprints": {precision: str},
@@ -86,6 +88,7 @@ from .chip import (
     environment,
     gemm_peak,
     limit_fields,
+    load_average,
     model_flops_per_token,
     transformer_shape,
 )
@@ -539,6 +542,7 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
     finally:
         if bar is not None:
             bar.close()
+    result["load_average_end"] = load_average()
     return result
 
 
