@@ -5,12 +5,13 @@
 Exact fp32 top 10 is the truth. Data: all-MiniLM-L6-v2 embeddings of the 5,183 SciFact documents
 (title + text) and its 1,109 queries (through the embedding cache), and ``--n`` 384-d unit vectors
 clustered as in bench/search_bench.py (256 queries near corpus points) and isotropic (256 random
-queries). int8: codes with per-dimension scales, queries folded with the scales and quantized to
-7 bits (qmax 63: the u8 x s8 scan), 8 bits (127: the blocked GEMM) or 15 bits (16383: the int8 x
-int16 scan), candidates by the integer score at oversample 1 / 2 / 4. binary: sign bits, Hamming
-candidates at oversample 1 / 4 / 10 / 20 / 40 (SciFact only: synthetic clusters are far denser
-than real embeddings). The figures behind DEFAULT_OVERSAMPLE_BINARY (engine/index/index.py), the
-8-bit GEMM queries (engine/index/qgemm.py) and the 7-bit u8 x s8 queries (kernels/quantize.py).
+queries). int8: codes with per-dimension scales, queries folded with the scales and quantized to 7
+bits (qmax 63: the u8 x s8 scan and the blocked GEMM), 8 bits (127: the GEMM's first choice) or 15
+bits (16383: the int8 x int16 scan), candidates by the integer score at oversample 1 / 2 / 4.
+binary: sign bits, Hamming candidates at oversample 1 / 4 / 10 / 20 / 40 (SciFact only: synthetic
+clusters are far denser than real embeddings). The figures behind DEFAULT_OVERSAMPLE_BINARY
+(engine/index/index.py), the 7-bit GEMM queries (engine/index/qgemm.py) and the 7-bit u8 x s8
+queries (kernels/quantize.py).
 """
 from __future__ import annotations
 

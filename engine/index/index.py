@@ -50,7 +50,7 @@ Semantics
   query, or 7 on x86 CPUs with AVX2, where it runs on ``vpmaddubsw`` (same recall measured, see
   the kernel), so 2 already suffices there; 4 is a margin for real embeddings that costs ~20
   extra row reads per query. From ``qgemm.GEMM_MIN_QUERIES`` queries on, the candidates come
-  from a blocked int8 GEMM (onnxruntime ``MatMulInteger``, 8-bit queries) that shares each code
+  from a blocked int8 GEMM (onnxruntime ``MatMulInteger``, 7-bit queries) that shares each code
   row across all queries instead of scanning once per query (:mod:`engine.index.qgemm`: same
   recall, measured there); below it, from the fused scan.
 * **binary.** Vectors are stored as their sign bits (``engine.kernels.binary.pack_signs``:

@@ -13,13 +13,18 @@ column go into per-query heaps (``engine.kernels.topk.push_row_scores``). No (nq
 exists. The codes' bytes XOR 0x80 are the uint8 operand (``c + 128``; the zero point 128 undoes
 it exactly), written into one reused buffer per block.
 
-Queries: ``w = q * scales`` folded as in the scan, then ``qq = rint(w * 127 / max|w|)`` as int8,
-one scale per query, so each query's ranking is by ``sum_d qq_d * c_d`` exactly (int32; no
-overflow below dim 133,000). The scan keeps 15 bits of the query; 8 bits here. Measured on
-SciFact (5,183 all-MiniLM-L6-v2 documents, 1,109 queries) and on 200k x 384 clustered and
-isotropic unit vectors (``bench/search_bench.py`` data): recall@10 after exact rescoring is
-1.0 at oversample 2 and 4 with 8-bit and with 15-bit queries alike (at oversample 1: 0.9931 vs
-0.9944 on SciFact; ``bench/experiments/code_recall.py``), so the candidate lists keep the exact top 10.
+Queries: ``w = q * scales`` folded as in the scan, then ``qq = rint(w * 63 / max|w|)`` as int8
+(7 bits, ``U8S8_QMAX``), one scale per query, so each query's ranking is by ``sum_d qq_d * c_d``
+exactly (int32; no overflow below dim 260,000) on every CPU. Why 7 bits and not 8: onnxruntime's
+u8 x s8 kernels for AVX2 and for AVX-512 without VNNI (``vpmaddubsw``) add each pair of
+products in saturating int16; with |qq| <= 63 a pair is at most 2 * 255 * 63 = 32,130 < 32,767,
+while 8-bit queries (up to 2 * 255 * 127) would saturate there and silently change the
+candidates. So the candidates are the same integer top-k on AMX, VNNI, AVX2 and ARM alike, and
+the same as the u8 x s8 scan's (same 7-bit queries). Measured on SciFact (5,183
+all-MiniLM-L6-v2 documents, 1,109 queries) and on 200k x 384 clustered and isotropic unit
+vectors (``bench/search_bench.py`` data): recall@10 after exact rescoring is 1.0 at oversample 2
+and 4 with 7-, 8- and 15-bit queries alike (``bench/experiments/code_recall.py``), so the
+candidate lists keep the exact top 10.
 
 ``GEMM_MIN_QUERIES``: from this many queries on ``Index.search`` takes this path; chosen by
 ``bench/search_bench.py`` (see the number's comment). ``onnxruntime`` is a core dependency, so
@@ -32,7 +37,7 @@ import threading
 import numpy as np
 
 from engine import onnx_bytes as pb
-from engine.kernels.quantize import QMAX, fold_queries
+from engine.kernels.quantize import U8S8_QMAX, fold_queries
 from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
 
 __all__ = ["GEMM_MIN_QUERIES", "topk_int8_gemm"]
@@ -72,10 +77,11 @@ def _session(threads: int | None):
 
 
 def quantize_queries(queries: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fold the per-dimension scales into the queries and quantize each to int8 with its own
-    scale (``fold_queries`` at qmax 127): returns (qq int8 (nq, dim), t float64 (nq,)) with
-    ``q . dequant(c) ~= t * (qq . c)``. A zero query gets t = 1 and all-zero codes."""
-    qq, t = fold_queries(queries, scales, QMAX)
+    """Fold the per-dimension scales into the queries and quantize each to 7-bit int8 with its
+    own scale (``fold_queries`` at ``U8S8_QMAX`` = 63: no u8 x s8 kernel saturates, see the module
+    docstring): returns (qq int8 (nq, dim), t float64 (nq,)) with ``q . dequant(c) ~= t * (qq . c)``.
+    A zero query gets t = 1 and all-zero codes."""
+    qq, t = fold_queries(queries, scales, U8S8_QMAX)
     return qq.astype(np.int8), t
 
 
