@@ -55,7 +55,8 @@ from .tokenize import Tokenizer
 CHUNK = 4096
 
 # CPU batches hold at most this many attention cells per head (rows x tokens^2) unless the
-# caller sets max_tokens; chosen with bench/token_budget.py (bench/int8_experiments.md).
+# caller sets max_tokens; chosen with bench/token_budget.py on Zen 4 (AVX-512 VNNI) and confirmed
+# on a Xeon with AMX (bench/experiments/int8_experiments.md, "Batch shape per ISA"): one setting.
 CPU_MAX_CELLS = 2 * 256 * 256
 
 
