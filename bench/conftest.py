@@ -7,7 +7,8 @@ lacks it. A benchmark parametrizes the names it varies; the ``bench_params(name=
 gives the ones it has without varying them (a kernel runs on cpu, at int8); the rest read "n/a".
 They are set on the benchmark fixture before the test body runs, so the table,
 ``--benchmark-json``, saved runs and ``pytest-benchmark compare --group-by param:NAME`` all see
-them. A benchmark that ends without a group is an error: every table row belongs to one.
+them. A benchmark that ends without a group is an error: every table row belongs to one. Saved
+runs carry the chip (``machine_info["embed_engine"]``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ def pytest_configure(config):
         "bench_params(**values): values of the grouping parameters (model, device, precision, batch_size) "
         "that a benchmark has without being parametrized over them",
     )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Saved runs name the chip as every bench/ result does: ``machine_info["embed_engine"]`` is
+    ``engine.benchmark.chip.environment()`` (CPU model, ISA flags, int8 class and recipe,
+    onnxruntime, load average)."""
+    from engine.benchmark.chip import environment
+
+    machine_info["embed_engine"] = environment()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -53,6 +53,7 @@ def main(argv=None) -> int:
 
     from engine import Embedder
     from engine.benchmark.chip import (
+        chip_line,
         environment,
         gemm_peak,
         limit_fields,
@@ -165,8 +166,7 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k not in ("environment", "limit")}, indent=2))
     env = report["environment"]
-    print(f"\nchip: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores), int8 ISA class "
-          f"{env['int8_isa']}, onnxruntime {env['onnxruntime']}; GEMM peak ({args.threads} threads, "
+    print(f"\n{chip_line(env)}\nGEMM peak ({args.threads} threads, "
           f"{'x'.join(map(str, peak['shape']))}): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
           f"int8 {peak['int8_gops']:.0f} GOP/s; load average {load_start} -> {report['environment']['load_average']}")
     for c in contenders:

@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from engine.benchmark.chip import environment
+from engine.benchmark.chip import chip_line, environment
 from engine.index import Index
 from engine.index.qgemm import GEMM_MIN_QUERIES
 from engine.kernels.normalize import l2_normalize
@@ -97,17 +97,6 @@ def numpy_search(x, q, k, block=128):
         out_i[a: a + block] = np.take_along_axis(part, order, 1)
         out_s[a: a + block] = np.take_along_axis(ps, order, 1)
     return out_s, out_i
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def recall(found, truth):
@@ -287,6 +276,7 @@ def print_summary(report, names):
     cfg, bw, mem = report["config"], report["bandwidth"], report["memory"]
     results, table = report["results_ms"], report["ratios"]
     print()
+    print(chip_line(report.get("environment")))
     print(f"n={cfg['n']}, dim={cfg['dim']}, k={cfg['k']}; best of rounds (ms); "
           f"bandwidth bound fp32 {bw['fp32_pass_ms']:.1f} ms, int8 {bw['int8_pass_ms']:.1f} ms")
     print("| nq | " + " | ".join(names) + " | fp32/bound | FlatIP/fp32 | fp32/int8 | SQ8/int8 | fp32/binary "
@@ -352,7 +342,7 @@ def main(argv=None):
         "config": {"n": n, "dim": d, "k": k, "nq": nqs, "oversample": os8, "binary_oversample": osb,
                    "int8_gemm_from_nq": GEMM_MIN_QUERIES, "data": "clustered unit vectors"},
         "machine": {
-            "cpu": _cpu_name(), "cores": os.cpu_count(),
+            "cpu": environment()["cpu"]["model"], "cores": os.cpu_count(),
             "load_average_start_end": [load_start, list(os.getloadavg())],
             "numba_threads": numba.get_num_threads(), "numba": numba.__version__,
             "numpy": np.__version__, "faiss": faiss_ver, "python": platform.python_version(),

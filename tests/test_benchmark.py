@@ -527,6 +527,8 @@ def test_pytest_benchmark_groups_by_param(tiny_embedder, tiny_model_dir, tiny_ca
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "benchmark 'device=cpu': 4 tests" in r.stdout, r.stdout[-4000:]
     doc = json.loads(out.read_text())
+    chip = doc["machine_info"]["embed_engine"]                 # the saved run names the chip
+    assert chip["cpu"]["model"] and chip["int8_isa"] and chip["onnxruntime"]
     names = sorted(b["name"] for b in doc["benchmarks"])
     assert names == ["test_bench_calibrate", "test_bench_index_search[cpu-fp32]", "test_bench_index_search[cpu-int8]",
                      "test_encode[tiny-bert-cpu-fp32-bs8]"]

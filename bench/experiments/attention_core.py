@@ -67,6 +67,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     th = ap.parse_args(argv).threads
+    from engine.benchmark.chip import chip_line
+
+    print(chip_line(), flush=True)
     rng = np.random.default_rng(0)
     vi = h.make_tensor_value_info
 

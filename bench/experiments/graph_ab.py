@@ -174,6 +174,9 @@ def main(argv=None) -> int:
     ap.add_argument("--texts", choices=("docs", "sents"), default="docs")
     ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/")
     args = ap.parse_args(argv)
+    from engine.benchmark.chip import chip_line
+
+    print(chip_line(), flush=True)
 
     emb = Embedder(args.model, model_precision=args.precision, threads=args.threads)
     texts = scifact_sts_texts(args.data, args.docs, 2000)[args.texts]

@@ -37,25 +37,10 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from engine.benchmark.chip import chip_line, environment
 from engine.kernels.binary import pack_signs, topk_hamming
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cpu_line() -> str:
-    """Model name and the flags that matter here (AVX-512 VPOPCNTDQ: vectorized popcount)."""
-    name, flags = "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    want = ["avx2", "avx512f", "avx512_vpopcntdq", "avx512_bitalg", "popcnt"]
-    return f"{name}; " + " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in want)
 
 
 def make_bits(n, d, nq, seed=0, block=100_000):
@@ -171,7 +156,8 @@ def main(argv=None):
     if args.omp_wait_policy:      # read when each libgomp loads: numba's at its first parallel call, FAISS's at import
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
     args.nq = [int(v) for v in args.nq.split(",")]
-    print(cpu_line())
+    env = environment()
+    print(chip_line(env))
     load0 = os.getloadavg()
     print(f"numba threads {numba.get_num_threads()} ({numba.__version__}), "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {load0}")
@@ -192,11 +178,10 @@ def main(argv=None):
               + " | " + " | ".join(f"{row[c + '/ours']:.2f}x" for c in names[1:]) + f" | {row['check']} |")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"cpu": cpu_line(), "faiss": faiss_ver, "numba": numba.__version__,
-                                              "threads": numba.get_num_threads(), "load_average": [load0,
-                                              os.getloadavg()], "before": commit,
-                                              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-                                              "rows": rows}, indent=2))
+        doc = {"cpu": chip_line(env), "environment": env, "faiss": faiss_ver, "numba": numba.__version__,
+               "threads": numba.get_num_threads(), "load_average": [load0, os.getloadavg()], "before": commit,
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows}
+        Path(args.out).write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.out}")
 
 

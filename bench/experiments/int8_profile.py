@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/")
     args = ap.parse_args(argv)
+    from engine.benchmark.chip import chip_line
+
+    print(chip_line(), flush=True)
 
     from engine import Embedder
     from engine.batching import pad_batch

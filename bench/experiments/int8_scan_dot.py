@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search_bench import _sum_rows_f32, _sum_rows_i8, make_data  # noqa: E402
 
-from engine.benchmark.chip import environment  # noqa: E402
+from engine.benchmark.chip import chip_line  # noqa: E402
 from engine.kernels.quantize import HAS_U8S8, calibrate_scales, quantize, topk_int8  # noqa: E402
 from engine.kernels.topk import topk_dot  # noqa: E402
 
@@ -44,9 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args(argv)
-    env = environment()
-    flags = [f for f, on in env["cpu"]["flags"].items() if on]
-    print(f"cpu: {env['cpu']['model']}, flags {', '.join(flags)}; load {os.getloadavg()}")
+    print(chip_line())
     x, q = make_data(args.n, 384, 1)
     scales = calibrate_scales(x[:100_000])
     codes = quantize(x, scales)

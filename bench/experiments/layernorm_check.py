@@ -121,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/")
     args = ap.parse_args(argv)
+    from engine.benchmark.chip import chip_line
+
+    print(chip_line(), flush=True)
     micro()
     end_to_end(args.model, args.precision, args.docs, args.rounds, args.data)
     return 0

@@ -16,7 +16,7 @@ import numpy as np
 from .clock import Clock, PerfClock
 
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+             "avx512_bf16", "avx512_vpopcntdq", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimddp")
 VERSIONED = ("embed-engine", "numpy", "onnxruntime", "onnxruntime-gpu", "tokenizers", "numba", "torch",
              "sentence-transformers", "transformers", "optimum-onnx", "optimum", "psutil")
 
@@ -103,6 +103,17 @@ def environment() -> dict:
             "memory_gb": mem, "gpu": _gpus(), "onnxruntime_providers": providers,
             "platform": platform.platform(), "python": platform.python_version(), "versions": versions, "env": env,
             "load_average": load_average()}
+
+
+def chip_line(env: dict | None = None) -> str:
+    """One line naming the chip for a script's printed output: CPU model, cores, the ISA flags that
+    matter (``CPU_FLAGS`` present), the int8 ISA class and recipe, onnxruntime and the load average."""
+    env = env or environment()
+    cpu = env["cpu"]
+    flags = " ".join(f for f, on in cpu["flags"].items() if on) or "none of note"
+    return (f"chip: {cpu['model']} ({cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores); "
+            f"flags {flags}; int8 ISA class {env['int8_isa']} (recipe {env['int8_recipe']}); "
+            f"onnxruntime {env['onnxruntime']}; load average {env['load_average']}")
 
 
 # -- the chip's limit: GEMM rates and the model's FLOPs ------------------------------------
