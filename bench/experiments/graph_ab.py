@@ -72,47 +72,53 @@ def fold_bias(model):
     return m
 
 
-def ln_sumsq(model, hidden: int):
-    from onnx import helper, numpy_helper
-
+def _rewrite_nodes(model, replace, initializers=()):
+    """A copy of ``model`` with ``initializers`` added and each node replaced by ``replace(node,
+    graph)``: a list of nodes (possibly empty), or None to keep the node."""
     m = copy.deepcopy(model)
     g = m.graph
-    g.initializer.append(numpy_helper.from_array(np.array(1.0 / hidden, np.float32), "ln_inv_hidden"))
+    g.initializer.extend(initializers)
     nodes = []
-    for n in g.node:
-        out = n.output[0]
-        if n.op_type == "Mul" and out.endswith("/ln/d2"):
-            continue
-        if n.op_type == "ReduceMean" and out.endswith("/ln/var"):
-            d = n.input[0].replace("/ln/d2", "/ln/d")
-            nodes += [helper.make_node("ReduceSumSquare", [d, n.input[1]], [out + "_ss"], keepdims=1),
-                      helper.make_node("Mul", [out + "_ss", "ln_inv_hidden"], [out])]
-        elif n.op_type == "Div" and out.endswith("/ln/norm"):
-            nodes += [helper.make_node("Reciprocal", [n.input[1]], [n.input[1] + "_r"]),
-                      helper.make_node("Mul", [n.input[0], n.input[1] + "_r"], [out])]
-        else:
-            nodes.append(n)
+    for node in g.node:
+        new = replace(node, g)
+        nodes.extend([node] if new is None else new)
     del g.node[:]
     g.node.extend(nodes)
     return m
+
+
+def ln_sumsq(model, hidden: int):
+    from onnx import helper, numpy_helper
+
+    def replace(n, g):
+        out = n.output[0]
+        if n.op_type == "Mul" and out.endswith("/ln/d2"):
+            return []
+        if n.op_type == "ReduceMean" and out.endswith("/ln/var"):
+            d = n.input[0].replace("/ln/d2", "/ln/d")
+            return [helper.make_node("ReduceSumSquare", [d, n.input[1]], [out + "_ss"], keepdims=1),
+                    helper.make_node("Mul", [out + "_ss", "ln_inv_hidden"], [out])]
+        if n.op_type == "Div" and out.endswith("/ln/norm"):
+            return [helper.make_node("Reciprocal", [n.input[1]], [n.input[1] + "_r"]),
+                    helper.make_node("Mul", [n.input[0], n.input[1] + "_r"], [out])]
+        return None
+
+    inv = numpy_helper.from_array(np.array(1.0 / hidden, np.float32), "ln_inv_hidden")
+    return _rewrite_nodes(model, replace, [inv])
 
 
 def split_attention(model):
     """Attention(x, W, b, mask) -> MultiHeadAttention(x Wq, x Wk, x Wv, b, mask)."""
     from onnx import helper, numpy_helper
 
-    m = copy.deepcopy(model)
-    g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    nodes = []
-    for node in g.node:
+    def replace(node, g):
+        inits = {t.name: t for t in g.initializer}
         if not (node.op_type == "Attention" and node.domain == "com.microsoft" and node.input[1] in inits):
-            nodes.append(node)
-            continue
+            return None
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         w = numpy_helper.to_array(inits[node.input[1]])
         h = w.shape[1] // 3
-        qkv = []
+        nodes, qkv = [], []
         for j, part in enumerate("qkv"):
             name = f"{node.name}/w{part}"
             g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, j * h:(j + 1) * h]), name))
@@ -120,39 +126,33 @@ def split_attention(model):
             qkv.append(f"{node.name}/{part}")
         mask = node.input[3] if len(node.input) > 3 else ""
         keep = {k: v for k, v in attrs.items() if k in ("num_heads", "mask_filter_value")}
-        nodes.append(helper.make_node("MultiHeadAttention", [*qkv, node.input[2], mask], [node.output[0]],
-                                      domain="com.microsoft", **keep))
-    del g.node[:]
-    g.node.extend(nodes)
-    return m
+        return nodes + [helper.make_node("MultiHeadAttention", [*qkv, node.input[2], mask], [node.output[0]],
+                                         domain="com.microsoft", **keep)]
+
+    return _rewrite_nodes(model, replace)
 
 
 def erf_gelu(model):
     """BiasGelu(x, b) -> y * (0.5 + 0.5 * erf(y / sqrt(2))), y = x + b."""
     from onnx import helper, numpy_helper
 
-    m = copy.deepcopy(model)
-    g = m.graph
-    g.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), n)
-                          for n, v in (("gelu/r2", 1 / np.sqrt(2)), ("gelu/half", 0.5))])
-    nodes = []
-    for node in g.node:
+    def replace(node, g):
         if not (node.op_type in ("BiasGelu", "Gelu") and node.domain == "com.microsoft"):
-            nodes.append(node)
-            continue
+            return None
         p = node.name or node.output[0]
-        y = node.input[0]
+        y, nodes = node.input[0], []
         if len(node.input) > 1 and node.input[1]:
             nodes.append(helper.make_node("Add", [y, node.input[1]], [f"{p}/y"]))
             y = f"{p}/y"
-        nodes += [helper.make_node("Mul", [y, "gelu/r2"], [f"{p}/s"]),
-                  helper.make_node("Erf", [f"{p}/s"], [f"{p}/e"]),
-                  helper.make_node("Mul", [f"{p}/e", "gelu/half"], [f"{p}/eh"]),
-                  helper.make_node("Add", [f"{p}/eh", "gelu/half"], [f"{p}/c"]),
-                  helper.make_node("Mul", [y, f"{p}/c"], [node.output[0]])]
-    del g.node[:]
-    g.node.extend(nodes)
-    return m
+        return nodes + [helper.make_node("Mul", [y, "gelu/r2"], [f"{p}/s"]),
+                        helper.make_node("Erf", [f"{p}/s"], [f"{p}/e"]),
+                        helper.make_node("Mul", [f"{p}/e", "gelu/half"], [f"{p}/eh"]),
+                        helper.make_node("Add", [f"{p}/eh", "gelu/half"], [f"{p}/c"]),
+                        helper.make_node("Mul", [y, f"{p}/c"], [node.output[0]])]
+
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("gelu/r2", 1 / np.sqrt(2)),
+                                                                                ("gelu/half", 0.5))]
+    return _rewrite_nodes(model, replace, consts)
 
 
 def main(argv=None) -> int:
