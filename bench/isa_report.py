@@ -1,6 +1,6 @@
 """Every per-ISA figure of issue 19 in one command, for a machine whose kind has no row yet.
 
-    .venv/bin/python bench/isa_report.py [--out DIR] [--skip quality,speed,search,profile,scan] [--quick]
+    .venv/bin/python bench/isa_report.py [--out DIR] [--skip quality,speed,search,threshold,profile,scan] [--quick]
 
 Runs the bench scripts behind the per-ISA tables one after the other (never side by side: each one
 times something) and keeps their JSON and logs in one folder, default
@@ -15,7 +15,9 @@ quality    ``int8_quality.py`` with this CPU's recipe, then with the other     8
 speed      ``int8_speed.py --rounds 3 --also-recipe <other>``: engine fp32,     8
            int8 (both recipes) vs sentence-transformers, 1,000 SciFact docs
            and 2,000 STS-dev sentences, plus the GEMM peak
-search     ``search_bench.py`` 1M x 384, nq 1 / 16 / 256 / 1024: int8 vs fp32   5
+search     ``search_bench.py`` 1M x 384, nq 1 ... 1024: int8 vs fp32 vs FAISS     8
+threshold  ``experiments/int8_gemm_threshold.py``: from how many queries the  1
+           blocked int8 GEMM beats the scan here (``GEMM_MIN_QUERIES_BY_ISA``)
 profile    ``experiments/int8_profile.py --runtime-graph --threads 1`` on a     1
            docs batch and on a sentence batch: where the time goes per op
 scan       ``experiments/int8_scan_dot.py``: the one-query int8 scans           1
@@ -40,7 +42,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-STEPS = ("quality", "speed", "search", "profile", "scan")
+STEPS = ("quality", "speed", "search", "threshold", "profile", "scan")
 
 
 def _figures(step: str, out: Path) -> dict:
@@ -59,6 +61,8 @@ def _figures(step: str, out: Path) -> dict:
         return {"best_round": d[ref], "paired_rounds": d.get(next(k for k in d if k.startswith("paired_round"))),
                 "gemm_peak": {k: d["gemm_peak"][k] for k in ("fp32_gflops", "int8_gops")},
                 "limit": d.get("limit")}
+    if step == "threshold" and (d := load("gemm_threshold.json")):
+        return {"gemm_wins_from": d["gemm_wins_from"], "rows": d["rows"]}
     if step == "search" and (d := load("search.json")):
         return {"ratios": d.get("ratios"), "targets": d.get("targets")}
     return {}
@@ -94,8 +98,10 @@ def main(argv=None) -> int:
                     [py, BENCH / "int8_quality.py", *data, "--recipe", other, "--out", out / "quality_other.json"]],
         "speed": [[py, BENCH / "int8_speed.py", *data, *speed_texts, "--also-recipe", other,
                    "--out", out / "speed.json"]],
-        "search": [[py, BENCH / "search_bench.py", *search_size, "--dim", "384", "--nq", "1,16,256,1024", "-k", "10",
-                    "--skip", "numpy", "--out", out / "search.json"]],
+        "search": [[py, BENCH / "search_bench.py", *search_size, "--dim", "384", "--nq", "1,4,16,64,256,1024",
+                    "-k", "10", "--skip", "numpy", "--out", out / "search.json"]],
+        "threshold": [[py, BENCH / "experiments" / "int8_gemm_threshold.py", "--rounds", "3" if q else "5",
+                       "--out", out / "gemm_threshold.json"] + (["--n", "200000"] if q else [])],
         "profile": [[py, BENCH / "experiments" / "int8_profile.py", *data, "--runtime-graph", "--threads", "1",
                      "--runs", "5" if q else "20", "--texts", texts] for texts in ("docs", "sents")],
         "scan": [[py, BENCH / "experiments" / "int8_scan_dot.py", "--rounds", "3" if q else "7"]

@@ -57,7 +57,7 @@ def test_push_row_scores_matches_a_stable_sort(dtype):
 def test_int8_gemm_candidates_match_integer_oracle(monkeypatch, n, d, k):
     """Candidates are the exact top-k of the integer scores qq . codes (7-bit queries), ties by row;
     blocks smaller than n exercise the block boundaries."""
-    monkeypatch.setattr(qgemm, "BLOCK_ROWS", 1024)
+    monkeypatch.setattr(qgemm, "block_rows", lambda nq, d: 1024)
     x, q = clustered(n, d, 33, seed=d)
     scales = calibrate_scales(x)
     codes = quantize(x, scales)
@@ -72,6 +72,14 @@ def test_int8_gemm_candidates_match_integer_oracle(monkeypatch, n, d, k):
     # the approximate score tracks q . dequant(codes)
     approx = q.astype(np.float64) @ (codes.astype(np.float64) * scales).T
     np.testing.assert_allclose(s, np.take_along_axis(approx, want, 1), atol=0.02)
+
+
+def test_block_rows_rule():
+    """Big blocks for few queries, small ones for many, bounded by the codes' bytes."""
+    assert qgemm.block_rows(1, 384) == qgemm.MAX_BLOCK_ROWS == qgemm.block_rows(16, 384)
+    assert qgemm.block_rows(256, 384) == 16384 and qgemm.block_rows(1024, 384) == qgemm.BLOCK_ROWS
+    assert qgemm.block_rows(10**6, 384) == qgemm.BLOCK_ROWS
+    assert qgemm.block_rows(16, 4096) == qgemm.BLOCK_BYTES // 4096
 
 
 def vpmaddubsw_product(a_u8, b_s8):

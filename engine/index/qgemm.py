@@ -10,8 +10,8 @@ rows
 one ``MatMulInteger`` in onnxruntime (MLAS: AVX-512 VNNI / AMX, AVX-VNNI or AVX2 u8 x s8 kernels,
 NEON dot products on ARM; the same kernels the int8 model runs on), and the top-``m`` of each
 column go into per-query heaps (``engine.kernels.topk.push_row_scores``). No (nq, n) matrix
-exists. The codes' bytes XOR 0x80 are the uint8 operand (``c + 128``; the zero point 128 undoes
-it exactly), written into one reused buffer per block.
+exists. The codes + 128 are the uint8 operand (``kernels.quantize.offset_binary``, a parallel pass;
+the zero point 128 undoes it exactly), written into one reused buffer per block.
 
 Queries: ``w = q * scales`` folded as in the scan, then ``qq = rint(w * 63 / max|w|)`` as int8
 (7 bits, ``U8S8_QMAX``), one scale per query, so each query's ranking is by ``sum_d qq_d * c_d``
@@ -37,21 +37,48 @@ import threading
 import numpy as np
 
 from engine import onnx_bytes as pb
-from engine.kernels.quantize import U8S8_QMAX, fold_queries
+from engine.kernels.quantize import U8S8_QMAX, fold_queries, offset_binary
 from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
 
 __all__ = ["GEMM_MIN_QUERIES", "topk_int8_gemm"]
 
-#: From this many queries on, int8 candidates come from the blocked GEMM (see the module docstring).
-#: 1M x 384, k=10 (bench/results/search_1m_2026-11-30.json, Xeon with AMX, 2 cores): the GEMM took
-#: 107 / 113 / 160 ms at 16 / 32 / 64 queries (its floor is the XOR pass and one onnxruntime call
-#: per block: ~75 ms per 1M rows); the u8 x s8 scan (search_1m_int8_u8s8_2026-11-30.json) 16 / 33
-#: / 54 ms at 1 / 4 / 8 queries, growing ~5-6 ms per query, so ~100 ms at 16 (87 ms by the GEMM).
-#: At 200k rows (a loaded machine, the int8 x int16 scan) the crossover sat between 16 and 32 (scan 54
-#: vs GEMM 66 ms at 16, 116 vs 49 ms at 32): a fixed 16 favours large indexes, where time matters most.
-GEMM_MIN_QUERIES = 16
-#: Corpus rows per MatMulInteger call (a 1.5 MiB uint8 block at dim 384; scores B x nq int32).
+#: From this many queries on, int8 candidates come from the blocked GEMM (see the module docstring),
+#: per int8 ISA class where measured (``bench/experiments/int8_gemm_threshold.py``: the scan and the
+#: GEMM alternating on the same codes, 40 candidates per query). amx_int8 (2-core Xeon, load ~1;
+#: bench/experiments/results/int8_gemm_threshold_amx*.json): at 1M x 384 the GEMM wins from 10 queries
+#: (scan / GEMM 0.89x at 8, 1.18x at 10, 1.42x at 16, best rounds), at 200k from 8 (1.03x at 10, 2.21x
+#: at 16). Elsewhere 16, the value measured on AMX before the GEMM's blocks grew (its floor then:
+#: ~100 ms per 1M rows): a GEMM kernel slower than AMX's (AVX2 vpmaddubsw) moves the crossover up, not down.
+GEMM_MIN_QUERIES_BY_ISA = {"amx_int8": 10}
+GEMM_MIN_QUERIES_DEFAULT = 16
+
+
+def _gemm_min_queries() -> int:
+    from engine.models.quantize import cpu_isa
+
+    return GEMM_MIN_QUERIES_BY_ISA.get(cpu_isa(), GEMM_MIN_QUERIES_DEFAULT)
+
+
+GEMM_MIN_QUERIES = _gemm_min_queries()
+#: Corpus rows per MatMulInteger call: as many as keep the block's int32 scores (rows x nq) within
+#: ``BLOCK_SCORES`` and its uint8 codes within ``BLOCK_BYTES``, between ``BLOCK_ROWS`` and
+#: ``MAX_BLOCK_ROWS``. Every block hands the cores from Numba's pool (offset_binary) to
+#: onnxruntime's (the GEMM) and back, so few queries want big blocks, and many queries want
+#: small ones (their scores must stay in cache for the heaps). 1M x 384, k * oversample = 40, the
+#: 2-core Xeon (AMX), best of 2-3 alternating rounds, ms per search at 4,096 / 16,384 / 32,768 /
+#: 65,536 rows: nq 16: 102 / 79 / 69 / 77; nq 64: 125 / 92 / 92 / 109; nq 128: 162 / 144 / 133 /
+#: 219; nq 256: 238 / 215 / 226 / 446; nq 1024: 741 / 1,098 / 1,934 / 1,952. The rule picks the
+#: best or within 5% of it at each nq (4,096 rows everywhere was the previous choice).
 BLOCK_ROWS = 4096
+MAX_BLOCK_ROWS = 32768
+BLOCK_SCORES = 1 << 22
+BLOCK_BYTES = 1 << 24
+
+
+def block_rows(nq: int, dim: int) -> int:
+    """Corpus rows per GEMM call for ``nq`` queries of dimension ``dim`` (see ``BLOCK_SCORES``)."""
+    rows = min(MAX_BLOCK_ROWS, BLOCK_SCORES // max(nq, 1), BLOCK_BYTES // max(dim, 1))
+    return max(BLOCK_ROWS, rows)
 
 _sessions: dict[int | None, object] = {}
 _lock = threading.Lock()
@@ -103,12 +130,11 @@ def topk_int8_gemm(codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k
     sess = _session(threads)
     hs, hi = empty_heaps((nq, kk), np.int32)
     thr = hs[:, 0].copy()
-    raw = codes.view(np.uint8)
-    buf = np.empty((min(BLOCK_ROWS, n), d), np.uint8)
-    for r0 in range(0, n, BLOCK_ROWS):
-        r1 = min(n, r0 + BLOCK_ROWS)
-        a = buf[: r1 - r0]
-        np.bitwise_xor(raw[r0:r1], 0x80, out=a)        # c + 128 as uint8
+    rows = block_rows(nq, d)
+    buf = np.empty((min(rows, n), d), np.uint8)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        a = offset_binary(codes[r0:r1], buf[: r1 - r0])  # c + 128 as uint8
         push_row_scores(sess.run({"A": a, "B": b}), r0, hs, hi, thr)
     sort_heaps(hs, hi)
     return (hs.astype(np.float64) * t[:, None]).astype(np.float32), hi
