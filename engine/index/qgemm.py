@@ -27,8 +27,9 @@ and 4 with 7-, 8- and 15-bit queries alike (``bench/experiments/code_recall.py``
 candidate lists keep the exact top 10.
 
 ``GEMM_MIN_QUERIES``: from this many queries on ``Index.search`` takes this path; chosen per int8
-ISA class by ``bench/experiments/int8_gemm_threshold.py`` (see the number's comment). ``onnxruntime`` is a core dependency, so
-the path is always there; its session is built once per process and thread count.
+ISA class by ``bench/experiments/int8_gemm_threshold.py`` (see the number's comment).
+``onnxruntime`` is a core dependency, so the path is always there; its session is built once per
+process and thread count.
 """
 from __future__ import annotations
 
