@@ -249,6 +249,33 @@ def test_binary_file_whose_bits_are_not_the_vectors_signs(tmp_path):
     Index.load(path, mmap=True, verify=False)   # the trusted fast path skips row checks, as for vectors
 
 
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_int8_file_whose_codes_are_not_the_quantized_vectors(tmp_path, metric):
+    """A crafted int8 file (checksum recomputed) whose codes disagree with its vectors is refused,
+    as the binary one is; an untouched file of many blocks loads (the check agrees with add)."""
+    x, _ = clustered(40_000, 24, 1)
+    if metric == "dot":
+        x = x * np.random.default_rng(3).uniform(0.5, 3.0, (len(x), 1)).astype(np.float32)
+    idx = Index(24, "int8", metric=metric)
+    idx.add(x[:30_000])
+    idx.add(x[30_000:])                          # later rows quantized with the first add's scales
+    path = tmp_path / "q.eidx"
+    idx.save(path)
+    np.testing.assert_array_equal(Index.load(path).search(x[:3], 5)[1], idx.search(x[:3], 5)[1])
+
+    def edit(meta, blobs):
+        codes = bytearray(blobs["codes"])
+        codes[24 * 20_000 + 5] ^= 0x01           # row 20,000 (the second block), dimension 5
+        blobs["codes"] = bytes(codes)
+
+    rewrite_index_file(path, edit)
+    for mmap, verify in ((True, True), (False, False), (False, True)):
+        with pytest.raises(IndexFormatError, match="int8 codes of row 20000 are not its vector quantized") as e:
+            Index.load(path, mmap=mmap, verify=verify)
+        assert str(path) in str(e.value)
+    Index.load(path, mmap=True, verify=False)   # the trusted fast path skips row checks, as for vectors
+
+
 def test_binary_file_with_padding_bits_set(tmp_path):
     def pad(b):
         b[8 * 2 * 3 + 15] |= 0x80   # row 3, word 1, bit 63 (dimension 127 of 100)

@@ -554,7 +554,8 @@ class Index:
         read into RAM); ``mmap=False`` reads everything into RAM. ``verify=True`` checks the
         payload sha256 (reads the whole file once); header, sections, size, unique ids and
         ``next_id`` are always checked, and every vector row is checked to be a finite unit
-        vector unless ``mmap=True, verify=False`` (see the module docstring).
+        vector (and its int8 codes or sign bits to be the ones ``add`` makes of it) unless
+        ``mmap=True, verify=False`` (see the module docstring).
         Raises IndexFormatError for a damaged, crafted, truncated or unknown-version file, or
         a path that is not a regular file.
         """
