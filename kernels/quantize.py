@@ -377,12 +377,15 @@ def fold_queries(queries: np.ndarray, scales: np.ndarray, qmax: int | None = Non
 
 
 def topk_int8(
-    codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k: int, *, method: str = "auto"
+    codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k: int, *, method: str = "auto",
+    qmax: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by approximate score ``queries . dequantize(codes)`` with a fused int8 scan.
 
     method: "u8s8" (AVX2 ``vpmaddubsw``, queries quantized to 7 bits, |q| <= U8S8_QMAX), "i16"
-    (int8 x int16, queries at 15 bits, any CPU) or "auto" (u8s8 where ``HAS_U8S8``).
+    (int8 x int16, any CPU, queries at 15 bits unless ``qmax`` says fewer) or "auto" (u8s8 where
+    ``HAS_U8S8``). ``qmax=U8S8_QMAX`` makes every method rank by the same integer scores as the
+    blocked GEMM (``engine.index.qgemm``), so the candidates do not depend on the method.
     Returns (approximate scores float32 (nq, min(k, n)), indices int64), best first by the
     integer score, ties broken by smaller index. Use ``topk.rescore`` on the indices (with
     k * oversample candidates) to get exact scores.
@@ -393,6 +396,11 @@ def topk_int8(
         raise ValueError(f"method must be 'auto', 'u8s8' or 'i16', got {method!r}")
     if method == "u8s8" and not HAS_U8S8:
         raise ValueError("method='u8s8' needs AVX2 (x86); use 'i16' or 'auto'")
+    if qmax is not None and (isinstance(qmax, bool) or not (isinstance(qmax, (int, np.integer)) and
+                                                             1 <= qmax <= 32767)):
+        raise ValueError(f"qmax must be an integer in [1, 32767], got {qmax!r}")
+    if method == "u8s8" and qmax is not None and qmax > U8S8_QMAX:
+        raise ValueError(f"method='u8s8' takes queries of at most {U8S8_QMAX} (7 bits), got qmax={qmax}")
     codes = np.asarray(codes)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if codes.ndim != 2 or queries.ndim != 2 or codes.shape[1] != queries.shape[1]:
@@ -412,12 +420,12 @@ def topk_int8(
     nch, chunk = n_chunks(n, TILE_ROWS_I8)
     cs, ci = empty_heaps((nch, nq, kk), np.int32)
     if method == "u8s8":
-        qq, t = fold_queries(queries, scales, U8S8_QMAX)
+        qq, t = fold_queries(queries, scales, qmax or U8S8_QMAX)
         q8 = qq.astype(np.int8)
         _topk_scan_u8s8(codes, q8, chunk, TILE_ROWS_I8, cs, ci)
         shift = 128 * q8.sum(axis=1, dtype=np.int64)   # the per-query constant of the u8 codes
     else:
-        qq, t = fold_queries(queries, scales)
+        qq, t = fold_queries(queries, scales, min(qmax, query_qmax(queries.shape[1])) if qmax else None)
         _topk_scan_i8(codes, qq, chunk, TILE_ROWS_I8, cs, ci)
         shift = np.zeros(nq, np.int64)
     s, i = merge_chunk_heaps(cs, ci, kk)

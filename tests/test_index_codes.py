@@ -123,6 +123,25 @@ def test_int8_gemm_and_u8s8_scan_give_the_same_candidates():
     _, g = qgemm.topk_int8_gemm(codes, q, scales, 40)
     _, c = topk_int8(codes, q, scales, 40, method="u8s8")
     np.testing.assert_array_equal(g, c)
+    _, c16 = topk_int8(codes, q, scales, 40, method="i16", qmax=U8S8_QMAX)   # the scan of non-AVX2 CPUs
+    np.testing.assert_array_equal(g, c16)
+
+
+def test_int8_index_results_do_not_depend_on_the_batch(monkeypatch):
+    """A query's results are the same searched alone, in a scan-sized batch or in a GEMM-sized one,
+    whichever scan the CPU runs (the int8 x int16 one forced here, as on CPUs without AVX2)."""
+    x, q = clustered(5000, 48, 3 * qgemm.GEMM_MIN_QUERIES, seed=11)
+    idx = Index(48, "int8")
+    idx.add(x)
+    big = idx.search(q, 10)
+    alone = [idx.search(q[j], 10) for j in range(4)]
+    for j, (s, i) in enumerate(alone):
+        np.testing.assert_array_equal(i, big[1][j])
+        np.testing.assert_array_equal(s, big[0][j])
+    real = topk_int8
+    monkeypatch.setattr("engine.index.index.topk_int8", lambda *a, **kw: real(*a, **{**kw, "method": "i16"}))
+    small = idx.search(q[: qgemm.GEMM_MIN_QUERIES - 1], 10)
+    np.testing.assert_array_equal(small[1], big[1][: qgemm.GEMM_MIN_QUERIES - 1])
 
 
 def test_int8_gemm_zero_query_and_empty():

@@ -337,6 +337,27 @@ def test_topk_int8_zero_query_and_errors():
         topk_int8(codes.astype(np.int16), np.zeros((1, 3)), scales, 1)
     with pytest.raises(ValueError, match="equal dim"):
         topk_int8(codes, np.zeros((1, 4)), scales, 1)
+    for bad in (0, 40000, 2.5, True):
+        with pytest.raises(ValueError, match="qmax must be an integer"):
+            topk_int8(codes, np.ones((1, 3), np.float32), scales, 1, method="i16", qmax=bad)
+    if Q.HAS_U8S8:
+        with pytest.raises(ValueError, match="at most 63"):
+            topk_int8(codes, np.ones((1, 3), np.float32), scales, 1, method="u8s8", qmax=127)
+
+
+def test_topk_int8_i16_with_7_bit_queries_ranks_by_their_integer_scores():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3000, 40)).astype(np.float32)
+    q = rng.standard_normal((5, 40)).astype(np.float32)
+    scales = Q.calibrate_scales(x)
+    codes = Q.quantize(x, scales)
+    s, i = topk_int8(codes, q, scales, 25, method="i16", qmax=Q.U8S8_QMAX)
+    qq, t = Q.fold_queries(q, scales, Q.U8S8_QMAX)
+    assert np.abs(qq).max() == Q.U8S8_QMAX
+    ints = qq.astype(np.int64) @ codes.T.astype(np.int64)
+    want = np.argsort(-ints, axis=1, kind="stable")[:, :25]
+    np.testing.assert_array_equal(i, want)
+    np.testing.assert_allclose(s, np.take_along_axis(ints, want, 1) * t[:, None], rtol=1e-6)
 
 
 @pytest.mark.parametrize("data", ["isotropic", "clustered"])

@@ -46,13 +46,15 @@ Semantics
   ``DEFAULT_OVERSAMPLE = 4``, picked by measured recall@10 against exact fp32 search (200
   queries, half near corpus points, half random) on 20k x 384 unit vectors: isotropic
   0.98 / 1.0 / 1.0 / 1.0 and clustered 0.96 / 1.0 / 1.0 / 1.0 at oversample 1 / 2 / 4 / 10;
-  1.000 on 1M x 384 clustered (``bench/search_bench.py``). The scan keeps 15 bits of each
-  query, or 7 on x86 CPUs with AVX2, where it runs on ``vpmaddubsw`` (same recall measured, see
-  the kernel), so 2 already suffices there; 4 is a margin for real embeddings that costs ~20
-  extra row reads per query. From ``qgemm.GEMM_MIN_QUERIES`` queries on, the candidates come
-  from a blocked int8 GEMM (onnxruntime ``MatMulInteger``, 7-bit queries) that shares each code
-  row across all queries instead of scanning once per query (:mod:`engine.index.qgemm`: same
-  recall, measured there); below it, from the fused scan.
+  1.000 on 1M x 384 clustered (``bench/search_bench.py``). The first stage keeps 7 bits of
+  each query (recall@10 1.0 from oversample 2, as with 15 bits: bench/experiments/code_recall.py),
+  so 2 already suffices; 4 is a margin for real embeddings that costs ~20 extra row reads per
+  query. From ``qgemm.GEMM_MIN_QUERIES`` queries on, the candidates come from a blocked int8
+  GEMM (onnxruntime ``MatMulInteger``) that shares each code row across all queries instead of
+  scanning once per query (:mod:`engine.index.qgemm`); below it, from the fused scan
+  (``vpmaddubsw`` on x86 CPUs with AVX2, int8 x int16 elsewhere). All of them rank by the same
+  exact integer scores of the same 7-bit queries, so a query's candidates, hence its results, do
+  not depend on the other queries searched with it.
 * **binary.** Vectors are stored as their sign bits (``engine.kernels.binary.pack_signs``:
   bit j = ``x_j > 0``, 48 bytes per 384-d row, 1/32 of fp32) next to the fp32 vectors. A search
   ranks every row by ``dim - 2 * hamming(bits(row), bits(query))`` (a popcount scan), keeps
@@ -91,7 +93,7 @@ import numpy as np
 from engine.errors import EngineError, IndexFormatError, InputError, ModelMismatchError
 from engine.kernels.binary import pack_signs, topk_hamming
 from engine.kernels.normalize import l2_normalize
-from engine.kernels.quantize import calibrate_scales, quantize, topk_int8
+from engine.kernels.quantize import U8S8_QMAX, calibrate_scales, quantize, topk_int8
 from engine.kernels.topk import rescore, topk_dot
 
 from . import format as fmt
@@ -451,8 +453,8 @@ class Index:
                 _, cand = topk_hamming(self._codes[:n], q, self._dim, m)
             elif q.shape[0] >= GEMM_MIN_QUERIES:
                 _, cand = topk_int8_gemm(self._codes[:n], q, self._scales, m)
-            else:
-                _, cand = topk_int8(self._codes[:n], q, self._scales, m)
+            else:  # 7-bit queries on every CPU: the GEMM's integer scores, so batch size never changes candidates
+                _, cand = topk_int8(self._codes[:n], q, self._scales, m, qmax=U8S8_QMAX)
             scores, rows = rescore(self._vecs[:n], q, cand, kk)
         if scores.size and not (np.isfinite(scores).all() and rows.min() >= 0 and rows.max() < n):
             raise self._invalid_result()
