@@ -232,7 +232,10 @@ def _dot_dataset(emb, root) -> tuple[BeirDataset, np.ndarray]:
     qrels = {f"q{i}": {IDS[row[0]]: 3, IDS[row[1]]: 2, IDS[row[2]]: 1} for i, row in enumerate(order)}
     ds = load_beir(_beir(root, qrels))
     cos, _ = top_k(d, q, len(DOCS), "cosine")
-    assert evaluate_run(ds.qrels, ranked(cos))["ndcg@10"] < 0.99   # the oracle tells the metrics apart
+    # the oracle tells the metrics apart: cosine ranking scores visibly below the dot ranking's 1.0 (far more
+    # than pytest.approx's 1e-6 below). Not a fixed gap: the tiny model's vocabulary (tokenizers' trainer breaks
+    # frequency ties in a per-process order) and so its vectors change from run to run (0.991 seen in one run).
+    assert evaluate_run(ds.qrels, ranked(cos))["ndcg@10"] < 0.999
     return ds, order
 
 
