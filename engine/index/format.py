@@ -53,6 +53,7 @@ the old file or the new one, never a mix; an existing non-regular ``path`` is re
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -391,6 +392,17 @@ def describe_row(row: np.ndarray) -> str:
     return "is all zeros" if norm == 0 else f"has norm {norm:.6g}, not 1"
 
 
+def _first_row_not_encoded(vectors, codes, encode) -> int | None:
+    """The first row whose ``codes`` differ from ``encode`` of its vector (what ``Index.add``
+    stores), None when all agree; ``ROW_BLOCK`` rows at a time, so a mapped file is read once."""
+    for start in range(0, len(vectors), ROW_BLOCK):
+        block = np.asarray(vectors[start: start + ROW_BLOCK])
+        differ = np.flatnonzero((encode(block) != codes[start: start + ROW_BLOCK]).any(axis=1))
+        if differ.size:
+            return start + int(differ[0])
+    return None
+
+
 def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any], *,
                  rows: bool = True) -> set[str] | None:
     """What an Index trusts beyond the layout ``read`` checks; IndexFormatError naming the file:
@@ -415,28 +427,19 @@ def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[s
     if rows and (bad := bad_rows(vectors, unit=unit)):
         raise _damaged(path, f"vector row {bad[0]} {describe_row(vectors[bad[0]])} (bad rows: {bad}); "
                              f"stored vectors must be finite{' unit' if unit else ''} vectors")
+    if fields["precision"] == "int8" and fields["count"] and not fields["scales_calibrated"]:
+        raise _damaged(path, f"an int8 index of {fields['count']} rows without calibrated scales")
     if rows and fields["precision"] == "binary":
         from engine.kernels.binary import pack_signs
 
-        bits = arrays["bits"]
-        for start in range(0, len(vectors), ROW_BLOCK):
-            block = np.asarray(vectors[start: start + ROW_BLOCK])
-            differ = np.flatnonzero((pack_signs(block) != bits[start: start + ROW_BLOCK]).any(axis=1))
-            if differ.size:
-                raise _damaged(path, f"the binary codes of row {start + int(differ[0])} are not the signs of its "
-                                     "vector")
-    if fields["precision"] == "int8" and fields["count"] and not fields["scales_calibrated"]:
-        raise _damaged(path, f"an int8 index of {fields['count']} rows without calibrated scales")
-    if rows and fields["precision"] == "int8" and len(vectors):
+        if (row := _first_row_not_encoded(vectors, arrays["bits"], pack_signs)) is not None:
+            raise _damaged(path, f"the binary codes of row {row} are not the signs of its vector")
+    if rows and fields["precision"] == "int8":
         from engine.kernels.quantize import quantize
 
-        codes, scales = arrays["codes"], arrays["scales"]
-        for start in range(0, len(vectors), ROW_BLOCK):
-            block = np.asarray(vectors[start: start + ROW_BLOCK])
-            differ = np.flatnonzero((quantize(block, scales) != codes[start: start + ROW_BLOCK]).any(axis=1))
-            if differ.size:
-                raise _damaged(path, f"the int8 codes of row {start + int(differ[0])} are not its vector quantized "
-                                     "with the file's scales")
+        encode = functools.partial(quantize, scales=arrays["scales"])
+        if (row := _first_row_not_encoded(vectors, arrays["codes"], encode)) is not None:
+            raise _damaged(path, f"the int8 codes of row {row} are not its vector quantized with the file's scales")
     kind, ids, next_id = fields["id_kind"], arrays.get("ids"), fields["next_id"]
     str_set = None
     if kind == "int" and len(ids):
