@@ -12,7 +12,7 @@ corpus points), after a warm-up call each, alternating round by round; the best 
                   int8 scan for k*oversample candidates + exact rescoring from the mapped fp32
 * ``faiss_flat``  ``faiss.IndexFlatIP``
 * ``faiss_sq8``   ``faiss.IndexScalarQuantizer(d, QT_8bit, METRIC_INNER_PRODUCT)``
-                  (a fused int8 scan below ``qgemm.GEMM_MIN_QUERIES`` queries, a blocked onnxruntime
+                  (a fused int8 scan below ``qgemm.gemm_min_queries()`` queries, a blocked onnxruntime
                   MatMulInteger GEMM from there on)
 * ``numpy``       ``Q @ X.T`` + ``argpartition`` + sort of the k best (in query blocks of 128)
 * ``ours_binary`` ``Index(precision="binary")`` saved and re-loaded with ``mmap=True``: popcount
@@ -50,7 +50,7 @@ from numba import njit, prange
 
 from engine.benchmark.chip import chip_line, environment
 from engine.index import Index
-from engine.index.qgemm import GEMM_MIN_QUERIES
+from engine.index.qgemm import gemm_min_queries
 from engine.kernels.normalize import l2_normalize
 
 
@@ -347,7 +347,7 @@ def main(argv=None):
     report = {
         "command": "python bench/search_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {"n": n, "dim": d, "k": k, "nq": nqs, "oversample": os8, "binary_oversample": osb,
-                   "int8_gemm_from_nq": GEMM_MIN_QUERIES, "data": "clustered unit vectors"},
+                   "int8_gemm_from_nq": gemm_min_queries(), "data": "clustered unit vectors"},
         "machine": {
             "cpu": environment()["cpu"]["model"], "cores": os.cpu_count(),
             "load_average_start_end": [load_start, list(os.getloadavg())],

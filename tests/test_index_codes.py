@@ -130,7 +130,7 @@ def test_int8_gemm_and_u8s8_scan_give_the_same_candidates():
 def test_int8_index_results_do_not_depend_on_the_batch(monkeypatch):
     """A query's results are the same searched alone, in a scan-sized batch or in a GEMM-sized one,
     whichever scan the CPU runs (the int8 x int16 one forced here, as on CPUs without AVX2)."""
-    x, q = clustered(5000, 48, 3 * qgemm.GEMM_MIN_QUERIES, seed=11)
+    x, q = clustered(5000, 48, 3 * qgemm.gemm_min_queries(), seed=11)
     idx = Index(48, "int8")
     idx.add(x)
     big = idx.search(q, 10)
@@ -140,8 +140,8 @@ def test_int8_index_results_do_not_depend_on_the_batch(monkeypatch):
         np.testing.assert_array_equal(s, big[0][j])
     real = topk_int8
     monkeypatch.setattr("engine.index.index.topk_int8", lambda *a, **kw: real(*a, **{**kw, "method": "i16"}))
-    small = idx.search(q[: qgemm.GEMM_MIN_QUERIES - 1], 10)
-    np.testing.assert_array_equal(small[1], big[1][: qgemm.GEMM_MIN_QUERIES - 1])
+    small = idx.search(q[: qgemm.gemm_min_queries() - 1], 10)
+    np.testing.assert_array_equal(small[1], big[1][: qgemm.gemm_min_queries() - 1])
 
 
 def test_int8_gemm_zero_query_and_empty():
@@ -157,12 +157,12 @@ def test_int8_gemm_zero_query_and_empty():
 
 @pytest.mark.parametrize("metric", ["cosine", "dot"])
 def test_int8_index_many_queries_take_the_gemm_and_keep_exact_results(monkeypatch, metric):
-    """From GEMM_MIN_QUERIES queries on the int8 index ranks candidates with the GEMM; after
+    """From gemm_min_queries() queries on the int8 index ranks candidates with the GEMM; after
     rescoring the results equal exact search (recall@10 = 1.0), as the per-query scan's do."""
     calls = []
     real = qgemm.topk_int8_gemm
     monkeypatch.setattr("engine.index.index.topk_int8_gemm", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    x, q = clustered(6000, 64, max(qgemm.GEMM_MIN_QUERIES, 40), seed=2)
+    x, q = clustered(6000, 64, max(qgemm.gemm_min_queries(), 40), seed=2)
     if metric == "dot":
         x = x * np.random.default_rng(1).uniform(0.5, 2.0, (len(x), 1)).astype(np.float32)
     idx = Index(64, "int8", metric=metric)
@@ -171,9 +171,9 @@ def test_int8_index_many_queries_take_the_gemm_and_keep_exact_results(monkeypatc
     assert calls == [1]
     np.testing.assert_array_equal(i, exact(x, q, 10))
     np.testing.assert_allclose(s, np.take_along_axis(q @ x.T, i, 1), atol=1e-5)
-    small = idx.search(q[: qgemm.GEMM_MIN_QUERIES - 1], 10)        # the scan path, same answers
+    small = idx.search(q[: qgemm.gemm_min_queries() - 1], 10)        # the scan path, same answers
     assert calls == [1]
-    np.testing.assert_array_equal(small[1], i[: qgemm.GEMM_MIN_QUERIES - 1])
+    np.testing.assert_array_equal(small[1], i[: qgemm.gemm_min_queries() - 1])
 
 
 def test_int8_gemm_and_scan_rank_the_same_candidates():

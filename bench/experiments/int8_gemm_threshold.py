@@ -1,4 +1,4 @@
-"""From how many queries does the blocked int8 GEMM beat the per-query int8 scan? (``GEMM_MIN_QUERIES``)
+"""From how many queries does the blocked int8 GEMM beat the per-query int8 scan? (``gemm_min_queries``)
 
     .venv/bin/python bench/experiments/int8_gemm_threshold.py [--n 1000000] [--nq 1,2,4,8,12,16,32,64] [--rounds 5]
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search_bench import make_data  # noqa: E402
 
 from engine.benchmark.chip import chip_line, environment  # noqa: E402
-from engine.index.qgemm import GEMM_MIN_QUERIES, topk_int8_gemm  # noqa: E402
+from engine.index.qgemm import gemm_min_queries, topk_int8_gemm  # noqa: E402
 from engine.kernels.quantize import calibrate_scales, quantize, topk_int8  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         print(f"nq {nq:5d}: scan {row['scan_ms']:8.1f} ms   gemm {row['gemm_ms']:8.1f} ms   "
               f"scan/gemm {row['scan_ms'] / row['gemm_ms']:5.2f}x best, {ratio:5.2f}x median", flush=True)
     wins = [r["nq"] for i, r in enumerate(rows) if all(s["scan_over_gemm_median"] > 1 for s in rows[i:])]
-    print(f"GEMM wins from nq = {wins[0] if wins else '-'} on (GEMM_MIN_QUERIES is {GEMM_MIN_QUERIES})")
+    print(f"GEMM wins from nq = {wins[0] if wins else '-'} on (gemm_min_queries() is {gemm_min_queries()})")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"command": "python bench/experiments/int8_gemm_threshold.py "

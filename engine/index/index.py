@@ -49,7 +49,7 @@ Semantics
   1.000 on 1M x 384 clustered (``bench/search_bench.py``). The first stage keeps 7 bits of
   each query (recall@10 1.0 from oversample 2, as with 15 bits: bench/experiments/code_recall.py),
   so 2 already suffices; 4 is a margin for real embeddings that costs ~20 extra row reads per
-  query. From ``qgemm.GEMM_MIN_QUERIES`` queries on, the candidates come from a blocked int8
+  query. From ``qgemm.gemm_min_queries()`` queries on, the candidates come from a blocked int8
   GEMM (onnxruntime ``MatMulInteger``) that shares each code row across all queries instead of
   scanning once per query (:mod:`engine.index.qgemm`); below it, from the fused scan
   (``vpmaddubsw`` on x86 CPUs with AVX2, int8 x int16 elsewhere). All of them rank by the same
@@ -98,7 +98,7 @@ from engine.kernels.topk import rescore, topk_dot
 
 from . import format as fmt
 from .ids import check_unique, parse_ids
-from .qgemm import GEMM_MIN_QUERIES, topk_int8_gemm
+from .qgemm import gemm_min_queries, topk_int8_gemm
 
 __all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_OVERSAMPLE_BINARY", "Index"]
 
@@ -451,7 +451,7 @@ class Index:
             m = min(n, kk * os_)
             if self._precision == "binary":
                 _, cand = topk_hamming(self._codes[:n], q, self._dim, m)
-            elif q.shape[0] >= GEMM_MIN_QUERIES:
+            elif q.shape[0] >= gemm_min_queries():
                 _, cand = topk_int8_gemm(self._codes[:n], q, self._scales, m)
             else:  # 7-bit queries on every CPU: the GEMM's integer scores, so batch size never changes candidates
                 _, cand = topk_int8(self._codes[:n], q, self._scales, m, qmax=U8S8_QMAX)

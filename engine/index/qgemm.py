@@ -26,13 +26,14 @@ vectors (``bench/search_bench.py`` data): recall@10 after exact rescoring is 1.0
 and 4 with 7-, 8- and 15-bit queries alike (``bench/experiments/code_recall.py``), so the
 candidate lists keep the exact top 10.
 
-``GEMM_MIN_QUERIES``: from this many queries on ``Index.search`` takes this path; chosen per int8
+``gemm_min_queries()``: from this many queries on ``Index.search`` takes this path; chosen per int8
 ISA class by ``bench/experiments/int8_gemm_threshold.py`` (see the number's comment).
 ``onnxruntime`` is a core dependency, so the path is always there; its session is built once per
 process and thread count.
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -41,7 +42,7 @@ from engine import onnx_bytes as pb
 from engine.kernels.quantize import U8S8_QMAX, fold_queries, offset_binary
 from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
 
-__all__ = ["GEMM_MIN_QUERIES", "topk_int8_gemm"]
+__all__ = ["gemm_min_queries", "topk_int8_gemm"]
 
 #: From this many queries on, int8 candidates come from the blocked GEMM (see the module docstring),
 #: per int8 ISA class where measured (``bench/experiments/int8_gemm_threshold.py``: the scan and the
@@ -54,13 +55,15 @@ GEMM_MIN_QUERIES_BY_ISA = {"amx_int8": 10}
 GEMM_MIN_QUERIES_DEFAULT = 16
 
 
-def _gemm_min_queries() -> int:
+@functools.cache
+def gemm_min_queries() -> int:
+    """This CPU's threshold (``GEMM_MIN_QUERIES_BY_ISA``), looked up on the first search that asks:
+    reading the CPU's flags is not import-time work (macOS asks ``sysctl``)."""
     from engine.models.quantize import cpu_isa
 
     return GEMM_MIN_QUERIES_BY_ISA.get(cpu_isa(), GEMM_MIN_QUERIES_DEFAULT)
 
 
-GEMM_MIN_QUERIES = _gemm_min_queries()
 #: Corpus rows per MatMulInteger call: as many as keep the block's int32 scores (rows x nq) within
 #: ``BLOCK_SCORES`` and its uint8 codes within ``BLOCK_BYTES``, between ``BLOCK_ROWS`` and
 #: ``MAX_BLOCK_ROWS``. Every block hands the cores from Numba's pool (offset_binary) to
