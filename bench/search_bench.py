@@ -28,15 +28,9 @@ are skipped.
 """
 from __future__ import annotations
 
-import os
-
-# numba and faiss-cpu each load their own OpenMP runtime; with the default (active) wait policy the
-# pool that ran last keeps spinning and slows the other (faiss measured 2.6x slower at 100k x 384,
-# nq=256, bench/experiments/README.md "Hamming scan"). Passive for both unless the caller says otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -121,6 +115,8 @@ def parse_args(argv=None):
     ap.add_argument("--oversample", type=int, default=None, help="int8 oversampling (default: the Index's)")
     ap.add_argument("--binary-oversample", type=int, default=None, help="binary oversampling (default: the Index's)")
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip")
+    ap.add_argument("--omp-wait-policy", default="passive",
+                    help="OMP_WAIT_POLICY for numba's and FAISS's OpenMP runtimes ('' keeps the environment's)")
     ap.add_argument("--out", default=None)
     return ap.parse_args(argv)
 
@@ -311,6 +307,13 @@ def print_summary(report, names):
 
 def main(argv=None):
     args = parse_args(argv)
+    # numba and faiss-cpu each load their own OpenMP runtime; with the default wait policy the pool
+    # that ran last keeps spinning and slows the other (faiss measured 2.6x slower at 100k x 384,
+    # nq=256, bench/experiments/README.md "Hamming scan"). Passive for both unless the caller says
+    # otherwise ('' keeps the environment's: what a program using the engine gets). Set here, before
+    # the first parallel call, so scripts that import make_data keep their own environment.
+    if args.omp_wait_policy:
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
     nqs = [int(v) for v in args.nq.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     n, d, k = args.n, args.dim, args.k
@@ -347,7 +350,8 @@ def main(argv=None):
     report = {
         "command": "python bench/search_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {"n": n, "dim": d, "k": k, "nq": nqs, "oversample": os8, "binary_oversample": osb,
-                   "int8_gemm_from_nq": gemm_min_queries(), "data": "clustered unit vectors"},
+                   "int8_gemm_from_nq": gemm_min_queries(), "data": "clustered unit vectors",
+                   "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "machine": {
             "cpu": environment()["cpu"]["model"], "cores": os.cpu_count(),
             "load_average_start_end": [load_start, list(os.getloadavg())],

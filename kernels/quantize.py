@@ -125,31 +125,6 @@ def _dequantize_i8(codes, scale, out):
             out[i, j] = np.float32(codes[i, j]) * scale[j]
 
 
-@njit(cache=True, parallel=True)
-def _offset_binary(codes, out):
-    """out_ij = codes_ij + 128 as uint8, i.e. the code's byte XOR 0x80 (int8 -> offset binary)."""
-    n, d = codes.shape
-    for i in prange(n):
-        for j in range(d):
-            out[i, j] = np.uint8(codes[i, j] + 128)
-
-
-def offset_binary(codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 ``codes + 128`` for (n, dim) int8 codes (into ``out``, same shape, when given): the
-    unsigned operand of a u8 x s8 integer GEMM, whose zero point 128 undoes the offset exactly. A
-    parallel pass: numpy's ``bitwise_xor`` runs on one core at about a ninth of the speed (0.28 vs
-    0.03 ms per 4096 x 384 block on a 2-core Xeon)."""
-    codes = np.ascontiguousarray(codes)
-    if codes.dtype != np.int8 or codes.ndim != 2:
-        raise ValueError(f"offset_binary expects (n, dim) int8 codes, got {codes.dtype} {codes.shape}")
-    if out is None:
-        out = np.empty(codes.shape, np.uint8)
-    elif out.dtype != np.uint8 or out.shape != codes.shape or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous uint8 array of shape {codes.shape}")
-    _offset_binary(codes, out)
-    return out
-
-
 @njit(cache=True, fastmath=True)
 def _fold_queries(q, scale, qmax, out, t_out):
     """w = q_j * scale_j;  t = max_j |w_j| / qmax;  out_j = rint(w_j / t) as int16.

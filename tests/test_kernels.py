@@ -216,27 +216,6 @@ def test_quantize_saturates_never_wraps():
     np.testing.assert_allclose(dequantize(single, scales), [1, -1, 1, -1], rtol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (7, 33), (4096, 384)])
-def test_offset_binary_is_codes_plus_128(shape):
-    codes = np.random.default_rng(shape[1]).integers(-128, 128, shape).astype(np.int8)
-    codes.flat[0] = -128
-    want = (codes.astype(np.int16) + 128).astype(np.uint8)
-    np.testing.assert_array_equal(Q.offset_binary(codes), want)
-    np.testing.assert_array_equal(Q.offset_binary(codes), np.bitwise_xor(codes.view(np.uint8), 0x80))
-    out = np.full(shape, 7, np.uint8)
-    assert Q.offset_binary(codes, out) is out
-    np.testing.assert_array_equal(out, want)
-
-
-def test_offset_binary_rejects_bad_arrays():
-    with pytest.raises(ValueError, match="int8 codes"):
-        Q.offset_binary(np.zeros((2, 3), np.uint8))
-    with pytest.raises(ValueError, match="C-contiguous uint8 array of shape"):
-        Q.offset_binary(np.zeros((2, 3), np.int8), np.zeros((3, 2), np.uint8))
-    with pytest.raises(ValueError, match="C-contiguous uint8 array of shape"):
-        Q.offset_binary(np.zeros((2, 3), np.int8), np.zeros((3, 2), np.uint8).T)
-
-
 def test_quantize_rejects_bad_scales():
     x = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError, match="scales must have shape"):

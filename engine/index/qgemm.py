@@ -10,8 +10,10 @@ rows
 one ``MatMulInteger`` in onnxruntime (MLAS: AVX-512 VNNI / AMX, AVX-VNNI or AVX2 u8 x s8 kernels,
 NEON dot products on ARM; the same kernels the int8 model runs on), and the top-``m`` of each
 column go into per-query heaps (``engine.kernels.topk.push_row_scores``). No (nq, n) matrix
-exists. The codes + 128 are the uint8 operand (``kernels.quantize.offset_binary``, a parallel pass;
-the zero point 128 undoes it exactly), written into one reused buffer per block.
+exists. The codes' bytes XOR 0x80 are the uint8 operand (``c + 128``; the zero point 128 undoes
+it exactly), written into one reused buffer per block by numpy on the calling thread: a parallel
+Numba pass is faster alone but its spinning OpenMP threads take the cores from onnxruntime's
+GEMM (``bench/experiments/int8_gemm_blocks.py``).
 
 Queries: ``w = q * scales`` folded as in the scan, then ``qq = rint(w * 63 / max|w|)`` as int8
 (7 bits, ``U8S8_QMAX``), one scale per query, so each query's ranking is by ``sum_d qq_d * c_d``
@@ -39,18 +41,19 @@ import threading
 import numpy as np
 
 from engine import onnx_bytes as pb
-from engine.kernels.quantize import U8S8_QMAX, fold_queries, offset_binary
+from engine.kernels.quantize import U8S8_QMAX, fold_queries
 from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
 
 __all__ = ["gemm_min_queries", "topk_int8_gemm"]
 
 #: From this many queries on, int8 candidates come from the blocked GEMM (see the module docstring),
 #: per int8 ISA class where measured (``bench/experiments/int8_gemm_threshold.py``: the scan and the
-#: GEMM alternating on the same codes, 40 candidates per query). amx_int8 (2-core Xeon, load ~1;
-#: bench/experiments/results/int8_gemm_threshold_amx*.json): at 1M x 384 the GEMM wins from 10 queries
-#: (scan / GEMM 0.89x at 8, 1.18x at 10, 1.42x at 16, best rounds), at 200k from 8 (1.03x at 10, 2.21x
-#: at 16). Elsewhere 16, the value measured on AMX before the GEMM's blocks grew (its floor then:
-#: ~100 ms per 1M rows): a GEMM kernel slower than AMX's (AVX2 vpmaddubsw) moves the crossover up, not down.
+#: GEMM alternating on the same codes, 40 candidates per query, OMP_WAIT_POLICY unset). amx_int8
+#: (2-core Xeon; bench/experiments/results/int8_gemm_threshold_amx*.json), scan / GEMM best round /
+#: median of rounds: at 1M x 384 0.80x / 1.12x at 8 queries, 0.95x / 1.18x at 10, 1.16x / 1.28x at 12,
+#: 1.42x / 1.70x at 16; at 200k 1.03x / 1.25x at 8, 1.09x / 1.27x at 10. Elsewhere 16, the value
+#: measured on AMX before the GEMM's blocks grew: a GEMM kernel slower than AMX's (AVX2 vpmaddubsw)
+#: moves the crossover up, not down.
 GEMM_MIN_QUERIES_BY_ISA = {"amx_int8": 10}
 GEMM_MIN_QUERIES_DEFAULT = 16
 
@@ -66,13 +69,14 @@ def gemm_min_queries() -> int:
 
 #: Corpus rows per MatMulInteger call: as many as keep the block's int32 scores (rows x nq) within
 #: ``BLOCK_SCORES`` and its uint8 codes within ``BLOCK_BYTES``, between ``BLOCK_ROWS`` and
-#: ``MAX_BLOCK_ROWS``. Every block hands the cores from Numba's pool (offset_binary) to
-#: onnxruntime's (the GEMM) and back, so few queries want big blocks, and many queries want
-#: small ones (their scores must stay in cache for the heaps). 1M x 384, k * oversample = 40, the
-#: 2-core Xeon (AMX), best of 2-3 alternating rounds, ms per search at 4,096 / 16,384 / 32,768 /
-#: 65,536 rows: nq 16: 102 / 79 / 69 / 77; nq 64: 125 / 92 / 92 / 109; nq 128: 162 / 144 / 133 /
-#: 219; nq 256: 238 / 215 / 226 / 446; nq 1024: 741 / 1,098 / 1,934 / 1,952. The rule picks the
-#: best or within 5% of it at each nq (4,096 rows everywhere was the previous choice).
+#: ``MAX_BLOCK_ROWS``. Every block hands the cores from the XOR pass to onnxruntime's thread
+#: pool (the GEMM) and back, so few queries want big blocks, and many queries want small ones
+#: (their scores must stay in cache for the heaps). ``bench/experiments/int8_gemm_blocks.py``
+#: (1M x 384, 40 candidates per query, the 2-core Xeon with AMX, OMP_WAIT_POLICY unset), ms per
+#: search at 4,096 / 16,384 / 32,768 / 65,536 rows: nq 16: 81 / 77 / 68 / 73; nq 64: 111 / 94 / 86
+#: / 114; nq 128: 142 / 122 / 118 / 183; nq 256: 199 / 183 / 191 / 298; nq 1024: 634 / 811 / 1,663
+#: / 1,808. The rule is at or within a few percent of the best size at each nq (4,096 rows
+#: everywhere was the previous choice).
 BLOCK_ROWS = 4096
 MAX_BLOCK_ROWS = 32768
 BLOCK_SCORES = 1 << 22
@@ -134,11 +138,13 @@ def topk_int8_gemm(codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k
     sess = _session(threads)
     hs, hi = empty_heaps((nq, kk), np.int32)
     thr = hs[:, 0].copy()
+    raw = codes.view(np.uint8)
     rows = block_rows(nq, d)
     buf = np.empty((min(rows, n), d), np.uint8)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        a = offset_binary(codes[r0:r1], buf[: r1 - r0])  # c + 128 as uint8
+        a = buf[: r1 - r0]
+        np.bitwise_xor(raw[r0:r1], 0x80, out=a)          # c + 128 as uint8
         push_row_scores(sess.run({"A": a, "B": b}), r0, hs, hi, thr)
     sort_heaps(hs, hi)
     return (hs.astype(np.float64) * t[:, None]).astype(np.float32), hi
