@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(p for d in ("bench", "bench/experiments", "bench/gpu") for p in (ROOT / d).glob("*.py")
-                 if "__main__" in p.read_text(encoding="utf-8"))
+FOLDERS = ("bench", "bench/experiments", "bench/gpu", "bench/isa_emulation")
+SCRIPTS = sorted(p for d in FOLDERS for p in (ROOT / d).glob("*.py") if "__main__" in p.read_text(encoding="utf-8"))
 
 
 def test_the_scripts_are_found():

@@ -70,7 +70,8 @@ def load_average() -> list[float] | None:
 
 
 def environment() -> dict:
-    """CPU model and SIMD flags, the int8 ISA class and recipe (models/quantize.py), cores, memory,
+    """CPU model and SIMD flags, the int8 ISA class and recipe (models/quantize.py), the emulated ISA
+    class when CPUID is masked (bench/isa_emulation/run.py; the flags are then the emulated ones), cores, memory,
     GPUs (nvidia-smi), providers, the onnxruntime version and other library versions, and the load
     average when it was taken."""
     from importlib.metadata import PackageNotFoundError, version
@@ -98,7 +99,9 @@ def environment() -> dict:
     from ..models.quantize import cpu_isa, int8_recipe
 
     isa = cpu_isa()
-    return {"cpu": _cpuinfo(), "int8_isa": isa, "int8_recipe": int8_recipe(isa),
+    # bench/isa_emulation/run.py: CPUID masked to a lesser class (its code paths at this core's speed)
+    emulated = os.environ.get("EMBED_ISA_EMULATE") or None
+    return {"cpu": _cpuinfo(), "int8_isa": isa, "int8_recipe": int8_recipe(isa), "isa_emulation": emulated,
             "onnxruntime": versions.get("onnxruntime") or versions.get("onnxruntime-gpu"),
             "memory_gb": mem, "gpu": _gpus(), "onnxruntime_providers": providers,
             "platform": platform.platform(), "python": platform.python_version(), "versions": versions, "env": env,
@@ -111,7 +114,9 @@ def chip_line(env: dict | None = None) -> str:
     env = env or environment()
     cpu = env["cpu"]
     flags = " ".join(f for f, on in cpu["flags"].items() if on) or "none of note"
-    return (f"chip: {cpu['model']} ({cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores); "
+    emulated = env.get("isa_emulation")
+    where = f"EMULATED {emulated} (CPUID masked, bench/isa_emulation) on " if emulated else ""
+    return (f"chip: {where}{cpu['model']} ({cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores); "
             f"flags {flags}; int8 ISA class {env['int8_isa']} (recipe {env['int8_recipe']}); "
             f"onnxruntime {env['onnxruntime']}; load average {env['load_average']}")
 

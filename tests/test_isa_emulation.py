@@ -1,0 +1,51 @@
+"""The AVX2 code paths, run for real on a bigger CPU: bench/isa_emulation/run.py hides AVX-512,
+VNNI and AMX from CPUID, so onnxruntime's MLAS takes its AVX2 ``vpmaddubsw`` u8 x s8 kernel
+(int16 pair sums that saturate) and Numba compiles for AVX2. The int8 index tests then run in
+that process: the GEMM search's 7-bit queries must give the integer oracle's candidates on the
+saturating kernel too. Skipped where CPUID cannot be masked (not x86-64 Linux, no ``cpuid_fault``
+flag, no C compiler)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "bench" / "isa_emulation" / "run.py"
+
+
+def _can_mask() -> bool:
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        return False
+    if not (shutil.which("gcc") or shutil.which("cc")):
+        return False
+    try:
+        return "cpuid_fault" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _can_mask(), reason="CPUID masking needs x86-64 Linux, cpuid_fault and gcc")
+
+
+def _run(*args, timeout=600):
+    return subprocess.run([sys.executable, str(RUN), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("isa, saturates", [("avx2", True), ("avx_vnni", False), ("avx512", True)])
+def test_the_emulated_process_sees_the_class(isa, saturates):
+    r = _run(isa, "--check")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"cpu_isa={isa} u8s8_saturates={saturates}" in r.stderr
+
+
+def test_int8_index_on_the_avx2_kernels():
+    r = _run("avx2", "--", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+             "-x", "tests/test_index_codes.py", "-k", "int8")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and " failed" not in r.stdout
