@@ -33,12 +33,19 @@ pytestmark = pytest.mark.skipif(not _can_mask(), reason="CPUID masking needs x86
 
 
 def _run(*args, timeout=600):
-    return subprocess.run([sys.executable, str(RUN), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    r = subprocess.run([sys.executable, str(RUN), *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout)
+    if "no CPUID faulting" in r.stderr:  # the flag is there but the kernel (or a seccomp filter) refuses
+        pytest.skip(r.stderr.strip().splitlines()[-1])
+    return r
 
 
 @pytest.mark.parametrize("isa, saturates", [("avx2", True), ("avx_vnni", False), ("avx512", True)])
 def test_the_emulated_process_sees_the_class(isa, saturates):
+    from engine.models.quantize import ISA_CLASSES, cpu_flags
+
+    if not set(dict(ISA_CLASSES)[isa]) <= cpu_flags():
+        pytest.skip(f"this CPU has no {isa} features to keep")
     r = _run(isa, "--check")
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"cpu_isa={isa} u8s8_saturates={saturates}" in r.stderr

@@ -83,6 +83,14 @@ def build() -> Path:
 def emulated_env(isa: str) -> dict:
     if sys.platform != "linux" or os.uname().machine != "x86_64":
         sys.exit("run.py: CPUID masking needs x86-64 Linux")
+    sys.path.insert(0, str(HERE.parents[1]))
+    from engine.models.quantize import ISA_CLASSES, cpu_flags
+
+    need = dict(ISA_CLASSES)[isa]
+    missing = sorted(set(need) - cpu_flags())
+    if missing:  # the shim hides features; it cannot add any
+        sys.exit(f"run.py: this CPU lacks {', '.join(missing)}: it cannot run as {isa} (only features it has "
+                 "can be hidden)")
     env = dict(os.environ)
     env["LD_PRELOAD"] = " ".join(filter(None, [str(build()), env.get("LD_PRELOAD", "")]))
     env[ENV] = isa
