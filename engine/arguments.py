@@ -2,9 +2,10 @@
 
 What ``encode`` / ``encode_query`` / ``encode_document`` / ``embed`` accept (``ENCODE_KEYWORDS``),
 what they refuse and say instead (``NOT_TAKEN``), the texts argument in every form users pass it
-(a string, a list, a numpy array, an iterable; ``inputs=`` / ``sentences=``), flags given under
-both the engine's and sentence-transformers' names, and the constructor's model precision with
-its former name. Every refusal is an :class:`~engine.errors.InputError` naming the fix.
+(a string, a list, a numpy array, a pandas Series, a pyarrow Array or ChunkedArray, an iterable;
+``inputs=`` / ``sentences=``), flags given under both the engine's and sentence-transformers'
+names, the constructor's model precision with its former name, and the prompts a user sets.
+Every refusal is an :class:`~engine.errors.InputError` naming the fix.
 """
 from __future__ import annotations
 
@@ -16,18 +17,17 @@ import numpy as np
 from .errors import InputError
 from .quantization import PRECISIONS as OUTPUT_PRECISIONS
 
-# What encode / encode_query / encode_document / embed accept: sentence-transformers' keywords,
-# then the engine's own (normalize, show_progress: other names of normalize_embeddings and
-# show_progress_bar; max_tokens).
+# What encode / encode_query / encode_document / embed accept: sentence-transformers 5's keywords
+# in its order, then the engine's own (normalize, show_progress: other names of
+# normalize_embeddings and show_progress_bar; max_tokens).
 ENCODE_KEYWORDS = (
     "prompt_name", "prompt", "batch_size", "show_progress_bar", "output_value", "precision",
-    "convert_to_numpy", "convert_to_tensor", "device", "normalize_embeddings", "truncate_dim", "task",
-    "normalize", "show_progress", "max_tokens",
+    "convert_to_numpy", "convert_to_tensor", "device", "normalize_embeddings", "truncate_dim", "pool",
+    "chunk_size", "task", "normalize", "show_progress", "max_tokens",
 )
+NO_POOL = "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)"
 # sentence-transformers keywords the engine does not take, and what to do instead
 NOT_TAKEN = {
-    "pool": "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)",
-    "chunk_size": "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)",
     "processing_kwargs": "set Embedder.max_seq_length to change where texts are truncated",
 }
 MODEL_PRECISIONS_HELP = "'fp32', 'int8' (a dynamically quantized model, CPU) or 'fp16' (CUDA)"
@@ -80,6 +80,11 @@ def check_container(texts) -> tuple[Iterable, bool]:
             )
         return texts.tolist(), False
     kind = type(texts).__name__
+    if type(texts).__module__.startswith("pyarrow"):
+        if hasattr(texts, "column_names"):  # Table, RecordBatch
+            raise InputError(f"texts is a pyarrow {kind}, not a column of texts; pass one column, e.g. table['text']")
+        if hasattr(texts, "to_pylist"):  # Array, ChunkedArray: iterating gives pyarrow scalars, not str
+            return texts.to_pylist(), False
     if isinstance(texts, Mapping) or (hasattr(texts, "columns") and hasattr(texts, "iloc")):
         raise InputError(
             f"texts is a {kind}: iterating it gives its keys (column names), not texts; pass the texts "
@@ -105,6 +110,19 @@ def check_items(items: list, offset: int = 0) -> None:
             )
         if not t.isascii():
             surrogate_check(t, f"texts[{offset + i}]")
+
+
+def prompts_argument(prompts) -> dict[str, str]:
+    """A prompts dict ({name: text}) as sentence-transformers keeps it: None texts become "" (no prompt)."""
+    if not isinstance(prompts, Mapping):
+        raise InputError(f"prompts must be a dict of prompt name -> text, e.g. {{'query': 'query: '}}, "
+                         f"got {prompts!r:.60}")
+    out = {}
+    for name, text in prompts.items():
+        if not isinstance(name, str) or not (text is None or isinstance(text, str)):
+            raise InputError(f"prompts must map names (str) to texts (str), got {name!r}: {text!r:.60}")
+        out[name] = text or ""
+    return out
 
 
 def check_texts(texts) -> tuple[list[str], bool]:

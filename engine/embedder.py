@@ -9,14 +9,18 @@ for models whose similarity is cosine) -> optional output quantization (engine/q
 Code written for sentence-transformers' ``SentenceTransformer`` runs on an ``Embedder``:
 ``encode`` / ``encode_query`` / ``encode_document`` take its keyword names with its meanings
 (checked in ``engine.arguments``), and ``similarity`` / ``similarity_pairwise`` (``engine.similarity``),
-``similarity_fn_name``, ``get_sentence_embedding_dimension`` and a settable ``max_seq_length``
-behave as its own. The
-differences are listed in ``encode``'s docstring. Two meanings of "precision" are kept apart:
-``Embedder(model, model_precision="int8")`` runs a quantized *model*;
-``encode(texts, precision="int8")`` quantizes the *output vectors* (sentence-transformers' meaning).
+``similarity_fn_name``, ``get_sentence_embedding_dimension``, ``prompts`` / ``default_prompt_name``,
+``truncate_dim`` (and ``truncate_embeddings``) and a settable ``max_seq_length`` behave as its own,
+and the constructor takes its ``prompts``, ``default_prompt_name``, ``similarity_fn_name`` and
+``truncate_dim``. The differences are listed in ``encode``'s docstring; its torch-module
+surface (``len(model)``, ``model[0]``, ``tokenizer``, ``tokenize``'s tensors) is not mirrored.
+Two meanings of "precision" are kept apart: ``Embedder(model, model_precision="int8")`` runs a
+quantized *model*; ``encode(texts, precision="int8")`` quantizes the *output vectors*
+(sentence-transformers' meaning).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -29,6 +33,7 @@ import numpy as np
 
 from .arguments import (
     ENCODE_KEYWORDS,
+    NO_POOL,
     NOT_TAKEN,
     check_container,
     check_items,
@@ -36,6 +41,7 @@ from .arguments import (
     is_int,
     model_precision_argument,
     one_of_two,
+    prompts_argument,
     surrogate_check,
     texts_argument,
 )
@@ -87,7 +93,7 @@ def _torch():
 
 def _device_key(device) -> str:
     d = str(device).lower()
-    return "cuda:0" if d == "cuda" else d
+    return "cpu" if d.startswith("cpu") else "cuda:0" if d == "cuda" else d
 
 
 class Embedder:
@@ -108,6 +114,10 @@ class Embedder:
     cache_dir: where exports live; default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine.
     trust_remote_code: allow a model whose config or tokenizer maps to code in its folder (that
         code runs at export); refused otherwise.
+    prompts, default_prompt_name, similarity_fn_name, truncate_dim: sentence-transformers'
+        constructor options, with its meanings: prompts update the model's own (``{"query":
+        "query: "}``); the others replace the model's configured value (see the attributes of
+        the same names).
 
     CPU tuning attributes (measured in bench/token_budget.py; set them to change the defaults):
     ``max_cells`` caps each batch's attention cells (rows x tokens^2; None: no cap) and
@@ -126,6 +136,10 @@ class Embedder:
         cache_dir: str | os.PathLike | None = None,
         trust_remote_code: bool = False,
         *,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: str | None = None,
+        truncate_dim: int | None = None,
         precision: str | None = None,
     ):
         from .models.export import load_or_export
@@ -139,7 +153,9 @@ class Embedder:
         self._exported = load_or_export(model, precision=model_precision, cache_dir=cache_dir,
                                         trust_remote_code=trust_remote_code)
         self.spec = self._exported.spec
-        self.stack = self._exported.stack
+        # this Embedder's own copy: max_seq_length, prompts and truncate_dim are settable
+        self.stack = dataclasses.replace(self._exported.stack, prompts=dict(self._exported.stack.prompts))
+        self._full_dim = dataclasses.replace(self.stack, truncate_dim=None).dim
         info = self._exported.tokenizer_info
         self._left_pad = info["padding_side"] == "left"
         if self._left_pad and "weightedmean" in self.stack.pooling.modes:
@@ -167,6 +183,16 @@ class Embedder:
         self._tokenizer = Tokenizer(self._exported.tokenizer_path, self.stack.max_seq_length, info["truncation_side"],
                                     info["special_ids"], info["pad_id"])
         self._exported_max_seq_length = self._tokenizer.max_length
+        if prompts is not None:  # sentence-transformers: the given prompts win, the model's fill the rest
+            checked = prompts_argument(prompts)
+            given = {k: checked[k] for k, v in prompts.items() if v is not None or k not in self.stack.prompts}
+            self.prompts = {**self.stack.prompts, **given}
+        if default_prompt_name is not None:
+            self.default_prompt_name = default_prompt_name
+        if similarity_fn_name is not None:
+            self.similarity_fn_name = similarity_fn_name
+        if truncate_dim is not None:
+            self.truncate_dim = truncate_dim
 
     # -- CPU tuning -----------------------------------------------------------------------
     @property
@@ -198,8 +224,37 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        """Output dimension (the model's, after its configured truncate_dim if any)."""
+        """Output dimension of ``encode`` without its own truncate_dim: the model's, cut at ``truncate_dim``."""
         return self.stack.dim
+
+    @property
+    def truncate_dim(self) -> int | None:
+        """sentence-transformers' model-level truncate_dim (Matryoshka): ``encode`` keeps the first
+        ``truncate_dim`` components when its own ``truncate_dim`` is None; None: the full dimension.
+
+        The constructor's ``truncate_dim``, else the model's config_sentence_transformers.json.
+        Settable, as there, to None or [1, the model's dimension] (sentence-transformers also takes
+        larger values and keeps every component); ``dim``, ``get_embedding_dimension()`` and
+        ``fingerprint`` follow it. ``truncate_embeddings(d)`` sets it for a ``with`` block.
+        """
+        return self.stack.truncate_dim
+
+    @truncate_dim.setter
+    def truncate_dim(self, value: int | None) -> None:
+        if value is not None and (not is_int(value) or not 1 <= value <= self._full_dim):
+            raise InputError(f"truncate_dim must be an integer in [1, {self._full_dim}] or None, got {value!r}")
+        self.stack = dataclasses.replace(self.stack, truncate_dim=None if value is None else int(value))
+
+    @contextlib.contextmanager
+    def truncate_embeddings(self, truncate_dim: int | None) -> Iterator[None]:
+        """``with emb.truncate_embeddings(64): ...``: ``truncate_dim`` set for the block, then restored
+        (sentence-transformers' context manager of the same name)."""
+        before = self.truncate_dim
+        self.truncate_dim = truncate_dim
+        try:
+            yield
+        finally:
+            self.truncate_dim = before
 
     def get_embedding_dimension(self) -> int:
         """The dimension of ``encode``'s vectors (sentence-transformers' name): ``dim``."""
@@ -246,34 +301,52 @@ class Embedder:
     def fingerprint(self) -> str:
         """Stable id of everything that changes a vector (``name/precision/dim/hash``): weights,
         tokenizer, every module's config and weights, max_seq_length, prompts, export settings.
-        A max_seq_length set to another value than the model's gives another hash."""
+        A max_seq_length or truncate_dim set to another value than the model's gives another hash."""
         fp = self._exported.fingerprint
-        if self.max_seq_length == self._exported_max_seq_length:
+        changed = [f"{k}={v}" for k, v, own in (
+            ("max_seq_length", self.max_seq_length, self._exported_max_seq_length),
+            ("truncate_dim", self.truncate_dim, self._exported.stack.truncate_dim)) if v != own]
+        if not changed:
             return fp
         head, digest = fp.rsplit("/", 1)
-        return f"{head}/{hashlib.sha256(f'{digest}|max_seq_length={self.max_seq_length}'.encode()).hexdigest()[:16]}"
+        return f"{head}/{hashlib.sha256('|'.join([digest, *changed]).encode()).hexdigest()[:16]}"
 
     @property
     def prompts(self) -> dict[str, str]:
-        """The model's prompts by name (``{"query": "", "document": "", ...}`` as sentence-transformers has them)."""
-        return dict(self.stack.prompts)
+        """The prompts by name, as sentence-transformers has them: ``{"query": "", "document": "", ...}``
+        ("" for none), the model's updated with the constructor's ``prompts``. The dict itself, as there:
+        ``emb.prompts["query"] = "query: "`` or ``emb.prompts = {...}`` changes what encode prepends."""
+        return self.stack.prompts
+
+    @prompts.setter
+    def prompts(self, value: dict[str, str]) -> None:
+        self.stack = dataclasses.replace(self.stack, prompts=prompts_argument(value))
 
     @property
     def default_prompt_name(self) -> str | None:
-        """The prompt ``encode`` applies when given neither ``prompt`` nor ``prompt_name`` (None: no prompt)."""
+        """The prompt ``encode`` applies when given neither ``prompt`` nor ``prompt_name`` (None: no prompt).
+        Settable to None or a name in ``prompts``."""
         return self.stack.default_prompt_name
+
+    @default_prompt_name.setter
+    def default_prompt_name(self, value: str | None) -> None:
+        if value is not None and value not in self.stack.prompts:
+            raise InputError(f"default_prompt_name {value!r} is not one of the prompts {sorted(self.stack.prompts)}; "
+                             f"add it first (emb.prompts[{value!r}] = '...') or pass None")
+        self.stack = dataclasses.replace(self.stack, default_prompt_name=value)
 
     @property
     def similarity_fn_name(self) -> str:
         """The function ``similarity`` uses: "cosine", "dot", "euclidean" or "manhattan" (the model's
-        configured one by default). Settable as in sentence-transformers; it changes only
-        ``similarity`` / ``similarity_pairwise``, never ``encode`` (whose default normalization
-        follows the model's configured similarity)."""
+        configured one by default). Settable as in sentence-transformers (a name, its
+        SimilarityFunction enum, or None: cosine); it changes only ``similarity`` /
+        ``similarity_pairwise``, never ``encode`` (whose default normalization follows the model's
+        configured similarity)."""
         return self._similarity_fn_name
 
     @similarity_fn_name.setter
     def similarity_fn_name(self, value) -> None:
-        value = getattr(value, "value", value)  # sentence-transformers' SimilarityFunction enum
+        value = "cosine" if value is None else getattr(value, "value", value)  # SimilarityFunction enum
         if value not in SIMILARITIES:
             raise InputError(f"similarity_fn_name must be one of {', '.join(SIMILARITIES)}, got {value!r}")
         self._similarity_fn_name = value
@@ -304,15 +377,20 @@ class Embedder:
             if not prompt.isascii():
                 surrogate_check(prompt, "prompt")
             return prompt
-        if prompt_name is not None:
-            if prompt_name not in self.stack.prompts:
-                raise InputError(
-                    f"prompt_name {prompt_name!r} is not one of the model's prompts: {sorted(self.stack.prompts)}"
-                )
-            return self.stack.prompts[prompt_name]
-        if self.stack.default_prompt_name is not None:
-            return self.stack.prompts.get(self.stack.default_prompt_name)
-        return None
+        if prompt_name is None:
+            prompt_name = self.stack.default_prompt_name
+            if prompt_name is None:
+                return None
+        elif prompt_name not in self.stack.prompts:
+            raise InputError(
+                f"prompt_name {prompt_name!r} is not one of the model's prompts: {sorted(self.stack.prompts)}"
+            )
+        text = self.stack.prompts.get(prompt_name)
+        if text is not None and not isinstance(text, str):  # prompts is a dict users may edit in place
+            raise InputError(f"prompts[{prompt_name!r}] must be a string, got {type(text).__name__}")
+        if text and not text.isascii():
+            surrogate_check(text, f"prompts[{prompt_name!r}]")
+        return text
 
     @property
     def threads(self) -> int:
@@ -345,6 +423,8 @@ class Embedder:
         device: str | None = None,
         normalize_embeddings: bool | None = None,
         truncate_dim: int | None = None,
+        pool: dict | None = None,
+        chunk_size: int | None = None,
         *,
         normalize: bool | None = None,
         show_progress: bool | None = None,
@@ -355,9 +435,11 @@ class Embedder:
 
         Args:
             texts: one string (gives one vector) or an ordered collection of strings: list, tuple,
-                1-d numpy array, pandas Series, generator. Sets, dicts, dict views, DataFrames and
-                0-d arrays are refused (no text order, or not texts). ``sentences=`` / ``inputs=``
-                (sentence-transformers' names) work too.
+                1-d numpy array, pandas Series or Index, pyarrow Array or ChunkedArray, generator.
+                Sets, dicts, dict views, DataFrames, Arrow tables and 0-d arrays are refused (no text
+                order, or not texts); so is any item that is not a str (None, NaN, numbers, bytes,
+                text pairs), by its index. ``sentences=`` / ``inputs=`` (sentence-transformers'
+                names) work too.
             prompt_name, prompt: the text prepended to every input (``prompt`` wins; without either
                 the model's default prompt, if any); prompt tokens are left out of pooling when the
                 model's Pooling has include_prompt=False.
@@ -372,25 +454,33 @@ class Embedder:
                 does; for stable codes quantize float vectors with calibration ranges instead),
                 "binary" / "ubinary" (packed sign bits, (n, ceil(dim / 8))). The model's own precision
                 is chosen at construction (``model_precision``).
-            convert_to_numpy: True (default): a numpy array; False: a list of 1-d torch tensors.
-            convert_to_tensor: one torch tensor (on the CPU) instead; needs torch (the export extra).
-            device: None or this Embedder's own device (the device is fixed when it is built).
+            convert_to_numpy: True (default): a numpy array; False (or None): a list of 1-d torch tensors.
+            convert_to_tensor: one torch tensor (on the CPU) instead, whatever convert_to_numpy says;
+                needs torch (the export extra).
+            device: None or this Embedder's own device ("cpu", "cpu:0", torch.device("cpu"), ...;
+                the device is fixed when the Embedder is built).
             normalize_embeddings (or normalize): True: unit vectors; False: what the model's modules
                 compute (its Normalize module, if any, still runs); None (default): unit vectors
                 for a model whose similarity is cosine, the model's output for others.
-            truncate_dim: keep the first components (Matryoshka), then re-normalize when normalizing.
+            truncate_dim: keep the first components (Matryoshka), then re-normalize when normalizing;
+                None: the Embedder's ``truncate_dim`` (None: all). Unlike there, a value above the
+                model's dimension is an error (sentence-transformers silently keeps all).
+            pool, chunk_size: sentence-transformers' multi-process pool; pool must be None (batches
+                run on worker threads already), chunk_size is accepted and unused, as there without a pool.
             task: accepted and ignored, as sentence-transformers does for models without a Router
                 module (the only ones the engine runs).
 
         Returns:
             (n, dim) float32 for a list of n texts, (dim,) for one string; int8/uint8 for those
-            precisions, (n, ceil(dim / 8)) for binary ones; tensors as asked.
+            precisions, (n, ceil(dim / 8)) for binary ones; tensors as asked. An empty list gives
+            (0, dim) (sentence-transformers: a (0,) float64 array).
 
         Differences from sentence-transformers: with neither normalize_embeddings nor normalize,
         a cosine model's vectors are unit length (the same cosine scores; sentence-transformers
         returns the model's raw norm); convert_to_tensor gives a CPU tensor on every device;
-        truncate_dim above the dimension, bools as numbers, unknown keywords, unordered inputs and
-        lone surrogates are errors.
+        output_value="token_embeddings" / None, processing_kwargs, a pool or a list of devices,
+        truncate_dim outside [1, the model's dimension], bools as numbers, unknown keywords,
+        unordered inputs, text pairs and lone surrogates are errors.
 
         >>> emb.encode(["a", "b"]).shape, emb.encode("a").shape
         ((2, 384), (384,))
@@ -401,8 +491,9 @@ class Embedder:
         plan = self._plan(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size,
                           show_progress_bar=show_progress_bar, output_value=output_value, precision=precision,
                           convert_to_numpy=convert_to_numpy, convert_to_tensor=convert_to_tensor, device=device,
-                          normalize_embeddings=normalize_embeddings, truncate_dim=truncate_dim, normalize=normalize,
-                          show_progress=show_progress, max_tokens=max_tokens, **kwargs)
+                          normalize_embeddings=normalize_embeddings, truncate_dim=truncate_dim, pool=pool,
+                          chunk_size=chunk_size, normalize=normalize, show_progress=show_progress,
+                          max_tokens=max_tokens, **kwargs)
         items, single = check_texts(texts)
         n = len(items)
         bar = _progress(n, plan.progress)
@@ -410,7 +501,7 @@ class Embedder:
             if n <= CHUNK:
                 out = self._vectors(items, plan, bar)
             else:  # written chunk by chunk: memory is the output plus one chunk
-                out = np.empty((n, plan.truncate_dim or self.dim), dtype=np.float32)
+                out = np.empty((n, plan.truncate_dim or self._full_dim), dtype=np.float32)
                 for start in range(0, n, CHUNK):
                     out[start : start + CHUNK] = self._vectors(items[start : start + CHUNK], plan, bar)
         finally:
@@ -475,8 +566,8 @@ class Embedder:
 
     def _plan(self, prompt_name=None, prompt=None, batch_size=32, show_progress_bar=None,
               output_value="sentence_embedding", precision="float32", convert_to_numpy=True, convert_to_tensor=False,
-              device=None, normalize_embeddings=None, truncate_dim=None, task=None, normalize=None,
-              show_progress=None, max_tokens=None, **unknown) -> _Plan:
+              device=None, normalize_embeddings=None, truncate_dim=None, pool=None, chunk_size=None, task=None,
+              normalize=None, show_progress=None, max_tokens=None, **unknown) -> _Plan:
         """Check and resolve encode's keywords (see ``encode``)."""
         if unknown:
             hints = "; ".join(f"{k}: {NOT_TAKEN[k]}" for k in sorted(unknown) if k in NOT_TAKEN)
@@ -488,8 +579,15 @@ class Embedder:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 1):
             raise InputError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
-        if truncate_dim is not None and (not is_int(truncate_dim) or not 1 <= truncate_dim <= self.dim):
-            raise InputError(f"truncate_dim must be an integer in [1, {self.dim}] or None, got {truncate_dim!r}")
+        full = self._full_dim
+        if truncate_dim is None:  # the model-level one, as in sentence-transformers (a config's may exceed full)
+            truncate_dim = None if self.truncate_dim is None else min(self.truncate_dim, full)
+        elif not is_int(truncate_dim) or not 1 <= truncate_dim <= full:
+            raise InputError(f"truncate_dim must be an integer in [1, {full}] or None, got {truncate_dim!r}")
+        if pool is not None:
+            raise InputError(f"pool={pool!r}: {NO_POOL}; pass pool=None")
+        if chunk_size is not None and (not is_int(chunk_size) or chunk_size < 1):
+            raise InputError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
         norm = one_of_two("normalize", normalize, "normalize_embeddings", normalize_embeddings)
         progress = one_of_two("show_progress", show_progress, "show_progress_bar", show_progress_bar)
         if output_value != "sentence_embedding":
@@ -506,7 +604,7 @@ class Embedder:
                 f"got {precision!r}{hint}"
             )
         for name, flag in (("convert_to_numpy", convert_to_numpy), ("convert_to_tensor", convert_to_tensor)):
-            if not isinstance(flag, (bool, np.bool_)):
+            if flag is not None and not isinstance(flag, (bool, np.bool_)):  # None: False, as there
                 raise InputError(f"{name} must be True or False, got {flag!r}")
         output = "tensor" if convert_to_tensor else "numpy" if convert_to_numpy else "tensors"
         if output != "numpy":
@@ -525,7 +623,7 @@ class Embedder:
             prompt=text,
             prompt_length=prompt_length,
             normalize=self.stack.similarity_fn_name == "cosine" if norm is None else norm,
-            truncate_dim=None if truncate_dim is None or truncate_dim == self.dim else int(truncate_dim),
+            truncate_dim=None if truncate_dim is None or truncate_dim == full else int(truncate_dim),
             precision=precision,
             output=output,
             progress=bool(progress),
@@ -546,13 +644,13 @@ class Embedder:
             )
 
     def _vectors(self, texts: list[str], plan: _Plan, bar=None) -> np.ndarray:
-        """float32 (len(texts), plan.truncate_dim or dim): tokenized, batched, run, truncated, normalized."""
+        """float32 (len(texts), plan.truncate_dim or the full dim): tokenized, batched, run, truncated, normalized."""
         if plan.prompt:
             texts = [plan.prompt + t for t in texts]
         ids = self._tokenizer.encode(texts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         batches = plan_batches(lengths, plan.batch_size, plan.budget, plan.cells)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        out = np.empty((len(texts), self._full_dim), dtype=np.float32)
         for batch, vecs in zip(batches, self._run_batches(ids, batches, plan.prompt_length)):
             out[batch] = vecs
             if bar is not None:
@@ -560,7 +658,7 @@ class Embedder:
         if plan.truncate_dim is not None:
             return truncate_normalize(out, plan.truncate_dim) if plan.normalize else \
                 np.ascontiguousarray(out[:, : plan.truncate_dim])
-        if plan.normalize and not (self.stack.normalizes and self.stack.truncate_dim is None):
+        if plan.normalize and not self.stack.normalizes:
             out = l2_normalize(out, copy=False)  # (a model ending in Normalize is unit length already)
         return out
 
@@ -614,8 +712,6 @@ class Embedder:
                 hidden = layer_norm(hidden, w, b, module.eps)
             elif isinstance(module, Normalize):
                 hidden = normalize(hidden)
-        if self.stack.truncate_dim is not None:
-            hidden = np.ascontiguousarray(hidden[:, : self.stack.truncate_dim])
         return hidden
 
 

@@ -16,9 +16,9 @@ def _as_rows(x, name: str, batch: bool) -> np.ndarray:
     """A float numpy array of ``x`` (array, list, torch tensor on any device); 1-d -> (1, d) when ``batch``."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x)
-    except ValueError as e:
+    try:  # Python lists are float32, as torch.tensor makes them in sentence-transformers
+        arr = np.asarray(x) if isinstance(x, np.ndarray) else np.asarray(x, dtype=_list_dtype(x))
+    except (ValueError, TypeError) as e:
         raise InputError(f"{name} could not be read as an array of vectors ({e})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"{name} must hold numbers (vectors), got dtype {arr.dtype}")
@@ -29,6 +29,14 @@ def _as_rows(x, name: str, batch: bool) -> np.ndarray:
     if arr.ndim not in ((2,) if batch else (1, 2)) or arr.shape[-1] == 0:
         raise InputError(f"{name} must be (n, dim) vectors or one (dim,) vector, got shape {arr.shape}")
     return arr
+
+
+def _list_dtype(x):
+    """float32 for nested Python lists of floats (sentence-transformers' torch.tensor), else numpy's choice."""
+    first = x
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    return np.float32 if isinstance(first, (float, int)) and not isinstance(first, bool) else None
 
 
 def _cosine(a, b):

@@ -1,4 +1,9 @@
-"""engine.integrations.langchain: langchain-tests' standard suites plus oracle checks on the tiny model."""
+"""engine.integrations.langchain: langchain-tests' standard suites plus oracle checks on tiny models.
+
+The oracles: ``Embedder`` on the same model, and for ``HuggingFaceEmbeddings``' arguments (model_name,
+model_kwargs, encode_kwargs, query_encode_kwargs) ``SentenceTransformer.encode`` with those kwargs,
+which is what HuggingFaceEmbeddings calls.
+"""
 from __future__ import annotations
 
 import importlib
@@ -95,7 +100,7 @@ class _Stub:
 def test_uses_prompt_methods_when_present(lc, with_prompts, expected):
     stub = _Stub(with_prompts)
     lc2 = object.__new__(EngineEmbeddings)
-    lc2.embedder = stub
+    lc2.embedder, lc2.encode_kwargs, lc2.query_encode_kwargs, lc2.show_progress = stub, {}, {}, False
     assert lc2.embed_documents(["x", "y"]) == [[0.0] * 3] * 2
     assert lc2.embed_query("x") == [0.0] * 3
     assert stub.calls == expected
@@ -119,3 +124,68 @@ def test_missing_langchain_core_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "engine.integrations.langchain")
     with pytest.raises(ImportError, match=r"pip install 'embed-engine\[langchain\]'"):
         importlib.import_module("engine.integrations.langchain")
+
+
+@pytest.fixture(scope="module")
+def prompted_dir(tmp_path_factory):
+    """A BERT without Normalize, similarity "dot" and query/document prompts: kwargs and prompts show."""
+    from tests.st_tiny import build_transformer, write_stack
+
+    folder = build_transformer(tmp_path_factory.mktemp("lc-prompted") / "bert", "bert")
+    return write_stack(folder, pooling="mean", normalize=False, similarity_fn_name="dot",
+                       prompts={"query": "query: ", "document": "passage: "})
+
+
+def _st_floats(folder, texts, **kwargs):
+    from sentence_transformers import SentenceTransformer
+
+    return np.array(SentenceTransformer(str(folder), device="cpu").encode(texts, **kwargs).tolist(), np.float32)
+
+
+@pytest.mark.parametrize("encode_kwargs, query_encode_kwargs", [
+    ({}, {}),
+    ({"normalize_embeddings": True, "batch_size": 2}, {}),
+    ({"prompt_name": "document", "truncate_dim": 8}, {"prompt": "search: ", "truncate_dim": 8}),
+    ({"convert_to_tensor": True}, {"convert_to_numpy": False}),
+], ids=["none", "docs-only", "both", "tensors"])
+def test_huggingface_embeddings_arguments(prompted_dir, tiny_cache, encode_kwargs, query_encode_kwargs):
+    """HuggingFaceEmbeddings(model_name=..., model_kwargs=..., encode_kwargs=..., query_encode_kwargs=...)
+    ports by renaming the class; explicit kwargs give sentence-transformers' vectors for those kwargs, and
+    without a prompt in them documents and queries get the model's prompts (encode_document / encode_query)."""
+    import asyncio
+
+    lc = EngineEmbeddings(model_name=str(prompted_dir), model_kwargs={"device": "cpu", "cache_dir": tiny_cache},
+                          encode_kwargs=encode_kwargs, query_encode_kwargs=query_encode_kwargs)
+    docs, query = lc.embed_documents(TEXTS), lc.embed_query(TEXTS[0])
+    assert all(type(v) is list and type(v[0]) is float for v in docs) and type(query[0]) is float
+    ref_kwargs = []
+    for kwargs, prompt_name in ((encode_kwargs, "document"), (query_encode_kwargs or encode_kwargs, "query")):
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("convert_to_tensor", "convert_to_numpy")}
+        if "prompt" not in kwargs:
+            kwargs.setdefault("prompt_name", prompt_name)
+        ref_kwargs.append(kwargs)
+    doc_kwargs, query_kwargs = ref_kwargs
+    ref_docs = _st_floats(prompted_dir, TEXTS, **doc_kwargs)
+    ref_query = _st_floats(prompted_dir, TEXTS[0], **query_kwargs)
+    np.testing.assert_allclose(np.array(docs, np.float32), ref_docs, rtol=1e-4, atol=1e-4 * np.abs(ref_docs).max())
+    np.testing.assert_allclose(np.array(query, np.float32), ref_query, rtol=1e-4, atol=1e-4 * np.abs(ref_query).max())
+    adocs, aquery = asyncio.run(_both(lc))
+    assert adocs == docs and aquery == query
+
+
+def test_show_progress(lc, tiny_model_dir, tiny_cache, capsys):
+    shown = EngineEmbeddings(model=str(tiny_model_dir), cache_dir=tiny_cache, show_progress=True)
+    assert shown.embed_documents(TEXTS) == lc.embed_documents(TEXTS)
+    assert "encode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"encode_kwargs": {"normalise": True}}, r"unexpected keyword argument\(s\) normalise"),
+    ({"query_encode_kwargs": {"prompt_name": "nope"}}, "prompt_name 'nope' is not one of the model's prompts"),
+    ({"encode_kwargs": {"batch_size": 0}}, "batch_size must be a positive integer"),
+    ({"model_name": "other-model"}, "name two models; pass one"),
+    ({"model_kwargs": {"cache_dir": "x"}}, "cache_dir given both in model_kwargs and as keywords"),
+], ids=["unknown", "prompt", "batch", "two-models", "twice"])
+def test_bad_arguments_fail_at_construction(tiny_model_dir, tiny_cache, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        EngineEmbeddings(model=str(tiny_model_dir), cache_dir=tiny_cache, **kwargs)

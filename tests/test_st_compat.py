@@ -168,6 +168,75 @@ def test_convert_to_tensor_without_torch_names_the_extra(tiny_embedder, monkeypa
             tiny_embedder.encode(["a"], **kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"pool": None}, {"chunk_size": None}, {"chunk_size": 4},       # ST's defaults, passed explicitly by wrappers
+    {"convert_to_numpy": None}, {"convert_to_tensor": None},       # falsy, as there
+    {"convert_to_numpy": True, "convert_to_tensor": True},         # the tensor wins, as there
+    {"device": "cpu"}, {"device": "cpu:0"}, {"device": "torch-cpu"},
+    {"precision": None},                                           # float32, as there
+], ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_keywords_wrappers_pass_mean_what_they_mean_there(raw, kwargs):
+    import torch
+
+    emb, st = raw
+    if kwargs.get("device") == "torch-cpu":
+        kwargs = {"device": torch.device("cpu")}
+    ours, ref = emb.encode(TEXTS, **kwargs), st.encode(TEXTS, **kwargs)
+    assert type(ours) is type(ref)
+    if isinstance(ref, list):  # convert_to_numpy falsy: a list of 1-d tensors
+        assert all(isinstance(r, torch.Tensor) and r.shape == q.shape for r, q in zip(ours, ref))
+        ours, ref = torch.stack(ours), torch.stack(ref)
+    assert ours.dtype == ref.dtype
+    _close(np.asarray(ours), np.asarray(ref))
+
+
+def test_text_containers_give_the_lists_vectors(raw):
+    """pandas and Arrow columns embed as the list of their strings does (sentence-transformers 5.7 refuses
+    them: its oracle is its encode of the list); an Arrow null is named by its index, a table is refused."""
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    emb, st = raw
+    ref = st.encode(TEXTS)
+    for texts in (pd.Series(TEXTS, index=range(100, 100 + len(TEXTS))), pd.Series(TEXTS, dtype="string[pyarrow]"),
+                  pd.Index(TEXTS), pa.array(TEXTS), pa.chunked_array([TEXTS[:5], TEXTS[5:]]),
+                  np.array(TEXTS, dtype=object)):
+        got = emb.encode(texts)
+        assert got.dtype == ref.dtype, type(texts)
+        _close(got, ref)
+    with pytest.raises(InputError, match=r"texts\[1\] is NoneType \(None\), not str"):
+        emb.encode(pa.array(["a", None]))
+    with pytest.raises(InputError, match=r"texts\[1\] is float \(nan\), not str"):
+        emb.encode(pd.Series(["a", np.nan]))  # a missing value in a pandas column
+    with pytest.raises(InputError, match=r"pyarrow Table, not a column of texts; pass one column, e.g. table\["):
+        emb.encode(pa.table({"text": TEXTS}))
+
+
+@pytest.mark.parametrize("texts, match, st_takes_it", [
+    (["a", None], r"texts\[1\] is NoneType", False), (["a", 3], r"texts\[1\] is int \(3\)", False),
+    (["a", b"b"], r"texts\[1\] is bytes", False), (b"abc", r"texts is bytes; decode it first", False),
+    (None, "texts is None", False), (5, "got int", False),
+    ([("a", "b")], r"texts\[0\] is tuple", True),  # a text pair: sentence-transformers embeds it, we refuse
+], ids=["None", "int", "bytes-item", "bytes", "none", "int-texts", "pair"])
+def test_non_text_inputs_are_input_errors(raw, texts, match, st_takes_it):
+    """Where sentence-transformers raises its own ValueError, ours is an InputError naming the item."""
+    emb, st = raw
+    if st_takes_it:
+        st.encode(texts)
+    else:
+        with pytest.raises((ValueError, TypeError)):
+            st.encode(texts)
+    with pytest.raises(InputError, match=match):
+        emb.encode(texts)
+
+
+def test_similarity_of_python_lists_is_float32_as_there(raw):
+    emb, st = raw
+    a, b = emb.encode(TEXTS[:3]).tolist(), emb.encode(TEXTS[3:6]).tolist()
+    ours, ref = emb.similarity(a, b), st.similarity(a, b)
+    assert ours.dtype == np.float32 and str(ref.dtype) == "torch.float32"
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("fn", ["cosine", "dot", "euclidean", "manhattan"])
 def test_similarity_all_functions(raw, fn):
     import torch
@@ -200,12 +269,122 @@ def test_similarity_fn_name_is_the_models_and_checked(raw, tiny):
         raw[0].similarity_fn_name = "hamming"
     with pytest.raises(InputError, match="different dimensions"):
         raw[0].similarity(np.ones((2, 4)), np.ones((2, 5)))
+    emb, st = raw
+    try:  # None: cosine, as there
+        emb.similarity_fn_name = st.similarity_fn_name = None
+        assert emb.similarity_fn_name == st.similarity_fn_name == "cosine"
+    finally:
+        emb.similarity_fn_name = st.similarity_fn_name = "dot"
 
 
 def test_embedding_dimension(pair):
     emb, st = pair
     assert emb.get_sentence_embedding_dimension() == emb.get_embedding_dimension() == st.get_embedding_dimension()
     assert emb.encode(TEXTS[:2]).shape[1] == emb.get_sentence_embedding_dimension()
+
+
+# -- sentence-transformers' constructor options and model-level settings -----------------------------
+def test_model_level_truncate_dim(raw_dir, compat_cache, raw):
+    """SentenceTransformer(folder, truncate_dim=d), model.truncate_dim = d and truncate_embeddings(d): encode's
+    default truncation, which a call's own truncate_dim overrides (even upwards); dim follows; so does the
+    fingerprint, which comes back with the model's value."""
+    plain, st_plain = raw
+    emb, st = Embedder(str(raw_dir), cache_dir=compat_cache, truncate_dim=8), _st(raw_dir, truncate_dim=8)
+    assert emb.truncate_dim == st.truncate_dim == 8
+    assert emb.dim == emb.get_embedding_dimension() == st.get_embedding_dimension() == 8
+    for kwargs in ({}, {"normalize_embeddings": True}, {"truncate_dim": 16}, {"truncate_dim": 4},
+                   {"precision": "ubinary"}, {"convert_to_tensor": True}):
+        ours, ref = emb.encode(TEXTS, **kwargs), st.encode(TEXTS, **kwargs)
+        assert type(ours) is type(ref) and ours.shape == ref.shape and ours.dtype == ref.dtype
+        _close(np.asarray(ours), np.asarray(ref))
+    _close(emb.encode(TEXTS[2]), st.encode(TEXTS[2]))
+    _close(emb.encode_query(TEXTS), st.encode_query(TEXTS))
+    assert emb.fingerprint != plain.fingerprint
+    emb.truncate_dim = st.truncate_dim = None
+    assert emb.dim == st.get_embedding_dimension() == plain.dim and emb.fingerprint == plain.fingerprint
+    _close(emb.encode(TEXTS), st.encode(TEXTS))
+    with plain.truncate_embeddings(12), st_plain.truncate_embeddings(12):
+        _close(plain.encode(TEXTS), st_plain.encode(TEXTS))
+        assert plain.dim == 12 and plain.fingerprint != emb.fingerprint
+    assert plain.truncate_dim is None and plain.fingerprint == emb.fingerprint
+    for bad in (0, -1, 33, 2.0, True, "8"):  # 33: above the dimension (sentence-transformers keeps all 32)
+        with pytest.raises(InputError, match=r"truncate_dim must be an integer in \[1, 32\] or None"):
+            emb.truncate_dim = bad
+        if bad is not True:
+            with pytest.raises(InputError, match=r"truncate_dim must be an integer in \[1, 32\] or None"):
+                emb.encode(TEXTS, truncate_dim=bad)
+    assert emb.truncate_dim is None
+
+
+def test_truncate_dim_in_the_models_config(tmp_path, compat_cache):
+    """config_sentence_transformers.json's truncate_dim is the model-level default, as there."""
+    import json
+
+    folder = write_stack(build_transformer(tmp_path / "bert", "bert"), pooling="mean", normalize=False,
+                         similarity_fn_name="dot")
+    cfg = json.loads((folder / "config_sentence_transformers.json").read_text())
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({**cfg, "truncate_dim": 8}))
+    emb, st = Embedder(str(folder), cache_dir=compat_cache), _st(folder)
+    assert emb.truncate_dim == st.truncate_dim == 8 and emb.dim == st.get_embedding_dimension() == 8
+    for kwargs in ({}, {"normalize_embeddings": True}, {"truncate_dim": 20}):
+        _close(emb.encode(TEXTS, **kwargs), st.encode(TEXTS, **kwargs))
+
+
+def test_embed_corpus_with_a_truncated_embedder(raw_dir, compat_cache, tmp_path):
+    from engine.corpus import embed_corpus, load_embeddings
+
+    emb = Embedder(str(raw_dir), cache_dir=compat_cache, truncate_dim=8)
+    docs = [f"document {i} about " + "vectors " * (i % 5) for i in range(10)]
+    src = tmp_path / "docs.txt"
+    src.write_text("\n".join(docs) + "\n")
+    assert embed_corpus(src, tmp_path / "out", emb, cache=False).docs == 10
+    _, vecs = load_embeddings(tmp_path / "out")
+    assert vecs.shape == (10, 8)
+    _close(vecs, emb.encode_document(docs))
+
+
+def test_constructor_prompts_and_default_prompt_name(raw_dir, compat_cache):
+    """prompts= updates the model's own (the given ones win), default_prompt_name= picks one; both
+    settable afterwards, and prompts is the live dict, as there."""
+    kwargs = {"prompts": {"query": "Q: ", "doc": "D: ", "document": None}, "default_prompt_name": "doc"}
+    emb, st = Embedder(str(raw_dir), cache_dir=compat_cache, **kwargs), _st(raw_dir, **kwargs)
+    assert emb.prompts == st.prompts == {"query": "Q: ", "document": "passage: ", "doc": "D: "}
+    assert emb.default_prompt_name == st.default_prompt_name == "doc"
+    for call in ("encode", "encode_query", "encode_document"):
+        _close(getattr(emb, call)(TEXTS), getattr(st, call)(TEXTS))
+    _close(emb.encode(TEXTS, prompt_name="query"), st.encode(TEXTS, prompt_name="query"))
+    emb.prompts["query"] = st.prompts["query"] = "edited: "  # in place
+    _close(emb.encode_query(TEXTS), st.encode_query(TEXTS))
+    emb.prompts = st.prompts = {"x": "X: "}  # replaced: no query prompt any more
+    emb.default_prompt_name = st.default_prompt_name = None
+    for call in ("encode", "encode_query", "encode_document"):
+        _close(getattr(emb, call)(TEXTS), getattr(st, call)(TEXTS))
+    emb.default_prompt_name = st.default_prompt_name = "x"
+    _close(emb.encode(TEXTS), st.encode(TEXTS))
+    with pytest.raises(InputError, match=r"default_prompt_name 'nope' is not one of the prompts \['x'\]"):
+        emb.default_prompt_name = "nope"
+    with pytest.raises(InputError, match="default_prompt_name 'nope' is not one of the prompts"):
+        Embedder(str(raw_dir), cache_dir=compat_cache, default_prompt_name="nope")
+    with pytest.raises(InputError, match="prompts must be a dict"):
+        emb.prompts = ["query: "]
+    with pytest.raises(InputError, match="prompts must map names"):
+        Embedder(str(raw_dir), cache_dir=compat_cache, prompts={"query": 3})
+    emb.prompts["y"] = "\ud800"
+    with pytest.raises(InputError, match=r"prompts\['y'\] holds a lone surrogate"):
+        emb.encode(TEXTS, prompt_name="y")
+
+
+def test_constructor_similarity_fn_name(raw_dir, compat_cache):
+    from sentence_transformers import SimilarityFunction
+
+    emb, st = (Embedder(str(raw_dir), cache_dir=compat_cache, similarity_fn_name=SimilarityFunction.MANHATTAN),
+               _st(raw_dir, similarity_fn_name="manhattan"))
+    assert emb.similarity_fn_name == st.similarity_fn_name == "manhattan"
+    a = emb.encode(TEXTS[:5])
+    np.testing.assert_allclose(emb.similarity(a, a), st.similarity(a, a).numpy(), rtol=1e-5, atol=1e-4)
+    _close(emb.encode(TEXTS), st.encode(TEXTS))  # encode's vectors do not depend on it
+    with pytest.raises(InputError, match="similarity_fn_name must be one of"):
+        Embedder(str(raw_dir), cache_dir=compat_cache, similarity_fn_name="hamming")
 
 
 # -- max_seq_length ----------------------------------------------------------------------------
@@ -258,7 +437,9 @@ def test_max_seq_length_limit_of_roberta_positions(tmp_path, compat_cache):
 # -- bad arguments: one test per kind ------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, match", [
     ({"foo": 1}, r"unexpected keyword argument\(s\) foo; encode takes: prompt_name, prompt, batch_size"),
-    ({"pool": {}}, "batch_workers"),
+    ({"pool": {}}, r"pool=\{\}: multi-process pools are not needed.*batch_workers.*pass pool=None"),
+    ({"chunk_size": 0}, "chunk_size must be a positive integer or None"),
+    ({"processing_kwargs": {"text": {"max_length": 8}}}, "set Embedder.max_seq_length"),
     ({"output_value": "token_embeddings"}, "sentence embeddings only"),
     ({"output_value": None}, "sentence embeddings only"),
     ({"precision": "fp16"}, r"model precision.*model_precision='fp16'"),

@@ -253,7 +253,7 @@ class Plan:
         manifest's ``prompts`` ({"document", "query"}: texts, "" for none), ``similarity_fn_name``
         and ``normalize`` tell ``embed search`` how to embed queries and score them.
         """
-        full_dim, fingerprint, precision = model.spec.dim, model.fingerprint, model.precision
+        full_dim, fingerprint, precision = model.stack.dim, model.fingerprint, model.precision
         doc_prompt, query_prompt = corpus_prompts(model, prompt_name, prompt)
         similarity = model.stack.similarity_fn_name
         normalize = similarity == "cosine"   # encode's default: unit vectors for cosine models only

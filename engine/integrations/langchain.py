@@ -6,7 +6,9 @@
     (384, 2)
 
 Use it wherever LangChain takes an ``Embeddings`` (vector stores, retrievers), e.g.
-``InMemoryVectorStore(EngineEmbeddings())``.
+``InMemoryVectorStore(EngineEmbeddings())``. It takes ``langchain_huggingface.HuggingFaceEmbeddings``'
+arguments too, so ``HuggingFaceEmbeddings(model_name=..., model_kwargs={"device": "cpu"},
+encode_kwargs={"normalize_embeddings": True})`` ports by changing the class name.
 """
 from __future__ import annotations
 
@@ -29,9 +31,15 @@ class EngineEmbeddings(Embeddings):
     """``langchain_core.embeddings.Embeddings`` on an ``engine.Embedder``.
 
     Args:
-        model: catalogue name or alias (``embed models``), or a local sentence-transformers folder.
-        **embedder_kwargs: passed to ``engine.Embedder`` (``device``, ``model_precision``, ``threads``,
-            ``cache_dir``, ...).
+        model (or ``model_name``, HuggingFaceEmbeddings' name): catalogue name or alias
+            (``embed models``), or a local sentence-transformers folder.
+        model_kwargs: a dict of ``engine.Embedder`` arguments (``device``, ``model_precision``,
+            ``threads``, ``cache_dir``, ``prompts``, ``truncate_dim``, ...); they may also be given
+            as keywords here.
+        encode_kwargs: ``encode`` keywords for documents (``batch_size``, ``normalize_embeddings``,
+            ``prompt_name``, ``truncate_dim``, ...); checked here, so a wrong one fails at construction.
+        query_encode_kwargs: the same for queries; empty: ``encode_kwargs`` (HuggingFaceEmbeddings' rule).
+        show_progress: a progress bar while embedding documents.
 
     The Embedder is built here, at construction: a wrong model name or a missing provider fails
     now rather than at the first query, the first-use export happens once, and the embed methods
@@ -40,15 +48,33 @@ class EngineEmbeddings(Embeddings):
     attribute, for tuning (``batch_workers``, ``max_cells``) or for ``encode`` options.
 
     Queries go through ``Embedder.encode_query`` and documents through ``encode_document`` (the
-    model's query/document prompts), or through ``encode`` where the Embedder has no such method.
-    Vectors are the Embedder's defaults: float32 values as Python floats, unit length.
+    model's query/document prompts unless the kwargs name one), or through ``encode`` where the
+    Embedder has no such method. Vectors are float32 values as Python floats, unit length unless
+    the kwargs say otherwise. Differences from HuggingFaceEmbeddings: it sends every text through
+    plain ``encode`` (no model prompts unless the kwargs give one) and replaces newlines with
+    spaces first; this class embeds texts as given. ``multi_process`` and ``cache_folder`` are not
+    taken (batches run on worker threads; the export cache is ``cache_dir``).
     """
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, **embedder_kwargs) -> None:
+    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *, model_name: str | os.PathLike | None = None,
+                 model_kwargs: dict | None = None, encode_kwargs: dict | None = None,
+                 query_encode_kwargs: dict | None = None, show_progress: bool = False, **embedder_kwargs) -> None:
         from ..embedder import Embedder
 
+        if model_name is not None:
+            if model not in (DEFAULT_MODEL, model_name):
+                raise InputError(f"model={model!r} and model_name={model_name!r} name two models; pass one")
+            model = model_name
+        both = sorted(set(model_kwargs or {}) & set(embedder_kwargs))
+        if both:
+            raise InputError(f"{', '.join(both)} given both in model_kwargs and as keywords; pass each once")
         self.model = model
-        self.embedder = Embedder(model, **embedder_kwargs)
+        self.encode_kwargs = dict(encode_kwargs or {})
+        self.query_encode_kwargs = dict(query_encode_kwargs or {})
+        self.show_progress = bool(show_progress)
+        self.embedder = Embedder(model, **(model_kwargs or {}), **embedder_kwargs)
+        for kwargs in (self.encode_kwargs, self.query_encode_kwargs):
+            self.embedder._plan(**kwargs)  # the Embedder's own argument checks, now rather than per call
 
     def __repr__(self) -> str:
         return f"EngineEmbeddings({self.embedder!r})"
@@ -60,12 +86,19 @@ class EngineEmbeddings(Embeddings):
         texts = list(texts)
         if not texts:
             return []
+        kwargs = {"show_progress_bar": True, **self.encode_kwargs} if self.show_progress else self.encode_kwargs
         encode = getattr(self.embedder, "encode_document", self.embedder.encode)
-        return encode(texts).tolist()
+        return _floats(encode(texts, **kwargs))
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of one query text, a list of dim floats."""
         if not isinstance(text, str):
             raise InputError(f"embed_query takes one string, got {type(text).__name__}; for a list use embed_documents")
         encode = getattr(self.embedder, "encode_query", self.embedder.encode)
-        return encode(text).tolist()
+        return _floats(encode(text, **(self.query_encode_kwargs or self.encode_kwargs)))
+
+
+def _floats(vectors) -> list:
+    """Python lists of numbers from encode's output: an array, a tensor, or a list of tensors
+    (convert_to_numpy=False, which HuggingFaceEmbeddings refuses)."""
+    return [v.tolist() for v in vectors] if isinstance(vectors, list) else vectors.tolist()
