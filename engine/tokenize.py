@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 
 class Tokenizer:
     """HF ``tokenizers`` with sentence-transformers' truncation; returns id arrays.
@@ -92,11 +94,25 @@ class Tokenizer:
         return text
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
-        """Token ids (int64) of each text, with special tokens, truncated at max_length."""
+        """Token ids (int64) of each text, with special tokens, truncated at max_length.
+
+        A text with no tokens at all (an empty text, for a tokenizer that adds no special tokens:
+        GPT-2, GPT-NeoX, BLOOM) is an InputError: no model runs an empty sequence, and
+        sentence-transformers fails on it too (or, batched with longer texts, gives a vector that
+        depends on the batch).
+        """
         cut = [self._prefix(t) if self._cut_at and len(t) > self._cut_at else t for t in texts]
         # encode_batch_fast (tokenizers >= 0.21) skips character offsets: same ids, ~15% faster
         encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
-        return [np.asarray(e.ids, dtype=np.int64) for e in encode(cut)]
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encode(cut)]
+        if ids and min(map(len, ids)) == 0:
+            empty = next(i for i, x in enumerate(ids) if not len(x))
+            raise InputError(
+                f"text {empty} ({texts[empty][:40]!r}) has no tokens: this model's tokenizer adds no special tokens "
+                "(no BOS/EOS), so the text is an empty sequence, which the model cannot run (sentence-transformers "
+                "fails on it too). Leave out empty texts, or give them a prompt."
+            )
+        return ids
 
     def prompt_length(self, prompt: str) -> int:
         """Tokens of ``prompt`` alone (with special tokens, truncated), less a trailing special token:

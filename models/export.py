@@ -60,9 +60,9 @@ import time
 import warnings
 from pathlib import Path
 
-from ..errors import ExportError, InputError, missing_extra
+from ..errors import ExportError, InputError, UnsupportedModelError, missing_extra
 from .catalog import ModelSpec, lookup
-from .fetch import ResolvedModel, cache_root, resolve, sha256_file, verify_weights
+from .fetch import POSITION_KEYS, ResolvedModel, cache_root, resolve, sha256_file, verify_weights
 from .stack import ModuleStack
 
 # Bump when the export pipeline changes in a way that changes the graph's outputs, or what the
@@ -443,6 +443,8 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
     digests = verify_weights(model)  # before anything is built from the weights
     stack = read_stack(model.folder, spec.hidden_size)
     head = load_weights(model.folder, stack)
+    # refused before anything is written: a model type optimum cannot export, an unverified encoder-decoder
+    model_type = None if model.weights.suffix == ".onnx" else _exportable(model.folder, trust_remote_code)
     fusion = _FUSION_TYPES.get(spec.model_type)
     settings = {"version": EXPORT_VERSION, "opset": OPSET,
                 "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none"}
@@ -458,7 +460,7 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
             shutil.copy2(model.weights, raw / "model.onnx")
             settings["onnx_output"] = _keep_token_output(raw / "model.onnx", spec)
         else:
-            _optimum_export(model.folder, raw, trust_remote_code, validate=spec.model_type not in _VERIFIED)
+            _optimum_export(model.folder, raw, trust_remote_code, model_type not in _VERIFIED, model_type)
         optimized = tmp / "model.fp32.onnx"
         settings["fusions"] = _optimize(raw / "model.onnx", optimized, spec, fusion)
         if precision == "fp32":
@@ -591,14 +593,14 @@ _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-t
 
 def _position_limit(folder: Path) -> int | None:
     """The most tokens per text the model's position embeddings allow (the ceiling of a settable
-    max_seq_length): config.json's max_position_embeddings, less padding_idx + 1 for the model types
-    that offset positions by it; None when the config sets no limit."""
+    max_seq_length): config.json's max_position_embeddings (GPT-2: n_positions), less padding_idx + 1
+    for the model types that offset positions by it; None when the config sets no limit."""
     path = Path(folder) / "config.json"
     try:
         cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):
         return None
-    n = cfg.get("max_position_embeddings")
+    n = next((cfg[k] for k in POSITION_KEYS if k in cfg), None)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         return None
     if cfg.get("model_type") in _OFFSET_POSITIONS:
@@ -613,29 +615,118 @@ def _position_limit(folder: Path) -> int | None:
 _FUSION_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert", "mpnet": "bert"}
 # model types whose exports tests/test_st_models.py checks against sentence-transformers; others
 # are exported with optimum's own output validation against torch
-_VERIFIED = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "qwen2", "llama", "mistral")
+_VERIFIED = (
+    "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "albert", "deberta-v2", "camembert",
+    "modernbert", "t5", "mt5", "bart", "mbart",
+    "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neo", "gpt_neox",
+    "bloom",
+)
+# Encoder-decoder model types, exported as sentence-transformers runs them: T5 and mT5 through the
+# encoder alone (its Transformer module loads T5EncoderModel / MT5EncoderModel), BART and mBART
+# through the whole model, whose forward feeds the decoder the input shifted right. Either way the
+# graph is forward(input_ids, attention_mask) -> last_hidden_state (``_export_seq2seq``). Other
+# encoder-decoder types (pegasus, marian, m2m_100, umt5, ...) are refused: none is verified.
+_SEQ2SEQ = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "bart": "BartModel", "mbart": "MBartModel"}
 
 
-def _optimum_export(folder: Path, out: Path, trust_remote_code: bool = False, validate: bool = False) -> None:
+def _exportable(folder: Path, trust_remote_code: bool = False) -> str:
+    """The folder's model_type, when the engine can export it as sentence-transformers runs it.
+
+    Refused (UnsupportedModelError naming the model_type): a type optimum has no ONNX export of
+    (text feature extraction), and an encoder-decoder type outside ``_SEQ2SEQ``.
+    """
+    try:
+        import optimum.exporters.onnx.model_configs  # noqa: F401  (registers optimum's ONNX configs)
+        from optimum.exporters.tasks import TasksManager
+        from transformers import AutoConfig
+    except ImportError as e:
+        raise missing_extra("optimum-onnx (and torch)", "export") from e
+    try:
+        cfg = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception as e:  # transformers raises ValueError, KeyError, OSError... for an unknown config
+        raise UnsupportedModelError(
+            f"{folder}: transformers cannot read config.json ({type(e).__name__}: {e}); the engine exports "
+            "models transformers knows (upgrade transformers, or pass trust_remote_code=True for a model with its "
+            "own code)"
+        ) from e
+    model_type = str(cfg.model_type)
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, "onnx", library_name="transformers")
+    except (KeyError, ValueError):
+        tasks = {}
+    if "feature-extraction" not in tasks:
+        from importlib.metadata import version
+
+        raise UnsupportedModelError(
+            f"{folder}: model_type {model_type!r} is not supported: optimum-onnx {version('optimum-onnx')} has no "
+            "ONNX export for it, and the engine runs only models optimum exports (it never approximates one). "
+            "Use a model of a family optimum exports (bert, xlm-roberta, modernbert, t5, qwen2, qwen3, gemma3_text, "
+            "...), or sentence-transformers itself for this one."
+        )
+    if getattr(cfg, "is_encoder_decoder", False) and model_type not in _SEQ2SEQ:
+        raise UnsupportedModelError(
+            f"{folder}: model_type {model_type!r} is not supported: it is an encoder-decoder model, and the engine "
+            f"exports only {', '.join(sorted(_SEQ2SEQ))} the way sentence-transformers runs them (verified against "
+            "it); use sentence-transformers itself for this one."
+        )
+    return model_type
+
+
+def _optimum_export(folder: Path, out: Path, trust_remote_code: bool = False, validate: bool = False,
+                    model_type: str | None = None) -> None:
+    """The folder's model as one ONNX graph, ``out/model.onnx`` (``model_type``: ``_exportable``'s answer)."""
+    if model_type is None:
+        model_type = _exportable(folder, trust_remote_code)
     try:
         from optimum.exporters.onnx import main_export
     except ImportError as e:
         raise missing_extra("optimum-onnx (and torch)", "export") from e
     try:
-        main_export(
-            str(folder),
-            str(out),
-            task="feature-extraction",
-            library_name="transformers",
-            opset=OPSET,
-            do_validation=validate,
-            local_files_only=True,
-            trust_remote_code=trust_remote_code,
-        )
+        if model_type in _SEQ2SEQ:
+            _export_seq2seq(folder, out, model_type, validate)
+        else:
+            main_export(
+                str(folder),
+                str(out),
+                task="feature-extraction",
+                library_name="transformers",
+                opset=OPSET,
+                do_validation=validate,
+                local_files_only=True,
+                trust_remote_code=trust_remote_code,
+            )
     except Exception as e:  # optimum raises many types; the user needs one clear message
-        raise ExportError(f"exporting {folder} to ONNX with optimum failed: {e}") from e
+        raise ExportError(
+            f"exporting {folder} (model_type {model_type!r}) to ONNX with optimum failed: {type(e).__name__}: {e}"
+        ) from e
     if not (out / "model.onnx").is_file():
-        raise ExportError(f"optimum wrote no model.onnx into {out}")
+        raise ExportError(f"optimum wrote no model.onnx into {out} (model_type {model_type!r})")
+
+
+def _export_seq2seq(folder: Path, out: Path, model_type: str, validate: bool) -> None:
+    """Export an encoder-decoder model as sentence-transformers runs it (``_SEQ2SEQ``): the model
+    class it loads, called with input_ids and attention_mask only, giving last_hidden_state.
+
+    optimum's own ONNX config of the model type is kept (its dummy inputs, normalized config) with
+    the inputs and outputs narrowed to those.
+    """
+    import transformers
+    from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.exporters.tasks import TasksManager
+
+    model = getattr(transformers, _SEQ2SEQ[model_type]).from_pretrained(str(folder), local_files_only=True).eval()
+    base = TasksManager.get_exporter_config_constructor(
+        "onnx", model=model, task="feature-extraction", library_name="transformers"
+    )(model.config)
+    axes = {0: "batch_size", 1: "sequence_length"}
+
+    class TextOnly(type(base)):
+        inputs = property(lambda self: {"input_ids": dict(axes), "attention_mask": dict(axes)})
+        outputs = property(lambda self: {"last_hidden_state": dict(axes)})
+
+    config = TextOnly(model.config, task="feature-extraction")
+    onnx_export_from_model(model, str(out), opset=OPSET, task="feature-extraction", do_validation=validate,
+                           custom_onnx_configs={"model": config})
 
 
 def _keep_token_output(path: Path, spec: ModelSpec) -> str:

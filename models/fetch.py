@@ -131,6 +131,9 @@ def _read_json(path: Path) -> dict:
 # config.json keys of the hidden size / heads / positions, across families (DistilBERT: dim, n_heads)
 _HIDDEN_KEYS = ("hidden_size", "dim", "d_model", "n_embd")
 _HEADS_KEYS = ("num_attention_heads", "n_heads", "n_head")
+# config.json keys of the position limit: transformers' max_position_embeddings, which GPT-2-style
+# configs (gpt2, gptj, codegen, gpt_bigcode) store as n_positions (their attribute_map)
+POSITION_KEYS = ("max_position_embeddings", "n_positions")
 _VERY_LARGE = int(1e29)  # transformers' VERY_LARGE_INTEGER (1e30): "no limit"
 
 
@@ -141,14 +144,14 @@ def _first(cfg: dict, keys) -> int | None:
 def max_seq_length_of(cfg: dict, tok_cfg: dict, stack) -> int | None:
     """sentence-transformers' truncation length (Transformer.__init__): the processor kwargs'
     model_max_length, else sentence_bert_config's max_seq_length (neither capped), else the
-    tokenizer's model_max_length capped by config.json's max_position_embeddings (unless -1).
-    None: no limit at all (the tokenizer's default 1e30 and no position limit)."""
+    tokenizer's model_max_length capped by config.json's max_position_embeddings (``POSITION_KEYS``;
+    unless -1). None: no limit at all (the tokenizer's default 1e30 and no position limit)."""
     explicit = stack.processor_kwargs.get("model_max_length", stack.max_seq_length)
     if explicit is not None:
         return int(explicit)
     n = tok_cfg.get("model_max_length")
     n = int(n) if isinstance(n, (int, float)) and n < _VERY_LARGE else None
-    pos = cfg.get("max_position_embeddings")
+    pos = next((cfg[k] for k in POSITION_KEYS if k in cfg), None)
     if isinstance(pos, int) and pos != -1:
         n = pos if n is None else min(n, pos)
     return n

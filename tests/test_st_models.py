@@ -3,7 +3,9 @@
 Tiny random-weight folders of every supported family (tests/st_tiny.py: BERT, RoBERTa,
 XLM-RoBERTa, DistilBERT, MPNet; Qwen2, LLaMA, Mistral decoders) with module stacks covering every
 pooling mode, Dense with and without Normalize, LayerNorm, prompts with and without
-include_prompt, a decoder with an instruction prompt, left padding, truncation and empty strings.
+include_prompt, a decoder with an instruction prompt, left padding, truncation and empty strings;
+more families (ELECTRA, ALBERT, DeBERTa-v2, CamemBERT, ModernBERT, T5, mT5, BART, mBART; Qwen3,
+Gemma 1-3, Phi-3, GPT-2, GPT-Neo, GPT-NeoX, BLOOM) with mean pooling, or last-token for decoders.
 For each: ``Embedder(folder).encode(texts, normalize=False)`` equals
 ``SentenceTransformer(folder).encode(texts)`` within 1e-4 relative, and so do encode_query /
 encode_document. Unsupported modules and options are refused by name; fingerprints follow content;
@@ -22,7 +24,16 @@ import pytest
 
 from engine import Embedder, InputError, ModelNotFoundError
 from engine.errors import UnsupportedModelError
-from tests.st_tiny import DECODERS, ENCODERS, FAMILIES, build_transformer, write_stack
+from tests.st_tiny import (
+    DECODERS,
+    ENCODERS,
+    FAMILIES,
+    MORE_DECODERS,
+    MORE_ENCODERS,
+    NO_SPECIAL_TOKENS,
+    build_transformer,
+    write_stack,
+)
 
 TEXTS = [
     "",
@@ -41,8 +52,8 @@ GELU, TANH, IDENTITY = ("torch.nn.modules.activation.GELU", "torch.nn.modules.ac
 
 # (id, families, write_stack kwargs): together every pooling mode, head and prompt variant
 CASES = [
-    ("plain", ENCODERS, dict(pooling="mean")),
-    ("lasttoken-instruct", DECODERS, dict(pooling="lasttoken", prompts=INSTRUCT)),
+    ("plain", ENCODERS + MORE_ENCODERS, dict(pooling="mean")),
+    ("lasttoken-instruct", DECODERS + MORE_DECODERS, dict(pooling="lasttoken", prompts=INSTRUCT)),
     ("multi-dense-ln", FAMILIES, dict(pooling=("cls", "max", "mean_sqrt_len_tokens"),
                                       dense=[(24, GELU, True), (16, IDENTITY, False)], layer_norm=True,
                                       normalize=False)),
@@ -102,22 +113,23 @@ def _model(transformers_dir, tmp_path, family, **stack) -> Path:
 def test_matches_sentence_transformers(transformers_dir, st_cache, tmp_path, family, stack):
     folder = _model(transformers_dir, tmp_path, family, **stack)
     emb = Embedder(str(folder), cache_dir=st_cache)
-    # onnxruntime's fusions run for the encoder families (and are verified here), never for decoders
+    # onnxruntime's fusions run for the first encoder families (and are verified here), never for decoders
     assert bool(emb._exported.meta["export"]["fusions"]) == (family in ENCODERS)
     st = _st(folder)
     assert emb.dim == st.get_embedding_dimension()
     assert emb.max_seq_length == st.max_seq_length == 24
     assert emb.prompts == st.prompts and emb.default_prompt_name == st.default_prompt_name
     assert emb.similarity_fn_name == st.similarity_fn_name
+    texts = [t for t in TEXTS if t] if family in NO_SPECIAL_TOKENS else TEXTS  # "": test_text_without_tokens
     for call in ("encode", "encode_query", "encode_document"):
-        ref = getattr(st, call)(TEXTS, batch_size=4)
-        ours = getattr(emb, call)(TEXTS, batch_size=3, normalize=False)
+        ref = getattr(st, call)(texts, batch_size=4)
+        ours = getattr(emb, call)(texts, batch_size=3, normalize=False)
         assert _rel(ours, ref) <= 1e-4, (call, _rel(ours, ref))
-    raw = st.encode(TEXTS)
+    raw = st.encode(texts)
     unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-    default = emb.encode(TEXTS)  # normalize=None: unit for cosine models, the model's own output otherwise
+    default = emb.encode(texts)  # normalize=None: unit for cosine models, the model's own output otherwise
     np.testing.assert_allclose(default, unit if emb.similarity_fn_name == "cosine" else raw, atol=1e-5)
-    np.testing.assert_allclose(emb.encode(TEXTS, normalize=True), unit, atol=1e-5)
+    np.testing.assert_allclose(emb.encode(texts, normalize=True), unit, atol=1e-5)
     one = emb.encode(TEXTS[4], prompt="passage: ", normalize=False)
     np.testing.assert_allclose(one, st.encode(TEXTS[4], prompt="passage: "), atol=1e-4 * np.abs(one).max())
 
@@ -144,9 +156,11 @@ def test_dense_without_activation_key_is_tanh(transformers_dir, st_cache, tmp_pa
     assert _rel(emb.encode(TEXTS, normalize=False), _st(folder).encode(TEXTS)) <= 1e-4
 
 
-def test_truncation_without_sentence_bert_max_seq_length(transformers_dir, st_cache, tmp_path):
-    """No max_seq_length: the tokenizer's model_max_length (512) capped by max_position_embeddings (64)."""
-    folder = _model(transformers_dir, tmp_path, "bert", max_seq_length=None)
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_truncation_without_sentence_bert_max_seq_length(transformers_dir, st_cache, tmp_path, family):
+    """No max_seq_length: the tokenizer's model_max_length (512) capped by max_position_embeddings (64;
+    GPT-2's config names it n_positions)."""
+    folder = _model(transformers_dir, tmp_path, family, max_seq_length=None)
     emb = Embedder(str(folder), cache_dir=st_cache)
     st = _st(folder)
     assert emb.max_seq_length == st.max_seq_length == 64
@@ -236,6 +250,38 @@ def test_remote_code_needs_opt_in(bert_folder, tmp_path):
     _edit(bert_folder / "config.json", auto_map={"AutoModel": "modeling_custom.CustomModel"})
     with pytest.raises(UnsupportedModelError, match="trust_remote_code=True"):
         Embedder(str(bert_folder), cache_dir=tmp_path / "cache")
+
+
+def test_model_type_optimum_cannot_export_is_refused(transformers_dir, tmp_path):
+    """ERNIE: transformers has it, optimum has no ONNX export of it; refused by name before any export."""
+    folder = _model(transformers_dir, tmp_path, "ernie")
+    with pytest.raises(UnsupportedModelError, match="model_type 'ernie' is not supported: optimum-onnx .* no ONNX"):
+        Embedder(str(folder), cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.onnx"))
+
+
+def test_unverified_encoder_decoder_is_refused(transformers_dir, tmp_path):
+    """An encoder-decoder type optimum exports but the engine has not verified (here the BART folder
+    relabelled Pegasus, whose config reads the same keys): refused, never exported the wrong way."""
+    folder = _model(transformers_dir, tmp_path, "bart")
+    _edit(folder / "config.json", model_type="pegasus", architectures=["PegasusModel"])
+    with pytest.raises(UnsupportedModelError, match="model_type 'pegasus' is not supported: it is an encoder-decoder"):
+        Embedder(str(folder), cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.onnx"))
+
+
+@pytest.mark.parametrize("family", NO_SPECIAL_TOKENS)
+def test_text_without_tokens_is_refused(transformers_dir, st_cache, tmp_path, family):
+    """A tokenizer that adds no special tokens gives "" no tokens: sentence-transformers fails on it,
+    the engine refuses it by its index; with a prompt it has tokens and matches."""
+    folder = _model(transformers_dir, tmp_path, family, prompts={"query": "query: "})
+    emb = Embedder(str(folder), cache_dir=st_cache)
+    st = _st(folder)
+    with pytest.raises(Exception):  # noqa: B017  (torch's reshape error: no vector to compare with)
+        st.encode([""])
+    with pytest.raises(InputError, match=r"text 1 \(''\) has no tokens.*no special tokens"):
+        emb.encode(["a", "", "b"])
+    assert _rel(emb.encode_query(["", "a"], normalize=False), st.encode_query(["", "a"])) <= 1e-4
 
 
 def test_weightedmean_with_left_padding_is_refused(transformers_dir, st_cache, tmp_path):
