@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
     from engine import Embedder
     from engine.benchmark.chip import environment
-    from engine.eval.evaluate import beir_scores, load_beir
+    from engine.eval.evaluate import beir_scores, index_metric_of, load_beir
 
     try:
         ds = load_beir(args.data, "test")
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     dv = emb.encode(ds.doc_texts, batch_size=args.batch_size)
     t_docs = time.perf_counter() - t0
     qv = emb.encode(ds.query_texts, batch_size=args.batch_size)
-    scores = beir_scores(ds, dv, qv, k_values=(10,))
+    scores = beir_scores(ds, dv, qv, k_values=(10,), metric=index_metric_of(emb))   # encode gives raw vectors
     docs, qids = ds.doc_ids, ds.query_ids
     result = {
         "model": emb.name,

@@ -3,8 +3,9 @@
 (prompt) -> tokenize (truncate as sentence-transformers) -> length-sorted token-budget batches
 (padded on the tokenizer's side) -> onnxruntime -> the model's module stack: Pooling (every mode,
 prompt tokens left out when include_prompt is False), Dense, LayerNorm, Normalize
-(kernels/pooling.py) -> optional Matryoshka truncation -> L2 normalization when asked (by default
-for models whose similarity is cosine) -> optional output quantization (engine/quantization.py).
+(kernels/pooling.py) -> optional Matryoshka truncation -> L2 normalization when asked
+(``normalize_embeddings=True``; by default the vectors are the model's output, as in
+sentence-transformers) -> optional output quantization (engine/quantization.py).
 
 Code written for sentence-transformers' ``SentenceTransformer`` runs on an ``Embedder``:
 ``encode`` / ``encode_query`` / ``encode_document`` take its keyword names with its meanings
@@ -340,8 +341,7 @@ class Embedder:
         """The function ``similarity`` uses: "cosine", "dot", "euclidean" or "manhattan" (the model's
         configured one by default). Settable as in sentence-transformers (a name, its
         SimilarityFunction enum, or None: cosine); it changes only ``similarity`` /
-        ``similarity_pairwise``, never ``encode`` (whose default normalization follows the model's
-        configured similarity)."""
+        ``similarity_pairwise``, never ``encode``'s vectors."""
         return self._similarity_fn_name
 
     @similarity_fn_name.setter
@@ -459,12 +459,15 @@ class Embedder:
                 needs torch (the export extra).
             device: None or this Embedder's own device ("cpu", "cpu:0", torch.device("cpu"), ...;
                 the device is fixed when the Embedder is built).
-            normalize_embeddings (or normalize): True: unit vectors; False: what the model's modules
-                compute (its Normalize module, if any, still runs); None (default): unit vectors
-                for a model whose similarity is cosine, the model's output for others.
-            truncate_dim: keep the first components (Matryoshka), then re-normalize when normalizing;
-                None: the Embedder's ``truncate_dim`` (None: all). Unlike there, a value above the
-                model's dimension is an error (sentence-transformers silently keeps all).
+            normalize_embeddings (or normalize): True: unit vectors (L2-normalized after truncation);
+                False or None (default): what the model's modules compute, as sentence-transformers
+                returns it (unit length only when the model ends in a Normalize module, which runs
+                either way). For cosine scores either works (``similarity`` and a cosine ``Index``
+                normalize); ask for True when the vectors go to a dot-product store.
+            truncate_dim: keep the first components (Matryoshka); normalized after truncation only
+                when normalize_embeddings is True (a truncated Normalize output is not unit length,
+                as there). None: the Embedder's ``truncate_dim`` (None: all). Unlike there, a value
+                above the model's dimension is an error (sentence-transformers silently keeps all).
             pool, chunk_size: sentence-transformers' multi-process pool; pool must be None (batches
                 run on worker threads already), chunk_size is accepted and unused, as there without a pool.
             task: accepted and ignored, as sentence-transformers does for models without a Router
@@ -475,9 +478,7 @@ class Embedder:
             precisions, (n, ceil(dim / 8)) for binary ones; tensors as asked. An empty list gives
             (0, dim) (sentence-transformers: a (0,) float64 array).
 
-        Differences from sentence-transformers: with neither normalize_embeddings nor normalize,
-        a cosine model's vectors are unit length (the same cosine scores; sentence-transformers
-        returns the model's raw norm); convert_to_tensor gives a CPU tensor on every device;
+        Differences from sentence-transformers: convert_to_tensor gives a CPU tensor on every device;
         output_value="token_embeddings" / None, processing_kwargs, a pool or a list of devices,
         truncate_dim outside [1, the model's dimension], bools as numbers, unknown keywords,
         unordered inputs, text pairs and lone surrogates are errors.
@@ -622,7 +623,7 @@ class Embedder:
             cells=self.max_cells if max_tokens is None else None,
             prompt=text,
             prompt_length=prompt_length,
-            normalize=self.stack.similarity_fn_name == "cosine" if norm is None else norm,
+            normalize=bool(norm),   # None: the model's output, as sentence-transformers' default
             truncate_dim=None if truncate_dim is None or truncate_dim == full else int(truncate_dim),
             precision=precision,
             output=output,

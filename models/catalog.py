@@ -154,8 +154,8 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         hidden_size=384,
         num_heads=12,
         pooling="mean",
-        # sentence-transformers' model has no Normalize module; the engine still normalizes by
-        # default (encode(normalize=False) returns the model's raw mean-pooled vectors).
+        # sentence-transformers' model has no Normalize module: encode() returns the raw mean-pooled
+        # vectors, as sentence-transformers does (normalize_embeddings=True for unit vectors).
         normalize=False,
         onnx_only=True,
         tokenizer_from="all-MiniLM-L6-v2",

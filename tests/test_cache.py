@@ -396,3 +396,67 @@ def test_non_finite_rows_are_misses(tmp_path, tiny_embedder):
         vecs, found = c.get(ns, [text_key("p"), text_key("q"), text_key("r")])
         assert found.all()
         np.testing.assert_array_equal(vecs, got)
+
+
+# -- the normalization applied is part of the key: normalized and raw vectors never mix ----------
+@pytest.fixture(scope="module")
+def cosine_raw(tmp_path_factory):
+    """A cosine model without a Normalize module (raw vectors are not unit length) and its Embedder."""
+    from engine import Embedder
+    from tests.st_tiny import build_transformer, write_stack
+
+    folder = write_stack(build_transformer(tmp_path_factory.mktemp("cache-cos") / "bert", "bert"), normalize=False)
+    return Embedder(str(folder), cache_dir=tmp_path_factory.mktemp("cache-cos-exports"))
+
+
+class Spy:
+    """The Embedder itself (stack, fingerprint, resolve_prompt, ...), recording each encode call's normalization."""
+
+    def __init__(self, emb):
+        self.emb, self.calls = emb, []
+
+    def __getattr__(self, name):
+        return getattr(self.emb, name)
+
+    def encode(self, texts, **kwargs):
+        self.calls.append((list(texts), kwargs.get("normalize_embeddings")))
+        return self.emb.encode(texts, **kwargs)
+
+
+def test_cache_never_mixes_normalized_and_raw_vectors(tmp_path, cosine_raw):
+    """embed encode stores unit vectors for a cosine model; encode_cached(normalize=False) must not get them
+    (nor the other way round): each normalization has its own namespace, each filled with its own vectors."""
+    from engine.corpus import embed_corpus, load_embeddings
+    from engine.corpus.cache import encode_cached
+    from engine.corpus.readers import text_key
+
+    cache = tmp_path / "emb.sqlite"
+    corpus = docs(12)
+    texts = [d["text"] for d in corpus]
+    raw, unit = cosine_raw.encode(texts), cosine_raw.encode(texts, normalize_embeddings=True)
+    assert np.abs(np.linalg.norm(raw, axis=1) - 1).min() > 0.1   # raw and unit differ: a mix would show
+    embed_corpus(write_corpus(tmp_path / "c.jsonl", corpus), tmp_path / "out", cosine_raw, cache=cache)
+    np.testing.assert_allclose(load_embeddings(tmp_path / "out")[1], unit, atol=1e-6)   # the stored rule
+
+    spy = Spy(cosine_raw)
+    np.testing.assert_array_equal(encode_cached(spy, texts, cache), load_embeddings(tmp_path / "out")[1])
+    assert spy.calls == []   # the default (unit for cosine) reads embed encode's rows
+    got_raw = encode_cached(spy, texts, cache, normalize=False)
+    assert spy.calls == [(texts, False)]   # every text a miss, encoded raw
+    np.testing.assert_allclose(got_raw, raw, atol=1e-6)
+    np.testing.assert_array_equal(encode_cached(spy, texts, cache, normalize=False), got_raw)   # now raw hits
+    np.testing.assert_array_equal(encode_cached(spy, texts, cache, normalize=True), encode_cached(spy, texts, cache))
+    assert len(spy.calls) == 1
+    with EmbeddingCache(cache) as c:
+        args = (cosine_raw.fingerprint, cosine_raw.precision, None, cosine_raw.dim)
+        ns_unit, ns_raw = c.namespace(*args, normalize=True), c.namespace(*args, normalize=False)
+        assert ns_unit != ns_raw and c.count(ns_unit) == c.count(ns_raw) == len(texts)
+        keys = [text_key(t) for t in texts]
+        np.testing.assert_allclose(c.get(ns_unit, keys)[0], unit, atol=1e-6)
+        np.testing.assert_allclose(c.get(ns_raw, keys)[0], raw, atol=1e-6)
+    # a raw namespace filled first does not feed a normalized request either
+    spy2 = Spy(cosine_raw)
+    fresh = tmp_path / "fresh.sqlite"
+    encode_cached(spy2, texts, fresh, normalize=False)
+    np.testing.assert_allclose(encode_cached(spy2, texts, fresh), unit, atol=1e-6)
+    assert spy2.calls == [(texts, False), (texts, True)]

@@ -133,13 +133,15 @@ def test_shapes_follow_sentence_transformers_conventions(tiny_embedder):
     assert np.allclose(np.linalg.norm(tiny_embedder.encode(VARIED), axis=1), 1.0, atol=1e-5)
 
 
-def test_truncate_dim_renormalizes(tiny_embedder):
+def test_truncate_dim_renormalizes_when_asked(tiny_embedder):
+    """sentence-transformers' order: truncate, then normalize only with normalize_embeddings=True."""
     full = tiny_embedder.encode(VARIED, normalize=False)
-    cut = tiny_embedder.encode(VARIED, truncate_dim=8)
+    cut = tiny_embedder.encode(VARIED, truncate_dim=8, normalize_embeddings=True)
     ref = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
     np.testing.assert_allclose(cut, ref, atol=1e-6)
-    raw = tiny_embedder.encode(VARIED, truncate_dim=8, normalize=False)
-    np.testing.assert_allclose(raw, full[:, :8], atol=1e-6)
+    for raw in (tiny_embedder.encode(VARIED, truncate_dim=8, normalize=False),
+                tiny_embedder.encode(VARIED, truncate_dim=8)):   # the default: no re-normalization
+        np.testing.assert_allclose(raw, full[:, :8], atol=1e-6)
 
 
 def test_megabyte_string_is_truncated_like_any_text(tiny_embedder):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -286,6 +287,46 @@ def test_dot_model_demo_ranks_by_dot_product(dot_model, monkeypatch, capsys):
         want = np.lexsort((np.arange(len(docs)), -s[qi]))[:3]
         assert [h[1] for h in hits] == [docs[j].id for j in want], query.text
         np.testing.assert_allclose([float(h[0]) for h in hits], s[qi, want], atol=6e-4)
+
+
+# -- a cosine model without Normalize: encode's raw default and unit vectors give the same results ----
+@pytest.fixture(scope="module")
+def cos_raw_model(dot_model, tmp_path_factory):
+    """The dot model's BERT as a cosine model (the default similarity), still without a Normalize module."""
+    folder = shutil.copytree(dot_model[0], tmp_path_factory.mktemp("cos-raw-model") / "bert")
+    write_stack(folder, pooling="mean", normalize=False)
+    return folder, Embedder(str(folder), cache_dir=dot_model[2])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_cosine_index_same_results_for_raw_and_unit_vectors(cos_raw_model, precision):
+    """Index(metric="cosine") normalizes on add and on search: vectors from encode's default (the model's
+    output, as sentence-transformers gives it) and from normalize_embeddings=True rank and score alike,
+    and search_text (which encodes with the default) too. Oracle: brute-force cosine in float64."""
+    _, emb = cos_raw_model
+    assert index_metric_of(emb) == "cosine"
+    raw_d, raw_q = emb.encode(DOCS), emb.encode(QUERIES)
+    unit_d, unit_q = emb.encode(DOCS, normalize_embeddings=True), emb.encode(QUERIES, normalize_embeddings=True)
+    assert np.abs(np.linalg.norm(raw_d, axis=1) - 1).min() > 0.1   # raw vectors, not unit length
+    want_i, want_s = top_k(raw_d, raw_q, 5, "cosine")
+    for d in (raw_d, unit_d):
+        index = Index(emb.dim, precision=precision, model=emb.fingerprint, metric="cosine")
+        index.add(d, ids=IDS)
+        for s, i in (index.search(raw_q, 5), index.search(unit_q, 5), index.search_text(emb, QUERIES, k=5)):
+            assert [[IDS.index(x) for x in row] for row in i] == want_i.tolist()
+            np.testing.assert_allclose(s, want_s, atol=1e-5)
+
+
+def test_cosine_model_without_normalize_eval_ranks_by_cosine(cos_raw_model, tmp_path):
+    """eval embeds through encode_cached (unit vectors for cosine models, the vectors embed encode stores)."""
+    _, emb = cos_raw_model
+    d, q = emb.encode(DOCS), emb.encode(QUERIES)
+    order, _ = top_k(d, q, len(DOCS), "cosine")
+    ds = load_beir(_beir(tmp_path / "beir", {f"q{i}": {IDS[row[0]]: 3, IDS[row[1]]: 2, IDS[row[2]]: 1}
+                                               for i, row in enumerate(order)}))
+    for ip in ("fp32", "int8"):
+        res = evaluate_beir(emb, ds, k_values=(10,), index_precision=ip, embeddings_cache=tmp_path / "c.sqlite")
+        assert res["metric"] == "cosine" and res["ndcg@10"] == pytest.approx(1.0), ip
 
 
 # -- the metric rule and the similarities no Index ranks by -----------------------------------

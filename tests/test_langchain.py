@@ -173,6 +173,34 @@ def test_huggingface_embeddings_arguments(prompted_dir, tiny_cache, encode_kwarg
     assert adocs == docs and aquery == query
 
 
+@pytest.fixture(scope="module")
+def cosine_dir(prompted_dir, tmp_path_factory):
+    """prompted_dir's BERT as a cosine model (the default similarity) without Normalize: raw vectors not unit."""
+    import shutil
+
+    from tests.st_tiny import write_stack
+
+    folder = shutil.copytree(prompted_dir, tmp_path_factory.mktemp("lc-cosine") / "bert")
+    return write_stack(folder, pooling="mean", normalize=False, prompts={"query": "query: ", "document": "passage: "})
+
+
+def test_default_is_huggingface_embeddings_default_for_a_cosine_model(cosine_dir, tiny_cache):
+    """HuggingFaceEmbeddings' encode_kwargs default to normalize_embeddings=False: the model's output, also for a
+    cosine model; normalize_embeddings=True in the kwargs gives unit vectors, as there."""
+    plain = EngineEmbeddings(model_name=str(cosine_dir), model_kwargs={"cache_dir": tiny_cache})
+    docs, query = np.array(plain.embed_documents(TEXTS), np.float32), np.array(plain.embed_query(TEXTS[0]), np.float32)
+    ref_docs = _st_floats(cosine_dir, TEXTS, prompt_name="document", normalize_embeddings=False)
+    ref_query = _st_floats(cosine_dir, TEXTS[0], prompt_name="query", normalize_embeddings=False)
+    assert np.abs(np.linalg.norm(ref_docs, axis=1) - 1).min() > 0.1
+    np.testing.assert_allclose(docs, ref_docs, rtol=1e-4, atol=1e-4 * np.abs(ref_docs).max())
+    np.testing.assert_allclose(query, ref_query, rtol=1e-4, atol=1e-4 * np.abs(ref_query).max())
+    unit = EngineEmbeddings(model_name=str(cosine_dir), model_kwargs={"cache_dir": tiny_cache},
+                            encode_kwargs={"normalize_embeddings": True})
+    ref_unit = _st_floats(cosine_dir, TEXTS, prompt_name="document", normalize_embeddings=True)
+    np.testing.assert_allclose(np.array(unit.embed_documents(TEXTS), np.float32), ref_unit, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(unit.embed_query(TEXTS[0])), 1, atol=1e-5)
+
+
 def test_show_progress(lc, tiny_model_dir, tiny_cache, capsys):
     shown = EngineEmbeddings(model=str(tiny_model_dir), cache_dir=tiny_cache, show_progress=True)
     assert shown.embed_documents(TEXTS) == lc.embed_documents(TEXTS)

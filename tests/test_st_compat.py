@@ -283,6 +283,91 @@ def test_embedding_dimension(pair):
     assert emb.encode(TEXTS[:2]).shape[1] == emb.get_sentence_embedding_dimension()
 
 
+# -- the defaults are sentence-transformers': no normalize argument, the model's output ----------------
+@pytest.fixture(scope="module")
+def cos_dir(raw_dir, tmp_path_factory):
+    """raw_dir's BERT as a cosine model (the default similarity) without a Normalize module, with prompts:
+    its vectors are not unit length, so a default that normalizes cosine models would show."""
+    folder = shutil.copytree(raw_dir, tmp_path_factory.mktemp("st-compat-cos") / "cos-bert")
+    return write_stack(folder, pooling="mean", normalize=False, prompts={"query": "query: ", "document": "passage: "})
+
+
+@pytest.fixture(scope="module")
+def cos(cos_dir, compat_cache):
+    return Embedder(str(cos_dir), cache_dir=compat_cache), _st(cos_dir)
+
+
+def test_default_is_the_models_output_as_there(cos):
+    """``Embedder(folder).encode(texts)`` == ``SentenceTransformer(folder).encode(texts)``, no normalize argument
+    on either side, for a cosine model without Normalize; encode_query / encode_document / embed / one string /
+    tensors alike; normalize_embeddings=True gives ST's unit vectors."""
+    emb, st = cos
+    assert emb.similarity_fn_name == st.similarity_fn_name == "cosine" and not emb.stack.normalizes
+    ref = st.encode(TEXTS)
+    assert np.abs(np.linalg.norm(ref, axis=1) - 1).min() > 0.1   # far from unit length: normalizing would show
+    _close(emb.encode(TEXTS), ref)
+    for off in ({"normalize_embeddings": False}, {"normalize_embeddings": None}, {"normalize": False}):
+        _close(emb.encode(TEXTS, **off), ref)
+    _close(emb.encode(TEXTS[2]), st.encode(TEXTS[2]))
+    _close(emb.encode(TEXTS, convert_to_tensor=True).numpy(), st.encode(TEXTS, convert_to_tensor=True).numpy())
+    _close(np.concatenate(list(emb.embed(iter(TEXTS), batch_size=4))), ref)
+    for call in ("encode_query", "encode_document"):
+        want = getattr(st, call)(TEXTS)
+        assert np.abs(want - ref).max() > 1e-3   # the prompt is there
+        _close(getattr(emb, call)(TEXTS), want)
+        unit = getattr(st, call)(TEXTS, normalize_embeddings=True)
+        _close(getattr(emb, call)(TEXTS, normalize_embeddings=True), unit)
+    unit = st.encode(TEXTS, normalize_embeddings=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1, atol=1e-5)
+    _close(emb.encode(TEXTS, normalize_embeddings=True), unit)
+    _close(emb.encode(TEXTS, normalize=True), unit)
+    # similarity scores do not depend on it: cosine normalizes, as there
+    _close(emb.similarity(emb.encode(TEXTS[:5]), emb.encode(TEXTS[:5])), st.similarity(unit[:5], unit[:5]).numpy())
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_default_precision_quantizes_the_models_output(cos, precision):
+    """Output quantization comes after (no) normalization, as there: int8 ranges are calibrated on the raw
+    vectors of the call."""
+    from sentence_transformers.quantization import quantize_embeddings as st_quantize
+
+    emb, st = cos
+    ours, ref = emb.encode(TEXTS, precision=precision), st.encode(TEXTS, precision=precision)
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, st_quantize(emb.encode(TEXTS), precision=precision))
+    if precision in ("int8", "uint8"):   # ranges from slightly different floats: a bucket apart at most
+        assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
+        assert (ours != emb.encode(TEXTS, precision=precision, normalize_embeddings=True)).any()
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"normalize_embeddings": False}, {"normalize_embeddings": True}],
+                         ids=["default", "false", "true"])
+def test_truncate_dim_with_and_without_normalize_as_there(cos, tiny, kwargs):
+    """sentence-transformers truncates, then normalizes only when normalize_embeddings=True, then quantizes:
+    truncate_dim alone never re-normalizes, not even a model ending in Normalize (tiny)."""
+    from sentence_transformers.quantization import quantize_embeddings as st_quantize
+
+    for emb, st in (cos, tiny):
+        for call in ("encode", "encode_query", "encode_document"):
+            want = getattr(st, call)(TEXTS, truncate_dim=8, **kwargs)
+            _close(getattr(emb, call)(TEXTS, truncate_dim=8, **kwargs), want)
+        ours = emb.encode(TEXTS, truncate_dim=8, **kwargs)
+        norms = np.linalg.norm(ours, axis=1)
+        if kwargs.get("normalize_embeddings"):
+            np.testing.assert_allclose(norms, 1, atol=1e-5)
+        else:   # the first 8 of 32 components, never re-normalized (a Normalize model's are shorter than 1)
+            _close(ours, emb.encode(TEXTS, **kwargs)[:, :8])
+            if emb.stack.normalizes:
+                assert norms.max() < 0.999
+        with emb.truncate_embeddings(8), st.truncate_embeddings(8):   # the model-level value: the same
+            _close(emb.encode(TEXTS, **kwargs), st.encode(TEXTS, **kwargs))
+            _close(emb.encode_query(TEXTS, **kwargs), st.encode_query(TEXTS, **kwargs))
+        q = emb.encode(TEXTS, truncate_dim=8, precision="int8", **kwargs)
+        np.testing.assert_array_equal(q, st_quantize(ours, precision="int8"))
+        ref = st.encode(TEXTS, truncate_dim=8, precision="int8", **kwargs)
+        assert np.abs(q.astype(int) - ref.astype(int)).max() <= 1
+
+
 # -- sentence-transformers' constructor options and model-level settings -----------------------------
 def test_model_level_truncate_dim(raw_dir, compat_cache, raw):
     """SentenceTransformer(folder, truncate_dim=d), model.truncate_dim = d and truncate_embeddings(d): encode's

@@ -46,6 +46,7 @@ import numpy as np
 
 from ..errors import EngineError, InputError
 from .readers import text_key
+from .shards import stored_normalized
 
 log = logging.getLogger(__name__)
 
@@ -376,31 +377,39 @@ def open_cache(path: str | os.PathLike) -> EmbeddingCache:
 
 
 def encode_cached(embedder, texts: Sequence[str], cache: EmbeddingCache | str | os.PathLike | None = None,
-                  batch_size: int = 32, prompt: str | None = None) -> np.ndarray:
-    """Full-dimension vectors of ``texts`` (``embedder.encode``, its default normalization: unit
-    vectors for a cosine model), reusing the cached ones.
+                  batch_size: int = 32, prompt: str | None = None, normalize: bool | None = None) -> np.ndarray:
+    """Full-dimension vectors of ``texts`` (``embedder.encode``), reusing the cached ones.
 
     ``cache``: None (encode everything), an open ``EmbeddingCache``, or a path for ``open_cache``.
     ``prompt``: the prompt text to prepend (``encode(prompt=...)``); None: ``encode``'s default
     (no prompt unless the model has a default prompt name; the eval callers' case).
-    Vectors live in the namespace (fingerprint, precision, truncate_dim=None, dim, normalization,
-    the prompt actually prepended), under ``text_key(text)``: the rows ``embed encode`` writes
-    without truncation for that prompt. Only the missing texts are encoded, each distinct text
-    once, and stored. Truncations are derived from these full vectors by the callers.
+    ``normalize``: L2-normalize (``encode(normalize_embeddings=...)``); None: the rule of the
+    vectors ``embed encode`` stores (``shards.stored_normalized``: unit vectors for a cosine
+    model, the model's output for others). A duck-typed embedder (no ``stack``) is called with
+    batch_size and prompt only, its vectors taken as they come (unit ones unless ``normalize=False``).
+    Vectors live in the namespace (fingerprint, precision, truncate_dim=None, dim, the
+    normalization applied, the prompt actually prepended), under ``text_key(text)``: the rows
+    ``embed encode`` writes without truncation for that prompt, and never the rows of the other
+    normalization. Only the missing texts are encoded, each distinct text once, and stored.
+    Truncations are derived from these full vectors by the callers.
 
     >>> vecs = encode_cached(emb, ["a", "b", "a"], "vectors.sqlite")   # (3, emb.dim); "a" encoded once
     """
+    stack = getattr(embedder, "stack", None)   # an Embedder; duck-typed embedders: cosine, no default prompt
+    if normalize is None:
+        normalize = stored_normalized(getattr(stack, "similarity_fn_name", "cosine"))
     kwargs = {} if prompt is None else {"prompt": prompt}
+    if stack is not None:
+        kwargs["normalize_embeddings"] = bool(normalize)
     if cache is None:
         return embedder.encode(list(texts), batch_size=batch_size, **kwargs)
     if not isinstance(cache, EmbeddingCache):
         with open_cache(cache) as store:
-            return encode_cached(embedder, texts, store, batch_size, prompt)
-    stack = getattr(embedder, "stack", None)   # an Embedder; duck-typed embedders: cosine, no default prompt
+            return encode_cached(embedder, texts, store, batch_size, prompt, normalize)
     resolve = getattr(embedder, "resolve_prompt", None)
     used = resolve(prompt) if resolve is not None else prompt   # the text encode prepends
-    ns = cache.namespace(embedder.fingerprint, embedder.precision, None, embedder.dim,
-                         normalize=getattr(stack, "similarity_fn_name", "cosine") == "cosine", prompt=used)
+    ns = cache.namespace(embedder.fingerprint, embedder.precision, None, embedder.dim, normalize=normalize,
+                         prompt=used)
     keys = [text_key(t) for t in texts]
     out, found = cache.get(ns, keys)
     missing = np.flatnonzero(~found)

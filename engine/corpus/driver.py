@@ -83,6 +83,7 @@ from .shards import (
     json_bytes,
     settings_digest,
     snippet,
+    stored_normalized,
 )
 
 DEFAULT_SHARD_SIZE = 10_000
@@ -157,7 +158,7 @@ def embed_corpus(
     model: a catalogue name, a sentence-transformers folder, or a ready ``Embedder`` (default
         all-MiniLM-L6-v2). precision/device/threads/cache_dir build that Embedder (unused when
         model is one); cache_dir also locates the default embedding cache.
-    truncate_dim: keep the first components (Matryoshka) and re-normalize.
+    truncate_dim: keep the first components (Matryoshka); re-normalized for cosine models.
     shard_size: documents per shard; part of the settings (a rerun must use the same).
     cache: True for the default cache (``<cache root>/embeddings.sqlite``), a path, an open
         ``EmbeddingCache``, or False for none.
@@ -170,6 +171,9 @@ def embed_corpus(
         The prompt text is part of the settings (a rerun with another is refused) and the
         manifest records it with the query prompt ``embed search`` applies (``encode_query``'s),
         the model's similarity_fn_name and whether the vectors are normalized (``Plan.build``).
+    The vectors are unit length for cosine models, the model's output for others
+    (``shards.stored_normalized``; the manifest's ``normalize`` records it), whatever ``encode``'s
+    default.
     output_format: ``"npy"`` (shard-NNNNN.npy vectors + .jsonl ids and titles) or ``"parquet"``
         (one shard-NNNNN.parquet per shard: id, title, embedding; needs pyarrow, the ``corpus``
         extra). Part of the settings; the manifest records it. ``engine.corpus.load_embeddings``
@@ -183,7 +187,8 @@ def embed_corpus(
     plan = Plan.build(sources, embedder, model_ref(model), Fields(id_field, text_field, title_field or None),
                       truncate_dim, shard_size, format, prompt_name=prompt_name, prompt=prompt,
                       output_format=output_format)
-    executor = LocalExecutor(embedder, batch_size, plan.truncate_dim, count_tokens=progress, prompt=plan.prompt)
+    executor = LocalExecutor(embedder, batch_size, plan.truncate_dim, count_tokens=progress, prompt=plan.prompt,
+                             normalize=plan.normalize)
     return drive(plan, out_dir, executor, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad,
                  overwrite=overwrite, progress=progress, t0=t0)
 
@@ -236,7 +241,7 @@ class Plan:
     dim: int
     format: str | None = None   # forced file / stdin format (readers.FORMAT_NAMES), else by suffix
     prompt: str = ""            # the text prepended to every document ("": none)
-    normalize: bool = True      # whether the vectors are L2-normalized (the model's default)
+    normalize: bool = True      # whether the vectors are L2-normalized (shards.stored_normalized)
 
     @classmethod
     def build(cls, inputs: Sequence[Input], model, ref: str, fields: Fields, truncate_dim: int | None,
@@ -256,7 +261,7 @@ class Plan:
         full_dim, fingerprint, precision = model.stack.dim, model.fingerprint, model.precision
         doc_prompt, query_prompt = corpus_prompts(model, prompt_name, prompt)
         similarity = model.stack.similarity_fn_name
-        normalize = similarity == "cosine"   # encode's default: unit vectors for cosine models only
+        normalize = stored_normalized(similarity)   # unit vectors for cosine models only
         if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
                                          or not 1 <= truncate_dim <= full_dim):
             raise InputError(f"truncate_dim must be an integer in [1, {full_dim}] or None, got {truncate_dim!r}")
@@ -324,16 +329,19 @@ class LocalExecutor:
     """The Embedder in this process: each submit is embedded before it returns (capacity 0).
 
     batch is EMBED_CHUNK, so each chunk's misses are one ``encode`` call (sorted by length there).
-    Ray actors run one too (``engine.corpus.ray.EmbedBatch``).
+    Ray actors run one too (``engine.corpus.ray.EmbedBatch``). normalize: L2-normalize the vectors
+    (after truncation); None: the stored-vector rule for the embedder's model
+    (``shards.stored_normalized``: unit vectors for cosine models), what ``Plan.normalize`` says.
     """
 
     batch = EMBED_CHUNK
     capacity = 0
 
     def __init__(self, embedder, batch_size: int = 32, truncate_dim: int | None = None, count_tokens: bool = False,
-                 prompt: str | None = None):
+                 prompt: str | None = None, normalize: bool | None = None):
         self.embedder, self.batch_size, self.truncate_dim = embedder, batch_size, truncate_dim
         self.count_tokens, self.prompt = count_tokens, prompt
+        self.normalize = stored_normalized(embedder.stack.similarity_fn_name) if normalize is None else normalize
         self._done: deque = deque()
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
@@ -342,7 +350,7 @@ class LocalExecutor:
         ``prompt`` is ``encode``'s: the text prepended ("" none; None the model's default prompt).
         """
         vectors = self.embedder.encode(texts, batch_size=self.batch_size, truncate_dim=self.truncate_dim,
-                                       prompt=self.prompt)
+                                       prompt=self.prompt, normalize_embeddings=self.normalize)
         tokens = 0
         if self.count_tokens:
             tokens = sum(len(t) for t in self.embedder.tokenize([(self.prompt or "") + t for t in texts]))

@@ -79,13 +79,15 @@ class EmbedBatch:
     ``output_column`` (float32 (n, dim)); ``encode(texts)`` -> (vectors, tokens) serves the pool of
     ``embed_corpus_ray``: each actor is a ``LocalExecutor`` on its node (tokens counted when
     count_tokens). threads defaults to the CPUs the actor was given. prompt: the text prepended to
-    every text ("" none; None: ``encode``'s default, the model's default prompt if any).
+    every text ("" none; None: ``encode``'s default, the model's default prompt if any). normalize:
+    L2-normalize the vectors; None: unit vectors for cosine models (``shards.stored_normalized``).
     """
 
     def __init__(self, model, *, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
                  cache_dir: str | None = None, batch_size: int = 32, truncate_dim: int | None = None,
                  text_column: str = "text", title_column: str | None = None, output_column: str = "embedding",
-                 fingerprint: str | None = None, count_tokens: bool = False, prompt: str | None = None):
+                 fingerprint: str | None = None, count_tokens: bool = False, prompt: str | None = None,
+                 normalize: bool | None = None):
         if threads is not None:  # the tokenizer's Rayon pool, sized like onnxruntime's
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         from ..embedder import Embedder
@@ -94,7 +96,7 @@ class EmbedBatch:
         self.embedder = Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
         if fingerprint is not None:
             self.ready(fingerprint)
-        self.local = LocalExecutor(self.embedder, batch_size, truncate_dim, count_tokens, prompt)
+        self.local = LocalExecutor(self.embedder, batch_size, truncate_dim, count_tokens, prompt, normalize)
         self.text_column, self.title_column, self.output_column = text_column, title_column, output_column
 
     def ready(self, fingerprint: str) -> str:
@@ -197,10 +199,11 @@ def _driver_model(model, precision: str, cache_dir):
 
 
 def _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim,
-                  prompt: str | None = None) -> dict:
+                  prompt: str | None = None, normalize: bool | None = None) -> dict:
     return {"model": ref, "precision": exported.precision, "device": device,
             "threads": threads or max(1, int(cpus)), "cache_dir": actor_cache, "batch_size": batch_size,
-            "truncate_dim": truncate_dim, "fingerprint": exported.fingerprint, "prompt": prompt}
+            "truncate_dim": truncate_dim, "fingerprint": exported.fingerprint, "prompt": prompt,
+            "normalize": normalize}
 
 
 # -- Ray Data ------------------------------------------------------------------------------
@@ -210,8 +213,8 @@ def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: st
                   cache_dir: str | os.PathLike | None = None, actors: int | tuple[int, int] | None = None,
                   cpus_per_actor: float = 1, gpus_per_actor: float | None = None,
                   ray_batch_size: int = RAY_BATCH, prompt_name: str | None = None, prompt: str | None = None):
-    """``ds`` with an ``output_column`` of float32 vectors (unit length for cosine models), computed
-    by an actor pool (lazy).
+    """``ds`` with an ``output_column`` of float32 vectors (unit length for cosine models, the
+    model's output for others, as ``embed_corpus`` stores them), computed by an actor pool (lazy).
 
     text_column (and title_column, combined as ``engine.corpus.readers.compose`` does) is embedded.
     prompt_name / prompt: the prompt prepended to every text, as ``embed_corpus`` takes them
@@ -292,7 +295,7 @@ def embed_corpus_ray(
     plan = Plan.build(sources, exported, ref, Fields(id_field, text_field, title_field or None), truncate_dim,
                       shard_size, format, prompt_name=prompt_name, prompt=prompt, output_format=output_format)
     kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim,
-                           plan.prompt)
+                           plan.prompt, plan.normalize)
     pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": progress}, ray_batch_size)
     return drive(plan, out_dir, pool, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad, overwrite=overwrite,
                  progress=progress, t0=t0)

@@ -678,6 +678,16 @@ def load_embeddings(out_dir: str | os.PathLike, *, verify: bool = True) -> tuple
     return ids, np.concatenate(parts)
 
 
+def stored_normalized(similarity_fn_name: str | None) -> bool:
+    """Whether the vectors the engine stores for a model are L2-normalized: True for cosine models
+    (None, not recorded, counts as cosine), False for others (the model's output). The one place of
+    this rule: ``embed encode``'s shards (the manifest's ``normalize``), the embedding cache rows they
+    share with ``encode_cached`` (eval, select, lab) and ``embed_dataset`` follow it, asking ``encode``
+    for it explicitly (``encode``'s own default is the model's output, as in sentence-transformers).
+    Stored vectors of a cosine model thus score by plain inner products in any vector store."""
+    return similarity_fn_name in (None, "cosine")
+
+
 def metric_for(similarity_fn_name: str | None, unit: bool) -> str:
     """The ``Index`` metric that ranks as a model's similarity does, ``unit``: its vectors are unit
     length. The one place of this rule (``embed search``, eval, select and demo use it).

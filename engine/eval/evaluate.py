@@ -143,12 +143,12 @@ def truncate(vecs: np.ndarray, dim: int | None) -> np.ndarray:
 
 # -- retrieval ------------------------------------------------------------------------------
 def index_metric_of(embedder) -> str:
-    """The ``Index`` metric for ``embedder.encode``'s vectors: its ``similarity_fn_name`` through the
-    one rule, ``engine.corpus.shards.metric_for`` ("cosine", "dot"; "euclidean" ranks as "cosine"
-    when encode gives unit vectors: models configured with cosine or ending in an untruncated
-    Normalize module). Raises the Index's InputError, which says what to do instead, for a
-    similarity no Index metric ranks by (euclidean on raw vectors, manhattan), before anything is
-    embedded."""
+    """The ``Index`` metric for ``embedder``'s vectors as eval gets them (``encode_cached``): its
+    ``similarity_fn_name`` through the one rule, ``engine.corpus.shards.metric_for`` ("cosine",
+    "dot"; "euclidean" ranks as "cosine" when the vectors are unit length: models configured with
+    cosine, whose stored vectors are normalized, or ending in an untruncated Normalize module).
+    Raises the Index's InputError, which says what to do instead, for a similarity no Index metric
+    ranks by (euclidean on raw vectors, manhattan), before anything is embedded."""
     from ..corpus.shards import metric_for
     from ..index.index import Index
 
@@ -206,7 +206,7 @@ class _Retriever:
 
 def _as_scored(x: np.ndarray, metric: str) -> np.ndarray:
     """x as the Index scores it: unit rows for "cosine" (x itself when they are unit already, as
-    encode gives them for cosine models; zero rows stay zero), x for "dot"."""
+    ``encode_cached`` gives them for cosine models; zero rows stay zero), x for "dot"."""
     if metric != "cosine" or np.allclose(np.einsum("ij,ij->i", x, x), 1, atol=1e-4):
         return x
     from ..kernels import l2_normalize

@@ -13,7 +13,9 @@ Semantics
   rescoring), so returned scores are exact dot products. The rest of this section describes
   ``"cosine"``; ids, results, models and int8 are the same for both.
 * **Cosine.** ``add`` and ``search`` L2-normalize their vectors (a copy; the caller's array is
-  never modified), so scores are cosine similarities in [-1, 1]. Zero vectors have no
+  never modified), so scores are cosine similarities in [-1, 1], and raw vectors (``encode``'s
+  default, the model's output as in sentence-transformers) give the same results as unit ones
+  (``encode(normalize_embeddings=True)``), on either side. Zero vectors have no
   direction and are rejected with :class:`~engine.errors.InputError` naming the rows, in
   ``add`` and in ``search`` alike; a row whose norm is below float32's smallest normal number
   (``np.finfo(np.float32).tiny``, 1.2e-38) counts as zero (normalizing it would overflow to
@@ -505,7 +507,9 @@ class Index:
     def search_text(self, embedder: Any, texts: str | Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Embed ``texts`` with ``embedder`` (``.encode(list[str]) -> ndarray``, ``.fingerprint``)
         and search. A single string gives 1-d results. The embedder's fingerprint must match
-        the index's model (when both are known)."""
+        the index's model (when both are known). The queries are ``encode``'s default output (the
+        model's vectors, as sentence-transformers gives them): a cosine index normalizes them, a
+        dot index scores them as they are, so fill a dot index with ``encode``'s default too."""
         fp = getattr(embedder, "fingerprint", None)
         if callable(fp):
             fp = fp()

@@ -49,8 +49,12 @@ class EngineEmbeddings(Embeddings):
 
     Queries go through ``Embedder.encode_query`` and documents through ``encode_document`` (the
     model's query/document prompts unless the kwargs name one), or through ``encode`` where the
-    Embedder has no such method. Vectors are float32 values as Python floats, unit length unless
-    the kwargs say otherwise. Differences from HuggingFaceEmbeddings: it sends every text through
+    Embedder has no such method. Vectors are float32 values as Python floats: the model's output,
+    as HuggingFaceEmbeddings gives it (its default encode_kwargs hold normalize_embeddings=False),
+    unit length only for a model ending in a Normalize module; pass
+    ``encode_kwargs={"normalize_embeddings": True}`` (and the same in ``query_encode_kwargs`` when
+    given) for unit vectors, e.g. for a vector store that scores by inner product. Differences
+    from HuggingFaceEmbeddings: it sends every text through
     plain ``encode`` (no model prompts unless the kwargs give one) and replaces newlines with
     spaces first; this class embeds texts as given. ``multi_process`` and ``cache_folder`` are not
     taken (batches run on worker threads; the export cache is ``cache_dir``).
