@@ -4,7 +4,8 @@
 
 Runs the bench scripts behind the per-ISA tables one after the other (never side by side: each one
 times something) and keeps their JSON and logs in one folder, default
-``bench/results/isa/<int8 ISA class>_<YYYY-MM-DD>/``:
+``bench/results/isa/<int8 ISA class>_<YYYY-MM-DD>/`` (``<class>-emulated_...`` under
+bench/isa_emulation/run.py, which runs it as on an AVX2 / AVX-VNNI / AVX-512-without-VNNI CPU):
 
 =========  ==================================================================  ==========
 step       command                                                             ~minutes*
@@ -85,7 +86,8 @@ def main(argv=None) -> int:
     skip = {s for s in args.skip.split(",") if s}
     if skip - set(STEPS):
         ap.error(f"unknown steps {sorted(skip - set(STEPS))}; steps are {', '.join(STEPS)}")
-    out = args.out or BENCH / "results" / "isa" / f"{isa}_{datetime.date.today().isoformat()}"
+    kind = f"{isa}-emulated" if env.get("isa_emulation") else isa  # bench/isa_emulation/run.py
+    out = args.out or BENCH / "results" / "isa" / f"{kind}_{datetime.date.today().isoformat()}"
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     data = ["--data", str(args.data)] if args.data else []
