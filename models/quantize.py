@@ -58,9 +58,11 @@ ISA_RECIPES: dict[str, tuple[str, str]] = {
     "amx_int8": ("vnni", "as avx512_vnni: u8s8 runs on AMX tiles (int32 accumulation), nothing saturates; "
                          "measured on a Xeon with AMX: rr as fast, lower parity (docs mean 0.9952 -> 0.9938)"),
     "avx512_vnni": ("vnni", "measured (Zen 4): reduce_range cost parity (docs mean 0.9949 -> 0.9933) and no speed"),
-    "avx_vnni": ("vnni", "not measured: same vpdpbusd instruction (256-bit) as AVX-512 VNNI, no saturation"),
-    "avx512": ("rr", "not measured: vpmaddubsw sums u8*s8 pairs in saturating int16; onnxruntime advises "
-                     "reduce_range for u8s8 without VNNI"),
+    "avx_vnni": ("vnni", "same vpdpbusd instruction (256-bit) as AVX-512 VNNI, no saturation; measured on emulated "
+                         "AVX-VNNI kernels (bench/isa_emulation): rr no faster (1.03x), lower parity"),
+    "avx512": ("rr", "vpmaddubsw sums u8*s8 pairs in saturating int16; measured on emulated AVX-512-without-VNNI "
+                     "kernels (bench/isa_emulation): vnni no faster (1.01x), its saturation costs the worst document; "
+                     "onnxruntime advises reduce_range for u8s8 without VNNI"),
     "avx2": ("rr", "vpmaddubsw saturates int16 pair sums of 8-bit weights, not of 7-bit ones; measured on AVX2 "
                    "kernels (a Xeon with AVX-512/VNNI/AMX hidden from CPUID, bench/isa_emulation): vnni no faster "
                    "(0.98x docs, 1.02x sentences), its saturation costs the worst document (min cosine 0.9834 -> "

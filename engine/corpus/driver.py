@@ -554,7 +554,7 @@ def _embedder(model, precision, device, threads, cache_dir):
     if isinstance(model, Embedder):
         return model
     model = DEFAULT_MODEL if model is None else model
-    return Embedder(model, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
+    return Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
 
 
 def _open_cache(cache, cache_dir):

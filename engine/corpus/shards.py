@@ -754,7 +754,7 @@ class CorpusSearcher:
             self.embedder = model
         else:
             ref = model if model is not None else manifest["model"]["ref"]
-            self.embedder = Embedder(ref, device=device, precision=manifest["model"]["precision"],
+            self.embedder = Embedder(ref, device=device, model_precision=manifest["model"]["precision"],
                                      threads=threads, cache_dir=cache_dir)
         if self.embedder.fingerprint != want:
             raise ModelMismatchError(
