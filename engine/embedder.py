@@ -47,7 +47,7 @@ from .arguments import (
     texts_argument,
 )
 from .batching import pad_batch, plan_batches
-from .errors import InputError, UnsupportedModelError, missing_extra
+from .errors import ExportError, InputError, UnsupportedModelError, missing_extra
 from .kernels import l2_normalize, truncate_normalize
 from .kernels.pooling import dense, exclude_prompt, layer_norm, normalize, pool
 from .models import DEFAULT_MODEL
@@ -95,6 +95,10 @@ def _torch():
 def _device_key(device) -> str:
     d = str(device).lower()
     return "cpu" if d.startswith("cpu") else "cuda:0" if d == "cuda" else d
+
+
+#: The inputs ``_forward`` feeds a graph (each only when the graph declares it).
+GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
 class Embedder:
@@ -173,6 +177,13 @@ class Embedder:
         # the graph, so only (batch, dim) crosses back to the host.
         self._graph = self._exported.graph_path("cpu" if on_cpu else "cuda")
         self._session = Session(self._graph, device=device, threads=threads)
+        extra = [n for n in self._session.input_names if n not in GRAPH_INPUTS]
+        if extra:  # e.g. an encoder-decoder exported whole by an older engine: onnxruntime would fail per batch
+            raise ExportError(
+                f"{self._graph} takes inputs the engine does not feed ({', '.join(extra)}; it feeds "
+                f"{', '.join(GRAPH_INPUTS)}): an export from another engine version or another tool. Delete "
+                f"{self._exported.folder} to export the model again."
+            )
         # default attention-cell budget per batch (engine/batching.py); None on GPUs, which want big batches
         self.max_cells = CPU_MAX_CELLS if on_cpu else None
         # CPU throughput mode: with several batches to run, `threads` workers each run whole

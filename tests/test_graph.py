@@ -155,3 +155,22 @@ def test_approximate_gelu_is_the_tanh_form(data):
     want = 0.5 * a * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a**3)))
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert 1e-4 < np.abs(got - exact).max() < 2e-3  # really the approximation, and a close one
+
+
+def test_a_cached_graph_with_inputs_the_engine_does_not_feed_is_refused(tiny_embedder, tiny_model_dir, tiny_cache,
+                                                                        tmp_path):
+    """An export from an older engine (T5/BART exported whole took decoder_input_ids) or another tool: the
+    Embedder names the inputs and the folder to delete, instead of onnxruntime failing on every batch."""
+    import shutil
+
+    from engine import Embedder
+    from engine.errors import ExportError
+
+    cache = shutil.copytree(tiny_cache, tmp_path / "cache")
+    folder = cache / tiny_embedder._exported.folder.relative_to(tiny_cache)
+    cpu_file = folder / tiny_embedder._exported.meta["graphs"]["cpu"]
+    m = onnx.load(str(cpu_file))
+    m.graph.input.append(helper.make_tensor_value_info("decoder_input_ids", onnx.TensorProto.INT64, ["b", "t"]))
+    onnx.save(m, str(cpu_file))
+    with pytest.raises(ExportError, match=r"decoder_input_ids.*Delete .*" + folder.name):
+        Embedder(str(tiny_model_dir), cache_dir=cache)
