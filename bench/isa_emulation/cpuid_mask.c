@@ -19,7 +19,6 @@
  * EMBED_ISA_EMULATE=avx2 | avx_vnni | avx512 (see run.py for the bits).
  */
 #define _GNU_SOURCE
-#include <asm/prctl.h>
 #include <cpuid.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -33,10 +32,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#ifndef ARCH_GET_CPUID
-#define ARCH_GET_CPUID 0x1011
-#define ARCH_SET_CPUID 0x1012
-#endif
+#define ARCH_SET_CPUID 0x1012 /* <asm/prctl.h>, not needed from the kernel headers */
 
 /* bits to clear: leaf 7 subleaf 0 (EBX, ECX, EDX), leaf 7 subleaf 1 (EAX, EDX) */
 static unsigned m7b, m7c, m7d, m71a, m71d;

@@ -75,7 +75,10 @@ def build() -> Path:
         sys.exit("run.py: no C compiler (gcc or cc) on PATH; install one (e.g. apt install gcc)")
     lib.parent.mkdir(exist_ok=True)
     tmp = lib.with_suffix(".tmp.so")
-    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE), "-ldl"], check=True)
+    r = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE), "-ldl"], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        sys.exit(f"run.py: building the shim failed ({cc}):\n{r.stderr.strip()}")
     os.replace(tmp, lib)
     return lib
 
