@@ -257,6 +257,26 @@ def test_dot_model_eval_ranks_by_dot_product(dot_model, tmp_path):
         assert res["metric"] == "dot"
 
 
+def test_dot_model_eval_truncates_without_renormalizing(dot_model, tmp_path):
+    """Matryoshka on a dot model ranks by dot products of the truncated vectors, as sentence-transformers
+    computes them (encode(truncate_dim=) keeps the raw components), not of re-normalized ones."""
+    _, emb, _ = dot_model
+    d, q = emb.encode(DOCS), emb.encode(QUERIES)
+    for dim in (8, 12, 16, 24):   # a cut where the cosine ranking differs visibly from the dot one
+        order, _ = top_k(d[:, :dim], q[:, :dim], len(DOCS))
+        qrels = {f"q{i}": {IDS[row[0]]: 3, IDS[row[1]]: 2, IDS[row[2]]: 1} for i, row in enumerate(order)}
+        cos, _ = top_k(d[:, :dim], q[:, :dim], len(DOCS), "cosine")
+        if evaluate_run(qrels, ranked(cos))["ndcg@10"] < 0.99:
+            break
+    else:
+        pytest.skip("this run's tiny model ranks alike by cosine and dot at every cut")
+    np.testing.assert_allclose(emb.encode(DOCS, truncate_dim=dim), d[:, :dim], rtol=1e-6)
+    ds = load_beir(_beir(tmp_path / f"beir-{dim}", qrels))
+    for ip in ("fp32", "int8"):
+        res = evaluate_beir(emb, ds, k_values=(10,), index_precision=ip, truncate_dim=dim)
+        assert res["ndcg@10"] == pytest.approx(1.0), (dim, ip)
+
+
 def test_dot_model_select_ranks_by_dot_product(dot_model, tmp_path):
     folder, emb, cache = dot_model
     ds, order = _dot_dataset(emb, tmp_path / "beir")

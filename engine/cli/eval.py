@@ -37,7 +37,9 @@ def register(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="model precision")
     p.add_argument("--index-precision", default="fp32", choices=INDEX_PRECISIONS,
                    help="exact fp32 scores, or an int8 / binary index with exact rescoring (default: fp32)")
-    p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation (re-normalized)")
+    p.add_argument("--truncate-dim", type=int, default=None,
+                   help="Matryoshka truncation (re-normalized for cosine models; a dot model ranks the raw "
+                        "truncated vectors)")
     p.add_argument("--max-docs", type=int, default=None,
                    help="evaluate on a sample: sampled queries keep all their judged docs")
     p.add_argument("--batch-size", type=int, default=32)
