@@ -25,6 +25,7 @@ Writes bench/results/int8_speed_<model>.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -71,17 +72,16 @@ def main(argv=None) -> int:
     bs = args.batch_size
     fp32 = Embedder(args.model, threads=args.threads)
     int8 = Embedder(args.model, model_precision="int8", threads=args.threads)
-    contenders = {  # unit vectors, as the ST contender is asked for
-        "engine fp32": lambda t: fp32.encode(t, batch_size=bs, normalize_embeddings=True),
-        "engine int8": lambda t: int8.encode(t, batch_size=bs, normalize_embeddings=True),
-    }
+    engines = {"engine fp32": fp32, "engine int8": int8}
     if args.also_recipe:
         from recipe_override import int8_recipe_as
 
         with int8_recipe_as(args.also_recipe):
             alt = Embedder(args.model, model_precision="int8", threads=args.threads)
-        contenders[f"engine int8 {args.also_recipe}"] = lambda t: alt.encode(t, batch_size=bs,
-                                                                             normalize_embeddings=True)
+        engines[f"engine int8 {args.also_recipe}"] = alt
+    contenders = {  # unit vectors, as the ST contender is asked for
+        name: functools.partial(emb.encode, batch_size=bs, normalize_embeddings=True) for name, emb in engines.items()
+    }
     if not args.no_st:
         import torch
         from sentence_transformers import SentenceTransformer

@@ -132,13 +132,13 @@ def subsample(ds: BeirDataset, max_docs: int, seed: int = 0, max_queries: int | 
 
 
 # -- vectors ----------------------------------------------------------------------------------
-def truncate(vecs: np.ndarray, dim: int | None, normalize: bool = True) -> np.ndarray:
-    """Matryoshka: first ``dim`` components, re-normalized (the kernels' truncate_normalize) unless
-    ``normalize`` is False (a dot model: sentence-transformers' encode(truncate_dim=) keeps the raw
-    components, and dot products of those are what it ranks by)."""
+def truncate(vecs: np.ndarray, dim: int | None, metric: str = "cosine") -> np.ndarray:
+    """Matryoshka: first ``dim`` components, re-normalized (the kernels' truncate_normalize), except
+    for ``metric`` "dot": sentence-transformers' encode(truncate_dim=) keeps the raw components of a
+    dot model, and dot products of those are what it ranks by."""
     if dim is None or dim >= vecs.shape[1]:
         return vecs
-    if not normalize:
+    if metric == "dot":
         return np.ascontiguousarray(vecs[:, :dim])
     from ..kernels import truncate_normalize
 
@@ -241,8 +241,7 @@ def beir_scores(ds: BeirDataset, doc_vecs: np.ndarray, query_vecs: np.ndarray, *
     (10x the candidates) would overstate a k=10 search (binary on SciFact: 5% of the top-10 lists
     differ). fp32 is exact: one search for the largest k gives every cutoff.
     """
-    unit = metric != "dot"   # a cosine Index normalizes anyway; a dot one ranks the raw truncated vectors
-    d, q = truncate(doc_vecs, truncate_dim, unit), truncate(query_vecs, truncate_dim, unit)
+    d, q = truncate(doc_vecs, truncate_dim, metric), truncate(query_vecs, truncate_dim, metric)
     retriever = _Retriever(d, ds.doc_ids, index_precision, metric)
     ks = sorted({int(k) for k in k_values})
     res: dict = {}

@@ -126,8 +126,7 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
                 d = emb.dim if dim is None else int(dim)
                 if dim is not None and d >= emb.dim:
                     continue
-                unit = metric != "dot"   # as beir_scores: a dot model ranks the raw truncated vectors
-                dv, qv = truncate(docs, d, unit), truncate(queries, d, unit)
+                dv, qv = truncate(docs, d, metric), truncate(queries, d, metric)
                 for ip in index_precisions:
                     try:
                         q = beir_scores(ds, dv, qv, k_values=(10, 100), index_precision=ip, metric=metric)
