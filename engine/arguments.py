@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, MappingView, Set
 import numpy as np
 
 from .errors import InputError
-from .quantization import PRECISIONS as OUTPUT_PRECISIONS
+from .precisions import MODEL_PRECISIONS, MODEL_PRECISIONS_HELP, OUTPUT_PRECISIONS
 
 # What encode / encode_query / encode_document / embed accept: sentence-transformers 5's keywords
 # in its order, then the engine's own (normalize, show_progress: other names of
@@ -30,7 +30,6 @@ NO_POOL = "multi-process pools are not needed: batches already run on worker thr
 NOT_TAKEN = {
     "processing_kwargs": "set Embedder.max_seq_length to change where texts are truncated",
 }
-MODEL_PRECISIONS_HELP = "'fp32', 'int8' (a dynamically quantized model, CPU) or 'fp16' (CUDA)"
 
 
 
@@ -136,15 +135,13 @@ def check_texts(texts) -> tuple[list[str], bool]:
 
 def model_precision_argument(model_precision, precision) -> str:
     """The constructor's model precision from ``model_precision`` and its former name ``precision``."""
-    from .models.export import PRECISIONS
-
     if precision is not None:
         if model_precision not in ("fp32", precision):
             raise InputError(
                 f"model_precision={model_precision!r} and precision={precision!r} disagree; precision= is the former "
                 "name of model_precision=: pass model_precision only"
             )
-        if precision not in PRECISIONS and precision in OUTPUT_PRECISIONS:
+        if precision not in MODEL_PRECISIONS and precision in OUTPUT_PRECISIONS:
             raise InputError(
                 f"Embedder(precision={precision!r}): the constructor's precision is the model's "
                 f"({MODEL_PRECISIONS_HELP}), now named model_precision=; {precision!r} quantizes output "
@@ -156,7 +153,7 @@ def model_precision_argument(model_precision, precision) -> str:
             DeprecationWarning, stacklevel=3,
         )
         model_precision = precision
-    if model_precision not in PRECISIONS:
+    if model_precision not in MODEL_PRECISIONS:
         hint = (f"; {model_precision!r} quantizes output vectors: pass it to "
                 f"encode(texts, precision={model_precision!r})" if model_precision in OUTPUT_PRECISIONS else "")
         raise InputError(f"model_precision must be {MODEL_PRECISIONS_HELP}, got {model_precision!r}{hint}")

@@ -38,10 +38,9 @@ import logging
 import numpy as np
 
 from .errors import InputError
+from .precisions import OUTPUT_PRECISIONS as PRECISIONS
 
 __all__ = ["quantize_embeddings", "PRECISIONS"]
-
-PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
 logger = logging.getLogger(__name__)
 

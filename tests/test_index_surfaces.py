@@ -140,13 +140,13 @@ def test_search_conflicting_index_precisions_is_a_usage_error(flags, capsys):
 
 def test_cli_index_precision_choices_are_the_index_precisions():
     from engine.cli import build_parser
-    from engine.cli.encode import INDEX_PRECISIONS
+    from engine.precisions import INDEX_PRECISIONS
 
     assert sorted(INDEX_PRECISIONS) == sorted(PRECISIONS)
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
     for cmd, dest in (("search", "index_precision"), ("eval", "index_precision"), ("select", "index_precisions")):
         action = next(a for a in sub[cmd]._actions if a.dest == dest and a.choices)
-        assert list(action.choices) == INDEX_PRECISIONS, cmd
+        assert list(action.choices) == list(INDEX_PRECISIONS), cmd
     assert next(a for a in sub["select"]._actions if a.dest == "index_precisions").default == ["fp32", "int8"]
 
 

@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_model_precision(parser: argparse.ArgumentParser, choices=None, default: str = "fp32") -> None:
+    """``--model-precision`` (the precision the model runs in; ``--precision`` is its former name)."""
+    from ..precisions import MODEL_PRECISIONS
+
+    parser.add_argument("--model-precision", "--precision", dest="model_precision", default=default,
+                        choices=list(choices or MODEL_PRECISIONS),
+                        help=f"the precision the model runs in (default {default}; --precision is the former name)")
+
+
 def _version() -> str:
     """The installed distribution's version (the package's own when run from a source tree)."""
     from importlib.metadata import PackageNotFoundError, version

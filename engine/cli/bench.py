@@ -20,7 +20,8 @@ def register(sub) -> None:
     )
     p.add_argument("--model", action="append", default=None,
                    help="model name or folder; repeatable or comma list (default all-MiniLM-L6-v2)")
-    p.add_argument("--precision", default="fp32", help="comma list of fp32,int8,fp16 (default fp32)")
+    p.add_argument("--model-precisions", "--precision", dest="precision", default="fp32",
+                   help="comma list of fp32,bf16,int8,fp16 (default fp32; --precision is the former name)")
     p.add_argument("--device", default="cpu,cuda",
                    help="comma list of cpu,cuda (default both; cuda is skipped with the reason when unavailable)")
     p.add_argument("--batch-sizes", default=None, help="comma list (default 1,2,4,8,16,32,64,128,256)")
@@ -31,7 +32,9 @@ def register(sub) -> None:
     p.add_argument("--n-texts", type=int, default=None, help="texts per cell (default 256)")
     p.add_argument("--repeats", type=int, default=None, help="timed passes per contender and cell (default 3)")
     p.add_argument("--threads", type=int, default=None, help="threads for every contender (default physical cores)")
-    p.add_argument("--baselines", default="st-torch,st-onnx", help="comma list of st-torch,st-onnx, or none")
+    p.add_argument("--baselines", default="st-torch,st-onnx,st-openvino",
+                   help="comma list of st-torch, st-onnx, st-openvino (the peers extra), st-torch-bf16, or none "
+                        "(default st-torch,st-onnx,st-openvino; one that cannot load is skipped with the reason)")
     p.add_argument("--out", default=None,
                    help="output folder (default bench/results/<timestamp> or ./bench-results/<timestamp>)")
     p.add_argument("--cache-dir", default=None,

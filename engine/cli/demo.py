@@ -8,11 +8,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import add_model_precision
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="embed and search the built-in sample corpus, print hits and throughput")
     p.add_argument("--model", default=None, help="model name or folder (default: all-MiniLM-L6-v2)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    add_model_precision(p, ("fp32", "bf16", "int8"))
     p.add_argument("-k", type=int, default=3, help="hits per query")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_demo)
@@ -29,7 +31,7 @@ def cmd_demo(args) -> int:
     if not Path(model).expanduser().is_dir():
         fetch(model)  # no-op when the weights are already installed
     t0 = time.perf_counter()
-    emb = Embedder(model, model_precision=args.precision)
+    emb = Embedder(model, model_precision=args.model_precision)
     metric = index_metric_of(emb)   # the model's similarity (cosine or dot); refuses one no Index ranks by
     print(f"model     {emb.fingerprint}  (ready in {time.perf_counter() - t0:.1f}s, {emb.threads} threads)")
 

@@ -9,6 +9,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..precisions import INDEX_PRECISIONS
+from . import add_model_precision
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -25,7 +28,7 @@ def register(sub) -> None:
                    help="files, quoted globs ('data/*.jsonl'), or - for standard input")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--model", default=None, help="model name or folder (default: all-MiniLM-L6-v2)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"])
+    add_model_precision(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -79,7 +82,6 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_search)
 
 
-INDEX_PRECISIONS = ["fp32", "int8", "binary"]   # engine.index.Index's precisions
 
 
 class _IndexPrecision(argparse.Action):
@@ -125,7 +127,7 @@ def cmd_encode(args) -> int:
     _ensure_weights(args.model)
     cache = False if args.no_cache else (args.cache or True)
     summary = run(
-        args.inputs, args.out, args.model, precision=args.precision, device=args.device, threads=args.threads,
+        args.inputs, args.out, args.model, precision=args.model_precision, device=args.device, threads=args.threads,
         batch_size=args.batch_size, id_field=args.id_field, text_field=args.text_field,
         title_field=args.title_field or None, truncate_dim=args.truncate_dim, shard_size=args.shard_size,
         cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .encode import INDEX_PRECISIONS
+from ..precisions import INDEX_PRECISIONS
+from . import add_model_precision
 
 CACHE_HELP = ("SQLite embedding cache file (a folder, existing or ending in '/': PATH/embeddings.sqlite in it); "
               "vectors are reused by model fingerprint, precision and exact text, shared with 'embed encode --cache'")
@@ -34,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--sts", metavar="FILE", help="STS tsv (STS Benchmark csv layout: ... score sentence1 sentence2)")
     p.add_argument("--model", action="append",
                    help="model name or folder; repeat for several (default: all-MiniLM-L6-v2)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="model precision")
+    add_model_precision(p, ("fp32", "bf16", "int8"))
     p.add_argument("--index-precision", default="fp32", choices=INDEX_PRECISIONS,
                    help="exact fp32 scores, or an int8 / binary index with exact rescoring (default: fp32)")
     p.add_argument("--truncate-dim", type=int, default=None,
@@ -67,7 +68,8 @@ def register(sub) -> None:
     p.add_argument("--queries", metavar="FILE", help="queries.jsonl (_id, text)")
     p.add_argument("--qrels", metavar="FILE", help="qrels tsv: query-id corpus-id score")
     p.add_argument("--models", nargs="+", default=None, help="models (default: every catalogued model)")
-    p.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    p.add_argument("--model-precisions", "--precisions", dest="precisions", nargs="+", default=["fp32", "int8"],
+                   choices=["fp32", "bf16", "int8"], help="model precisions (--precisions is the former name)")
     p.add_argument("--index-precisions", nargs="+", default=["fp32", "int8"], choices=INDEX_PRECISIONS,
                    help="index precisions to measure (default: fp32 int8; binary on request: its recall on a "
                    "small corpus can overstate a large one's, see decision.md)")
@@ -105,7 +107,7 @@ def cmd_eval(args) -> int:
             ds = subsample(ds, args.max_docs)
     results = {"retrieval": [], "sts": []}
     for model in args.model or [DEFAULT_MODEL]:
-        emb = Embedder(model, model_precision=args.precision)
+        emb = Embedder(model, model_precision=args.model_precision)
         if ds is not None:
             print(f"{emb.name} {emb.precision}: {len(ds.doc_ids)} docs, {len(ds.query_ids)} queries ...", flush=True)
             r = evaluate_beir(emb, ds, index_precision=args.index_precision, truncate_dim=args.truncate_dim,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from . import add_model_precision
+
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list supported models, their dims, precisions and exports")
@@ -15,7 +17,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="export a model to ONNX into the cache (done once)")
     p.add_argument("model")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"])
+    add_model_precision(p)
     p.add_argument("--cache-dir", default=None)
     p.set_defaults(func=cmd_export)
 
@@ -69,6 +71,6 @@ def cmd_fetch(args) -> int:
 def cmd_export(args) -> int:
     from ..models.export import load_or_export
 
-    e = load_or_export(args.model, precision=args.precision, cache_dir=args.cache_dir)
+    e = load_or_export(args.model, precision=args.model_precision, cache_dir=args.cache_dir)
     print(f"{e.fingerprint}\n{e.onnx_path}")
     return 0

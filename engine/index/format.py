@@ -66,13 +66,14 @@ import numpy as np
 
 from engine.errors import IndexFormatError, InputError
 from engine.files import fsync_dir, open_regular, replace_atomically
+from engine.precisions import INDEX_PRECISIONS
 
 __all__ = ["FIELDS", "FORMAT_VERSION", "MAGIC", "SECTIONS", "bad_rows", "check_values", "read", "section_names",
            "write"]
 
 FORMAT_VERSION = 1
 MAGIC = b"EMBIDX\x00\x01"
-PRECISIONS = ("fp32", "int8", "binary")
+PRECISIONS = INDEX_PRECISIONS
 ID_KINDS = (None, "int", "str")
 METRICS = ("cosine", "dot")   # cosine: unit rows, dot product; dot: raw rows, inner product
 # metric "dot": the largest ||v||^2 of a row or query, so |x . y| <= ||x|| ||y|| <= 1e36: finite in
