@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS := export,test,bench,eval,corpus,ray
+EXTRAS := export,test,bench,eval,corpus,ray,openvino
 
 .PHONY: setup demo test lint test-all bench clean
 

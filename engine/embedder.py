@@ -54,7 +54,7 @@ from .models import DEFAULT_MODEL
 from .models.stack import SIMILARITIES, Dense, LayerNorm, Normalize
 from .quantization import PRECISIONS as OUTPUT_PRECISIONS
 from .quantization import quantize_embeddings
-from .runtime import Session
+from .runtime import choose_runtime, open_session
 from .similarity import similarity
 from .tokenize import Tokenizer
 
@@ -111,10 +111,15 @@ class Embedder:
         use exports it to ONNX into the cache (needs the ``export`` extra). A module or option the
         engine cannot reproduce exactly is an ``UnsupportedModelError``.
     device: ``"cpu"`` or ``"cuda"`` (onnxruntime-gpu); an unavailable device is an error.
-    model_precision: the precision the *model* runs in: ``"fp32"``, ``"int8"`` (dynamically
-        quantized, CPU) or ``"fp16"`` (CUDA). Not to be confused with ``encode(precision=...)``,
-        which quantizes the *output vectors* as sentence-transformers does. ``precision=`` is the
-        former name of this argument and still works (DeprecationWarning).
+    model_precision: the precision the *model* runs in (``engine.precisions``): ``"fp32"``
+        (exact), ``"bf16"`` (CPUs with bf16 units, on OpenVINO: the ``openvino`` extra; checked at
+        export to stay within cosine 0.9999 of fp32, refused otherwise and on CPUs without bf16
+        units), ``"int8"`` (dynamically quantized, CPU) or ``"fp16"`` (CUDA). Not to be confused with
+        ``encode(precision=...)``, which quantizes the *output vectors* as sentence-transformers
+        does. ``precision=`` is the former name of this argument and still works (DeprecationWarning).
+    runtime: ``"onnxruntime"`` or ``"openvino"`` (the ``openvino`` extra, CPU, fp32 and bf16);
+        None (default): the fastest measured for the precision on this CPU
+        (``engine.runtime.RUNTIME_CHOICE``). fp32 gives sentence-transformers' vectors on either.
     threads: onnxruntime intra-op threads; default the number of physical cores.
     cache_dir: where exports live; default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine.
     trust_remote_code: allow a model whose config or tokenizer maps to code in its folder (that
@@ -145,6 +150,7 @@ class Embedder:
         default_prompt_name: str | None = None,
         similarity_fn_name: str | None = None,
         truncate_dim: int | None = None,
+        runtime: str | None = None,
         precision: str | None = None,
     ):
         from .models.export import load_or_export
@@ -155,6 +161,7 @@ class Embedder:
             raise InputError(
                 "model_precision='fp16' runs on CUDA only; use device='cuda' or model_precision 'fp32'/'int8' on CPU"
             )
+        self.runtime = choose_runtime(model_precision, str(device), runtime)  # refusals before any export
         self._exported = load_or_export(model, precision=model_precision, cache_dir=cache_dir,
                                         trust_remote_code=trust_remote_code)
         self.spec = self._exported.spec
@@ -176,7 +183,8 @@ class Embedder:
         # as primitive ops (onnxruntime's fused CPU kernel is ~2.5x slower); on CUDA mean pooling in
         # the graph, so only (batch, dim) crosses back to the host.
         self._graph = self._exported.graph_path("cpu" if on_cpu else "cuda")
-        self._session = Session(self._graph, device=device, threads=threads)
+        self._session = open_session(self._graph, self.runtime, device=device, threads=threads,
+                                     precision=model_precision)
         extra = [n for n in self._session.input_names if n not in GRAPH_INPUTS]
         if extra:  # e.g. an encoder-decoder exported whole by an older engine: onnxruntime would fail per batch
             raise ExportError(
@@ -190,7 +198,7 @@ class Embedder:
         # batches on a single-threaded session (no per-operator thread synchronization) instead
         # of every operator being split across `threads` cores; one batch still uses all cores.
         self.batch_workers = self._session.threads if on_cpu else 1
-        self._single: Session | None = None
+        self._single = None  # the batch workers' session (Session.for_workers), built on first use
         self._single_lock = threading.Lock()
         self._tokenizer = Tokenizer(self._exported.tokenizer_path, self.stack.max_seq_length, info["truncation_side"],
                                     info["special_ids"], info["pad_id"])
@@ -413,7 +421,7 @@ class Embedder:
 
     def __repr__(self) -> str:
         return (f"Embedder({self.name!r}, device={self.device!r}, model_precision={self.model_precision!r}, "
-                f"dim={self.dim})")
+                f"runtime={self.runtime!r}, dim={self.dim})")
 
     # -- encoding -------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -699,14 +707,15 @@ class Embedder:
         with ThreadPoolExecutor(workers, thread_name_prefix="embed") as ex:
             yield from ex.map(lambda b: self._forward([ids[i] for i in b], single, prompt_length), batches)
 
-    def _single_session(self) -> Session:
-        """A single-threaded session on the same graph, built on first use; sessions are thread-safe."""
+    def _single_session(self):
+        """The batch workers' session on the same graph (each batch on one core), built on first use;
+        sessions are thread-safe."""
         with self._single_lock:
             if self._single is None:
-                self._single = Session(self._graph, device="cpu", threads=1)
+                self._single = self._session.for_workers(self.batch_workers)
             return self._single
 
-    def _forward(self, ids: list[np.ndarray], session: Session, prompt_length: int | None = None) -> np.ndarray:
+    def _forward(self, ids: list[np.ndarray], session, prompt_length: int | None = None) -> np.ndarray:
         """One batch through the session and the module stack (pooling, then the head)."""
         input_ids, mask = pad_batch(ids, self._tokenizer.pad_id, left=self._left_pad)
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}

@@ -61,6 +61,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ExportError, InputError, UnsupportedModelError, missing_extra
+from ..precisions import MODEL_PRECISIONS
 from .catalog import ModelSpec, lookup
 from .fetch import POSITION_KEYS, ResolvedModel, cache_root, resolve, sha256_file, verify_weights
 from .stack import ModuleStack
@@ -70,10 +71,11 @@ from .stack import ModuleStack
 # exports carry the module stack; v1 folders (older fingerprints, no stack) are never read again.
 EXPORT_VERSION = 2
 OPSET = 18
-PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = MODEL_PRECISIONS
 # ...and per precision when only that precision's recipe changes (int8 2: GELU in tanh form).
-RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1}
-CPU_PRECISIONS = ("fp32", "int8")  # fp16 runs on CUDA only
+RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1, "bf16": 1}
+
+_DEVICES_OF = {"fp32": "cpu and cuda", "int8": "cpu only", "bf16": "cpu only (openvino)", "fp16": "cuda only"}
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ class ExportedModel:
         if name is None:
             raise ExportError(
                 f"{self.folder} has no graph for {dev!r} (meta.json graphs: {self.meta.get('graphs')}); "
-                f"{self.precision} runs on {'cpu and cuda' if self.precision in CPU_PRECISIONS else 'cuda only'}"
+                f"{self.precision} runs on {_DEVICES_OF[self.precision]}"
             )
         path = _runtime_file(self.folder, name)
         if not path.is_file():
@@ -225,6 +227,11 @@ def load_or_export(
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":  # before anything is exported: bf16 is measured against fp32 at export
+        from ..runtime import _openvino, choose_runtime
+
+        choose_runtime("bf16")
+        _openvino()
     spec = lookup(str(model)) if isinstance(model, str) and not Path(model).expanduser().is_dir() else None
     if spec is not None:  # a catalogued export runs without its weight package installed
         folder = cache_root(cache_dir) / "onnx" / f"{spec.name}-{precision}-{_version_tag(precision)}"
@@ -330,8 +337,10 @@ def _write_runtime_graphs(
     from .graph import add_mean_pooling, cpu_model
 
     src = folder / "model.onnx"
+    if precision == "bf16":  # OpenVINO loads the export as it is; no CUDA graph
+        return {"cpu": "model.onnx"}
     builders = {}
-    if precision in CPU_PRECISIONS:
+    if precision in ("fp32", "int8"):
         builders["cpu"] = ("model.cpu.onnx", lambda: cpu_model(src))
     builders["cuda"] = ("model.cuda.onnx", lambda: add_mean_pooling(src) if pool_in_graph else None)
     graphs = {}
@@ -437,6 +446,7 @@ def _third_party_quiet():
 def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool) -> ExportedModel:
     import numpy as np
 
+    from . import quantize
     from .stack import load_weights, read_stack
 
     spec = model.spec
@@ -448,7 +458,6 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
     fusion = _FUSION_TYPES.get(spec.model_type)
     settings = {"version": EXPORT_VERSION, "opset": OPSET,
                 "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none"}
-    calibration = isa = None  # int8: cosine to fp32 on the calibration texts, the CPU's ISA class (not fingerprinted)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
@@ -461,24 +470,8 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
             settings["onnx_output"] = _keep_token_output(raw / "model.onnx", spec)
         else:
             _optimum_export(model.folder, raw, trust_remote_code, model_type not in _VERIFIED, model_type)
-        optimized = tmp / "model.fp32.onnx"
-        settings["fusions"] = _optimize(raw / "model.onnx", optimized, spec, fusion)
-        if precision == "fp32":
-            os.replace(optimized, tmp / "model.onnx")
-        elif precision == "int8":
-            from .quantize import check_int8_parity, cpu_isa, quantize_int8
-
-            isa = cpu_isa()
-
-            config = {"exclude": spec.int8_exclude} if spec.int8_exclude else None
-            settings["quantization"] = quantize_int8(optimized, tmp / "model.onnx", spec, model.folder, config=config)
-            calibration = check_int8_parity(optimized, tmp / "model.onnx", spec, model.folder)
-            optimized.unlink()
-        else:  # fp16
-            from .quantize import convert_fp16
-
-            settings["fp16"] = convert_fp16(optimized, tmp / "model.onnx")
-            optimized.unlink()
+        calibration = _precision_graph(raw / "model.onnx", tmp / "model.onnx", precision, model, fusion, settings)
+        isa = quantize.cpu_isa() if precision == "int8" else None
         shutil.rmtree(raw)
         graphs = _write_runtime_graphs(tmp, spec, precision, _pool_in_graph(stack))
         if head:
@@ -502,7 +495,7 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
             "onnx_sha256": sha256_file(tmp / "model.onnx"),
             "graphs": graphs,
             "position_limit": _position_limit(model.folder),
-            "int8_calibration_cosine": calibration,
+            **({f"{precision}_calibration_cosine": calibration} if calibration else {}),
             "int8_isa": isa,  # the ISA class the int8 recipe was chosen for (outside the fingerprint)
             "versions": _versions(),
         }
@@ -517,6 +510,40 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
         shutil.rmtree(tmp, ignore_errors=True)
     meta = json.loads((dest / "meta.json").read_text())
     return ExportedModel(spec, dest, meta["fingerprint"], precision, meta)
+
+
+def _precision_graph(raw: Path, dst: Path, precision: str, model: ResolvedModel, fusion: str | None,
+                     settings: dict) -> dict | None:
+    """The graph of ``precision`` at ``dst`` from optimum's export ``raw``; its settings go into ``settings``.
+
+    fp32: onnxruntime's fusions (``_optimize``). int8: the fused graph, dynamically quantized with
+    this CPU's recipe. fp16: the fused graph in fp16 (CUDA). bf16: the standard-op graph as
+    exported (OpenVINO fuses it for its own kernels; the bf16 cast happens when it compiles).
+    Returns the calibration cosines of int8 and bf16 to fp32 (``{"mean", "min"}``), else None.
+    """
+    from . import quantize
+
+    if precision == "bf16":
+        settings.update(optimizer="none", runtime={"name": "openvino", "inference_precision": "bf16"})
+        for f in (raw, raw.with_name(raw.name + "_data")):  # the graph, and its external data when it has one
+            if f.is_file():
+                os.replace(f, dst.parent / f.name)
+        return quantize.check_bf16_parity(dst, model.spec, dst.parent)
+    optimized = dst.parent / "model.fp32.onnx"
+    settings["fusions"] = _optimize(raw, optimized, model.spec, fusion)
+    calibration = None
+    if precision == "fp32":
+        os.replace(optimized, dst)
+        return None
+    if precision == "int8":
+        spec = model.spec
+        config = {"exclude": spec.int8_exclude} if spec.int8_exclude else None
+        settings["quantization"] = quantize.quantize_int8(optimized, dst, spec, model.folder, config=config)
+        calibration = quantize.check_int8_parity(optimized, dst, spec, model.folder)
+    else:  # fp16
+        settings["fp16"] = quantize.convert_fp16(optimized, dst)
+    optimized.unlink()
+    return calibration
 
 
 def _export_tokenizer(model: ResolvedModel, stack: ModuleStack, dest: Path, trust_remote_code: bool):

@@ -244,6 +244,29 @@ def _calibration_feeds(hf_folder, spec, texts) -> list[dict] | None:
 MIN_CALIBRATION_COSINE = 0.98
 
 
+def _pooled(run, feeds):
+    """Unit-length mean-pooled vectors of ``run(feed) -> hidden states`` over ``feeds``: (len(feeds), dim)."""
+    import numpy as np
+
+    out = []
+    for feed in feeds:
+        hidden = run(feed)
+        v = hidden[0].mean(axis=0) if hidden.ndim == 3 else hidden[0]
+        out.append(v / max(np.linalg.norm(v), 1e-12))
+    return np.stack(out)
+
+
+def _ort_runner(path: str | Path):
+    """``feed -> first output`` of a plain CPU onnxruntime session on ``path``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    return lambda feed: sess.run(None, {k: v for k, v in feed.items() if k in names})[0]
+
+
 def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_folder) -> dict | None:
     """Mean-pooled cosine of the int8 graph to the fp32 one on the calibration texts; an error below the floor.
 
@@ -253,24 +276,11 @@ def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_fol
     at export time, not in a user's index.
     """
     import numpy as np
-    import onnxruntime as ort
 
     feeds = _calibration_feeds(hf_folder, spec, _CALIBRATION)
     if feeds is None:
         return None
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    vecs = []
-    for path in (fp32_path, int8_path):
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        names = {i.name for i in sess.get_inputs()}
-        out = []
-        for feed in feeds:
-            hidden = sess.run(None, {k: v for k, v in feed.items() if k in names})[0]
-            v = hidden[0].mean(axis=0) if hidden.ndim == 3 else hidden[0]
-            out.append(v / max(np.linalg.norm(v), 1e-12))
-        vecs.append(np.stack(out))
-    cos = np.sum(vecs[0] * vecs[1], axis=1)
+    cos = np.sum(_pooled(_ort_runner(fp32_path), feeds) * _pooled(_ort_runner(int8_path), feeds), axis=1)
     if cos.mean() < MIN_CALIBRATION_COSINE:
         name = getattr(spec, "name", str(fp32_path))
         raise ExportError(
@@ -279,6 +289,35 @@ def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_fol
             "sensitive layers in fp32 (ModelSpec.int8_exclude; bench/experiments/int8_sensitivity.py finds them)."
         )
     return {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)}
+
+
+# bf16 is promised near-exact: the export refuses a model whose bf16 vectors fall below this cosine
+# to fp32 on any calibration text (issue 25's gate; sentence-transformers' OpenVINO bf16 reaches 0.99996).
+MIN_BF16_COSINE = 0.9999
+
+
+def check_bf16_parity(path: str | Path, spec, tokenizer_folder) -> dict:
+    """Cosine of the graph at ``path`` run by OpenVINO in bf16 to the same graph in fp32
+    (onnxruntime) on the calibration texts: ``{"mean", "min"}``; an ``UnsupportedModelError``
+    naming the model when the minimum is below ``MIN_BF16_COSINE``. ``tokenizer_folder`` holds
+    the tokenizer.json the engine runs (the export's own)."""
+    import numpy as np
+
+    from ..errors import UnsupportedModelError
+    from ..runtime import OpenVINOSession
+
+    feeds = _calibration_feeds(tokenizer_folder, spec, _CALIBRATION)
+    if feeds is None:
+        raise ExportError(f"{tokenizer_folder} has no tokenizer.json to measure bf16 against fp32 with")
+    bf16 = OpenVINOSession(path, precision="bf16")
+    cos = np.sum(_pooled(_ort_runner(path), feeds) * _pooled(bf16.run, feeds), axis=1)
+    if cos.min() < MIN_BF16_COSINE:
+        name = getattr(spec, "name", str(path))
+        raise UnsupportedModelError(
+            f"{name} does not run near-exactly in bf16: cosine to fp32 down to {cos.min():.5f} on the calibration "
+            f"texts (the engine's bf16 floor is {MIN_BF16_COSINE}). Use model_precision='fp32' (exact) or 'int8'."
+        )
+    return {"mean": round(float(cos.mean()), 6), "min": round(float(cos.min()), 6)}
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> dict:

@@ -73,16 +73,17 @@ print(json.dumps({{"refused": refused, "loaded": sorted(m for m in sys.modules i
 def embed(embedder_cls, args: dict, precision: str) -> dict:
     """What parent and child both compute: several batches (batch workers on the single-threaded
     session) and one batch (the main session)."""
-    emb = embedder_cls(args["model"], precision=precision, cache_dir=args["cache"], threads=2)
+    emb = embedder_cls(args["model"], model_precision=precision, cache_dir=args["cache"], threads=2,
+                       runtime=args.get("runtime"))
     return {"batched": emb.encode(args["texts"], batch_size=4), "one": emb.encode(args["texts"][:3])}
 
 
-def _child(model: str, cache, precisions, tmp_path) -> tuple[dict, dict]:
+def _child(model: str, cache, precisions, tmp_path, runtime=None) -> tuple[dict, dict]:
     import inspect
 
     out = tmp_path / "child.npz"
     args = {"model": model, "cache": None if cache is None else str(cache), "precisions": list(precisions),
-            "texts": TEXTS, "out": str(out)}
+            "texts": TEXTS, "out": str(out), "runtime": runtime}
     code = inspect.getsource(embed) + CHILD.format(heavy=HEAVY)
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=900)
@@ -105,6 +106,17 @@ def _check_runtime_path(model: str, cache, tmp_path):
 
 def test_tiny_model_runs_without_export_tools(tiny_model_dir, tiny_cache, tmp_path):
     _check_runtime_path(str(tiny_model_dir), tiny_cache, tmp_path)
+
+
+def test_openvino_runs_without_export_tools(tiny_model_dir, tiny_cache, tmp_path):
+    """The openvino extra's runtime path (fp32) needs no export tools either, and gives the parent's vectors."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    load_or_export(str(tiny_model_dir), "fp32", cache_dir=tiny_cache)
+    report, got = _child(str(tiny_model_dir), tiny_cache, ("fp32",), tmp_path, runtime="openvino")
+    assert report == {"refused": [], "loaded": [], "error": None}
+    args = {"model": str(tiny_model_dir), "cache": tiny_cache, "texts": TEXTS, "runtime": "openvino"}
+    for key, want in embed(Embedder, args, "fp32").items():
+        np.testing.assert_allclose(got[f"fp32_{key}"], want, rtol=0, atol=1e-6, err_msg=key)
 
 
 def test_minilm_runs_without_export_tools(tmp_path):
