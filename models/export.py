@@ -62,8 +62,8 @@ from pathlib import Path
 
 from ..errors import ExportError, InputError, UnsupportedModelError, missing_extra
 from .catalog import ModelSpec, lookup
-from .fetch import POSITION_KEYS, ResolvedModel, cache_root, resolve, sha256_file, verify_weights
-from .stack import ModuleStack
+from .fetch import ResolvedModel, cache_root, position_limit, resolve, sha256_file, verify_weights
+from .stack import ModuleStack, read_modules
 
 # Bump when the export pipeline changes in a way that changes the graph's outputs, or what the
 # fingerprint covers. 2: the fingerprint covers the tokenizer, every module and the prompts, and
@@ -179,14 +179,16 @@ _CONTENT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
 
 
 def content_files(folder: Path, trust_remote_code: bool = False) -> list[str]:
-    """Relative paths of the folder's config / tokenizer files and every module folder's files."""
+    """Relative paths of the folder's config / tokenizer files and every module folder's files
+    (``stack.read_modules``: every module folder is inside ``folder``)."""
     folder = Path(folder)
     suffixes = _CONTENT_SUFFIXES + ((".py",) if trust_remote_code else ())
     # SOURCE.txt: where an ONNX-only package's files were linked from (paths, not content)
     out = [p.name for p in folder.iterdir() if p.is_file() and p.suffix in suffixes and p.name != "SOURCE.txt"]
-    modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
-    for m in modules:
-        sub = str(m.get("path", "")).strip("/")
+    # read_modules resolves each module path once (inside the folder, or refused): the files read
+    # here are the ones read_stack loads
+    for m in read_modules(folder) or []:
+        sub = m["path"]
         if sub and (folder / sub).is_dir():
             out += [p.relative_to(folder).as_posix() for p in (folder / sub).rglob("*") if p.is_file()]
     return sorted(set(out))
@@ -437,10 +439,12 @@ def _third_party_quiet():
 def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool) -> ExportedModel:
     import numpy as np
 
-    from .stack import load_weights, read_stack
+    from .stack import load_weights, read_stack, torch_weights
 
     spec = model.spec
     digests = verify_weights(model)  # before anything is built from the weights
+    if model.weights.name == "pytorch_model.bin":  # transformers would unpickle it: check it is plain tensors
+        torch_weights(model.weights)
     stack = read_stack(model.folder, spec.hidden_size)
     head = load_weights(model.folder, stack)
     # refused before anything is written: a model type optimum cannot export, an unverified encoder-decoder
@@ -586,27 +590,14 @@ def _export_tokenizer(model: ResolvedModel, stack: ModuleStack, dest: Path, trus
     return info, max_len
 
 
-# model types whose learned position table starts at padding_idx + 1 (transformers'
-# create_position_ids_from_input_ids), so a text may hold max_position_embeddings - pad - 1 tokens
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "xlm-roberta-xl")
-
-
 def _position_limit(folder: Path) -> int | None:
-    """The most tokens per text the model's position embeddings allow (the ceiling of a settable
-    max_seq_length): config.json's max_position_embeddings (GPT-2: n_positions), less padding_idx + 1
-    for the model types that offset positions by it; None when the config sets no limit."""
+    """``fetch.position_limit`` of the folder's config.json (None when it cannot be read)."""
     path = Path(folder) / "config.json"
     try:
         cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    n = next((cfg[k] for k in POSITION_KEYS if k in cfg), None)
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        return None
-    if cfg.get("model_type") in _OFFSET_POSITIONS:
-        pad = cfg.get("pad_token_id")
-        n -= (pad if isinstance(pad, int) and not isinstance(pad, bool) else 1) + 1
-    return n if n > 0 else None
+    return position_limit(cfg) if isinstance(cfg, dict) else None
 
 
 # onnxruntime's transformer optimizer: the fusion family per model_type. Only families whose fused
