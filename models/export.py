@@ -55,6 +55,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -436,6 +437,48 @@ def _third_party_quiet():
             logger.debug("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
 
 
+# An export's temporary folder names its owner (host, pid): one whose process is gone is removed by
+# the next export into the same cache (a kill -9 cannot clean up after itself).
+_OWNER = ".owner.json"
+_STALE_AFTER = 24 * 3600  # s: a folder of another host (or without an owner) older than this is stale
+
+
+def _remove_stale_temps(parent: Path) -> None:
+    """Delete the ``*.tmp-*`` export folders in ``parent`` whose exporter is gone: its process
+    (on this host) has exited, or (another host, or no owner recorded) it is older than a day.
+    A live exporter's folder is left alone."""
+    host, now = socket.gethostname(), time.time()
+    for tmp in parent.glob("*.tmp-*"):
+        try:
+            if not tmp.is_dir() or tmp.is_symlink():
+                continue
+            try:
+                owner = json.loads((tmp / _OWNER).read_text())
+            except (OSError, ValueError):
+                owner = None
+            if isinstance(owner, dict) and owner.get("host") == host and isinstance(owner.get("pid"), int):
+                stale = not _alive(owner["pid"])
+            else:
+                stale = now - tmp.stat().st_mtime > _STALE_AFTER
+        except OSError:
+            continue
+        if stale:
+            logger.info("removing %s, left by an export that did not finish", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
+
+
 def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool) -> ExportedModel:
     import numpy as np
 
@@ -454,8 +497,10 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
                 "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none"}
     calibration = isa = None  # int8: cosine to fp32 on the calibration texts, the CPU's ISA class (not fingerprinted)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(dest.parent)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
+        (tmp / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         tok_info, max_len = _export_tokenizer(model, stack, tmp / "tokenizer.json", trust_remote_code)
         stack = dataclasses.replace(stack, max_seq_length=max_len)
         raw = tmp / "raw"
@@ -511,6 +556,7 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
             "versions": _versions(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        (tmp / _OWNER).unlink()
         try:
             os.replace(tmp, dest)  # atomic: an export is either complete or absent
         except OSError:

@@ -207,3 +207,36 @@ def test_booby_trapped_root_pickle_is_refused_by_name(folder, tmp_path):
     (folder / "model.safetensors").unlink()
     err = _refused(folder, tmp_path / "cache", r"pytorch_model\.bin cannot be loaded as plain weights.*getcwd")
     assert "tensorflow" not in str(err)
+
+
+# -- the export cache ------------------------------------------------------------------------
+def test_stale_export_temp_folders_are_removed_by_the_next_export(base_folder, tmp_path):
+    """Before: a kill -9 during an export left its ``*.tmp-*`` folder in the cache forever. Now the
+    next export removes the folders whose exporter is gone (its pid on this host has exited, or,
+    with no owner recorded, older than a day) and keeps a live exporter's."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    onnx = tmp_path / "cache" / "onnx"
+    onnx.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    folders = {}
+    for name, owner, age in (("killed", {"host": host, "pid": int(dead.stdout)}, 0),
+                             ("live", {"host": host, "pid": os.getpid()}, 0),
+                             ("other-host-old", {"host": host + "-x", "pid": 1}, 2 * 86400),
+                             ("other-host-recent", {"host": host + "-x", "pid": 1}, 60),
+                             ("no-owner-old", None, 2 * 86400)):
+        f = onnx / f"some-model-fp32-v2.tmp-{name}"
+        (f / "raw").mkdir(parents=True)
+        (f / "raw" / "model.onnx").write_bytes(b"half written")
+        if owner is not None:
+            (f / ".owner.json").write_text(json.dumps(owner))
+        os.utime(f, (time.time() - age, time.time() - age))
+        folders[name] = f
+    emb = Embedder(str(base_folder), cache_dir=tmp_path / "cache")
+    left = sorted(p.name.rsplit("tmp-", 1)[1] for p in onnx.glob("*.tmp-*"))
+    assert left == ["live", "other-host-recent"]
+    assert not (emb._exported.folder / ".owner.json").exists()
