@@ -63,7 +63,15 @@ from pathlib import Path
 
 from ..errors import ExportError, InputError, UnsupportedModelError, missing_extra
 from .catalog import ModelSpec, lookup
-from .fetch import ResolvedModel, cache_root, position_limit, resolve, sha256_file, verify_weights
+from .fetch import (
+    ResolvedModel,
+    cache_root,
+    onnx_data_files,
+    position_limit,
+    resolve,
+    sha256_file,
+    verify_weights,
+)
 from .stack import ModuleStack, read_modules
 
 # Bump when the export pipeline changes in a way that changes the graph's outputs, or what the
@@ -492,6 +500,10 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
     head = load_weights(model.folder, stack)
     # refused before anything is written: a model type optimum cannot export, an unverified encoder-decoder
     model_type = None if model.weights.suffix == ".onnx" else _exportable(model.folder, trust_remote_code)
+    # an ONNX graph's external data: files inside the folder (refused by name otherwise), fingerprinted
+    external = onnx_data_files(model.weights, model.folder) if model.weights.suffix == ".onnx" else []
+    for f in external:
+        digests.setdefault(f.relative_to(model.folder).as_posix(), sha256_file(f))
     fusion = _FUSION_TYPES.get(spec.model_type)
     settings = {"version": EXPORT_VERSION, "opset": OPSET,
                 "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none"}
@@ -505,8 +517,7 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
         stack = dataclasses.replace(stack, max_seq_length=max_len)
         raw = tmp / "raw"
         if model.weights.suffix == ".onnx":
-            raw.mkdir()
-            shutil.copy2(model.weights, raw / "model.onnx")
+            _copy_onnx(model.weights, external, raw)
             settings["onnx_output"] = _keep_token_output(raw / "model.onnx", spec)
         else:
             _optimum_export(model.folder, raw, trust_remote_code, model_type not in _VERIFIED, model_type)
@@ -766,6 +777,24 @@ def _export_seq2seq(folder: Path, out: Path, model_type: str, validate: bool) ->
                            custom_onnx_configs={"model": config})
 
 
+def _copy_onnx(graph: Path, external: list[Path], raw: Path) -> None:
+    """``raw/model.onnx``: the shipped graph; with external data, re-saved with all of it in one
+    ``raw/model.onnx_data`` (the layout the later steps copy), whatever its files were called."""
+    raw.mkdir()
+    if not external:
+        shutil.copy2(graph, raw / "model.onnx")
+        return
+    import onnx
+
+    try:
+        model = onnx.load(str(graph))  # reads the data files beside the graph (checked: onnx_data_files)
+    except Exception as e:
+        raise ExportError(f"{graph}: onnx cannot read the graph with its external data ({type(e).__name__}: {e})") \
+            from e
+    onnx.save(model, str(raw / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx_data")
+
+
 def _keep_token_output(path: Path, spec: ModelSpec) -> str:
     """Cut a shipped ONNX graph down to its token-embedding output, renamed ``last_hidden_state``.
 
@@ -812,7 +841,12 @@ def _keep_token_output(path: Path, spec: ModelSpec) -> str:
     inits = [t for t in g.initializer if t.name in needed]
     del g.initializer[:]
     g.initializer.extend(inits)
-    onnx.save(m, str(path))
+    data = path.parent / "model.onnx_data"  # a graph with external data keeps it external (over 2 GB otherwise)
+    if data.is_file():
+        data.unlink()  # loaded already; onnx appends to an existing data file
+        onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    else:
+        onnx.save(m, str(path))
     return name
 
 

@@ -61,8 +61,15 @@ class ResolvedModel:
 
     @property
     def weight_files(self) -> list[Path]:
-        """Every file holding weights: ``weights``, or all shards its index names."""
+        """Every file holding weights: ``weights``, all shards its index names, or an ONNX graph
+        and its external data files (``onnx_data_files``)."""
         w = self.weights
+        if w.suffix == ".onnx":
+            try:
+                return [w, *onnx_data_files(w, self.folder)]
+            except ImportError:  # no onnx (a plain install, cached exports only): the graph's data-named siblings
+                return [w, *sorted(p for p in w.parent.iterdir() if p.is_file() and p != w
+                                   and p.name.startswith(w.name))]
         if w.name != SHARD_INDEX:
             return [w]
         weight_map = _read_json(w).get("weight_map", {})
@@ -75,6 +82,35 @@ class ResolvedModel:
         if not shards or missing:
             raise ModelNotFoundError(f"{w} names shards that are missing: {missing or 'none listed'}")
         return [self.folder / s for s in shards]
+
+
+def onnx_data_files(graph: Path, folder: Path) -> list[Path]:
+    """The external data files (``model.onnx_data``, ...) the ONNX ``graph`` references, each a file
+    inside the model ``folder``: a location that is absolute, leads out of the folder or is missing
+    is an UnsupportedModelError naming it. Needs onnx (ImportError otherwise)."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load(str(graph), load_external_data=False)
+    except Exception as e:  # a damaged or non-ONNX file: protobuf's DecodeError, ...
+        raise UnsupportedModelError(f"{graph} is not a readable ONNX graph ({type(e).__name__}: {str(e)[:200]})") \
+            from e
+    root, found = Path(folder).resolve(), {}
+    for t in _get_all_tensors(model):
+        if not uses_external_data(t):
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        inside = bool(loc) and "\0" not in loc and not Path(loc).is_absolute() and ":" not in loc
+        target = (graph.parent / loc).resolve() if inside else root
+        if not inside or not target.is_relative_to(root) or not target.is_file() or target == graph.resolve():
+            raise UnsupportedModelError(
+                f"{graph}: tensor {t.name!r} keeps its data in {loc!r}, which is not a file inside the model folder "
+                f"{root}; the engine reads (and fingerprints) a model's own files only: put the data file beside "
+                "the graph (onnx.save(..., save_as_external_data=True, location='model.onnx_data'))"
+            )
+        found[target] = graph.parent / loc
+    return sorted(found.values())
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

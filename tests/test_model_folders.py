@@ -240,3 +240,54 @@ def test_stale_export_temp_folders_are_removed_by_the_next_export(base_folder, t
     left = sorted(p.name.rsplit("tmp-", 1)[1] for p in onnx.glob("*.tmp-*"))
     assert left == ["live", "other-host-recent"]
     assert not (emb._exported.folder / ".owner.json").exists()
+
+
+# -- ONNX external data ----------------------------------------------------------------------
+def _onnx_folder(base_folder: Path, tmp_path: Path, location: str = "model.onnx_data") -> Path:
+    """The tiny model as a folder whose weights are an ONNX graph with its tensors in external data."""
+    import onnx
+
+    exported = Embedder(str(base_folder), cache_dir=tmp_path / "c0")._exported
+    folder = shutil.copytree(base_folder, tmp_path / "onnx-model")
+    (folder / "model.safetensors").unlink()
+    m = onnx.load(str(exported.onnx_path))
+    onnx.save(m, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=location, size_threshold=0)
+    return folder
+
+
+def test_onnx_with_external_data_loads_and_is_fingerprinted(base_folder, tmp_path):
+    """Before: onnx's ValidationError traceback (the data file was not copied with the graph). Now
+    the graph's own model.onnx_data is used (vectors match sentence-transformers on the folder the
+    graph came from) and is in the fingerprint: other data, another fingerprint."""
+    folder = _onnx_folder(base_folder, tmp_path)
+    emb = Embedder(str(folder), cache_dir=tmp_path / "cache")
+    assert "model.onnx_data" in emb._exported.meta["weights_sha256"]
+    assert np.abs(emb.encode(TEXTS) - _st(base_folder).encode(TEXTS)).max() <= 1e-4
+    data = bytearray((folder / "model.onnx_data").read_bytes())
+    data[-4:] = b"\x00\x00\x80\x3f"  # one weight changed, same size
+    (folder / "model.onnx_data").write_bytes(bytes(data))
+    assert Embedder(str(folder), cache_dir=tmp_path / "cache").fingerprint != emb.fingerprint
+
+
+@pytest.mark.parametrize("where", ["outside", "absolute", "missing"])
+def test_onnx_external_data_outside_the_folder_is_refused_by_name(base_folder, tmp_path, where):
+    folder = _onnx_folder(base_folder, tmp_path, "weights.bin")
+    data = folder / "weights.bin"
+    if where != "missing":
+        outside = tmp_path / "outside.bin"
+        shutil.move(data, outside)
+        import onnx
+
+        m = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        loc = str(outside) if where == "absolute" else "../outside.bin"
+        for t in m.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = loc
+        onnx.save(m, str(folder / "model.onnx"))
+    else:
+        data.unlink()
+        loc = "weights.bin"
+    _refused(folder, tmp_path / "cache", rf"model\.onnx: tensor .* keeps its data in '{loc}', which is not a file "
+                                         r"inside the model folder")
