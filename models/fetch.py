@@ -172,7 +172,8 @@ def _read_json(path: Path) -> dict:
         raise UnsupportedModelError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); "
                                     "re-save the model") from e
     if not isinstance(cfg, dict):
-        raise UnsupportedModelError(f"{path} holds a JSON {type(cfg).__name__}, not an object; re-save the model")
+        kind = "null" if cfg is None else type(cfg).__name__
+        raise UnsupportedModelError(f"{path} holds a JSON {kind}, not an object; re-save the model")
     return cfg
 
 

@@ -149,8 +149,9 @@ def _read_json(path: Path) -> dict | list | None:
 def _read_object(path: Path) -> dict | None:
     """A config file that must hold a JSON object (None when absent)."""
     cfg = _read_json(path)
-    if cfg is not None and not isinstance(cfg, dict):
-        raise UnsupportedModelError(f"{path} holds a JSON {type(cfg).__name__}, not an object; re-save the model")
+    if path.is_file() and not isinstance(cfg, dict):  # null too: the file is there, not an object
+        kind = "null" if cfg is None else type(cfg).__name__
+        raise UnsupportedModelError(f"{path} holds a JSON {kind}, not an object; re-save the model")
     return cfg
 
 
@@ -195,16 +196,17 @@ def _check_dict(path: Path, key: str, value) -> dict:
 
 
 def read_modules(folder: str | Path) -> list[dict] | None:
-    """modules.json's entries, checked, in idx order, each ``path`` resolved ONCE: a relative path
+    """modules.json's entries, checked, in the file's order (sentence-transformers' order, whatever
+    their idx), each ``path`` resolved ONCE: a relative path
     inside the folder, written back normalized (``""``: the folder itself). An absolute path, a
     ``..`` out of the folder or a symlink leading out of it is refused by name, so every file a
     module loads is inside the folder (and in its fingerprint, ``export.content_files``).
     None: no modules.json."""
     folder = Path(folder)
     path = folder / "modules.json"
-    modules = _read_json(path)
-    if modules is None:
+    if not path.is_file():
         return None
+    modules = _read_json(path)
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise UnsupportedModelError(f"{path} must hold a list of module objects (idx, name, path, type); "
                                     f"it holds {json.dumps(modules)[:80]}. Re-save the model")
@@ -225,7 +227,7 @@ def read_modules(folder: str | Path) -> list[dict] | None:
             )
         rel = "" if target == root else target.relative_to(root).as_posix()
         out.append({**m, "idx": idx, "type": kind, "path": rel})
-    return sorted(out, key=lambda m: m["idx"])
+    return out
 
 
 def _refuse(folder: Path, module: str, what: str, fix: str = "") -> UnsupportedModelError:
@@ -266,8 +268,12 @@ def _pooling(folder: Path, path: str, hidden: int) -> Pooling:
     include_prompt = _check_bool(file, "include_prompt", cfg.pop("include_prompt", True))
     # embedding_dimension only sizes sentence-transformers' get_embedding_dimension(); the vectors
     # pool the transformer's actual hidden states, as here
-    cfg.pop("embedding_dimension", None)
-    cfg.pop("word_embedding_dimension", None)
+    # (sentence-transformers refuses a config without it)
+    dims = [k for k in ("embedding_dimension", "word_embedding_dimension") if k in cfg]
+    if not dims:
+        raise _invalid(file, "embedding_dimension", None, "an integer >= 1 (sentence-transformers needs it)")
+    for k in dims:
+        check_int(file, k, cfg.pop(k))
     if cfg:
         raise _refuse(folder, where, f"the option(s) {', '.join(sorted(cfg))}")
     for m in modes:

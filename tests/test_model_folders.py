@@ -100,6 +100,17 @@ def test_module_paths_are_resolved_once_for_loading_and_fingerprint(folder, tmp_
     assert np.abs(again.encode(TEXTS) - st).max() <= 1e-4
 
 
+def test_modules_run_in_the_files_order_as_in_sentence_transformers(folder, tmp_path):
+    """sentence-transformers runs modules.json's entries in the file's order, whatever their idx;
+    before, the engine sorted them by idx (Normalize before Dense here: other vectors)."""
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[2]["idx"], modules[3]["idx"] = 3, 2
+    (folder / "modules.json").write_text(json.dumps(modules))
+    emb = Embedder(str(folder), cache_dir=tmp_path / "cache")
+    assert [type(m).__name__ for m in emb.stack.head] == ["Dense", "Normalize"]
+    assert np.abs(emb.encode(TEXTS) - _st(folder).encode(TEXTS)).max() <= 1e-4
+
+
 # -- config values ----------------------------------------------------------------------------
 def _write(path: str, text: str):
     return lambda f: (f / path).write_text(text)
@@ -152,6 +163,12 @@ BROKEN = [
     ("deep-nesting", _write("config_sentence_transformers.json", '{"prompts": ' + "[" * 100_000 + "]" * 100_000 + "}"),
      r"config_sentence_transformers\.json is not valid JSON"),
     ("tokenizer-config-list", _write("tokenizer_config.json", "[]"), r"tokenizer_config\.json holds a JSON list"),
+    ("modules-null", _write("modules.json", "null"), r"modules\.json must hold a list of module objects"),
+    ("st-config-null", _write("config_sentence_transformers.json", "null"),
+     r"config_sentence_transformers\.json holds a JSON null, not an object"),
+    ("pooling-no-dimension", lambda f: (f / "1_Pooling" / "config.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((f / "1_Pooling" / "config.json").read_text()).items()
+         if k != "embedding_dimension"})), r"1_Pooling/config\.json: embedding_dimension is None"),
 ]
 
 
