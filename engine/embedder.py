@@ -51,7 +51,7 @@ from .errors import ExportError, InputError, UnsupportedModelError, missing_extr
 from .kernels import l2_normalize, truncate_normalize
 from .kernels.pooling import dense, exclude_prompt, layer_norm, normalize, pool
 from .models import DEFAULT_MODEL
-from .models.stack import SIMILARITIES, Dense, LayerNorm, Normalize
+from .models.stack import SIMILARITIES, Dense, LayerNorm, ModuleStack, Normalize
 from .quantization import PRECISIONS as OUTPUT_PRECISIONS
 from .quantization import quantize_embeddings
 from .runtime import choose_runtime, open_session
@@ -68,9 +68,26 @@ CPU_MAX_CELLS = 2 * 256 * 256
 
 
 @dataclasses.dataclass(frozen=True)
+class _Settings:
+    """What the settable attributes (max_seq_length, truncate_dim, prompts, default_prompt_name)
+    change, as one immutable snapshot: a setter builds a new one (a new Tokenizer for a new
+    max_seq_length, never a changed one) and swaps the reference under ``_SETTINGS_LOCK``; an encode
+    call takes the snapshot once (``_plan``), so each call and ``fingerprint`` see one setting."""
+
+    stack: ModuleStack
+    tokenizer: Tokenizer | None
+
+
+# serializes the setters' read-modify-write of ``Embedder._settings`` (readers take the reference
+# without it); setting is rare, so one lock for all Embedders costs nothing
+_SETTINGS_LOCK = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
 class _Plan:
     """encode's keyword arguments, checked and resolved."""
 
+    settings: _Settings        # the snapshot of the settings this call runs with
     batch_size: int
     budget: int                # padded tokens per model call
     cells: int | None          # attention cells per batch (CPU default), None: no cap
@@ -214,6 +231,35 @@ class Embedder:
         if truncate_dim is not None:
             self.truncate_dim = truncate_dim
 
+    # -- settings (one immutable snapshot, swapped atomically) ---------------------------------
+    @property
+    def stack(self) -> ModuleStack:
+        """The module stack with this Embedder's settings (prompts, max_seq_length, truncate_dim)."""
+        return self._settings.stack
+
+    @stack.setter
+    def stack(self, value: ModuleStack) -> None:
+        with _SETTINGS_LOCK:
+            current = self.__dict__.get("_settings")
+            self._settings = _Settings(value, current.tokenizer if current else None)
+
+    @property
+    def _tokenizer(self) -> Tokenizer:
+        return self._settings.tokenizer
+
+    @_tokenizer.setter
+    def _tokenizer(self, value: Tokenizer) -> None:
+        with _SETTINGS_LOCK:
+            self._settings = dataclasses.replace(self._settings, tokenizer=value)
+
+    def _replace_stack(self, check=None, **changes) -> None:
+        """A new snapshot with ``changes`` to the stack; ``check(stack)`` runs first, under the lock."""
+        with _SETTINGS_LOCK:
+            current = self._settings
+            if check is not None:
+                check(current.stack)
+            self._settings = dataclasses.replace(current, stack=dataclasses.replace(current.stack, **changes))
+
     # -- CPU tuning -----------------------------------------------------------------------
     @property
     def max_cells(self) -> int | None:
@@ -263,7 +309,7 @@ class Embedder:
     def truncate_dim(self, value: int | None) -> None:
         if value is not None and (not is_int(value) or not 1 <= value <= self._full_dim):
             raise InputError(f"truncate_dim must be an integer in [1, {self._full_dim}] or None, got {value!r}")
-        self.stack = dataclasses.replace(self.stack, truncate_dim=None if value is None else int(value))
+        self._replace_stack(truncate_dim=None if value is None else int(value))
 
     @contextlib.contextmanager
     def truncate_embeddings(self, truncate_dim: int | None) -> Iterator[None]:
@@ -298,7 +344,8 @@ class Embedder:
         (fewer would truncate nothing) to the most tokens the model's position embeddings hold
         (``max_position_embeddings``, less the offset RoBERTa-style models start positions at). A value
         other than the model's own changes the vectors of longer texts, so it changes ``fingerprint``;
-        setting the model's value back restores it. Do not set it while another thread is encoding.
+        setting the model's value back restores it. Setting it while other threads encode is safe:
+        each encode call runs with the value set when it started (as do truncate_dim and the prompts).
         """
         return self._tokenizer.max_length
 
@@ -314,8 +361,10 @@ class Embedder:
                 why = f" (the model's position embeddings hold {limit} tokens)" if limit else ""
             raise InputError(f"max_seq_length must be an integer in [{low}, {limit or 'no limit'}]{why}, got {value!r}")
         value = int(value)
-        self._tokenizer.set_max_length(value)
-        self.stack = dataclasses.replace(self.stack, max_seq_length=value)
+        with _SETTINGS_LOCK:  # a new tokenizer: the one in use by other threads is never changed
+            current = self._settings
+            self._settings = _Settings(dataclasses.replace(current.stack, max_seq_length=value),
+                                       current.tokenizer.with_max_length(value))
 
     @property
     def fingerprint(self) -> str:
@@ -323,9 +372,10 @@ class Embedder:
         tokenizer, every module's config and weights, max_seq_length, prompts, export settings.
         A max_seq_length or truncate_dim set to another value than the model's gives another hash."""
         fp = self._exported.fingerprint
+        settings = self._settings  # one snapshot: both values of one setting
         changed = [f"{k}={v}" for k, v, own in (
-            ("max_seq_length", self.max_seq_length, self._exported_max_seq_length),
-            ("truncate_dim", self.truncate_dim, self._exported.stack.truncate_dim)) if v != own]
+            ("max_seq_length", settings.tokenizer.max_length, self._exported_max_seq_length),
+            ("truncate_dim", settings.stack.truncate_dim, self._exported.stack.truncate_dim)) if v != own]
         if not changed:
             return fp
         head, digest = fp.rsplit("/", 1)
@@ -340,7 +390,7 @@ class Embedder:
 
     @prompts.setter
     def prompts(self, value: dict[str, str]) -> None:
-        self.stack = dataclasses.replace(self.stack, prompts=prompts_argument(value))
+        self._replace_stack(prompts=prompts_argument(value))
 
     @property
     def default_prompt_name(self) -> str | None:
@@ -350,10 +400,12 @@ class Embedder:
 
     @default_prompt_name.setter
     def default_prompt_name(self, value: str | None) -> None:
-        if value is not None and value not in self.stack.prompts:
-            raise InputError(f"default_prompt_name {value!r} is not one of the prompts {sorted(self.stack.prompts)}; "
-                             f"add it first (emb.prompts[{value!r}] = '...') or pass None")
-        self.stack = dataclasses.replace(self.stack, default_prompt_name=value)
+        def check(stack: ModuleStack) -> None:
+            if value is not None and value not in stack.prompts:
+                raise InputError(f"default_prompt_name {value!r} is not one of the prompts {sorted(stack.prompts)}; "
+                                 f"add it first (emb.prompts[{value!r}] = '...') or pass None")
+
+        self._replace_stack(check, default_prompt_name=value)
 
     @property
     def similarity_fn_name(self) -> str:
@@ -390,6 +442,10 @@ class Embedder:
     def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str | None:
         """The prompt text ``encode`` prepends (sentence-transformers' rule): ``prompt`` if given, else
         ``prompts[prompt_name]``, else the default prompt's text, else None."""
+        return Embedder._resolve_prompt(prompt, prompt_name, self.stack)  # self: also an ExportedModel (driver)
+
+    @staticmethod
+    def _resolve_prompt(prompt: str | None, prompt_name: str | None, stack: ModuleStack) -> str | None:
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise InputError(f"prompt must be a string or None, got {type(prompt).__name__}")
@@ -397,14 +453,14 @@ class Embedder:
                 surrogate_check(prompt, "prompt")
             return prompt
         if prompt_name is None:
-            prompt_name = self.stack.default_prompt_name
+            prompt_name = stack.default_prompt_name
             if prompt_name is None:
                 return None
-        elif prompt_name not in self.stack.prompts:
+        elif prompt_name not in stack.prompts:
             raise InputError(
-                f"prompt_name {prompt_name!r} is not one of the model's prompts: {sorted(self.stack.prompts)}"
+                f"prompt_name {prompt_name!r} is not one of the model's prompts: {sorted(stack.prompts)}"
             )
-        text = self.stack.prompts.get(prompt_name)
+        text = stack.prompts.get(prompt_name)
         if text is not None and not isinstance(text, str):  # prompts is a dict users may edit in place
             raise InputError(f"prompts[{prompt_name!r}] must be a string, got {type(text).__name__}")
         if text and not text.isascii():
@@ -588,7 +644,8 @@ class Embedder:
               output_value="sentence_embedding", precision="float32", convert_to_numpy=True, convert_to_tensor=False,
               device=None, normalize_embeddings=None, truncate_dim=None, pool=None, chunk_size=None, task=None,
               normalize=None, show_progress=None, max_tokens=None, **unknown) -> _Plan:
-        """Check and resolve encode's keywords (see ``encode``)."""
+        """Check and resolve encode's keywords (see ``encode``), with one snapshot of the settings."""
+        settings = self._settings
         if unknown:
             hints = "; ".join(f"{k}: {NOT_TAKEN[k]}" for k in sorted(unknown) if k in NOT_TAKEN)
             raise InputError(
@@ -601,7 +658,8 @@ class Embedder:
             raise InputError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
         full = self._full_dim
         if truncate_dim is None:  # the model-level one, as in sentence-transformers (a config's may exceed full)
-            truncate_dim = None if self.truncate_dim is None else min(self.truncate_dim, full)
+            own = settings.stack.truncate_dim
+            truncate_dim = None if own is None else min(own, full)
         elif not is_int(truncate_dim) or not 1 <= truncate_dim <= full:
             raise InputError(f"truncate_dim must be an integer in [1, {full}] or None, got {truncate_dim!r}")
         if pool is not None:
@@ -632,13 +690,15 @@ class Embedder:
         self._check_device(device)
         if task is not None and not isinstance(task, str):
             raise InputError(f"task must be a string or None, got {task!r}")
-        text = self.resolve_prompt(prompt, prompt_name) or None  # an empty prompt is no prompt, as in s-t
+        # an empty prompt is no prompt, as in sentence-transformers
+        text = self._resolve_prompt(prompt, prompt_name, settings.stack) or None
         prompt_length = None
-        if text and not self.stack.pooling.include_prompt:
-            prompt_length = self._tokenizer.prompt_length(text)
+        if text and not settings.stack.pooling.include_prompt:
+            prompt_length = settings.tokenizer.prompt_length(text)
         return _Plan(
+            settings=settings,
             batch_size=int(batch_size),
-            budget=int(max_tokens) if max_tokens else int(batch_size) * (self.max_seq_length or 512),
+            budget=int(max_tokens) if max_tokens else int(batch_size) * (settings.tokenizer.max_length or 512),
             cells=self.max_cells if max_tokens is None else None,
             prompt=text,
             prompt_length=prompt_length,
@@ -667,7 +727,7 @@ class Embedder:
         """float32 (len(texts), plan.truncate_dim or the full dim): tokenized, batched, run, truncated, normalized."""
         if plan.prompt:
             texts = [plan.prompt + t for t in texts]
-        ids = self._tokenizer.encode(texts)
+        ids = plan.settings.tokenizer.encode(texts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         batches = plan_batches(lengths, plan.batch_size, plan.budget, plan.cells)
         out = np.empty((len(texts), self._full_dim), dtype=np.float32)
@@ -678,7 +738,7 @@ class Embedder:
         if plan.truncate_dim is not None:
             return truncate_normalize(out, plan.truncate_dim) if plan.normalize else \
                 np.ascontiguousarray(out[:, : plan.truncate_dim])
-        if plan.normalize and not self.stack.normalizes:
+        if plan.normalize and not plan.settings.stack.normalizes:
             out = l2_normalize(out, copy=False)  # (a model ending in Normalize is unit length already)
         return out
 

@@ -11,6 +11,7 @@ max_seq_length, else the tokenizer's model_max_length capped by max_position_emb
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,21 @@ class Tokenizer:
         self.num_special_tokens = post.num_special_tokens_to_add(False) if post else 0
         self.special_ids = frozenset(int(i) for i in special_ids)
         self.pad_id = self._pad_id(tok) if pad_id is None else int(pad_id)
-        self.set_max_length(max_length)
+        self._truncate_at(max_length)
 
-    def set_max_length(self, max_length: int | None) -> None:
-        """Truncate at ``max_length`` tokens from now on (None or 0: no truncation)."""
+    def with_max_length(self, max_length: int | None) -> Tokenizer:
+        """A new Tokenizer truncating at ``max_length`` tokens (None or 0: no truncation); this one is
+        left as it is. A ``tokenizers`` object must not be changed while another thread encodes with
+        it (its "Already borrowed" error), so a setting is a new object, swapped in by the caller."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        new = copy.copy(self)
+        new._tok = HFTokenizer.from_str(self._tok.to_str())  # the probe never changes: shared
+        new._truncate_at(max_length)
+        return new
+
+    def _truncate_at(self, max_length: int | None) -> None:
+        """Set the truncation of this (new, not yet shared) object."""
         self.max_length = int(max_length or 0)
         if self.max_length:
             self._tok.enable_truncation(max_length=self.max_length, strategy="longest_first",

@@ -55,6 +55,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -63,8 +64,16 @@ from pathlib import Path
 from ..errors import ExportError, InputError, UnsupportedModelError, missing_extra
 from ..precisions import MODEL_PRECISIONS
 from .catalog import ModelSpec, lookup
-from .fetch import POSITION_KEYS, ResolvedModel, cache_root, resolve, sha256_file, verify_weights
-from .stack import ModuleStack
+from .fetch import (
+    ResolvedModel,
+    cache_root,
+    onnx_data_files,
+    position_limit,
+    resolve,
+    sha256_file,
+    verify_weights,
+)
+from .stack import ModuleStack, read_modules
 
 # Bump when the export pipeline changes in a way that changes the graph's outputs, or what the
 # fingerprint covers. 2: the fingerprint covers the tokenizer, every module and the prompts, and
@@ -181,14 +190,16 @@ _CONTENT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
 
 
 def content_files(folder: Path, trust_remote_code: bool = False) -> list[str]:
-    """Relative paths of the folder's config / tokenizer files and every module folder's files."""
+    """Relative paths of the folder's config / tokenizer files and every module folder's files
+    (``stack.read_modules``: every module folder is inside ``folder``)."""
     folder = Path(folder)
     suffixes = _CONTENT_SUFFIXES + ((".py",) if trust_remote_code else ())
     # SOURCE.txt: where an ONNX-only package's files were linked from (paths, not content)
     out = [p.name for p in folder.iterdir() if p.is_file() and p.suffix in suffixes and p.name != "SOURCE.txt"]
-    modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
-    for m in modules:
-        sub = str(m.get("path", "")).strip("/")
+    # read_modules resolves each module path once (inside the folder, or refused): the files read
+    # here are the ones read_stack loads
+    for m in read_modules(folder) or []:
+        sub = m["path"]
         if sub and (folder / sub).is_dir():
             out += [p.relative_to(folder).as_posix() for p in (folder / sub).rglob("*") if p.is_file()]
     return sorted(set(out))
@@ -443,30 +454,79 @@ def _third_party_quiet():
             logger.debug("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
 
 
+# An export's temporary folder names its owner (host, pid): one whose process is gone is removed by
+# the next export into the same cache (a kill -9 cannot clean up after itself).
+_OWNER = ".owner.json"
+_STALE_AFTER = 24 * 3600  # s: a folder of another host (or without an owner) older than this is stale
+
+
+def _remove_stale_temps(parent: Path) -> None:
+    """Delete the ``*.tmp-*`` export folders in ``parent`` whose exporter is gone: its process
+    (on this host) has exited, or (another host, or no owner recorded) it is older than a day.
+    A live exporter's folder is left alone."""
+    host, now = socket.gethostname(), time.time()
+    for tmp in parent.glob("*.tmp-*"):
+        try:
+            if not tmp.is_dir() or tmp.is_symlink():
+                continue
+            try:
+                owner = json.loads((tmp / _OWNER).read_text())
+            except (OSError, ValueError):
+                owner = None
+            if isinstance(owner, dict) and owner.get("host") == host and isinstance(owner.get("pid"), int):
+                stale = not _alive(owner["pid"])
+            else:
+                stale = now - tmp.stat().st_mtime > _STALE_AFTER
+        except OSError:
+            continue
+        if stale:
+            logger.info("removing %s, left by an export that did not finish", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
+
+
 def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool) -> ExportedModel:
     import numpy as np
 
     from . import quantize
-    from .stack import load_weights, read_stack
+    from .stack import load_weights, read_stack, torch_weights
 
     spec = model.spec
     digests = verify_weights(model)  # before anything is built from the weights
+    if model.weights.name == "pytorch_model.bin":  # transformers would unpickle it: check it is plain tensors
+        torch_weights(model.weights)
     stack = read_stack(model.folder, spec.hidden_size)
     head = load_weights(model.folder, stack)
     # refused before anything is written: a model type optimum cannot export, an unverified encoder-decoder
     model_type = None if model.weights.suffix == ".onnx" else _exportable(model.folder, trust_remote_code)
+    # an ONNX graph's external data: files inside the folder (refused by name otherwise), fingerprinted
+    external = onnx_data_files(model.weights, model.folder) if model.weights.suffix == ".onnx" else []
+    for f in external:
+        digests.setdefault(f.relative_to(model.folder).as_posix(), sha256_file(f))
     fusion = _FUSION_TYPES.get(spec.model_type)
     settings = {"version": EXPORT_VERSION, "opset": OPSET,
                 "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none"}
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(dest.parent)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
+        (tmp / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         tok_info, max_len = _export_tokenizer(model, stack, tmp / "tokenizer.json", trust_remote_code)
         stack = dataclasses.replace(stack, max_seq_length=max_len)
         raw = tmp / "raw"
         if model.weights.suffix == ".onnx":
-            raw.mkdir()
-            shutil.copy2(model.weights, raw / "model.onnx")
+            _copy_onnx(model.weights, external, raw)
             settings["onnx_output"] = _keep_token_output(raw / "model.onnx", spec)
         else:
             _optimum_export(model.folder, raw, trust_remote_code, model_type not in _VERIFIED, model_type)
@@ -500,6 +560,7 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
             "versions": _versions(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        (tmp / _OWNER).unlink()
         try:
             os.replace(tmp, dest)  # atomic: an export is either complete or absent
         except OSError:
@@ -613,27 +674,14 @@ def _export_tokenizer(model: ResolvedModel, stack: ModuleStack, dest: Path, trus
     return info, max_len
 
 
-# model types whose learned position table starts at padding_idx + 1 (transformers'
-# create_position_ids_from_input_ids), so a text may hold max_position_embeddings - pad - 1 tokens
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "xlm-roberta-xl")
-
-
 def _position_limit(folder: Path) -> int | None:
-    """The most tokens per text the model's position embeddings allow (the ceiling of a settable
-    max_seq_length): config.json's max_position_embeddings (GPT-2: n_positions), less padding_idx + 1
-    for the model types that offset positions by it; None when the config sets no limit."""
+    """``fetch.position_limit`` of the folder's config.json (None when it cannot be read)."""
     path = Path(folder) / "config.json"
     try:
         cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    n = next((cfg[k] for k in POSITION_KEYS if k in cfg), None)
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        return None
-    if cfg.get("model_type") in _OFFSET_POSITIONS:
-        pad = cfg.get("pad_token_id")
-        n -= (pad if isinstance(pad, int) and not isinstance(pad, bool) else 1) + 1
-    return n if n > 0 else None
+    return position_limit(cfg) if isinstance(cfg, dict) else None
 
 
 # onnxruntime's transformer optimizer: the fusion family per model_type. Only families whose fused
@@ -756,6 +804,24 @@ def _export_seq2seq(folder: Path, out: Path, model_type: str, validate: bool) ->
                            custom_onnx_configs={"model": config})
 
 
+def _copy_onnx(graph: Path, external: list[Path], raw: Path) -> None:
+    """``raw/model.onnx``: the shipped graph; with external data, re-saved with all of it in one
+    ``raw/model.onnx_data`` (the layout the later steps copy), whatever its files were called."""
+    raw.mkdir()
+    if not external:
+        shutil.copy2(graph, raw / "model.onnx")
+        return
+    import onnx
+
+    try:
+        model = onnx.load(str(graph))  # reads the data files beside the graph (checked: onnx_data_files)
+    except Exception as e:
+        raise ExportError(f"{graph}: onnx cannot read the graph with its external data ({type(e).__name__}: {e})") \
+            from e
+    onnx.save(model, str(raw / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx_data")
+
+
 def _keep_token_output(path: Path, spec: ModelSpec) -> str:
     """Cut a shipped ONNX graph down to its token-embedding output, renamed ``last_hidden_state``.
 
@@ -802,7 +868,12 @@ def _keep_token_output(path: Path, spec: ModelSpec) -> str:
     inits = [t for t in g.initializer if t.name in needed]
     del g.initializer[:]
     g.initializer.extend(inits)
-    onnx.save(m, str(path))
+    data = path.parent / "model.onnx_data"  # a graph with external data keeps it external (over 2 GB otherwise)
+    if data.is_file():
+        data.unlink()  # loaded already; onnx appends to an existing data file
+        onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    else:
+        onnx.save(m, str(path))
     return name
 
 

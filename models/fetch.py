@@ -61,15 +61,56 @@ class ResolvedModel:
 
     @property
     def weight_files(self) -> list[Path]:
-        """Every file holding weights: ``weights``, or all shards its index names."""
+        """Every file holding weights: ``weights``, all shards its index names, or an ONNX graph
+        and its external data files (``onnx_data_files``)."""
         w = self.weights
+        if w.suffix == ".onnx":
+            try:
+                return [w, *onnx_data_files(w, self.folder)]
+            except ImportError:  # no onnx (a plain install, cached exports only): the graph's data-named siblings
+                return [w, *sorted(p for p in w.parent.iterdir() if p.is_file() and p != w
+                                   and p.name.startswith(w.name))]
         if w.name != SHARD_INDEX:
             return [w]
-        shards = sorted(set(_read_json(w).get("weight_map", {}).values()))
+        weight_map = _read_json(w).get("weight_map", {})
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(v, str) and v not in ("", ".", "..") and not {"/", "\\", "\0"} & set(v)
+                for v in weight_map.values()):
+            raise UnsupportedModelError(f"{w}: weight_map must map tensor names to shard file names in the folder")
+        shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (self.folder / s).is_file()]
         if not shards or missing:
             raise ModelNotFoundError(f"{w} names shards that are missing: {missing or 'none listed'}")
         return [self.folder / s for s in shards]
+
+
+def onnx_data_files(graph: Path, folder: Path) -> list[Path]:
+    """The external data files (``model.onnx_data``, ...) the ONNX ``graph`` references, each a file
+    inside the model ``folder``: a location that is absolute, leads out of the folder or is missing
+    is an UnsupportedModelError naming it. Needs onnx (ImportError otherwise)."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load(str(graph), load_external_data=False)
+    except Exception as e:  # a damaged or non-ONNX file: protobuf's DecodeError, ...
+        raise UnsupportedModelError(f"{graph} is not a readable ONNX graph ({type(e).__name__}: {str(e)[:200]})") \
+            from e
+    root, found = Path(folder).resolve(), {}
+    for t in _get_all_tensors(model):
+        if not uses_external_data(t):
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        inside = bool(loc) and "\0" not in loc and not Path(loc).is_absolute() and ":" not in loc
+        target = (graph.parent / loc).resolve() if inside else root
+        if not inside or not target.is_relative_to(root) or not target.is_file() or target == graph.resolve():
+            raise UnsupportedModelError(
+                f"{graph}: tensor {t.name!r} keeps its data in {loc!r}, which is not a file inside the model folder "
+                f"{root}; the engine reads (and fingerprints) a model's own files only: put the data file beside "
+                "the graph (onnx.save(..., save_as_external_data=True, location='model.onnx_data'))"
+            )
+        found[target] = graph.parent / loc
+    return sorted(found.values())
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -122,10 +163,18 @@ def _no_weights_message(folder: Path) -> str:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object config file ({} when absent); anything else is an UnsupportedModelError naming it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        cfg = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
+    except (OSError, ValueError, RecursionError) as e:
+        raise UnsupportedModelError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); "
+                                    "re-save the model") from e
+    if not isinstance(cfg, dict):
+        kind = "null" if cfg is None else type(cfg).__name__
+        raise UnsupportedModelError(f"{path} holds a JSON {kind}, not an object; re-save the model")
+    return cfg
 
 
 # config.json keys of the hidden size / heads / positions, across families (DistilBERT: dim, n_heads)
@@ -135,10 +184,31 @@ _HEADS_KEYS = ("num_attention_heads", "n_heads", "n_head")
 # configs (gpt2, gptj, codegen, gpt_bigcode) store as n_positions (their attribute_map)
 POSITION_KEYS = ("max_position_embeddings", "n_positions")
 _VERY_LARGE = int(1e29)  # transformers' VERY_LARGE_INTEGER (1e30): "no limit"
+# model types whose learned position table starts at padding_idx + 1 (transformers'
+# create_position_ids_from_input_ids), so a text may hold max_position_embeddings - pad - 1 tokens
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "xlm-roberta-xl")
 
 
-def _first(cfg: dict, keys) -> int | None:
-    return next((int(cfg[k]) for k in keys if isinstance(cfg.get(k), (int, float))), None)
+def _first(cfg: dict, keys, path: Path | None = None) -> int | None:
+    """The first of ``keys`` in cfg, a positive integer (an UnsupportedModelError naming ``path`` and
+    the key otherwise); None when none is there."""
+    from .stack import check_int
+
+    key = next((k for k in keys if cfg.get(k) is not None), None)
+    return None if key is None else check_int(path or Path("config.json"), key, cfg[key])
+
+
+def position_limit(cfg: dict) -> int | None:
+    """The most tokens per text config.json's position embeddings allow (the ceiling of
+    max_seq_length): max_position_embeddings (GPT-2: n_positions), less padding_idx + 1 for the
+    model types that offset positions by it; None when the config sets no limit."""
+    n = next((cfg[k] for k in POSITION_KEYS if k in cfg), None)
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        return None
+    if cfg.get("model_type") in OFFSET_POSITIONS:
+        pad = cfg.get("pad_token_id")
+        n -= (pad if isinstance(pad, int) and not isinstance(pad, bool) else 1) + 1
+    return n if n > 0 else None
 
 
 def max_seq_length_of(cfg: dict, tok_cfg: dict, stack) -> int | None:
@@ -150,7 +220,7 @@ def max_seq_length_of(cfg: dict, tok_cfg: dict, stack) -> int | None:
     if explicit is not None:
         return int(explicit)
     n = tok_cfg.get("model_max_length")
-    n = int(n) if isinstance(n, (int, float)) and n < _VERY_LARGE else None
+    n = int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and 1 <= n < _VERY_LARGE else None
     pos = next((cfg[k] for k in POSITION_KEYS if k in cfg), None)
     if isinstance(pos, int) and pos != -1:
         n = pos if n is None else min(n, pos)
@@ -178,7 +248,7 @@ def spec_from_folder(folder: Path, name: str | None = None, trust_remote_code: b
             "the engine does not run by default. If you trust it, pass trust_remote_code=True "
             "(Embedder(..., trust_remote_code=True)); its export must still succeed with optimum."
         )
-    hidden = _first(cfg, _HIDDEN_KEYS)
+    hidden = _first(cfg, _HIDDEN_KEYS, folder / "config.json")
     if not hidden:
         raise ModelNotFoundError(
             f"{folder}: config.json has no hidden_size, so the embedding dimension is unknown. "
@@ -186,6 +256,14 @@ def spec_from_folder(folder: Path, name: str | None = None, trust_remote_code: b
         )
     stack = read_stack(folder, hidden)
     max_len = max_seq_length_of(cfg, _read_json(folder / "tokenizer_config.json"), stack)
+    limit = position_limit(cfg)
+    explicit = stack.processor_kwargs.get("model_max_length", stack.max_seq_length)
+    if explicit is not None and limit is not None and explicit > limit:
+        raise UnsupportedModelError(
+            f"{folder}: sentence_bert_config.json sets max_seq_length {explicit}, more tokens than the model's "
+            f"position embeddings hold ({limit}, from config.json): texts that long would fail inside the model. "
+            f"Set max_seq_length to at most {limit}"
+        )
     return ModelSpec(
         name=name or folder.name,
         dim=stack.dim,
@@ -193,7 +271,7 @@ def spec_from_folder(folder: Path, name: str | None = None, trust_remote_code: b
         pooling="+".join(stack.pooling.modes),
         normalize=stack.normalizes,
         model_type=str(cfg.get("model_type", "bert")),
-        num_heads=_first(cfg, _HEADS_KEYS) or 12,
+        num_heads=_first(cfg, _HEADS_KEYS, folder / "config.json") or 12,
         hidden_size=hidden,
     )
 

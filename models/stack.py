@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 
 from ..errors import UnsupportedModelError
 
@@ -135,12 +135,99 @@ class ModuleStack:
 
 
 def _read_json(path: Path) -> dict | list | None:
+    """The JSON in ``path`` (None when there is no such file); anything unreadable is an
+    UnsupportedModelError naming the file (invalid JSON, a number of > 4300 digits, deep nesting)."""
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UnsupportedModelError(f"{path} is not valid JSON ({e}); re-save the model") from e
+    except (OSError, ValueError, RecursionError) as e:
+        raise UnsupportedModelError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); "
+                                    "re-save the model") from e
+
+
+def _read_object(path: Path) -> dict | None:
+    """A config file that must hold a JSON object (None when absent)."""
+    cfg = _read_json(path)
+    if path.is_file() and not isinstance(cfg, dict):  # null too: the file is there, not an object
+        kind = "null" if cfg is None else type(cfg).__name__
+        raise UnsupportedModelError(f"{path} holds a JSON {kind}, not an object; re-save the model")
+    return cfg
+
+
+def _invalid(path: Path, key: str, value, want: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"{path}: {key} is {value!r:.80}, which is not {want}; fix the file (or save the model again with "
+        "sentence-transformers)"
+    )
+
+
+def check_int(path: Path, key: str, value, low: int = 1, optional: bool = False) -> int | None:
+    """``value`` as an int >= ``low`` (None allowed when ``optional``), else an UnsupportedModelError
+    naming the file and key. Booleans and floats are refused (torch and tokenizers refuse them too)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _invalid(path, key, value, f"an integer >= {low}" + (" or null" if optional else ""))
+    return value
+
+
+def _check_bool(path: Path, key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(path, key, value, "true or false")
+    return value
+
+
+def _check_str(path: Path, key: str, value, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(path, key, value, "a string" + (" or null" if optional else ""))
+    return value
+
+
+def _check_dict(path: Path, key: str, value) -> dict:
+    """A mapping option (None: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid(path, key, value, "an object or null")
+    return value
+
+
+def read_modules(folder: str | Path) -> list[dict] | None:
+    """modules.json's entries, checked, in the file's order (sentence-transformers' order, whatever
+    their idx), each ``path`` resolved ONCE: a relative path
+    inside the folder, written back normalized (``""``: the folder itself). An absolute path, a
+    ``..`` out of the folder or a symlink leading out of it is refused by name, so every file a
+    module loads is inside the folder (and in its fingerprint, ``export.content_files``).
+    None: no modules.json."""
+    folder = Path(folder)
+    path = folder / "modules.json"
+    if not path.is_file():
+        return None
+    modules = _read_json(path)
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise UnsupportedModelError(f"{path} must hold a list of module objects (idx, name, path, type); "
+                                    f"it holds {json.dumps(modules)[:80]}. Re-save the model")
+    root = folder.resolve()
+    out = []
+    for i, m in enumerate(modules):
+        where = f"modules.json entry {i} "
+        idx = check_int(path, where + "idx", m.get("idx", i), low=0)
+        kind = _check_str(path, where + "type", m.get("type", ""))
+        rel = _check_str(path, where + "path", m.get("path", ""))
+        inside = "\0" not in rel and not PurePath(rel).is_absolute() and not PureWindowsPath(rel).drive
+        target = (root / rel).resolve() if inside else root
+        if not inside or not target.is_relative_to(root):
+            raise UnsupportedModelError(
+                f"{path}: module {idx} ({kind}) has the path {rel!r}, which is not inside the model folder {root}; "
+                "a model folder is loaded and fingerprinted from its own files only: copy the module into the "
+                "folder and give its path relative to it"
+            )
+        rel = "" if target == root else target.relative_to(root).as_posix()
+        out.append({**m, "idx": idx, "type": kind, "path": rel})
+    return out
 
 
 def _refuse(folder: Path, module: str, what: str, fix: str = "") -> UnsupportedModelError:
@@ -164,21 +251,29 @@ def _module_kind(folder: Path, entry: dict) -> str:
 
 
 def _pooling(folder: Path, path: str, hidden: int) -> Pooling:
-    cfg = dict(_read_json(folder / path / "config.json") or {})
+    file = folder / path / "config.json"
+    cfg = dict(_read_object(file) or {})
     where = f"Pooling ({path}/config.json)"
     legacy = [k for k in _LEGACY_POOLING if k in cfg]
     if legacy and "pooling_mode" not in cfg:
-        active = tuple(m for k, m in _LEGACY_POOLING.items() if cfg.get(k))
+        active = tuple(m for k, m in _LEGACY_POOLING.items() if k in cfg and _check_bool(file, k, cfg[k]))
         cfg["pooling_mode"] = active or ("mean",)
     for k in legacy:
         del cfg[k]
     mode = cfg.pop("pooling_mode", "mean")
-    modes = (mode,) if isinstance(mode, str) else tuple(mode)
-    include_prompt = cfg.pop("include_prompt", True)
+    if isinstance(mode, (list, tuple)) and all(isinstance(m, str) for m in mode):
+        modes = tuple(mode)
+    else:
+        modes = (_check_str(file, "pooling_mode", mode),)
+    include_prompt = _check_bool(file, "include_prompt", cfg.pop("include_prompt", True))
     # embedding_dimension only sizes sentence-transformers' get_embedding_dimension(); the vectors
     # pool the transformer's actual hidden states, as here
-    cfg.pop("embedding_dimension", None)
-    cfg.pop("word_embedding_dimension", None)
+    # (sentence-transformers refuses a config without it)
+    dims = [k for k in ("embedding_dimension", "word_embedding_dimension") if k in cfg]
+    if not dims:
+        raise _invalid(file, "embedding_dimension", None, "an integer >= 1 (sentence-transformers needs it)")
+    for k in dims:
+        check_int(file, k, cfg.pop(k))
     if cfg:
         raise _refuse(folder, where, f"the option(s) {', '.join(sorted(cfg))}")
     for m in modes:
@@ -186,22 +281,24 @@ def _pooling(folder: Path, path: str, hidden: int) -> Pooling:
             raise _refuse(folder, where, f"pooling mode {m!r}", f"Known modes: {', '.join(POOLING_MODES)}.")
     if not modes:
         raise _refuse(folder, where, "an empty pooling_mode")
-    return Pooling(modes, bool(include_prompt))
+    return Pooling(modes, include_prompt)
 
 
 def _dense(folder: Path, path: str, dim: int) -> Dense:
-    cfg = dict(_read_json(folder / path / "config.json") or {})
+    file = folder / path / "config.json"
+    cfg = dict(_read_object(file) or {})
     where = f"Dense ({path}/config.json)"
-    act = cfg.pop("activation_function", "torch.nn.modules.activation.Tanh")  # sentence-transformers' default
+    act = _check_str(file, "activation_function",  # sentence-transformers' default
+                     cfg.pop("activation_function", "torch.nn.modules.activation.Tanh"))
     if act not in ACTIVATIONS:
         raise _refuse(folder, where, f"the activation function {act!r}",
                       f"Supported: {', '.join(sorted(ACTIVATIONS))}.")
     for key, want in (("module_input_name", "sentence_embedding"), ("module_output_name", "sentence_embedding")):
-        got = cfg.pop(key, want) or want
+        got = _check_str(file, key, cfg.pop(key, want), optional=True) or want
         if got != want:
             raise _refuse(folder, where, f"{key}={got!r} (only Dense layers on the sentence embedding are)")
-    d = Dense(int(cfg.pop("in_features")), int(cfg.pop("out_features")), bool(cfg.pop("bias", True)),
-              ACTIVATIONS[act], path)
+    sizes = [check_int(file, k, cfg.pop(k, None)) for k in ("in_features", "out_features")]
+    d = Dense(*sizes, _check_bool(file, "bias", cfg.pop("bias", True)), ACTIVATIONS[act], path)
     if cfg:
         raise _refuse(folder, where, f"the option(s) {', '.join(sorted(cfg))}")
     if d.in_features != dim:
@@ -211,15 +308,19 @@ def _dense(folder: Path, path: str, dim: int) -> Dense:
 
 def _transformer_config(folder: Path) -> dict:
     """sentence_bert_config.json (or a legacy name), checked: only options the engine reproduces."""
-    cfg = next((c for n in _SBERT_CONFIGS if (c := _read_json(folder / n)) is not None), None) or {}
-    cfg = dict(cfg)
-    where = "Transformer (sentence_bert_config.json)"
-    out = {"max_seq_length": cfg.pop("max_seq_length", None), "do_lower_case": bool(cfg.pop("do_lower_case", False))}
-    processor = {**(cfg.pop("tokenizer_args", None) or {}), **(cfg.pop("processor_kwargs", None) or {})}
+    file = next((folder / n for n in _SBERT_CONFIGS if (folder / n).is_file()), folder / _SBERT_CONFIGS[0])
+    cfg = dict(_read_object(file) or {})
+    where = f"Transformer ({file.name})"
+    out = {"max_seq_length": check_int(file, "max_seq_length", cfg.pop("max_seq_length", None), optional=True),
+           "do_lower_case": _check_bool(file, "do_lower_case", cfg.pop("do_lower_case", False))}
+    processor = {**_check_dict(file, "tokenizer_args", cfg.pop("tokenizer_args", None)),
+                 **_check_dict(file, "processor_kwargs", cfg.pop("processor_kwargs", None))}
     processor.pop("trust_remote_code", None)
+    if "model_max_length" in processor:
+        check_int(file, "processor_kwargs.model_max_length", processor["model_max_length"])
     out["processor_kwargs"] = processor
     for key in ("model_kwargs", "model_args", "config_kwargs", "config_args"):
-        extra = {k: v for k, v in (cfg.pop(key, None) or {}).items() if k != "trust_remote_code"}
+        extra = {k: v for k, v in _check_dict(file, key, cfg.pop(key, None)).items() if k != "trust_remote_code"}
         dtype = extra.pop("torch_dtype", extra.pop("dtype", "float32"))
         if extra or dtype not in ("float32", "torch.float32"):
             extra = {**extra, **({"dtype": dtype} if dtype not in ("float32", "torch.float32") else {})}
@@ -241,22 +342,21 @@ def _transformer_config(folder: Path) -> dict:
     return out
 
 
-def _read_modules(folder: Path, modules: list, hidden_size: int) -> tuple[Pooling, tuple]:
-    """The Pooling and the head modules of modules.json, checked in order."""
+def _read_modules(folder: Path, entries: list, hidden_size: int) -> tuple[Pooling, tuple]:
+    """The Pooling and the head modules of modules.json (``read_modules``' entries), checked in order."""
     pooling, head = Pooling(), []
-    entries = sorted(modules, key=lambda m: int(m.get("idx", 0)))
     kinds = [_module_kind(folder, m) for m in entries]
     if not kinds or kinds[0] != "Transformer":
         raise _refuse(folder, "modules.json", f"a stack that starts with {kinds[:1] or 'nothing'}",
                       "The first module must be a Transformer.")
-    if entries[0].get("path", "") not in ("", "."):
+    if entries[0]["path"]:
         raise _refuse(folder, "module 0 (Transformer)", f"a Transformer in the sub-folder {entries[0]['path']!r}",
                       "Move its files to the model folder's root.")
     if "Pooling" not in kinds:
         raise _refuse(folder, "modules.json", "a stack without a Pooling module (token embeddings only)")
     dim, seen_pooling = hidden_size, False
     for entry, kind in zip(entries[1:], kinds[1:]):
-        path = str(entry.get("path", ""))
+        path = entry["path"]
         if kind == "Pooling":
             if seen_pooling:
                 raise _refuse(folder, f"Pooling ({path})", "a second Pooling module")
@@ -270,9 +370,10 @@ def _read_modules(folder: Path, modules: list, hidden_size: int) -> tuple[Poolin
             head.append(d)
             dim = d.out_features
         elif kind == "LayerNorm":
-            cfg = _read_json(folder / path / "config.json") or {}
-            if int(cfg.get("dimension", -1)) != dim or set(cfg) - {"dimension"}:
-                raise _refuse(folder, f"LayerNorm ({path})", f"the config {cfg} after a {dim}-dimensional module")
+            cfg = _read_object(folder / path / "config.json") or {}
+            if cfg.get("dimension") != dim or isinstance(cfg.get("dimension"), bool) or set(cfg) - {"dimension"}:
+                raise _refuse(folder, f"LayerNorm ({path})", f"the config {json.dumps(cfg)[:80]} after a "
+                              f"{dim}-dimensional module")
             head.append(LayerNorm(dim, path=path))
         elif kind == "Normalize":
             head.append(Normalize())
@@ -284,41 +385,45 @@ def read_stack(folder: str | Path, hidden_size: int) -> ModuleStack:
     """The module stack of the sentence-transformers (or plain Hugging Face) model in ``folder``.
 
     Without modules.json sentence-transformers builds Transformer + mean Pooling; so does this.
+    Every file is checked before use: a value of the wrong type or range is an UnsupportedModelError
+    naming the file and the key.
     """
     folder = Path(folder)
-    modules = _read_json(folder / "modules.json")
+    modules = read_modules(folder)
     tcfg = _transformer_config(folder)
     pooling, head = _read_modules(folder, modules, hidden_size) if modules is not None else (Pooling(), ())
-    st = _read_json(folder / "config_sentence_transformers.json") or {}
+    file = folder / "config_sentence_transformers.json"
+    st = _read_object(file) or {}
     kind = st.get("model_type", "SentenceTransformer")
     if kind != "SentenceTransformer":
         raise _refuse(folder, "config_sentence_transformers.json", f"model_type {kind!r}",
                       "Only SentenceTransformer (dense embedding) models are.")
+    given = _check_dict(file, "prompts", st.get("prompts"))
     prompts: dict = {"query": None, "document": None}
-    for name, text in (st.get("prompts") or {}).items():
+    for name, text in given.items():
+        _check_str(file, f"prompts[{name!r}]", text, optional=True)
         if name not in prompts or prompts[name] is None:
             prompts[name] = text
-    prompts = {k: ("" if v is None else str(v)) for k, v in prompts.items()}
-    default = st.get("default_prompt_name")
+    prompts = {k: ("" if v is None else v) for k, v in prompts.items()}
+    default = _check_str(file, "default_prompt_name", st.get("default_prompt_name"), optional=True)
     if default is not None and default not in prompts:
         raise _refuse(folder, "config_sentence_transformers.json",
                       f"default_prompt_name {default!r} without such a prompt")
-    sim = st.get("similarity_fn_name") or "cosine"
+    sim = _check_str(file, "similarity_fn_name", st.get("similarity_fn_name"), optional=True) or "cosine"
     if sim not in SIMILARITIES:
         raise _refuse(folder, "config_sentence_transformers.json", f"similarity_fn_name {sim!r}",
                       f"Known: {', '.join(SIMILARITIES)}.")
-    truncate = st.get("truncate_dim")
     return ModuleStack(
         hidden_size=hidden_size,
         pooling=pooling,
         head=head,
-        max_seq_length=None if tcfg["max_seq_length"] is None else int(tcfg["max_seq_length"]),
+        max_seq_length=tcfg["max_seq_length"],
         do_lower_case=tcfg["do_lower_case"],
         processor_kwargs=tcfg["processor_kwargs"],
         prompts=prompts,
         default_prompt_name=default,
         similarity_fn_name=sim,
-        truncate_dim=None if truncate is None else int(truncate),
+        truncate_dim=check_int(file, "truncate_dim", st.get("truncate_dim"), optional=True),
     )
 
 
@@ -336,17 +441,7 @@ def load_weights(folder: str | Path, stack: ModuleStack) -> dict:
             continue
         sub = Path(folder) / m.path
         prefix = "linear" if isinstance(m, Dense) else "norm"
-        if (sub / "model.safetensors").is_file():
-            from safetensors.numpy import load_file
-
-            tensors = load_file(str(sub / "model.safetensors"))
-        elif (sub / "pytorch_model.bin").is_file():
-            import torch
-
-            tensors = {k: v.float().numpy() for k, v in torch.load(sub / "pytorch_model.bin", map_location="cpu",
-                                                                    weights_only=True).items()}
-        else:
-            raise UnsupportedModelError(f"{sub}: {type(m).__name__} has no model.safetensors or pytorch_model.bin")
+        tensors = _head_tensors(sub, type(m).__name__)
         names = ["weight"] + (["bias"] if not isinstance(m, Dense) or m.bias else [])
         for n in names:
             t = tensors.get(f"{prefix}.{n}")
@@ -359,3 +454,61 @@ def load_weights(folder: str | Path, stack: ModuleStack) -> dict:
         if out[f"{i}.weight"].shape != want:
             raise UnsupportedModelError(f"{sub}: weight shape {out[f'{i}.weight'].shape}, config says {want}")
     return out
+
+
+def _head_tensors(sub: Path, kind: str) -> dict:
+    """A head module's tensors: model.safetensors (numpy), else pytorch_model.bin through torch's
+    ``weights_only=True`` unpickler (no code runs). Any failure (a truncated file, a pickle that
+    needs other globals) is an UnsupportedModelError naming the file."""
+    st, pt = sub / "model.safetensors", sub / "pytorch_model.bin"
+    if not st.is_file() and not pt.is_file():
+        raise UnsupportedModelError(f"{sub}: {kind} has no model.safetensors or pytorch_model.bin")
+    file = st if st.is_file() else pt
+    try:
+        if file is st:
+            from safetensors.numpy import load_file
+
+            return load_file(str(st))
+        tensors = torch_weights(pt)
+    except UnsupportedModelError:
+        raise
+    except Exception as e:  # safetensors' SafetensorError, an unpickling error, ...: the file is unusable
+        raise UnsupportedModelError(f"{file}: the {kind} weights cannot be read ({type(e).__name__}: "
+                                    f"{str(e)[:300]}); save the model again (model.safetensors)") from e
+    if not isinstance(tensors, dict):
+        raise UnsupportedModelError(f"{file} holds a {type(tensors).__name__}, not a state dict of tensors")
+    return {k: v.float().numpy() for k, v in tensors.items() if hasattr(v, "float")}
+
+
+def torch_weights(path: Path):
+    """``torch.load(path, weights_only=True)``: torch's restricted unpickler, which refuses any global
+    but tensors and plain containers, so a booby-trapped pickle runs no code. A refusal (or any
+    other failure) is an UnsupportedModelError naming the file and torch's reason."""
+    try:
+        import torch
+    except ImportError as e:
+        from ..errors import missing_extra
+
+        raise missing_extra("torch", "export") from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):  # a legacy (non-zip) checkpoint cannot be memory-mapped
+            raise _pickle_refused(path, e) from e
+    except Exception as e:
+        raise _pickle_refused(path, e) from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise _pickle_refused(path, e) from e
+
+
+def _pickle_refused(path: Path, e: Exception) -> UnsupportedModelError:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [""]
+    # torch's own reason ("Unsupported global: GLOBAL posix.system ...") is inside a long explanation
+    why = next((ln for ln in lines if "GLOBAL" in ln or "WeightsUnpickler error" in ln), lines[0])
+    return UnsupportedModelError(
+        f"{path} cannot be loaded as plain weights (torch.load(weights_only=True): {type(e).__name__}: "
+        f"{why[:300]}); the engine never runs code from a pickle. Convert the weights to safetensors with a "
+        "tool you trust, or use a model that ships model.safetensors"
+    )

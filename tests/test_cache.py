@@ -1,6 +1,7 @@
 """The SQLite embedding cache, alone and inside embed_corpus (unchanged documents are never re-embedded)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -63,16 +64,45 @@ def moved_aside(path):
     return sorted(path.parent.glob(path.name + ".corrupt-*"))
 
 
-def test_not_a_database_is_moved_aside_and_rebuilt(tmp_path, caplog):
+@pytest.mark.parametrize("content", [b"this is not sqlite" * 100, b'{"_id": "1", "text": "a corpus"}\n', b"x"],
+                         ids=["junk", "jsonl", "one-byte"])
+def test_a_file_that_is_not_a_cache_is_refused_and_left_alone(tmp_path, content):
+    """Before: any non-SQLite file given as the cache (even the run's own input) was renamed aside
+    and replaced. Now: an InputError naming it; the file is unchanged, nothing is renamed."""
+    p = tmp_path / "c.jsonl"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match=r"c\.jsonl is not an embedding cache \(not an SQLite file\); it is left"):
+        EmbeddingCache(p)
+    assert p.read_bytes() == content and not moved_aside(p) and sorted(tmp_path.iterdir()) == [p]
+
+
+def test_another_programs_sqlite_database_is_refused_and_left_alone(tmp_path):
+    import sqlite3
+
+    p = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(p)) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.commit()
+    before = p.read_bytes()
+    with pytest.raises(InputError, match=r"app\.db is not an embedding cache \(an SQLite database with the tables "
+                                         r"users\)"):
+        EmbeddingCache(p)
+    assert p.read_bytes() == before and not moved_aside(p)
+
+
+def test_cache_damaged_at_open_is_moved_aside_and_rebuilt(tmp_path, caplog):
     p = tmp_path / "c.sqlite"
-    junk = b"this is not sqlite" * 100
-    p.write_bytes(junk)
+    filled_cache(p)
+    with open(p, "r+b") as f:  # the schema page, after the SQLite header: an engine cache, damaged
+        f.seek(100)
+        f.write(b"\xff" * 3900)
+    damaged = p.read_bytes()
     with caplog.at_level("WARNING", logger="engine.corpus.cache"), EmbeddingCache(p) as c:
         ns = c.namespace("m", "fp32", None, dim=8)
         c.put(ns, [key("x")], unit_rows(1, 8))
         assert c.get(ns, [key("x")])[1].all() and not c.disabled
     (old,) = moved_aside(p)
-    assert old.read_bytes() == junk   # moved, not deleted
+    assert old.read_bytes() == damaged   # moved, not deleted
     (record,) = caplog.records
     assert record.levelname == "WARNING" and str(p) in record.getMessage() and str(old) in record.getMessage()
     with EmbeddingCache(p) as c:      # the new cache persists
@@ -145,7 +175,7 @@ def test_errors_that_are_not_damage_name_the_file(tmp_path, monkeypatch):
 
     p = tmp_path / "c.sqlite"
     holder = sqlite3.connect(p, isolation_level=None)   # a rollback-journal database, write-locked
-    holder.execute("CREATE TABLE t (x)")
+    holder.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")   # an engine cache, just begun
     holder.execute("BEGIN EXCLUSIVE")
     with pytest.raises(EngineError, match=rf"embedding cache {p}: cannot open it: database is locked; another "
                                           r"process holds it locked.*--no-cache"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -486,3 +487,48 @@ def test_file_names_that_are_not_utf8(tmp_path, tiny_embedder, output_format):
     assert s.rejected == 1
     (reject,) = [json.loads(x) for x in (tmp_path / "dup" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert reject == {"where": f"{odd}:4", "error": f"duplicate id 'doc1' (first seen at {shown}:2)"}
+
+
+@pytest.mark.parametrize("pattern,out", [("data/**/*.jsonl", "data/out"), ("**/*.jsonl", "data/out"),
+                                         ("*/*/*.jsonl", "data/out"), ("data/*/*.jsonl", "data/out/")])
+def test_output_folder_inside_the_input_pattern_is_refused(tmp_path, tiny_embedder, monkeypatch, pattern, out):
+    """Before: the first run worked, the rerun read its own shards as input (and --overwrite deleted
+    the output, then failed). Now the pattern matching the output's files is refused by name,
+    before anything is written; the same layout with a pattern that misses the output works."""
+    from engine.corpus import embed_corpus
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "part").mkdir(parents=True)
+    write_jsonl(tmp_path / "data" / "part" / "c.jsonl", synth(5))
+    with pytest.raises(InputError, match=rf"the input pattern '{re.escape(pattern)}' matches the files of the "
+                                         rf"output folder {out}.*a rerun would read its own output"):
+        embed_corpus(pattern, out, tiny_embedder, cache=False)
+    assert not (tmp_path / out).exists()
+    for _ in range(2):   # not a match: the first run and its rerun (resume) read the one input
+        s = embed_corpus("data/part/*.jsonl", out, tiny_embedder, cache=False)
+        assert s.docs == 5
+
+
+def test_input_file_inside_the_output_folder_is_refused(tmp_path, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    out = tmp_path / "out"
+    embed_corpus(write_jsonl(tmp_path / "c.jsonl", synth(5)), out, tiny_embedder, cache=False)
+    before = {p: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match=rf"the input {out}/shard-00000.jsonl is inside the output folder {out}"):
+            embed_corpus([tmp_path / "c.jsonl", out / "shard-00000.jsonl"], out, tiny_embedder, cache=False,
+                          overwrite=overwrite)
+        assert {p: p.read_bytes() for p in out.iterdir() if p.is_file()} == before   # nothing deleted
+
+
+def test_cache_pointing_at_the_input_is_refused_and_the_input_kept(tmp_path, tiny_embedder):
+    """Before: --cache naming the run's own input renamed it aside (<name>.corrupt-...) and replaced
+    it by an empty cache. Now: an InputError; the input is unchanged."""
+    from engine.corpus import embed_corpus
+
+    src = write_jsonl(tmp_path / "c.jsonl", synth(5))
+    before = src.read_bytes()
+    with pytest.raises(InputError, match=rf"{src} is not an embedding cache \(not an SQLite file\)"):
+        embed_corpus(src, tmp_path / "out", tiny_embedder, cache=src)
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "out"]

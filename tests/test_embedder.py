@@ -346,3 +346,56 @@ def test_in_graph_pooling_and_io_binding_match_cpu_path(tiny_embedder, tmp_path)
     assert out.shape == ref.shape
     # the tiny model ends in a Normalize module, which encode(normalize=False) runs after pooling
     np.testing.assert_allclose(out / np.linalg.norm(out, axis=1, keepdims=True), ref, atol=1e-5)
+
+
+def test_settings_change_atomically_while_threads_encode(tiny_model_dir, tiny_cache):
+    """max_seq_length, truncate_dim and default_prompt_name set while 4 threads encode: no error
+    (before: tokenizers' "RuntimeError: Already borrowed"), and every result equals the
+    single-threaded vectors of one of the settings (before: some matched neither); every
+    fingerprint read is one of the settings' fingerprints."""
+    import itertools
+    import threading
+
+    emb = Embedder(str(tiny_model_dir), cache_dir=tiny_cache, prompts={"query": "query: "})
+    emb.batch_workers = 1
+    texts = [("the quick brown fox jumps over the lazy dog " * (1 + i % 5)) + str(i) for i in range(64)]
+    combos = list(itertools.product((TINY_MAX_LEN, 6), (None, 16), (None, "query")))
+    refs, fps = [], set()
+    for length, dim, prompt in combos:  # the oracle: each setting alone, no threads
+        emb.max_seq_length, emb.truncate_dim, emb.default_prompt_name = length, dim, prompt
+        full = emb.encode(texts, batch_size=8, truncate_dim=None)
+        refs.append(full if dim is None else full[:, :dim])
+        fps.add(emb.fingerprint)
+    assert len(fps) == 4  # a prompt is not in the fingerprint, the other two are
+    stop, errors, results, seen = threading.Event(), [], [], set()
+
+    def encoder():
+        try:
+            while not stop.is_set():
+                results.append(emb.encode(texts, batch_size=8))
+        except Exception as e:  # noqa: BLE001  (the test reports any)
+            errors.append(e)
+
+    def setter():
+        for i in range(300):
+            length, dim, prompt = combos[i % len(combos)]
+            emb.max_seq_length = length
+            emb.truncate_dim = dim
+            emb.default_prompt_name = prompt
+            seen.add(emb.fingerprint)
+
+    workers = [threading.Thread(target=encoder) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        setter()
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert not errors, errors[:3]
+    assert seen <= fps
+    assert len(results) >= 8
+    for got in results:
+        assert any(got.shape == r.shape and np.abs(got - r).max() <= 1e-6 for r in refs), \
+            "a result computed with a mix of settings"

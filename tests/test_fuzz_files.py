@@ -1,4 +1,5 @@
-"""Fuzzing the files the engine reads back: index files, ``embed encode`` manifests and done records.
+"""Fuzzing the files the engine reads back: index files, ``embed encode`` manifests and done records,
+and the config files of a model folder.
 
 Each property writes files whose checksums are VALID (so the checks behind them are the ones
 exercised), with arbitrary header fields, section tables, records, paths and file kinds, and
@@ -57,6 +58,10 @@ def test_fuzz_corpus_folders(tmp_path):
 
 def test_fuzz_done_records(tmp_path):
     run_fuzz("fuzz_done_records", tmp_path, 150)
+
+
+def test_fuzz_model_configs(tmp_path):
+    run_fuzz("fuzz_model_configs", tmp_path, 30)
 
 
 # ============================================================================= in the child
@@ -528,5 +533,137 @@ def fuzz_done_records(root: str, examples: int) -> None:
             assert (out / got["ids"]).read_bytes().count(b"\n") == got["count"]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    prop()
+
+
+# ----------------------------------------------------------------------------- model folder configs
+
+# (file, keys the engine or sentence-transformers reads in it)
+MODEL_CONFIGS = [
+    ("modules.json", ()),
+    ("sentence_bert_config.json", ("max_seq_length", "do_lower_case", "tokenizer_args", "model_args",
+                                   "processor_kwargs", "transformer_task")),
+    ("config_sentence_transformers.json", ("prompts", "default_prompt_name", "similarity_fn_name", "truncate_dim",
+                                           "model_type")),
+    ("1_Pooling/config.json", ("pooling_mode", "include_prompt", "embedding_dimension", "pooling_mode_cls_token",
+                               "pooling_mode_mean_tokens", "pooling_mode_max_tokens")),
+    ("2_Dense/config.json", ("in_features", "out_features", "bias", "activation_function", "module_input_name")),
+]
+
+
+def _st_view(model) -> dict:
+    """What a loaded SentenceTransformer computes with, in the engine's terms (the oracle)."""
+    from sentence_transformers.models import Dense, Normalize, Pooling
+
+    pooling = next(m for m in model if isinstance(m, Pooling))
+    modes = pooling.pooling_mode
+    head = []
+    for m in model:
+        if isinstance(m, Dense):
+            act = type(m.activation_function)
+            head.append(("Dense", m.linear.in_features, m.linear.out_features, m.linear.bias is not None,
+                         f"{act.__module__}.{act.__name__}"))
+        elif isinstance(m, Normalize):
+            head.append(("Normalize",))
+    return {"modes": tuple([modes] if isinstance(modes, str) else modes), "include_prompt": pooling.include_prompt,
+            "head": head, "max_seq_length": model.max_seq_length, "do_lower_case": model[0].do_lower_case,
+            "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name,
+            "similarity_fn_name": model.similarity_fn_name or "cosine", "truncate_dim": model.truncate_dim}
+
+
+def _engine_view(folder: Path) -> dict:
+    from engine.models.fetch import spec_from_folder
+    from engine.models.stack import ACTIVATIONS, Dense, load_weights, read_stack
+
+    spec = spec_from_folder(folder)
+    stack = read_stack(folder, spec.hidden_size)
+    load_weights(folder, stack)
+    torch_name = {v: k for k, v in ACTIVATIONS.items()}
+    head = [("Dense", m.in_features, m.out_features, m.bias, torch_name[m.activation]) if isinstance(m, Dense)
+            else (type(m).__name__,) for m in stack.head]
+    return {"modes": stack.pooling.modes, "include_prompt": stack.pooling.include_prompt, "head": head,
+            "max_seq_length": spec.max_seq_length or None, "do_lower_case": stack.do_lower_case,
+            "prompts": stack.prompts, "default_prompt_name": stack.default_prompt_name,
+            "similarity_fn_name": stack.similarity_fn_name, "truncate_dim": stack.truncate_dim}
+
+
+def _mutate_config(folder: Path, op) -> None:
+    kind, i, *args = op
+    name, keys = MODEL_CONFIGS[i]
+    path = folder / name
+    if kind == "raw":
+        path.write_bytes(args[0])
+        return
+    try:   # an edit that no longer applies (an earlier one replaced the structure) is left out
+        data = json.loads(path.read_text())
+        if kind == "whole":
+            data = args[0]
+        elif kind == "modules":    # an entry's field, or the whole entry
+            j, field, value = args[0] % len(data), args[1], args[2]
+            if field is None:
+                data[j] = value
+            else:
+                data[j][field] = value
+        elif kind == "delete":
+            data.pop(keys[args[0] % len(keys)], None)
+        else:                      # "set": a known key (or a new one) to a fuzzed value
+            key = keys[args[0] % len(keys)] if args[0] < 100 else f"extra_{args[0]}"
+            data[key] = args[1]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, RecursionError):
+        return
+    path.write_text(json.dumps(data))
+
+
+def fuzz_model_configs(root: str, examples: int) -> None:
+    """Any edit of a model folder's configs: reading the folder either works and agrees with what
+    sentence-transformers loads from it (pooling, head, max_seq_length, prompts, similarity,
+    truncate_dim), or raises an EngineError (no other exception)."""
+    import logging
+    import warnings
+
+    from hypothesis import given
+    from sentence_transformers import SentenceTransformer
+
+    from engine.errors import EngineError
+    from tests.st_tiny import build_transformer, write_stack
+
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    st, values = _strategies()
+    base = build_transformer(Path(root) / "base", "bert")
+    write_stack(base, dense=[(16, "torch.nn.modules.activation.GELU", True)], prompts={"query": "q: "})
+    config = st.integers(0, len(MODEL_CONFIGS) - 1)
+    keyed = st.integers(1, len(MODEL_CONFIGS) - 1)   # the files with keys (modules.json: "modules" edits)
+    interesting = st.sampled_from([-5, 0, 1, 5, 16, 24, 32, 10**9, 1e9, "abc", "mean", ["mean", "cls"], "query",
+                                   "torch.nn.modules.activation.ReLU", "dot", {"query": 1}, [1, 2], None, True])
+    value = interesting | values
+    mutation = st.one_of(
+        st.tuples(st.just("set"), keyed, st.integers(0, 105), value),
+        st.tuples(st.just("delete"), keyed, st.integers(0, 9)),
+        st.tuples(st.just("whole"), config, values),
+        st.tuples(st.just("modules"), st.just(0), st.integers(0, 3),
+                  st.sampled_from(["idx", "path", "type", None]),
+                  st.sampled_from(["", ".", "2_Dense", "../x", "/tmp", "1_Pooling", 0, 7,
+                                   "sentence_transformers.models.Normalize"]) | values),
+        st.tuples(st.just("raw"), config, st.sampled_from([b"", b"{", b"[" * 60_000, b"\xff", b"1" * 5000, b"null"])),
+    )
+
+    @_settings(examples)
+    @given(muts=st.lists(mutation, min_size=1, max_size=3))
+    def prop(muts):
+        folder = _scratch(root) / "model"
+        shutil.copytree(base, folder)
+        try:
+            for op in muts:
+                _mutate_config(folder, op)
+            try:
+                ours = _engine_view(folder)
+            except EngineError:
+                return
+            theirs = _st_view(SentenceTransformer(str(folder), device="cpu"))
+            assert ours == theirs, (muts, ours, theirs)
+        finally:
+            shutil.rmtree(folder.parent, ignore_errors=True)
 
     prop()

@@ -307,3 +307,19 @@ def test_a_pipe_is_read_once_and_not_counted(tmp_path):
         writer.join(timeout=10)
     with pytest.raises(InputError, match="has no file extension"):
         expand_inputs(fifo)
+
+
+@pytest.mark.parametrize("record,why", [
+    ('{"_id": "a", "text": "x", "n": 1' + "0" * 5000 + "}", "Exceeds the limit"),  # int() refuses > 4300 digits
+    ('{"_id": "a", "text": "x", "n": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deep"),
+], ids=["5000-digit-number", "nested-100000-deep"])
+def test_a_record_the_json_parser_cannot_read_is_that_records_error(tmp_path, record, why):
+    """Whatever json.loads raises (ValueError for a huge number, RecursionError for deep nesting)
+    is one bad record: rejected with skip_bad, an InputError naming file and line without it."""
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"_id": "1", "text": "first"}\n' + record + '\n{"_id": "3", "text": "third"}\n')
+    with pytest.raises(InputError, match=rf"c\.jsonl:2: .*{why}.*--skip-bad"):
+        list(iter_documents([p]))
+    docs, rejects = read_skipping(p)
+    assert docs == [("1", "first", f"{p}:1"), ("3", "third", f"{p}:3")]
+    assert [w for w, _ in rejects] == [f"{p}:2"] and why in rejects[0][1]

@@ -21,7 +21,9 @@ The file is untrusted, being only a cache:
 * A stored row of the wrong byte length, with a non-finite value, or (in a normalized namespace)
   not of unit length (``| |v|^2 - 1 | > UNIT_TOLERANCE``) is a miss, counted in ``rejected_rows``;
   the fresh vector replaces it on ``put``.
-* A damaged database (SQLite reports it corrupt, or the file is not SQLite) found when the cache
+* A file that is not an engine cache (not SQLite, or another program's SQLite database) is
+  refused (``InputError``) and left as it is: ``--cache`` pointed at the wrong file.
+* A damaged cache (an SQLite file that SQLite reports corrupt) found when the cache
   is opened is moved aside, never deleted: renamed ``<name>.corrupt-<YYYYmmddTHHMMSS>`` (its
   ``-wal``/``-shm`` files alike), and a new cache is started, with a warning in the log.
 * Damage found later, by a lookup or an insert, must not fail the run: the file is moved aside the
@@ -119,6 +121,7 @@ class EmbeddingCache:
         except OSError as e:
             raise EngineError(f"cannot create the folder of the embedding cache {self.path}: {e.strerror or e}; "
                               "pass another path (--cache PATH) or --no-cache") from e
+        _refuse_foreign(self.path)
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as e:
@@ -136,6 +139,10 @@ class EmbeddingCache:
         self._identity = _identity(self.path)
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:  # another program's database: never written to
+                raise InputError(_foreign_message(self.path, f"an SQLite database with the tables "
+                                                             f"{', '.join(sorted(tables)[:5])}"))
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
             db.executescript(_SCHEMA)  # idempotent; each statement is atomic
@@ -351,6 +358,27 @@ def _migrate_v1(db: sqlite3.Connection) -> str:
         raise
     db.execute("COMMIT")
     return version
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _refuse_foreign(path: Path) -> None:
+    """An InputError for an existing file that is not SQLite (a corpus, a results file passed as
+    --cache by mistake): only a damaged *cache* is moved aside, any other file is left as it is.
+    An empty file (just created) is fine."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except OSError:  # absent (a new cache), or unreadable: sqlite reports that
+        return
+    if head and head != _SQLITE_HEADER:
+        raise InputError(_foreign_message(path, "not an SQLite file"))
+
+
+def _foreign_message(path: Path, what: str) -> str:
+    return (f"{path} is not an embedding cache ({what}); it is left as it is. Pass the path of an existing "
+            "cache or of a new file to create one (--cache PATH), or --no-cache")
 
 
 def _code(e: sqlite3.Error) -> int | None:

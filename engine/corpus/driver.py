@@ -47,6 +47,8 @@ with what the run learnt (rows read, the format stdin was read as); they are not
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob
 import hashlib
 import os
 import sqlite3
@@ -183,6 +185,7 @@ def embed_corpus(
     check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field,
                   output_format=output_format)
     sources = expand_inputs(inputs, format)
+    check_output_outside_inputs(out_dir, sources, inputs)   # before a model is loaded
     embedder = _embedder(model, precision, device, threads, cache_dir)
     plan = Plan.build(sources, embedder, model_ref(model), Fields(id_field, text_field, title_field or None),
                       truncate_dim, shard_size, format, prompt_name=prompt_name, prompt=prompt,
@@ -191,6 +194,47 @@ def embed_corpus(
                              normalize=plan.normalize)
     return drive(plan, out_dir, executor, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad,
                  overwrite=overwrite, progress=progress, t0=t0)
+
+
+# files an OUTDIR holds that a reader would take as a corpus
+_OUTPUT_FILES = ("shard-00000.jsonl", "shard-00000.parquet", REJECTS)
+
+
+def check_output_outside_inputs(out_dir: str | os.PathLike, sources: Sequence[Input], patterns=None) -> None:
+    """An InputError when OUTDIR is inside what the run reads: an input file inside it (a rerun
+    would read its own shards, and --overwrite would delete its input), or, for the glob patterns
+    given (``patterns``: the inputs as passed), a pattern that matches the files OUTDIR will hold."""
+    out = Path(os.path.realpath(out_dir))
+    for src in sources:
+        if isinstance(src, Path) and Path(os.path.realpath(src)).is_relative_to(out):
+            raise InputError(f"the input {src} is inside the output folder {out_dir}: the run would read its own "
+                             "output. Write the output elsewhere (-o/--out), or leave that folder out of the inputs")
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [patterns]
+    if not isinstance(patterns, (list, tuple)):
+        return
+    for pat in patterns:
+        if isinstance(pat, (str, os.PathLike)) and glob.has_magic(os.fspath(pat)) and \
+                any(_glob_matches(os.fspath(pat), os.path.join(os.path.abspath(out_dir), f)) for f in _OUTPUT_FILES):
+            raise InputError(f"the input pattern {os.fspath(pat)!r} matches the files of the output folder {out_dir} "
+                             "(its shards, rejects.jsonl): a rerun would read its own output. Write the output "
+                             "outside the pattern (-o/--out), or narrow the pattern")
+
+
+def _glob_matches(pattern: str, path: str) -> bool:
+    """Whether ``glob.glob(pattern, recursive=True)`` would list ``path`` (were it there): per path
+    component, ``**`` any number of folders, ``*`` ``?`` ``[..]`` within one component."""
+    pat = os.path.abspath(pattern).split(os.sep)
+    parts = os.path.abspath(path).split(os.sep)
+
+    def match(i: int, j: int) -> bool:
+        if i == len(pat):
+            return j == len(parts)
+        if pat[i] == "**":
+            return any(match(i + 1, k) for k in range(j, len(parts) + (i + 1 == len(pat))))
+        return j < len(parts) and fnmatch.fnmatchcase(parts[j], pat[i]) and match(i + 1, j + 1)
+
+    return match(0, 0)
 
 
 def check_options(**positive_ints_and_fields) -> None:
@@ -380,6 +424,7 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=T
     the end. t0: when the run started (``perf_counter``), for the summary's seconds.
     """
     t0 = time.perf_counter() if t0 is None else t0
+    check_output_outside_inputs(out_dir, plan.inputs)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(OutputDir(out_dir))
         out.check_settings(plan.settings, overwrite)

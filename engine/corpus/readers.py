@@ -635,6 +635,12 @@ def _read_jsonl(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str) -
                 else "fix or remove the line"
             _bad(on_bad, where, f"invalid JSON ({e.msg} at column {e.colno})", hint)
             continue
+        except RecursionError:
+            _bad(on_bad, where, "a JSON value nested too deep to read", "fix or remove the line")
+            continue
+        except Exception as e:  # any other parser failure, e.g. a number of more than 4300 digits
+            _bad(on_bad, where, f"unreadable JSON ({type(e).__name__}: {str(e)[:200]})", "fix or remove the line")
+            continue
         if not isinstance(record, dict):
             _bad(on_bad, where, f"a JSON {type(record).__name__}, not an object", "write one object per line")
             continue
