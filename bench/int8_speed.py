@@ -1,4 +1,12 @@
-"""Engine int8 vs engine fp32 vs sentence-transformers (torch backend): speed and parity, one run.
+"""The engine (fp32 / bf16 / int8, per runtime) vs sentence-transformers' backends: speed and parity, one run.
+
+Contenders: the engine in fp32 on onnxruntime and on OpenVINO, in bf16 (OpenVINO; only on a CPU
+with bf16 units), in int8; sentence-transformers on torch fp32 (the reference), torch bf16 (only
+on a CPU with bf16 units: elsewhere torch emulates bf16, slower than fp32), ``backend="onnx"`` and
+``backend="openvino"`` (its default precision hint: bf16 on a CPU with bf16 units, f32 elsewhere).
+The ST peers need the ``peers`` extra (optimum-intel[openvino]); ``--no-peers`` leaves them out,
+``--no-st`` every sentence-transformers contender. Every contender's parity is its cosine to ST
+torch fp32 on the same texts; engine contenders record the runtime they ran on.
 
 Texts: the first 1,000 SciFact docs (title + " " + text) and 2,000 STS-dev sentences (sentence1
 and sentence2 of each row in turn), from --data (default ../shared/data beside the repository).
@@ -35,6 +43,66 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def _engines(args) -> tuple[dict, dict]:
+    """{name: Embedder} of the engine contenders, and {name: why} of those this machine cannot run."""
+    from engine import Embedder
+    from engine.runtime import BF16_CLASSES, cpu_class
+
+    engines = {"engine fp32": Embedder(args.model, threads=args.threads),
+               "engine int8": Embedder(args.model, model_precision="int8", threads=args.threads)}
+    skipped = {}
+    try:
+        engines["engine fp32 openvino"] = Embedder(args.model, threads=args.threads, runtime="openvino")
+        if cpu_class() in BF16_CLASSES:
+            engines["engine bf16"] = Embedder(args.model, model_precision="bf16", threads=args.threads)
+        else:
+            skipped["engine bf16"] = f"no bf16 units (CPU class {cpu_class()})"
+    except ImportError as e:
+        skipped["engine openvino"] = str(e)
+    if args.also_recipe:
+        from recipe_override import int8_recipe_as
+
+        with int8_recipe_as(args.also_recipe):
+            engines[f"engine int8 {args.also_recipe}"] = Embedder(args.model, model_precision="int8",
+                                                                  threads=args.threads)
+    return engines, skipped
+
+
+def _st_contenders(args, max_seq_length: int, skipped: dict) -> dict:
+    """{name: encode function} of sentence-transformers on torch fp32 and (unless --no-peers) its other
+    backends; a peer that cannot load here goes into ``skipped`` with the reason."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from engine.models.fetch import resolve
+    from engine.runtime import BF16_CLASSES, cpu_class
+
+    torch.set_num_threads(args.threads)
+    folder = str(resolve(args.model).folder)
+
+    def st_encode(model, batch_size=args.batch_size):
+        model.max_seq_length = max_seq_length
+        return lambda t: model.encode(t, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+
+    st = SentenceTransformer(folder, device="cpu")
+    out = {"ST torch": st_encode(st)}
+    if args.st_extra_batch:
+        out[f"ST torch bs{args.st_extra_batch}"] = st_encode(st, args.st_extra_batch)
+    if args.no_peers:
+        return out
+    peers = {"ST onnx": {"backend": "onnx"}, "ST openvino": {"backend": "openvino"}}
+    if cpu_class() in BF16_CLASSES:
+        peers["ST torch bf16"] = {"model_kwargs": {"torch_dtype": torch.bfloat16}}
+    else:
+        skipped["ST torch bf16"] = f"no bf16 units (CPU class {cpu_class()}): torch emulates bf16, slower than fp32"
+    for name, kwargs in peers.items():
+        try:
+            out[name] = st_encode(SentenceTransformer(folder, device="cpu", **kwargs))
+        except Exception as e:  # a missing extra (optimum-intel), an export failure: reported, not fatal
+            skipped[name] = f"{type(e).__name__}: {e}"[:300]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
@@ -46,13 +114,14 @@ def main(argv=None) -> int:
     ap.add_argument("--also-recipe", default=None,
                     help="also time this int8 recipe (e.g. rr) in the same run (bench/recipe_override.py)")
     ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers (no torch)")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip sentence-transformers' onnx / openvino backends and torch bf16")
     ap.add_argument("--st-extra-batch", type=int, default=None,
                     help="also time sentence-transformers at this batch size (is a small batch its best too?)")
     ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/int8_speed_<model>.json)")
     args = ap.parse_args(argv)
 
-    from engine import Embedder
     from engine.benchmark.chip import (
         chip_line,
         environment,
@@ -63,39 +132,19 @@ def main(argv=None) -> int:
         transformer_shape,
     )
     from engine.benchmark.harness import measure, scifact_sts_texts, token_count
-    from engine.models.fetch import resolve
 
     try:
         sets = scifact_sts_texts(args.data, args.docs, args.sents)
     except FileNotFoundError as e:
         sys.exit(f"int8_speed: {e}; pass --data DIR")
     bs = args.batch_size
-    fp32 = Embedder(args.model, threads=args.threads)
-    int8 = Embedder(args.model, model_precision="int8", threads=args.threads)
-    engines = {"engine fp32": fp32, "engine int8": int8}
-    if args.also_recipe:
-        from recipe_override import int8_recipe_as
-
-        with int8_recipe_as(args.also_recipe):
-            alt = Embedder(args.model, model_precision="int8", threads=args.threads)
-        engines[f"engine int8 {args.also_recipe}"] = alt
+    engines, skipped = _engines(args)
+    fp32, int8 = engines["engine fp32"], engines["engine int8"]
     contenders = {  # unit vectors, as the ST contender is asked for
         name: functools.partial(emb.encode, batch_size=bs, normalize_embeddings=True) for name, emb in engines.items()
     }
     if not args.no_st:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        torch.set_num_threads(args.threads)
-        st = SentenceTransformer(str(resolve(args.model).folder), device="cpu")
-        st.max_seq_length = fp32.max_seq_length
-
-        def st_encode(batch_size):
-            return lambda t: st.encode(t, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
-
-        contenders["ST torch"] = st_encode(bs)
-        if args.st_extra_batch:
-            contenders[f"ST torch bs{args.st_extra_batch}"] = st_encode(args.st_extra_batch)
+        contenders.update(_st_contenders(args, fp32.max_seq_length, skipped))
 
     for fn in contenders.values():  # warm-up: JIT, session arenas, torch kernels
         fn(sets["docs"][:bs]), fn(sets["sents"][: bs * 4])
@@ -145,6 +194,8 @@ def main(argv=None) -> int:
         "paired_round_speedup_vs_" + ref: {c: {k: paired(c, k) for k in sets} for c in contenders if c != ref},
         "per_round_per_s": {c: {k: [round(x, 2) for x in v] for k, v in b.items()} for c, b in per_round.items()},
         "cos_int8_vs_fp32": {k: cos(vecs["engine int8"][k], vecs["engine fp32"][k]) for k in sets},
+        "runtime": {name: emb.runtime for name, emb in engines.items()},
+        "skipped": skipped,
         "int8_export": int8._exported.meta["export"].get("quantization"),
         "int8_isa": int8._exported.meta.get("int8_isa"),
         "gemm_peak": peak,
@@ -156,10 +207,13 @@ def main(argv=None) -> int:
     if args.also_recipe:
         name = f"engine int8 {args.also_recipe}"
         report[f"cos_int8_{args.also_recipe}_vs_fp32"] = {k: cos(vecs[name][k], vecs["engine fp32"][k]) for k in sets}
+        alt = engines[f"engine int8 {args.also_recipe}"]
         report[f"int8_export_{args.also_recipe}"] = alt._exported.meta["export"].get("quantization")
     if "ST torch" in contenders:
         report["cos_fp32_vs_st"] = {k: cos(vecs["engine fp32"][k], vecs["ST torch"][k]) for k in sets}
         report["cos_int8_vs_st"] = {k: cos(vecs["engine int8"][k], vecs["ST torch"][k]) for k in sets}
+        report["cos_vs_st_torch_fp32"] = {c: {k: cos(vecs[c][k], vecs["ST torch"][k]) for k in sets}
+                                          for c in contenders if c != "ST torch"}
     report["environment"] = environment()
     report["load_average_start_end"] = [load_start, report["environment"]["load_average"]]
     out = Path(args.out or Path(__file__).parent / "results" / f"int8_speed_{fp32.name}.json")

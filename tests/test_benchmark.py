@@ -250,7 +250,7 @@ def test_cli_flags_become_a_config():
     q = config_from_args(_args("--quick", "--repeats", "5"))
     assert q.batch_sizes == (1, 8, 32) and q.lengths == ("short", "medium") and q.n_texts == 64
     assert q.repeats == 5  # an explicit flag wins over --quick
-    assert q.baselines == ("st-torch", "st-onnx") and q.models == ("all-MiniLM-L6-v2",)
+    assert q.baselines == ("st-torch", "st-onnx", "st-openvino") and q.models == ("all-MiniLM-L6-v2",)
 
 
 def test_cli_rejects_bad_batch_sizes(capsys):
@@ -365,6 +365,25 @@ def test_tiny_run_with_both_baselines(tiny_model_dir, tiny_cache, tmp_path):
     assert by["st-torch"]["speedup_vs_st_torch"] == pytest.approx(1.0)
     assert by["engine"]["min_cosine_vs_st_torch"] > 0.9999
     assert by["st-onnx"]["min_cosine_vs_st_torch"] > 0.9999
+
+
+def test_tiny_run_records_each_contenders_runtime(tiny_model_dir, tiny_cache):
+    """Every row names the runtime that ran it; the engine's is the one its Embedder chose."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    from engine.benchmark import harness
+    from engine.benchmark.harness import run_grid
+
+    cfg = BenchConfig(models=(str(tiny_model_dir),), devices=("cpu",), batch_sizes=(4,), lengths=("medium",),
+                      n_texts=8, repeats=1, baselines=("st-torch", "st-openvino"), threads=1,
+                      cache_dir=str(tiny_cache))
+    doc = run_grid(cfg, progress=False)
+    rows = {r["contender"]: r for r in doc["rows"]}
+    assert rows["engine"]["runtime"] == "onnxruntime" and rows["st-torch"]["runtime"] == "torch"
+    skipped = {s["contender"] for s in doc["skipped"]}
+    if "st-openvino" not in skipped:  # needs the peers extra (optimum-intel)
+        assert rows["st-openvino"]["runtime"] == "openvino"
+        assert rows["st-openvino"]["min_cosine_vs_st_torch"] > 0.9999
+    assert "runtime" in harness.CSV_FIELDS
 
 
 # -- comparing two runs (hand-built result documents) ------------------------------------

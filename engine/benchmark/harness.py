@@ -44,8 +44,9 @@ JSON schema (``"schema": "embed-engine.bench/1"``)::
                                                        # after truncation at max_seq_length
       "rows": [{                                       # one per cell x contender
         "model", "device", "length", "batch_size",     # the cell
-        "contender": "engine" | "st-torch" | "st-onnx",
-        "precision": "fp32" | "int8" | "fp16",         # baselines are fp32
+        "contender": "engine" | "st-torch" | "st-onnx" | "st-openvino" | "st-torch-bf16",
+        "precision": "fp32" | "bf16" | "int8" | "fp16", # the model precision (st-openvino: its default hint)
+        "runtime": "onnxruntime" | "openvino" | "torch",  # what ran it (the engine's: RUNTIME_CHOICE)
         "label": "engine-fp32",                        # contender + precision, for plots
         "n_texts": int, "n_batches": int, "repeats": int, "tokens": int,
         "latency_ms": {"p50", "p95", "p99", "mean", "min", "max"},   # per batch call
@@ -97,7 +98,7 @@ from .clock import Clock, PerfClock
 SCHEMA = "embed-engine.bench/1"
 LENGTH_BUCKETS = {"short": 16, "medium": 64, "long": 256}
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-BASELINES = ("st-torch", "st-onnx")
+BASELINES = ("st-torch", "st-onnx", "st-openvino", "st-torch-bf16")
 DEVICES = ("cpu", "cuda")
 
 
@@ -330,11 +331,12 @@ def build_texts(
 class Contender:
     """A callable that embeds one batch, with what identifies it in the results."""
 
-    name: str  # "engine" | "st-torch" | "st-onnx"
+    name: str  # "engine" | BASELINES
     precision: str
     fn: Callable[[list[str]], np.ndarray]
     threads: dict
     embedder: Any = None  # the engine's Embedder (tokenizer, fingerprint), else None
+    runtime: str = "onnxruntime"
 
     @property
     def label(self) -> str:
@@ -346,7 +348,7 @@ def engine_contender(model: str, device: str, precision: str, threads: int, cach
 
     emb = Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
     return Contender("engine", precision, lambda b: emb.encode(b, batch_size=len(b)),
-                     {"intra_op": emb.threads, "inter_op": 1}, emb)
+                     {"intra_op": emb.threads, "inter_op": 1}, emb, emb.runtime)
 
 
 def _st_device(device: str) -> str:
@@ -358,7 +360,8 @@ def _st_device(device: str) -> str:
     return device
 
 
-def st_torch_contender(folder: Path, device: str, threads: int) -> Contender:
+def st_torch_contender(folder: Path, device: str, threads: int, bf16: bool = False) -> Contender:
+    """sentence-transformers on torch, fp32 (the reference) or bf16 (``model_kwargs`` torch_dtype)."""
     try:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -367,9 +370,31 @@ def st_torch_contender(folder: Path, device: str, threads: int) -> Contender:
 
         raise missing_extra("sentence-transformers", "bench") from e
     torch.set_num_threads(threads)
-    model = SentenceTransformer(str(folder), device=_st_device(device))
+    kwargs = {"model_kwargs": {"torch_dtype": torch.bfloat16}} if bf16 else {}
+    model = SentenceTransformer(str(folder), device=_st_device(device), **kwargs)
     fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
-    return Contender("st-torch", "fp32", fn, {"torch": torch.get_num_threads()})
+    return Contender("st-torch-bf16" if bf16 else "st-torch", "bf16" if bf16 else "fp32", fn,
+                     {"torch": torch.get_num_threads()}, runtime="torch")
+
+
+def st_openvino_contender(folder: Path, device: str, threads: int) -> Contender:
+    """sentence-transformers' own openvino backend (the ``peers`` extra) at its default precision hint:
+    bf16 on a CPU with bf16 units, f32 elsewhere."""
+    if device.startswith("cuda"):
+        raise RuntimeError("sentence-transformers' openvino backend runs on the CPU")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        from ..errors import missing_extra
+
+        raise missing_extra("sentence-transformers", "bench") from e
+    from ..runtime import BF16_CLASSES, cpu_class
+
+    model = SentenceTransformer(str(folder), device="cpu", backend="openvino",
+                                model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": threads}})
+    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
+    precision = "bf16" if cpu_class() in BF16_CLASSES else "fp32"
+    return Contender("st-openvino", precision, fn, {"openvino": threads}, runtime="openvino")
 
 
 def st_onnx_contender(folder: Path, device: str, threads: int, cache: Path) -> Contender:
@@ -437,7 +462,7 @@ class BenchConfig:
     n_texts: int = 256
     repeats: int = 3
     warmup: int = 1
-    baselines: tuple[str, ...] = ("st-torch", "st-onnx")
+    baselines: tuple[str, ...] = ("st-torch", "st-onnx", "st-openvino")
     threads: int | None = None
     corpus: str | None = None
     cache_dir: str | None = None
@@ -570,8 +595,10 @@ def _baseline_contenders(model: str, device: str, emb, config: BenchConfig, thre
     for base in config.baselines:
         try:
             resolved = resolved or resolve(model, config.cache_dir)
-            if base == "st-torch":
-                out.append(st_torch_contender(resolved.folder, device, threads))
+            if base in ("st-torch", "st-torch-bf16"):
+                out.append(st_torch_contender(resolved.folder, device, threads, bf16=base == "st-torch-bf16"))
+            elif base == "st-openvino":
+                out.append(st_openvino_contender(resolved.folder, device, threads))
             else:
                 key = emb.fingerprint.replace("/", "_")
                 out.append(st_onnx_contender(resolved.folder, device, threads,
@@ -637,7 +664,7 @@ def _run_cell(model, device, length, bs, texts, contenders, config, clock, memor
             cos = min_cosine(vecs, base_vecs)
         rows.append({
             "model": model, "device": device, "length": length, "batch_size": bs,
-            "contender": c.name, "precision": c.precision, "label": c.label,
+            "contender": c.name, "precision": c.precision, "runtime": c.runtime, "label": c.label,
             "n_texts": n, "n_batches": len(batches), "repeats": config.repeats, "tokens": n_tokens,
             **s,
             "peak_rss_mb": m.peak_rss_mb, "threads": c.threads,
@@ -655,7 +682,7 @@ def _stack(outputs: list) -> np.ndarray | None:
 
 
 # -- output -----------------------------------------------------------------------------
-CSV_FIELDS = ("model", "device", "length", "batch_size", "contender", "precision", "n_texts", "n_batches",
+CSV_FIELDS = ("model", "device", "length", "batch_size", "contender", "precision", "runtime", "n_texts", "n_batches",
               "repeats", "tokens", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "texts_per_s", "texts_per_s_median",
               "tokens_per_s", "wall_s", "peak_rss_mb", "threads", "speedup_vs_st_torch", "min_cosine_vs_st_torch",
               "gflops", "fraction_of_peak")
