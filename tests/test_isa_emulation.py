@@ -58,3 +58,28 @@ def test_int8_index_on_the_avx2_kernels():
              "-x", "tests/test_index_codes.py", "-k", "int8")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and " failed" not in r.stdout
+
+
+def test_bf16_is_refused_where_bf16_units_are_hidden():
+    """On an AVX2 CPU (a bf16 CPU with AVX-512 and AMX hidden), the engine and OpenVINO both see no
+    bf16 units, and Embedder(model_precision='bf16') is refused by name before any export."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    code = (
+        "import openvino, sys\n"
+        "from engine import Embedder\n"
+        "from engine.runtime import cpu_class\n"
+        "caps = openvino.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')\n"
+        "print('class', cpu_class(), 'BF16' in caps, file=sys.stderr)\n"
+        "try:\n"
+        "    Embedder('all-MiniLM-L6-v2', model_precision='bf16', cache_dir=sys.argv[1])\n"
+        "except Exception as e:\n"
+        "    print('refused', type(e).__name__, e, file=sys.stderr)\n"
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        r = _run("avx2", "--", sys.executable, "-c", code, cache)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "class avx2 False" in r.stderr
+        assert "refused InputError model_precision='bf16' needs a CPU with bf16 units" in r.stderr
+        assert not list(Path(cache).glob("onnx/*"))
