@@ -12,6 +12,12 @@ server (moto's server mode) on 127.0.0.1, started and stopped here.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +126,99 @@ def test_matches_local_path(local_out, dist_out, inputs, tiny_embedder):
     got = CorpusSearcher(dist_out, model=tiny_embedder).search(queries, k=5)
     exp = CorpusSearcher(local_out, model=tiny_embedder).search(queries, k=5)
     assert [[h[0] for h in g] for g in got] == [[h[0] for h in e] for e in exp]
+
+
+def writer_pids() -> list[int]:
+    """The writer actors' processes: children of this test's Ray cluster titled ray::_Writer."""
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "_Writer" in " ".join(p.cmdline()):
+                out.append(p.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def wait_for(cond, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def in_progress(out: Path) -> bool:
+    try:
+        return json.loads((out / "manifest.json").read_text())["status"] == "in_progress"
+    except (OSError, ValueError):
+        return True
+
+
+def test_resume_keeps_finished_shards(ray_cluster, dist_out, local_out, inputs, tiny_model_dir, tiny_cache):
+    from engine.corpus.shards import read_manifest
+
+    n_shards = len(read_manifest(dist_out)["shards"])
+    (dist_out / "shard-00001.done.json").unlink()                 # as if killed while writing shard 1
+    (dist_out / "shard-00002.npy").write_bytes(b"torn")            # and shard 2 damaged
+    s = run(inputs, dist_out, tiny_model_dir, tiny_cache)
+    counts = [r["count"] for r in read_manifest(dist_out)["shards"]]
+    assert (s.shards, s.shards_written, s.embedded) == (n_shards, 2, counts[1] + counts[2])
+    assert s.resumed == s.docs - s.embedded
+    assert_same(local_out, dist_out)
+
+
+def test_writer_killed_mid_run(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cache, tmp_path):
+    """kill -9 of a writer's process while it writes: Ray restarts it and retries its file; the
+    retry keeps the shards committed before the kill; the output is the local path's."""
+    out, result = tmp_path / "out", {}
+    t = threading.Thread(target=lambda: result.update(s=run(inputs, out, tiny_model_dir, tiny_cache)))
+    t.start()
+    wait_for(lambda: len(list(out.glob("*.done.json"))) >= 2 and len(writer_pids()) == 2)
+    assert in_progress(out)
+    os.kill(writer_pids()[0], signal.SIGKILL)
+    t.join(300)
+    s = result["s"]
+    assert s.docs == s.embedded + s.resumed == len(local_out_ids(local_out))
+    assert_same(local_out, out)
+
+
+def local_out_ids(out: Path) -> list[str]:
+    from engine.corpus import load_embeddings
+
+    return load_embeddings(out)[0]
+
+
+def test_driver_killed_mid_run(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cache, tmp_path):
+    """kill -9 of the driver (its Ray cluster dies with it) mid-run, then the same call again:
+    complete shards are kept, the rest written; the output is the local path's."""
+    import psutil
+
+    out = tmp_path / "out"
+    code = ("import sys, ray\n"
+            "ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)\n"
+            "from engine.corpus.distributed import embed_corpus_distributed\n"
+            f"embed_corpus_distributed({[str(p) for p in inputs]!r}, {str(out)!r}, {str(tiny_model_dir)!r}, "
+            f"cache_dir={str(tiny_cache)!r}, actors=2, shard_size={SHARD}, cache=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(list(out.glob("*.done.json"))) >= 2 or proc.poll() is not None, timeout=180)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        for p in family:   # whatever of its cluster outlives it
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert in_progress(out), "the run finished before it was killed"
+    kept = len(list(out.glob("*.done.json")))
+    s = run(inputs, out, tiny_model_dir, tiny_cache)
+    assert s.resumed > 0 and s.shards_written <= s.shards - 1 and kept >= 2
+    assert s.docs == s.embedded + s.resumed
+    assert_same(local_out, out)
