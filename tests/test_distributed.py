@@ -222,3 +222,48 @@ def test_driver_killed_mid_run(ray_cluster, local_out, inputs, tiny_model_dir, t
     assert s.resumed > 0 and s.shards_written <= s.shards - 1 and kept >= 2
     assert s.docs == s.embedded + s.resumed
     assert_same(local_out, out)
+
+
+def bad_inputs(folder: Path) -> list[Path]:
+    """Two files: a bad JSON line and a record without text in the first, an id of the first repeated
+    in the second."""
+    folder.mkdir(parents=True, exist_ok=True)
+    a = folder / "a.jsonl"
+    rows = [json.dumps(r) for r in synth(0, 30)]
+    rows[5] = '{"_id": "broken", "text": '
+    rows[9] = json.dumps({"_id": "no-text", "title": "t"})
+    a.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    b = write_jsonl(folder / "b.jsonl", synth(30, 50) + [{"_id": "syn-0003", "text": "again"}] + synth(50, 60))
+    return [a, b]
+
+
+def local_error(inputs, tiny_embedder, out: Path) -> str:
+    from engine.corpus import embed_corpus
+    from engine.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        embed_corpus(inputs, out, tiny_embedder, shard_size=7, cache=False)
+    return str(e.value)
+
+
+def test_bad_records_and_duplicates(ray_cluster, tiny_embedder, tiny_model_dir, tiny_cache, tmp_path):
+    """Without skip_bad: the local path's error (the first bad record); with a clean first file, the
+    duplicate id across the two files, naming both places. With skip_bad: the local output and rejects."""
+    from engine.corpus import embed_corpus
+    from engine.errors import InputError
+
+    a, b = bad_inputs(tmp_path / "in")
+    for inputs in ([a, b], [write_jsonl(tmp_path / "in" / "clean.jsonl", synth(0, 30)), b]):
+        want = local_error(inputs, tiny_embedder, tmp_path / "local-err")
+        with pytest.raises(InputError) as e:
+            run(inputs, tmp_path / "err", tiny_model_dir, tiny_cache, shard_size=7)
+        assert str(e.value) == want
+    assert "duplicate id 'syn-0003'" in want and f"{b}:21" in want and "clean.jsonl:4" in want
+
+    local = tmp_path / "local"
+    embed_corpus([a, b], local, tiny_embedder, shard_size=7, cache=False, skip_bad=True)
+    s = run([a, b], tmp_path / "out", tiny_model_dir, tiny_cache, shard_size=7, skip_bad=True)
+    assert s.rejected == 3 and s.docs == 28 + 30
+    assert_same(local, tmp_path / "out")
+    lines = [(p / "rejects.jsonl").read_text().splitlines() for p in (local, tmp_path / "out")]
+    assert sorted(lines[0]) == sorted(lines[1]) and len(lines[0]) == 3
