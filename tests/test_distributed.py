@@ -61,7 +61,34 @@ def write_inputs(folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def s3():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1, found by pyarrow (and the Ray
+    workers, started after it) through the AWS_* environment variables; yields a bucket's URI."""
+    pytest.importorskip("moto", reason="moto is not installed (the test extra)")
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True).create_dir("bucket")
+        yield "s3://bucket"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3):
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'embed-engine[ray]')")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
@@ -267,3 +294,64 @@ def test_bad_records_and_duplicates(ray_cluster, tiny_embedder, tiny_model_dir, 
     assert_same(local, tmp_path / "out")
     lines = [(p / "rejects.jsonl").read_text().splitlines() for p in (local, tmp_path / "out")]
     assert sorted(lines[0]) == sorted(lines[1]) and len(lines[0]) == 3
+
+
+def test_object_storage_cli(ray_cluster, s3, tiny_embedder, tiny_model_dir, tiny_cache, tmp_path, monkeypatch,
+                            capsys):
+    """embed encode s3://bucket/corpus/*.parquet -o s3://bucket/out --ray: the local path's output,
+    resumed (nothing embedded again) and repaired (one lost done record: one shard written)."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from engine.cli import main
+    from engine.corpus import embed_corpus
+
+    parts = []
+    for k, (lo, hi) in enumerate([(0, 100), (100, 230), (230, 300)]):
+        parts.append(tmp_path / "corpus" / f"part-{k}.parquet")
+        parts[-1].parent.mkdir(exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(synth(lo, hi)), parts[-1])
+    fs, _ = pafs.FileSystem.from_uri(s3)
+    pafs.copy_files(str(tmp_path / "corpus"), "bucket/corpus", destination_filesystem=fs)
+    local = tmp_path / "local"
+    embed_corpus(parts, local, tiny_embedder, shard_size=40, cache=False, output_format="parquet")
+
+    monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
+    argv = ["encode", f"{s3}/corpus/*.parquet", "-o", f"{s3}/out", "--model", str(tiny_model_dir), "--shard-size",
+            "40", "--no-cache", "-q", "--json", "--output-format", "parquet", "--ray", "--actors", "2"]
+
+    def encode() -> dict:
+        assert main(argv) == 0, capsys.readouterr().err
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    def fetch() -> Path:
+        copy = tmp_path / f"copy-{time.monotonic_ns()}"
+        copy.mkdir()
+        pafs.copy_files("bucket/out", str(copy), source_filesystem=fs)
+        return copy
+
+    first = encode()
+    assert (first["docs"], first["embedded"], first["shards"]) == (300, 300, 3 + 4 + 2)
+    assert_same(local, fetch())
+    again = encode()
+    assert (again["embedded"], again["resumed"], again["shards_written"]) == (0, 300, 0)
+    fs.delete_file("bucket/out/shard-00004.done.json")
+    repaired = encode()
+    assert (repaired["shards_written"], repaired["embedded"]) == (1, 40)
+    assert_same(local, fetch())
+
+
+def test_object_storage_messages(ray_cluster, s3, tiny_model_dir, tiny_cache, tmp_path):
+    """A bad record in a JSON lines object is named by its URI and line; so is a missing input."""
+    import pyarrow.fs as pafs
+
+    from engine.errors import InputError
+
+    fs, _ = pafs.FileSystem.from_uri(s3)
+    with fs.open_output_stream("bucket/bad/x.jsonl") as f:
+        f.write(b'{"_id": "1", "text": "fine"}\n{"_id": "2", "text": \n')
+    with pytest.raises(InputError, match=r"^s3://bucket/bad/x\.jsonl:2: "):
+        run([f"{s3}/bad/x.jsonl"], f"{s3}/bad-out", tiny_model_dir, tiny_cache)
+    with pytest.raises(InputError, match="no files match 's3://bucket/nothing/"):
+        run([f"{s3}/nothing/*.jsonl"], f"{s3}/bad-out", tiny_model_dir, tiny_cache)

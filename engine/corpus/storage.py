@@ -55,7 +55,8 @@ class Folder:
     def __init__(self, location: str | os.PathLike):
         self.location = os.fspath(location)
         self.local = not is_uri(self.location)
-        if self.local:
+        if self.local:   # absolute: a worker's working folder is not the driver's
+            self.location = os.path.abspath(self.location)
             self.path = Path(self.location)
         else:
             self.fs, self.base = _filesystem(self.location)
