@@ -355,3 +355,36 @@ def test_object_storage_messages(ray_cluster, s3, tiny_model_dir, tiny_cache, tm
         run([f"{s3}/bad/x.jsonl"], f"{s3}/bad-out", tiny_model_dir, tiny_cache)
     with pytest.raises(InputError, match="no files match 's3://bucket/nothing/"):
         run([f"{s3}/nothing/*.jsonl"], f"{s3}/bad-out", tiny_model_dir, tiny_cache)
+
+
+def test_cache_reruns_embed_only_changes(ray_cluster, tiny_embedder, tiny_model_dir, tiny_cache, tmp_path):
+    """The node's cache (one SQLite file on this one-node cluster, shared by both writers): an
+    unchanged rerun embeds 0 documents, a rerun with 10 edited documents embeds those 10, a new
+    OUTDIR over the same corpus embeds 0; each output equals the local path's."""
+    from engine.corpus import embed_corpus
+
+    rows = [{**r, "text": f"{r['text']} n{i}"} for i, r in enumerate(synth(0, 400))]   # no repeats
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    kw = {"shard_size": 40, "cache": tmp_path / "emb.sqlite"}
+
+    def write_files() -> None:
+        write_jsonl(files[0], rows[:200])
+        write_jsonl(files[1], rows[200:])
+
+    write_files()
+    out = tmp_path / "out"
+    first = run(files, out, tiny_model_dir, tiny_cache, **kw)
+    assert (first.embedded, first.cache_hits) == (400, 0)
+    same = run(files, out, tiny_model_dir, tiny_cache, **kw)
+    assert (same.embedded, same.cache_hits, same.resumed) == (0, 0, 400)
+    for j in range(0, 400, 40):   # one edit in each of 10 shards, both files
+        rows[j + 3] = {**rows[j + 3], "text": rows[j + 3]["text"] + " edited"}
+    write_files()
+    edited = run(files, out, tiny_model_dir, tiny_cache, **kw)
+    assert (edited.embedded, edited.cache_hits, edited.shards_written) == (10, 390, 10)
+    fresh = run(files, tmp_path / "fresh", tiny_model_dir, tiny_cache, **kw)
+    assert (fresh.embedded, fresh.cache_hits) == (0, 400)
+    local = tmp_path / "local"
+    embed_corpus(files, local, tiny_embedder, shard_size=40, cache=False)
+    assert_same(local, out)
+    assert_same(local, tmp_path / "fresh")
