@@ -195,6 +195,7 @@ class _Writer:
         from .driver import _blocks, _content_digest
         from .shards import shard_completed, snippet, write_shard
 
+        t0 = time.perf_counter()
         job, skipped = self.job, set(skip)
         counts = {"embedded": 0, "hits": 0, "resumed": 0, "written": 0}
         records = []
@@ -218,7 +219,8 @@ class _Writer:
         if len(records) != n_shards or (records and records[-1] is None):
             raise InputError(f"{f.name} changed while the run read it (its documents are not the ones counted "
                              "when the run was planned); rerun when it no longer changes")
-        return {"records": records, **counts}
+        return {"records": records, **counts, "file": f.name, "seconds": time.perf_counter() - t0,
+                "pid": os.getpid()}
 
     def _vectors(self, docs: list, keys: list[bytes], counts: dict) -> np.ndarray:
         """The shard's vectors: per chunk of EMBED_CHUNK, cache hits, then each missing text embedded
@@ -361,13 +363,15 @@ def embed_corpus_distributed(
     prompt_name: str | None = None,
     prompt: str | None = None,
     output_format: str = "npy",
+    stats: list | None = None,
 ):
     """``engine.corpus.ray.embed_corpus_ray`` with the data off the driver (module docstring).
 
     inputs: paths or globs (on storage every node sees) or URIs (``s3://bucket/corpus/*.parquet``);
     out_dir: a local folder or a URI. The other arguments are ``embed_corpus_ray``'s (progress is
     accepted and ignored). cache: True for each node's default cache, a path (the same on every
-    node), or False. Returns a ``CorpusSummary``.
+    node), or False. stats: a list that receives each file's writer timing ({file, docs, seconds,
+    pid, embedded, ...}; for benchmarks). Returns a ``CorpusSummary``.
     """
     from .driver import DEFAULT_SHARD_SIZE, CorpusSummary, Plan, check_options
     from .ray import _actor_kwargs, _default_actors, _driver_model, _import_ray, _resources, connect
@@ -427,6 +431,9 @@ def embed_corpus_distributed(
         manifest.update(status="complete", count=n_docs, rejected=len(rejects),
                         shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in records])
         folder.write(MANIFEST, json_bytes(manifest, indent=1) + b"\n")
+    if stats is not None:
+        stats.extend({**{k: v for k, v in res.items() if k != "records"},
+                      "docs": sum(r["count"] for r in res["records"])} for res in results)
     total = {k: sum(res[k] for res in results) for k in ("embedded", "hits", "resumed", "written")}
     return CorpusSummary(str(out_dir), n_docs, total["embedded"], total["hits"], total["resumed"], len(rejects),
                          len(records), total["written"], time.perf_counter() - t0)
