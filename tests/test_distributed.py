@@ -388,3 +388,9 @@ def test_cache_reruns_embed_only_changes(ray_cluster, tiny_embedder, tiny_model_
     embed_corpus(files, local, tiny_embedder, shard_size=40, cache=False)
     assert_same(local, out)
     assert_same(local, tmp_path / "fresh")
+
+
+def test_import_does_not_import_ray_or_pyarrow():
+    code = ("import sys, engine.corpus.distributed, engine.corpus.storage, engine.cli.encode; "
+            "assert not {'ray', 'pyarrow'} & set(sys.modules), 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
