@@ -25,8 +25,10 @@ def register(sub) -> None:
         "unless --format names one. '-' reads standard input: JSON lines when its first line starts with '{', "
         "else one document per line, or --format.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="files, quoted globs ('data/*.jsonl'), or - for standard input")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+                   help="files, quoted globs ('data/*.jsonl'), - for standard input, or (with --ray) URIs: "
+                        "'s3://bucket/corpus/*.parquet', gs://, hdfs://")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR",
+                   help="output folder; with --ray also a URI (s3://bucket/out)")
     p.add_argument("--model", default=None, help="model name or folder (default: all-MiniLM-L6-v2)")
     add_model_precision(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -59,6 +61,9 @@ def register(sub) -> None:
     r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Ray: 'auto' (the cluster on this machine), 'ray://HEAD:10001' (Ray Client), "
                    "HOST:PORT; without ADDRESS, $RAY_ADDRESS or a new local cluster")
+    r.add_argument("--distributed", action="store_true",
+                   help="keep the driver off the data path: workers read the input files and write OUTDIR "
+                        "(engine.corpus.distributed; implied by s3://, gs://, hdfs:// inputs or OUTDIR)")
     r.add_argument("--actors", type=int, default=None, help="model actors (default: cluster CPUs / --cpus-per-actor)")
     r.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs (and onnxruntime threads) per actor")
     r.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per actor (default 1 with --device cuda)")
@@ -116,11 +121,16 @@ def _ensure_weights(model: str | None) -> None:
 def cmd_encode(args) -> int:
     from ..corpus.driver import embed_corpus
     from ..corpus.shards import check_output_format
+    from ..corpus.storage import is_uri
     from ..errors import InputError
 
     run, extra = embed_corpus, {}
+    uris = [x for x in [*args.inputs, args.out] if is_uri(x)]
     if args.ray is not None:
-        run, extra = _ray_encode(args)
+        run, extra = _ray_encode(args, distributed=args.distributed or bool(uris))
+    elif uris or args.distributed:
+        raise InputError(f"{uris[0] if uris else '--distributed'}: object storage inputs and outputs, and "
+                         "--distributed, need Ray: add --ray (pip install 'embed-engine[ray]')")
     elif (args.actors, args.cpus_per_actor, args.gpus_per_actor) != (None, 1, None):
         raise InputError("--actors, --cpus-per-actor and --gpus-per-actor need --ray")
     check_output_format(args.output_format)   # before any model download: Parquet without pyarrow says so
@@ -139,12 +149,12 @@ def cmd_encode(args) -> int:
     else:
         print(summary)
         if summary.rejected:
-            print(f"skipped {summary.rejected} bad records: see {Path(args.out) / 'rejects.jsonl'}", file=sys.stderr)
+            print(f"skipped {summary.rejected} bad records: see {args.out.rstrip('/')}/rejects.jsonl", file=sys.stderr)
     return 0
 
 
-def _ray_encode(args):
-    """(embed_corpus_ray, its Ray arguments)."""
+def _ray_encode(args, distributed: bool = False):
+    """(embed_corpus_ray or, distributed, embed_corpus_distributed; their Ray arguments)."""
     import re
 
     from ..errors import InputError, missing_extra
@@ -157,10 +167,12 @@ def _ray_encode(args):
         import ray  # noqa: F401
     except ImportError:
         raise missing_extra("ray", "ray") from None
+    from ..corpus.distributed import embed_corpus_distributed
     from ..corpus.ray import embed_corpus_ray
 
-    return embed_corpus_ray, {"address": address or None, "actors": args.actors,
-                              "cpus_per_actor": args.cpus_per_actor, "gpus_per_actor": args.gpus_per_actor}
+    run = embed_corpus_distributed if distributed else embed_corpus_ray
+    return run, {"address": address or None, "actors": args.actors, "cpus_per_actor": args.cpus_per_actor,
+                 "gpus_per_actor": args.gpus_per_actor}
 
 
 def cmd_search(args) -> int:

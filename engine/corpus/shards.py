@@ -78,6 +78,7 @@ _SCRATCH = re.compile(r"^(\.lock|\.tmp-.*|\.ids\.sqlite.*|rejects\.jsonl\.partia
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MANIFEST_LIMIT = 1 << 30      # bytes; a manifest lists every shard (~400 bytes each)
 DONE_LIMIT = 16 << 20         # bytes of a done record (its first/last ids are the only free text)
+SHARD_LIMIT = 1 << 36         # bytes of one shard file read whole on resume (64 GiB: no limit in practice)
 NPY_HEADER_LIMIT = 10_000     # bytes of a .npy header (numpy's own limit; the engine's are 128)
 REWRITE = "Rerun the same embed encode command to rewrite it, or encode into a new folder"
 # a shard's files in each output format: (role in its done record, suffix)
@@ -297,49 +298,18 @@ class OutputDir:
         record or file that fails is reported (a warning) and the shard redone; one from other
         documents or settings is redone silently.
         """
-        try:
-            rec = _load_json(self.path / f"{shard_stem(i)}.done.json", DONE_LIMIT)
-            if why := record_problem(rec, i, self._format):
-                raise IndexFormatError(f"{self.path / shard_stem(i)}.done.json: {why}")
-            if rec.get("settings_sha256") != settings_sha or rec.get("content_sha256") != content:
-                return None
-            for role, name in shard_files(i, self._format).items():
-                f, size = _open_shard_file(self.path / name)
-                with f:
-                    if not _check_file(role, f, self.path / name, size, rec["count"], self._dim,
-                                       rec["sha256"][role]):
-                        return None
-        except FileNotFoundError:
-            return None
-        except IndexFormatError as e:
-            log.warning("not resuming shard %d: %s; embedding it again", i, e)
-            return None
-        return rec
+        return shard_completed(self._folder(), i, content, settings_sha, self._format, self._dim)
+
+    def _folder(self):
+        from .storage import Folder
+
+        return Folder(self.path)
 
     def write_shard(self, i: int, vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str],
                     content: str, settings_sha: str) -> dict:
         """Write shard i (its files in the output format, then its done record), each atomically;
         return the record."""
-        done = self.path / f"{shard_stem(i)}.done.json"
-        with contextlib.suppress(FileNotFoundError):
-            done.unlink()  # the old record must not vouch for the files being replaced
-        names, payload = shard_files(i, self._format), _payload(self._format, vectors, ids, titles)
-        # the folder is synced once, with the done record: after a power loss a record that
-        # outlived its files' renames fails the checksum test and the shard is redone
-        for role, data in payload.items():
-            atomic_write(self.path / names[role], data, sync_dir=False)
-        rec = {
-            "index": i,
-            "count": len(ids),
-            **names,
-            "sha256": {role: hashlib.sha256(data).hexdigest() for role, data in payload.items()},
-            "first_id": ids[0] if len(ids) else None,
-            "last_id": ids[-1] if len(ids) else None,
-            "content_sha256": content,
-            "settings_sha256": settings_sha,
-        }
-        atomic_write(done, json_bytes(rec) + b"\n")
-        return rec
+        return write_shard(self._folder(), i, self._format, vectors, ids, titles, content, settings_sha)
 
     def remove_shards_from(self, n: int) -> None:
         """Delete shards numbered n and above (left by an earlier run over a longer corpus)."""
@@ -354,6 +324,70 @@ def _with_defaults(settings: dict) -> dict:
     return {"output_format": DEFAULT_OUTPUT_FORMAT, **settings}
 
 
+def done_name(i: int) -> str:
+    return f"{shard_stem(i)}.done.json"
+
+
+def write_shard(folder, i: int, output_format: str, vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str],
+                content: str, settings_sha: str) -> dict:
+    """Write shard i into folder (an ``engine.corpus.storage.Folder``: local or object storage): its
+    files in output_format, then its done record, each whole (atomically); return the record.
+
+    The one writer of shards: ``OutputDir.write_shard`` (the driver) and the distributed path's
+    workers (``engine.corpus.distributed``) call it.
+    """
+    folder.delete(done_name(i))   # the old record must not vouch for the files being replaced
+    names, payload = shard_files(i, output_format), _payload(output_format, vectors, ids, titles)
+    # a local folder is synced once, with the done record: after a power loss a record that
+    # outlived its files' renames fails the checksum test and the shard is redone
+    for role, data in payload.items():
+        folder.write(names[role], data, sync_dir=False)
+    rec = {
+        "index": i,
+        "count": len(ids),
+        **names,
+        "sha256": {role: hashlib.sha256(data).hexdigest() for role, data in payload.items()},
+        "first_id": ids[0] if len(ids) else None,
+        "last_id": ids[-1] if len(ids) else None,
+        "content_sha256": content,
+        "settings_sha256": settings_sha,
+    }
+    folder.write(done_name(i), json_bytes(rec) + b"\n")
+    return rec
+
+
+def shard_completed(folder, i: int, content: str, settings_sha: str, output_format: str,
+                    dim: int | None) -> dict | None:
+    """Shard i's done record if the shard in folder (a ``storage.Folder``) is complete for these
+    documents and settings, else None (``OutputDir.completed``, which the distributed path's
+    workers share).
+
+    Nothing the record says is trusted: it must name the engine's files for shard i, which must
+    be regular files whose checksums match it: the .npy of shape (count, dim) float32 and the
+    .jsonl of count lines, or the .parquet of the engine's schema and count rows (each checked
+    before it is parsed). A record or file that fails is reported (a warning) and the shard
+    redone; one from other documents or settings is redone silently.
+    """
+    try:
+        name = done_name(i)
+        rec = _parse_json(folder.read(name, DONE_LIMIT, REWRITE), folder.name(name))
+        if why := record_problem(rec, i, output_format):
+            raise IndexFormatError(f"{folder.name(name)}: {why}")
+        if rec.get("settings_sha256") != settings_sha or rec.get("content_sha256") != content:
+            return None
+        for role, name in shard_files(i, output_format).items():
+            data = folder.read(name, SHARD_LIMIT, REWRITE)
+            if not _check_file(role, io.BytesIO(data), Path(folder.name(name)), len(data), rec["count"], dim,
+                               rec["sha256"][role]):
+                return None
+    except FileNotFoundError:
+        return None
+    except IndexFormatError as e:
+        log.warning("not resuming shard %d: %s; embedding it again", i, e)
+        return None
+    return rec
+
+
 # -- reading the output -------------------------------------------------------------------
 def _is_int(v: Any) -> bool:
     return type(v) is int
@@ -362,7 +396,11 @@ def _is_int(v: Any) -> bool:
 def _load_json(path: Path, limit: int) -> Any:
     """A JSON file of OUTDIR: a regular file (not a link) of at most limit bytes, UTF-8, not
     nested too deeply. FileNotFoundError passes; anything else is an IndexFormatError."""
-    raw = read_regular(path, limit, REWRITE, follow_symlinks=False)
+    return _parse_json(read_regular(path, limit, REWRITE, follow_symlinks=False), path)
+
+
+def _parse_json(raw: bytes, path) -> Any:
+    """JSON bytes of the file named path (for messages); IndexFormatError if they are not JSON."""
     try:
         return json.loads(raw.decode("utf-8"))
     except RecursionError:
