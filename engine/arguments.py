@@ -133,8 +133,9 @@ def check_texts(texts) -> tuple[list[str], bool]:
     return out, single
 
 
-def model_precision_argument(model_precision, precision) -> str:
-    """The constructor's model precision from ``model_precision`` and its former name ``precision``."""
+def model_precision_argument(model_precision, precision, caller: str = "Embedder") -> str:
+    """The model precision from ``model_precision`` and its former name ``precision`` (deprecated),
+    checked; ``caller`` names the function in the messages."""
     if precision is not None:
         if model_precision not in ("fp32", precision):
             raise InputError(
@@ -143,12 +144,12 @@ def model_precision_argument(model_precision, precision) -> str:
             )
         if precision not in MODEL_PRECISIONS and precision in OUTPUT_PRECISIONS:
             raise InputError(
-                f"Embedder(precision={precision!r}): the constructor's precision is the model's "
+                f"{caller}(precision={precision!r}): this precision is the model's "
                 f"({MODEL_PRECISIONS_HELP}), now named model_precision=; {precision!r} quantizes output "
                 f"vectors: pass it to encode(texts, precision={precision!r})"
             )
         warnings.warn(
-            "Embedder(precision=...) is now Embedder(model_precision=...), the precision the model runs in; "
+            f"{caller}(precision=...) is now {caller}(model_precision=...), the precision the model runs in; "
             "encode(precision=...) quantizes the output vectors, as in sentence-transformers",
             DeprecationWarning, stacklevel=3,
         )

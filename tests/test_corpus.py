@@ -532,3 +532,21 @@ def test_cache_pointing_at_the_input_is_refused_and_the_input_kept(tmp_path, tin
     with pytest.raises(InputError, match=rf"{src} is not an embedding cache \(not an SQLite file\)"):
         embed_corpus(src, tmp_path / "out", tiny_embedder, cache=src)
     assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "out"]
+
+
+def test_model_precision_is_the_corpus_drivers_name_too(tiny_model_dir, tiny_cache, tmp_path):
+    """embed_corpus(model_precision=) builds the model at that precision; precision= is its former name
+    (DeprecationWarning, same output); an output precision there is refused with the right place for it."""
+    from engine.corpus import embed_corpus, load_embeddings
+
+    src = tmp_path / "docs.txt"
+    src.write_text("one document\nanother document\n")
+    kw = {"cache": False, "cache_dir": tiny_cache}
+    embed_corpus([src], tmp_path / "new", str(tiny_model_dir), model_precision="int8", **kw)
+    with pytest.warns(DeprecationWarning, match=r"embed_corpus\(precision=\.\.\.\) is now embed_corpus\(model_"):
+        embed_corpus([src], tmp_path / "old", str(tiny_model_dir), precision="int8", **kw)
+    new, old = load_embeddings(tmp_path / "new"), load_embeddings(tmp_path / "old")
+    assert json.loads((tmp_path / "new" / "manifest.json").read_text())["model"]["precision"] == "int8"
+    np.testing.assert_array_equal(new[1], old[1])
+    with pytest.raises(InputError, match="quantizes output vectors"):
+        embed_corpus([src], tmp_path / "bad", str(tiny_model_dir), model_precision="float32", **kw)

@@ -137,8 +137,8 @@ def cmd_encode(args) -> int:
     _ensure_weights(args.model)
     cache = False if args.no_cache else (args.cache or True)
     summary = run(
-        args.inputs, args.out, args.model, precision=args.model_precision, device=args.device, threads=args.threads,
-        batch_size=args.batch_size, id_field=args.id_field, text_field=args.text_field,
+        args.inputs, args.out, args.model, model_precision=args.model_precision, device=args.device,
+        threads=args.threads, batch_size=args.batch_size, id_field=args.id_field, text_field=args.text_field,
         title_field=args.title_field or None, truncate_dim=args.truncate_dim, shard_size=args.shard_size,
         cache=cache, skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet,
         format=args.format, prompt_name=args.prompt_name, prompt=args.prompt, output_format=args.output_format,

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import model_precision_argument
 from ..errors import EngineError, InputError
 
 ID_BUCKETS = 8   # dedup tasks (at most one per input file)
@@ -345,7 +346,7 @@ def embed_corpus_distributed(
     actors: int | None = None,
     cpus_per_actor: float = 1,
     gpus_per_actor: float | None = None,
-    precision: str = "fp32",
+    model_precision: str = "fp32", precision: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
@@ -373,6 +374,7 @@ def embed_corpus_distributed(
     node), or False. stats: a list that receives each file's writer timing ({file, docs, seconds,
     pid, embedded, ...}; for benchmarks). Returns a ``CorpusSummary``.
     """
+    precision = model_precision_argument(model_precision, precision, "embed_corpus_distributed")
     from .driver import DEFAULT_SHARD_SIZE, CorpusSummary, Plan, check_options
     from .ray import _actor_kwargs, _default_actors, _driver_model, _import_ray, _resources, connect
     from .readers import Fields

@@ -62,6 +62,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..arguments import model_precision_argument
 from ..errors import InputError
 from .readers import (
     SKIP_HINT,
@@ -127,7 +128,7 @@ def embed_corpus(
     out_dir: str | os.PathLike,
     model=None,
     *,
-    precision: str = "fp32",
+    model_precision: str = "fp32", precision: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
@@ -158,7 +159,7 @@ def embed_corpus(
     format: read every file and stdin as ``"jsonl"``, ``"csv"``, ``"tsv"``, ``"text"`` or
         ``"parquet"`` instead of by suffix (stdin: JSON lines or text, from its first line).
     model: a catalogue name, a sentence-transformers folder, or a ready ``Embedder`` (default
-        all-MiniLM-L6-v2). precision/device/threads/cache_dir build that Embedder (unused when
+        all-MiniLM-L6-v2). model_precision/device/threads/cache_dir build that Embedder (unused when
         model is one); cache_dir also locates the default embedding cache.
     truncate_dim: keep the first components (Matryoshka); re-normalized for cosine models.
     shard_size: documents per shard; part of the settings (a rerun must use the same).
@@ -181,6 +182,7 @@ def embed_corpus(
         extra). Part of the settings; the manifest records it. ``engine.corpus.load_embeddings``
         reads either (``engine.corpus.shards`` describes both layouts).
     """
+    precision = model_precision_argument(model_precision, precision, "embed_corpus")
     t0 = time.perf_counter()
     check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field,
                   output_format=output_format)

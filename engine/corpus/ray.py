@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import model_precision_argument
 from ..errors import EngineError, InputError, ModelMismatchError, missing_extra
 
 RAY_BATCH = 256           # texts per actor call
@@ -171,7 +172,8 @@ def _resources(device: str, precision: str, cpus_per_actor, gpus_per_actor) -> t
     if cuda and not gpus_per_actor:
         raise InputError("device='cuda' needs gpus_per_actor > 0 (--gpus-per-actor 1), or Ray gives actors no GPU")
     if precision == "fp16" and not cuda:
-        raise InputError("precision='fp16' runs on CUDA only; use device='cuda' or precision 'fp32'/'int8' on CPU")
+        raise InputError("model_precision='fp16' runs on CUDA only; use device='cuda' or model_precision "
+                         "'fp32'/'bf16'/'int8' on CPU")
     return float(cpus_per_actor), float(gpus_per_actor)
 
 
@@ -208,7 +210,8 @@ def _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size,
 
 # -- Ray Data ------------------------------------------------------------------------------
 def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: str | None = None,
-                  output_column: str = "embedding", precision: str = "fp32", device: str = "cpu",
+                  output_column: str = "embedding", model_precision: str = "fp32", precision: str | None = None,
+                  device: str = "cpu",
                   threads: int | None = None, batch_size: int = 32, truncate_dim: int | None = None,
                   cache_dir: str | os.PathLike | None = None, actors: int | tuple[int, int] | None = None,
                   cpus_per_actor: float = 1, gpus_per_actor: float | None = None,
@@ -224,6 +227,7 @@ def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: st
     allow. threads per actor default to cpus_per_actor. Row order follows Ray Data's
     ``DataContext.execution_options.preserve_order``.
     """
+    precision = model_precision_argument(model_precision, precision, "embed_dataset")
     _import_ray()
     from .driver import corpus_prompts
 
@@ -249,7 +253,7 @@ def embed_corpus_ray(
     actors: int | None = None,
     cpus_per_actor: float = 1,
     gpus_per_actor: float | None = None,
-    precision: str = "fp32",
+    model_precision: str = "fp32", precision: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
@@ -280,6 +284,7 @@ def embed_corpus_ray(
     (prompt_name / prompt, default the model's document prompt) and output_format ("npy" or
     "parquet") define the output, so a rerun - on Ray or not - must use the same ones.
     """
+    precision = model_precision_argument(model_precision, precision, "embed_corpus_ray")
     from .driver import DEFAULT_SHARD_SIZE, Plan, check_options, drive
     from .readers import Fields, expand_inputs
 
