@@ -607,7 +607,7 @@ def test_model_precision_and_its_former_name(tiny_model_dir, tiny_cache, tiny_em
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"precision": "binary"}, r"now named model_precision=; 'binary' quantizes output vectors.*encode"),
-    ({"model_precision": "int4"}, r"model_precision must be 'fp32', 'int8'"),
+    ({"model_precision": "int4"}, r"model_precision must be 'fp32', 'bf16' \(CPUs with bf16 units.*'int8'"),
     ({"model_precision": "float32"}, r"encode\(texts, precision='float32'\)"),
     ({"model_precision": "int8", "precision": "fp16"}, "disagree"),
 ], ids=["output-name", "unknown", "output-value", "both"])
