@@ -334,6 +334,17 @@ def test_object_storage_cli(ray_cluster, s3, tiny_embedder, tiny_model_dir, tiny
     first = encode()
     assert (first["docs"], first["embedded"], first["shards"]) == (300, 300, 3 + 4 + 2)
     assert_same(local, fetch())
+    from engine.corpus import load_embeddings
+    from engine.corpus.shards import load_index
+
+    want_ids, want = load_embeddings(local)  # the readers take the URI itself (a checked local mirror)
+    got_ids, got = load_embeddings(f"{s3}/out")
+    assert got_ids == want_ids
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    index, titles, _ = load_index(f"{s3}/out")
+    assert len(index) == 300 and set(titles) == set(want_ids)
+    assert main(["search", f"{s3}/out", "doc 7", "-k", "2", "--model", str(tiny_model_dir), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hits"]) == 2
     again = encode()
     assert (again["embedded"], again["resumed"], again["shards_written"]) == (0, 300, 0)
     fs.delete_file("bucket/out/shard-00004.done.json")

@@ -177,9 +177,11 @@ def _ray_encode(args, distributed: bool = False):
 
 def cmd_search(args) -> int:
     from ..corpus.shards import CorpusSearcher, read_manifest
+    from ..corpus.storage import readable_outdir
 
-    _ensure_weights(args.model or read_manifest(args.outdir)["model"]["ref"])
-    searcher = CorpusSearcher(args.outdir, model=args.model, precision=args.index_precision or "fp32",
+    outdir = readable_outdir(args.outdir)  # an s3:// (gs://, ...) OUTDIR is mirrored locally once
+    _ensure_weights(args.model or read_manifest(outdir)["model"]["ref"])
+    searcher = CorpusSearcher(outdir, model=args.model, precision=args.index_precision or "fp32",
                               device=args.device, threads=args.threads)
     results = searcher.search(args.queries, k=args.k, prompt_name=args.prompt_name, prompt=args.prompt)
     for query, hits in zip(args.queries, results):

@@ -686,7 +686,10 @@ def iter_shards(out_dir: str | os.PathLike, verify: bool = True) -> Iterator[tup
     IndexFormatError naming the file for anything that is not as the manifest says (see the
     module docstring); files are opened only under the engine's names for each shard number.
     """
-    yield from _iter_shards(Path(out_dir), read_manifest(out_dir), verify)
+    from .storage import readable_outdir
+
+    out_dir = readable_outdir(out_dir)
+    yield from _iter_shards(out_dir, read_manifest(out_dir), verify)
 
 
 def _iter_shards(out_dir: Path, manifest: dict, verify: bool) -> Iterator[tuple[list[str], list[str], np.ndarray]]:
@@ -707,10 +710,13 @@ def load_embeddings(out_dir: str | os.PathLike, *, verify: bool = True) -> tuple
     >>> len(ids), vectors.shape, vectors.dtype
     (5183, (5183, 384), dtype('float32'))
     """
+    from .storage import readable_outdir
+
+    out_dir = readable_outdir(out_dir)
     manifest = read_manifest(out_dir)
     ids: list[str] = []
     parts = [np.empty((0, manifest["dim"]), dtype=np.float32)]
-    for shard_ids, _, vectors in _iter_shards(Path(out_dir), manifest, verify):
+    for shard_ids, _, vectors in _iter_shards(out_dir, manifest, verify):
         ids.extend(shard_ids)
         parts.append(vectors)
     return ids, np.concatenate(parts)
@@ -755,12 +761,14 @@ def load_index(out_dir: str | os.PathLike, precision: str = "fp32", verify: bool
     before) are an IndexFormatError naming the shard.
     """
     from ..index.index import Index
+    from .storage import readable_outdir
 
+    out_dir = readable_outdir(out_dir)
     manifest = read_manifest(out_dir)
     fingerprint = manifest["model"]["fingerprint"]
     index = Index(manifest["dim"], precision=precision, model=fingerprint, metric=index_metric(manifest))
     titles: dict[str, str] = {}
-    for i, (ids, tits, vectors) in enumerate(_iter_shards(Path(out_dir), manifest, verify)):
+    for i, (ids, tits, vectors) in enumerate(_iter_shards(out_dir, manifest, verify)):
         if len(ids):
             try:
                 index.add(vectors, ids=ids, model=fingerprint)
@@ -785,7 +793,9 @@ class CorpusSearcher:
     def __init__(self, out_dir: str | os.PathLike, model=None, precision: str = "fp32", *, device: str = "cpu",
                  threads: int | None = None, verify: bool = True, cache_dir: str | os.PathLike | None = None):
         from ..embedder import Embedder
+        from .storage import readable_outdir
 
+        out_dir = readable_outdir(out_dir)  # a URI: one checked local mirror for the manifest and the index
         manifest = read_manifest(out_dir)
         want = manifest["model"]["fingerprint"]
         if isinstance(model, Embedder):

@@ -194,3 +194,37 @@ def local_copy(uri: str, size: int) -> Iterator[Path]:
         yield local
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def readable_outdir(out_dir: str | os.PathLike) -> Path:
+    """A local path to read a complete OUTDIR from: ``out_dir`` itself when it is local; for a URI,
+    a local mirror of the engine's files in it (the manifest, rejects and ``shard-NNNNN.*`` files;
+    any other name is left where it is), fresh on every call (the folder may have changed) and
+    removed when the process exits (an Index may keep its files memory-mapped until then).
+
+    The readers (``load_embeddings``, ``iter_shards``, ``load_index``) then check the mirror as they
+    check any OUTDIR: the manifest, every shard's size and sha256. A URI that holds no manifest is
+    a FileNotFoundError naming it.
+    """
+    if not is_uri(out_dir):
+        return Path(out_dir)
+    uri = os.fspath(out_dir).rstrip("/")
+    import atexit
+
+    import pyarrow.fs as pafs
+
+    from .shards import _SHARD_FILE, MANIFEST, REJECTS
+
+    folder = Folder(uri)
+    names = [n for n in folder.names() if n in (MANIFEST, REJECTS) or _SHARD_FILE.match(n)]
+    if MANIFEST not in names:
+        raise FileNotFoundError(f"{uri} has no {MANIFEST}: not a finished 'embed encode' output folder")
+    local = Path(tempfile.mkdtemp(prefix="embed-outdir-"))
+    atexit.register(shutil.rmtree, local, True)
+    for name in names:
+        src = f"{folder.base}/{name}"
+        if folder.fs.get_file_info(src).type != pafs.FileType.File:
+            raise IndexFormatError(f"{folder.name(name)} is not a file; the output folder is damaged")
+        with folder.fs.open_input_stream(src) as f, open(local / name, "wb") as dst:
+            shutil.copyfileobj(f, dst, COPY_BLOCK)
+    return local
