@@ -6,6 +6,7 @@ its tokenizer.json carries truncation at 8 - the same trap the real models have 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -115,3 +116,14 @@ def minilm_folder() -> Path:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int = 2):
+    """A local Ray with ``num_cpus`` CPUs for a module's tests (skipped without the ray extra); shut down after."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'embed-engine[ray]')")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

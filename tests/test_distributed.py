@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import SHARED, local_ray
 
 SCIFACT = SHARED / "scifact" / "corpus.jsonl"
 SHARD = 200 if SCIFACT.exists() else 40
@@ -89,10 +89,8 @@ def s3():
 
 @pytest.fixture(scope="module")
 def ray_cluster(s3):
-    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'embed-engine[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+    with local_ray() as ray:
+        yield ray
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import SHARED, local_ray
 
 SCIFACT = SHARED / "scifact" / "corpus.jsonl"
 SHARD = 400 if SCIFACT.exists() else 60   # several shards either way
@@ -31,10 +31,8 @@ def synth(n: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'embed-engine[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+    with local_ray() as ray:
+        yield ray
 
 
 @pytest.fixture(scope="module")
