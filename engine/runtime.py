@@ -249,7 +249,7 @@ def cpu_class(flags: set[str] | None = None) -> str:
 
 
 _ORT_FP32 = ("onnxruntime", "not measured on this class: the default runtime")
-_ORT_INT8 = ("onnxruntime", "OpenVINO static int8 (NNCF) is not built into the engine yet; onnxruntime's dynamic "
+_ORT_INT8 = ("onnxruntime", "not measured against OpenVINO static int8 (NNCF) on this class; onnxruntime's dynamic "
                             "int8 recipes are measured per ISA class (engine.models.quantize.ISA_RECIPES)")
 _OV_BF16 = ("openvino", "the only runtime with x86 bf16 kernels (onnxruntime has none)")
 
@@ -264,7 +264,11 @@ RUNTIME_CHOICE: dict[str, dict[str, tuple[str, str]]] = {
         "avx2": ("onnxruntime", "measured (EPYC, AVX2): OpenVINO f32 0.98x on documents, 1.02x on sentences: "
                                 "equal, the default stays"),
     },
-    "int8": {cls: _ORT_INT8 for cls in CPU_CLASSES},
+    "int8": {
+        **{cls: _ORT_INT8 for cls in CPU_CLASSES},
+        "avx2": ("onnxruntime", "measured (EPYC, AVX2): OpenVINO static int8 (NNCF) on the same pipeline is slower "
+                                "than fp32 there; onnxruntime's dynamic int8 2.11x / 2.45x it (docs / sentences)"),
+    },
     "bf16": {cls: _OV_BF16 for cls in BF16_CLASSES},
 }
 
