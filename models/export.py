@@ -82,7 +82,7 @@ EXPORT_VERSION = 2
 OPSET = 18
 PRECISIONS = MODEL_PRECISIONS
 # ...and per precision when only that precision's recipe changes (int8 2: GELU in tanh form).
-RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1, "bf16": 1}
+RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1, "bf16": 2}
 
 _DEVICES_OF = {"fp32": "cpu and cuda", "int8": "cpu only", "bf16": "cpu only (openvino)", "fp16": "cuda only"}
 

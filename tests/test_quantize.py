@@ -176,3 +176,20 @@ def test_int8_parity_floor_refuses_a_drifting_graph(fp32_graph, tmp_path, tiny_c
     assert same["min"] > 0.99999
     with pytest.raises(ExportError, match="loses too much.*int8_exclude"):
         check_int8_parity(fp32_graph, other_graph, spec_from_folder(other), folder)
+
+
+@pytest.mark.parametrize(("pooling", "rows"), [("mean", ["mean"]), ("cls", ["first"]), ("lasttoken", ["last"]),
+                                               ("mean+max", ["mean", "max"]), ("something_new", None)])
+def test_the_bf16_gate_sees_the_vectors_the_stack_pools(pooling, rows):
+    from engine.models.quantize import _pooling_views
+
+    hidden = np.random.default_rng(0).normal(size=(1, 5, 8)).astype(np.float32)
+    h = hidden[0]
+    ref = {"mean": h.mean(0), "first": h[0], "last": h[-1], "max": h.max(0)}
+    views = _pooling_views(hidden, pooling)
+    # an unknown mode is gated on every view (mean, weighted means as the mean, first, last, max)
+    want = np.stack([ref[r] for r in rows]) if rows else np.stack([ref[r] for r in
+                                                                   ("mean", "mean", "mean", "first", "last", "max")])
+    np.testing.assert_allclose(views, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-6)
+    pooled = np.ones((1, 8), np.float32)  # a graph that pools itself is its own view
+    np.testing.assert_allclose(_pooling_views(pooled, "cls"), pooled / np.sqrt(8))
