@@ -263,11 +263,16 @@ RUNTIME_CHOICE: dict[str, dict[str, tuple[str, str]]] = {
                                        "1.37x on sentences"),
         "avx2": ("onnxruntime", "measured (EPYC, AVX2): OpenVINO f32 0.98x on documents, 1.02x on sentences: "
                                 "equal, the default stays"),
+        "amx_bf16": ("onnxruntime", "measured (Xeon, AMX): OpenVINO f32 1.05x on documents, 0.98x on sentences"),
+        "avx512": ("onnxruntime", "measured (emulated on a Xeon): OpenVINO f32 1.05x / 1.00x"),
     },
     "int8": {
         **{cls: _ORT_INT8 for cls in CPU_CLASSES},
         "avx2": ("onnxruntime", "measured (EPYC, AVX2): OpenVINO static int8 (NNCF) on the same pipeline is slower "
                                 "than fp32 there; onnxruntime's dynamic int8 2.11x / 2.45x it (docs / sentences)"),
+        "amx_bf16": ("onnxruntime", "measured (Xeon, AMX): OpenVINO static int8 (NNCF) equal on documents, 0.85x on "
+                                    "sentences, at a higher mean cosine; bf16 is faster than both on documents"),
+        "avx512": ("onnxruntime", "measured (emulated on a Xeon): OpenVINO static int8 0.95x / 0.99x"),
     },
     "bf16": {cls: _OV_BF16 for cls in BF16_CLASSES},
 }

@@ -1,0 +1,83 @@
+"""Where OpenVINO's bf16 time goes: the engine's bf16 graph vs sentence-transformers' OpenVINO IR.
+
+Both graphs of one model are compiled by OpenVINO in bf16 (``PERF_COUNT`` on) and run on one
+fixed batch of random token ids (``--batch`` x ``--tokens``, all attended); the script prints the
+time per batch and the per-op-type profile of each (node type / kernel, ms, share). The
+sentence-transformers IR is what ``SentenceTransformer(..., backend="openvino")`` loads,
+exported here by optimum-intel (the ``peers`` extra); without it only the engine's graph runs.
+
+Run: .venv/bin/python bench/experiments/ov_bf16_profile.py [--model all-MiniLM-L6-v2] [--batch 32] [--tokens 256]
+Notes: bench/experiments/runtime_choice.md ("Where the bf16 time goes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import tempfile
+import time
+
+import numpy as np
+
+
+def _st_ir(model: str) -> str | None:
+    """Path of sentence-transformers' OpenVINO IR of ``model`` (optimum-intel's export), or None."""
+    try:
+        from optimum.intel import OVModelForFeatureExtraction
+    except ImportError:
+        return None
+    from engine.models.fetch import resolve
+
+    out = tempfile.mkdtemp(prefix="st-ir-")
+    OVModelForFeatureExtraction.from_pretrained(str(resolve(model).folder), export=True).save_pretrained(out)
+    return f"{out}/openvino_model.xml"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args(argv)
+
+    import openvino as ov
+
+    from engine import Embedder
+    from engine.benchmark.chip import chip_line, environment
+
+    graphs = {"engine bf16": str(Embedder(args.model, model_precision="bf16")._exported.graph_path("cpu"))}
+    if (ir := _st_ir(args.model)) is not None:
+        graphs["ST openvino IR"] = ir
+    ids = np.random.default_rng(0).integers(1000, 20000, (args.batch, args.tokens)).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    core = ov.Core()
+    print(chip_line(environment()))
+    for name, path in graphs.items():
+        compiled = core.compile_model(core.read_model(path), "CPU", {
+            "INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "bf16",
+            "PERF_COUNT": True})
+        names = {i.get_any_name() for i in compiled.inputs}
+        feed = {k: v for k, v in feeds.items() if k in names}
+        req = compiled.create_infer_request()
+        for _ in range(3):
+            req.infer(feed)
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            req.infer(feed)
+        per_batch = (time.perf_counter() - start) / args.repeats
+        total, count = collections.Counter(), collections.Counter()
+        for op in req.profiling_info:  # the last run's profile
+            total[f"{op.node_type}/{op.exec_type}"] += op.real_time.total_seconds()
+            count[f"{op.node_type}/{op.exec_type}"] += 1
+        whole = sum(total.values())
+        print(f"== {name}: {per_batch * 1000:.1f} ms per {args.batch}x{args.tokens} batch "
+              f"({args.batch / per_batch:.1f} sequences/s)")
+        for key, seconds in total.most_common(10):
+            print(f"   {key:44s} {seconds * 1000:7.2f} ms  {100 * seconds / whole:5.1f}%  x{count[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
