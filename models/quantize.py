@@ -244,16 +244,31 @@ def _calibration_feeds(hf_folder, spec, texts) -> list[dict] | None:
 MIN_CALIBRATION_COSINE = 0.98
 
 
+def _pooling_views(hidden, pooling: str | None):
+    """Unit vectors of one text's graph output as each of the stack's pooling modes (``"cls"``,
+    ``"mean+max"``, ...) pools it, by the engine's own poolers (``kernels.pooling.POOLERS``; every
+    pooler when a mode is not one of them): (modes, dim). ``hidden`` is (1, tokens, dim), all
+    tokens attended; a graph that pools itself (``hidden`` (1, dim)) is its own view."""
+    import numpy as np
+
+    from ..kernels.pooling import POOLERS
+
+    if hidden.ndim != 3:
+        views = hidden[:1]
+    else:
+        modes = [m for m in (pooling or "").split("+") if m]
+        if not modes or not all(m in POOLERS for m in modes):
+            modes = list(POOLERS)
+        mask = np.ones(hidden.shape[:2], dtype=np.int64)
+        views = np.concatenate([POOLERS[m](hidden, mask) for m in modes])
+    return views / np.maximum(np.linalg.norm(views, axis=1, keepdims=True), 1e-12)
+
+
 def _pooled(run, feeds):
     """Unit-length mean-pooled vectors of ``run(feed) -> hidden states`` over ``feeds``: (len(feeds), dim)."""
     import numpy as np
 
-    out = []
-    for feed in feeds:
-        hidden = run(feed)
-        v = hidden[0].mean(axis=0) if hidden.ndim == 3 else hidden[0]
-        out.append(v / max(np.linalg.norm(v), 1e-12))
-    return np.stack(out)
+    return np.concatenate([_pooling_views(run(feed), "mean") for feed in feeds])
 
 
 def _ort_runner(path: str | Path):
@@ -307,33 +322,12 @@ _BF16_CALIBRATION = (
 )
 
 
-_VIEWS = {"mean": lambda h: h.mean(axis=0), "weightedmean": lambda h: h.mean(axis=0),
-          "mean_sqrt_len_tokens": lambda h: h.mean(axis=0), "cls": lambda h: h[0], "lasttoken": lambda h: h[-1],
-          "max": lambda h: h.max(axis=0)}
-
-
-def _pooling_views(hidden, pooling: str | None):
-    """Unit vectors of a text's token states ``hidden`` (1, tokens, dim) as the stack's pooling
-    modes (``"mean+max"``, ``"cls"``, ...) see them (weighted means as the mean): (modes, dim).
-    Unknown modes take every view, so the gate holds whatever the pooling is. A graph that pools
-    itself (hidden (1, dim)) is its own view."""
-    import numpy as np
-
-    if hidden.ndim != 3:
-        views = hidden[:1]
-    else:
-        modes = [m for m in (pooling or "").split("+") if m]
-        fns = [_VIEWS[m] for m in modes] if modes and all(m in _VIEWS for m in modes) else list(_VIEWS.values())
-        views = np.stack([fn(hidden[0]) for fn in fns])
-    return views / np.maximum(np.linalg.norm(views, axis=1, keepdims=True), 1e-12)
-
-
 def check_bf16_parity(path: str | Path, spec, tokenizer_folder) -> dict:
     """Cosine of the graph at ``path`` run by OpenVINO in bf16 to the same graph in fp32
-    (onnxruntime) on ``_BF16_CALIBRATION``, per text the worst of the stack's pooling views (``_pooling_views``):
-    ``{"mean", "min"}``; an ``UnsupportedModelError`` naming the model when the minimum is
-    below ``MIN_BF16_COSINE``. ``tokenizer_folder`` holds
-    the tokenizer.json the engine runs (the export's own)."""
+    (onnxruntime) on ``_BF16_CALIBRATION``, per text the worst of the stack's pooling views
+    (``_pooling_views``): ``{"mean", "min"}``; an ``UnsupportedModelError`` naming the model when
+    the minimum is below ``MIN_BF16_COSINE``. ``tokenizer_folder`` holds the tokenizer.json the
+    engine runs (the export's own)."""
     import numpy as np
 
     from ..errors import UnsupportedModelError

@@ -178,18 +178,20 @@ def test_int8_parity_floor_refuses_a_drifting_graph(fp32_graph, tmp_path, tiny_c
         check_int8_parity(fp32_graph, other_graph, spec_from_folder(other), folder)
 
 
-@pytest.mark.parametrize(("pooling", "rows"), [("mean", ["mean"]), ("cls", ["first"]), ("lasttoken", ["last"]),
-                                               ("mean+max", ["mean", "max"]), ("something_new", None)])
+@pytest.mark.parametrize(("pooling", "rows"), [("mean", ["mean"]), ("cls", ["cls"]), ("lasttoken", ["lasttoken"]),
+                                               ("mean+max", ["mean", "max"]), ("weightedmean", ["weightedmean"]),
+                                               ("something_new", None)])
 def test_the_bf16_gate_sees_the_vectors_the_stack_pools(pooling, rows):
+    from engine.kernels.pooling import POOLERS
     from engine.models.quantize import _pooling_views
 
     hidden = np.random.default_rng(0).normal(size=(1, 5, 8)).astype(np.float32)
     h = hidden[0]
-    ref = {"mean": h.mean(0), "first": h[0], "last": h[-1], "max": h.max(0)}
+    w = np.arange(1, 6, dtype=np.float32)[:, None]  # weightedmean: position t + 1
+    ref = {"mean": h.mean(0), "mean_sqrt_len_tokens": h.sum(0) / np.sqrt(5), "weightedmean": (w * h).sum(0) / w.sum(),
+           "cls": h[0], "lasttoken": h[-1], "max": h.max(0)}
     views = _pooling_views(hidden, pooling)
-    # an unknown mode is gated on every view (mean, weighted means as the mean, first, last, max)
-    want = np.stack([ref[r] for r in rows]) if rows else np.stack([ref[r] for r in
-                                                                   ("mean", "mean", "mean", "first", "last", "max")])
-    np.testing.assert_allclose(views, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-6)
+    want = np.stack([ref[r] for r in rows or POOLERS])  # an unknown mode is gated on every pooler's view
+    np.testing.assert_allclose(views, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
     pooled = np.ones((1, 8), np.float32)  # a graph that pools itself is its own view
     np.testing.assert_allclose(_pooling_views(pooled, "cls"), pooled / np.sqrt(8))
