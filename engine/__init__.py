@@ -25,14 +25,11 @@ from .errors import (
 )
 
 __all__ = [
-    "Embedder",
-    "Index",
-    "embed_corpus",
-    "load_embeddings",
     "CorpusSummary",
+    "Embedder",
     "EmbeddingCache",
-    "quantize_embeddings",
     "EngineError",
+    "Index",
     "IndexFormatError",
     "InputError",
     "ModelMismatchError",
@@ -41,6 +38,9 @@ __all__ = [
     "ProviderError",
     "UnsupportedModelError",
     "WeightsVerificationError",
+    "embed_corpus",
+    "load_embeddings",
+    "quantize_embeddings",
 ]
 __version__ = "0.1.0"
 

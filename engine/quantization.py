@@ -40,7 +40,7 @@ import numpy as np
 from .errors import InputError
 from .precisions import OUTPUT_PRECISIONS as PRECISIONS
 
-__all__ = ["quantize_embeddings", "PRECISIONS"]
+__all__ = ["PRECISIONS", "quantize_embeddings"]
 
 logger = logging.getLogger(__name__)
 

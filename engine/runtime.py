@@ -24,6 +24,7 @@ model inexactly. Worker sessions are one compiled model with ``n`` streams of on
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -101,10 +102,8 @@ class Session:
         self.device = device
         if provider == "CUDAExecutionProvider" and hasattr(ort, "preload_dlls"):
             # load CUDA/cuDNN from the nvidia-* wheels when the system has none on its path
-            try:
+            with contextlib.suppress(Exception):  # the session check below reports a provider that did not start
                 ort.preload_dlls()
-            except Exception:
-                pass  # the session check below reports a provider that could not start
         model = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)  # bytes: a graph built in memory
         self._sess = ort.InferenceSession(
             model, sess_options=opts, providers=[provider], provider_options=provider_options

@@ -282,7 +282,7 @@ def _scan_item(item, codes, qw, m, chunk, warm, thr, below, fill, cnt, bh, br, d
     accepts its marked rows against the current ones. Padding lanes have thr 0 and keep
     nothing. With one chunk the item owns its queries and selects their results here.
     """
-    nch, groups, gsize = thr.shape
+    nch, _groups, gsize = thr.shape
     c, g = item % nch, item // nch
     t = thr[c, g]
     lo, hi = c * chunk, min(codes.shape[0], (c + 1) * chunk)

@@ -76,10 +76,7 @@ def _scan(corpus_dev, q_dev, k: int, widen):
         blk = widen(corpus_dev[r0 : r0 + rows])
         s = q_dev @ blk.T  # (nq, m) on the GPU
         m = s.shape[1]
-        if k < m:
-            part = _select_k(cp, s, k)
-        else:
-            part = cp.broadcast_to(cp.arange(m, dtype=cp.int64), (nq, m))
+        part = _select_k(cp, s, k) if k < m else cp.broadcast_to(cp.arange(m, dtype=cp.int64), (nq, m))
         ps = cp.take_along_axis(s, part, 1)
         pi = part.astype(cp.int64) + r0
         if best_s is None:

@@ -908,8 +908,6 @@ def _versions() -> dict:
 
     out = {}
     for pkg in ("onnxruntime", "onnx", "optimum-onnx", "transformers", "torch", "tokenizers"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out

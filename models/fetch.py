@@ -284,7 +284,7 @@ def _pypi_folder(src: PyPISource, spec: ModelSpec, root: Path) -> Path | None:
         s = importlib.util.find_spec(mod)
         if s is None or not s.submodule_search_locations:
             return None
-        found.append(Path(list(s.submodule_search_locations)[0]))
+        found.append(Path(next(iter(s.submodule_search_locations))))
     if src.onnx_file is not None:
         return _onnx_only_folder(found[0] / src.subdir / src.onnx_file, spec, root)
     if src.zip_parts is None:

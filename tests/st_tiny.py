@@ -89,7 +89,7 @@ def build_transformer(folder: Path, family: str, *, seed: int = 0, padding_side:
     folder.mkdir(parents=True, exist_ok=True)
     small = dict(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  max_position_embeddings=64)
-    if family in MORE_ENCODERS + ("ernie",):
+    if family in (*MORE_ENCODERS, "ernie"):
         tok, cfg, model = _more_encoder(folder, family, small)
     elif family in MORE_DECODERS:
         tok, cfg, model = _more_decoder(folder, family, small)

@@ -40,7 +40,6 @@ def test_recipe_override_changes_and_restores(monkeypatch):
     assert quantize.int8_recipe() == own
     with int8_recipe_as(None):
         assert quantize.int8_recipe() == own
-    with pytest.raises(SystemExit, match="unknown int8 recipe 'fp8'"):
-        with int8_recipe_as("fp8"):
-            pass
+    with pytest.raises(SystemExit, match="unknown int8 recipe 'fp8'"), int8_recipe_as("fp8"):
+        pass
     assert quantize.int8_recipe() == own

@@ -191,7 +191,7 @@ def test_build_texts_wraps_a_small_corpus_into_distinct_texts():
 
 def test_build_texts_with_real_tokenizer(tiny_embedder):
     specials = len(tiny_embedder.tokenize([""])[0])
-    count = lambda ws: [len(x) - specials for x in tiny_embedder.tokenize(ws)]  # noqa: E731
+    count = lambda ws: [len(x) - specials for x in tiny_embedder.tokenize(ws)]
     texts = build_texts(read_corpus(), count, 12, n=20, special_tokens=specials)
     lens = [len(x) for x in tiny_embedder.tokenize(texts)]
     assert max(lens) <= 12 and min(lens) >= 6
@@ -497,7 +497,7 @@ def test_cli_compares_two_saved_runs(tmp_path, capsys):
     from engine.cli import main
 
     row = [("m", "cpu", "short", 1, "engine", "fp32", 100.0)]
-    for name, doc in (("old", _doc(row)), ("new", _doc([row[0][:-1] + (120.0,)])),
+    for name, doc in (("old", _doc(row)), ("new", _doc([(*row[0][:-1], 120.0)])),
                       ("other", _doc(row, fingerprints={"m": {"fp32": "m/fp32/8/ffff"}}))):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(doc))

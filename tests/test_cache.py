@@ -281,7 +281,7 @@ with EmbeddingCache({str(path)!r}) as c:
                     got, found = c.get(ns, base)
                     if not found.all() or not (got[:, 0] == np.arange(200)).all():
                         errors.append("inconsistent read")
-        except Exception as e:  # noqa: BLE001 - report any failure of the reader threads
+        except Exception as e:
             errors.append(repr(e))
 
     threads = [threading.Thread(target=read) for _ in range(3)]
@@ -386,9 +386,9 @@ def test_encode_cached_reads_what_embed_corpus_wrote(tmp_path, tiny_embedder):
     embed_corpus(src, tmp_path / "out", tiny_embedder, cache=cache)
     texts = [d.text for d in read_documents(src)]
     emb = Counting(tiny_embedder)
-    got = encode_cached(emb, texts + ["a new text"], cache)
+    got = encode_cached(emb, [*texts, "a new text"], cache)
     assert emb.encoded == ["a new text"]  # every corpus text was a hit
-    np.testing.assert_allclose(got, tiny_embedder.encode(texts + ["a new text"]), atol=1e-6)
+    np.testing.assert_allclose(got, tiny_embedder.encode([*texts, "a new text"]), atol=1e-6)
     with EmbeddingCache(cache) as c:
         assert c.count() == 31
 

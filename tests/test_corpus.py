@@ -231,7 +231,7 @@ def load_output(out: Path):
 def test_embed_corpus_matches_embedder(tmp_path, tiny_embedder):
     from engine.corpus import embed_corpus
 
-    docs = synth(45) + [{"_id": "empty", "text": ""}]
+    docs = [*synth(45), {"_id": "empty", "text": ""}]
     src = write_jsonl(tmp_path / "c.jsonl", docs)
     s = embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=20, cache=False)
     assert (s.docs, s.shards, s.embedded, s.cache_hits, s.resumed) == (46, 3, 46, 0, 0)
@@ -335,7 +335,7 @@ def test_duplicate_ids(tmp_path, tiny_embedder):
 def test_bad_record_keeps_finished_shards(tmp_path, tiny_embedder):
     from engine.corpus import embed_corpus
 
-    src = write_jsonl(tmp_path / "c.jsonl", synth(10) + ["{broken"] + synth(5, start=10))
+    src = write_jsonl(tmp_path / "c.jsonl", [*synth(10), "{broken", *synth(5, start=10)])
     with pytest.raises(InputError, match=r"c\.jsonl:11: invalid JSON"):
         embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=4, cache=False)
     assert sorted(p.name for p in (tmp_path / "out").glob("*.done.json")) == [
@@ -360,7 +360,7 @@ def test_rerun_with_other_settings_refused(tmp_path, tiny_embedder):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(InputError, match="not empty and has no manifest.json"):
+    with pytest.raises(InputError, match=r"not empty and has no manifest.json"):
         embed_corpus(src, other, tiny_embedder, cache=False)
 
 
@@ -419,7 +419,7 @@ def test_search_incomplete_output_refused(tmp_path, tiny_embedder):
     embed_corpus(src, out, tiny_embedder, cache=False)
     m = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**m, "status": "in_progress"}))
-    with pytest.raises(IndexFormatError, match="incomplete.*rerun the same embed encode"):
+    with pytest.raises(IndexFormatError, match=r"incomplete.*rerun the same embed encode"):
         CorpusSearcher(out, model=tiny_embedder)
     (out / "manifest.json").write_text(json.dumps(m))
     with open(out / "shard-00000.npy", "r+b") as f:
@@ -472,7 +472,7 @@ def test_file_names_that_are_not_utf8(tmp_path, tiny_embedder, output_format):
         pytest.importorskip("pyarrow")
     odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/docs-\xff.jsonl")
     assert "\udcff" in odd
-    write_jsonl(Path(odd), synth(3) + [{"_id": "doc1", "text": "again"}])
+    write_jsonl(Path(odd), [*synth(3), {"_id": "doc1", "text": "again"}])
     other = write_jsonl(tmp_path / "b.jsonl", synth(2))
     out = tmp_path / "out"
     s = embed_corpus([odd, other], out, tiny_embedder, id_field=None, cache=False, output_format=output_format)

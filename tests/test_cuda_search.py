@@ -43,7 +43,7 @@ def test_blocked_gpu_logic_matches_cpu_kernel(numpy_as_cupy, n, nq, k):
 
 def test_ties_break_by_smaller_index(numpy_as_cupy):
     x = np.tile(np.eye(4, dtype=np.float32), (300, 1))  # every row repeated 300 times
-    s, i = kc.topk_dot_cuda(x, np.eye(4, dtype=np.float32)[:1], 5)
+    _s, i = kc.topk_dot_cuda(x, np.eye(4, dtype=np.float32)[:1], 5)
     np.testing.assert_array_equal(i[0], [0, 4, 8, 12, 16])
 
 
@@ -76,7 +76,7 @@ def test_real_gpu_matches_cpu():
     np.testing.assert_allclose(s, rs, atol=1e-5)
     scales = calibrate_scales(x)
     _, cand = kc.topk_int8_cuda(kc.to_device(quantize(x, scales)), q, scales, 40)
-    s8, i8 = rescore(x, q, cand, 10)
+    _s8, i8 = rescore(x, q, cand, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i8, ri)]) >= 0.99
 
 
@@ -86,7 +86,7 @@ def test_index_cuda_without_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(kc, "available", lambda: (False, "no CUDA device"))
     idx = Index(8)
     idx.add(np.eye(8, dtype=np.float32))
-    with pytest.raises(InputError, match="no CUDA device.*device='cpu'"):
+    with pytest.raises(InputError, match=r"no CUDA device.*device='cpu'"):
         idx.search(np.ones(8, np.float32), 3, device="cuda")
     with pytest.raises(InputError, match="device must be"):
         idx.search(np.ones(8, np.float32), 3, device="tpu")

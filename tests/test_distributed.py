@@ -11,6 +11,7 @@ server (moto's server mode) on 127.0.0.1, started and stopped here.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -234,10 +235,8 @@ def test_driver_killed_mid_run(ray_cluster, local_out, inputs, tiny_model_dir, t
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         for p in family:   # whatever of its cluster outlives it
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.kill()
-            except psutil.Error:
-                pass
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -258,7 +257,7 @@ def bad_inputs(folder: Path) -> list[Path]:
     rows[5] = '{"_id": "broken", "text": '
     rows[9] = json.dumps({"_id": "no-text", "title": "t"})
     a.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    b = write_jsonl(folder / "b.jsonl", synth(30, 50) + [{"_id": "syn-0003", "text": "again"}] + synth(50, 60))
+    b = write_jsonl(folder / "b.jsonl", [*synth(30, 50), {"_id": "syn-0003", "text": "again"}, *synth(50, 60)])
     return [a, b]
 
 

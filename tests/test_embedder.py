@@ -150,7 +150,7 @@ def test_megabyte_string_is_truncated_like_any_text(tiny_embedder):
     head = tok._prefix(words)
     assert len(head) < 10_000, "the 1 MB string must be cut before tokenization"
     full_ids = tok._probe.encode(words).ids  # oracle: tokenize everything, then truncate
-    oracle = full_ids[: TINY_MAX_LEN - 1] + [full_ids[-1]]
+    oracle = [*full_ids[:TINY_MAX_LEN - 1], full_ids[-1]]
     assert tiny_embedder.tokenize([words])[0].tolist() == oracle
     np.testing.assert_allclose(tiny_embedder.encode(words), tiny_embedder.encode(words[:2000]), atol=1e-6)
 
@@ -260,7 +260,7 @@ def test_unavailable_provider_lists_available(tiny_model_dir, tiny_cache):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA is available here")
-    with pytest.raises(ProviderError, match="CPUExecutionProvider.*onnxruntime-gpu"):
+    with pytest.raises(ProviderError, match=r"CPUExecutionProvider.*onnxruntime-gpu"):
         Embedder(str(tiny_model_dir), device="cuda", cache_dir=tiny_cache)
     with pytest.raises(InputError, match="device"):
         Embedder(str(tiny_model_dir), device="tpu", cache_dir=tiny_cache)
@@ -373,7 +373,7 @@ def test_settings_change_atomically_while_threads_encode(tiny_model_dir, tiny_ca
         try:
             while not stop.is_set():
                 results.append(emb.encode(texts, batch_size=8))
-        except Exception as e:  # noqa: BLE001  (the test reports any)
+        except Exception as e:
             errors.append(e)
 
     def setter():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -106,7 +107,7 @@ def _oracle_index_search(meta: dict, blobs: dict, idx, path: Path, checked: bool
         ids = np.frombuffer(blobs["ids"], "<i8").tolist()
     elif meta["id_kind"] == "str":
         offs = np.frombuffer(blobs["ids_offsets"], "<i8").tolist()
-        ids = [blobs["ids_utf8"][a:b].decode() for a, b in zip(offs[:-1], offs[1:])]
+        ids = [blobs["ids_utf8"][a:b].decode() for a, b in itertools.pairwise(offs)]
     else:
         ids = list(range(n))
     row_of = {v: r for r, v in enumerate(ids)}
@@ -237,7 +238,7 @@ def _mutate_index(m, meta, blobs, offsets, rng) -> None:
         blobs["ids"] = ids.tobytes()
     elif kind == "dup_id" and meta.get("id_kind") == "str" and len(blobs.get("ids_offsets", b"")) % 8 == 0:
         offs = np.frombuffer(blobs["ids_offsets"], "<i8").tolist()
-        strs = [blobs.get("ids_utf8", b"")[a:b] for a, b in zip(offs[:-1], offs[1:])]
+        strs = [blobs.get("ids_utf8", b"")[a:b] for a, b in itertools.pairwise(offs)]
         if strs:
             strs[m[1] % len(strs)] = strs[m[2] % len(strs)]
             _put_strings(meta, blobs, strs)

@@ -22,7 +22,7 @@ def _texts() -> list[str]:
     raw = resources.files("engine").joinpath("data", "sample_corpus.jsonl").read_text(encoding="utf-8")
     docs = [json.loads(line) for line in raw.splitlines() if line.strip()]
     texts = [f"{d['title']} {d['text']}" for d in docs]
-    return texts + [" ".join(texts[:8]) * 3, "", "héllo 日本語 🙂"]
+    return [*texts, " ".join(texts[:8]) * 3, "", "héllo 日本語 🙂"]
 
 
 @pytest.fixture(scope="module")

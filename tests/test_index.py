@@ -233,10 +233,10 @@ def test_save_load_round_trip(tmp_path, precision):
 
 def test_save_load_string_ids_and_empty(tmp_path):
     idx = Index(D, "int8")
-    idx.add(vecs(3), ids=["α", "b", ""])
+    idx.add(vecs(3), ids=["α", "b", ""])  # noqa: RUF001 (a non-ASCII id on purpose)
     idx.save(tmp_path / "s.eidx")
     j = Index.load(tmp_path / "s.eidx")
-    assert j.search(vecs(3)[0], 3)[1].tolist()[0] == "α"
+    assert j.search(vecs(3)[0], 3)[1].tolist()[0] == "α"  # noqa: RUF001
     with pytest.raises(InputError, match="already in the index"):
         j.add(vecs(1, seed=3), ids=[""])
     empty = Index(D, "int8")
@@ -275,7 +275,7 @@ def test_corrupt_file(tmp_path, where):
     pos = {"payload": len(raw) // 2, "payload_end": len(raw) - 1, "header": 60, "magic": 0}[where]
     raw[pos] ^= 0x40
     path.write_bytes(bytes(raw))
-    with pytest.raises(IndexFormatError, match="damaged.*rebuild"):
+    with pytest.raises(IndexFormatError, match=r"damaged.*rebuild"):
         Index.load(path)
 
 

@@ -113,7 +113,7 @@ def _set_str_ids(ids):
 def test_duplicate_ids_in_file(tmp_path, id_kind, edit, dups):
     path = _saved(tmp_path, "fp32", id_kind)
     rewrite_index_file(path, edit)
-    for mmap, verify in LOADS + [(True, False)]:
+    for mmap, verify in [*LOADS, (True, False)]:
         with pytest.raises(IndexFormatError, match=rf"ids repeat: {dups}") as e:
             Index.load(path, mmap=mmap, verify=verify)
         assert str(path) in str(e.value)
@@ -129,7 +129,7 @@ def test_duplicate_ids_in_file(tmp_path, id_kind, edit, dups):
 def test_next_id_inconsistent_with_ids(tmp_path, id_kind, next_id, match):
     path = _saved(tmp_path, "fp32", id_kind)
     rewrite_index_file(path, lambda meta, blobs: meta.update(next_id=next_id))
-    for mmap, verify in LOADS + [(True, False)]:
+    for mmap, verify in [*LOADS, (True, False)]:
         with pytest.raises(IndexFormatError, match=match):
             Index.load(path, mmap=mmap, verify=verify)
 
@@ -149,7 +149,7 @@ def test_default_ids_past_int64_refused(tmp_path):
     path = tmp_path / "top.eidx"
     idx.save(path)
     j = Index.load(path)
-    with pytest.raises(InputError, match="largest int64.*pass ids="):
+    with pytest.raises(InputError, match=r"largest int64.*pass ids="):
         j.add(_unit(1, seed=2))
     j.add(_unit(1, seed=2), ids=[7])                    # explicit ids still work
     assert len(j) == 3
@@ -171,7 +171,7 @@ def test_norm_below_float32_tiny_is_a_zero_vector(precision, row):
     assert len(idx) == 0
     idx.add(_unit(3))
     for q in (row, np.stack([_unit(1)[0], row])):
-        with pytest.raises(InputError, match=r"queries contain zero vectors in row\(s\) \[%d\]" % (q.ndim - 1)):
+        with pytest.raises(InputError, match=rf"queries contain zero vectors in row\(s\) \[{q.ndim - 1}\]"):
             idx.search(q, 2)
 
 
@@ -217,7 +217,7 @@ def _raw_index(path, header: bytes, payload: bytes = b""):
 def test_deeply_nested_header(tmp_path, header):
     path = tmp_path / "deep.eidx"
     _raw_index(path, header)
-    for mmap, verify in LOADS + [(True, False)]:
+    for mmap, verify in [*LOADS, (True, False)]:
         with pytest.raises(IndexFormatError, match="nested too deeply") as e:
             Index.load(path, mmap=mmap, verify=verify)
         assert str(path) in str(e.value)
@@ -244,7 +244,7 @@ def test_header_size_is_bounded(tmp_path):
     with pytest.raises(IndexFormatError, match="header length out of range"):
         Index.load(path)
     idx = Index(D, model="m" * fmt.MAX_HEADER)
-    with pytest.raises(InputError, match="over the format's 1048576.*shorter model fingerprint"):
+    with pytest.raises(InputError, match=r"over the format's 1048576.*shorter model fingerprint"):
         idx.save(tmp_path / "big.eidx")
     assert not list(tmp_path.glob("big.eidx*"))
     Index(D, model="m" * (fmt.MAX_HEADER - 1000)).save(tmp_path / "fits.eidx")   # just under: fine
@@ -372,7 +372,7 @@ def test_int8_rows_without_calibrated_scales(tmp_path):
     """(Found by tests/test_fuzz_files.py: search used to fail inside the kernel with scales None.)"""
     path = _saved(tmp_path, "int8", None)
     rewrite_index_file(path, lambda meta, blobs: meta.update(scales_calibrated=False))
-    for mmap, verify in LOADS + [(True, False)]:
+    for mmap, verify in [*LOADS, (True, False)]:
         with pytest.raises(IndexFormatError, match="int8 index of 6 rows without calibrated scales"):
             Index.load(path, mmap=mmap, verify=verify)
     empty = tmp_path / "empty.eidx"

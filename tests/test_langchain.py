@@ -15,11 +15,11 @@ import pytest
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
-from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa: E402
-from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests
+from langchain_tests.unit_tests import EmbeddingsUnitTests
 
-from engine import InputError, ModelNotFoundError  # noqa: E402
-from engine.integrations.langchain import EngineEmbeddings  # noqa: E402
+from engine import InputError, ModelNotFoundError
+from engine.integrations.langchain import EngineEmbeddings
 
 TEXTS = ["the quick brown fox", "numba compiles python loops", "héllo wörld café", "a"]
 

@@ -161,7 +161,7 @@ def test_pyarrow_round_trip(npy_out, pq_out):
     _check(ids, vectors, t.column("id").to_pylist(),
            t.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(ids), -1))
     assert t.column("title").to_pylist() == [t for _, ts, _ in iter_shards(npy_out) for t in ts]
-    with pytest.raises(pa.ArrowInvalid, match="manifest.json"):   # why the README gives the glob
+    with pytest.raises(pa.ArrowInvalid, match=r"manifest.json"):   # why the README gives the glob
         pq.read_table(pq_out)
 
 
@@ -187,7 +187,7 @@ def test_duckdb_round_trip(npy_out, pq_out):
 
 def test_search_on_parquet_equals_npy(npy_out, pq_out, tiny_embedder):
     index, titles, _ = load_index(pq_out)
-    index_n, titles_n, _ = load_index(npy_out)
+    _index_n, titles_n, _ = load_index(npy_out)
     assert titles == titles_n and len(index) == N_DOCS
     queries = [d["text"] for d in synth(N_DOCS)[::7]]
     assert CorpusSearcher(pq_out, model=tiny_embedder).search(queries, k=5) == \
@@ -381,7 +381,7 @@ def test_manifest_with_unknown_output_format(pq_copy):
     m = json.loads((pq_copy / "manifest.json").read_text())
     m["output_format"] = "../npy"
     (pq_copy / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(IndexFormatError, match="output_format is '../npy'"):
+    with pytest.raises(IndexFormatError, match=r"output_format is '../npy'"):
         load_embeddings(pq_copy)
 
 

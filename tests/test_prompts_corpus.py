@@ -221,7 +221,7 @@ def test_embed_search_equals_brute_force_with_st_vectors(tmp_path, cosine_model,
                                                          monkeypatch, capsys):
     from engine.cli import main
 
-    folder, emb = cosine_model if which == "cosine" else dot_model
+    folder, _emb = cosine_model if which == "cosine" else dot_model
     monkeypatch.setenv("EMBED_ENGINE_CACHE", str(st_cache))
     docs = TEXTS[:8]   # distinct texts: no tied scores
     src = _write(tmp_path / "c.jsonl", docs)

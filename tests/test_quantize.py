@@ -110,7 +110,7 @@ def test_int8_bad_method(fp32_graph, tmp_path):
 
 
 def test_int8_static_is_not_a_library_recipe(fp32_graph, tmp_path):
-    with pytest.raises(ExportError, match="bench/experiments/int8_static_qdq.py"):
+    with pytest.raises(ExportError, match=r"bench/experiments/int8_static_qdq.py"):
         quantize_int8(fp32_graph, tmp_path / "q.onnx", None, None, config={"method": "static"})
     assert not (tmp_path / "q.onnx").exists()
 
@@ -174,7 +174,7 @@ def test_int8_parity_floor_refuses_a_drifting_graph(fp32_graph, tmp_path, tiny_c
     folder = fp32_graph.parent  # holds tokenizer.json
     same = check_int8_parity(fp32_graph, fp32_graph, spec_from_folder(other), folder)  # identical: passes
     assert same["min"] > 0.99999
-    with pytest.raises(ExportError, match="loses too much.*int8_exclude"):
+    with pytest.raises(ExportError, match=r"loses too much.*int8_exclude"):
         check_int8_parity(fp32_graph, other_graph, spec_from_folder(other), folder)
 
 

@@ -232,5 +232,5 @@ def test_graph_names_outside_the_folder_are_refused(tiny_model_dir, tiny_embedde
     meta = json.loads((folder / "meta.json").read_text())
     meta["graphs"]["cpu"] = name
     (folder / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ExportError, match="not a file name inside the export folder.*delete"):
+    with pytest.raises(ExportError, match=r"not a file name inside the export folder.*delete"):
         Embedder(str(tiny_model_dir), cache_dir=tmp_path / "cache")

@@ -265,7 +265,7 @@ def test_npy_header_and_size_checked_before_reading(tmp_path, case, verify):
     put_manifest(out, m)
     resign(out)
     if case == "v2-header":
-        np.testing.assert_array_equal(list(iter_shards(out, verify=verify))[0][2], good)
+        np.testing.assert_array_equal(next(iter(iter_shards(out, verify=verify)))[2], good)
         return
     match = {"truncated": r"\(truncated\)", "trailing": r"\(trailing data\)", "huge-count": r"\(truncated\)",
              "v3-header": "not a valid .npy file", "bad-magic": "not a valid .npy file",
@@ -406,7 +406,7 @@ def test_done_record_not_trusted(tmp_path, caplog, edit, warn):
     rec = json.loads(done.read_text())
     if edit == "OTHER":       # another folder's shard 1, its checksum valid: used to be accepted
         other = tmp_path / "other"
-        write_outdir(other, contents(2, per=4)[:1] + [(["x"] * 4, ["y"] * 4, _unit(4, 9))])
+        write_outdir(other, [*contents(2, per=4)[:1], (["x"] * 4, ["y"] * 4, _unit(4, 9))])
         rec["vectors"] = str(other / "shard-00001.npy")
         rec["sha256"]["vectors"] = hashlib.sha256((other / "shard-00001.npy").read_bytes()).hexdigest()
     else:
@@ -488,7 +488,7 @@ def test_output_files_follow_the_umask(tmp_path, umask):
         os.umask(old)
     files = [p for p in (tmp_path / "out").iterdir() if p.name != ".lock"]
     assert len(files) == 1 + 3 * 3
-    for p in files + [tmp_path / "out" / ".lock"]:
+    for p in [*files, tmp_path / "out" / ".lock"]:
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p.name
 
 

@@ -230,7 +230,7 @@ def test_resume_with_the_same_and_an_edited_dataframe(tmp_path, tiny_embedder):
     out = tmp_path / "out"
     first, _ = encode(df, out, tiny_embedder)
     assert (first.shards_written, first.embedded) == (5, N)
-    again, got = encode(df.copy(), out, tiny_embedder)
+    again, _ = encode(df.copy(), out, tiny_embedder)
     assert (again.resumed, again.shards_written, again.embedded) == (N, 0, 0)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"] == [{"kind": "pandas", "type": "pandas.DataFrame", "rows": N}]
@@ -238,7 +238,7 @@ def test_resume_with_the_same_and_an_edited_dataframe(tmp_path, tiny_embedder):
     rows = records()
     rows[7]["text"] = "a changed text"   # row 8: shard 1
     edited = pd.DataFrame(rows)
-    s, got = encode(edited, out, tiny_embedder)
+    s, _got = encode(edited, out, tiny_embedder)
     assert (s.resumed, s.shards_written, s.embedded) == (N - SHARD, 1, SHARD)
     fresh = tmp_path / "fresh"
     encode(edited, fresh, tiny_embedder)

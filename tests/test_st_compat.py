@@ -661,7 +661,7 @@ def test_export_logs_two_lines_and_keeps_stderr_clean(tiny_model_dir, tmp_path, 
     capfd.readouterr()
     with caplog.at_level(logging.DEBUG, logger="engine.models.export"):
         Embedder(str(folder), model_precision="int8", cache_dir=tmp_path / "cache")  # int8: onnxruntime's quantizer too
-    out, err = capfd.readouterr()
+    _out, err = capfd.readouterr()
     assert err.strip() == "", f"the export wrote to stderr:\n{err}"
     ours = [r for r in caplog.records if r.name == "engine.models.export"]
     info = [r.getMessage() for r in ours if r.levelno >= logging.INFO]

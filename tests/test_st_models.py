@@ -166,7 +166,7 @@ def test_truncation_without_sentence_bert_max_seq_length(transformers_dir, st_ca
     st = _st(folder)
     assert emb.max_seq_length == st.max_seq_length == 64
     long = ["the quick brown fox jumps over the lazy dog " * 30, "short"]
-    assert [len(x) for x in emb.tokenize(long)][0] == 64
+    assert next(len(x) for x in emb.tokenize(long)) == 64
     assert _rel(emb.encode(long, normalize=False), st.encode(long)) <= 1e-4
 
 
@@ -184,7 +184,7 @@ def test_do_lower_case(transformers_dir, st_cache, tmp_path, family):
 def test_unknown_prompt_name_and_bad_prompt(transformers_dir, st_cache, tmp_path):
     folder = _model(transformers_dir, tmp_path, "bert", prompts={"query": "q: "})
     emb = Embedder(str(folder), cache_dir=st_cache)
-    with pytest.raises(InputError, match="prompt_name 'nope'.*document.*query"):
+    with pytest.raises(InputError, match=r"prompt_name 'nope'.*document.*query"):
         emb.encode(["a"], prompt_name="nope")
     with pytest.raises(InputError, match="prompt must be a string"):
         emb.encode(["a"], prompt=3)
@@ -256,7 +256,7 @@ def test_remote_code_needs_opt_in(bert_folder, tmp_path):
 def test_model_type_optimum_cannot_export_is_refused(transformers_dir, tmp_path):
     """ERNIE: transformers has it, optimum has no ONNX export of it; refused by name before any export."""
     folder = _model(transformers_dir, tmp_path, "ernie")
-    with pytest.raises(UnsupportedModelError, match="model_type 'ernie' is not supported: optimum-onnx .* no ONNX"):
+    with pytest.raises(UnsupportedModelError, match=r"model_type 'ernie' is not supported: optimum-onnx .* no ONNX"):
         Embedder(str(folder), cache_dir=tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob("*.onnx"))
 
@@ -287,7 +287,7 @@ def test_text_without_tokens_is_refused(transformers_dir, st_cache, tmp_path, fa
 
 def test_weightedmean_with_left_padding_is_refused(transformers_dir, st_cache, tmp_path):
     folder = _model(transformers_dir, tmp_path, "llama", pooling="weightedmean")
-    with pytest.raises(UnsupportedModelError, match="weightedmean.*left"):
+    with pytest.raises(UnsupportedModelError, match=r"weightedmean.*left"):
         Embedder(str(folder), cache_dir=st_cache)
 
 
@@ -393,7 +393,7 @@ def test_hub_id_downloads_only_what_it_needs(monkeypatch, transformers_dir, st_c
 
 
 def test_unknown_bare_name_still_lists_the_catalogue():
-    with pytest.raises(ModelNotFoundError, match="unknown model 'nope'.*all-MiniLM-L6-v2"):
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'nope'.*all-MiniLM-L6-v2"):
         Embedder("nope")
 
 

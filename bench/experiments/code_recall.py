@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from search_bench import make_data, recall  # noqa: E402
+from search_bench import make_data, recall
 
-from engine.kernels.binary import pack_signs, topk_hamming  # noqa: E402
-from engine.kernels.normalize import l2_normalize  # noqa: E402
-from engine.kernels.quantize import calibrate_scales, fold_queries, quantize  # noqa: E402
-from engine.kernels.topk import rescore, topk_dot  # noqa: E402
+from engine.kernels.binary import pack_signs, topk_hamming
+from engine.kernels.normalize import l2_normalize
+from engine.kernels.quantize import calibrate_scales, fold_queries, quantize
+from engine.kernels.topk import rescore, topk_dot
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -39,7 +39,8 @@ def scifact(data: Path) -> tuple[np.ndarray, np.ndarray]:
     from engine.eval.evaluate import load_beir
 
     ds = load_beir(data / "scifact", "test")
-    queries = [json.loads(line)["text"] for line in open(data / "scifact" / "queries.jsonl", encoding="utf-8")]
+    with open(data / "scifact" / "queries.jsonl", encoding="utf-8") as f:
+        queries = [json.loads(line)["text"] for line in f]
     emb = Embedder("all-MiniLM-L6-v2")
     return encode_cached(emb, ds.doc_texts), encode_cached(emb, queries)
 

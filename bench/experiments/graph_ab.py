@@ -29,6 +29,7 @@ Edits of the fp32 graph (exact: outputs move by float rounding only):
 Run: .venv/bin/python bench/experiments/graph_ab.py [--docs 400] [--rounds 3] [--threads 2]
      [--precision fp32 --texts sents --threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,11 +97,15 @@ def ln_sumsq(model, hidden: int):
             return []
         if n.op_type == "ReduceMean" and out.endswith("/ln/var"):
             d = n.input[0].replace("/ln/d2", "/ln/d")
-            return [helper.make_node("ReduceSumSquare", [d, n.input[1]], [out + "_ss"], keepdims=1),
-                    helper.make_node("Mul", [out + "_ss", "ln_inv_hidden"], [out])]
+            return [
+                helper.make_node("ReduceSumSquare", [d, n.input[1]], [out + "_ss"], keepdims=1),
+                helper.make_node("Mul", [out + "_ss", "ln_inv_hidden"], [out]),
+            ]
         if n.op_type == "Div" and out.endswith("/ln/norm"):
-            return [helper.make_node("Reciprocal", [n.input[1]], [n.input[1] + "_r"]),
-                    helper.make_node("Mul", [n.input[0], n.input[1] + "_r"], [out])]
+            return [
+                helper.make_node("Reciprocal", [n.input[1]], [n.input[1] + "_r"]),
+                helper.make_node("Mul", [n.input[0], n.input[1] + "_r"], [out]),
+            ]
         return None
 
     inv = numpy_helper.from_array(np.array(1.0 / hidden, np.float32), "ln_inv_hidden")
@@ -121,13 +126,17 @@ def split_attention(model):
         nodes, qkv = [], []
         for j, part in enumerate("qkv"):
             name = f"{node.name}/w{part}"
-            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, j * h:(j + 1) * h]), name))
+            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, j * h : (j + 1) * h]), name))
             nodes.append(helper.make_node("MatMul", [node.input[0], name], [f"{node.name}/{part}"]))
             qkv.append(f"{node.name}/{part}")
         mask = node.input[3] if len(node.input) > 3 else ""
         keep = {k: v for k, v in attrs.items() if k in ("num_heads", "mask_filter_value")}
-        return nodes + [helper.make_node("MultiHeadAttention", [*qkv, node.input[2], mask], [node.output[0]],
-                                         domain="com.microsoft", **keep)]
+        return [
+            *nodes,
+            helper.make_node(
+                "MultiHeadAttention", [*qkv, node.input[2], mask], [node.output[0]], domain="com.microsoft", **keep
+            ),
+        ]
 
     return _rewrite_nodes(model, replace)
 
@@ -144,14 +153,19 @@ def erf_gelu(model):
         if len(node.input) > 1 and node.input[1]:
             nodes.append(helper.make_node("Add", [y, node.input[1]], [f"{p}/y"]))
             y = f"{p}/y"
-        return nodes + [helper.make_node("Mul", [y, "gelu/r2"], [f"{p}/s"]),
-                        helper.make_node("Erf", [f"{p}/s"], [f"{p}/e"]),
-                        helper.make_node("Mul", [f"{p}/e", "gelu/half"], [f"{p}/eh"]),
-                        helper.make_node("Add", [f"{p}/eh", "gelu/half"], [f"{p}/c"]),
-                        helper.make_node("Mul", [y, f"{p}/c"], [node.output[0]])]
+        return [
+            *nodes,
+            helper.make_node("Mul", [y, "gelu/r2"], [f"{p}/s"]),
+            helper.make_node("Erf", [f"{p}/s"], [f"{p}/e"]),
+            helper.make_node("Mul", [f"{p}/e", "gelu/half"], [f"{p}/eh"]),
+            helper.make_node("Add", [f"{p}/eh", "gelu/half"], [f"{p}/c"]),
+            helper.make_node("Mul", [y, f"{p}/c"], [node.output[0]]),
+        ]
 
-    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("gelu/r2", 1 / np.sqrt(2)),
-                                                                                ("gelu/half", 0.5))]
+    consts = [
+        numpy_helper.from_array(np.array(v, np.float32), n)
+        for n, v in (("gelu/r2", 1 / np.sqrt(2)), ("gelu/half", 0.5))
+    ]
     return _rewrite_nodes(model, replace, consts)
 
 
@@ -191,15 +205,19 @@ def main(argv=None) -> int:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
-                             providers=["CPUExecutionProvider"])
+        ort.InferenceSession(
+            graph if isinstance(graph, bytes) else str(graph), opts, providers=["CPUExecutionProvider"]
+        )
         base = onnx.load(opts.optimized_model_filepath)
     hidden = emb.dim
     if args.precision == "int8":
         edits = {"fold_bias": fold_bias(base), "fold_bias + ln_sumsq": ln_sumsq(fold_bias(base), hidden)}
     else:
-        edits = {"split_attention": split_attention(base), "erf_gelu": erf_gelu(base),
-                 "split_attention + erf_gelu": erf_gelu(split_attention(base))}
+        edits = {
+            "split_attention": split_attention(base),
+            "erf_gelu": erf_gelu(base),
+            "split_attention + erf_gelu": erf_gelu(split_attention(base)),
+        }
     variants = {"as loaded": base, **edits, "as loaded (again)": base}
 
     sessions = {}
@@ -219,7 +237,7 @@ def main(argv=None) -> int:
     best = {n: np.full(len(batches), np.inf) for n in names}
     for r in range(args.rounds):
         for b, feeds in enumerate(batches):
-            for n in (names if (b + r) % 2 == 0 else names[::-1]):
+            for n in names if (b + r) % 2 == 0 else names[::-1]:
                 t = time.perf_counter()
                 sessions[n].run(None, feeds)
                 best[n][b] = min(best[n][b], time.perf_counter() - t)
@@ -227,8 +245,10 @@ def main(argv=None) -> int:
     for n in names:
         cos = (pooled(sessions[n]) * ref).sum(1)
         rate = len(toks) / best[n].sum()
-        print(f"{n:<28} {rate:8.2f} {args.texts}/s {rate / base_rate:6.3f}x   "
-              f"cosine to 'as loaded' mean {cos.mean():.5f} min {cos.min():.5f}")
+        print(
+            f"{n:<28} {rate:8.2f} {args.texts}/s {rate / base_rate:6.3f}x   "
+            f"cosine to 'as loaded' mean {cos.mean():.5f} min {cos.min():.5f}"
+        )
     return 0
 
 

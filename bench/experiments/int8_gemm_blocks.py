@@ -30,11 +30,11 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from search_bench import make_data  # noqa: E402
+from search_bench import make_data
 
-from engine.benchmark.chip import chip_line  # noqa: E402
-from engine.index import qgemm  # noqa: E402
-from engine.kernels.quantize import calibrate_scales, quantize  # noqa: E402
+from engine.benchmark.chip import chip_line
+from engine.index import qgemm
+from engine.kernels.quantize import calibrate_scales, quantize
 
 
 @numba.njit(parallel=True, cache=True)

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from search_bench import make_data  # noqa: E402
+from search_bench import make_data
 
-from engine.benchmark.chip import chip_line, environment  # noqa: E402
-from engine.index.qgemm import gemm_min_queries, topk_int8_gemm  # noqa: E402
-from engine.kernels.quantize import calibrate_scales, quantize, topk_int8  # noqa: E402
+from engine.benchmark.chip import chip_line, environment
+from engine.index.qgemm import gemm_min_queries, topk_int8_gemm
+from engine.kernels.quantize import calibrate_scales, quantize, topk_int8
 
 
 def main(argv=None) -> int:

@@ -22,11 +22,11 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from search_bench import _sum_rows_f32, _sum_rows_i8, make_data  # noqa: E402
+from search_bench import _sum_rows_f32, _sum_rows_i8, make_data
 
-from engine.benchmark.chip import chip_line  # noqa: E402
-from engine.kernels.quantize import HAS_U8S8, calibrate_scales, quantize, topk_int8  # noqa: E402
-from engine.kernels.topk import topk_dot  # noqa: E402
+from engine.benchmark.chip import chip_line
+from engine.kernels.quantize import HAS_U8S8, calibrate_scales, quantize, topk_int8
+from engine.kernels.topk import topk_dot
 
 
 def best_ms(fn, rounds: int) -> float:

@@ -52,7 +52,7 @@ def vocab_alignment(l3: np.ndarray, l6: np.ndarray, sample: int = 3000, seed: in
     return {
         "rows_l3": int(l3.shape[0]),
         "rows_l6": int(l6.shape[0]),
-        "sampled": int(len(ids)),
+        "sampled": len(ids),
         "nn_identity_rate": float(np.mean(nn == ids)),
         "mean_cos_same_id": float(same.mean()),
         "mean_cos_id_plus_1": float(shifted.mean()),

@@ -7,6 +7,7 @@ fp32 and int8, the int8 ISA class and recipe, memory, GPUs, onnxruntime and libr
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -78,10 +79,8 @@ def environment() -> dict:
 
     versions = {}
     for pkg in VERSIONED:
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     try:
         import onnxruntime as ort
 
@@ -201,7 +200,7 @@ def transformer_shape(embedder) -> dict | None:
         cfg = json.loads((resolve(where).folder / "config.json").read_text())
     except Exception:  # not installed, no config: no FLOP count
         return None
-    pick = lambda *names: next((cfg[x] for x in names if isinstance(cfg.get(x), int)), None)  # noqa: E731
+    pick = lambda *names: next((cfg[x] for x in names if isinstance(cfg.get(x), int)), None)
     layers = pick("num_hidden_layers", "n_layer", "n_layers", "num_layers")
     hidden = pick("hidden_size", "n_embd", "d_model", "dim")
     inter = pick("intermediate_size", "n_inner", "hidden_dim", "ffn_dim")

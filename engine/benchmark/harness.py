@@ -372,7 +372,7 @@ def st_torch_contender(folder: Path, device: str, threads: int, bf16: bool = Fal
     torch.set_num_threads(threads)
     kwargs = {"model_kwargs": {"torch_dtype": torch.bfloat16}} if bf16 else {}
     model = SentenceTransformer(str(folder), device=_st_device(device), **kwargs)
-    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
+    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)
     return Contender("st-torch-bf16" if bf16 else "st-torch", "bf16" if bf16 else "fp32", fn,
                      {"torch": torch.get_num_threads()}, runtime="torch")
 
@@ -392,7 +392,7 @@ def st_openvino_contender(folder: Path, device: str, threads: int) -> Contender:
 
     model = SentenceTransformer(str(folder), device="cpu", backend="openvino",
                                 model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": threads}})
-    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
+    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)
     precision = "bf16" if cpu_class() in BF16_CLASSES else "fp32"
     return Contender("st-openvino", precision, fn, {"openvino": threads}, runtime="openvino")
 
@@ -429,7 +429,7 @@ def st_onnx_contender(folder: Path, device: str, threads: int, cache: Path) -> C
             pass  # a concurrent run saved it first; this one still runs from memory
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
+    fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)
     return Contender("st-onnx", "fp32", fn, {"intra_op": threads, "inter_op": 1})
 
 
@@ -511,7 +511,7 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
     cfg["corpus"] = config.corpus or "engine/data/sample_corpus.jsonl (built-in)"
     result: dict[str, Any] = {
         "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": cfg,
         "environment": environment(),
         "models": {},
@@ -619,7 +619,7 @@ def bucket_texts(emb, docs: Sequence[str], length: str, n: int) -> list[str]:
     if length not in LENGTH_BUCKETS:
         raise InputError(f"unknown length bucket {length!r}; use {', '.join(LENGTH_BUCKETS)}")
     specials = len(emb.tokenize([""])[0])
-    count = lambda words: [len(x) - specials for x in emb.tokenize(words)]  # noqa: E731
+    count = lambda words: [len(x) - specials for x in emb.tokenize(words)]
     return build_texts(docs, count, min(LENGTH_BUCKETS[length], emb.max_seq_length), n, specials)
 
 
@@ -744,8 +744,8 @@ def format_table(result: dict) -> str:
         lines.append(
             f"{_short(r['model'])[:18]:<18} {r['device'][:4]:<4} {r['length']:<6} {r['batch_size']:>4} "
             f"{r['label'][:13]:<13} {r['latency_ms']['p50']:>9.2f} {r['latency_ms']['p95']:>9.2f} "
-            f"{r['texts_per_s']:>9.1f} {r['tokens_per_s']:>10,.0f} {('%.2fx' % sp) if sp else '-':>10} "
-            f"{('%.1f' % gf) if gf is not None else '-':>8} {('%.1f%%' % (100 * frac)) if frac is not None else '-':>7}"
+            f"{r['texts_per_s']:>9.1f} {r['tokens_per_s']:>10,.0f} {(f'{sp:.2f}x') if sp else '-':>10} "
+            f"{(f'{gf:.1f}') if gf is not None else '-':>8} {('%.1f%%' % (100 * frac)) if frac is not None else '-':>7}"
         )
     lines.append(chip_line(result))
     for s in result["skipped"]:
@@ -928,10 +928,7 @@ def format_comparison(cmp: dict) -> str:
         label = f"{c['contender']}-{c['precision']}"
         old = "-" if c["old"] is None else f"{c['old']:.1f}"
         new = "-" if c["new"] is None else f"{c['new']:.1f}"
-        if c["only"]:
-            change = f"only in {c['only']}"
-        else:
-            change = "-" if c["change_pct"] is None else f"{c['change_pct']:+.1f}%"
+        change = f"only in {c['only']}" if c["only"] else "-" if c["change_pct"] is None else f"{c['change_pct']:+.1f}%"
         lines.append(f"{_short(c['model'])[:18]:<18} {c['device'][:4]:<4} {c['length']:<6} {c['batch_size']:>4} "
                      f"{label[:13]:<13} {old:>11} {new:>11} {change:>9}")
     both = [c["change_pct"] for c in cmp["cells"] if c["change_pct"] is not None]

@@ -690,7 +690,7 @@ class _Rejects:
         self.final = folder / REJECTS
         self.partial = folder / (REJECTS + ".partial")
         self.count = 0
-        self._f = open(self.partial, "wb") if enabled else None
+        self._f = open(self.partial, "wb") if enabled else None  # noqa: SIM115 (held open across add() calls)
 
     def add(self, where: str, message: str) -> None:
         self.count += 1

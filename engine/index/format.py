@@ -355,7 +355,7 @@ def _decode(path: Path, fields: dict, arrays: dict[str, np.ndarray]) -> dict[str
             raise _damaged(path, "string-id offsets do not run from 0 up to the size of ids_utf8")
         bounds = offs.tolist()
         try:
-            out["ids"] = [blob[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:])]
+            out["ids"] = [blob[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
         except UnicodeDecodeError:
             raise _damaged(path, "string ids are not valid UTF-8") from None
     return out
