@@ -10,6 +10,7 @@ They are set on the benchmark fixture before the test body runs, so the table,
 them. A benchmark that ends without a group is an error: every table row belongs to one. Saved
 runs carry the chip (``machine_info["embed_engine"]``).
 """
+
 from __future__ import annotations
 
 import pytest

@@ -19,6 +19,7 @@ Pass when the largest run's peak is within ``--tolerance`` (20%) of the smallest
 max_seq_length 16; export cached in the temporary folder) for a run that finishes on a busy
 machine. The JSON records which model was used and the machine (``environment()``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
                   "rss_after_warmup_mb": warm, "summary": s.as_dict()}))
 """
 # run with cwd = the repository root, so that the tests package is importable
-BUILD_TINY = ("import sys, pathlib; from tests.conftest import build_tiny_model; "
-              "build_tiny_model(pathlib.Path(sys.argv[1]))")
+BUILD_TINY = (
+    "import sys, pathlib; from tests.conftest import build_tiny_model; build_tiny_model(pathlib.Path(sys.argv[1]))"
+)
 
 
 def data_dir(arg: str | None) -> Path:
@@ -65,8 +67,12 @@ def synthesise(src: Path, n: int, max_chars: int, dest: Path) -> None:
     with open(dest, "w", encoding="utf-8") as f:
         for k, d in enumerate(itertools.islice(itertools.cycle(docs), n)):
             copy = k // len(docs)
-            f.write(json.dumps({"_id": f"{d['_id']}-{copy}", "title": d.get("title", "")[:60],
-                                "text": d["text"][:max_chars]}) + "\n")
+            f.write(
+                json.dumps(
+                    {"_id": f"{d['_id']}-{copy}", "title": d.get("title", "")[:60], "text": d["text"][:max_chars]}
+                )
+                + "\n"
+            )
 
 
 def main() -> int:
@@ -93,26 +99,52 @@ def main() -> int:
         # warm-up child: the first use of a model exports it (torch in memory); no measured run may pay that
         warm = Path(tmp) / "warm.jsonl"
         synthesise(corpus, 100, args.max_chars, warm)
-        subprocess.run([sys.executable, "-c", CHILD, json.dumps({
-            "src": str(warm), "out": str(Path(tmp) / "out-warm"), "model": args.model, "shard_size": args.shard_size,
-            "batch_size": args.batch_size, "progress": False})], stdout=subprocess.DEVNULL, env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                json.dumps(
+                    {
+                        "src": str(warm),
+                        "out": str(Path(tmp) / "out-warm"),
+                        "model": args.model,
+                        "shard_size": args.shard_size,
+                        "batch_size": args.batch_size,
+                        "progress": False,
+                    }
+                ),
+            ],
+            stdout=subprocess.DEVNULL,
+            env=env,
+            check=True,
+        )
         for n in (int(x) for x in args.sizes.split(",")):
             src = Path(tmp) / f"corpus-{n}.jsonl"
             synthesise(corpus, n, args.max_chars, src)
-            cfg = {"src": str(src), "out": str(Path(tmp) / f"out-{n}"), "model": args.model,
-                   "shard_size": args.shard_size, "batch_size": args.batch_size, "progress": args.progress}
+            cfg = {
+                "src": str(src),
+                "out": str(Path(tmp) / f"out-{n}"),
+                "model": args.model,
+                "shard_size": args.shard_size,
+                "batch_size": args.batch_size,
+                "progress": args.progress,
+            }
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], stdout=subprocess.PIPE, text=True,
-                                  env=env, check=False)
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, json.dumps(cfg)], stdout=subprocess.PIPE, text=True, env=env, check=False
+            )
             if proc.returncode:
                 sys.exit(f"run with {n} docs failed (exit {proc.returncode})")
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             res.update(docs=n, input_mb=src.stat().st_size / 2**20, wall_s=time.perf_counter() - t0)
             runs.append(res)
             s = res["summary"]
-            print(f"{n:>8} docs  peak RSS {res['peak_rss_mb']:8.1f} MB (after warm-up "
-                  f"{res['rss_after_warmup_mb']:.1f})  input {res['input_mb']:6.1f} MB  "
-                  f"{s['seconds']:7.1f}s  {s['docs_per_s']:8.1f} docs/s  shards {s['shards']}")
+            print(
+                f"{n:>8} docs  peak RSS {res['peak_rss_mb']:8.1f} MB (after warm-up "
+                f"{res['rss_after_warmup_mb']:.1f})  input {res['input_mb']:6.1f} MB  "
+                f"{s['seconds']:7.1f}s  {s['docs_per_s']:8.1f} docs/s  shards {s['shards']}"
+            )
             src.unlink()
     lo, hi = min(r["peak_rss_mb"] for r in runs), max(r["peak_rss_mb"] for r in runs)
     growth = hi / lo - 1
@@ -120,9 +152,17 @@ def main() -> int:
     print(f"peak RSS growth {growth:+.1%} (limit {args.tolerance:.0%}): {'PASS' if ok else 'FAIL'}")
     from engine.benchmark.chip import environment
 
-    result = {"model": "tiny (tests/conftest.py)" if args.tiny else args.model, "max_chars": args.max_chars,
-              "shard_size": args.shard_size, "cache": False, "runs": runs, "growth": growth,
-              "tolerance": args.tolerance, "pass": ok, "environment": environment()}
+    result = {
+        "model": "tiny (tests/conftest.py)" if args.tiny else args.model,
+        "max_chars": args.max_chars,
+        "shard_size": args.shard_size,
+        "cache": False,
+        "runs": runs,
+        "growth": growth,
+        "tolerance": args.tolerance,
+        "pass": ok,
+        "environment": environment(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -20,6 +20,7 @@ AVX2 machine gives). Vectors come through the embedding cache (``encode_cached``
 ISA class, recipe, onnxruntime) and prints one Markdown row for the per-ISA table in
 bench/experiments/int8_experiments.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--recipe", default=None,
-                    help="int8 recipe to export and run instead of this CPU's own (bench/recipe_override.py)")
+    ap.add_argument(
+        "--recipe",
+        default=None,
+        help="int8 recipe to export and run instead of this CPU's own (bench/recipe_override.py)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     from recipe_override import int8_recipe_as
@@ -66,9 +70,15 @@ def run(args, argv) -> int:
     except FileNotFoundError as e:
         sys.exit(f"int8_quality: {e}; pass --data DIR")
     env = environment()
-    res: dict = {"model": args.model, "int8_isa": env["int8_isa"], "int8_recipe": env["int8_recipe"],
-                 "cpu": env["cpu"].get("model"), "docs": len(ds.doc_texts), "queries": len(ds.query_texts),
-                 "sentences": 2 * len(gold)}
+    res: dict = {
+        "model": args.model,
+        "int8_isa": env["int8_isa"],
+        "int8_recipe": env["int8_recipe"],
+        "cpu": env["cpu"].get("model"),
+        "docs": len(ds.doc_texts),
+        "queries": len(ds.query_texts),
+        "sentences": 2 * len(gold),
+    }
     vecs = {}
     for precision in ("fp32", "int8"):
         emb = Embedder(args.model, model_precision=precision, threads=args.threads)
@@ -81,21 +91,34 @@ def run(args, argv) -> int:
         res[f"fingerprint_{precision}"] = emb.fingerprint
     cd = cosines(vecs["int8"][0], vecs["fp32"][0])
     cs = cosines(vecs["int8"][1], vecs["fp32"][1])
-    res.update(ndcg_ratio=round(res["ndcg@10_int8"] / res["ndcg@10_fp32"], 5),
-               cosine_docs_mean=round(float(cd.mean()), 5), cosine_docs_min=round(float(cd.min()), 5),
-               cosine_sents_mean=round(float(cs.mean()), 5), cosine_sents_min=round(float(cs.min()), 5))
-    res["targets"] = {"ndcg@10 int8 >= 99% of fp32": res["ndcg_ratio"] >= 0.99,
-                      "mean cosine to fp32 >= 0.99 on documents": res["cosine_docs_mean"] >= 0.99,
-                      "mean cosine to fp32 >= 0.99 on sentences": res["cosine_sents_mean"] >= 0.99}
+    res.update(
+        ndcg_ratio=round(res["ndcg@10_int8"] / res["ndcg@10_fp32"], 5),
+        cosine_docs_mean=round(float(cd.mean()), 5),
+        cosine_docs_min=round(float(cd.min()), 5),
+        cosine_sents_mean=round(float(cs.mean()), 5),
+        cosine_sents_min=round(float(cs.min()), 5),
+    )
+    res["targets"] = {
+        "ndcg@10 int8 >= 99% of fp32": res["ndcg_ratio"] >= 0.99,
+        "mean cosine to fp32 >= 0.99 on documents": res["cosine_docs_mean"] >= 0.99,
+        "mean cosine to fp32 >= 0.99 on sentences": res["cosine_sents_mean"] >= 0.99,
+    }
     print(json.dumps(res, indent=2))
-    print(f"| {res['int8_isa']} ({res['cpu']}) | {res['int8_recipe']} | {res['ndcg@10_fp32']:.4f} | "
-          f"{res['ndcg@10_int8']:.4f} ({res['ndcg_ratio']:.2%}) | {res['cosine_docs_mean']:.4f} / "
-          f"{res['cosine_docs_min']:.4f} | {res['cosine_sents_mean']:.4f} / {res['cosine_sents_min']:.4f} | "
-          f"{res['sts_spearman_fp32']:.4f} / {res['sts_spearman_int8']:.4f} |")
+    print(
+        f"| {res['int8_isa']} ({res['cpu']}) | {res['int8_recipe']} | {res['ndcg@10_fp32']:.4f} | "
+        f"{res['ndcg@10_int8']:.4f} ({res['ndcg_ratio']:.2%}) | {res['cosine_docs_mean']:.4f} / "
+        f"{res['cosine_docs_min']:.4f} | {res['cosine_sents_mean']:.4f} / {res['cosine_sents_min']:.4f} | "
+        f"{res['sts_spearman_fp32']:.4f} / {res['sts_spearman_int8']:.4f} |"
+    )
     res["command"] = "python bench/int8_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     res["environment"] = env
-    out = Path(args.out or Path(__file__).parent / "results" / "int8_quality" / f"{args.model}_{res['int8_isa']}"
-                                                                     f"{'_' + args.recipe if args.recipe else ''}.json")
+    out = Path(
+        args.out
+        or Path(__file__).parent
+        / "results"
+        / "int8_quality"
+        / f"{args.model}_{res['int8_isa']}{'_' + args.recipe if args.recipe else ''}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")

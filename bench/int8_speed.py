@@ -30,6 +30,7 @@ others). The report names the chip (``environment``: CPU model, int8 ISA class, 
 Run: .venv/bin/python bench/int8_speed.py [--model all-MiniLM-L6-v2] [--rounds 3] [--also-recipe rr]
 Writes bench/results/int8_speed_<model>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def _engines(args) -> tuple[dict, dict]:
     from engine import Embedder
     from engine.runtime import BF16_CLASSES, cpu_class
 
-    engines = {"engine fp32": Embedder(args.model, threads=args.threads),
-               "engine int8": Embedder(args.model, model_precision="int8", threads=args.threads)}
+    engines = {
+        "engine fp32": Embedder(args.model, threads=args.threads),
+        "engine int8": Embedder(args.model, model_precision="int8", threads=args.threads),
+    }
     skipped = {}
     try:
         engines["engine fp32 openvino"] = Embedder(args.model, threads=args.threads, runtime="openvino")
@@ -63,8 +66,9 @@ def _engines(args) -> tuple[dict, dict]:
         from recipe_override import int8_recipe_as
 
         with int8_recipe_as(args.also_recipe):
-            engines[f"engine int8 {args.also_recipe}"] = Embedder(args.model, model_precision="int8",
-                                                                  threads=args.threads)
+            engines[f"engine int8 {args.also_recipe}"] = Embedder(
+                args.model, model_precision="int8", threads=args.threads
+            )
     return engines, skipped
 
 
@@ -88,8 +92,9 @@ def _openvino_int8(args, fp32, texts: list[str]):
         ids = ids[None].astype(np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         samples.append({k: v for k, v in feed.items() if k in names})
-    quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(samples))
+    quantized = nncf.quantize(
+        model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples)
+    )
     path = Path(tempfile.mkdtemp(prefix="ov-int8-")) / "model.xml"
     ov.save_model(quantized, str(path))
     emb = Embedder(args.model, threads=args.threads, runtime="openvino")
@@ -140,13 +145,21 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--also-recipe", default=None,
-                    help="also time this int8 recipe (e.g. rr) in the same run (bench/recipe_override.py)")
+    ap.add_argument(
+        "--also-recipe",
+        default=None,
+        help="also time this int8 recipe (e.g. rr) in the same run (bench/recipe_override.py)",
+    )
     ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers (no torch)")
-    ap.add_argument("--no-peers", action="store_true",
-                    help="skip sentence-transformers' onnx / openvino backends and torch bf16")
-    ap.add_argument("--st-extra-batch", type=int, default=None,
-                    help="also time sentence-transformers at this batch size (is a small batch its best too?)")
+    ap.add_argument(
+        "--no-peers", action="store_true", help="skip sentence-transformers' onnx / openvino backends and torch bf16"
+    )
+    ap.add_argument(
+        "--st-extra-batch",
+        type=int,
+        default=None,
+        help="also time sentence-transformers at this batch size (is a small batch its best too?)",
+    )
     ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/int8_speed_<model>.json)")
     args = ap.parse_args(argv)
@@ -173,7 +186,8 @@ def main(argv=None) -> int:
         try:  # calibrated on texts outside the timed sets, as the issue's peer (400 texts)
             calib = scifact_sts_texts(args.data, args.docs + 200, args.sents + 200)
             engines["openvino int8 (NNCF static)"] = _openvino_int8(
-                args, fp32, calib["docs"][args.docs:] + calib["sents"][args.sents:])
+                args, fp32, calib["docs"][args.docs :] + calib["sents"][args.sents :]
+            )
         except ImportError as e:
             skipped["openvino int8 (NNCF static)"] = str(e)
     contenders = {  # unit vectors, as the ST contender is asked for
@@ -194,8 +208,13 @@ def main(argv=None) -> int:
     peak["int8_over_fp32"] = round(peak["int8_gops"] / peak["fp32_gflops"], 2)
     peak["runs"] = peaks
     n_sets = len(sets)
-    per_round = {c: {k: [len(texts) / m.latencies_s[r * n_sets + i] for r in range(args.rounds)]
-                     for i, (k, texts) in enumerate(sets.items())} for c, m in ms.items()}  # texts/s
+    per_round = {
+        c: {
+            k: [len(texts) / m.latencies_s[r * n_sets + i] for r in range(args.rounds)]
+            for i, (k, texts) in enumerate(sets.items())
+        }
+        for c, m in ms.items()
+    }  # texts/s
     vecs = {c: {k: np.asarray(m.outputs[i], dtype=np.float32) for i, k in enumerate(sets)} for c, m in ms.items()}
     for r in range(args.rounds):
         for c in contenders:
@@ -210,14 +229,22 @@ def main(argv=None) -> int:
     shape = transformer_shape(fp32)
     tokens = {k: token_count(fp32, texts) for k, texts in sets.items()}  # same truncation for every contender
     flops = {k: model_flops_per_token(fp32, tokens[k] / len(texts), shape) for k, texts in sets.items()}
-    limit = {c: {k: limit_fields(best[c][k] * tokens[k] / len(texts), flops[k], "int8" if "int8" in c else "fp32",
-                                 peak) for k, texts in sets.items()} for c in contenders}
+    limit = {
+        c: {
+            k: limit_fields(best[c][k] * tokens[k] / len(texts), flops[k], "int8" if "int8" in c else "fp32", peak)
+            for k, texts in sets.items()
+        }
+        for c in contenders
+    }
 
     def paired(c, k):
         """Round-by-round ratio to the reference (both timed in the same round, back to back)."""
         r = np.array(per_round[c][k]) / np.array(per_round[ref][k])
-        return {"min": round(float(r.min()), 2), "median": round(float(np.median(r)), 2),
-                "max": round(float(r.max()), 2)}
+        return {
+            "min": round(float(r.min()), 2),
+            "median": round(float(np.median(r)), 2),
+            "max": round(float(r.max()), 2),
+        }
 
     report = {
         "model": args.model,
@@ -230,8 +257,9 @@ def main(argv=None) -> int:
         "paired_round_speedup_vs_" + ref: {c: {k: paired(c, k) for k in sets} for c in contenders if c != ref},
         "per_round_per_s": {c: {k: [round(x, 2) for x in v] for k, v in b.items()} for c, b in per_round.items()},
         "cos_int8_vs_fp32": {k: cos(vecs["engine int8"][k], vecs["engine fp32"][k]) for k in sets},
-        "cos_vs_engine_fp32": {c: {k: cos(vecs[c][k], vecs["engine fp32"][k]) for k in sets}
-                               for c in contenders if c != "engine fp32"},
+        "cos_vs_engine_fp32": {
+            c: {k: cos(vecs[c][k], vecs["engine fp32"][k]) for k in sets} for c in contenders if c != "engine fp32"
+        },
         "runtime": {name: emb.runtime for name, emb in engines.items()},
         "skipped": skipped,
         "int8_export": int8._exported.meta["export"].get("quantization"),
@@ -250,8 +278,9 @@ def main(argv=None) -> int:
     if "ST torch" in contenders:
         report["cos_fp32_vs_st"] = {k: cos(vecs["engine fp32"][k], vecs["ST torch"][k]) for k in sets}
         report["cos_int8_vs_st"] = {k: cos(vecs["engine int8"][k], vecs["ST torch"][k]) for k in sets}
-        report["cos_vs_st_torch_fp32"] = {c: {k: cos(vecs[c][k], vecs["ST torch"][k]) for k in sets}
-                                          for c in contenders if c != "ST torch"}
+        report["cos_vs_st_torch_fp32"] = {
+            c: {k: cos(vecs[c][k], vecs["ST torch"][k]) for k in sets} for c in contenders if c != "ST torch"
+        }
     report["environment"] = environment()
     report["load_average_start_end"] = [load_start, report["environment"]["load_average"]]
     out = Path(args.out or Path(__file__).parent / "results" / f"int8_speed_{fp32.name}.json")
@@ -259,14 +288,22 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k not in ("environment", "limit")}, indent=2))
     env = report["environment"]
-    print(f"\n{chip_line(env)}\nGEMM peak ({args.threads} threads, "
-          f"{'x'.join(map(str, peak['shape']))}): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
-          f"int8 {peak['int8_gops']:.0f} GOP/s; load average {load_start} -> {report['environment']['load_average']}")
+    print(
+        f"\n{chip_line(env)}\nGEMM peak ({args.threads} threads, "
+        f"{'x'.join(map(str, peak['shape']))}): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
+        f"int8 {peak['int8_gops']:.0f} GOP/s; load average {load_start} -> {report['environment']['load_average']}"
+    )
     for c in contenders:
-        print(f"{c:<16} " + "   ".join(
-            f"{k}: {v['gflops']:.1f} GFLOP/s = {100 * v['fraction_of_peak']:.1f}% of "
-            f"{'int8' if 'int8' in c else 'fp32'} peak" if v["fraction_of_peak"] is not None else f"{k}: -"
-            for k, v in limit[c].items()))
+        print(
+            f"{c:<16} "
+            + "   ".join(
+                f"{k}: {v['gflops']:.1f} GFLOP/s = {100 * v['fraction_of_peak']:.1f}% of "
+                f"{'int8' if 'int8' in c else 'fp32'} peak"
+                if v["fraction_of_peak"] is not None
+                else f"{k}: -"
+                for k, v in limit[c].items()
+            )
+        )
     return 0
 
 

@@ -32,6 +32,7 @@ next to ``environment()`` (CPU model, flags, ISA class, recipe, onnxruntime). A 
 recorded and the next one runs. The tables in bench/experiments/int8_experiments.md ("Recipes per
 ISA", "Quality per ISA", "int8 search") get their new rows from this folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,20 +49,34 @@ STEPS = ("quality", "speed", "search", "threshold", "profile", "scan")
 
 def _figures(step: str, out: Path) -> dict:
     """The target-relevant figures of one step's JSON files (empty when a file is missing)."""
+
     def load(name):
         p = out / name
         return json.loads(p.read_text()) if p.is_file() else None
 
     if step == "quality":
-        keep = ("int8_recipe", "ndcg_ratio", "cosine_docs_mean", "cosine_docs_min", "cosine_sents_mean",
-                "cosine_sents_min", "targets")
-        return {name: {k: d.get(k) for k in keep}
-                for name in ("quality_own.json", "quality_other.json") if (d := load(name))}
+        keep = (
+            "int8_recipe",
+            "ndcg_ratio",
+            "cosine_docs_mean",
+            "cosine_docs_min",
+            "cosine_sents_mean",
+            "cosine_sents_min",
+            "targets",
+        )
+        return {
+            name: {k: d.get(k) for k in keep}
+            for name in ("quality_own.json", "quality_other.json")
+            if (d := load(name))
+        }
     if step == "speed" and (d := load("speed.json")):
         ref = next(k for k in d if k.startswith("speedup_vs_"))
-        return {"best_round": d[ref], "paired_rounds": d.get(next(k for k in d if k.startswith("paired_round"))),
-                "gemm_peak": {k: d["gemm_peak"][k] for k in ("fp32_gflops", "int8_gops")},
-                "limit": d.get("limit")}
+        return {
+            "best_round": d[ref],
+            "paired_rounds": d.get(next(k for k in d if k.startswith("paired_round"))),
+            "gemm_peak": {k: d["gemm_peak"][k] for k in ("fp32_gflops", "int8_gops")},
+            "limit": d.get("limit"),
+        }
     if step == "threshold" and (d := load("gemm_threshold.json")):
         return {"gemm_wins_from": d["gemm_wins_from"], "rows": d["rows"]}
     if step == "search" and (d := load("search.json")):
@@ -93,24 +108,76 @@ def main(argv=None) -> int:
     data = ["--data", str(args.data)] if args.data else []
     q = args.quick
     speed_texts = ["--docs", "100", "--sents", "500", "--rounds", "2"] if q else ["--rounds", "3"]
-    search_size = ["--n", "200000", "--rounds", "3", "--rounds-large", "1"] if q else \
-        ["--n", "1000000", "--rounds", "5", "--rounds-large", "3"]
+    search_size = (
+        ["--n", "200000", "--rounds", "3", "--rounds-large", "1"]
+        if q
+        else ["--n", "1000000", "--rounds", "5", "--rounds-large", "3"]
+    )
     commands = {
-        "quality": [[py, BENCH / "int8_quality.py", *data, "--out", out / "quality_own.json"],
-                    [py, BENCH / "int8_quality.py", *data, "--recipe", other, "--out", out / "quality_other.json"]],
-        "speed": [[py, BENCH / "int8_speed.py", *data, *speed_texts, "--also-recipe", other,
-                   "--out", out / "speed.json"]],
-        "search": [[py, BENCH / "search_bench.py", *search_size, "--dim", "384", "--nq", "1,4,16,64,256,1024",
-                    "-k", "10", "--skip", "numpy", "--out", out / "search.json"]],
-        "threshold": [[py, BENCH / "experiments" / "int8_gemm_threshold.py", "--rounds", "3" if q else "5",
-                       "--out", out / "gemm_threshold.json"] + (["--n", "200000"] if q else [])],
-        "profile": [[py, BENCH / "experiments" / "int8_profile.py", *data, "--runtime-graph", "--threads", "1",
-                     "--runs", "5" if q else "20", "--texts", texts] for texts in ("docs", "sents")],
-        "scan": [[py, BENCH / "experiments" / "int8_scan_dot.py", "--rounds", "3" if q else "7"]
-                 + (["--n", "200000"] if q else [])],
+        "quality": [
+            [py, BENCH / "int8_quality.py", *data, "--out", out / "quality_own.json"],
+            [py, BENCH / "int8_quality.py", *data, "--recipe", other, "--out", out / "quality_other.json"],
+        ],
+        "speed": [
+            [py, BENCH / "int8_speed.py", *data, *speed_texts, "--also-recipe", other, "--out", out / "speed.json"]
+        ],
+        "search": [
+            [
+                py,
+                BENCH / "search_bench.py",
+                *search_size,
+                "--dim",
+                "384",
+                "--nq",
+                "1,4,16,64,256,1024",
+                "-k",
+                "10",
+                "--skip",
+                "numpy",
+                "--out",
+                out / "search.json",
+            ]
+        ],
+        "threshold": [
+            [
+                py,
+                BENCH / "experiments" / "int8_gemm_threshold.py",
+                "--rounds",
+                "3" if q else "5",
+                "--out",
+                out / "gemm_threshold.json",
+            ]
+            + (["--n", "200000"] if q else [])
+        ],
+        "profile": [
+            [
+                py,
+                BENCH / "experiments" / "int8_profile.py",
+                *data,
+                "--runtime-graph",
+                "--threads",
+                "1",
+                "--runs",
+                "5" if q else "20",
+                "--texts",
+                texts,
+            ]
+            for texts in ("docs", "sents")
+        ],
+        "scan": [
+            [py, BENCH / "experiments" / "int8_scan_dot.py", "--rounds", "3" if q else "7"]
+            + (["--n", "200000"] if q else [])
+        ],
     }
-    summary = {"isa": isa, "recipe": own, "other_recipe": other, "quick": q,
-               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "steps": {}, "environment": env}
+    summary = {
+        "isa": isa,
+        "recipe": own,
+        "other_recipe": other,
+        "quick": q,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "steps": {},
+        "environment": env,
+    }
     for step in STEPS:
         if step in skip:
             continue
@@ -122,8 +189,9 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             with open(log, "w") as fh:
                 rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=BENCH.parent)
-            runs.append({"command": " ".join(cmd), "exit": rc, "seconds": round(time.perf_counter() - t, 1),
-                         "log": log.name})
+            runs.append(
+                {"command": " ".join(cmd), "exit": rc, "seconds": round(time.perf_counter() - t, 1), "log": log.name}
+            )
             if rc:
                 print(f"[{step}] exited {rc}; see {log}", flush=True)
         summary["steps"][step] = {"runs": runs, "figures": _figures(step, out)}

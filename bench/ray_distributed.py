@@ -25,6 +25,7 @@ random-weight model (the ~free model: it measures everything but the model).
 --only distributed with --docs 1000000 is the bounded-memory run: the driver's peak RSS
 (``ru_maxrss``) and the largest writer RSS seen (sampled every 0.5 s) are reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,13 @@ def synthesize(scifact: Path, folder: Path, n: int, files: int) -> list[Path]:
     for k in range(files):
         lo, hi = k * per, min(n, (k + 1) * per)
         rows = [base[i % len(base)] for i in range(lo, hi)]
-        table = pa.table({"_id": [f"{r['_id']}-{i}" for i, r in zip(range(lo, hi), rows)],
-                          "title": [r.get("title", "") for r in rows],
-                          "text": [f"{i} {r['text'][:400]}" for i, r in zip(range(lo, hi), rows)]})
+        table = pa.table(
+            {
+                "_id": [f"{r['_id']}-{i}" for i, r in zip(range(lo, hi), rows)],
+                "title": [r.get("title", "") for r in rows],
+                "text": [f"{i} {r['text'][:400]}" for i, r in zip(range(lo, hi), rows)],
+            }
+        )
         paths.append(folder / f"part-{k:03d}.parquet")
         pq.write_table(table, paths[-1])
     return paths
@@ -137,16 +142,21 @@ def main() -> int:
             wall, cpu = time.perf_counter() - t, time.process_time() - cpu
             writer_rss = sampler.stop()
             us = cpu / s.docs * 1e6
-            r = {"docs": s.docs, "wall_s": round(wall, 2), "docs_per_s": round(s.docs / wall, 1),
-                 "driver_cpu_s": round(cpu, 3), "driver_cpu_us_per_doc": round(us, 2),
-                 "driver_ceiling_docs_per_s": round(1e6 / us), "driver_peak_rss_mb":
-                 round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                 "worker_peak_rss_mb": writer_rss}
+            r = {
+                "docs": s.docs,
+                "wall_s": round(wall, 2),
+                "docs_per_s": round(s.docs / wall, 1),
+                "driver_cpu_s": round(cpu, 3),
+                "driver_cpu_us_per_doc": round(us, 2),
+                "driver_ceiling_docs_per_s": round(1e6 / us),
+                "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "worker_peak_rss_mb": writer_rss,
+            }
             r["driver_cpu_ms_per_wall_s"] = round(cpu / wall * 1e3, 1)
-            if stats:   # the writers' own timings; the driver does no per-document work: no ceiling
+            if stats:  # the writers' own timings; the driver does no per-document work: no ceiling
                 rate = sum(x["docs"] for x in stats) / sum(x["seconds"] for x in stats)
                 ceiling = float("inf")
-            else:       # the actors' share of the run; the driver's CPU per document caps the cluster
+            else:  # the actors' share of the run; the driver's CPU per document caps the cluster
                 rate, ceiling = s.docs / wall / args.cpus, 1e6 / us
             r["worker_docs_per_s"] = round(rate, 1)
             r["projected_docs_per_s"] = {n: round(min(n * args.cpus * rate, ceiling)) for n in NODES}
@@ -160,9 +170,18 @@ def main() -> int:
             print(name, json.dumps(r), flush=True)
     finally:
         ray.shutdown()
-    report = {"benchmark": "ray_distributed", "model": args.model, "docs": args.docs, "files": args.files,
-              "shard_size": SHARD, "ray_cpus": args.cpus, "ray_version": ray.__version__,
-              "environment": environment(), "note": "one pass each on a shared 2-vCPU machine", "results": results}
+    report = {
+        "benchmark": "ray_distributed",
+        "model": args.model,
+        "docs": args.docs,
+        "files": args.files,
+        "shard_size": SHARD,
+        "ray_cpus": args.cpus,
+        "ray_version": ray.__version__,
+        "environment": environment(),
+        "note": "one pass each on a shared 2-vCPU machine",
+        "results": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

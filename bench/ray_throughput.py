@@ -15,6 +15,7 @@ N / (total_s - startup_s). Also the largest |difference| of the Ray vectors from
 
     .venv/bin/python bench/ray_throughput.py [--docs 1000] [--cpus 2] [--out bench/results/ray_throughput.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,9 +79,11 @@ def main() -> int:
         contenders = {
             "local": lambda src, out: embed_corpus(src, out, embedder, shard_size=SHARD, cache=False),
             f"ray-1x{args.cpus}": lambda src, out: embed_corpus_ray(
-                src, out, args.model, actors=1, cpus_per_actor=args.cpus, shard_size=SHARD, cache=False),
+                src, out, args.model, actors=1, cpus_per_actor=args.cpus, shard_size=SHARD, cache=False
+            ),
             f"ray-{args.cpus}x1": lambda src, out: embed_corpus_ray(
-                src, out, args.model, actors=args.cpus, cpus_per_actor=1, shard_size=SHARD, cache=False),
+                src, out, args.model, actors=args.cpus, cpus_per_actor=1, shard_size=SHARD, cache=False
+            ),
         }
         results, ref = {}, None
         for name, run in contenders.items():
@@ -94,17 +97,28 @@ def main() -> int:
             if ref is None:
                 ref = (ids, v)
             assert ids == ref[0] and s.docs == args.docs
-            results[name] = {"docs": s.docs, "total_s": round(total, 2), "docs_per_s": round(s.docs / total, 1),
-                             "startup_s": round(startup, 2),
-                             "steady_docs_per_s": round(s.docs / max(total - startup, 1e-9), 1),
-                             "max_abs_diff_vs_local": float(np.abs(v - ref[1]).max())}
+            results[name] = {
+                "docs": s.docs,
+                "total_s": round(total, 2),
+                "docs_per_s": round(s.docs / total, 1),
+                "startup_s": round(startup, 2),
+                "steady_docs_per_s": round(s.docs / max(total - startup, 1e-9), 1),
+                "max_abs_diff_vs_local": float(np.abs(v - ref[1]).max()),
+            }
             print(name, results[name], flush=True)
     finally:
         ray.shutdown()
-    report = {"benchmark": "ray_throughput", "model": args.model, "docs": args.docs, "shard_size": SHARD,
-              "ray_cpus": args.cpus, "ray_version": ray.__version__, "environment": environment(),
-              "note": "one pass each on a shared, contended machine; local threads = Ray CPUs",
-              "results": results}
+    report = {
+        "benchmark": "ray_throughput",
+        "model": args.model,
+        "docs": args.docs,
+        "shard_size": SHARD,
+        "ray_cpus": args.cpus,
+        "ray_version": ray.__version__,
+        "environment": environment(),
+        "note": "one pass each on a shared, contended machine; local threads = Ray CPUs",
+        "results": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -10,6 +10,7 @@ same integer products, hence vectors equal up to the fp32 glue's rounding (~1e-7
 What it cannot show: speed on another CPU, or the vectors of a recipe whose products saturate there
 (``vnni`` on AVX2).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -7,6 +7,7 @@ log2(rank + 1), ideal ranking from the qrels) - the same code as ``embed eval``.
 Run: .venv/bin/python bench/scifact_ndcg.py --model all-MiniLM-L6-v2 --precision int8 [--data DIR]
 Writes bench/results/scifact_<model>_<precision>.json and prints the same JSON (environment left out).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     dv = emb.encode(ds.doc_texts, batch_size=args.batch_size)
     t_docs = time.perf_counter() - t0
     qv = emb.encode(ds.query_texts, batch_size=args.batch_size)
-    scores = beir_scores(ds, dv, qv, k_values=(10,), metric=index_metric_of(emb))   # encode gives raw vectors
+    scores = beir_scores(ds, dv, qv, k_values=(10,), metric=index_metric_of(emb))  # encode gives raw vectors
     docs, qids = ds.doc_ids, ds.query_ids
     result = {
         "model": emb.name,

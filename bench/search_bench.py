@@ -26,6 +26,7 @@ the same way; ``bound/ours`` near 1 means the scan runs at memory speed. Recall@
 ``ours_fp32`` (exact). Needs faiss-cpu (``pip install faiss-cpu``); without it the FAISS rows
 are skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,12 +85,12 @@ def numpy_search(x, q, k, block=128):
     out_s = np.empty((q.shape[0], k), np.float32)
     out_i = np.empty((q.shape[0], k), np.int64)
     for a in range(0, q.shape[0], block):
-        s = q[a: a + block] @ x.T
+        s = q[a : a + block] @ x.T
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         ps = np.take_along_axis(s, part, 1)
         order = np.argsort(-ps, axis=1, kind="stable")
-        out_i[a: a + block] = np.take_along_axis(part, order, 1)
-        out_s[a: a + block] = np.take_along_axis(ps, order, 1)
+        out_i[a : a + block] = np.take_along_axis(part, order, 1)
+        out_s[a : a + block] = np.take_along_axis(ps, order, 1)
     return out_s, out_i
 
 
@@ -115,8 +116,11 @@ def parse_args(argv=None):
     ap.add_argument("--oversample", type=int, default=None, help="int8 oversampling (default: the Index's)")
     ap.add_argument("--binary-oversample", type=int, default=None, help="binary oversampling (default: the Index's)")
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip")
-    ap.add_argument("--omp-wait-policy", default="passive",
-                    help="OMP_WAIT_POLICY for numba's and FAISS's OpenMP runtimes ('' keeps the environment's)")
+    ap.add_argument(
+        "--omp-wait-policy",
+        default="passive",
+        help="OMP_WAIT_POLICY for numba's and FAISS's OpenMP runtimes ('' keeps the environment's)",
+    )
     ap.add_argument("--out", default=None)
     return ap.parse_args(argv)
 
@@ -170,7 +174,7 @@ def faiss_binary_contender(x, vecs, k, oversample):
     n, d = x.shape
     index = faiss.IndexBinaryFlat(d)
     for a in range(0, n, 100_000):
-        index.add(np.packbits(x[a: a + 100_000] > 0, axis=1))
+        index.add(np.packbits(x[a : a + 100_000] > 0, axis=1))
     m = min(n, k * oversample)
 
     def search(q):
@@ -200,7 +204,7 @@ def run_contenders(contenders, q_all, nqs, rounds_small, rounds_large):
     for nq in nqs:
         q = np.ascontiguousarray(q_all[:nq])
         warm_q = q[: min(nq, 128)]  # same code paths as nq (thresholds at 64 queries)
-        for fn in contenders.values():     # warm-up (compiles, page cache, thread pools)
+        for fn in contenders.values():  # warm-up (compiles, page cache, thread pools)
             fn(warm_q)
         rounds = rounds_small if nq <= 64 else rounds_large
         times = {name: [] for name in contenders}
@@ -229,6 +233,7 @@ def run_contenders(contenders, q_all, nqs, rounds_small, rounds_large):
 
 def speed_ratios(results, bound32, bound8):
     """``nq -> ratio name -> value`` (None where a contender is missing)."""
+
     def ratio(a, b):
         return a / b if a and b else None
 
@@ -251,6 +256,7 @@ def speed_ratios(results, bound32, bound8):
 
 def check_targets(table, mem_ratio):
     """Each target -> met (True/False), or None where its query count or contenders were not run."""
+
     def at(nq, key, bound):
         v = table.get(nq, {}).get(key)
         return None if v is None else v >= bound
@@ -267,8 +273,9 @@ def check_targets(table, mem_ratio):
         "fp32 >= 1x FAISS FlatIP at nq=1024": at(1024, "faiss_flat_over_ours_fp32", 1),
         "int8 >= 3x our fp32 at nq=1": at(1, "ours_fp32_over_ours_int8", 3),
         "int8 >= 1x our fp32 at every nq": every("ours_fp32_over_ours_int8", 1),
-        "binary >= 1x FAISS IndexBinaryFlat (+ the same rescoring) at every nq":
-            every("faiss_binary_over_ours_binary", 1),
+        "binary >= 1x FAISS IndexBinaryFlat (+ the same rescoring) at every nq": every(
+            "faiss_binary_over_ours_binary", 1
+        ),
         "int8 >= 2x FAISS SQ8 at every nq": every("faiss_sq8_over_ours_int8", 2),
         "int8 resident memory <= 26% of fp32": mem_ratio <= 0.26,
     }
@@ -280,27 +287,40 @@ def print_summary(report, names):
     results, table = report["results_ms"], report["ratios"]
     print()
     print(chip_line(report.get("environment")))
-    print(f"n={cfg['n']}, dim={cfg['dim']}, k={cfg['k']}; best of rounds (ms); "
-          f"bandwidth bound fp32 {bw['fp32_pass_ms']:.1f} ms, int8 {bw['int8_pass_ms']:.1f} ms")
-    print("| nq | " + " | ".join(names) + " | fp32/bound | FlatIP/fp32 | fp32/int8 | SQ8/int8 | fp32/binary "
-          "| FAISS binary/binary |")
+    print(
+        f"n={cfg['n']}, dim={cfg['dim']}, k={cfg['k']}; best of rounds (ms); "
+        f"bandwidth bound fp32 {bw['fp32_pass_ms']:.1f} ms, int8 {bw['int8_pass_ms']:.1f} ms"
+    )
+    print(
+        "| nq | " + " | ".join(names) + " | fp32/bound | FlatIP/fp32 | fp32/int8 | SQ8/int8 | fp32/binary "
+        "| FAISS binary/binary |"
+    )
     print("|---" * (len(names) + 7) + "|")
     for nq, row in results.items():
         r = table[nq]
         f = lambda v: f"{v:.2f}x" if v else "-"
-        print(f"| {nq} | " + " | ".join(f"{row[nm]['best_ms']:,.1f}" for nm in names)
-              + f" | {f(r['ours_fp32_over_bound_fp32'])} | {f(r['faiss_flat_over_ours_fp32'])}"
-              f" | {f(r['ours_fp32_over_ours_int8'])} | {f(r['faiss_sq8_over_ours_int8'])}"
-              f" | {f(r['ours_fp32_over_ours_binary'])} | {f(r['faiss_binary_over_ours_binary'])} |")
+        print(
+            f"| {nq} | "
+            + " | ".join(f"{row[nm]['best_ms']:,.1f}" for nm in names)
+            + f" | {f(r['ours_fp32_over_bound_fp32'])} | {f(r['faiss_flat_over_ours_fp32'])}"
+            f" | {f(r['ours_fp32_over_ours_int8'])} | {f(r['faiss_sq8_over_ours_int8'])}"
+            f" | {f(r['ours_fp32_over_ours_binary'])} | {f(r['faiss_binary_over_ours_binary'])} |"
+        )
     load_start = report["machine"]["load_average_start_end"][0]
     print(f"load average (1/5/15 min) at start {load_start}, at end {list(os.getloadavg())}")
-    print(f"\nint8 index resident memory: {mem['int8_resident_bytes'] / 1e6:.1f} MB "
-          f"vs fp32 {mem['fp32_resident_bytes'] / 1e6:.1f} MB ({mem['int8_over_fp32']:.1%}); "
-          f"fp32 vectors memory-mapped for rescoring ({mem['int8_mapped_bytes'] / 1e6:.1f} MB on disk); "
-          f"binary {mem['binary_resident_bytes'] / 1e6:.1f} MB ({mem['binary_over_fp32']:.1%})")
-    print("recall@k vs exact: " + "; ".join(
-        f"nq={nq}: " + ", ".join(f"{nm} {v['recall_at_k']:.3f}" for nm, v in row.items())
-        for nq, row in results.items()))
+    print(
+        f"\nint8 index resident memory: {mem['int8_resident_bytes'] / 1e6:.1f} MB "
+        f"vs fp32 {mem['fp32_resident_bytes'] / 1e6:.1f} MB ({mem['int8_over_fp32']:.1%}); "
+        f"fp32 vectors memory-mapped for rescoring ({mem['int8_mapped_bytes'] / 1e6:.1f} MB on disk); "
+        f"binary {mem['binary_resident_bytes'] / 1e6:.1f} MB ({mem['binary_over_fp32']:.1%})"
+    )
+    print(
+        "recall@k vs exact: "
+        + "; ".join(
+            f"nq={nq}: " + ", ".join(f"{nm} {v['recall_at_k']:.3f}" for nm, v in row.items())
+            for nq, row in results.items()
+        )
+    )
     for name, ok in report["targets"].items():
         print(f"  [{'met' if ok else 'MISSED' if ok is not None else 'n/a'}] {name}")
 
@@ -338,8 +358,11 @@ def main(argv=None):
 
     codes = q8._codes[:n]
     bound32, bound8 = bandwidth_bound(x, codes, max(args.rounds, 5))  # same run
-    print(f"bandwidth bound: fp32 pass {bound32 * 1e3:.1f} ms ({x.nbytes / bound32 / 1e9:.1f} GB/s), "
-          f"int8 pass {bound8 * 1e3:.1f} ms ({codes.nbytes / bound8 / 1e9:.1f} GB/s)", flush=True)
+    print(
+        f"bandwidth bound: fp32 pass {bound32 * 1e3:.1f} ms ({x.nbytes / bound32 / 1e9:.1f} GB/s), "
+        f"int8 pass {bound8 * 1e3:.1f} ms ({codes.nbytes / bound8 / 1e9:.1f} GB/s)",
+        flush=True,
+    )
 
     mem_fp = fp.memory_usage()
     mem_8 = q8.memory_usage()
@@ -349,21 +372,41 @@ def main(argv=None):
     mem_ratio = mem_8["resident"] / mem_fp["resident"]
     report = {
         "command": "python bench/search_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "config": {"n": n, "dim": d, "k": k, "nq": nqs, "oversample": os8, "binary_oversample": osb,
-                   "int8_gemm_from_nq": gemm_min_queries(), "data": "clustered unit vectors",
-                   "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
-        "machine": {
-            "cpu": environment()["cpu"]["model"], "cores": os.cpu_count(),
-            "load_average_start_end": [load_start, list(os.getloadavg())],
-            "numba_threads": numba.get_num_threads(), "numba": numba.__version__,
-            "numpy": np.__version__, "faiss": faiss_ver, "python": platform.python_version(),
+        "config": {
+            "n": n,
+            "dim": d,
+            "k": k,
+            "nq": nqs,
+            "oversample": os8,
+            "binary_oversample": osb,
+            "int8_gemm_from_nq": gemm_min_queries(),
+            "data": "clustered unit vectors",
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
-        "bandwidth": {"fp32_pass_ms": bound32 * 1e3, "fp32_GBps": x.nbytes / bound32 / 1e9,
-                      "int8_pass_ms": bound8 * 1e3, "int8_GBps": codes.nbytes / bound8 / 1e9},
-        "memory": {"fp32_resident_bytes": mem_fp["resident"], "int8_resident_bytes": mem_8["resident"],
-                   "int8_mapped_bytes": mem_8["mapped"], "int8_over_fp32": mem_ratio,
-                   "binary_resident_bytes": mem_b["resident"],
-                   "binary_over_fp32": mem_b["resident"] / mem_fp["resident"]},
+        "machine": {
+            "cpu": environment()["cpu"]["model"],
+            "cores": os.cpu_count(),
+            "load_average_start_end": [load_start, list(os.getloadavg())],
+            "numba_threads": numba.get_num_threads(),
+            "numba": numba.__version__,
+            "numpy": np.__version__,
+            "faiss": faiss_ver,
+            "python": platform.python_version(),
+        },
+        "bandwidth": {
+            "fp32_pass_ms": bound32 * 1e3,
+            "fp32_GBps": x.nbytes / bound32 / 1e9,
+            "int8_pass_ms": bound8 * 1e3,
+            "int8_GBps": codes.nbytes / bound8 / 1e9,
+        },
+        "memory": {
+            "fp32_resident_bytes": mem_fp["resident"],
+            "int8_resident_bytes": mem_8["resident"],
+            "int8_mapped_bytes": mem_8["mapped"],
+            "int8_over_fp32": mem_ratio,
+            "binary_resident_bytes": mem_b["resident"],
+            "binary_over_fp32": mem_b["resident"] / mem_fp["resident"],
+        },
         "results_ms": {str(nq): row for nq, row in results.items()},
         "ratios": {str(nq): r for nq, r in table.items()},
         "targets": check_targets(table, mem_ratio),
@@ -376,6 +419,7 @@ def main(argv=None):
         print(f"wrote {args.out}")
     tmpdir.cleanup()
     return report
+
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ same shape and one warm-up round. ``extra_info`` carries texts/s and tokens/s of
 median round (real tokens, no padding), as ``embed bench`` reports them; for the grid with
 baselines and latency percentiles use ``embed bench``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -68,8 +69,9 @@ def _cases():
         why = _unavailable(device, precision)
         if why:
             marks.append(pytest.mark.skip(reason=why))
-        yield pytest.param(model, device, precision, bs, marks=marks,
-                           id=f"{Path(model).name}-{device}-{precision}-bs{bs}")
+        yield pytest.param(
+            model, device, precision, bs, marks=marks, id=f"{Path(model).name}-{device}-{precision}-bs{bs}"
+        )
 
 
 class Models:
@@ -134,16 +136,24 @@ def test_encode(benchmark, models, model, device, precision, batch_size):
     texts = models.texts(model, emb)
     n_tokens = token_count(emb, texts)
     benchmark.group = f"encode {emb.name} {LENGTH} x{len(texts)}"
-    benchmark.extra_info.update(n_texts=len(texts), tokens=n_tokens, threads=emb.threads,
-                                fingerprint=emb.fingerprint)
+    benchmark.extra_info.update(n_texts=len(texts), tokens=n_tokens, threads=emb.threads, fingerprint=emb.fingerprint)
     emb.encode(texts[:batch_size], batch_size=batch_size)  # never time a cold call
-    vecs = benchmark.pedantic(emb.encode, args=(texts,),   # unit vectors: the norm check below holds for any model
-                              kwargs={"batch_size": batch_size, "normalize_embeddings": True},
-                              rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    vecs = benchmark.pedantic(
+        emb.encode,
+        args=(texts,),  # unit vectors: the norm check below holds for any model
+        kwargs={"batch_size": batch_size, "normalize_embeddings": True},
+        rounds=ROUNDS,
+        iterations=1,
+        warmup_rounds=1,
+    )
     if benchmark.stats is not None:  # None under --benchmark-disable
         best, median = benchmark.stats.stats.min, benchmark.stats.stats.median
-        benchmark.extra_info.update(texts_per_s=len(texts) / best, tokens_per_s=n_tokens / best,
-                                    texts_per_s_median=len(texts) / median, tokens_per_s_median=n_tokens / median)
+        benchmark.extra_info.update(
+            texts_per_s=len(texts) / best,
+            tokens_per_s=n_tokens / best,
+            texts_per_s_median=len(texts) / median,
+            tokens_per_s_median=n_tokens / median,
+        )
     assert vecs.shape == (len(texts), emb.dim) and vecs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
     # the batch size changes the schedule, not the vectors: exactly on cpu fp32; int8 quantizes

@@ -11,6 +11,7 @@ the suite's names (bench/conftest.py): ``batch_size`` is queries per call, ``pre
 vectors' (fp32, int8, binary), ``device`` cpu unless varied, ``model`` n/a (random unit vectors).
 Every function gets one untimed call before it is timed (Numba loads its compiled code then).
 """
+
 from __future__ import annotations
 
 import os
@@ -74,8 +75,9 @@ def recall(found, truth):
 
 
 @pytest.mark.bench_params(precision="fp32")
-@pytest.mark.parametrize("batch_size,method", [(1, "scan"), (16, "scan"), (64, "gemm")],
-                         ids=["bs1-scan", "bs16-scan", "bs64-gemm"])
+@pytest.mark.parametrize(
+    "batch_size,method", [(1, "scan"), (16, "scan"), (64, "gemm")], ids=["bs1-scan", "bs16-scan", "bs64-gemm"]
+)
 def test_bench_topk_fp32(benchmark, data, batch_size, method):
     x, q, _, _ = data
     s, i = timed(benchmark, SEARCH, topk_dot, x, q[:batch_size], K, method=method)
@@ -89,7 +91,7 @@ def test_bench_topk_fp32(benchmark, data, batch_size, method):
 def test_bench_topk_int8_scan(benchmark, data, batch_size):
     x, q, scales, codes = data
     _s, cand = timed(benchmark, SEARCH, topk_int8, codes, q[:batch_size], scales, K * 4)
-    assert recall(cand[:, :K], exact_topk(x, q[:batch_size], K)) >= 0.8   # before rescoring
+    assert recall(cand[:, :K], exact_topk(x, q[:batch_size], K)) >= 0.8  # before rescoring
 
 
 @pytest.mark.bench_params(precision="binary", batch_size=1)

@@ -11,6 +11,7 @@ best round; the ratios to "no cap, 1 worker" in the same run are what matter. Te
 Run: .venv/bin/python bench/token_budget.py [--docs 200] [--sents 1000] [--rounds 3]
 Writes bench/results/token_budget_<model>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,13 +69,29 @@ def main(argv=None) -> int:
             for name, row in best.items()
         }
         for name, row in results[precision].items():
-            print(f"{args.model} {precision:5s} {name:>16s}"
-                  f"  docs {row['docs']['per_s']:8.1f}/s ({row['docs']['x_base']:.2f}x)"
-                  f"  sents {row['sents']['per_s']:8.1f}/s ({row['sents']['x_base']:.2f}x)", flush=True)
+            print(
+                f"{args.model} {precision:5s} {name:>16s}"
+                f"  docs {row['docs']['per_s']:8.1f}/s ({row['docs']['x_base']:.2f}x)"
+                f"  sents {row['sents']['per_s']:8.1f}/s ({row['sents']['x_base']:.2f}x)",
+                flush=True,
+            )
     out = Path(args.out or Path(__file__).parent / "results" / f"token_budget_{args.model}.json")
-    out.write_text(json.dumps({"model": args.model, "threads": args.threads, "batch_size": args.batch_size,
-                               "docs": len(sets["docs"]), "sents": len(sets["sents"]), "rounds": args.rounds,
-                               "base": base_name, "results": results, "environment": environment()}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "threads": args.threads,
+                "batch_size": args.batch_size,
+                "docs": len(sets["docs"]),
+                "sents": len(sets["sents"]),
+                "rounds": args.rounds,
+                "base": base_name,
+                "results": results,
+                "environment": environment(),
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -8,6 +8,7 @@
 ``import engine`` is light: onnxruntime loads when an Embedder is built; torch and optimum only
 when a model must be exported.
 """
+
 from __future__ import annotations
 
 import logging

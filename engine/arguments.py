@@ -7,6 +7,7 @@ what they refuse and say instead (``NOT_TAKEN``), the texts argument in every fo
 names, the constructor's model precision with its former name, and the prompts a user sets.
 Every refusal is an :class:`~engine.errors.InputError` naming the fix.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -21,16 +22,29 @@ from .precisions import MODEL_PRECISIONS, MODEL_PRECISIONS_HELP, OUTPUT_PRECISIO
 # in its order, then the engine's own (normalize, show_progress: other names of
 # normalize_embeddings and show_progress_bar; max_tokens).
 ENCODE_KEYWORDS = (
-    "prompt_name", "prompt", "batch_size", "show_progress_bar", "output_value", "precision",
-    "convert_to_numpy", "convert_to_tensor", "device", "normalize_embeddings", "truncate_dim", "pool",
-    "chunk_size", "task", "normalize", "show_progress", "max_tokens",
+    "prompt_name",
+    "prompt",
+    "batch_size",
+    "show_progress_bar",
+    "output_value",
+    "precision",
+    "convert_to_numpy",
+    "convert_to_tensor",
+    "device",
+    "normalize_embeddings",
+    "truncate_dim",
+    "pool",
+    "chunk_size",
+    "task",
+    "normalize",
+    "show_progress",
+    "max_tokens",
 )
 NO_POOL = "multi-process pools are not needed: batches already run on worker threads (Embedder.batch_workers)"
 # sentence-transformers keywords the engine does not take, and what to do instead
 NOT_TAKEN = {
     "processing_kwargs": "set Embedder.max_seq_length to change where texts are truncated",
 }
-
 
 
 def is_int(value) -> bool:
@@ -114,8 +128,9 @@ def check_items(items: list, offset: int = 0) -> None:
 def prompts_argument(prompts) -> dict[str, str]:
     """A prompts dict ({name: text}) as sentence-transformers keeps it: None texts become "" (no prompt)."""
     if not isinstance(prompts, Mapping):
-        raise InputError(f"prompts must be a dict of prompt name -> text, e.g. {{'query': 'query: '}}, "
-                         f"got {prompts!r:.60}")
+        raise InputError(
+            f"prompts must be a dict of prompt name -> text, e.g. {{'query': 'query: '}}, got {prompts!r:.60}"
+        )
     out = {}
     for name, text in prompts.items():
         if not isinstance(name, str) or not (text is None or isinstance(text, str)):
@@ -151,12 +166,16 @@ def model_precision_argument(model_precision, precision, caller: str = "Embedder
         warnings.warn(
             f"{caller}(precision=...) is now {caller}(model_precision=...), the precision the model runs in; "
             "encode(precision=...) quantizes the output vectors, as in sentence-transformers",
-            DeprecationWarning, stacklevel=3,
+            DeprecationWarning,
+            stacklevel=3,
         )
         model_precision = precision
     if model_precision not in MODEL_PRECISIONS:
-        hint = (f"; {model_precision!r} quantizes output vectors: pass it to "
-                f"encode(texts, precision={model_precision!r})" if model_precision in OUTPUT_PRECISIONS else "")
+        hint = (
+            f"; {model_precision!r} quantizes output vectors: pass it to encode(texts, precision={model_precision!r})"
+            if model_precision in OUTPUT_PRECISIONS
+            else ""
+        )
         raise InputError(f"model_precision must be {MODEL_PRECISIONS_HELP}, got {model_precision!r}{hint}")
     return model_precision
 

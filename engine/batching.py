@@ -11,6 +11,7 @@ per layer for 32 texts of 256 tokens with 12 heads), and on a CPU the score/soft
 at cache speed only while they fit. Capping rows x L^2 leaves batches of short texts alone and
 cuts batches of long ones to a few rows (bench/token_budget.py has the measurements).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -19,6 +19,7 @@ Two meanings of "precision" are kept apart: ``Embedder(model, model_precision="i
 quantized *model*; ``encode(texts, precision="int8")`` quantizes the *output vectors*
 (sentence-transformers' meaning).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -87,16 +88,16 @@ _SETTINGS_LOCK = threading.Lock()
 class _Plan:
     """encode's keyword arguments, checked and resolved."""
 
-    settings: _Settings        # the snapshot of the settings this call runs with
+    settings: _Settings  # the snapshot of the settings this call runs with
     batch_size: int
-    budget: int                # padded tokens per model call
-    cells: int | None          # attention cells per batch (CPU default), None: no cap
+    budget: int  # padded tokens per model call
+    cells: int | None  # attention cells per batch (CPU default), None: no cap
     prompt: str | None
     prompt_length: int | None  # prompt tokens pooling leaves out (include_prompt=False)
     normalize: bool
-    truncate_dim: int | None   # None: the model's full dimension
-    precision: str             # output precision (engine.quantization.PRECISIONS)
-    output: str                # "numpy", "tensor" (one tensor) or "tensors" (a list of 1-d tensors)
+    truncate_dim: int | None  # None: the model's full dimension
+    precision: str  # output precision (engine.quantization.PRECISIONS)
+    output: str  # "numpy", "tensor" (one tensor) or "tensors" (a list of 1-d tensors)
     progress: bool
 
 
@@ -179,8 +180,9 @@ class Embedder:
                 "model_precision='fp16' runs on CUDA only; use device='cuda' or model_precision 'fp32'/'int8' on CPU"
             )
         self.runtime = choose_runtime(model_precision, str(device), runtime)  # refusals before any export
-        self._exported = load_or_export(model, precision=model_precision, cache_dir=cache_dir,
-                                        trust_remote_code=trust_remote_code)
+        self._exported = load_or_export(
+            model, precision=model_precision, cache_dir=cache_dir, trust_remote_code=trust_remote_code
+        )
         self.spec = self._exported.spec
         # this Embedder's own copy: max_seq_length, prompts and truncate_dim are settable
         self.stack = dataclasses.replace(self._exported.stack, prompts=dict(self._exported.stack.prompts))
@@ -200,8 +202,9 @@ class Embedder:
         # as primitive ops (onnxruntime's fused CPU kernel is ~2.5x slower); on CUDA mean pooling in
         # the graph, so only (batch, dim) crosses back to the host.
         self._graph = self._exported.graph_path("cpu" if on_cpu else "cuda")
-        self._session = open_session(self._graph, self.runtime, device=device, threads=threads,
-                                     precision=model_precision)
+        self._session = open_session(
+            self._graph, self.runtime, device=device, threads=threads, precision=model_precision
+        )
         extra = [n for n in self._session.input_names if n not in GRAPH_INPUTS]
         if extra:  # e.g. an encoder-decoder exported whole by an older engine: onnxruntime would fail per batch
             raise ExportError(
@@ -217,8 +220,13 @@ class Embedder:
         self.batch_workers = self._session.threads if on_cpu else 1
         self._single = None  # the batch workers' session (Session.for_workers), built on first use
         self._single_lock = threading.Lock()
-        self._tokenizer = Tokenizer(self._exported.tokenizer_path, self.stack.max_seq_length, info["truncation_side"],
-                                    info["special_ids"], info["pad_id"])
+        self._tokenizer = Tokenizer(
+            self._exported.tokenizer_path,
+            self.stack.max_seq_length,
+            info["truncation_side"],
+            info["special_ids"],
+            info["pad_id"],
+        )
         self._exported_max_seq_length = self._tokenizer.max_length
         if prompts is not None:  # sentence-transformers: the given prompts win, the model's fill the rest
             checked = prompts_argument(prompts)
@@ -355,16 +363,19 @@ class Embedder:
         limit = self._exported.meta.get("position_limit", self._exported_max_seq_length)
         if not is_int(value) or value < low or (limit and value > limit):
             if "position_limit" not in self._exported.meta:
-                why = (f"; this export predates the record of the model's position limit, so it cannot be raised "
-                       f"above {limit}: delete {self._exported.folder} to export it again")
+                why = (
+                    f"; this export predates the record of the model's position limit, so it cannot be raised "
+                    f"above {limit}: delete {self._exported.folder} to export it again"
+                )
             else:
                 why = f" (the model's position embeddings hold {limit} tokens)" if limit else ""
             raise InputError(f"max_seq_length must be an integer in [{low}, {limit or 'no limit'}]{why}, got {value!r}")
         value = int(value)
         with _SETTINGS_LOCK:  # a new tokenizer: the one in use by other threads is never changed
             current = self._settings
-            self._settings = _Settings(dataclasses.replace(current.stack, max_seq_length=value),
-                                       current.tokenizer.with_max_length(value))
+            self._settings = _Settings(
+                dataclasses.replace(current.stack, max_seq_length=value), current.tokenizer.with_max_length(value)
+            )
 
     @property
     def fingerprint(self) -> str:
@@ -373,9 +384,14 @@ class Embedder:
         A max_seq_length or truncate_dim set to another value than the model's gives another hash."""
         fp = self._exported.fingerprint
         settings = self._settings  # one snapshot: both values of one setting
-        changed = [f"{k}={v}" for k, v, own in (
-            ("max_seq_length", settings.tokenizer.max_length, self._exported_max_seq_length),
-            ("truncate_dim", settings.stack.truncate_dim, self._exported.stack.truncate_dim)) if v != own]
+        changed = [
+            f"{k}={v}"
+            for k, v, own in (
+                ("max_seq_length", settings.tokenizer.max_length, self._exported_max_seq_length),
+                ("truncate_dim", settings.stack.truncate_dim, self._exported.stack.truncate_dim),
+            )
+            if v != own
+        ]
         if not changed:
             return fp
         head, digest = fp.rsplit("/", 1)
@@ -402,8 +418,10 @@ class Embedder:
     def default_prompt_name(self, value: str | None) -> None:
         def check(stack: ModuleStack) -> None:
             if value is not None and value not in stack.prompts:
-                raise InputError(f"default_prompt_name {value!r} is not one of the prompts {sorted(stack.prompts)}; "
-                                 f"add it first (emb.prompts[{value!r}] = '...') or pass None")
+                raise InputError(
+                    f"default_prompt_name {value!r} is not one of the prompts {sorted(stack.prompts)}; "
+                    f"add it first (emb.prompts[{value!r}] = '...') or pass None"
+                )
 
         self._replace_stack(check, default_prompt_name=value)
 
@@ -457,9 +475,7 @@ class Embedder:
             if prompt_name is None:
                 return None
         elif prompt_name not in stack.prompts:
-            raise InputError(
-                f"prompt_name {prompt_name!r} is not one of the model's prompts: {sorted(stack.prompts)}"
-            )
+            raise InputError(f"prompt_name {prompt_name!r} is not one of the model's prompts: {sorted(stack.prompts)}")
         text = stack.prompts.get(prompt_name)
         if text is not None and not isinstance(text, str):  # prompts is a dict users may edit in place
             raise InputError(f"prompts[{prompt_name!r}] must be a string, got {type(text).__name__}")
@@ -476,8 +492,10 @@ class Embedder:
         return self._session.device
 
     def __repr__(self) -> str:
-        return (f"Embedder({self.name!r}, device={self.device!r}, model_precision={self.model_precision!r}, "
-                f"runtime={self.runtime!r}, dim={self.dim})")
+        return (
+            f"Embedder({self.name!r}, device={self.device!r}, model_precision={self.model_precision!r}, "
+            f"runtime={self.runtime!r}, dim={self.dim})"
+        )
 
     # -- encoding -------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -564,12 +582,25 @@ class Embedder:
         (2, 48)
         """
         texts = texts_argument(texts, kwargs)
-        plan = self._plan(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size,
-                          show_progress_bar=show_progress_bar, output_value=output_value, precision=precision,
-                          convert_to_numpy=convert_to_numpy, convert_to_tensor=convert_to_tensor, device=device,
-                          normalize_embeddings=normalize_embeddings, truncate_dim=truncate_dim, pool=pool,
-                          chunk_size=chunk_size, normalize=normalize, show_progress=show_progress,
-                          max_tokens=max_tokens, **kwargs)
+        plan = self._plan(
+            prompt_name=prompt_name,
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            output_value=output_value,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+            normalize_embeddings=normalize_embeddings,
+            truncate_dim=truncate_dim,
+            pool=pool,
+            chunk_size=chunk_size,
+            normalize=normalize,
+            show_progress=show_progress,
+            max_tokens=max_tokens,
+            **kwargs,
+        )
         items, single = check_texts(texts)
         n = len(items)
         bar = _progress(n, plan.progress)
@@ -585,16 +616,26 @@ class Embedder:
                 bar.close()
         return self._output(out, plan, single)
 
-    def encode_query(self, texts: str | Sequence[str] | None = None, prompt_name: str | None = None,
-                     prompt: str | None = None, **kwargs):
+    def encode_query(
+        self,
+        texts: str | Sequence[str] | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs,
+    ):
         """``encode`` with the model's "query" prompt unless a prompt is given (sentence-transformers'
         encode_query); every keyword of ``encode``."""
         if prompt_name is None and prompt is None and "query" in self.stack.prompts:
             prompt_name = "query"
         return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
-    def encode_document(self, texts: str | Sequence[str] | None = None, prompt_name: str | None = None,
-                        prompt: str | None = None, **kwargs):
+    def encode_document(
+        self,
+        texts: str | Sequence[str] | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs,
+    ):
         """``encode`` with the first of the model's "document", "passage", "corpus" prompts unless a prompt
         is given (sentence-transformers' encode_document); every keyword of ``encode``."""
         if prompt_name is None and prompt is None:
@@ -640,16 +681,34 @@ class Embedder:
             if bar is not None:
                 bar.close()
 
-    def _plan(self, prompt_name=None, prompt=None, batch_size=32, show_progress_bar=None,
-              output_value="sentence_embedding", precision="float32", convert_to_numpy=True, convert_to_tensor=False,
-              device=None, normalize_embeddings=None, truncate_dim=None, pool=None, chunk_size=None, task=None,
-              normalize=None, show_progress=None, max_tokens=None, **unknown) -> _Plan:
+    def _plan(
+        self,
+        prompt_name=None,
+        prompt=None,
+        batch_size=32,
+        show_progress_bar=None,
+        output_value="sentence_embedding",
+        precision="float32",
+        convert_to_numpy=True,
+        convert_to_tensor=False,
+        device=None,
+        normalize_embeddings=None,
+        truncate_dim=None,
+        pool=None,
+        chunk_size=None,
+        task=None,
+        normalize=None,
+        show_progress=None,
+        max_tokens=None,
+        **unknown,
+    ) -> _Plan:
         """Check and resolve encode's keywords (see ``encode``), with one snapshot of the settings."""
         settings = self._settings
         if unknown:
             hints = "; ".join(f"{k}: {NOT_TAKEN[k]}" for k in sorted(unknown) if k in NOT_TAKEN)
             raise InputError(
-                f"unexpected keyword argument(s) {', '.join(sorted(unknown))}" + (f" ({hints})" if hints else "")
+                f"unexpected keyword argument(s) {', '.join(sorted(unknown))}"
+                + (f" ({hints})" if hints else "")
                 + f"; encode takes: {', '.join(ENCODE_KEYWORDS)}"
             )
         if not is_int(batch_size) or batch_size < 1:
@@ -675,8 +734,14 @@ class Embedder:
             )
         precision = "float32" if precision is None else precision
         if not isinstance(precision, str) or precision not in OUTPUT_PRECISIONS:
-            hint = (f"; {precision!r} is a model precision, chosen when the Embedder is built: "
-                    f"Embedder(model, model_precision={precision!r})") if precision in ("fp32", "fp16") else ""
+            hint = (
+                (
+                    f"; {precision!r} is a model precision, chosen when the Embedder is built: "
+                    f"Embedder(model, model_precision={precision!r})"
+                )
+                if precision in ("fp32", "fp16")
+                else ""
+            )
             raise InputError(
                 f"precision (the output quantization) must be one of {', '.join(map(repr, OUTPUT_PRECISIONS))}, "
                 f"got {precision!r}{hint}"
@@ -702,7 +767,7 @@ class Embedder:
             cells=self.max_cells if max_tokens is None else None,
             prompt=text,
             prompt_length=prompt_length,
-            normalize=bool(norm),   # None: the model's output, as sentence-transformers' default
+            normalize=bool(norm),  # None: the model's output, as sentence-transformers' default
             truncate_dim=None if truncate_dim is None or truncate_dim == full else int(truncate_dim),
             precision=precision,
             output=output,
@@ -736,8 +801,11 @@ class Embedder:
             if bar is not None:
                 bar.update(len(batch))
         if plan.truncate_dim is not None:
-            return truncate_normalize(out, plan.truncate_dim) if plan.normalize else \
-                np.ascontiguousarray(out[:, : plan.truncate_dim])
+            return (
+                truncate_normalize(out, plan.truncate_dim)
+                if plan.normalize
+                else np.ascontiguousarray(out[:, : plan.truncate_dim])
+            )
         if plan.normalize and not plan.settings.stack.normalizes:
             out = l2_normalize(out, copy=False)  # (a model ending in Normalize is unit length already)
         return out
@@ -755,8 +823,9 @@ class Embedder:
             out = torch.from_numpy(out) if plan.output == "tensor" else [torch.from_numpy(row) for row in out]
         return out[0] if single else out
 
-    def _run_batches(self, ids: list[np.ndarray], batches: list[np.ndarray],
-                     prompt_length: int | None = None) -> Iterator[np.ndarray]:
+    def _run_batches(
+        self, ids: list[np.ndarray], batches: list[np.ndarray], prompt_length: int | None = None
+    ) -> Iterator[np.ndarray]:
         """Sentence embeddings of ``batches`` in order: on worker threads when there is work for each."""
         workers = self.batch_workers
         if workers <= 1 or len(batches) < workers:

@@ -1,4 +1,5 @@
 """Exceptions. Every message says what was wrong and what to do instead."""
+
 from __future__ import annotations
 
 

@@ -13,6 +13,7 @@
   ``IndexFormatError`` naming it, so a fifo or ``/dev/zero`` in place of a file neither hangs
   nor reads without end; ``follow_symlinks=False`` also refuses a symbolic link.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,14 @@ from .errors import IndexFormatError, InputError, OutputError
 
 __all__ = ["fsync_dir", "open_regular", "read_regular", "replace_atomically", "temp_file"]
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a fifo"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a fifo"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
 
 
 def _kind(mode: int) -> str:
@@ -41,8 +48,14 @@ def temp_file(folder: str | os.PathLike, prefix: str, suffix: str = "") -> tuple
 
     Like ``tempfile.mkstemp`` (exclusive create, no symlink followed) but with mode 0o666 & ~umask.
     """
-    flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-             | getattr(os, "O_BINARY", 0))
+    flags = (
+        os.O_RDWR
+        | os.O_CREAT
+        | os.O_EXCL
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
     for _ in range(100):
         name = os.path.join(folder, f"{prefix}{secrets.token_hex(5)}{suffix}")
         try:
@@ -65,12 +78,15 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 
 def _output_error(path: Path, e: OSError) -> OutputError:
     why = e.strerror or str(e)
-    return OutputError(f"could not write {str(path)!r}: {why} ({type(e).__name__}); check that its folder exists, "
-                       "is writable and has free space. A file that was at that path is unchanged")
+    return OutputError(
+        f"could not write {str(path)!r}: {why} ({type(e).__name__}); check that its folder exists, "
+        "is writable and has free space. A file that was at that path is unchanged"
+    )
 
 
-def replace_atomically(path: str | os.PathLike, chunks: Iterable[bytes], *, prefix: str, suffix: str = "",
-                       sync_dir: bool = True) -> None:
+def replace_atomically(
+    path: str | os.PathLike, chunks: Iterable[bytes], *, prefix: str, suffix: str = "", sync_dir: bool = True
+) -> None:
     """Write ``chunks`` to ``path``: temp file ``prefix<random>suffix`` in its folder, fsync, rename.
 
     Raises InputError if ``path`` exists and is not a regular file (a symlink to one is
@@ -82,11 +98,12 @@ def replace_atomically(path: str | os.PathLike, chunks: Iterable[bytes], *, pref
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         mode = None
-    except OSError as e:              # e.g. a file where a folder of the path should be
+    except OSError as e:  # e.g. a file where a folder of the path should be
         raise _output_error(path, e) from e
     if mode is not None and not stat.S_ISREG(mode):
-        raise InputError(f"{str(path)!r} is {_kind(mode)}, not a regular file; refusing to replace it. "
-                         "Choose a file path")
+        raise InputError(
+            f"{str(path)!r} is {_kind(mode)}, not a regular file; refusing to replace it. Choose a file path"
+        )
     try:
         fd, tmp = temp_file(path.parent, prefix, suffix)
     except OSError as e:
@@ -118,8 +135,9 @@ def open_regular(path: str | os.PathLike, hint: str, *, follow_symlinks: bool = 
         fd = os.open(path, flags)
     except OSError as e:
         if e.errno == errno.ELOOP and not follow_symlinks:
-            raise IndexFormatError(f"{os.fspath(path)!r} is a symbolic link; only the engine's own regular files "
-                                   f"are read. {hint}") from None
+            raise IndexFormatError(
+                f"{os.fspath(path)!r} is a symbolic link; only the engine's own regular files are read. {hint}"
+            ) from None
         raise
     try:
         mode = os.fstat(fd).st_mode
@@ -137,6 +155,7 @@ def read_regular(path: str | os.PathLike, limit: int, hint: str, *, follow_symli
     with open_regular(path, hint, follow_symlinks=follow_symlinks) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise IndexFormatError(f"{os.fspath(path)!r} is larger than {limit} bytes, too large for what it should "
-                               f"hold. {hint}")
+        raise IndexFormatError(
+            f"{os.fspath(path)!r} is larger than {limit} bytes, too large for what it should hold. {hint}"
+        )
     return data

@@ -9,6 +9,7 @@ initializer=5, input=11, output=12}``, ``NodeProto{input=1, output=2, name=3, op
 type=2}`` with ``TypeProto.tensor_type{elem_type=1, shape=2}``, each dimension a value (``int``)
 or a symbolic name (``str``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -49,14 +50,28 @@ def tensor(name: str, array: np.ndarray, elem_type: int) -> bytes:
 
 
 def node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str = "node") -> bytes:
-    return (b"".join(field(1, x) for x in inputs) + b"".join(field(2, y) for y in outputs)
-            + field(3, name) + field(4, op_type))
+    return (
+        b"".join(field(1, x) for x in inputs)
+        + b"".join(field(2, y) for y in outputs)
+        + field(3, name)
+        + field(4, op_type)
+    )
 
 
-def model(nodes: Sequence[bytes], inputs: Sequence[bytes], outputs: Sequence[bytes],
-          initializers: Sequence[bytes] = (), opset: int = 13, name: str = "graph") -> bytes:
+def model(
+    nodes: Sequence[bytes],
+    inputs: Sequence[bytes],
+    outputs: Sequence[bytes],
+    initializers: Sequence[bytes] = (),
+    opset: int = 13,
+    name: str = "graph",
+) -> bytes:
     """A serialized ModelProto (ir_version 8, default domain at ``opset``)."""
-    graph = (b"".join(field(1, n) for n in nodes) + field(2, name)
-             + b"".join(field(5, t) for t in initializers)
-             + b"".join(field(11, i) for i in inputs) + b"".join(field(12, o) for o in outputs))
+    graph = (
+        b"".join(field(1, n) for n in nodes)
+        + field(2, name)
+        + b"".join(field(5, t) for t in initializers)
+        + b"".join(field(11, i) for i in inputs)
+        + b"".join(field(12, o) for o in outputs)
+    )
     return field(1, 8) + field(7, graph) + field(8, field(1, "") + field(2, opset))

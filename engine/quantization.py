@@ -31,6 +31,7 @@ plus the byte bit-order reversal that its little-endian uint64 words need to mat
 sentence-transformers' bytes (and that kernel casts float64 input to float32, which turns tiny
 positive values into 0). See ``tests/test_quantization.py``.
 """
+
 from __future__ import annotations
 
 import logging

@@ -22,6 +22,7 @@ com.microsoft ops). The inference precision is always set explicitly (``f32`` fo
 for bf16): OpenVINO's own default on a CPU with bf16 units is bf16, which would run an "fp32"
 model inexactly. Worker sessions are one compiled model with ``n`` streams of one thread each.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -145,7 +146,7 @@ class Session:
 
 
 # -- OpenVINO ---------------------------------------------------------------------------------
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}   # model precision -> INFERENCE_PRECISION_HINT
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # model precision -> INFERENCE_PRECISION_HINT
 
 
 def _openvino():
@@ -171,8 +172,7 @@ class OpenVINOSession:
 
     runtime = "openvino"
 
-    def __init__(self, onnx_path: str | Path, threads: int | None = None, precision: str = "fp32",
-                 streams: int = 1):
+    def __init__(self, onnx_path: str | Path, threads: int | None = None, precision: str = "fp32", streams: int = 1):
         import threading
 
         ov = _openvino()
@@ -190,8 +190,11 @@ class OpenVINOSession:
                 f"OpenVINO {ov.__version__} finds no bf16 units on this CPU (its capabilities: {', '.join(caps)}); "
                 "use model_precision='fp32'"
             )
-        config = {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": int(streams),
-                  "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision]}
+        config = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "NUM_STREAMS": int(streams),
+            "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
+        }
         try:
             self._compiled = core.compile_model(core.read_model(self._path), "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError with its whole C++ log
@@ -216,8 +219,9 @@ class OpenVINOSession:
         return np.array(req.get_output_tensor(0).data, copy=True)
 
 
-def open_session(onnx_path: str | Path, runtime: str, device: str = "cpu", threads: int | None = None,
-                 precision: str = "fp32"):
+def open_session(
+    onnx_path: str | Path, runtime: str, device: str = "cpu", threads: int | None = None, precision: str = "fp32"
+):
     """A ``Session`` (onnxruntime) or an ``OpenVINOSession`` for ``onnx_path``, as ``runtime`` names."""
     if runtime == "onnxruntime":
         return Session(onnx_path, device=device, threads=threads)
@@ -248,8 +252,11 @@ def cpu_class(flags: set[str] | None = None) -> str:
 
 
 _ORT_FP32 = ("onnxruntime", "not measured on this class: the default runtime")
-_ORT_INT8 = ("onnxruntime", "not measured against OpenVINO static int8 (NNCF) on this class; onnxruntime's dynamic "
-                            "int8 recipes are measured per ISA class (engine.models.quantize.ISA_RECIPES)")
+_ORT_INT8 = (
+    "onnxruntime",
+    "not measured against OpenVINO static int8 (NNCF) on this class; onnxruntime's dynamic "
+    "int8 recipes are measured per ISA class (engine.models.quantize.ISA_RECIPES)",
+)
 _OV_BF16 = ("openvino", "the only runtime with x86 bf16 kernels (onnxruntime has none)")
 
 #: model precision -> CPU class -> (runtime, the evidence for it). A class missing under a precision
@@ -258,27 +265,36 @@ _OV_BF16 = ("openvino", "the only runtime with x86 bf16 kernels (onnxruntime has
 RUNTIME_CHOICE: dict[str, dict[str, tuple[str, str]]] = {
     "fp32": {
         **{cls: _ORT_FP32 for cls in CPU_CLASSES},
-        "avx512_bf16": ("onnxruntime", "measured (Zen 5, issue 25): OpenVINO f32 equal on documents, onnxruntime "
-                                       "1.37x on sentences"),
-        "avx2": ("onnxruntime", "measured (EPYC, AVX2): OpenVINO f32 0.98x on documents, 1.02x on sentences: "
-                                "equal, the default stays"),
+        "avx512_bf16": (
+            "onnxruntime",
+            "measured (Zen 5, issue 25): OpenVINO f32 equal on documents, onnxruntime 1.37x on sentences",
+        ),
+        "avx2": (
+            "onnxruntime",
+            "measured (EPYC, AVX2): OpenVINO f32 0.98x on documents, 1.02x on sentences: equal, the default stays",
+        ),
         "amx_bf16": ("onnxruntime", "measured (Xeon, AMX): OpenVINO f32 1.05x on documents, 0.98x on sentences"),
         "avx512": ("onnxruntime", "measured (emulated on a Xeon): OpenVINO f32 1.05x / 1.00x"),
     },
     "int8": {
         **{cls: _ORT_INT8 for cls in CPU_CLASSES},
-        "avx2": ("onnxruntime", "measured (EPYC, AVX2): OpenVINO static int8 (NNCF) on the same pipeline is slower "
-                                "than fp32 there; onnxruntime's dynamic int8 2.11x / 2.45x it (docs / sentences)"),
-        "amx_bf16": ("onnxruntime", "measured (Xeon, AMX): OpenVINO static int8 (NNCF) equal on documents, 0.85x on "
-                                    "sentences, at a higher mean cosine; bf16 is faster than both on documents"),
+        "avx2": (
+            "onnxruntime",
+            "measured (EPYC, AVX2): OpenVINO static int8 (NNCF) on the same pipeline is slower "
+            "than fp32 there; onnxruntime's dynamic int8 2.11x / 2.45x it (docs / sentences)",
+        ),
+        "amx_bf16": (
+            "onnxruntime",
+            "measured (Xeon, AMX): OpenVINO static int8 (NNCF) equal on documents, 0.85x on "
+            "sentences, at a higher mean cosine; bf16 is faster than both on documents",
+        ),
         "avx512": ("onnxruntime", "measured (emulated on a Xeon): OpenVINO static int8 0.95x / 0.99x"),
     },
     "bf16": {cls: _OV_BF16 for cls in BF16_CLASSES},
 }
 
 
-def choose_runtime(precision: str, device: str = "cpu", runtime: str | None = None,
-                   cls: str | None = None) -> str:
+def choose_runtime(precision: str, device: str = "cpu", runtime: str | None = None, cls: str | None = None) -> str:
     """The runtime for ``precision`` on ``device``: ``runtime`` when given (checked), else
     ``RUNTIME_CHOICE`` for this CPU's class (``cls`` overrides the detection, for tests).
 

@@ -4,6 +4,7 @@
 ``euclidean_sim`` / ``manhattan_sim`` and their ``pairwise_`` forms; ``Embedder.similarity`` and
 ``Embedder.similarity_pairwise`` call it with the model's ``similarity_fn_name``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,8 +65,11 @@ def _manhattan(a, b):
 
 _MATRIX = {"cosine": _cosine, "dot": lambda a, b: a @ b.T, "euclidean": _euclidean, "manhattan": _manhattan}
 _PAIRWISE = {
-    "cosine": lambda a, b: (a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-                            * (b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12))).sum(-1),
+    "cosine": lambda a, b: (
+        a
+        / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+        * (b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12))
+    ).sum(-1),
     "dot": lambda a, b: (a * b).sum(-1),
     "euclidean": lambda a, b: -np.sqrt(((a - b) ** 2).sum(-1)),
     "manhattan": lambda a, b: -np.abs(a - b).sum(-1),

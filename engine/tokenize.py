@@ -9,6 +9,7 @@ the catalogue max_seq_length follows sentence-transformers: sentence_bert_config
 max_seq_length, else the tokenizer's model_max_length capped by max_position_embeddings
 (engine/models/fetch.py ``max_seq_length_of``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,8 +32,14 @@ class Tokenizer:
     # 5 MB string costs no more than a normal document (``_prefix``).
     CHARS_PER_TOKEN_BOUND = 16
 
-    def __init__(self, path: str | Path, max_length: int | None, truncation_side: str = "right",
-                 special_ids=(), pad_id: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        max_length: int | None,
+        truncation_side: str = "right",
+        special_ids=(),
+        pad_id: int | None = None,
+    ):
         from tokenizers import Tokenizer as HFTokenizer
 
         self.truncation_side = truncation_side
@@ -64,8 +71,9 @@ class Tokenizer:
         """Set the truncation of this (new, not yet shared) object."""
         self.max_length = int(max_length or 0)
         if self.max_length:
-            self._tok.enable_truncation(max_length=self.max_length, strategy="longest_first",
-                                        direction=self.truncation_side)
+            self._tok.enable_truncation(
+                max_length=self.max_length, strategy="longest_first", direction=self.truncation_side
+            )
         else:
             self._tok.no_truncation()
         # a cut keeps a text's start: only right truncation keeps the start

@@ -5,6 +5,7 @@ small ``@njit`` function whose docstring states the formula it computes; dispatc
 validation live in the callers (``engine/``), never inside a kernel. This package imports
 neither onnxruntime nor torch.
 """
+
 from .binary import pack_signs, topk_hamming
 from .normalize import l2_normalize, mean_pool, truncate_normalize
 

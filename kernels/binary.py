@@ -23,6 +23,7 @@ group) pairs, in parallel from ``SERIAL_MAX_PAIRS`` row-query pairs on; the cand
 query's chunks are merged by a stable counting sort on distance. Measurements and what did
 not work: ``bench/experiments/README.md`` (``hamming_scan.py``).
 """
+
 from __future__ import annotations
 
 import numba
@@ -206,7 +207,7 @@ def _mark(codes, r0, r1, qw, g, t, hit_r, hit_b):
         return np.int64(nhit)
     last = np.uint64(r1 - 1)
     for r in range(np.uint64(r0), np.uint64(r1), np.uint64(2)):
-        s = min(r + np.uint64(1), last)     # rows in pairs (the last row twice at an odd end)
+        s = min(r + np.uint64(1), last)  # rows in pairs (the last row twice at an odd end)
         bits_r = np.uint64(0)
         bits_s = np.uint64(0)
         for j in range(t.shape[0]):
@@ -236,7 +237,7 @@ def _warm_start(codes, r0, r1, qw, g, t, m, dim):
     fewer rows on the way (each costs ~15 ns, the histogram ~1 ns per row and lane).
     """
     gsize = t.shape[0]
-    hmax = min(dim, 64 * len(qw))     # (codes of another dim would reach 64 * words)
+    hmax = min(dim, 64 * len(qw))  # (codes of another dim would reach 64 * words)
     hist = np.zeros((gsize, 64 * len(qw) + 1), np.int32)
     hrow = np.empty(gsize, np.int64)
     for r in range(r0, r1):
@@ -387,16 +388,29 @@ def topk_hamming(codes: np.ndarray, queries: np.ndarray, dim: int, k: int) -> tu
         return np.empty((nq, kk), np.int32), np.empty((nq, kk), np.int64)
     parallel, nch, chunk, gsize = _plan(n, nq)
     groups = -(-nq // gsize)
-    thr = np.zeros((nch, groups * gsize), np.int64)     # padding lanes: thr 0, keep nothing
+    thr = np.zeros((nch, groups * gsize), np.int64)  # padding lanes: thr 0, keep nothing
     thr[:, :nq] = dim + 1
-    cap = min(2 * kk, chunk)          # candidates per (chunk, query); compacted to kk when full
+    cap = min(2 * kk, chunk)  # candidates per (chunk, query); compacted to kk when full
     fill, below = np.zeros((nch, nq), np.int64), np.zeros((nch, nq), np.int64)
     bh, br = np.empty((nch, nq, cap), np.int32), np.empty((nch, nq, cap), np.int64)
     out_s, out_i = np.empty((nq, kk), np.int32), np.empty((nq, kk), np.int64)
     cnt = np.zeros((nch, nq, dim + 1), np.int32)
     (_scan_parallel if parallel else _scan_serial)(
-        codes, _query_words(queries, nw, groups, gsize), kk, chunk, WARM_ROWS_PER_M * kk,
-        thr.reshape(nch, groups, gsize), below, fill, cnt, bh, br, dim, out_s, out_i)
-    if nch > 1:                       # few queries: merge the chunks' candidates on one thread
+        codes,
+        _query_words(queries, nw, groups, gsize),
+        kk,
+        chunk,
+        WARM_ROWS_PER_M * kk,
+        thr.reshape(nch, groups, gsize),
+        below,
+        fill,
+        cnt,
+        bh,
+        br,
+        dim,
+        out_s,
+        out_i,
+    )
+    if nch > 1:  # few queries: merge the chunks' candidates on one thread
         _select_serial(dim, fill, bh, br, out_s, out_i)
     return out_s, out_i

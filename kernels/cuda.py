@@ -9,6 +9,7 @@ are re-ranked exactly on the CPU by ``topk.rescore``, so final scores equal the 
 
 CuPy is imported lazily; ``available()`` says whether a CUDA device can be used and why not.
 """
+
 from __future__ import annotations
 
 import numpy as np

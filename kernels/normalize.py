@@ -1,4 +1,5 @@
 """Pooling and normalization kernels (row-wise, float32)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -48,6 +48,7 @@ blocking 4 queries per loaded row (4 accumulators, as the fp32 scan does) makes 
 everything to int32 and use ``vpmulld``, ~40% slower than the single-accumulator loop.
 ``tests/test_kernels.py::test_int8_dot_compiles_to_int16_multiply_add`` guards the pattern.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -75,7 +76,7 @@ def _host_has_avx2() -> bool:
         import llvmlite.binding as ll
 
         return bool(ll.get_host_cpu_features().get("avx2", False))
-    except Exception:   # no feature map on this platform
+    except Exception:  # no feature map on this platform
         return False
 
 
@@ -216,10 +217,12 @@ def _dot_u8s8(typingctx, codes, r, q):
         v32i8, v16i16, v8i32 = ir.VectorType(i8, 32), ir.VectorType(i16, 16), ir.VectorType(i32, 8)
         row = builder.gep(builder.bitcast(ca.data, i8.as_pointer()), [builder.mul(args[1], stride0)])
         qp = builder.bitcast(qa.data, i8.as_pointer())
-        ubsw = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i16, [v32i8, v32i8]),
-                                              "llvm.x86.avx2.pmadd.ub.sw")
-        wd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]),
-                                            "llvm.x86.avx2.pmadd.wd")
+        ubsw = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v16i16, [v32i8, v32i8]), "llvm.x86.avx2.pmadd.ub.sw"
+        )
+        wd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]), "llvm.x86.avx2.pmadd.wd"
+        )
         acc = cgutils.alloca_once_value(builder, ir.Constant(v8i32, [0] * 8))
         ones = ir.Constant(v16i16, [1] * 16)
         flip = ir.Constant(v32i8, [-128] * 32)
@@ -352,7 +355,12 @@ def fold_queries(queries: np.ndarray, scales: np.ndarray, qmax: int | None = Non
 
 
 def topk_int8(
-    codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k: int, *, method: str = "auto",
+    codes: np.ndarray,
+    queries: np.ndarray,
+    scales: np.ndarray,
+    k: int,
+    *,
+    method: str = "auto",
     qmax: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by approximate score ``queries . dequantize(codes)`` with a fused int8 scan.
@@ -371,8 +379,9 @@ def topk_int8(
         raise ValueError(f"method must be 'auto', 'u8s8' or 'i16', got {method!r}")
     if method == "u8s8" and not HAS_U8S8:
         raise ValueError("method='u8s8' needs AVX2 (x86); use 'i16' or 'auto'")
-    if qmax is not None and (isinstance(qmax, bool) or not (isinstance(qmax, (int, np.integer)) and
-                                                             1 <= qmax <= 32767)):
+    if qmax is not None and (
+        isinstance(qmax, bool) or not (isinstance(qmax, (int, np.integer)) and 1 <= qmax <= 32767)
+    ):
         raise ValueError(f"qmax must be an integer in [1, 32767], got {qmax!r}")
     if method == "u8s8" and qmax is not None and qmax > U8S8_QMAX:
         raise ValueError(f"method='u8s8' takes queries of at most {U8S8_QMAX} (7 bits), got qmax={qmax}")
@@ -398,7 +407,7 @@ def topk_int8(
         qq, t = fold_queries(queries, scales, qmax or U8S8_QMAX)
         q8 = qq.astype(np.int8)
         _topk_scan_u8s8(codes, q8, chunk, TILE_ROWS_I8, cs, ci)
-        shift = 128 * q8.sum(axis=1, dtype=np.int64)   # the per-query constant of the u8 codes
+        shift = 128 * q8.sum(axis=1, dtype=np.int64)  # the per-query constant of the u8 codes
     else:
         qq, t = fold_queries(queries, scales, min(qmax, query_qmax(queries.shape[1])) if qmax else None)
         _topk_scan_i8(codes, qq, chunk, TILE_ROWS_I8, cs, ci)

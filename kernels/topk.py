@@ -20,6 +20,7 @@ of corpus rows against all queries come from one BLAS ``sgemm`` (numpy matmul) i
 reused buffer, and the heaps are fed from that buffer; no full (nq, n) score matrix exists
 on either path.
 """
+
 from __future__ import annotations
 
 import numba
@@ -96,7 +97,7 @@ def _heap_sort_best_first(hs, hi):
     """In-place heapsort of a heap into best-first order (score desc, index asc)."""
     k = hs.shape[0]
     for end in range(k - 1, 0, -1):
-        s, i = hs[0], hi[0]          # current worst goes to the back
+        s, i = hs[0], hi[0]  # current worst goes to the back
         hs[0], hi[0] = hs[end], hi[end]
         hs[end], hi[end] = s, i
         _sift_down(hs, hi, hs[0], hi[0], end)  # the new root, inside hs[:end]
@@ -336,9 +337,7 @@ def merge_chunk_heaps(cs: np.ndarray, ci: np.ndarray, kk: int) -> tuple[np.ndarr
 
 def _check_pair(corpus: np.ndarray, queries: np.ndarray, k: int) -> None:
     if corpus.ndim != 2 or queries.ndim != 2:
-        raise ValueError(
-            f"expected 2-d corpus (n, dim) and queries (nq, dim), got {corpus.shape} and {queries.shape}"
-        )
+        raise ValueError(f"expected 2-d corpus (n, dim) and queries (nq, dim), got {corpus.shape} and {queries.shape}")
     if corpus.shape[1] != queries.shape[1]:
         raise ValueError(
             f"queries have dim {queries.shape[1]} but the corpus has dim {corpus.shape[1]}; "
@@ -348,9 +347,7 @@ def _check_pair(corpus: np.ndarray, queries: np.ndarray, k: int) -> None:
         raise ValueError(f"k must be >= 0, got {k}")
 
 
-def topk_dot(
-    corpus: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto"
-) -> tuple[np.ndarray, np.ndarray]:
+def topk_dot(corpus: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of ``queries @ corpus.T`` per query, without materializing it.
 
     corpus: (n, dim) float32 C-contiguous (may be a memmap); queries: (nq, dim) float32.
@@ -389,9 +386,7 @@ def topk_dot(
     raise ValueError(f"method must be 'auto', 'scan' or 'gemm', got {method!r}")
 
 
-def rescore(
-    corpus: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def rescore(corpus: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact re-ranking: top-k of ``queries[j] . corpus[candidates[j]]`` per query.
 
     candidates: (nq, m) int64 row indices (negative = no candidate). Returns best-first

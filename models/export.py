@@ -46,6 +46,7 @@ export is an ExportError naming the folder and the fix (install the ``export`` e
 delete the folder to export again), and so is a missing graph file when its device needs it:
 no silent fallback to model.onnx, which would run the same math slower than the runtime graphs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -159,8 +160,9 @@ class ExportedModel:
             return {k: z[k] for k in z.files}
 
 
-def fingerprint(spec: ModelSpec, digests: dict[str, str], precision: str, export_settings: dict,
-                content: dict | None = None) -> str:
+def fingerprint(
+    spec: ModelSpec, digests: dict[str, str], precision: str, export_settings: dict, content: dict | None = None
+) -> str:
     """A stable id of everything that changes a vector: ``name/precision/dim/<16 hex>``.
 
     ``content`` (``content_digests`` + the resolved module stack and tokenizer settings) covers the
@@ -515,8 +517,11 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
     for f in external:
         digests.setdefault(f.relative_to(model.folder).as_posix(), sha256_file(f))
     fusion = _FUSION_TYPES.get(spec.model_type)
-    settings = {"version": EXPORT_VERSION, "opset": OPSET,
-                "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none"}
+    settings = {
+        "version": EXPORT_VERSION,
+        "opset": OPSET,
+        "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none",
+    }
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(dest.parent)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
@@ -573,8 +578,9 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
     return ExportedModel(spec, dest, meta["fingerprint"], precision, meta)
 
 
-def _precision_graph(raw: Path, dst: Path, precision: str, model: ResolvedModel, fusion: str | None,
-                     settings: dict) -> dict | None:
+def _precision_graph(
+    raw: Path, dst: Path, precision: str, model: ResolvedModel, fusion: str | None, settings: dict
+) -> dict | None:
     """The graph of ``precision`` at ``dst`` from optimum's export ``raw``; its settings go into ``settings``.
 
     fp32: onnxruntime's fusions (``_optimize``). int8: the fused graph, dynamically quantized with
@@ -691,9 +697,31 @@ _FUSION_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "dist
 # model types whose exports tests/test_st_models.py checks against sentence-transformers; others
 # are exported with optimum's own output validation against torch
 _VERIFIED = (
-    "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "albert", "deberta-v2", "camembert",
-    "modernbert", "t5", "mt5", "bart", "mbart",
-    "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neo", "gpt_neox",
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "mpnet",
+    "electra",
+    "albert",
+    "deberta-v2",
+    "camembert",
+    "modernbert",
+    "t5",
+    "mt5",
+    "bart",
+    "mbart",
+    "qwen2",
+    "qwen3",
+    "llama",
+    "mistral",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "gpt2",
+    "gpt_neo",
+    "gpt_neox",
     "bloom",
 )
 # Encoder-decoder model types, exported as sentence-transformers runs them: T5 and mT5 through the
@@ -747,8 +775,9 @@ def _exportable(folder: Path, trust_remote_code: bool = False) -> str:
     return model_type
 
 
-def _optimum_export(folder: Path, out: Path, trust_remote_code: bool = False, validate: bool = False,
-                    model_type: str | None = None) -> None:
+def _optimum_export(
+    folder: Path, out: Path, trust_remote_code: bool = False, validate: bool = False, model_type: str | None = None
+) -> None:
     """The folder's model as one ONNX graph, ``out/model.onnx`` (``model_type``: ``_exportable``'s answer)."""
     if model_type is None:
         model_type = _exportable(folder, trust_remote_code)
@@ -800,8 +829,14 @@ def _export_seq2seq(folder: Path, out: Path, model_type: str, validate: bool) ->
         outputs = property(lambda self: {"last_hidden_state": dict(axes)})
 
     config = TextOnly(model.config, task="feature-extraction")
-    onnx_export_from_model(model, str(out), opset=OPSET, task="feature-extraction", do_validation=validate,
-                           custom_onnx_configs={"model": config})
+    onnx_export_from_model(
+        model,
+        str(out),
+        opset=OPSET,
+        task="feature-extraction",
+        do_validation=validate,
+        custom_onnx_configs={"model": config},
+    )
 
 
 def _copy_onnx(graph: Path, external: list[Path], raw: Path) -> None:
@@ -816,10 +851,16 @@ def _copy_onnx(graph: Path, external: list[Path], raw: Path) -> None:
     try:
         model = onnx.load(str(graph))  # reads the data files beside the graph (checked: onnx_data_files)
     except Exception as e:
-        raise ExportError(f"{graph}: onnx cannot read the graph with its external data ({type(e).__name__}: {e})") \
-            from e
-    onnx.save(model, str(raw / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="model.onnx_data")
+        raise ExportError(
+            f"{graph}: onnx cannot read the graph with its external data ({type(e).__name__}: {e})"
+        ) from e
+    onnx.save(
+        model,
+        str(raw / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx_data",
+    )
 
 
 def _keep_token_output(path: Path, spec: ModelSpec) -> str:

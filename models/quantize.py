@@ -11,6 +11,7 @@ never runs a recipe made for a different one.
 
 Everything heavy (onnx, onnxruntime.quantization) is imported inside the functions.
 """
+
 from __future__ import annotations
 
 import re
@@ -55,20 +56,35 @@ INT8_RECIPES: dict[str, dict] = {
 
 # ISA class -> (recipe id, why). Measurements: bench/experiments/int8_experiments.md ("Recipes per ISA").
 ISA_RECIPES: dict[str, tuple[str, str]] = {
-    "amx_int8": ("vnni", "as avx512_vnni: u8s8 runs on AMX tiles (int32 accumulation), nothing saturates; "
-                         "measured on a Xeon with AMX: rr as fast, lower parity (docs mean 0.9952 -> 0.9938)"),
+    "amx_int8": (
+        "vnni",
+        "as avx512_vnni: u8s8 runs on AMX tiles (int32 accumulation), nothing saturates; "
+        "measured on a Xeon with AMX: rr as fast, lower parity (docs mean 0.9952 -> 0.9938)",
+    ),
     "avx512_vnni": ("vnni", "measured (Zen 4): reduce_range cost parity (docs mean 0.9949 -> 0.9933) and no speed"),
-    "avx_vnni": ("vnni", "same vpdpbusd instruction (256-bit) as AVX-512 VNNI, no saturation; measured on emulated "
-                         "AVX-VNNI kernels (bench/isa_emulation): rr no faster (1.03x), lower parity"),
-    "avx512": ("rr", "vpmaddubsw sums u8*s8 pairs in saturating int16; measured on emulated AVX-512-without-VNNI "
-                     "kernels (bench/isa_emulation): vnni no faster (1.01x), its saturation costs the worst document; "
-                     "onnxruntime advises reduce_range for u8s8 without VNNI"),
-    "avx2": ("rr", "vpmaddubsw saturates int16 pair sums of 8-bit weights, not of 7-bit ones; measured on AVX2 "
-                   "kernels (a Xeon with AVX-512/VNNI/AMX hidden from CPUID, bench/isa_emulation): vnni no faster "
-                   "(0.98x docs, 1.02x sentences), its saturation costs the worst document (min cosine 0.9834 -> "
-                   "0.9719); onnxruntime's quantize_static docstring advises reduce_range=True on x86 without VNNI"),
-    "arm_dot": ("rr", "not measured: udot accumulates in int32 and onnxruntime advises reduce_range=False on "
-                      "ARM, so full range is the likely better choice; kept at the 7-bit weights used so far"),
+    "avx_vnni": (
+        "vnni",
+        "same vpdpbusd instruction (256-bit) as AVX-512 VNNI, no saturation; measured on emulated "
+        "AVX-VNNI kernels (bench/isa_emulation): rr no faster (1.03x), lower parity",
+    ),
+    "avx512": (
+        "rr",
+        "vpmaddubsw sums u8*s8 pairs in saturating int16; measured on emulated AVX-512-without-VNNI "
+        "kernels (bench/isa_emulation): vnni no faster (1.01x), its saturation costs the worst document; "
+        "onnxruntime advises reduce_range for u8s8 without VNNI",
+    ),
+    "avx2": (
+        "rr",
+        "vpmaddubsw saturates int16 pair sums of 8-bit weights, not of 7-bit ones; measured on AVX2 "
+        "kernels (a Xeon with AVX-512/VNNI/AMX hidden from CPUID, bench/isa_emulation): vnni no faster "
+        "(0.98x docs, 1.02x sentences), its saturation costs the worst document (min cosine 0.9834 -> "
+        "0.9719); onnxruntime's quantize_static docstring advises reduce_range=True on x86 without VNNI",
+    ),
+    "arm_dot": (
+        "rr",
+        "not measured: udot accumulates in int32 and onnxruntime advises reduce_range=False on "
+        "ARM, so full range is the likely better choice; kept at the 7-bit weights used so far",
+    ),
     ISA_OTHER: ("rr", "not measured: the safe choice (7-bit weights cannot saturate any u8s8 kernel)"),
 }
 
@@ -80,8 +96,15 @@ def isa_class(flags) -> str:
 
 
 # macOS sysctl names -> /proc/cpuinfo flag names
-_DARWIN_FLAGS = {"avx2": "avx2", "fma": "fma", "avx512bw": "avx512bw", "avx512dq": "avx512dq",
-                 "avx512vl": "avx512vl", "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni"}
+_DARWIN_FLAGS = {
+    "avx2": "avx2",
+    "fma": "fma",
+    "avx512bw": "avx512bw",
+    "avx512dq": "avx512dq",
+    "avx512vl": "avx512vl",
+    "avx512vnni": "avx512_vnni",
+    "avxvnni": "avx_vnni",
+}
 
 
 def cpu_flags() -> set[str]:
@@ -135,8 +158,9 @@ def _excluded_nodes(src: Path, patterns) -> list[str]:
     return [n.name for n in g.node if any(r.search(n.name) for r in rx)]
 
 
-def quantize_int8(src: str | Path, dst: str | Path, spec=None, hf_folder: str | Path | None = None,
-                  config: dict | None = None) -> dict:
+def quantize_int8(
+    src: str | Path, dst: str | Path, spec=None, hf_folder: str | Path | None = None, config: dict | None = None
+) -> dict:
     """Write an int8 version of the fp32 graph ``src`` to ``dst``; return the settings used.
 
     ``config`` overrides keys of DEFAULT_INT8 (the exploration script uses it); ``method`` can only
@@ -234,8 +258,14 @@ def _calibration_feeds(hf_folder, spec, texts) -> list[dict] | None:
     feeds = []
     for text in texts:
         ids = np.asarray([tok.encode(text).ids], dtype=np.int64)
-        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids),
-                      "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None]})  # decoders' graphs take them
+        feeds.append(
+            {
+                "input_ids": ids,
+                "attention_mask": np.ones_like(ids),
+                "token_type_ids": np.zeros_like(ids),
+                "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
+            }
+        )  # decoders' graphs take them
     return feeds
 
 
@@ -338,8 +368,9 @@ def check_bf16_parity(path: str | Path, spec, tokenizer_folder) -> dict:
         raise ExportError(f"{tokenizer_folder} has no tokenizer.json to measure bf16 against fp32 with")
     bf16, fp32 = OpenVINOSession(path, precision="bf16"), _ort_runner(path)
     pooling = getattr(spec, "pooling", None)
-    cos = np.array([np.sum(_pooling_views(fp32(f), pooling) * _pooling_views(bf16.run(f), pooling), axis=1).min()
-                    for f in feeds])
+    cos = np.array(
+        [np.sum(_pooling_views(fp32(f), pooling) * _pooling_views(bf16.run(f), pooling), axis=1).min() for f in feeds]
+    )
     if cos.min() < MIN_BF16_COSINE:
         name = getattr(spec, "name", str(path))
         raise UnsupportedModelError(

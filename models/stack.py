@@ -24,6 +24,7 @@ The description is plain data (``to_dict``/``from_dict``, stored in an export's 
 Dense and LayerNorm weights are read at export time (``load_weights``) and saved with the export,
 so running a model needs only numpy.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +55,12 @@ ACTIVATIONS = {
 }
 SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 _SBERT_CONFIGS = (
-    "sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
-    "sentence_camembert_config.json", "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
     "sentence_xlnet_config.json",
 )
 _DEFAULT_MODALITY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
@@ -142,8 +147,9 @@ def _read_json(path: Path) -> dict | list | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as e:
-        raise UnsupportedModelError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); "
-                                    "re-save the model") from e
+        raise UnsupportedModelError(
+            f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); re-save the model"
+        ) from e
 
 
 def _read_object(path: Path) -> dict | None:
@@ -208,8 +214,10 @@ def read_modules(folder: str | Path) -> list[dict] | None:
         return None
     modules = _read_json(path)
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
-        raise UnsupportedModelError(f"{path} must hold a list of module objects (idx, name, path, type); "
-                                    f"it holds {json.dumps(modules)[:80]}. Re-save the model")
+        raise UnsupportedModelError(
+            f"{path} must hold a list of module objects (idx, name, path, type); "
+            f"it holds {json.dumps(modules)[:80]}. Re-save the model"
+        )
     root = folder.resolve()
     out = []
     for i, m in enumerate(modules):
@@ -242,11 +250,19 @@ def _module_kind(folder: Path, entry: dict) -> str:
     ref = str(entry.get("type", ""))
     name = ref.rsplit(".", 1)[-1]
     if not ref.startswith("sentence_transformers."):
-        raise _refuse(folder, f"module {entry.get('idx')} ({ref})", "a custom module class (remote code)",
-                      "Only sentence-transformers' own modules can be reproduced.")
+        raise _refuse(
+            folder,
+            f"module {entry.get('idx')} ({ref})",
+            "a custom module class (remote code)",
+            "Only sentence-transformers' own modules can be reproduced.",
+        )
     if name not in ("Transformer", "Pooling", "Dropout", *_HEAD_TYPES):
-        raise _refuse(folder, f"module {entry.get('idx')} ({ref})", f"the module type {name}",
-                      "Supported: Transformer, Pooling, Dense, LayerNorm, Normalize, Dropout.")
+        raise _refuse(
+            folder,
+            f"module {entry.get('idx')} ({ref})",
+            f"the module type {name}",
+            "Supported: Transformer, Pooling, Dense, LayerNorm, Normalize, Dropout.",
+        )
     return name
 
 
@@ -288,11 +304,15 @@ def _dense(folder: Path, path: str, dim: int) -> Dense:
     file = folder / path / "config.json"
     cfg = dict(_read_object(file) or {})
     where = f"Dense ({path}/config.json)"
-    act = _check_str(file, "activation_function",  # sentence-transformers' default
-                     cfg.pop("activation_function", "torch.nn.modules.activation.Tanh"))
+    act = _check_str(
+        file,
+        "activation_function",  # sentence-transformers' default
+        cfg.pop("activation_function", "torch.nn.modules.activation.Tanh"),
+    )
     if act not in ACTIVATIONS:
-        raise _refuse(folder, where, f"the activation function {act!r}",
-                      f"Supported: {', '.join(sorted(ACTIVATIONS))}.")
+        raise _refuse(
+            folder, where, f"the activation function {act!r}", f"Supported: {', '.join(sorted(ACTIVATIONS))}."
+        )
     for key, want in (("module_input_name", "sentence_embedding"), ("module_output_name", "sentence_embedding")):
         got = _check_str(file, key, cfg.pop(key, want), optional=True) or want
         if got != want:
@@ -311,10 +331,14 @@ def _transformer_config(folder: Path) -> dict:
     file = next((folder / n for n in _SBERT_CONFIGS if (folder / n).is_file()), folder / _SBERT_CONFIGS[0])
     cfg = dict(_read_object(file) or {})
     where = f"Transformer ({file.name})"
-    out = {"max_seq_length": check_int(file, "max_seq_length", cfg.pop("max_seq_length", None), optional=True),
-           "do_lower_case": _check_bool(file, "do_lower_case", cfg.pop("do_lower_case", False))}
-    processor = {**_check_dict(file, "tokenizer_args", cfg.pop("tokenizer_args", None)),
-                 **_check_dict(file, "processor_kwargs", cfg.pop("processor_kwargs", None))}
+    out = {
+        "max_seq_length": check_int(file, "max_seq_length", cfg.pop("max_seq_length", None), optional=True),
+        "do_lower_case": _check_bool(file, "do_lower_case", cfg.pop("do_lower_case", False)),
+    }
+    processor = {
+        **_check_dict(file, "tokenizer_args", cfg.pop("tokenizer_args", None)),
+        **_check_dict(file, "processor_kwargs", cfg.pop("processor_kwargs", None)),
+    }
     processor.pop("trust_remote_code", None)
     if "model_max_length" in processor:
         check_int(file, "processor_kwargs.model_max_length", processor["model_max_length"])
@@ -347,11 +371,19 @@ def _read_modules(folder: Path, entries: list, hidden_size: int) -> tuple[Poolin
     pooling, head = Pooling(), []
     kinds = [_module_kind(folder, m) for m in entries]
     if not kinds or kinds[0] != "Transformer":
-        raise _refuse(folder, "modules.json", f"a stack that starts with {kinds[:1] or 'nothing'}",
-                      "The first module must be a Transformer.")
+        raise _refuse(
+            folder,
+            "modules.json",
+            f"a stack that starts with {kinds[:1] or 'nothing'}",
+            "The first module must be a Transformer.",
+        )
     if entries[0]["path"]:
-        raise _refuse(folder, "module 0 (Transformer)", f"a Transformer in the sub-folder {entries[0]['path']!r}",
-                      "Move its files to the model folder's root.")
+        raise _refuse(
+            folder,
+            "module 0 (Transformer)",
+            f"a Transformer in the sub-folder {entries[0]['path']!r}",
+            "Move its files to the model folder's root.",
+        )
     if "Pooling" not in kinds:
         raise _refuse(folder, "modules.json", "a stack without a Pooling module (token embeddings only)")
     dim, seen_pooling = hidden_size, False
@@ -372,8 +404,9 @@ def _read_modules(folder: Path, entries: list, hidden_size: int) -> tuple[Poolin
         elif kind == "LayerNorm":
             cfg = _read_object(folder / path / "config.json") or {}
             if cfg.get("dimension") != dim or isinstance(cfg.get("dimension"), bool) or set(cfg) - {"dimension"}:
-                raise _refuse(folder, f"LayerNorm ({path})", f"the config {json.dumps(cfg)[:80]} after a "
-                              f"{dim}-dimensional module")
+                raise _refuse(
+                    folder, f"LayerNorm ({path})", f"the config {json.dumps(cfg)[:80]} after a {dim}-dimensional module"
+                )
             head.append(LayerNorm(dim, path=path))
         elif kind == "Normalize":
             head.append(Normalize())
@@ -396,8 +429,12 @@ def read_stack(folder: str | Path, hidden_size: int) -> ModuleStack:
     st = _read_object(file) or {}
     kind = st.get("model_type", "SentenceTransformer")
     if kind != "SentenceTransformer":
-        raise _refuse(folder, "config_sentence_transformers.json", f"model_type {kind!r}",
-                      "Only SentenceTransformer (dense embedding) models are.")
+        raise _refuse(
+            folder,
+            "config_sentence_transformers.json",
+            f"model_type {kind!r}",
+            "Only SentenceTransformer (dense embedding) models are.",
+        )
     given = _check_dict(file, "prompts", st.get("prompts"))
     prompts: dict = {"query": None, "document": None}
     for name, text in given.items():
@@ -407,12 +444,17 @@ def read_stack(folder: str | Path, hidden_size: int) -> ModuleStack:
     prompts = {k: ("" if v is None else v) for k, v in prompts.items()}
     default = _check_str(file, "default_prompt_name", st.get("default_prompt_name"), optional=True)
     if default is not None and default not in prompts:
-        raise _refuse(folder, "config_sentence_transformers.json",
-                      f"default_prompt_name {default!r} without such a prompt")
+        raise _refuse(
+            folder, "config_sentence_transformers.json", f"default_prompt_name {default!r} without such a prompt"
+        )
     sim = _check_str(file, "similarity_fn_name", st.get("similarity_fn_name"), optional=True) or "cosine"
     if sim not in SIMILARITIES:
-        raise _refuse(folder, "config_sentence_transformers.json", f"similarity_fn_name {sim!r}",
-                      f"Known: {', '.join(SIMILARITIES)}.")
+        raise _refuse(
+            folder,
+            "config_sentence_transformers.json",
+            f"similarity_fn_name {sim!r}",
+            f"Known: {', '.join(SIMILARITIES)}.",
+        )
     return ModuleStack(
         hidden_size=hidden_size,
         pooling=pooling,
@@ -473,8 +515,10 @@ def _head_tensors(sub: Path, kind: str) -> dict:
     except UnsupportedModelError:
         raise
     except Exception as e:  # safetensors' SafetensorError, an unpickling error, ...: the file is unusable
-        raise UnsupportedModelError(f"{file}: the {kind} weights cannot be read ({type(e).__name__}: "
-                                    f"{str(e)[:300]}); save the model again (model.safetensors)") from e
+        raise UnsupportedModelError(
+            f"{file}: the {kind} weights cannot be read ({type(e).__name__}: "
+            f"{str(e)[:300]}); save the model again (model.safetensors)"
+        ) from e
     if not isinstance(tensors, dict):
         raise UnsupportedModelError(f"{file} holds a {type(tensors).__name__}, not a state dict of tensors")
     return {k: v.float().numpy() for k, v in tensors.items() if hasattr(v, "float")}

@@ -1,6 +1,7 @@
 """Index files written by hand for tests: any header and section bytes, with VALID checksums, so
 that only the rule a test breaks is what the loader sees (tests/test_index_format.py, the fuzz in
 tests/test_fuzz_files.py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,9 @@ def _align(n: int) -> int:
     return -(-n // 64) * 64
 
 
-def write_index_file(path: Path, meta: dict, blobs: dict, *, offsets: dict | None = None, place=None,
-                     tail: bytes = b"", cut: int = 0) -> None:
+def write_index_file(
+    path: Path, meta: dict, blobs: dict, *, offsets: dict | None = None, place=None, tail: bytes = b"", cut: int = 0
+) -> None:
     """Write ``meta`` (the header) and ``blobs`` (section name -> bytes) as an index file.
 
     The dict entries of ``meta["sections"]`` are placed by the documented layout (the first at
@@ -47,8 +49,14 @@ def write_index_file(path: Path, meta: dict, blobs: dict, *, offsets: dict | Non
     payload = (bytes(payload) + tail)[: max(0, len(payload) + len(tail) - cut)]
     meta["payload_sha256"] = hashlib.sha256(payload).hexdigest()
     header = json.dumps(meta).encode()
-    path.write_bytes(MAGIC + len(header).to_bytes(8, "little") + hashlib.sha256(header).digest()
-                     + header + b"\0" * max(0, start - 48 - len(header)) + payload)
+    path.write_bytes(
+        MAGIC
+        + len(header).to_bytes(8, "little")
+        + hashlib.sha256(header).digest()
+        + header
+        + b"\0" * max(0, start - 48 - len(header))
+        + payload
+    )
 
 
 def rewrite_index_file(path: Path, edit, place=None) -> None:
@@ -57,7 +65,7 @@ def rewrite_index_file(path: Path, edit, place=None) -> None:
     ``place``: ``write_index_file``)."""
     raw = path.read_bytes()
     hlen = int.from_bytes(raw[8:16], "little")
-    meta = json.loads(raw[48: 48 + hlen])
-    blobs = {e["name"]: raw[e["offset"]: e["offset"] + e["nbytes"]] for e in meta["sections"]}
+    meta = json.loads(raw[48 : 48 + hlen])
+    blobs = {e["name"]: raw[e["offset"] : e["offset"] + e["nbytes"]] for e in meta["sections"]}
     edit(meta, blobs)
     write_index_file(path, meta, blobs, place=place)

@@ -7,6 +7,7 @@ sentence-transformers configs. The heads are written with sentence_transformers'
 classes (their ``save``), so the folders are exactly what sentence-transformers saves.
 Nothing here downloads anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ def _bpe(specials: list[str], *, byte_level: bool = True):
     tok = Tokenizer(models.BPE(unk_token=None if byte_level else specials[0]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=500, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(CORPUS * 4, trainer)
     return tok
 
@@ -87,8 +89,9 @@ def build_transformer(folder: Path, family: str, *, seed: int = 0, padding_side:
     import transformers as tf
 
     folder.mkdir(parents=True, exist_ok=True)
-    small = dict(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=64)
+    small = dict(
+        hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64
+    )
     if family in (*MORE_ENCODERS, "ernie"):
         tok, cfg, model = _more_encoder(folder, family, small)
     elif family in MORE_DECODERS:
@@ -100,8 +103,9 @@ def build_transformer(folder: Path, family: str, *, seed: int = 0, padding_side:
         if family == "bert":
             cfg, model = tf.BertConfig(vocab_size=tok.vocab_size, **small), tf.BertModel
         else:
-            cfg = tf.DistilBertConfig(vocab_size=tok.vocab_size, dim=HIDDEN, n_layers=2, n_heads=2, hidden_dim=64,
-                                      max_position_embeddings=64)
+            cfg = tf.DistilBertConfig(
+                vocab_size=tok.vocab_size, dim=HIDDEN, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64
+            )
             model = tf.DistilBertModel
     elif family == "mpnet":
         vocab = _wordpiece(folder, ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"])
@@ -112,35 +116,58 @@ def build_transformer(folder: Path, family: str, *, seed: int = 0, padding_side:
         bpe = _bpe(specials)
         bpe.model.save(str(folder))
         tok = tf.RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
-        cfg = tf.RobertaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                               **{**small, "max_position_embeddings": 66})
+        cfg = tf.RobertaConfig(
+            vocab_size=len(tok), pad_token_id=tok.pad_token_id, **{**small, "max_position_embeddings": 66}
+        )
         model = tf.RobertaModel
     elif family == "xlm-roberta":
         specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
         uni = _unigram(specials)
         _template(uni, "<s> $A </s>", ["<s>", "</s>"])
-        tok = tf.XLMRobertaTokenizerFast(tokenizer_object=uni, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                         cls_token="<s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
-        cfg = tf.XLMRobertaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                                  **{**small, "max_position_embeddings": 66})
+        tok = tf.XLMRobertaTokenizerFast(
+            tokenizer_object=uni,
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            pad_token="<pad>",
+            unk_token="<unk>",
+            mask_token="<mask>",
+        )
+        cfg = tf.XLMRobertaConfig(
+            vocab_size=len(tok), pad_token_id=tok.pad_token_id, **{**small, "max_position_embeddings": 66}
+        )
         model = tf.XLMRobertaModel
     elif family == "qwen2":
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
         bpe = _bpe(specials)
         _template(bpe, "$A <|endoftext|>", ["<|endoftext|>"])  # as gte-Qwen2: eos appended, used by last-token pooling
-        tok = tf.Qwen2TokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                    unk_token=None, bos_token=None)
+        tok = tf.Qwen2TokenizerFast(
+            tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None
+        )
         cfg = tf.Qwen2Config(vocab_size=len(tok), num_key_value_heads=1, **small)
         model = tf.Qwen2Model
     elif family in ("llama", "mistral"):
         specials = ["<unk>", "<s>", "</s>"]
         bpe = _bpe(specials)
-        tok = tf.LlamaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                    add_bos_token=True, add_eos_token=True, legacy=False)
+        tok = tf.LlamaTokenizerFast(
+            tokenizer_object=bpe,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            add_bos_token=True,
+            add_eos_token=True,
+            legacy=False,
+        )
         tok.pad_token = "</s>"
         cfg_cls, model = (tf.LlamaConfig, tf.LlamaModel) if family == "llama" else (tf.MistralConfig, tf.MistralModel)
-        cfg = cfg_cls(vocab_size=len(tok), num_key_value_heads=1, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, **small)
+        cfg = cfg_cls(
+            vocab_size=len(tok),
+            num_key_value_heads=1,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            **small,
+        )
     else:
         raise ValueError(family)
     if padding_side is not None:
@@ -162,8 +189,16 @@ def _more_encoder(folder: Path, family: str, small: dict):
     refusal case)."""
     import transformers as tf
 
-    seq2seq = dict(d_model=HIDDEN, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                   decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)
+    seq2seq = dict(
+        d_model=HIDDEN,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+    )
     if family in ("electra", "ernie"):
         vocab = _wordpiece(folder, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
         if family == "ernie":
@@ -175,49 +210,103 @@ def _more_encoder(folder: Path, family: str, small: dict):
         specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
         uni = _unigram(specials, unk="[UNK]")
         _template(uni, "[CLS] $A [SEP]", ["[CLS]", "[SEP]"])
-        kw = dict(tokenizer_object=uni, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-                  mask_token="[MASK]")
+        kw = dict(
+            tokenizer_object=uni,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
         if family == "albert":
             tok = tf.AlbertTokenizerFast(**kw, do_lower_case=True)
             return tok, tf.AlbertConfig(vocab_size=len(tok), embedding_size=16, pad_token_id=0, **small), tf.AlbertModel
         tok = tf.DebertaV2TokenizerFast(**kw)
-        cfg = tf.DebertaV2Config(vocab_size=len(tok), pad_token_id=0, relative_attention=True, position_buckets=16,
-                                 max_relative_positions=64, pos_att_type=["p2c", "c2p"], position_biased_input=False,
-                                 norm_rel_ebd="layer_norm", share_att_key=True, **small)
+        cfg = tf.DebertaV2Config(
+            vocab_size=len(tok),
+            pad_token_id=0,
+            relative_attention=True,
+            position_buckets=16,
+            max_relative_positions=64,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            norm_rel_ebd="layer_norm",
+            share_att_key=True,
+            **small,
+        )
         return tok, cfg, tf.DebertaV2Model
     if family == "camembert":
         uni = _unigram(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         _template(uni, "<s> $A </s>", ["<s>", "</s>"])
-        tok = tf.CamembertTokenizerFast(tokenizer_object=uni, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                        cls_token="<s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+        tok = tf.CamembertTokenizerFast(
+            tokenizer_object=uni,
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            pad_token="<pad>",
+            unk_token="<unk>",
+            mask_token="<mask>",
+        )
         cfg = tf.CamembertConfig(vocab_size=len(tok), pad_token_id=1, **{**small, "max_position_embeddings": 66})
         return tok, cfg, tf.CamembertModel
     if family == "modernbert":  # one global and one local (WINDOW tokens, centred) attention layer
         bpe = _bpe(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
         _template(bpe, "[CLS] $A [SEP]", ["[CLS]", "[SEP]"])
-        tok = tf.PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                         sep_token="[SEP]", mask_token="[MASK]",
-                                         model_input_names=["input_ids", "attention_mask"])
-        cfg = tf.ModernBertConfig(vocab_size=len(tok), pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2,
-                                  eos_token_id=3, global_attn_every_n_layers=2, local_attention=WINDOW, **small)
+        tok = tf.PreTrainedTokenizerFast(
+            tokenizer_object=bpe,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+            model_input_names=["input_ids", "attention_mask"],
+        )
+        cfg = tf.ModernBertConfig(
+            vocab_size=len(tok),
+            pad_token_id=0,
+            cls_token_id=2,
+            sep_token_id=3,
+            bos_token_id=2,
+            eos_token_id=3,
+            global_attn_every_n_layers=2,
+            local_attention=WINDOW,
+            **small,
+        )
         return tok, cfg, tf.ModernBertModel
     if family in ("t5", "mt5"):  # saved as sentence-transformers loads them: the encoder alone
         uni = _unigram(["<pad>", "</s>", "<unk>"])
         _template(uni, "$A </s>", ["</s>"])
-        tok = tf.T5TokenizerFast(tokenizer_object=uni, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-                                 extra_ids=0)
+        tok = tf.T5TokenizerFast(
+            tokenizer_object=uni, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0
+        )
         cfg_cls, model = (tf.T5Config, tf.T5EncoderModel) if family == "t5" else (tf.MT5Config, tf.MT5EncoderModel)
-        cfg = cfg_cls(vocab_size=len(tok), d_model=HIDDEN, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, relative_attention_num_buckets=8,
-                      relative_attention_max_distance=16)
+        cfg = cfg_cls(
+            vocab_size=len(tok),
+            d_model=HIDDEN,
+            d_kv=16,
+            d_ff=64,
+            num_layers=2,
+            num_heads=2,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+        )
         return tok, cfg, model
     if family in ("bart", "mbart"):
         bpe = _bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         bpe.model.save(str(folder))
         tok = tf.BartTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
         cfg_cls, model = (tf.BartConfig, tf.BartModel) if family == "bart" else (tf.MBartConfig, tf.MBartModel)
-        return tok, cfg_cls(vocab_size=len(tok), pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                            decoder_start_token_id=2, **seq2seq), model
+        return (
+            tok,
+            cfg_cls(
+                vocab_size=len(tok), pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, **seq2seq
+            ),
+            model,
+        )
     raise ValueError(family)
 
 
@@ -247,18 +336,40 @@ def _more_decoder(folder: Path, family: str, small: dict):
     tok = tf.GPT2TokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
     tok.pad_token = tok.eos_token
     if family == "gpt2":  # n_positions: its position limit's name
-        return tok, tf.GPT2Config(vocab_size=len(tok), n_embd=HIDDEN, n_layer=2, n_head=2, n_positions=64,
-                                  bos_token_id=0, eos_token_id=0), tf.GPT2Model
+        return (
+            tok,
+            tf.GPT2Config(
+                vocab_size=len(tok), n_embd=HIDDEN, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0
+            ),
+            tf.GPT2Model,
+        )
     if family == "gpt_neo":  # a global and a local (WINDOW) layer, as SGPT's GPT-Neo
-        return tok, tf.GPTNeoConfig(vocab_size=len(tok), hidden_size=HIDDEN, num_layers=2, num_heads=2,
-                                    intermediate_size=64, max_position_embeddings=64, window_size=WINDOW,
-                                    attention_types=[[["global", "local"], 1]], bos_token_id=0,
-                                    eos_token_id=0), tf.GPTNeoModel
+        return (
+            tok,
+            tf.GPTNeoConfig(
+                vocab_size=len(tok),
+                hidden_size=HIDDEN,
+                num_layers=2,
+                num_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=64,
+                window_size=WINDOW,
+                attention_types=[[["global", "local"], 1]],
+                bos_token_id=0,
+                eos_token_id=0,
+            ),
+            tf.GPTNeoModel,
+        )
     if family == "gpt_neox":
         return tok, tf.GPTNeoXConfig(vocab_size=len(tok), bos_token_id=0, eos_token_id=0, **small), tf.GPTNeoXModel
     if family == "bloom":
-        return tok, tf.BloomConfig(vocab_size=len(tok), hidden_size=HIDDEN, n_layer=2, n_head=2, bos_token_id=0,
-                                   eos_token_id=0), tf.BloomModel
+        return (
+            tok,
+            tf.BloomConfig(
+                vocab_size=len(tok), hidden_size=HIDDEN, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+            ),
+            tf.BloomModel,
+        )
     raise ValueError(family)
 
 

@@ -1,6 +1,7 @@
 """The bench/ scripts stay runnable: each one parses ``--help`` (its imports and argument set-up
 work on a clean install), and the recipe override the per-ISA scripts use changes and restores
 the int8 recipe. They measure, so nothing here times anything."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,8 +22,7 @@ def test_the_scripts_are_found():
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_script_help(script):
-    r = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "usage:" in r.stdout
 

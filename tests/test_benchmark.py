@@ -5,6 +5,7 @@ bench/'s benchmarks grouped by parameter.
 No timing is asserted anywhere: the fake clock makes the statistics exact, and the real runs
 check only what was written, its structure, and values derived from the recorded times.
 """
+
 from __future__ import annotations
 
 import csv
@@ -80,8 +81,9 @@ def test_latencies_and_throughput_on_fake_clock():
     assert len(m.outputs) == n_batches  # the last pass's outputs are kept
 
 
-@pytest.mark.parametrize("lat", [[0.010], [0.003, 0.001], list(np.linspace(0.001, 0.1, 101))],
-                         ids=["one", "two", "many"])
+@pytest.mark.parametrize(
+    "lat", [[0.010], [0.003, 0.001], list(np.linspace(0.001, 0.1, 101))], ids=["one", "two", "many"]
+)
 def test_latency_summary_matches_numpy(lat):
     s = latency_summary(lat)
     a = np.asarray(lat) * 1e3
@@ -95,8 +97,20 @@ def test_contenders_alternate_and_warm_up_first():
     log: list[str] = []
     fns = {n: _timed(clock, [0.001] * 20, log, n) for n in ("x", "y", "z")}
     measure(fns, [["a"]], repeats=3, clock=clock, warmup=1)
-    assert log == ["x", "y", "z",  # warm-up, one each
-                   "x", "y", "z", "z", "y", "x", "x", "y", "z"]  # passes alternate direction
+    assert log == [
+        "x",
+        "y",
+        "z",  # warm-up, one each
+        "x",
+        "y",
+        "z",
+        "z",
+        "y",
+        "x",
+        "x",
+        "y",
+        "z",
+    ]  # passes alternate direction
 
 
 def test_speedup_and_cosine_against_the_torch_baseline_of_the_same_cell():
@@ -113,6 +127,7 @@ def test_speedup_and_cosine_against_the_torch_baseline_of_the_same_cell():
         def fn(batch):
             clock.advance(per_batch)
             return vecs[: len(batch)] if name != "st-torch" else vecs[: len(batch)] * 2.0  # cosine ignores scale
+
         return Contender(name, "fp32", fn, {"t": 1})
 
     cs = [contender("engine", 0.01), contender("st-torch", 0.03)]
@@ -218,16 +233,20 @@ def test_read_corpus_formats(tmp_path):
 
 
 # -- config and CLI ----------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs,match", [
-    ({"lengths": ("huge",)}, "length bucket"),
-    ({"devices": ("tpu",)}, "device"),
-    ({"baselines": ("fastembed",)}, "baseline"),
-    ({"batch_sizes": (0, 8)}, "batch sizes"),
-    ({"n_texts": 0}, "n_texts"),
-    ({"repeats": 0}, "repeats"),
-    ({"warmup": 0}, "warmup"),
-    ({"models": ()}, "no model"),
-], ids=["length", "device", "baseline", "batch", "n_texts", "repeats", "warmup", "model"])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"lengths": ("huge",)}, "length bucket"),
+        ({"devices": ("tpu",)}, "device"),
+        ({"baselines": ("fastembed",)}, "baseline"),
+        ({"batch_sizes": (0, 8)}, "batch sizes"),
+        ({"n_texts": 0}, "n_texts"),
+        ({"repeats": 0}, "repeats"),
+        ({"warmup": 0}, "warmup"),
+        ({"models": ()}, "no model"),
+    ],
+    ids=["length", "device", "baseline", "batch", "n_texts", "repeats", "warmup", "model"],
+)
 def test_config_validation(kwargs, match):
     with pytest.raises(InputError, match=match):
         BenchConfig(**kwargs).validate()
@@ -242,8 +261,22 @@ def _args(*argv):
 def test_cli_flags_become_a_config():
     from engine.cli.bench import config_from_args
 
-    c = config_from_args(_args("--model", "a,b", "--model", "c", "--batch-sizes", "1, 8", "--baselines", "none",
-                               "--precision", "fp32,int8", "--device", "cpu"))
+    c = config_from_args(
+        _args(
+            "--model",
+            "a,b",
+            "--model",
+            "c",
+            "--batch-sizes",
+            "1, 8",
+            "--baselines",
+            "none",
+            "--precision",
+            "fp32,int8",
+            "--device",
+            "cpu",
+        )
+    )
     assert c.models == ("a", "b", "c") and c.batch_sizes == (1, 8) and c.baselines == ()
     assert c.precisions == ("fp32", "int8") and c.devices == ("cpu",)
     assert c.lengths == ("short", "medium", "long") and c.n_texts == 256 and c.repeats == 3
@@ -261,9 +294,11 @@ def test_cli_rejects_bad_batch_sizes(capsys):
 
 
 def test_import_stays_light():
-    code = ("import sys, engine.benchmark.harness, engine.cli.bench; "
-            "bad = [m for m in ('torch', 'matplotlib', 'sentence_transformers') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, engine.benchmark.harness, engine.cli.bench; "
+        "bad = [m for m in ('torch', 'matplotlib', 'sentence_transformers') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -287,9 +322,23 @@ def test_environment_block():
 
 # -- a tiny real run, end to end through the CLI -----------------------------------------
 _ROW_TYPES = {
-    "model": str, "device": str, "length": str, "batch_size": int, "contender": str, "precision": str,
-    "label": str, "n_texts": int, "n_batches": int, "repeats": int, "tokens": int, "latency_ms": dict,
-    "texts_per_s": float, "texts_per_s_median": float, "tokens_per_s": float, "wall_s": float, "threads": dict,
+    "model": str,
+    "device": str,
+    "length": str,
+    "batch_size": int,
+    "contender": str,
+    "precision": str,
+    "label": str,
+    "n_texts": int,
+    "n_batches": int,
+    "repeats": int,
+    "tokens": int,
+    "latency_ms": dict,
+    "texts_per_s": float,
+    "texts_per_s_median": float,
+    "tokens_per_s": float,
+    "wall_s": float,
+    "threads": dict,
 }
 
 
@@ -298,9 +347,32 @@ def tiny_run(tiny_model_dir, tiny_cache, tmp_path_factory):
     from engine.cli import main
 
     out = tmp_path_factory.mktemp("bench-out")
-    rc = main(["bench", "--model", str(tiny_model_dir), "--cache-dir", str(tiny_cache), "--device", "cpu,cuda",
-               "--batch-sizes", "1,4", "--lengths", "short", "--n-texts", "8", "--repeats", "2",
-               "--baselines", "none", "--threads", "1", "--no-progress", "--out", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--model",
+            str(tiny_model_dir),
+            "--cache-dir",
+            str(tiny_cache),
+            "--device",
+            "cpu,cuda",
+            "--batch-sizes",
+            "1,4",
+            "--lengths",
+            "short",
+            "--n-texts",
+            "8",
+            "--repeats",
+            "2",
+            "--baselines",
+            "none",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -308,8 +380,17 @@ def tiny_run(tiny_model_dir, tiny_cache, tmp_path_factory):
 def test_tiny_run_writes_json_with_the_schema(tiny_run):
     doc = json.loads((tiny_run / "results.json").read_text())
     assert doc["schema"] == SCHEMA
-    assert set(doc) >= {"created", "config", "environment", "models", "texts", "rows", "skipped", "rss_method",
-                        "load_average_end"}
+    assert set(doc) >= {
+        "created",
+        "config",
+        "environment",
+        "models",
+        "texts",
+        "rows",
+        "skipped",
+        "rss_method",
+        "load_average_end",
+    }
     assert len(doc["environment"]["load_average"]) == 3 and len(doc["load_average_end"]) == 3
     assert doc["config"]["batch_sizes"] == [1, 4] and doc["config"]["threads"] == 1
     (model,) = doc["models"]
@@ -357,8 +438,17 @@ def test_tiny_run_with_both_baselines(tiny_model_dir, tiny_cache, tmp_path):
     """The baselines load offline and the engine's vectors match sentence-transformers torch."""
     from engine.benchmark.harness import run_grid
 
-    cfg = BenchConfig(models=(str(tiny_model_dir),), devices=("cpu",), batch_sizes=(4,), lengths=("medium",),
-                      n_texts=8, repeats=1, baselines=("st-torch", "st-onnx"), threads=1, cache_dir=str(tiny_cache))
+    cfg = BenchConfig(
+        models=(str(tiny_model_dir),),
+        devices=("cpu",),
+        batch_sizes=(4,),
+        lengths=("medium",),
+        n_texts=8,
+        repeats=1,
+        baselines=("st-torch", "st-onnx"),
+        threads=1,
+        cache_dir=str(tiny_cache),
+    )
     doc = run_grid(cfg, progress=False)
     by = {r["contender"]: r for r in doc["rows"]}
     assert set(by) == {"engine", "st-torch", "st-onnx"}, doc["skipped"]
@@ -373,9 +463,17 @@ def test_tiny_run_records_each_contenders_runtime(tiny_model_dir, tiny_cache):
     from engine.benchmark import harness
     from engine.benchmark.harness import run_grid
 
-    cfg = BenchConfig(models=(str(tiny_model_dir),), devices=("cpu",), batch_sizes=(4,), lengths=("medium",),
-                      n_texts=8, repeats=1, baselines=("st-torch", "st-openvino"), threads=1,
-                      cache_dir=str(tiny_cache))
+    cfg = BenchConfig(
+        models=(str(tiny_model_dir),),
+        devices=("cpu",),
+        batch_sizes=(4,),
+        lengths=("medium",),
+        n_texts=8,
+        repeats=1,
+        baselines=("st-torch", "st-openvino"),
+        threads=1,
+        cache_dir=str(tiny_cache),
+    )
     doc = run_grid(cfg, progress=False)
     rows = {r["contender"]: r for r in doc["rows"]}
     assert rows["engine"]["runtime"] == "onnxruntime" and rows["st-torch"]["runtime"] == "torch"
@@ -387,29 +485,50 @@ def test_tiny_run_records_each_contenders_runtime(tiny_model_dir, tiny_cache):
 
 
 # -- comparing two runs (hand-built result documents) ------------------------------------
-def _doc(rows, *, cpu="AMD EPYC", flags=("avx2", "avx512f"), fingerprints=None, threads=2, gpu=(),
-         versions=None, created="2026-01-01T00:00:00+00:00"):
+def _doc(
+    rows,
+    *,
+    cpu="AMD EPYC",
+    flags=("avx2", "avx512f"),
+    fingerprints=None,
+    threads=2,
+    gpu=(),
+    versions=None,
+    created="2026-01-01T00:00:00+00:00",
+):
     """A minimal results document: rows are (model, device, length, bs, contender, precision, texts/s)."""
     fps = fingerprints if fingerprints is not None else {"m": {"fp32": "m/fp32/8/aaaa", "int8": "m/int8/8/bbbb"}}
     return {
-        "schema": SCHEMA, "created": created,
+        "schema": SCHEMA,
+        "created": created,
         "config": {"threads": threads, "n_texts": 64, "repeats": 2, "corpus": "built-in"},
-        "environment": {"cpu": {"model": cpu, "flags": {f: f in flags for f in ("avx2", "avx512f", "amx_tile")}},
-                        "gpu": [{"name": g} for g in gpu], "versions": versions or {"onnxruntime": "1.32.0"}},
+        "environment": {
+            "cpu": {"model": cpu, "flags": {f: f in flags for f in ("avx2", "avx512f", "amx_tile")}},
+            "gpu": [{"name": g} for g in gpu],
+            "versions": versions or {"onnxruntime": "1.32.0"},
+        },
         "models": {m: {"fingerprints": f} for m, f in fps.items()},
         "rows": [dict(zip((*CELL_KEYS, "texts_per_s"), r)) for r in rows],
     }
 
 
 def test_compare_gives_old_new_and_change_per_cell():
-    old = _doc([("m", "cpu", "short", 1, "engine", "fp32", 100.0),
-                ("m", "cpu", "short", 8, "engine", "fp32", 400.0),
-                ("m", "cpu", "short", 8, "engine", "int8", 500.0),
-                ("m", "cpu", "short", 8, "st-torch", "fp32", 200.0)])
-    new = _doc([("m", "cpu", "short", 1, "engine", "fp32", 150.0),   # +50%
-                ("m", "cpu", "short", 8, "engine", "fp32", 300.0),   # -25%
-                ("m", "cpu", "short", 8, "st-torch", "fp32", 200.0),  # 0%
-                ("m", "cpu", "short", 32, "engine", "fp32", 900.0)])  # new cell
+    old = _doc(
+        [
+            ("m", "cpu", "short", 1, "engine", "fp32", 100.0),
+            ("m", "cpu", "short", 8, "engine", "fp32", 400.0),
+            ("m", "cpu", "short", 8, "engine", "int8", 500.0),
+            ("m", "cpu", "short", 8, "st-torch", "fp32", 200.0),
+        ]
+    )
+    new = _doc(
+        [
+            ("m", "cpu", "short", 1, "engine", "fp32", 150.0),  # +50%
+            ("m", "cpu", "short", 8, "engine", "fp32", 300.0),  # -25%
+            ("m", "cpu", "short", 8, "st-torch", "fp32", 200.0),  # 0%
+            ("m", "cpu", "short", 32, "engine", "fp32", 900.0),
+        ]
+    )  # new cell
     cmp = compare_results(old, new)
     by = {(c["batch_size"], c["contender"], c["precision"]): c for c in cmp["cells"]}
     assert by[(1, "engine", "fp32")]["change_pct"] == pytest.approx(50.0)
@@ -451,8 +570,14 @@ def test_compare_refuses_different_model_exports_unless_forced():
 def test_compare_warns_when_the_chips_or_threads_differ():
     row = [("m", "cpu", "short", 1, "engine", "fp32", 100.0), ("m", "cuda", "short", 1, "engine", "fp32", 900.0)]
     old = _doc(row, gpu=("NVIDIA L4",))
-    new = _doc(row, cpu="Intel Xeon", flags=("avx2", "avx512f", "amx_tile"), threads=16, gpu=("NVIDIA H200",),
-               versions={"onnxruntime": "1.33.0"})
+    new = _doc(
+        row,
+        cpu="Intel Xeon",
+        flags=("avx2", "avx512f", "amx_tile"),
+        threads=16,
+        gpu=("NVIDIA H200",),
+        versions={"onnxruntime": "1.33.0"},
+    )
     cmp = compare_results(old, new)
     assert not cmp["cpu"]["same"]
     assert cmp["cpu"]["new"] == {"model": "Intel Xeon", "flags": ["amx_tile", "avx2", "avx512f"]}
@@ -497,8 +622,11 @@ def test_cli_compares_two_saved_runs(tmp_path, capsys):
     from engine.cli import main
 
     row = [("m", "cpu", "short", 1, "engine", "fp32", 100.0)]
-    for name, doc in (("old", _doc(row)), ("new", _doc([(*row[0][:-1], 120.0)])),
-                      ("other", _doc(row, fingerprints={"m": {"fp32": "m/fp32/8/ffff"}}))):
+    for name, doc in (
+        ("old", _doc(row)),
+        ("new", _doc([(*row[0][:-1], 120.0)])),
+        ("other", _doc(row, fingerprints={"m": {"fp32": "m/fp32/8/ffff"}})),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(doc))
     assert main(["bench", "--compare", str(tmp_path / "old"), "--input", str(tmp_path / "new")]) == 0
@@ -534,23 +662,49 @@ def test_pytest_benchmark_groups_by_param(tiny_embedder, tiny_model_dir, tiny_ca
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "bench.json"
     # only pytest-benchmark among the installed pytest plugins: faster start, nothing else interferes
-    env = {**os.environ, "BENCH_MODEL": str(tiny_model_dir), "EMBED_ENGINE_CACHE": str(tiny_cache),
-           "BENCH_N": "2000", "BENCH_N_TEXTS": "8", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-p", "pytest_benchmark.plugin", "-q", "-p", "no:cacheprovider",
-           "-m", "not slow",
-           "bench/test_bench_encode.py", "bench/test_bench_kernels.py",
-           "-k", "(encode and cpu and fp32 and bs8) or (index_search and cpu) or calibrate",
-           "--benchmark-only", "--benchmark-group-by=param:device", "--benchmark-min-rounds=1",
-           "--benchmark-max-time=0.001", "--benchmark-warmup=off", f"--benchmark-json={out}"]
+    env = {
+        **os.environ,
+        "BENCH_MODEL": str(tiny_model_dir),
+        "EMBED_ENGINE_CACHE": str(tiny_cache),
+        "BENCH_N": "2000",
+        "BENCH_N_TEXTS": "8",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "pytest_benchmark.plugin",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "not slow",
+        "bench/test_bench_encode.py",
+        "bench/test_bench_kernels.py",
+        "-k",
+        "(encode and cpu and fp32 and bs8) or (index_search and cpu) or calibrate",
+        "--benchmark-only",
+        "--benchmark-group-by=param:device",
+        "--benchmark-min-rounds=1",
+        "--benchmark-max-time=0.001",
+        "--benchmark-warmup=off",
+        f"--benchmark-json={out}",
+    ]
     r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "benchmark 'device=cpu': 4 tests" in r.stdout, r.stdout[-4000:]
     doc = json.loads(out.read_text())
-    chip = doc["machine_info"]["embed_engine"]                 # the saved run names the chip
+    chip = doc["machine_info"]["embed_engine"]  # the saved run names the chip
     assert chip["cpu"]["model"] and chip["int8_isa"] and chip["onnxruntime"]
     names = sorted(b["name"] for b in doc["benchmarks"])
-    assert names == ["test_bench_calibrate", "test_bench_index_search[cpu-fp32]", "test_bench_index_search[cpu-int8]",
-                     "test_encode[tiny-bert-cpu-fp32-bs8]"]
+    assert names == [
+        "test_bench_calibrate",
+        "test_bench_index_search[cpu-fp32]",
+        "test_bench_index_search[cpu-int8]",
+        "test_encode[tiny-bert-cpu-fp32-bs8]",
+    ]
     for b in doc["benchmarks"]:
         assert b["group"] and set(b["params"]) >= {"model", "device", "precision", "batch_size"}, b
     enc = next(b for b in doc["benchmarks"] if b["name"].startswith("test_encode"))

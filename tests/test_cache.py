@@ -1,4 +1,5 @@
 """The SQLite embedding cache, alone and inside embed_corpus (unchanged documents are never re-embedded)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -41,11 +42,11 @@ def test_roundtrip_and_misses(tmp_path):
 def test_namespaces_are_separate(tmp_path):
     with EmbeddingCache(tmp_path / "c.sqlite") as c:
         a = c.namespace("m/fp32/8/abc", "fp32", None, dim=8)
-        b = c.namespace("m/fp32/8/abc", "fp32", 4, dim=4)        # truncate_dim
-        d = c.namespace("m/int8/8/def", "int8", None, dim=8)     # other model / precision
+        b = c.namespace("m/fp32/8/abc", "fp32", 4, dim=4)  # truncate_dim
+        d = c.namespace("m/int8/8/def", "int8", None, dim=8)  # other model / precision
         assert len({a, b, d}) == 3
         assert c.namespace("m/fp32/8/abc", "fp32", None, dim=8) == a
-        c.put(a, [key("x")], np.full((1, 8), 8 ** -0.5, np.float32))
+        c.put(a, [key("x")], np.full((1, 8), 8**-0.5, np.float32))
         assert not c.get(b, [key("x")])[1].any() and not c.get(d, [key("x")])[1].any()
         with pytest.raises(InputError, match="expected \\(1, 4\\)"):
             c.put(b, [key("x")], np.ones((1, 8), np.float32))
@@ -64,8 +65,11 @@ def moved_aside(path):
     return sorted(path.parent.glob(path.name + ".corrupt-*"))
 
 
-@pytest.mark.parametrize("content", [b"this is not sqlite" * 100, b'{"_id": "1", "text": "a corpus"}\n', b"x"],
-                         ids=["junk", "jsonl", "one-byte"])
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not sqlite" * 100, b'{"_id": "1", "text": "a corpus"}\n', b"x"],
+    ids=["junk", "jsonl", "one-byte"],
+)
 def test_a_file_that_is_not_a_cache_is_refused_and_left_alone(tmp_path, content):
     """Before: any non-SQLite file given as the cache (even the run's own input) was renamed aside
     and replaced. Now: an InputError naming it; the file is unchanged, nothing is renamed."""
@@ -84,8 +88,11 @@ def test_another_programs_sqlite_database_is_refused_and_left_alone(tmp_path):
         db.execute("CREATE TABLE users (name TEXT)")
         db.commit()
     before = p.read_bytes()
-    with pytest.raises(InputError, match=r"app\.db is not an embedding cache \(an SQLite database with the tables "
-                                         r"users\)"):
+    with pytest.raises(
+        InputError,
+        match=r"app\.db is not an embedding cache \(an SQLite database with the tables "
+        r"users\)",
+    ):
         EmbeddingCache(p)
     assert p.read_bytes() == before and not moved_aside(p)
 
@@ -102,10 +109,10 @@ def test_cache_damaged_at_open_is_moved_aside_and_rebuilt(tmp_path, caplog):
         c.put(ns, [key("x")], unit_rows(1, 8))
         assert c.get(ns, [key("x")])[1].all() and not c.disabled
     (old,) = moved_aside(p)
-    assert old.read_bytes() == damaged   # moved, not deleted
+    assert old.read_bytes() == damaged  # moved, not deleted
     (record,) = caplog.records
     assert record.levelname == "WARNING" and str(p) in record.getMessage() and str(old) in record.getMessage()
-    with EmbeddingCache(p) as c:      # the new cache persists
+    with EmbeddingCache(p) as c:  # the new cache persists
         assert c.count() == 1
 
 
@@ -131,16 +138,16 @@ def test_damage_found_mid_run_is_misses_and_one_warning(tmp_path, caplog):
     damage(p)
     before = p.read_bytes()
     with caplog.at_level("WARNING", logger="engine.corpus.cache"), EmbeddingCache(p) as c:
-        ns = c.namespace("m", "fp32", None, dim=32)   # the damaged pages hold vectors, not the schema
-        vecs, found = c.get(ns, keys)                  # sqlite3.DatabaseError before
+        ns = c.namespace("m", "fp32", None, dim=32)  # the damaged pages hold vectors, not the schema
+        vecs, found = c.get(ns, keys)  # sqlite3.DatabaseError before
         assert not found.any() and not vecs.any() and c.disabled
-        c.put(ns, keys[:5], unit_rows(5, 32))          # dropped, no error
+        c.put(ns, keys[:5], unit_rows(5, 32))  # dropped, no error
         assert not c.get(ns, keys[:5])[1].any() and c.count() == 0
         assert c.namespace("m", "fp32", None, dim=32) == ns and c.namespace("m2", "fp32", None, dim=32) != ns
     assert len(caplog.records) == 1 and "goes on without it" in caplog.records[0].getMessage()
     (old,) = moved_aside(p)
-    assert old.read_bytes() == before   # nothing lost
-    with EmbeddingCache(p) as c:         # the next run starts a new cache
+    assert old.read_bytes() == before  # nothing lost
+    with EmbeddingCache(p) as c:  # the next run starts a new cache
         assert c.count() == 0 and not c.disabled
 
 
@@ -156,7 +163,7 @@ def test_damaged_cache_does_not_fail_embed_corpus_or_encode_cached(tmp_path, tin
     damage(cache)
     with caplog.at_level("WARNING", logger="engine.corpus.cache"):
         s = embed_corpus(src, tmp_path / "out2", tiny_embedder, shard_size=200, cache=cache)
-    assert s.docs == 600 and s.embedded > 0   # the lookups that met the damage were misses
+    assert s.docs == 600 and s.embedded > 0  # the lookups that met the damage were misses
     assert len(caplog.records) == 1 and len(moved_aside(cache)) == 1
     vecs = np.concatenate([v for _, _, v in iter_shards(tmp_path / "out2")])
     np.testing.assert_allclose(vecs, tiny_embedder.encode(texts), atol=1e-6)
@@ -174,19 +181,22 @@ def test_errors_that_are_not_damage_name_the_file(tmp_path, monkeypatch):
     from engine.errors import EngineError
 
     p = tmp_path / "c.sqlite"
-    holder = sqlite3.connect(p, isolation_level=None)   # a rollback-journal database, write-locked
-    holder.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")   # an engine cache, just begun
+    holder = sqlite3.connect(p, isolation_level=None)  # a rollback-journal database, write-locked
+    holder.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")  # an engine cache, just begun
     holder.execute("BEGIN EXCLUSIVE")
-    with pytest.raises(EngineError, match=rf"embedding cache {p}: cannot open it: database is locked; another "
-                                          r"process holds it locked.*--no-cache"):
+    with pytest.raises(
+        EngineError,
+        match=rf"embedding cache {p}: cannot open it: database is locked; another "
+        r"process holds it locked.*--no-cache",
+    ):
         EmbeddingCache(p, timeout=0.1)
     holder.execute("ROLLBACK")
     holder.close()
-    assert not moved_aside(p)            # a locked cache is not a damaged one
+    assert not moved_aside(p)  # a locked cache is not a damaged one
     with EmbeddingCache(p) as c:
         ns = c.namespace("m", "fp32", None, dim=4)
 
-        class Full:                      # SQLITE_FULL from an insert: the disk is full
+        class Full:  # SQLITE_FULL from an insert: the disk is full
             def __getattr__(self, name):
                 return getattr(c.__dict__["_real"], name)
 
@@ -197,12 +207,15 @@ def test_errors_that_are_not_damage_name_the_file(tmp_path, monkeypatch):
 
         c._real = c._db
         monkeypatch.setattr(c, "_db", Full())
-        with pytest.raises(EngineError, match=rf"embedding cache {p}: cannot write to it: database or disk is full; "
-                                              r"the disk is full"):
+        with pytest.raises(
+            EngineError,
+            match=rf"embedding cache {p}: cannot write to it: database or disk is full; "
+            r"the disk is full",
+        ):
             c.put(ns, [key("x")], unit_rows(1, 4))
         monkeypatch.undo()
         assert not c.disabled and not c._db.in_transaction
-        c.put(ns, [key("x")], unit_rows(1, 4))   # still usable
+        c.put(ns, [key("x")], unit_rows(1, 4))  # still usable
         assert c.count(ns) == 1
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(EngineError, match="cannot create the folder of the embedding cache"):
@@ -226,33 +239,36 @@ def test_invalid_rows_are_counted_misses_and_rewritten(tmp_path, tiny_embedder):
         raw_ns = c.namespace("raw", "fp32", None, dim=tiny_embedder.dim, normalize=False)
         c.put(ns, [text_key(t) for t in texts], good)
         c.put(raw_ns, [text_key(t) for t in texts[:3]], 2 * good[:3])
-    bad = {0: (good[0] * 1.01).tobytes(),           # not unit length
-           1: np.r_[good[1, :-1], np.nan].astype("<f4").tobytes(),
-           2: good[2].tobytes()[:-4],                 # a byte short
-           3: good[3].tobytes() + bytes(4),        # a value too many
-           4: 12345,                                  # not a blob at all
-           5: (good[5] * 0.9995).tobytes()}           # |v|^2 - 1 = -1e-3: within the tolerance
+    bad = {
+        0: (good[0] * 1.01).tobytes(),  # not unit length
+        1: np.r_[good[1, :-1], np.nan].astype("<f4").tobytes(),
+        2: good[2].tobytes()[:-4],  # a byte short
+        3: good[3].tobytes() + bytes(4),  # a value too many
+        4: 12345,  # not a blob at all
+        5: (good[5] * 0.9995).tobytes(),
+    }  # |v|^2 - 1 = -1e-3: within the tolerance
     db = sqlite3.connect(path, isolation_level=None)
-    db.executemany("UPDATE vectors SET vec=? WHERE ns=? AND sha=?",
-                   [(v, ns, text_key(texts[i])) for i, v in bad.items()])
+    db.executemany(
+        "UPDATE vectors SET vec=? WHERE ns=? AND sha=?", [(v, ns, text_key(texts[i])) for i, v in bad.items()]
+    )
     db.close()
     with EmbeddingCache(path) as c:
         vecs, found = c.get(ns, [text_key(t) for t in texts] + [text_key(texts[0])])
         assert found.tolist() == [False] * 5 + [True] * 15 + [False]
-        assert c.rejected_rows == 5   # stored rows, each counted once
+        assert c.rejected_rows == 5  # stored rows, each counted once
         np.testing.assert_array_equal(vecs[6:20], good[6:])
         assert not vecs[:5].any()
-        vecs, found = c.get(raw_ns, [text_key(t) for t in texts[:3]])   # normalize=False: length is not checked
+        vecs, found = c.get(raw_ns, [text_key(t) for t in texts[:3]])  # normalize=False: length is not checked
         assert found.all() and c.rejected_rows == 5
         np.testing.assert_array_equal(vecs, 2 * good[:3])
         s = embed_corpus(write_corpus(tmp_path / "c.jsonl", corpus), tmp_path / "out", tiny_embedder, cache=c)
         assert (s.embedded, s.cache_hits) == (5, 15) and c.rejected_rows == 10
-        vecs, found = c.get(ns, [text_key(t) for t in texts])   # rewritten by the fresh vectors
+        vecs, found = c.get(ns, [text_key(t) for t in texts])  # rewritten by the fresh vectors
         assert found.all() and c.rejected_rows == 10
         want = good.copy()
-        want[5] = np.frombuffer(bad[5], "<f4")   # the slightly short row was kept
+        want[5] = np.frombuffer(bad[5], "<f4")  # the slightly short row was kept
         np.testing.assert_allclose(vecs, want, atol=1e-6)
-    (_, _, shard), = iter_shards(tmp_path / "out")
+    ((_, _, shard),) = iter_shards(tmp_path / "out")
     np.testing.assert_allclose(shard, want, atol=1e-6)
 
 
@@ -263,7 +279,11 @@ def test_concurrent_readers_and_a_writer_process(tmp_path):
         ns = c.namespace("m", "fp32", None, dim=4, normalize=False)
         base = [key(f"base{i}") for i in range(200)]
         c.put(ns, base, np.tile(np.arange(200, dtype=np.float32)[:, None], (1, 4)))
-    writer = subprocess.Popen([sys.executable, "-c", f"""
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import hashlib, numpy as np
 from engine.corpus.cache import EmbeddingCache
 with EmbeddingCache({str(path)!r}) as c:
@@ -271,7 +291,9 @@ with EmbeddingCache({str(path)!r}) as c:
     for r in range(30):
         keys = [hashlib.sha256(f"w{{r}}-{{i}}".encode()).digest() for i in range(200)]
         c.put(ns, keys, np.full((200, 4), r, np.float32))
-"""])
+""",
+        ]
+    )
     errors = []
 
     def read():
@@ -302,8 +324,10 @@ def write_corpus(path, docs):
 
 
 def docs(n, changed=()):
-    return [{"_id": f"d{i}", "text": f"document number {i} about vectors" + (" (edited)" if i in changed else "")}
-            for i in range(n)]
+    return [
+        {"_id": f"d{i}", "text": f"document number {i} about vectors" + (" (edited)" if i in changed else "")}
+        for i in range(n)
+    ]
 
 
 def test_second_run_embeds_nothing_and_ten_changes_embed_ten(tmp_path, tiny_embedder):
@@ -317,8 +341,9 @@ def test_second_run_embeds_nothing_and_ten_changes_embed_ten(tmp_path, tiny_embe
     # a fresh output folder: every vector comes from the cache
     s2 = embed_corpus(src, tmp_path / "out2", tiny_embedder, shard_size=50, cache=cache)
     assert (s2.docs, s2.embedded, s2.cache_hits) == (120, 0, 120)
-    assert [f.read_bytes() for f in sorted((tmp_path / "out1").glob("shard-*"))] == \
-           [f.read_bytes() for f in sorted((tmp_path / "out2").glob("shard-*"))]
+    assert [f.read_bytes() for f in sorted((tmp_path / "out1").glob("shard-*"))] == [
+        f.read_bytes() for f in sorted((tmp_path / "out2").glob("shard-*"))
+    ]
     # 10 edited documents, rerun into the same folder: exactly those 10 are embedded
     changed = {3, 17, 40, 41, 59, 77, 88, 99, 110, 119}
     write_corpus(src, docs(120, changed))
@@ -357,8 +382,8 @@ def test_repeated_texts_embedded_once_per_chunk(tmp_path, tiny_embedder):
     s = embed_corpus(src, tmp_path / "out", tiny_embedder, cache=tmp_path / "emb.sqlite")
     assert (s.docs, s.embedded) == (5, 5)  # all five were misses ...
     with EmbeddingCache(tmp_path / "emb.sqlite") as c:
-        assert c.count() == 1              # ... computed and stored once
-    (_, _, v), = iter_shards(tmp_path / "out")
+        assert c.count() == 1  # ... computed and stored once
+    ((_, _, v),) = iter_shards(tmp_path / "out")
     assert (v == v[0]).all()
 
 
@@ -464,17 +489,17 @@ def test_cache_never_mixes_normalized_and_raw_vectors(tmp_path, cosine_raw):
     corpus = docs(12)
     texts = [d["text"] for d in corpus]
     raw, unit = cosine_raw.encode(texts), cosine_raw.encode(texts, normalize_embeddings=True)
-    assert np.abs(np.linalg.norm(raw, axis=1) - 1).min() > 0.1   # raw and unit differ: a mix would show
+    assert np.abs(np.linalg.norm(raw, axis=1) - 1).min() > 0.1  # raw and unit differ: a mix would show
     embed_corpus(write_corpus(tmp_path / "c.jsonl", corpus), tmp_path / "out", cosine_raw, cache=cache)
-    np.testing.assert_allclose(load_embeddings(tmp_path / "out")[1], unit, atol=1e-6)   # the stored rule
+    np.testing.assert_allclose(load_embeddings(tmp_path / "out")[1], unit, atol=1e-6)  # the stored rule
 
     spy = Spy(cosine_raw)
     np.testing.assert_array_equal(encode_cached(spy, texts, cache), load_embeddings(tmp_path / "out")[1])
-    assert spy.calls == []   # the default (unit for cosine) reads embed encode's rows
+    assert spy.calls == []  # the default (unit for cosine) reads embed encode's rows
     got_raw = encode_cached(spy, texts, cache, normalize=False)
-    assert spy.calls == [(texts, False)]   # every text a miss, encoded raw
+    assert spy.calls == [(texts, False)]  # every text a miss, encoded raw
     np.testing.assert_allclose(got_raw, raw, atol=1e-6)
-    np.testing.assert_array_equal(encode_cached(spy, texts, cache, normalize=False), got_raw)   # now raw hits
+    np.testing.assert_array_equal(encode_cached(spy, texts, cache, normalize=False), got_raw)  # now raw hits
     np.testing.assert_array_equal(encode_cached(spy, texts, cache, normalize=True), encode_cached(spy, texts, cache))
     assert len(spy.calls) == 1
     with EmbeddingCache(cache) as c:

@@ -1,4 +1,5 @@
 """The `embed` command's conventions: --version, -v/-q on the command and on every subcommand, logging."""
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,9 @@ def test_every_subcommand_takes_v_and_q():
         assert {"-v", "-q"} <= opts, name
 
 
-@pytest.mark.parametrize("verbose, quiet, level", [(0, False, logging.INFO), (1, False, logging.DEBUG),
-                                                   (0, True, logging.WARNING)])
+@pytest.mark.parametrize(
+    "verbose, quiet, level", [(0, False, logging.INFO), (1, False, logging.DEBUG), (0, True, logging.WARNING)]
+)
 def test_configure_logging_levels_and_one_handler(verbose, quiet, level):
     log = logging.getLogger("engine")
     before = list(log.handlers)

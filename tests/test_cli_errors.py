@@ -1,4 +1,5 @@
 """The ``embed`` command meets an OSError on an output path: one clear line and exit 1, no traceback."""
+
 from __future__ import annotations
 
 import errno
@@ -56,9 +57,36 @@ def test_encode_disk_full(tmp_path, tiny_model_dir, tiny_cache, monkeypatch, cap
 
 def test_bench_out_under_a_file(blocker, tiny_model_dir, tiny_cache, capsys):
     out = blocker / "bench"
-    assert main(["bench", "--model", str(tiny_model_dir), "--cache-dir", str(tiny_cache), "--device", "cpu",
-                 "--batch-sizes", "1", "--lengths", "short", "--n-texts", "2", "--repeats", "1",
-                 "--baselines", "none", "--threads", "1", "--no-progress", "--no-plots", "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(tiny_model_dir),
+                "--cache-dir",
+                str(tiny_cache),
+                "--device",
+                "cpu",
+                "--batch-sizes",
+                "1",
+                "--lengths",
+                "short",
+                "--n-texts",
+                "2",
+                "--repeats",
+                "1",
+                "--baselines",
+                "none",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--no-plots",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
     assert says_cannot_write(one_error_line(capsys, "bench"), out, "Not a directory")
 
 
@@ -68,8 +96,28 @@ def test_select_out_under_a_file(tmp_path, blocker, tiny_model_dir, tiny_cache, 
     queries = [{"_id": f"q{t}", "text": f"topic {t}"} for t in range(3)]
     root = write_beir(tmp_path / "ds", docs, queries, [(f"q{i % 3}", f"d{i}", 1) for i in range(12)])
     out = blocker / "sel"
-    assert main(["select", "--beir", str(root), "--models", str(tiny_model_dir), "--precisions", "fp32",
-                 "--index-precisions", "fp32", "--dims", "full", "--speed-docs", "4", "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "select",
+                "--beir",
+                str(root),
+                "--models",
+                str(tiny_model_dir),
+                "--precisions",
+                "fp32",
+                "--index-precisions",
+                "fp32",
+                "--dims",
+                "full",
+                "--speed-docs",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
     assert says_cannot_write(one_error_line(capsys, "select"), out, "Not a directory")
 
 
@@ -83,16 +131,29 @@ def test_eval_out_is_a_folder(tmp_path, tiny_model_dir, tiny_cache, monkeypatch,
     assert says_cannot_write(one_error_line(capsys, "eval"), out, "Is a directory")
 
 
-@pytest.mark.parametrize("error, out, want", [
-    (OSError(errno.ENOSPC, "No space left on device"), "o", "cannot write o: No space left on device"),
-    (OSError(errno.EROFS, "Read-only file system", "/ro/x"), None, "cannot write /ro/x: Read-only file system"),
-    (OSError(errno.EACCES, "Permission denied", "/data/in.jsonl"), "o", "cannot access /data/in.jsonl: "
-                                                                         "Permission denied"),
-    (OSError(errno.EACCES, "Permission denied", "o/shard-00000.npy"), "o", "cannot write o/shard-00000.npy: "
-                                                                             "Permission denied"),
-    (OSError(errno.EXDEV, "Invalid cross-device link", "o/a.tmp", None, "o/a"), "o", "cannot write o/a: "
-                                                                                "Invalid cross-device link"),
-    (BrokenPipeError(errno.EPIPE, "Broken pipe"), None, "Broken pipe"),
-], ids=["disk-full-no-file", "read-only", "input-unreadable", "output-unwritable", "rename", "no-path"])
+@pytest.mark.parametrize(
+    "error, out, want",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "o", "cannot write o: No space left on device"),
+        (OSError(errno.EROFS, "Read-only file system", "/ro/x"), None, "cannot write /ro/x: Read-only file system"),
+        (
+            OSError(errno.EACCES, "Permission denied", "/data/in.jsonl"),
+            "o",
+            "cannot access /data/in.jsonl: Permission denied",
+        ),
+        (
+            OSError(errno.EACCES, "Permission denied", "o/shard-00000.npy"),
+            "o",
+            "cannot write o/shard-00000.npy: Permission denied",
+        ),
+        (
+            OSError(errno.EXDEV, "Invalid cross-device link", "o/a.tmp", None, "o/a"),
+            "o",
+            "cannot write o/a: Invalid cross-device link",
+        ),
+        (BrokenPipeError(errno.EPIPE, "Broken pipe"), None, "Broken pipe"),
+    ],
+    ids=["disk-full-no-file", "read-only", "input-unreadable", "output-unwritable", "rename", "no-path"],
+)
 def test_os_error_message(error, out, want):
     assert os_error_message(error, out) == want

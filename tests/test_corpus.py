@@ -1,5 +1,6 @@
 """Corpus readers (jsonl, csv, tsv, parquet, text) incl. bad input, and embed_corpus / embed encode
 / embed search end to end on the tiny model."""
+
 from __future__ import annotations
 
 import csv
@@ -39,16 +40,23 @@ def test_compose_title_and_text():
 
 
 def test_jsonl_beir(tmp_path):
-    p = write_jsonl(tmp_path / "c.jsonl", [
-        {"_id": "a", "title": "Title A", "text": "alpha"},
-        {"_id": 7, "text": "no title"},          # integer id -> "7"
-        "",                                        # blank line: skipped
-        {"_id": "c", "title": "", "text": ""},     # empty text: kept, embedded as ""
-        {"_id": "d", "title": None, "text": "null title"},
-    ])
+    p = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"_id": "a", "title": "Title A", "text": "alpha"},
+            {"_id": 7, "text": "no title"},  # integer id -> "7"
+            "",  # blank line: skipped
+            {"_id": "c", "title": "", "text": ""},  # empty text: kept, embedded as ""
+            {"_id": "d", "title": None, "text": "null title"},
+        ],
+    )
     docs = read(p)
     assert [(d.id, d.text, d.title) for d in docs] == [
-        ("a", "Title A alpha", "Title A"), ("7", "no title", ""), ("c", "", ""), ("d", "null title", "")]
+        ("a", "Title A alpha", "Title A"),
+        ("7", "no title", ""),
+        ("c", "", ""),
+        ("d", "null title", ""),
+    ]
     assert docs[0].where == f"{p}:1" and docs[2].where == f"{p}:4"
     assert count_records([p]) == 5  # newline count: an upper bound for the progress bar
 
@@ -60,8 +68,9 @@ def test_jsonl_custom_fields_and_no_title(tmp_path):
 
 
 def test_jsonl_invalid_json_names_file_and_line(tmp_path):
-    p = write_jsonl(tmp_path / "c.jsonl",
-                    [{"_id": "a", "text": "ok"}, '{"_id": "b", "text": ', {"_id": "c", "text": "ok"}])
+    p = write_jsonl(
+        tmp_path / "c.jsonl", [{"_id": "a", "text": "ok"}, '{"_id": "b", "text": ', {"_id": "c", "text": "ok"}]
+    )
     with pytest.raises(InputError, match=r"c\.jsonl:2: invalid JSON .*--skip-bad"):
         read(p)
     bad, on_bad = collect_bad()
@@ -71,23 +80,28 @@ def test_jsonl_invalid_json_names_file_and_line(tmp_path):
 
 def test_jsonl_missing_text_field_lists_fields_and_flag(tmp_path):
     p = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "body": "x", "title": "t"}])
-    with pytest.raises(InputError,
-                       match=r"c\.jsonl:1: no text field 'text' \(fields: _id, body, title\).*--text-field"):
+    with pytest.raises(
+        InputError, match=r"c\.jsonl:1: no text field 'text' \(fields: _id, body, title\).*--text-field"
+    ):
         read(p)
     p2 = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "x"}])
     with pytest.raises(InputError, match=r"no id field '_id' \(fields: id, text\).*--id-field"):
         read(p2)
 
 
-@pytest.mark.parametrize("record, pattern", [
-    ({"_id": "a", "text": None}, "field 'text' is null"),
-    ({"_id": "a", "text": 3}, "field 'text' is int"),
-    ({"_id": None, "text": "x"}, "id field '_id' is null"),
-    ({"_id": [1], "text": "x"}, "id field '_id' is list"),
-    ({"_id": "", "text": "x"}, "id field '_id' is empty"),
-    ([1, 2], "not an object"),
-    ({"_id": "a", "text": "\ud800"}, "lone surrogate"),
-], ids=["null-text", "int-text", "null-id", "list-id", "empty-id", "array", "surrogate"])
+@pytest.mark.parametrize(
+    "record, pattern",
+    [
+        ({"_id": "a", "text": None}, "field 'text' is null"),
+        ({"_id": "a", "text": 3}, "field 'text' is int"),
+        ({"_id": None, "text": "x"}, "id field '_id' is null"),
+        ({"_id": [1], "text": "x"}, "id field '_id' is list"),
+        ({"_id": "", "text": "x"}, "id field '_id' is empty"),
+        ([1, 2], "not an object"),
+        ({"_id": "a", "text": "\ud800"}, "lone surrogate"),
+    ],
+    ids=["null-text", "int-text", "null-id", "list-id", "empty-id", "array", "surrogate"],
+)
 def test_jsonl_bad_values(tmp_path, record, pattern):
     p = tmp_path / "c.jsonl"
     p.write_text(json.dumps(record) + "\n", encoding="utf-8")
@@ -129,8 +143,9 @@ def test_csv_and_tsv(tmp_path, fmt):
 def test_csv_missing_column_and_bad_rows(tmp_path):
     p = tmp_path / "c.csv"
     p.write_text("_id,body\n1,x\n", encoding="utf-8")
-    with pytest.raises(InputError,
-                       match=r"no text column 'text' in the header \(columns: _id, body\); name it with --text-field"):
+    with pytest.raises(
+        InputError, match=r"no text column 'text' in the header \(columns: _id, body\); name it with --text-field"
+    ):
         read(p)
     p.write_bytes(b"_id,text\n1,one\n2,two,extra\n3,caf\xe9\n4,four\n")
     with pytest.raises(InputError, match=r"c\.csv:3: row has 3 fields, the header has 2"):
@@ -176,9 +191,9 @@ def test_damaged_parquet_input_names_the_file(tmp_path):
         with pytest.raises(InputError, match=rf"{name}\.parquet: not a readable Parquet file .*complete"):
             read(p)
         assert count_records([p]) is None
-    for at in range(4, len(raw) - 8, max(1, len(raw) // 60)):   # flips anywhere: a clear error or rows
+    for at in range(4, len(raw) - 8, max(1, len(raw) // 60)):  # flips anywhere: a clear error or rows
         p = tmp_path / "flip.parquet"
-        p.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1:])
+        p.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1 :])
         try:
             read(p, on_bad=lambda where, msg: None)
         except InputError as e:
@@ -212,9 +227,14 @@ def test_inputs_globs_and_missing(tmp_path):
 # -- embed_corpus end to end -----------------------------------------------------------------
 def synth(n: int, start: int = 0) -> list[dict]:
     words = ["fox", "dog", "vector", "numba", "onnx", "tokens", "cosine", "stitch"]
-    return [{"_id": f"doc{i}", "title": f"title {i}" if i % 3 else "",
-             "text": " ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 9))}
-            for i in range(start, start + n)]
+    return [
+        {
+            "_id": f"doc{i}",
+            "title": f"title {i}" if i % 3 else "",
+            "text": " ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 9)),
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def load_output(out: Path):
@@ -256,8 +276,8 @@ class BackgroundExecutor:
 
         self.local, self.batch, self.capacity = LocalExecutor(embedder), batch, capacity
         self.queued: list = []
-        self.most = 0        # the most texts ever queued at once
-        self.repeats = 0     # texts submitted while the same text was still queued
+        self.most = 0  # the most texts ever queued at once
+        self.repeats = 0  # texts submitted while the same text was still queued
 
     def submit(self, texts, tag):
         queued = {t for _, q in self.queued for t in q}
@@ -282,16 +302,19 @@ def test_driver_with_shards_in_flight(tmp_path, tiny_embedder):
     from engine.corpus import embed_corpus
     from engine.corpus.driver import EMBED_CHUNK, Plan, drive, model_ref
 
-    src = write_jsonl(tmp_path / "c.jsonl", synth(300))   # texts repeat within and across shards
+    src = write_jsonl(tmp_path / "c.jsonl", synth(300))  # texts repeat within and across shards
     local = embed_corpus(src, tmp_path / "local", tiny_embedder, shard_size=40, cache=False)
     plan = Plan.build(expand_inputs(src), tiny_embedder, model_ref(tiny_embedder), Fields(), None, 40)
-    ex = BackgroundExecutor(tiny_embedder, batch=EMBED_CHUNK, capacity=30)   # window max(2*40, 2*30) = 80 docs
+    ex = BackgroundExecutor(tiny_embedder, batch=EMBED_CHUNK, capacity=30)  # window max(2*40, 2*30) = 80 docs
     s = drive(plan, tmp_path / "bg", ex, cache=False)
-    assert 40 < ex.most <= 80 + 40   # more than one shard out at once, never more than window + a shard
-    assert ex.repeats == 0           # a text in flight is not sent again (its repeats wait for it)
+    assert 40 < ex.most <= 80 + 40  # more than one shard out at once, never more than window + a shard
+    assert ex.repeats == 0  # a text in flight is not sent again (its repeats wait for it)
     assert (s.docs, s.embedded, s.cache_hits, s.shards, s.shards_written) == (300, 300, 0, 8, 8)
     assert local.as_dict() | {"seconds": 0, "docs_per_s": 0} == s.as_dict() | {
-        "out_dir": local.out_dir, "seconds": 0, "docs_per_s": 0}
+        "out_dir": local.out_dir,
+        "seconds": 0,
+        "docs_per_s": 0,
+    }
     for f in (tmp_path / "local").iterdir():
         assert f.name == ".lock" or f.read_bytes() == (tmp_path / "bg" / f.name).read_bytes(), f.name
     assert len(list((tmp_path / "bg").iterdir())) == len(list((tmp_path / "local").iterdir()))
@@ -339,7 +362,9 @@ def test_bad_record_keeps_finished_shards(tmp_path, tiny_embedder):
     with pytest.raises(InputError, match=r"c\.jsonl:11: invalid JSON"):
         embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=4, cache=False)
     assert sorted(p.name for p in (tmp_path / "out").glob("*.done.json")) == [
-        "shard-00000.done.json", "shard-00001.done.json"]  # docs 0-7 were written before the error
+        "shard-00000.done.json",
+        "shard-00001.done.json",
+    ]  # docs 0-7 were written before the error
     s = embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=4, cache=False, skip_bad=True)
     assert (s.docs, s.rejected, s.resumed, s.shards) == (15, 1, 8, 4)
 
@@ -387,7 +412,8 @@ def test_shrinking_corpus_drops_stale_shards(tmp_path, tiny_embedder):
     s = embed_corpus(src, out, tiny_embedder, shard_size=3, cache=False)
     assert (s.docs, s.shards, s.resumed) == (4, 2, 3)
     assert sorted(p.name for p in out.glob("shard-*")) == sorted(
-        f"shard-0000{i}.{ext}" for i in range(2) for ext in ("npy", "jsonl", "done.json"))
+        f"shard-0000{i}.{ext}" for i in range(2) for ext in ("npy", "jsonl", "done.json")
+    )
 
 
 def test_search_corpus(tmp_path, tiny_embedder):
@@ -436,8 +462,20 @@ def test_cli_encode_and_search(tmp_path, tiny_model_dir, tiny_cache, tiny_embedd
     docs = synth(12)
     src = write_jsonl(tmp_path / "c.jsonl", docs)
     out = tmp_path / "out"
-    args = ["encode", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--shard-size", "5",
-            "--cache", str(tmp_path / "emb.sqlite"), "--quiet", "--json"]
+    args = [
+        "encode",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--shard-size",
+        "5",
+        "--cache",
+        str(tmp_path / "emb.sqlite"),
+        "--quiet",
+        "--json",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["docs"], summary["embedded"], summary["shards"]) == (12, 12, 3)
@@ -446,8 +484,10 @@ def test_cli_encode_and_search(tmp_path, tiny_model_dir, tiny_cache, tiny_embedd
     assert printed[1].split()[:3] == ["1", "1.0000", "doc4"] and printed[1].endswith("title 4")
     # a bad record: the error names file and line, exit code 1
     bad = write_jsonl(tmp_path / "bad.jsonl", ["{nope"])
-    assert main(["encode", str(bad), "-o", str(tmp_path / "out2"), "--model", str(tiny_model_dir),
-                 "--no-cache", "-q"]) == 1
+    assert (
+        main(["encode", str(bad), "-o", str(tmp_path / "out2"), "--model", str(tiny_model_dir), "--no-cache", "-q"])
+        == 1
+    )
     assert "bad.jsonl:1: invalid JSON" in capsys.readouterr().err
 
 
@@ -480,17 +520,25 @@ def test_file_names_that_are_not_utf8(tmp_path, tiny_embedder, output_format):
     ids, vecs = load_embeddings(out)
     shown = f"{tmp_path}/docs-\\xff.jsonl"
     assert ids == [f"{shown}:{i}" for i in range(1, 5)] + [f"{other}:1", f"{other}:2"]
-    np.testing.assert_allclose(vecs[:3], tiny_embedder.encode([compose(d["title"], d["text"]) for d in synth(3)]),
-                               atol=1e-6)
-    assert read_manifest(out)["inputs"][0]["path"] == odd          # the name itself, as a JSON escape
+    np.testing.assert_allclose(
+        vecs[:3], tiny_embedder.encode([compose(d["title"], d["text"]) for d in synth(3)]), atol=1e-6
+    )
+    assert read_manifest(out)["inputs"][0]["path"] == odd  # the name itself, as a JSON escape
     s = embed_corpus([odd], tmp_path / "dup", tiny_embedder, cache=False, skip_bad=True, output_format=output_format)
     assert s.rejected == 1
     (reject,) = [json.loads(x) for x in (tmp_path / "dup" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert reject == {"where": f"{odd}:4", "error": f"duplicate id 'doc1' (first seen at {shown}:2)"}
 
 
-@pytest.mark.parametrize("pattern,out", [("data/**/*.jsonl", "data/out"), ("**/*.jsonl", "data/out"),
-                                         ("*/*/*.jsonl", "data/out"), ("data/*/*.jsonl", "data/out/")])
+@pytest.mark.parametrize(
+    "pattern,out",
+    [
+        ("data/**/*.jsonl", "data/out"),
+        ("**/*.jsonl", "data/out"),
+        ("*/*/*.jsonl", "data/out"),
+        ("data/*/*.jsonl", "data/out/"),
+    ],
+)
 def test_output_folder_inside_the_input_pattern_is_refused(tmp_path, tiny_embedder, monkeypatch, pattern, out):
     """Before: the first run worked, the rerun read its own shards as input (and --overwrite deleted
     the output, then failed). Now the pattern matching the output's files is refused by name,
@@ -500,11 +548,14 @@ def test_output_folder_inside_the_input_pattern_is_refused(tmp_path, tiny_embedd
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "part").mkdir(parents=True)
     write_jsonl(tmp_path / "data" / "part" / "c.jsonl", synth(5))
-    with pytest.raises(InputError, match=rf"the input pattern '{re.escape(pattern)}' matches the files of the "
-                                         rf"output folder {out}.*a rerun would read its own output"):
+    with pytest.raises(
+        InputError,
+        match=rf"the input pattern '{re.escape(pattern)}' matches the files of the "
+        rf"output folder {out}.*a rerun would read its own output",
+    ):
         embed_corpus(pattern, out, tiny_embedder, cache=False)
     assert not (tmp_path / out).exists()
-    for _ in range(2):   # not a match: the first run and its rerun (resume) read the one input
+    for _ in range(2):  # not a match: the first run and its rerun (resume) read the one input
         s = embed_corpus("data/part/*.jsonl", out, tiny_embedder, cache=False)
         assert s.docs == 5
 
@@ -517,9 +568,10 @@ def test_input_file_inside_the_output_folder_is_refused(tmp_path, tiny_embedder)
     before = {p: p.read_bytes() for p in out.iterdir() if p.is_file()}
     for overwrite in (False, True):
         with pytest.raises(InputError, match=rf"the input {out}/shard-00000.jsonl is inside the output folder {out}"):
-            embed_corpus([tmp_path / "c.jsonl", out / "shard-00000.jsonl"], out, tiny_embedder, cache=False,
-                          overwrite=overwrite)
-        assert {p: p.read_bytes() for p in out.iterdir() if p.is_file()} == before   # nothing deleted
+            embed_corpus(
+                [tmp_path / "c.jsonl", out / "shard-00000.jsonl"], out, tiny_embedder, cache=False, overwrite=overwrite
+            )
+        assert {p: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing deleted
 
 
 def test_cache_pointing_at_the_input_is_refused_and_the_input_kept(tmp_path, tiny_embedder):

@@ -1,5 +1,6 @@
 """GPU search kernels: logic checked on the CPU through a NumPy stand-in for CuPy, and on a real
 GPU (marked ``gpu``) when CuPy sees one."""
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,18 @@ def _unit(rng, n, d):
 @pytest.fixture
 def numpy_as_cupy(monkeypatch):
     fake = types.ModuleType("cupy")
-    for name in ("partition", "cumsum", "nonzero", "take_along_axis", "argsort", "concatenate", "broadcast_to",
-                 "arange", "int64", "float32"):
+    for name in (
+        "partition",
+        "cumsum",
+        "nonzero",
+        "take_along_axis",
+        "argsort",
+        "concatenate",
+        "broadcast_to",
+        "arange",
+        "int64",
+        "float32",
+    ):
         setattr(fake, name, getattr(np, name))
     fake.asarray = np.asarray
     fake.asnumpy = np.asarray

@@ -9,6 +9,7 @@ ids across files are found; bad records fail or are skipped as locally; an uncha
 rerun with 10 changed documents embed 0 and 10 documents. Object storage: a real S3-compatible
 server (moto's server mode) on 127.0.0.1, started and stopped here.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def synth(lo: int, hi: int) -> list[dict]:
     words = ["alpha", "beta", "gamma", "delta", "vector", "fox", "numba", "onnx", "cosine", "stitch", "time", "nine"]
-    return [{"_id": f"syn-{i:04d}", "title": f"doc {i}" if i % 4 else "",
-             "text": " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(1 + i % 11))} for i in range(lo, hi)]
+    return [
+        {
+            "_id": f"syn-{i:04d}",
+            "title": f"doc {i}" if i % 4 else "",
+            "text": " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(1 + i % 11)),
+        }
+        for i in range(lo, hi)
+    ]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -72,8 +79,13 @@ def s3():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{server._server.server_port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -146,7 +158,7 @@ def test_matches_local_path(local_out, dist_out, inputs, tiny_embedder):
 
     assert load_embeddings(dist_out)[0] == want and len(want) >= 450
     m = read_manifest(dist_out)
-    assert m["shards"][0]["count"] == min(150, SHARD)   # a shard never spans two files
+    assert m["shards"][0]["count"] == min(150, SHARD)  # a shard never spans two files
     assert [i["path"] for i in m["inputs"]] == [str(p) for p in inputs]
     queries = ["cosine vector fox", "numba onnx time"]
     got = CorpusSearcher(dist_out, model=tiny_embedder).search(queries, k=5)
@@ -186,8 +198,8 @@ def test_resume_keeps_finished_shards(ray_cluster, dist_out, local_out, inputs, 
     from engine.corpus.shards import read_manifest
 
     n_shards = len(read_manifest(dist_out)["shards"])
-    (dist_out / "shard-00001.done.json").unlink()                 # as if killed while writing shard 1
-    (dist_out / "shard-00002.npy").write_bytes(b"torn")            # and shard 2 damaged
+    (dist_out / "shard-00001.done.json").unlink()  # as if killed while writing shard 1
+    (dist_out / "shard-00002.npy").write_bytes(b"torn")  # and shard 2 damaged
     s = run(inputs, dist_out, tiny_model_dir, tiny_cache)
     counts = [r["count"] for r in read_manifest(dist_out)["shards"]]
     assert (s.shards, s.shards_written, s.embedded) == (n_shards, 2, counts[1] + counts[2])
@@ -222,19 +234,22 @@ def test_driver_killed_mid_run(ray_cluster, local_out, inputs, tiny_model_dir, t
     import psutil
 
     out = tmp_path / "out"
-    code = ("import sys, ray\n"
-            "ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)\n"
-            "from engine.corpus.distributed import embed_corpus_distributed\n"
-            f"embed_corpus_distributed({[str(p) for p in inputs]!r}, {str(out)!r}, {str(tiny_model_dir)!r}, "
-            f"cache_dir={str(tiny_cache)!r}, actors=2, shard_size={SHARD}, cache=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    code = (
+        "import sys, ray\n"
+        "ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)\n"
+        "from engine.corpus.distributed import embed_corpus_distributed\n"
+        f"embed_corpus_distributed({[str(p) for p in inputs]!r}, {str(out)!r}, {str(tiny_model_dir)!r}, "
+        f"cache_dir={str(tiny_cache)!r}, actors=2, shard_size={SHARD}, cache=False)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: len(list(out.glob("*.done.json"))) >= 2 or proc.poll() is not None, timeout=180)
         family = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        for p in family:   # whatever of its cluster outlives it
+        for p in family:  # whatever of its cluster outlives it
             with contextlib.suppress(psutil.Error):
                 p.kill()
     finally:
@@ -293,8 +308,7 @@ def test_bad_records_and_duplicates(ray_cluster, tiny_embedder, tiny_model_dir, 
     assert sorted(lines[0]) == sorted(lines[1]) and len(lines[0]) == 3
 
 
-def test_object_storage_cli(ray_cluster, s3, tiny_embedder, tiny_model_dir, tiny_cache, tmp_path, monkeypatch,
-                            capsys):
+def test_object_storage_cli(ray_cluster, s3, tiny_embedder, tiny_model_dir, tiny_cache, tmp_path, monkeypatch, capsys):
     """embed encode s3://bucket/corpus/*.parquet -o s3://bucket/out --ray: the local path's output,
     resumed (nothing embedded again) and repaired (one lost done record: one shard written)."""
     import pyarrow as pa
@@ -315,8 +329,24 @@ def test_object_storage_cli(ray_cluster, s3, tiny_embedder, tiny_model_dir, tiny
     embed_corpus(parts, local, tiny_embedder, shard_size=40, cache=False, output_format="parquet")
 
     monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
-    argv = ["encode", f"{s3}/corpus/*.parquet", "-o", f"{s3}/out", "--model", str(tiny_model_dir), "--shard-size",
-            "40", "--no-cache", "-q", "--json", "--output-format", "parquet", "--ray", "--actors", "2"]
+    argv = [
+        "encode",
+        f"{s3}/corpus/*.parquet",
+        "-o",
+        f"{s3}/out",
+        "--model",
+        str(tiny_model_dir),
+        "--shard-size",
+        "40",
+        "--no-cache",
+        "-q",
+        "--json",
+        "--output-format",
+        "parquet",
+        "--ray",
+        "--actors",
+        "2",
+    ]
 
     def encode() -> dict:
         assert main(argv) == 0, capsys.readouterr().err
@@ -371,7 +401,7 @@ def test_cache_reruns_embed_only_changes(ray_cluster, tiny_embedder, tiny_model_
     OUTDIR over the same corpus embeds 0; each output equals the local path's."""
     from engine.corpus import embed_corpus
 
-    rows = [{**r, "text": f"{r['text']} n{i}"} for i, r in enumerate(synth(0, 400))]   # no repeats
+    rows = [{**r, "text": f"{r['text']} n{i}"} for i, r in enumerate(synth(0, 400))]  # no repeats
     files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     kw = {"shard_size": 40, "cache": tmp_path / "emb.sqlite"}
 
@@ -385,7 +415,7 @@ def test_cache_reruns_embed_only_changes(ray_cluster, tiny_embedder, tiny_model_
     assert (first.embedded, first.cache_hits) == (400, 0)
     same = run(files, out, tiny_model_dir, tiny_cache, **kw)
     assert (same.embedded, same.cache_hits, same.resumed) == (0, 0, 400)
-    for j in range(0, 400, 40):   # one edit in each of 10 shards, both files
+    for j in range(0, 400, 40):  # one edit in each of 10 shards, both files
         rows[j + 3] = {**rows[j + 3], "text": rows[j + 3]["text"] + " edited"}
     write_files()
     edited = run(files, out, tiny_model_dir, tiny_cache, **kw)
@@ -399,6 +429,8 @@ def test_cache_reruns_embed_only_changes(ray_cluster, tiny_embedder, tiny_model_
 
 
 def test_import_does_not_import_ray_or_pyarrow():
-    code = ("import sys, engine.corpus.distributed, engine.corpus.storage, engine.cli.encode; "
-            "assert not {'ray', 'pyarrow'} & set(sys.modules), 'heavy import'")
+    code = (
+        "import sys, engine.corpus.distributed, engine.corpus.storage, engine.cli.encode; "
+        "assert not {'ray', 'pyarrow'} & set(sys.modules), 'heavy import'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,4 +1,5 @@
 """Embedder: fidelity to sentence-transformers (the oracle), batching, truncation, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -96,8 +97,10 @@ def test_default_cpu_batches_give_the_same_vectors(tiny_embedder):
     np.testing.assert_allclose(capped, uncapped, atol=1e-5)
 
 
-@pytest.mark.parametrize("attr, bad", [("max_cells", 0), ("max_cells", 2.5), ("batch_workers", 0),
-                                       ("batch_workers", "2"), ("batch_workers", None)])
+@pytest.mark.parametrize(
+    "attr, bad",
+    [("max_cells", 0), ("max_cells", 2.5), ("batch_workers", 0), ("batch_workers", "2"), ("batch_workers", None)],
+)
 def test_cpu_tuning_attributes_refuse_bad_values(tiny_embedder, attr, bad):
     before = getattr(tiny_embedder, attr)
     with pytest.raises(InputError, match=attr):
@@ -139,8 +142,10 @@ def test_truncate_dim_renormalizes_when_asked(tiny_embedder):
     cut = tiny_embedder.encode(VARIED, truncate_dim=8, normalize_embeddings=True)
     ref = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
     np.testing.assert_allclose(cut, ref, atol=1e-6)
-    for raw in (tiny_embedder.encode(VARIED, truncate_dim=8, normalize=False),
-                tiny_embedder.encode(VARIED, truncate_dim=8)):   # the default: no re-normalization
+    for raw in (
+        tiny_embedder.encode(VARIED, truncate_dim=8, normalize=False),
+        tiny_embedder.encode(VARIED, truncate_dim=8),
+    ):  # the default: no re-normalization
         np.testing.assert_allclose(raw, full[:, :8], atol=1e-6)
 
 
@@ -150,7 +155,7 @@ def test_megabyte_string_is_truncated_like_any_text(tiny_embedder):
     head = tok._prefix(words)
     assert len(head) < 10_000, "the 1 MB string must be cut before tokenization"
     full_ids = tok._probe.encode(words).ids  # oracle: tokenize everything, then truncate
-    oracle = [*full_ids[:TINY_MAX_LEN - 1], full_ids[-1]]
+    oracle = [*full_ids[: TINY_MAX_LEN - 1], full_ids[-1]]
     assert tiny_embedder.tokenize([words])[0].tolist() == oracle
     np.testing.assert_allclose(tiny_embedder.encode(words), tiny_embedder.encode(words[:2000]), atol=1e-6)
 
@@ -168,8 +173,13 @@ def test_fingerprint_is_stable_and_distinguishes_models(tiny_model_dir, tiny_cac
 # -- bad input ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "bad, match",
-    [(None, "None"), ([1, "a"], r"texts\[0\] is int"), (["a", None], r"texts\[1\] is NoneType"),
-     (b"abc", "bytes"), (42, "string")],
+    [
+        (None, "None"),
+        ([1, "a"], r"texts\[0\] is int"),
+        (["a", None], r"texts\[1\] is NoneType"),
+        (b"abc", "bytes"),
+        (42, "string"),
+    ],
     ids=["none", "int-item", "none-item", "bytes", "int"],
 )
 def test_bad_texts_raise_clear_errors(tiny_embedder, bad, match):
@@ -280,8 +290,10 @@ def test_runtime_path_never_imports_torch(tiny_model_dir, tiny_cache, tiny_embed
 
 
 def test_import_engine_is_light():
-    code = ("import sys, engine; "
-            "print(sorted(m for m in ('onnxruntime', 'torch', 'numba', 'tokenizers') if m in sys.modules))")
+    code = (
+        "import sys, engine; "
+        "print(sorted(m for m in ('onnxruntime', 'torch', 'numba', 'tokenizers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -397,5 +409,6 @@ def test_settings_change_atomically_while_threads_encode(tiny_model_dir, tiny_ca
     assert seen <= fps
     assert len(results) >= 8
     for got in results:
-        assert any(got.shape == r.shape and np.abs(got - r).max() <= 1e-6 for r in refs), \
+        assert any(got.shape == r.shape and np.abs(got - r).max() <= 1e-6 for r in refs), (
             "a result computed with a mix of settings"
+        )

@@ -9,6 +9,7 @@ child process with a time and memory limit, so a crash, a hang or a read without
 test instead of taking pytest down, with a fixed number of derandomized examples
 (``EMBED_FUZZ_EXAMPLES`` to run more locally).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = int(os.environ.get("EMBED_FUZZ_EXAMPLES", "0"))   # 0: each test's own count (CI: < 30 s each)
+EXAMPLES = int(os.environ.get("EMBED_FUZZ_EXAMPLES", "0"))  # 0: each test's own count (CI: < 30 s each)
 
 
 def _limit_memory() -> None:
@@ -37,11 +38,19 @@ def _limit_memory() -> None:
 
 
 def run_fuzz(name: str, tmp_path: Path, examples: int, timeout: float = 240) -> None:
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_fuzz_files import {name}; "
-            f"{name}({str(tmp_path)!r}, {EXAMPLES or examples})")
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_fuzz_files import {name}; "
+        f"{name}({str(tmp_path)!r}, {EXAMPLES or examples})"
+    )
     try:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                           preexec_fn=_limit_memory, cwd=ROOT)
+        r = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=_limit_memory,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{name} did not finish in {timeout} s (a read blocks or runs without end)\n{e.stdout}")
     if r.returncode < 0:
@@ -67,22 +76,32 @@ def test_fuzz_model_configs(tmp_path):
 
 # ============================================================================= in the child
 
+
 def _strategies():
     from hypothesis import strategies as st
 
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
-                        st.sampled_from([0, 1, -1, 2, 3, 8, 2**31, 2**63 - 1, 2**63, 2**64, 10**12, 10**30]),
-                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6))
-    values = st.recursive(scalars, lambda ch: st.lists(ch, max_size=3) | st.dictionaries(st.text(max_size=4), ch,
-                                                                                        max_size=3), max_leaves=6)
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.sampled_from([0, 1, -1, 2, 3, 8, 2**31, 2**63 - 1, 2**63, 2**64, 10**12, 10**30]),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=6),
+    )
+    values = st.recursive(
+        scalars,
+        lambda ch: st.lists(ch, max_size=3) | st.dictionaries(st.text(max_size=4), ch, max_size=3),
+        max_leaves=6,
+    )
     return st, values
 
 
 def _settings(examples: int):
     from hypothesis import HealthCheck, settings
 
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
 
 
 def _scratch(root: str) -> Path:
@@ -98,8 +117,13 @@ def _oracle_index_search(meta: dict, blobs: dict, idx, path: Path, checked: bool
 
     n, d = meta["count"], meta["dim"]
     assert (len(idx), idx.dim, idx.precision, idx.model, idx.oversample) == (
-        n, d, meta["precision"], meta["model"], meta["oversample"])
-    if d > 64:                       # a fuzzed dim with no rows (or a huge one): nothing to search
+        n,
+        d,
+        meta["precision"],
+        meta["model"],
+        meta["oversample"],
+    )
+    if d > 64:  # a fuzzed dim with no rows (or a huge one): nothing to search
         assert n == 0 or d * n * 4 == len(blobs["vectors"])
         return
     vecs = np.frombuffer(blobs["vectors"], "<f4").reshape(n, d).astype(np.float64)
@@ -111,9 +135,9 @@ def _oracle_index_search(meta: dict, blobs: dict, idx, path: Path, checked: bool
     else:
         ids = list(range(n))
     row_of = {v: r for r, v in enumerate(ids)}
-    assert len(row_of) == n                                         # unique ids
-    if checked and n:                                               # finite unit rows
-        assert np.all(np.abs((vecs ** 2).sum(1) - 1) <= 1e-3)
+    assert len(row_of) == n  # unique ids
+    if checked and n:  # finite unit rows
+        assert np.all(np.abs((vecs**2).sum(1) - 1) <= 1e-3)
     q = np.random.default_rng(n + d).standard_normal((3, d))
     try:
         scores, got = idx.search(q, n + 2)
@@ -143,15 +167,25 @@ def fuzz_index_files(root: str, examples: int) -> None:
     dtypes = st.sampled_from(["<f4", ">f4", "|i1", "<i8", "|u1", "|O", "<f8", "<U4", "|V8", "<i4", "f4", ""])
     field_names = [*fmt.FIELDS, "metric", "format_version", "sections", "extra"]
     mutation = st.one_of(
-        st.tuples(st.just("field"), st.sampled_from(field_names), values | st.integers(0, 9)
-                  | st.sampled_from(["fp32", "int8", "int", "str", "cosine", None])),
+        st.tuples(
+            st.just("field"),
+            st.sampled_from(field_names),
+            values | st.integers(0, 9) | st.sampled_from(["fp32", "int8", "int", "str", "cosine", None]),
+        ),
         st.tuples(st.just("drop_field"), st.sampled_from(field_names)),
-        st.tuples(st.just("entry"), st.integers(0, 5), st.sampled_from(["name", "dtype", "shape", "offset", "nbytes"]),
-                  values | dtypes | st.lists(st.integers(-2, 10**6), max_size=3) | st.integers(-64, 2000)),
+        st.tuples(
+            st.just("entry"),
+            st.integers(0, 5),
+            st.sampled_from(["name", "dtype", "shape", "offset", "nbytes"]),
+            values | dtypes | st.lists(st.integers(-2, 10**6), max_size=3) | st.integers(-64, 2000),
+        ),
         st.tuples(st.just("table"), st.sampled_from(["drop", "dup", "swap", "reverse", "junk"]), st.integers(0, 5)),
         st.tuples(st.just("blob"), st.sampled_from(list(fmt.SECTIONS)), st.binary(max_size=80)),
-        st.tuples(st.just("value"), st.integers(0, 400),
-                  st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1e-40, 2.0, -1.0, 1e30])),
+        st.tuples(
+            st.just("value"),
+            st.integers(0, 400),
+            st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1e-40, 2.0, -1.0, 1e30]),
+        ),
         st.tuples(st.just("dup_id"), st.integers(0, 5), st.integers(0, 5)),
         st.tuples(st.just("resize"), st.integers(0, 7)),
         st.tuples(st.just("offset"), st.sampled_from(list(fmt.SECTIONS)), st.integers(-64, 3000)),
@@ -161,10 +195,15 @@ def fuzz_index_files(root: str, examples: int) -> None:
     )
 
     @_settings(examples)
-    @given(dim=st.integers(1, 5), count=st.integers(0, 6), precision=st.sampled_from(["fp32", "int8"]),
-           id_kind=st.sampled_from([None, "int", "str"]), seed=st.integers(0, 2**32 - 1),
-           muts=st.lists(mutation, min_size=1, max_size=4),
-           load=st.sampled_from([(True, True), (True, False), (False, True), (False, False)]))
+    @given(
+        dim=st.integers(1, 5),
+        count=st.integers(0, 6),
+        precision=st.sampled_from(["fp32", "int8"]),
+        id_kind=st.sampled_from([None, "int", "str"]),
+        seed=st.integers(0, 2**32 - 1),
+        muts=st.lists(mutation, min_size=1, max_size=4),
+        load=st.sampled_from([(True, True), (True, False), (False, True), (False, False)]),
+    )
     def prop(dim, count, precision, id_kind, seed, muts, load):
         rng = np.random.default_rng(seed)
         folder = _scratch(root)
@@ -173,14 +212,17 @@ def fuzz_index_files(root: str, examples: int) -> None:
             idx = Index(dim, precision, model=None if seed % 3 else "m/fp32/x")
             if count:
                 x = rng.standard_normal((count, dim))
-                ids = {None: None, "int": rng.choice(2**40, count, replace=False) - 2**39,
-                       "str": [f"id{i}-{seed % 7}" for i in range(count)]}[id_kind]
+                ids = {
+                    None: None,
+                    "int": rng.choice(2**40, count, replace=False) - 2**39,
+                    "str": [f"id{i}-{seed % 7}" for i in range(count)],
+                }[id_kind]
                 idx.add(x, ids=ids)
             idx.save(path)
             raw = path.read_bytes()
             hlen = int.from_bytes(raw[8:16], "little")
-            meta = json.loads(raw[48:48 + hlen])
-            blobs = {e["name"]: raw[e["offset"]: e["offset"] + e["nbytes"]] for e in meta["sections"]}
+            meta = json.loads(raw[48 : 48 + hlen])
+            blobs = {e["name"]: raw[e["offset"] : e["offset"] + e["nbytes"]] for e in meta["sections"]}
             offsets, tail, cut, magic = {}, b"", 0, raw[:8]
             for m in muts:
                 _mutate_index(m, meta, blobs, offsets, rng)
@@ -199,10 +241,10 @@ def fuzz_index_files(root: str, examples: int) -> None:
             except IndexFormatError as e:
                 assert str(path) in str(e), e
                 return
-            raw = path.read_bytes()          # the sections as the (valid) header places them
-            written = {e["name"]: raw[e["offset"]: e["offset"] + e["nbytes"]] for e in meta["sections"]}
+            raw = path.read_bytes()  # the sections as the (valid) header places them
+            written = {e["name"]: raw[e["offset"] : e["offset"] + e["nbytes"]] for e in meta["sections"]}
             _oracle_index_search(meta, written, loaded, path, checked=verify or not mmap)
-            if verify or not mmap:       # a checked index saves, loads and saves again to the same bytes
+            if verify or not mmap:  # a checked index saves, loads and saves again to the same bytes
                 loaded.save(folder / "a.eidx")
                 Index.load(folder / "a.eidx").save(folder / "b.eidx")
                 assert (folder / "a.eidx").read_bytes() == (folder / "b.eidx").read_bytes()
@@ -269,9 +311,11 @@ def _resize(meta, blobs, entries, n: int, rng) -> None:
     meta["count"] = n
     x = rng.standard_normal((n, d))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    sizes = {"vectors": ((n, d), x.astype("<f4").tobytes()),
-             "codes": ((n, d), rng.integers(-127, 128, (n, d)).astype("|i1").tobytes()),
-             "ids": ((n,), rng.permutation(10 * n + 1)[:n].astype("<i8").tobytes())}
+    sizes = {
+        "vectors": ((n, d), x.astype("<f4").tobytes()),
+        "codes": ((n, d), rng.integers(-127, 128, (n, d)).astype("|i1").tobytes()),
+        "ids": ((n,), rng.permutation(10 * n + 1)[:n].astype("<i8").tobytes()),
+    }
     for e in entries:
         if isinstance(e, dict) and e.get("name") in sizes:
             shape, data = sizes[e["name"]]
@@ -298,24 +342,45 @@ def _put_strings(meta, blobs, strs: list[bytes]) -> None:
 
 # ----------------------------------------------------------------------------- corpus folders
 
-PATHS = ["/dev/zero", "../other/shard-00000.npy", "shard-00001.npy", "shard-00000.jsonl", "", "OTHER",
-         "shard-00000.npy", "shard-00000.jsonl", "/etc/hostname", "./shard-00000.npy"]
+PATHS = [
+    "/dev/zero",
+    "../other/shard-00000.npy",
+    "shard-00001.npy",
+    "shard-00000.jsonl",
+    "",
+    "OTHER",
+    "shard-00000.npy",
+    "shard-00000.jsonl",
+    "/etc/hostname",
+    "./shard-00000.npy",
+]
 
 
 def _file_strategy(st, values):
-    header = st.fixed_dictionaries({
-        "descr": st.sampled_from(["<f4", ">f4", "<f8", "|O", "<i4", "|u1", "<c8"]),
-        "fortran_order": st.booleans(),
-        "shape": st.tuples() | st.tuples(st.integers(0, 10**12)) | st.tuples(st.integers(0, 6), st.integers(0, 10))
-        | st.tuples(st.integers(0, 10**12), st.just(8)) | st.tuples(st.integers(0, 4), st.just(8), st.integers(0, 2))})
+    header = st.fixed_dictionaries(
+        {
+            "descr": st.sampled_from(["<f4", ">f4", "<f8", "|O", "<i4", "|u1", "<c8"]),
+            "fortran_order": st.booleans(),
+            "shape": st.tuples()
+            | st.tuples(st.integers(0, 10**12))
+            | st.tuples(st.integers(0, 6), st.integers(0, 10))
+            | st.tuples(st.integers(0, 10**12), st.just(8))
+            | st.tuples(st.integers(0, 4), st.just(8), st.integers(0, 2)),
+        }
+    )
     return st.one_of(
         st.tuples(st.just("npy"), header, st.binary(max_size=300)),
         st.tuples(st.just("bytes"), st.binary(max_size=300)),
         st.tuples(st.just("truncate"), st.integers(1, 100)),
         st.tuples(st.just("append"), st.binary(min_size=1, max_size=40)),
-        st.tuples(st.just("lines"), st.lists(values | st.fixed_dictionaries({"id": st.text(max_size=4) | values,
-                                                                            "title": st.text(max_size=4) | values}),
-                                             max_size=6)),
+        st.tuples(
+            st.just("lines"),
+            st.lists(
+                values
+                | st.fixed_dictionaries({"id": st.text(max_size=4) | values, "title": st.text(max_size=4) | values}),
+                max_size=6,
+            ),
+        ),
         st.tuples(st.just("kind"), st.sampled_from(list(FILE_KINDS))),
     )
 
@@ -334,16 +399,18 @@ def _apply_file(op, p: Path, other: Path) -> None:
         p.write_bytes(b"".join(json.dumps(v).encode() + b"\n" for v in op[1]))
     elif kind in ("truncate", "append") and p.is_file() and not p.is_symlink():
         raw = p.read_bytes()
-        p.write_bytes(raw[:-op[1]] if kind == "truncate" else raw + op[1])
+        p.write_bytes(raw[: -op[1]] if kind == "truncate" else raw + op[1])
     elif kind == "kind":
         FILE_KINDS[op[1]](p, other)
 
 
-FILE_KINDS = {   # what stands where a file should be
-    "fifo": lambda p, other: os.mkfifo(p), "folder": lambda p, other: p.mkdir(),
+FILE_KINDS = {  # what stands where a file should be
+    "fifo": lambda p, other: os.mkfifo(p),
+    "folder": lambda p, other: p.mkdir(),
     "link-zero": lambda p, other: p.symlink_to("/dev/zero"),
     "link-other": lambda p, other: p.symlink_to(other / p.name),
-    "link-in": lambda p, other: p.symlink_to(p.parent / "manifest.json"), "missing": lambda p, other: None,
+    "link-in": lambda p, other: p.symlink_to(p.parent / "manifest.json"),
+    "missing": lambda p, other: None,
 }
 
 
@@ -363,8 +430,10 @@ def _sign(out: Path, records: list) -> None:
 def _corpus_base(folder: Path, shard_sizes: list[int], seed: int):
     from tests.test_shards import _unit, write_outdir
 
-    c = [([f"s{i}-{j}" for j in range(n)], [f"t{i}-{j}" for j in range(n)], _unit(n, seed + i))
-         for i, n in enumerate(shard_sizes)]
+    c = [
+        ([f"s{i}-{j}" for j in range(n)], [f"t{i}-{j}" for j in range(n)], _unit(n, seed + i))
+        for i, n in enumerate(shard_sizes)
+    ]
     out, other = folder / "out", folder / "other"
     write_outdir(other, c)
     write_outdir(out, c)
@@ -380,21 +449,36 @@ def fuzz_corpus_folders(root: str, examples: int) -> None:
     st, values = _strategies()
     path_values = st.sampled_from(PATHS) | values
     files = st.tuples(st.just("file"), st.integers(0, 3), st.sampled_from(["npy", "jsonl"]), _file_strategy(st, values))
-    records = st.tuples(st.just("record"), st.integers(0, 3), st.sampled_from(["index", "count", "vectors", "ids",
-                                                                               "sha256", "first_id"]),
-                        path_values | st.integers(0, 6))
-    mutation = st.one_of(     # weighted towards the shard files and records (a broken manifest is found early)
-        files, files, files, records, records,
-        st.tuples(st.just("field"), st.sampled_from(["format", "version", "status", "dim", "model", "truncate_dim",
-                                                     "shards", "count"]), values | st.integers(0, 9)),
+    records = st.tuples(
+        st.just("record"),
+        st.integers(0, 3),
+        st.sampled_from(["index", "count", "vectors", "ids", "sha256", "first_id"]),
+        path_values | st.integers(0, 6),
+    )
+    mutation = st.one_of(  # weighted towards the shard files and records (a broken manifest is found early)
+        files,
+        files,
+        files,
+        records,
+        records,
+        st.tuples(
+            st.just("field"),
+            st.sampled_from(["format", "version", "status", "dim", "model", "truncate_dim", "shards", "count"]),
+            values | st.integers(0, 9),
+        ),
         st.tuples(st.just("model"), st.sampled_from(["fingerprint", "ref", "precision"]), values),
         st.tuples(st.just("records"), st.sampled_from(["drop", "dup", "swap", "junk"]), st.integers(0, 3)),
         st.tuples(st.just("manifest"), st.sampled_from(["fifo", "link-zero", "deep", "bytes"])),
     )
 
     @_settings(examples)
-    @given(sizes=st.lists(st.integers(0, 4), min_size=1, max_size=3), seed=st.integers(0, 1000),
-           muts=st.lists(mutation, min_size=1, max_size=3), sign=st.booleans(), verify=st.booleans())
+    @given(
+        sizes=st.lists(st.integers(0, 4), min_size=1, max_size=3),
+        seed=st.integers(0, 1000),
+        muts=st.lists(mutation, min_size=1, max_size=3),
+        sign=st.booleans(),
+        verify=st.booleans(),
+    )
     def prop(sizes, seed, muts, sign, verify):
         folder = _scratch(root)
         try:
@@ -490,24 +574,42 @@ def fuzz_done_records(root: str, examples: int) -> None:
 
     st, values = _strategies()
     mutation = st.one_of(
-        st.tuples(st.just("field"), st.sampled_from(["index", "count", "vectors", "ids", "sha256", "first_id",
-                                                     "last_id", "content_sha256", "settings_sha256"]),
-                  st.sampled_from(PATHS) | values | st.integers(0, 6)),
+        st.tuples(
+            st.just("field"),
+            st.sampled_from(
+                [
+                    "index",
+                    "count",
+                    "vectors",
+                    "ids",
+                    "sha256",
+                    "first_id",
+                    "last_id",
+                    "content_sha256",
+                    "settings_sha256",
+                ]
+            ),
+            st.sampled_from(PATHS) | values | st.integers(0, 6),
+        ),
         st.tuples(st.just("raw"), st.sampled_from([b"[]", b"5", b"[" * 60_000, b"\xff", b"", b"null"])),
         st.tuples(st.just("kind"), st.sampled_from(["fifo", "link-zero", "link-other", "folder", "link-in"])),
         st.tuples(st.just("file"), st.sampled_from(["npy", "jsonl"]), _file_strategy(st, values)),
     )
 
     @_settings(examples)
-    @given(sizes=st.lists(st.integers(0, 4), min_size=2, max_size=3), seed=st.integers(0, 1000),
-           muts=st.lists(mutation, min_size=1, max_size=3), sign=st.booleans())
+    @given(
+        sizes=st.lists(st.integers(0, 4), min_size=2, max_size=3),
+        seed=st.integers(0, 1000),
+        muts=st.lists(mutation, min_size=1, max_size=3),
+        sign=st.booleans(),
+    )
     def prop(sizes, seed, muts, sign):
         folder = _scratch(root)
         try:
             out, other = _corpus_base(folder, sizes, seed)
             done = out / f"{shard_stem(1)}.done.json"
             rec = json.loads(done.read_text())
-            instead = None               # raw bytes, or a kind of file, in place of the record
+            instead = None  # raw bytes, or a kind of file, in place of the record
             for mut in muts:
                 if mut[0] == "field":
                     rec[mut[1]] = str(other / "shard-00001.npy") if mut[2] == "OTHER" else mut[2]
@@ -543,12 +645,25 @@ def fuzz_done_records(root: str, examples: int) -> None:
 # (file, keys the engine or sentence-transformers reads in it)
 MODEL_CONFIGS = [
     ("modules.json", ()),
-    ("sentence_bert_config.json", ("max_seq_length", "do_lower_case", "tokenizer_args", "model_args",
-                                   "processor_kwargs", "transformer_task")),
-    ("config_sentence_transformers.json", ("prompts", "default_prompt_name", "similarity_fn_name", "truncate_dim",
-                                           "model_type")),
-    ("1_Pooling/config.json", ("pooling_mode", "include_prompt", "embedding_dimension", "pooling_mode_cls_token",
-                               "pooling_mode_mean_tokens", "pooling_mode_max_tokens")),
+    (
+        "sentence_bert_config.json",
+        ("max_seq_length", "do_lower_case", "tokenizer_args", "model_args", "processor_kwargs", "transformer_task"),
+    ),
+    (
+        "config_sentence_transformers.json",
+        ("prompts", "default_prompt_name", "similarity_fn_name", "truncate_dim", "model_type"),
+    ),
+    (
+        "1_Pooling/config.json",
+        (
+            "pooling_mode",
+            "include_prompt",
+            "embedding_dimension",
+            "pooling_mode_cls_token",
+            "pooling_mode_mean_tokens",
+            "pooling_mode_max_tokens",
+        ),
+    ),
     ("2_Dense/config.json", ("in_features", "out_features", "bias", "activation_function", "module_input_name")),
 ]
 
@@ -563,14 +678,28 @@ def _st_view(model) -> dict:
     for m in model:
         if isinstance(m, Dense):
             act = type(m.activation_function)
-            head.append(("Dense", m.linear.in_features, m.linear.out_features, m.linear.bias is not None,
-                         f"{act.__module__}.{act.__name__}"))
+            head.append(
+                (
+                    "Dense",
+                    m.linear.in_features,
+                    m.linear.out_features,
+                    m.linear.bias is not None,
+                    f"{act.__module__}.{act.__name__}",
+                )
+            )
         elif isinstance(m, Normalize):
             head.append(("Normalize",))
-    return {"modes": tuple([modes] if isinstance(modes, str) else modes), "include_prompt": pooling.include_prompt,
-            "head": head, "max_seq_length": model.max_seq_length, "do_lower_case": model[0].do_lower_case,
-            "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name,
-            "similarity_fn_name": model.similarity_fn_name or "cosine", "truncate_dim": model.truncate_dim}
+    return {
+        "modes": tuple([modes] if isinstance(modes, str) else modes),
+        "include_prompt": pooling.include_prompt,
+        "head": head,
+        "max_seq_length": model.max_seq_length,
+        "do_lower_case": model[0].do_lower_case,
+        "prompts": dict(model.prompts),
+        "default_prompt_name": model.default_prompt_name,
+        "similarity_fn_name": model.similarity_fn_name or "cosine",
+        "truncate_dim": model.truncate_dim,
+    }
 
 
 def _engine_view(folder: Path) -> dict:
@@ -581,12 +710,23 @@ def _engine_view(folder: Path) -> dict:
     stack = read_stack(folder, spec.hidden_size)
     load_weights(folder, stack)
     torch_name = {v: k for k, v in ACTIVATIONS.items()}
-    head = [("Dense", m.in_features, m.out_features, m.bias, torch_name[m.activation]) if isinstance(m, Dense)
-            else (type(m).__name__,) for m in stack.head]
-    return {"modes": stack.pooling.modes, "include_prompt": stack.pooling.include_prompt, "head": head,
-            "max_seq_length": spec.max_seq_length or None, "do_lower_case": stack.do_lower_case,
-            "prompts": stack.prompts, "default_prompt_name": stack.default_prompt_name,
-            "similarity_fn_name": stack.similarity_fn_name, "truncate_dim": stack.truncate_dim}
+    head = [
+        ("Dense", m.in_features, m.out_features, m.bias, torch_name[m.activation])
+        if isinstance(m, Dense)
+        else (type(m).__name__,)
+        for m in stack.head
+    ]
+    return {
+        "modes": stack.pooling.modes,
+        "include_prompt": stack.pooling.include_prompt,
+        "head": head,
+        "max_seq_length": spec.max_seq_length or None,
+        "do_lower_case": stack.do_lower_case,
+        "prompts": stack.prompts,
+        "default_prompt_name": stack.default_prompt_name,
+        "similarity_fn_name": stack.similarity_fn_name,
+        "truncate_dim": stack.truncate_dim,
+    }
 
 
 def _mutate_config(folder: Path, op) -> None:
@@ -596,11 +736,11 @@ def _mutate_config(folder: Path, op) -> None:
     if kind == "raw":
         path.write_bytes(args[0])
         return
-    try:   # an edit that no longer applies (an earlier one replaced the structure) is left out
+    try:  # an edit that no longer applies (an earlier one replaced the structure) is left out
         data = json.loads(path.read_text())
         if kind == "whole":
             data = args[0]
-        elif kind == "modules":    # an entry's field, or the whole entry
+        elif kind == "modules":  # an entry's field, or the whole entry
             j, field, value = args[0] % len(data), args[1], args[2]
             if field is None:
                 data[j] = value
@@ -608,7 +748,7 @@ def _mutate_config(folder: Path, op) -> None:
                 data[j][field] = value
         elif kind == "delete":
             data.pop(keys[args[0] % len(keys)], None)
-        else:                      # "set": a known key (or a new one) to a fuzzed value
+        else:  # "set": a known key (or a new one) to a fuzzed value
             key = keys[args[0] % len(keys)] if args[0] < 100 else f"extra_{args[0]}"
             data[key] = args[1]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, RecursionError):
@@ -635,18 +775,45 @@ def fuzz_model_configs(root: str, examples: int) -> None:
     base = build_transformer(Path(root) / "base", "bert")
     write_stack(base, dense=[(16, "torch.nn.modules.activation.GELU", True)], prompts={"query": "q: "})
     config = st.integers(0, len(MODEL_CONFIGS) - 1)
-    keyed = st.integers(1, len(MODEL_CONFIGS) - 1)   # the files with keys (modules.json: "modules" edits)
-    interesting = st.sampled_from([-5, 0, 1, 5, 16, 24, 32, 10**9, 1e9, "abc", "mean", ["mean", "cls"], "query",
-                                   "torch.nn.modules.activation.ReLU", "dot", {"query": 1}, [1, 2], None, True])
+    keyed = st.integers(1, len(MODEL_CONFIGS) - 1)  # the files with keys (modules.json: "modules" edits)
+    interesting = st.sampled_from(
+        [
+            -5,
+            0,
+            1,
+            5,
+            16,
+            24,
+            32,
+            10**9,
+            1e9,
+            "abc",
+            "mean",
+            ["mean", "cls"],
+            "query",
+            "torch.nn.modules.activation.ReLU",
+            "dot",
+            {"query": 1},
+            [1, 2],
+            None,
+            True,
+        ]
+    )
     value = interesting | values
     mutation = st.one_of(
         st.tuples(st.just("set"), keyed, st.integers(0, 105), value),
         st.tuples(st.just("delete"), keyed, st.integers(0, 9)),
         st.tuples(st.just("whole"), config, values),
-        st.tuples(st.just("modules"), st.just(0), st.integers(0, 3),
-                  st.sampled_from(["idx", "path", "type", None]),
-                  st.sampled_from(["", ".", "2_Dense", "../x", "/tmp", "1_Pooling", 0, 7,
-                                   "sentence_transformers.models.Normalize"]) | values),
+        st.tuples(
+            st.just("modules"),
+            st.just(0),
+            st.integers(0, 3),
+            st.sampled_from(["idx", "path", "type", None]),
+            st.sampled_from(
+                ["", ".", "2_Dense", "../x", "/tmp", "1_Pooling", 0, 7, "sentence_transformers.models.Normalize"]
+            )
+            | values,
+        ),
         st.tuples(st.just("raw"), config, st.sampled_from([b"", b"{", b"[" * 60_000, b"\xff", b"1" * 5000, b"null"])),
     )
 

@@ -1,4 +1,5 @@
 """CUDA path end to end. Every test here skips, with the reason, where no GPU is usable."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Graph rewrites for the CPU runtime, checked against numpy and against the unrewritten graph."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -129,8 +130,13 @@ def test_runtime_graphs_of_an_export_with_external_data(tiny_embedder, tmp_path)
     from engine.runtime import Session
 
     src = tiny_embedder._exported.onnx_path
-    onnx.save(onnx.load(str(src)), str(tmp_path / "model.onnx"), save_as_external_data=True,
-              location="model.onnx.data", size_threshold=0)
+    onnx.save(
+        onnx.load(str(src)),
+        str(tmp_path / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
     graphs = _write_runtime_graphs(tmp_path, tiny_embedder.spec, "fp32")
     assert graphs == {"cpu": "model.onnx", "cuda": "model.cuda.onnx"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.cuda.onnx", "model.onnx", "model.onnx.data"]
@@ -157,8 +163,9 @@ def test_approximate_gelu_is_the_tanh_form(data):
     assert 1e-4 < np.abs(got - exact).max() < 2e-3  # really the approximation, and a close one
 
 
-def test_a_cached_graph_with_inputs_the_engine_does_not_feed_is_refused(tiny_embedder, tiny_model_dir, tiny_cache,
-                                                                        tmp_path):
+def test_a_cached_graph_with_inputs_the_engine_does_not_feed_is_refused(
+    tiny_embedder, tiny_model_dir, tiny_cache, tmp_path
+):
     """An export from an older engine (T5/BART exported whole took decoder_input_ids) or another tool: the
     Embedder names the inputs and the folder to delete, instead of onnxruntime failing on every batch."""
     import shutil

@@ -1,4 +1,5 @@
 """engine.index.Index: search vs a numpy oracle, ids, model checks, persistence, damage."""
+
 from __future__ import annotations
 
 import os
@@ -38,14 +39,14 @@ def test_search_matches_oracle_and_normalizes(precision):
     # binary: 32 sign bits of isotropic vectors rank coarsely (its recall: tests/test_index_codes.py);
     # oversample 300 = every row is rescored, so this checks its plumbing against the oracle
     idx = Index(D, precision, oversample=300 if precision == "binary" else None)
-    idx.add(x[:1000] * 7.0)         # scaling must not matter (cosine)
+    idx.add(x[:1000] * 7.0)  # scaling must not matter (cosine)
     idx.add(x[1000:])
     assert len(idx) == 3000 and idx.dim == D and idx.precision == precision
     s, i = idx.search(q, 10)
     os_, oi = oracle(x, q, 10)
     assert s.dtype == np.float32 and s.shape == i.shape == (20, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i, oi)]) >= 0.99
-    np.testing.assert_allclose(s, os_, atol=1e-5)      # exact scores, int8 included (rescored)
+    np.testing.assert_allclose(s, os_, atol=1e-5)  # exact scores, int8 included (rescored)
 
 
 def test_single_query_returns_1d(precision):
@@ -59,7 +60,7 @@ def test_single_query_returns_1d(precision):
 
 def test_k_edge_cases(precision):
     idx = Index(D, precision)
-    s, i = idx.search(vecs(2), 5)                     # empty index
+    s, i = idx.search(vecs(2), 5)  # empty index
     assert s.shape == i.shape == (2, 0)
     idx.add(vecs(3))
     assert idx.search(vecs(2), 10)[1].shape == (2, 3)  # k > n -> n columns
@@ -124,7 +125,7 @@ def test_default_and_explicit_int_ids():
     _, i = idx.search(vecs(2, seed=1)[1], 1)
     assert i[0] == 4 and i.dtype == np.int64
     idx.add(vecs(1, seed=2), ids=[100])
-    idx.add(vecs(1, seed=3))                    # continues after the largest id
+    idx.add(vecs(1, seed=3))  # continues after the largest id
     _, i = idx.search(vecs(1, seed=3)[0], 1)
     assert i[0] == 101
     with pytest.raises(InputError, match="already in the index: \\[2\\]"):
@@ -172,7 +173,7 @@ class FakeEmbedder:
 def test_model_mismatch():
     idx = Index(D, model=FP)
     idx.add(vecs(5), model=FP)
-    idx.add(vecs(5, seed=1))                      # unknown model: allowed
+    idx.add(vecs(5, seed=1))  # unknown model: allowed
     with pytest.raises(ModelMismatchError) as e:
         idx.add(vecs(1), model=OTHER)
     assert FP in str(e.value) and OTHER in str(e.value) and "re-embed" in str(e.value)
@@ -194,7 +195,7 @@ def test_search_text():
     idx = Index(D, model=FP)
     idx.add(np.stack([vecs(1, seed=n)[0] for n in (3, 5, 8)]), ids=["abc", "abcde", "abcdefgh"])
     emb = FakeEmbedder(FP)
-    s, i = idx.search_text(emb, "xxxxx", k=1)        # len 5 -> same vector as "abcde"
+    s, i = idx.search_text(emb, "xxxxx", k=1)  # len 5 -> same vector as "abcde"
     assert i.tolist() == ["abcde"] and s[0] == pytest.approx(1.0, abs=1e-5)
     s, i = idx.search_text(emb, ["xxx", "xxxxxxxx"], k=2)
     assert i[:, 0].tolist() == ["abc", "abcdefgh"]
@@ -225,7 +226,7 @@ def test_save_load_round_trip(tmp_path, precision):
         np.testing.assert_array_equal(s0, s1)
         if precision == "int8":
             np.testing.assert_array_equal(j.scales, idx.scales)
-        j.add(vecs(2, seed=11))                  # adding after load (copies a memmap into RAM)
+        j.add(vecs(2, seed=11))  # adding after load (copies a memmap into RAM)
         _, i2 = j.search(vecs(2, seed=11), 1)
         np.testing.assert_array_equal(i2[:, 0], [2200, 2201])
         assert j._int_ids.shape[0] >= 702
@@ -243,7 +244,7 @@ def test_save_load_string_ids_and_empty(tmp_path):
     empty.save(tmp_path / "e.eidx")
     e = Index.load(tmp_path / "e.eidx")
     assert len(e) == 0 and e.search(vecs(1), 3)[0].shape == (1, 0)
-    e.add(vecs(4))                                 # calibrates on this first add
+    e.add(vecs(4))  # calibrates on this first add
     assert e.search(vecs(4)[2], 1)[1][0] == 2
 
 
@@ -305,7 +306,7 @@ def test_trailing_garbage_and_unknown_version(tmp_path):
 def test_payload_corruption_passes_without_verify(tmp_path):
     path = _saved(tmp_path)
     raw = bytearray(path.read_bytes())
-    raw[-3] ^= 1                      # inside the string-id blob: still decodes
+    raw[-3] ^= 1  # inside the string-id blob: still decodes
     path.write_bytes(bytes(raw))
     Index.load(path, verify=False)
     with pytest.raises(IndexFormatError, match="payload checksum"):
@@ -317,8 +318,9 @@ def test_file_layout(tmp_path):
     raw = path.read_bytes()
     assert raw[:8] == MAGIC
     import json
+
     hlen = int.from_bytes(raw[8:16], "little")
-    meta = json.loads(raw[48: 48 + hlen])
+    meta = json.loads(raw[48 : 48 + hlen])
     assert meta["format_version"] == 1 and meta["dim"] == D and meta["count"] == 200
     assert meta["model"] == FP and meta["precision"] == "fp32" and len(meta["payload_sha256"]) == 64
     assert all(s["offset"] % 64 == 0 for s in meta["sections"])
@@ -337,16 +339,16 @@ def test_atomic_save(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         idx.save(path)
     monkeypatch.undo()
-    assert path.read_bytes() == before                       # old file untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.eidx"]   # temp file removed
-    idx.save(path)                                           # overwrite works
+    assert path.read_bytes() == before  # old file untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.eidx"]  # temp file removed
+    idx.save(path)  # overwrite works
     assert len(Index.load(path)) == 5
 
 
 def test_save_over_own_mmap_source(tmp_path):
     path = _saved(tmp_path)
     j = Index.load(path, mmap=True)
-    j.save(path)                       # rewrite the file it maps from
+    j.save(path)  # rewrite the file it maps from
     assert len(Index.load(path)) == 200
     assert DEFAULT_OVERSAMPLE >= 2
 
@@ -360,8 +362,8 @@ def dot_oracle(x, q, k):
 
 def test_dot_matches_oracle_without_normalizing(precision):
     rng = np.random.default_rng(3)
-    x = vecs(2000) * rng.uniform(0.1, 5.0, (2000, 1)).astype(np.float32)   # norms matter for dot
-    x[7] = 0                                                              # a zero vector is fine for dot
+    x = vecs(2000) * rng.uniform(0.1, 5.0, (2000, 1)).astype(np.float32)  # norms matter for dot
+    x[7] = 0  # a zero vector is fine for dot
     q = vecs(30, seed=1) * 3.0
     idx = Index(D, precision, metric="dot", oversample=200 if precision == "binary" else None)
     idx.add(x[:500])
@@ -369,9 +371,9 @@ def test_dot_matches_oracle_without_normalizing(precision):
     assert idx.metric == "dot"
     want_s, want_i = dot_oracle(x, q, 10)
     got_s, got_i = idx.search(q, 10)
-    np.testing.assert_array_equal(got_i, want_i)   # int8 + rescoring: recall@10 = 1.0, exact scores
+    np.testing.assert_array_equal(got_i, want_i)  # int8 + rescoring: recall@10 = 1.0, exact scores
     np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-4)
-    assert not np.allclose(np.linalg.norm(idx._vecs[:10], axis=1), 1)   # stored raw
+    assert not np.allclose(np.linalg.norm(idx._vecs[:10], axis=1), 1)  # stored raw
 
 
 def test_dot_int8_recall_on_clustered_raw_vectors():
@@ -379,7 +381,8 @@ def test_dot_int8_recall_on_clustered_raw_vectors():
     rng = np.random.default_rng(5)
     centers = rng.standard_normal((20, D)).astype(np.float32) * 4
     x = (centers[rng.integers(0, 20, 5000)] + rng.standard_normal((5000, D)) * rng.uniform(0.2, 3, D)).astype(
-        np.float32)
+        np.float32
+    )
     q = (x[rng.integers(0, 5000, 50)] + rng.standard_normal((50, D))).astype(np.float32)
     idx = Index(D, "int8", metric="dot")
     idx.add(x)
@@ -394,10 +397,10 @@ def test_dot_zero_query_and_bad_rows():
     idx.add(np.array([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0]], np.float32))
     s, i = idx.search(np.zeros(4, np.float32), 3)
     np.testing.assert_array_equal(s, 0)
-    np.testing.assert_array_equal(i, [0, 1, 2])   # ties: insertion order
+    np.testing.assert_array_equal(i, [0, 1, 2])  # ties: insertion order
     with pytest.raises(InputError, match="NaN or inf"):
         idx.add(np.array([[np.nan, 0, 0, 0]], np.float32))
-    for big in (3e19, 1.5e18):   # |x|^2 overflows float32; |x|^2 = 9e36 > 1e36 (DOT_MAX_SQ)
+    for big in (3e19, 1.5e18):  # |x|^2 overflows float32; |x|^2 = 9e36 > 1e36 (DOT_MAX_SQ)
         with pytest.raises(InputError, match="too large"):
             idx.add(np.full((1, 4), big, np.float32))
         with pytest.raises(InputError, match="too large"):
@@ -433,7 +436,7 @@ def test_cosine_files_record_their_metric_and_old_files_load_as_cosine(tmp_path)
     idx.add(vecs(20))
     idx.save(tmp_path / "i.idx")
     raw = (tmp_path / "i.idx").read_bytes()
-    header = json.loads(raw[48:48 + int.from_bytes(raw[8:16], "little")])
+    header = json.loads(raw[48 : 48 + int.from_bytes(raw[8:16], "little")])
     assert header["metric"] == "cosine"
     back = Index.load(tmp_path / "i.idx")
     assert back.metric == "cosine"

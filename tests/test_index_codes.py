@@ -1,6 +1,7 @@
 """The first stages of int8 and binary indexes against numpy oracles: the blocked int8 GEMM
 (``engine.index.qgemm``) and the binary Index (sign bits + Hamming scan + exact rescoring),
 their files, and the recall each keeps after rescoring."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,11 +40,11 @@ def recall(found, truth):
 @pytest.mark.parametrize("dtype", [np.int32, np.float32])
 def test_push_row_scores_matches_a_stable_sort(dtype):
     rng = np.random.default_rng(0)
-    scores = rng.integers(-50, 50, (1000, 7)).astype(dtype)   # many ties: smaller row first
+    scores = rng.integers(-50, 50, (1000, 7)).astype(dtype)  # many ties: smaller row first
     hs, hi = empty_heaps((7, 12), dtype)
     thr = hs[:, 0].copy()
-    for r0 in range(0, 1000, 300):                              # blocks, last one short
-        push_row_scores(np.ascontiguousarray(scores[r0: r0 + 300]), r0, hs, hi, thr)
+    for r0 in range(0, 1000, 300):  # blocks, last one short
+        push_row_scores(np.ascontiguousarray(scores[r0 : r0 + 300]), r0, hs, hi, thr)
     s, i = sort_heaps(hs, hi)
     want = np.argsort(-scores.T.astype(np.int64), axis=1, kind="stable")[:, :12]
     np.testing.assert_array_equal(i, want)
@@ -61,7 +62,7 @@ def test_int8_gemm_candidates_match_integer_oracle(monkeypatch, n, d, k):
     x, q = clustered(n, d, 33, seed=d)
     scales = calibrate_scales(x)
     codes = quantize(x, scales)
-    codes[3] = codes[5]                                        # exact ties
+    codes[3] = codes[5]  # exact ties
     s, i = qgemm.topk_int8_gemm(codes, q, scales, k)
     qq, t = qgemm.quantize_queries(q, scales)
     assert qq.dtype == np.int8 and np.abs(qq).max() == U8S8_QMAX
@@ -85,7 +86,7 @@ def test_block_rows_rule():
 def vpmaddubsw_product(a_u8, b_s8):
     """What an AVX2 / AVX-512-without-VNNI u8 x s8 GEMM kernel computes: ``vpmaddubsw`` adds each
     pair of adjacent u8 * s8 products into int16 with saturation, then the pairs are summed in int32."""
-    prod = a_u8.astype(np.int32)[:, None, :] * b_s8.astype(np.int32)[None, :, :]       # (n, nq, d)
+    prod = a_u8.astype(np.int32)[:, None, :] * b_s8.astype(np.int32)[None, :, :]  # (n, nq, d)
     pairs = np.clip(prod[..., 0::2] + prod[..., 1::2], -32768, 32767)
     return pairs.sum(-1)
 
@@ -104,13 +105,15 @@ def test_int8_gemm_queries_cannot_saturate_a_vpmaddubsw_kernel():
     q[2] = np.linspace(-1, 1, d)
     scales = np.full(d, 1 / 127, np.float32)
     qq, _ = qgemm.quantize_queries(q, scales)
-    a = (codes.view(np.uint8) ^ 0x80)                                  # c + 128, as the GEMM feeds it
+    a = codes.view(np.uint8) ^ 0x80  # c + 128, as the GEMM feeds it
     exact_ints = codes.astype(np.int64) @ qq.T.astype(np.int64)
     emulated = vpmaddubsw_product(a, qq) - 128 * qq.astype(np.int64).sum(1)[None, :]
     np.testing.assert_array_equal(emulated, exact_ints)
-    q8 = np.clip(np.rint(q * 127), -127, 127).astype(np.int8)          # 8-bit queries: pairs saturate
-    assert np.any(vpmaddubsw_product(a, q8) - 128 * q8.astype(np.int64).sum(1)[None, :]
-                  != codes.astype(np.int64) @ q8.T.astype(np.int64))
+    q8 = np.clip(np.rint(q * 127), -127, 127).astype(np.int8)  # 8-bit queries: pairs saturate
+    assert np.any(
+        vpmaddubsw_product(a, q8) - 128 * q8.astype(np.int64).sum(1)[None, :]
+        != codes.astype(np.int64) @ q8.T.astype(np.int64)
+    )
 
 
 @pytest.mark.skipif(not HAS_U8S8, reason="the u8 x s8 scan needs AVX2")
@@ -123,7 +126,7 @@ def test_int8_gemm_and_u8s8_scan_give_the_same_candidates():
     _, g = qgemm.topk_int8_gemm(codes, q, scales, 40)
     _, c = topk_int8(codes, q, scales, 40, method="u8s8")
     np.testing.assert_array_equal(g, c)
-    _, c16 = topk_int8(codes, q, scales, 40, method="i16", qmax=U8S8_QMAX)   # the scan of non-AVX2 CPUs
+    _, c16 = topk_int8(codes, q, scales, 40, method="i16", qmax=U8S8_QMAX)  # the scan of non-AVX2 CPUs
     np.testing.assert_array_equal(g, c16)
 
 
@@ -149,7 +152,7 @@ def test_int8_gemm_zero_query_and_empty():
     scales = calibrate_scales(x)
     codes = quantize(x, scales)
     s, i = qgemm.topk_int8_gemm(codes, np.zeros((2, 16), np.float32), scales, 3)
-    np.testing.assert_array_equal(i, [[0, 1, 2], [0, 1, 2]])   # all scores 0: first rows
+    np.testing.assert_array_equal(i, [[0, 1, 2], [0, 1, 2]])  # all scores 0: first rows
     assert np.all(s == 0)
     assert qgemm.topk_int8_gemm(codes, np.zeros((0, 16), np.float32), scales, 3)[1].shape == (0, 3)
     assert qgemm.topk_int8_gemm(codes[:0], x[:2], scales, 3)[1].shape == (2, 0)
@@ -171,7 +174,7 @@ def test_int8_index_many_queries_take_the_gemm_and_keep_exact_results(monkeypatc
     assert calls == [1]
     np.testing.assert_array_equal(i, exact(x, q, 10))
     np.testing.assert_allclose(s, np.take_along_axis(q @ x.T, i, 1), atol=1e-5)
-    small = idx.search(q[: qgemm.gemm_min_queries() - 1], 10)        # the scan path, same answers
+    small = idx.search(q[: qgemm.gemm_min_queries() - 1], 10)  # the scan path, same answers
     assert calls == [1]
     np.testing.assert_array_equal(small[1], i[: qgemm.gemm_min_queries() - 1])
 
@@ -225,7 +228,7 @@ def test_binary_recall_at_the_default_oversample():
     _, i = idx.search(q, 10)
     assert recall(i, exact(x, q, 10)) >= 0.99
     _, i4 = idx.search(q, 10, oversample=1)
-    assert recall(i4, exact(x, q, 10)) < recall(i, exact(x, q, 10))   # the oversample is what buys it
+    assert recall(i4, exact(x, q, 10)) < recall(i, exact(x, q, 10))  # the oversample is what buys it
 
 
 def test_binary_memory_after_mmap_load(tmp_path):
@@ -258,14 +261,14 @@ def _saved_binary(tmp_path, edit_bits):
 
 def test_binary_file_whose_bits_are_not_the_vectors_signs(tmp_path):
     def flip(b):
-        b[8 * 2 * 7] ^= 1       # row 7, word 0, bit 0
+        b[8 * 2 * 7] ^= 1  # row 7, word 0, bit 0
 
     path = _saved_binary(tmp_path, flip)
     for mmap, verify in ((True, True), (False, False), (False, True)):
         with pytest.raises(IndexFormatError, match="binary codes of row 7") as e:
             Index.load(path, mmap=mmap, verify=verify)
         assert str(path) in str(e.value)
-    Index.load(path, mmap=True, verify=False)   # the trusted fast path skips row checks, as for vectors
+    Index.load(path, mmap=True, verify=False)  # the trusted fast path skips row checks, as for vectors
 
 
 @pytest.mark.parametrize("metric", ["cosine", "dot"])
@@ -277,14 +280,14 @@ def test_int8_file_whose_codes_are_not_the_quantized_vectors(tmp_path, metric):
         x = x * np.random.default_rng(3).uniform(0.5, 3.0, (len(x), 1)).astype(np.float32)
     idx = Index(24, "int8", metric=metric)
     idx.add(x[:30_000])
-    idx.add(x[30_000:])                          # later rows quantized with the first add's scales
+    idx.add(x[30_000:])  # later rows quantized with the first add's scales
     path = tmp_path / "q.eidx"
     idx.save(path)
     np.testing.assert_array_equal(Index.load(path).search(x[:3], 5)[1], idx.search(x[:3], 5)[1])
 
     def edit(meta, blobs):
         codes = bytearray(blobs["codes"])
-        codes[24 * 20_000 + 5] ^= 0x01           # row 20,000 (the second block), dimension 5
+        codes[24 * 20_000 + 5] ^= 0x01  # row 20,000 (the second block), dimension 5
         blobs["codes"] = bytes(codes)
 
     rewrite_index_file(path, edit)
@@ -292,12 +295,12 @@ def test_int8_file_whose_codes_are_not_the_quantized_vectors(tmp_path, metric):
         with pytest.raises(IndexFormatError, match="int8 codes of row 20000 are not its vector quantized") as e:
             Index.load(path, mmap=mmap, verify=verify)
         assert str(path) in str(e.value)
-    Index.load(path, mmap=True, verify=False)   # the trusted fast path skips row checks, as for vectors
+    Index.load(path, mmap=True, verify=False)  # the trusted fast path skips row checks, as for vectors
 
 
 def test_binary_file_with_padding_bits_set(tmp_path):
     def pad(b):
-        b[8 * 2 * 3 + 15] |= 0x80   # row 3, word 1, bit 63 (dimension 127 of 100)
+        b[8 * 2 * 3 + 15] |= 0x80  # row 3, word 1, bit 63 (dimension 127 of 100)
 
     path = _saved_binary(tmp_path, pad)
     for mmap, verify in ((True, True), (True, False), (False, False)):

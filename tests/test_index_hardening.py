@@ -4,6 +4,7 @@ vectors, deeply nested or oversized headers, and saving onto odd paths or failin
 Files are crafted with ``tests.index_files.rewrite_index_file``, which keeps both checksums valid, so
 only the rule under test breaks.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,7 +26,7 @@ from tests.index_files import rewrite_index_file
 from .test_index_format import D, _saved, _section
 
 TINY = np.finfo(np.float32).tiny
-LOADS = [(True, True), (False, True), (False, False)]   # (mmap, verify): every load that checks the rows
+LOADS = [(True, True), (False, True), (False, False)]  # (mmap, verify): every load that checks the rows
 
 
 def _unit(rows, d=D, seed=0):
@@ -38,15 +39,22 @@ def _set_row(row, values):
         v = np.frombuffer(blobs["vectors"], "<f4").copy().reshape(meta["count"], meta["dim"])
         v[row] = values
         blobs["vectors"] = v.tobytes()
+
     return edit
 
 
 # ----------------------------------------------------------------------------- 1. rows inside a file
 
-BAD_ROWS = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "zero": 0.0, "tiny": 1e-40, "long": 0.9,
-            "short": 0.01}
-WHY = {"nan": "holds NaN or inf", "inf": "holds NaN or inf", "-inf": "holds NaN or inf", "zero": "is all zeros",
-       "tiny": "has norm", "long": "has norm", "short": "has norm"}
+BAD_ROWS = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "zero": 0.0, "tiny": 1e-40, "long": 0.9, "short": 0.01}
+WHY = {
+    "nan": "holds NaN or inf",
+    "inf": "holds NaN or inf",
+    "-inf": "holds NaN or inf",
+    "zero": "is all zeros",
+    "tiny": "has norm",
+    "long": "has norm",
+    "short": "has norm",
+}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -69,7 +77,7 @@ def test_unchecked_load_never_returns_non_finite_scores(tmp_path, precision, id_
     path = _saved(tmp_path, precision, id_kind)
     rewrite_index_file(path, _set_row(4, value))
     idx = Index.load(path, mmap=True, verify=False)
-    for k in (6, 10):                                    # every row, and more than there are
+    for k in (6, 10):  # every row, and more than there are
         with pytest.raises(IndexFormatError, match=r"row 4 holds NaN or inf.*verify=True") as e:
             idx.search(_unit(3), k)
         assert str(path) in str(e.value)
@@ -91,6 +99,7 @@ def test_row_check_cost_is_one_pass_in_blocks():
 def _set_ids(ids):
     def edit(meta, blobs):
         blobs["ids"] = np.array(ids, "<i8").tobytes()
+
     return edit
 
 
@@ -101,15 +110,19 @@ def _set_str_ids(ids):
         np.cumsum([len(b) for b in enc], out=offs[1:])
         blobs["ids_offsets"], blobs["ids_utf8"] = offs.tobytes(), b"".join(enc)
         _section(meta, "ids_utf8").update(shape=[int(offs[-1])], nbytes=int(offs[-1]))
+
     return edit
 
 
-@pytest.mark.parametrize("id_kind,edit,dups", [
-    ("int", _set_ids([5, 6, 7, 6, 9, 10]), r"\[6\]"),
-    ("int", _set_ids([-1, -1, -1, 2**63 - 1, 2**63 - 1, 0]), r"\[-1, 9223372036854775807\]"),
-    ("str", _set_str_ids(["a", "bb", "a", "d", "e", "f"]), r"\['a'\]"),
-    ("str", _set_str_ids(["", "x", "", "", "é", "é"]), r"\['', '', 'é'\]"),
-])
+@pytest.mark.parametrize(
+    "id_kind,edit,dups",
+    [
+        ("int", _set_ids([5, 6, 7, 6, 9, 10]), r"\[6\]"),
+        ("int", _set_ids([-1, -1, -1, 2**63 - 1, 2**63 - 1, 0]), r"\[-1, 9223372036854775807\]"),
+        ("str", _set_str_ids(["a", "bb", "a", "d", "e", "f"]), r"\['a'\]"),
+        ("str", _set_str_ids(["", "x", "", "", "é", "é"]), r"\['', '', 'é'\]"),
+    ],
+)
 def test_duplicate_ids_in_file(tmp_path, id_kind, edit, dups):
     path = _saved(tmp_path, "fp32", id_kind)
     rewrite_index_file(path, edit)
@@ -119,13 +132,16 @@ def test_duplicate_ids_in_file(tmp_path, id_kind, edit, dups):
         assert str(path) in str(e.value)
 
 
-@pytest.mark.parametrize("id_kind,next_id,match", [
-    ("int", 10, "next_id 10 is not above the largest id 10"),     # ids 5..10: a default id would repeat 10
-    ("int", 0, "next_id 0 is not above"),
-    (None, 5, "next_id 5 differs from count 6"),
-    (None, 7, "next_id 7 differs from count 6"),
-    ("int", 2**63 + 1, "header field 'next_id' has an invalid value"),
-])
+@pytest.mark.parametrize(
+    "id_kind,next_id,match",
+    [
+        ("int", 10, "next_id 10 is not above the largest id 10"),  # ids 5..10: a default id would repeat 10
+        ("int", 0, "next_id 0 is not above"),
+        (None, 5, "next_id 5 differs from count 6"),
+        (None, 7, "next_id 7 differs from count 6"),
+        ("int", 2**63 + 1, "header field 'next_id' has an invalid value"),
+    ],
+)
 def test_next_id_inconsistent_with_ids(tmp_path, id_kind, next_id, match):
     path = _saved(tmp_path, "fp32", id_kind)
     rewrite_index_file(path, lambda meta, blobs: meta.update(next_id=next_id))
@@ -151,7 +167,7 @@ def test_default_ids_past_int64_refused(tmp_path):
     j = Index.load(path)
     with pytest.raises(InputError, match=r"largest int64.*pass ids="):
         j.add(_unit(1, seed=2))
-    j.add(_unit(1, seed=2), ids=[7])                    # explicit ids still work
+    j.add(_unit(1, seed=2), ids=[7])  # explicit ids still work
     assert len(j) == 3
 
 
@@ -159,8 +175,9 @@ def test_default_ids_past_int64_refused(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-@pytest.mark.parametrize("row", [np.full(D, 1e-40), np.r_[1e-38, np.zeros(D - 1)], np.full(D, 4e-39),
-                                 np.r_[np.zeros(D - 1), -1.1e-38]])
+@pytest.mark.parametrize(
+    "row", [np.full(D, 1e-40), np.r_[1e-38, np.zeros(D - 1)], np.full(D, 4e-39), np.r_[np.zeros(D - 1), -1.1e-38]]
+)
 def test_norm_below_float32_tiny_is_a_zero_vector(precision, row):
     assert np.linalg.norm(row.astype(np.float64)) < TINY
     x = _unit(3)
@@ -176,8 +193,9 @@ def test_norm_below_float32_tiny_is_a_zero_vector(precision, row):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-@pytest.mark.parametrize("row", [np.r_[2e-38, np.zeros(D - 1)], np.full(D, 1e-35), np.full(D, 1e30),
-                                 np.r_[3e38, -3e38, np.zeros(D - 2)]])
+@pytest.mark.parametrize(
+    "row", [np.r_[2e-38, np.zeros(D - 1)], np.full(D, 1e-35), np.full(D, 1e30), np.r_[3e38, -3e38, np.zeros(D - 2)]]
+)
 def test_small_and_large_norms_above_tiny_work(precision, row):
     """Norms at or above float32's smallest normal, and rows whose float32 squares overflow, are
     ordinary vectors: stored as their unit direction, found with cosine 1."""
@@ -200,7 +218,7 @@ def test_k_beyond_the_index_returns_what_exists(precision, id_kind):
     idx.add(x, ids=None if id_kind is None else ids)
     scores, got = idx.search(x, 10)
     assert scores.shape == got.shape == (3, 3) and np.isfinite(scores).all()
-    assert [r[0] for r in got.tolist()] == ids                  # each row finds itself first
+    assert [r[0] for r in got.tolist()] == ids  # each row finds itself first
     assert all(sorted(r) == sorted(ids) for r in got.tolist())
     np.testing.assert_allclose(scores, -np.sort(-(x @ x.T), axis=1), atol=1e-5)
 
@@ -209,8 +227,9 @@ def test_k_beyond_the_index_returns_what_exists(precision, id_kind):
 
 
 def _raw_index(path, header: bytes, payload: bytes = b""):
-    path.write_bytes(b"EMBIDX\x00\x01" + len(header).to_bytes(8, "little") + hashlib.sha256(header).digest()
-                     + header + payload)
+    path.write_bytes(
+        b"EMBIDX\x00\x01" + len(header).to_bytes(8, "little") + hashlib.sha256(header).digest() + header + payload
+    )
 
 
 @pytest.mark.parametrize("header", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000])
@@ -226,11 +245,11 @@ def test_deeply_nested_header(tmp_path, header):
 def test_deeply_nested_value_inside_a_valid_header(tmp_path):
     path = _saved(tmp_path, "fp32", None)
     deep = json.loads("[" * 500 + "]" * 500)
-    rewrite_index_file(path, lambda meta, blobs: meta.update(model=deep))     # json.dumps copes with 500 levels
+    rewrite_index_file(path, lambda meta, blobs: meta.update(model=deep))  # json.dumps copes with 500 levels
     raw = path.read_bytes()
     hlen = int.from_bytes(raw[8:16], "little")
-    header = raw[48:48 + hlen].replace(b"[" * 500, b"[" * 20_000).replace(b"]" * 500, b"]" * 20_000)
-    _raw_index(path, header, raw[48 + hlen:])
+    header = raw[48 : 48 + hlen].replace(b"[" * 500, b"[" * 20_000).replace(b"]" * 500, b"]" * 20_000)
+    _raw_index(path, header, raw[48 + hlen :])
     with pytest.raises(IndexFormatError, match="nested too deeply"):
         Index.load(path)
 
@@ -240,14 +259,14 @@ def test_header_size_is_bounded(tmp_path):
     objects parses into over a GiB of Python objects). Longer ones are neither written nor read."""
     assert fmt.MAX_HEADER == 1 << 20
     path = _saved(tmp_path, "fp32", None)
-    rewrite_index_file(path, lambda meta, blobs: meta.update(model="m" * fmt.MAX_HEADER))   # checksums valid
+    rewrite_index_file(path, lambda meta, blobs: meta.update(model="m" * fmt.MAX_HEADER))  # checksums valid
     with pytest.raises(IndexFormatError, match="header length out of range"):
         Index.load(path)
     idx = Index(D, model="m" * fmt.MAX_HEADER)
     with pytest.raises(InputError, match=r"over the format's 1048576.*shorter model fingerprint"):
         idx.save(tmp_path / "big.eidx")
     assert not list(tmp_path.glob("big.eidx*"))
-    Index(D, model="m" * (fmt.MAX_HEADER - 1000)).save(tmp_path / "fits.eidx")   # just under: fine
+    Index(D, model="m" * (fmt.MAX_HEADER - 1000)).save(tmp_path / "fits.eidx")  # just under: fine
     assert Index.load(tmp_path / "fits.eidx").model == "m" * (fmt.MAX_HEADER - 1000)
 
 
@@ -264,8 +283,8 @@ def _small(n=3):
 def test_saved_file_follows_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
-        _small().save(tmp_path / "a.eidx")        # new file
-        _small(4).save(tmp_path / "a.eidx")       # replacing one
+        _small().save(tmp_path / "a.eidx")  # new file
+        _small(4).save(tmp_path / "a.eidx")  # replacing one
         _small().save(tmp_path / "b.eidx")
     finally:
         os.umask(old)
@@ -280,7 +299,7 @@ def _fifo(p):
 
 def _device(p):
     try:
-        os.mknod(p, 0o666 | stat.S_IFCHR, os.makedev(1, 3))    # what /dev/null is, in tmp_path
+        os.mknod(p, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is, in tmp_path
     except PermissionError:
         pytest.skip("creating a device node needs root")
 
@@ -305,15 +324,17 @@ def test_save_refuses_non_regular_targets(tmp_path, make, kind, via_link):
 
 def test_save_errors_name_the_path_and_keep_the_old_file(tmp_path):
     (tmp_path / "file").write_bytes(b"x")
-    for path, why in [(tmp_path / "file" / "i.eidx", "Not a directory"),
-                      (tmp_path / "missing" / "i.eidx", "No such file or directory")]:
+    for path, why in [
+        (tmp_path / "file" / "i.eidx", "Not a directory"),
+        (tmp_path / "missing" / "i.eidx", "No such file or directory"),
+    ]:
         with pytest.raises(OutputError, match=why) as e:
             _small().save(path)
         assert str(path) in str(e.value) and isinstance(e.value, OSError)
 
 
 def test_save_into_unwritable_folder(tmp_path):
-    if os.geteuid() == 0:    # root writes through permissions; sysfs refuses new files even to root
+    if os.geteuid() == 0:  # root writes through permissions; sysfs refuses new files even to root
         folder = "/sys"
         if not os.path.isdir(folder):
             pytest.skip("no folder that refuses root")
@@ -363,7 +384,7 @@ def test_load_refuses_non_regular_files(tmp_path):
     for name, kind in (("fifo", "a fifo"), ("dir", "a folder")):
         with pytest.raises(IndexFormatError, match=f"is {kind}, not a regular file"):
             Index.load(tmp_path / name)
-    if os.path.exists("/dev/zero"):                       # would read zeros without end as a file
+    if os.path.exists("/dev/zero"):  # would read zeros without end as a file
         with pytest.raises(IndexFormatError, match="is a character device, not a regular file"):
             Index.load("/dev/zero", mmap=False)
 
@@ -376,5 +397,5 @@ def test_int8_rows_without_calibrated_scales(tmp_path):
         with pytest.raises(IndexFormatError, match="int8 index of 6 rows without calibrated scales"):
             Index.load(path, mmap=mmap, verify=verify)
     empty = tmp_path / "empty.eidx"
-    Index(D, "int8").save(empty)                       # no rows yet: uncalibrated is the normal state
+    Index(D, "int8").save(empty)  # no rows yet: uncalibrated is the normal state
     assert Index.load(empty).scales is None

@@ -1,4 +1,5 @@
 """int8 + rescoring on real embeddings (MiniLM on SciFact), against exact fp32 search."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@
 first stage hands every row to the exact rescoring (k * oversample >= the corpus), and the Index's
 own ``memory_usage`` for the bytes per vector that select reports.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,8 +88,10 @@ def _beir(root, qrels):
 @pytest.fixture()
 def beir_dir(tmp_path):
     """A BEIR folder over DOCS: each query judges three documents."""
-    return _beir(tmp_path / "beir", {f"q{i}": {IDS[(3 * i + j) % len(IDS)]: 1 + (j == 0) for j in range(3)}
-                                     for i in range(len(QUERIES))})
+    return _beir(
+        tmp_path / "beir",
+        {f"q{i}": {IDS[(3 * i + j) % len(IDS)]: 1 + (j == 0) for j in range(3)} for i in range(len(QUERIES))},
+    )
 
 
 # -- embed search ----------------------------------------------------------------------------
@@ -98,16 +101,21 @@ def _search(main, capsys, out, flags, k=5):
     return [[h["id"] for h in r["hits"]] for r in rows], np.array([[h["score"] for h in r["hits"]] for r in rows])
 
 
-@pytest.mark.parametrize("flags, precision", [
-    (["--index-precision", "binary"], "binary"),
-    (["--index-precision", "int8"], "int8"),
-    (["--int8"], "int8"),
-    (["--int8", "--index-precision", "int8"], "int8"),
-    (["--index-precision", "fp32"], "fp32"),
-    ([], "fp32"),
-], ids=["binary", "int8", "int8-shorthand", "both-agree", "fp32", "default"])
-def test_search_index_precision_matches_numpy(corpus_out, tiny_embedder, tiny_cache, monkeypatch, capsys,
-                                              flags, precision):
+@pytest.mark.parametrize(
+    "flags, precision",
+    [
+        (["--index-precision", "binary"], "binary"),
+        (["--index-precision", "int8"], "int8"),
+        (["--int8"], "int8"),
+        (["--int8", "--index-precision", "int8"], "int8"),
+        (["--index-precision", "fp32"], "fp32"),
+        ([], "fp32"),
+    ],
+    ids=["binary", "int8", "int8-shorthand", "both-agree", "fp32", "default"],
+)
+def test_search_index_precision_matches_numpy(
+    corpus_out, tiny_embedder, tiny_cache, monkeypatch, capsys, flags, precision
+):
     from engine.cli import main
     from engine.corpus import shards
 
@@ -126,8 +134,7 @@ def test_search_index_precision_matches_numpy(corpus_out, tiny_embedder, tiny_ca
     np.testing.assert_allclose(scores, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("flags", [["--int8", "--index-precision", "binary"],
-                                   ["--index-precision", "fp32", "--int8"]])
+@pytest.mark.parametrize("flags", [["--int8", "--index-precision", "binary"], ["--index-precision", "fp32", "--int8"]])
 def test_search_conflicting_index_precisions_is_a_usage_error(flags, capsys):
     from engine.cli import main
 
@@ -167,8 +174,11 @@ def test_bytes_per_vector_is_what_the_index_holds(tmp_path, precision, dim):
         assert ram == disk == use["mapped"] / n
     else:
         assert ram == (use["resident"] - scales) / n and disk == ram + use["mapped"] / n
-    assert (ram, disk) == {"fp32": (4 * dim, 4 * dim), "int8": (dim, 5 * dim),
-                           "binary": (8 * math.ceil(dim / 64), 8 * math.ceil(dim / 64) + 4 * dim)}[precision]
+    assert (ram, disk) == {
+        "fp32": (4 * dim, 4 * dim),
+        "int8": (dim, 5 * dim),
+        "binary": (8 * math.ceil(dim / 64), 8 * math.ceil(dim / 64) + 4 * dim),
+    }[precision]
 
 
 # -- eval and select: binary equals fp32 when every row is rescored --------------------------
@@ -176,12 +186,26 @@ def test_eval_binary_equals_fp32(beir_dir, tiny_model_dir, tiny_cache, tmp_path,
     from engine.cli import main
 
     monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
-    assert len(DOCS) <= 1 * DEFAULT_OVERSAMPLE_BINARY   # even a k=1 search rescores every row
+    assert len(DOCS) <= 1 * DEFAULT_OVERSAMPLE_BINARY  # even a k=1 search rescores every row
     res = {}
     for ip in ("fp32", "int8", "binary"):
         out = tmp_path / f"{ip}.json"
-        assert main(["eval", "--beir", str(beir_dir), "--model", str(tiny_model_dir), "--index-precision", ip,
-                     "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--beir",
+                    str(beir_dir),
+                    "--model",
+                    str(tiny_model_dir),
+                    "--index-precision",
+                    ip,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         res[ip] = json.loads(out.read_text())["retrieval"][0]
     capsys.readouterr()
     assert res["binary"]["index_precision"] == "binary" and res["binary"]["metric"] == "cosine"
@@ -201,13 +225,41 @@ def test_select_binary_rows(beir_dir, tiny_model_dir, tiny_cache, tmp_path, monk
 
     monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
     out = tmp_path / "sel"
-    assert main(["select", "--beir", str(beir_dir), "--models", str(tiny_model_dir), "--precisions", "fp32",
-                 "--index-precisions", "fp32", "int8", "binary", "--dims", "full", "16", "--speed-docs", "8",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "--beir",
+                str(beir_dir),
+                "--models",
+                str(tiny_model_dir),
+                "--precisions",
+                "fp32",
+                "--index-precisions",
+                "fp32",
+                "int8",
+                "binary",
+                "--dims",
+                "full",
+                "16",
+                "--speed-docs",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert sorted((r["dim"], r["index_precision"]) for r in rows) == [
-        (16, "binary"), (16, "fp32"), (16, "int8"), (32, "binary"), (32, "fp32"), (32, "int8")]
+        (16, "binary"),
+        (16, "fp32"),
+        (16, "int8"),
+        (32, "binary"),
+        (32, "fp32"),
+        (32, "int8"),
+    ]
     fp32 = {r["dim"]: r for r in rows if r["index_precision"] == "fp32"}
     for r in rows:
         assert r["metric"] == "cosine"
@@ -216,8 +268,10 @@ def test_select_binary_rows(beir_dir, tiny_model_dir, tiny_cache, tmp_path, monk
             assert (r["bytes_per_vector"], r["disk_bytes_per_vector"]) == (8, 8 + 4 * r["dim"])
     md = (out / "decision.md").read_text()
     assert "binary index 8 x ceil(dim / 64) (sign bits)" in md
-    assert f"rescores k x {DEFAULT_OVERSAMPLE_BINARY} candidates: {10 * DEFAULT_OVERSAMPLE_BINARY} for k=10, " \
-           f"100% of these {len(DOCS)} documents" in md
+    assert (
+        f"rescores k x {DEFAULT_OVERSAMPLE_BINARY} candidates: {10 * DEFAULT_OVERSAMPLE_BINARY} for k=10, "
+        f"100% of these {len(DOCS)} documents" in md
+    )
     # which row the decision picks depends on measured search speed (noisy on a shared machine), so it is
     # not asserted here; tests/test_select.py checks the rule itself on fixed numbers
     assert "## Decision" in md
@@ -228,7 +282,7 @@ def _dot_dataset(emb, root) -> tuple[BeirDataset, np.ndarray]:
     """A BEIR folder whose graded judgments (3, 2, 1) are each query's top 3 by dot product, and
     the dot-product ranking of every doc per query."""
     d, q = emb.encode(DOCS), emb.encode(QUERIES)
-    assert np.abs(np.linalg.norm(d, axis=1) - 1).min() > 0.1   # raw vectors, not unit length
+    assert np.abs(np.linalg.norm(d, axis=1) - 1).min() > 0.1  # raw vectors, not unit length
     order, _ = top_k(d, q, len(DOCS))
     qrels = {f"q{i}": {IDS[row[0]]: 3, IDS[row[1]]: 2, IDS[row[2]]: 1} for i, row in enumerate(order)}
     ds = load_beir(_beir(root, qrels))
@@ -262,7 +316,7 @@ def test_dot_model_eval_truncates_without_renormalizing(dot_model, tmp_path):
     computes them (encode(truncate_dim=) keeps the raw components), not of re-normalized ones."""
     _, emb, _ = dot_model
     d, q = emb.encode(DOCS), emb.encode(QUERIES)
-    for dim in (8, 12, 16, 24):   # a cut where the cosine ranking differs visibly from the dot one
+    for dim in (8, 12, 16, 24):  # a cut where the cosine ranking differs visibly from the dot one
         order, _ = top_k(d[:, :dim], q[:, :dim], len(DOCS))
         qrels = {f"q{i}": {IDS[row[0]]: 3, IDS[row[1]]: 2, IDS[row[2]]: 1} for i, row in enumerate(order)}
         cos, _ = top_k(d[:, :dim], q[:, :dim], len(DOCS), "cosine")
@@ -281,8 +335,16 @@ def test_dot_model_select_ranks_by_dot_product(dot_model, tmp_path):
     folder, emb, cache = dot_model
     ds, order = _dot_dataset(emb, tmp_path / "beir")
     want = evaluate_run(ds.qrels, ranked(order), (10, 100))
-    rows, skipped = run_grid(ds, [str(folder)], precisions=("fp32",), index_precisions=("fp32", "int8", "binary"),
-                             dims=(None,), cache_dir=cache, speed_docs=4, log=lambda *a: None)
+    rows, skipped = run_grid(
+        ds,
+        [str(folder)],
+        precisions=("fp32",),
+        index_precisions=("fp32", "int8", "binary"),
+        dims=(None,),
+        cache_dir=cache,
+        speed_docs=4,
+        log=lambda *a: None,
+    )
     assert not skipped and sorted(r["index_precision"] for r in rows) == ["binary", "fp32", "int8"]
     for r in rows:
         assert (r["ndcg@10"], r["recall@100"]) == pytest.approx((want["ndcg@10"], want["recall@100"]))
@@ -300,10 +362,11 @@ def test_dot_model_demo_ranks_by_dot_product(dot_model, monkeypatch, capsys):
     docs = read_sample("sample_corpus.jsonl")
     queries = read_sample("sample_queries.jsonl", Fields(title=None, extra=("relevant",)))
     s = emb.encode([q.text for q in queries]).astype(np.float64) @ emb.encode([d.text for d in docs]).T.astype(
-        np.float64)
+        np.float64
+    )
     for qi, query in enumerate(queries):
         at = lines.index(f"query  {query.text}")
-        hits = [line[4:].split() for line in lines[at + 1: at + 4]]
+        hits = [line[4:].split() for line in lines[at + 1 : at + 4]]
         want = np.lexsort((np.arange(len(docs)), -s[qi]))[:3]
         assert [h[1] for h in hits] == [docs[j].id for j in want], query.text
         np.testing.assert_allclose([float(h[0]) for h in hits], s[qi, want], atol=6e-4)
@@ -327,7 +390,7 @@ def test_cosine_index_same_results_for_raw_and_unit_vectors(cos_raw_model, preci
     assert index_metric_of(emb) == "cosine"
     raw_d, raw_q = emb.encode(DOCS), emb.encode(QUERIES)
     unit_d, unit_q = emb.encode(DOCS, normalize_embeddings=True), emb.encode(QUERIES, normalize_embeddings=True)
-    assert np.abs(np.linalg.norm(raw_d, axis=1) - 1).min() > 0.1   # raw vectors, not unit length
+    assert np.abs(np.linalg.norm(raw_d, axis=1) - 1).min() > 0.1  # raw vectors, not unit length
     want_i, want_s = top_k(raw_d, raw_q, 5, "cosine")
     for d in (raw_d, unit_d):
         index = Index(emb.dim, precision=precision, model=emb.fingerprint, metric="cosine")
@@ -342,32 +405,45 @@ def test_cosine_model_without_normalize_eval_ranks_by_cosine(cos_raw_model, tmp_
     _, emb = cos_raw_model
     d, q = emb.encode(DOCS), emb.encode(QUERIES)
     order, _ = top_k(d, q, len(DOCS), "cosine")
-    ds = load_beir(_beir(tmp_path / "beir", {f"q{i}": {IDS[row[0]]: 3, IDS[row[1]]: 2, IDS[row[2]]: 1}
-                                               for i, row in enumerate(order)}))
+    ds = load_beir(
+        _beir(
+            tmp_path / "beir",
+            {f"q{i}": {IDS[row[0]]: 3, IDS[row[1]]: 2, IDS[row[2]]: 1} for i, row in enumerate(order)},
+        )
+    )
     for ip in ("fp32", "int8"):
         res = evaluate_beir(emb, ds, k_values=(10,), index_precision=ip, embeddings_cache=tmp_path / "c.sqlite")
         assert res["metric"] == "cosine" and res["ndcg@10"] == pytest.approx(1.0), ip
 
 
 # -- the metric rule and the similarities no Index ranks by -----------------------------------
-@pytest.mark.parametrize("similarity, unit, metric", [
-    ("cosine", True, "cosine"), ("cosine", False, "cosine"), ("dot", False, "dot"), ("dot", True, "dot"),
-    ("euclidean", True, "cosine"), ("euclidean", False, "euclidean"), ("manhattan", True, "manhattan"),
-    (None, True, "cosine"), (None, False, "cosine"),
-])
+@pytest.mark.parametrize(
+    "similarity, unit, metric",
+    [
+        ("cosine", True, "cosine"),
+        ("cosine", False, "cosine"),
+        ("dot", False, "dot"),
+        ("dot", True, "dot"),
+        ("euclidean", True, "cosine"),
+        ("euclidean", False, "euclidean"),
+        ("manhattan", True, "manhattan"),
+        (None, True, "cosine"),
+        (None, False, "cosine"),
+    ],
+)
 def test_metric_for(similarity, unit, metric):
     assert metric_for(similarity, unit) == metric
 
 
 def test_euclidean_and_manhattan_models(dot_model, tiny_model_dir, tiny_cache, tmp_path):
     folder, _, cache = dot_model
-    cos = Embedder(str(tiny_model_dir), cache_dir=tiny_cache)   # ends in Normalize: unit vectors
+    cos = Embedder(str(tiny_model_dir), cache_dir=tiny_cache)  # ends in Normalize: unit vectors
     cos.similarity_fn_name = "euclidean"
-    assert index_metric_of(cos) == "cosine"    # ||a - b||^2 = 2 - 2 a.b: the cosine order
+    assert index_metric_of(cos) == "cosine"  # ||a - b||^2 = 2 - 2 a.b: the cosine order
     cos.similarity_fn_name = "manhattan"
     with pytest.raises(InputError, match="manhattan distance"):
         index_metric_of(cos)
-    raw = Embedder(str(folder), cache_dir=cache)   # no Normalize: raw vectors
+    raw = Embedder(str(folder), cache_dir=cache)  # no Normalize: raw vectors
     raw.similarity_fn_name = "euclidean"
     ds = load_beir(_beir(tmp_path / "beir", {"q0": {IDS[0]: 1}}))
     with pytest.raises(InputError, match=r"euclidean distance.*normalize=True"):
@@ -381,9 +457,9 @@ def test_retrieve_cosine_normalizes_raw_vectors():
     d = rng.standard_normal((24, 8)).astype(np.float32) * rng.uniform(0.1, 10, (24, 1)).astype(np.float32)
     q = rng.standard_normal((5, 8)).astype(np.float32) * 3
     ids = [f"d{i:02d}" for i in range(24)]
-    assert len(ids) <= 7 * DEFAULT_OVERSAMPLE   # int8 and binary rescore every row
+    assert len(ids) <= 7 * DEFAULT_OVERSAMPLE  # int8 and binary rescore every row
     order, want = top_k(d, q, 7, "cosine")
-    assert top_k(d, q, 7)[0].tolist() != order.tolist()   # raw dot product ranks differently
+    assert top_k(d, q, 7)[0].tolist() != order.tolist()  # raw dot product ranks differently
     for ip in ("fp32", "int8", "binary"):
         run = retrieve(d, q, ids, k=7, index_precision=ip, metric="cosine")
         assert run["ids"] == [[ids[j] for j in row] for row in order], ip
@@ -396,7 +472,7 @@ def test_approximate_metrics_at_k_come_from_a_search_for_k(monkeypatch):
     import engine.index.index as index_module
     from engine.eval.evaluate import beir_scores
 
-    monkeypatch.setattr(index_module, "DEFAULT_OVERSAMPLE_BINARY", 1)   # a first stage that misses often
+    monkeypatch.setattr(index_module, "DEFAULT_OVERSAMPLE_BINARY", 1)  # a first stage that misses often
     rng = np.random.default_rng(0)
     d, q = rng.standard_normal((300, 16)).astype(np.float32), rng.standard_normal((40, 16)).astype(np.float32)
     ids = [f"d{i:03d}" for i in range(300)]
@@ -412,4 +488,4 @@ def test_approximate_metrics_at_k_come_from_a_search_for_k(monkeypatch):
         run = {qid: [ids[j] for j in row] for qid, row in zip(qids, index.search(q, k)[1])}
         want = evaluate_run(qrels, run, (k,))
         assert {key: got[key] for key in want} == want, k
-    assert got["ndcg@10"] < evaluate_run(qrels, one, (10,))["ndcg@10"]   # what one k=100 search would claim
+    assert got["ndcg@10"] < evaluate_run(qrels, one, (10,))["ndcg@10"]  # what one k=100 search would claim

@@ -1,4 +1,5 @@
 """The CPU's int8 ISA class, the recipe table, and the int8 export cache keyed by the recipe."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,8 +12,10 @@ from engine.models.export import _version_tag, load_or_export
 from engine.models.quantize import INT8_RECIPES, ISA_CLASSES, ISA_OTHER, ISA_RECIPES, int8_recipe, isa_class
 
 # /proc/cpuinfo "flags" / "Features" lines, cut to the relevant part, of real CPU kinds
-SAPPHIRE_RAPIDS = ("fpu sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16 avx_vnni "
-                   "amx_bf16 amx_tile amx_int8")
+SAPPHIRE_RAPIDS = (
+    "fpu sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16 avx_vnni "
+    "amx_bf16 amx_tile amx_int8"
+)
 ZEN4 = "fpu sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16"
 ALDER_LAKE = "fpu sse4_2 avx avx2 fma avx_vnni"
 SKYLAKE_X = "fpu sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl"
@@ -22,25 +25,36 @@ CORTEX_A72 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
 SSE_ONLY = "fpu sse sse2 sse4_1 sse4_2"
 
 
-@pytest.mark.parametrize("flags, want", [
-    pytest.param(SAPPHIRE_RAPIDS, "amx_int8", id="amx"),
-    pytest.param(ZEN4, "avx512_vnni", id="avx512-vnni"),
-    pytest.param(ALDER_LAKE, "avx_vnni", id="avx-vnni"),
-    pytest.param(SKYLAKE_X, "avx512", id="avx512-no-vnni"),
-    pytest.param(ZEN3, "avx2", id="avx2"),
-    pytest.param(GRAVITON3, "arm_dot", id="arm-asimddp"),
-    pytest.param(CORTEX_A72, "other", id="arm-no-dot"),
-    pytest.param(SSE_ONLY, "other", id="sse-only"),
-    pytest.param("", "other", id="no-flags"),
-])
+@pytest.mark.parametrize(
+    "flags, want",
+    [
+        pytest.param(SAPPHIRE_RAPIDS, "amx_int8", id="amx"),
+        pytest.param(ZEN4, "avx512_vnni", id="avx512-vnni"),
+        pytest.param(ALDER_LAKE, "avx_vnni", id="avx-vnni"),
+        pytest.param(SKYLAKE_X, "avx512", id="avx512-no-vnni"),
+        pytest.param(ZEN3, "avx2", id="avx2"),
+        pytest.param(GRAVITON3, "arm_dot", id="arm-asimddp"),
+        pytest.param(CORTEX_A72, "other", id="arm-no-dot"),
+        pytest.param(SSE_ONLY, "other", id="sse-only"),
+        pytest.param("", "other", id="no-flags"),
+    ],
+)
 def test_isa_class_from_cpuinfo_flags(flags, want):
     assert isa_class(flags.split()) == want
 
 
-@pytest.mark.parametrize("flags, recipe", [
-    (SAPPHIRE_RAPIDS, "vnni"), (ZEN4, "vnni"), (ALDER_LAKE, "vnni"),
-    (SKYLAKE_X, "rr"), (ZEN3, "rr"), (GRAVITON3, "rr"), (SSE_ONLY, "rr"),
-])
+@pytest.mark.parametrize(
+    "flags, recipe",
+    [
+        (SAPPHIRE_RAPIDS, "vnni"),
+        (ZEN4, "vnni"),
+        (ALDER_LAKE, "vnni"),
+        (SKYLAKE_X, "rr"),
+        (ZEN3, "rr"),
+        (GRAVITON3, "rr"),
+        (SSE_ONLY, "rr"),
+    ],
+)
 def test_recipe_per_class(flags, recipe):
     isa = isa_class(flags.split())
     assert int8_recipe(isa) == recipe

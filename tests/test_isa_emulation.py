@@ -4,6 +4,7 @@ VNNI and AMX from CPUID, so onnxruntime's MLAS takes its AVX2 ``vpmaddubsw`` u8 
 that process: the GEMM search's 7-bit queries must give the integer oracle's candidates on the
 saturating kernel too. Skipped where CPUID cannot be masked (not x86-64 Linux, no ``cpuid_fault``
 flag, no C compiler)."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,7 @@ pytestmark = pytest.mark.skipif(not _can_mask(), reason="CPUID masking needs x86
 
 
 def _run(*args, timeout=600):
-    r = subprocess.run([sys.executable, str(RUN), *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout)
+    r = subprocess.run([sys.executable, str(RUN), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if "building the shim failed" in r.stderr:  # a compiler without the C library's headers
         pytest.skip(r.stderr.strip().splitlines()[0])
     if "no CPUID faulting" in r.stderr:  # the flag is there but the kernel (or a seccomp filter) refuses
@@ -54,8 +54,21 @@ def test_the_emulated_process_sees_the_class(isa, saturates):
 
 
 def test_int8_index_on_the_avx2_kernels():
-    r = _run("avx2", "--", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
-             "-x", "tests/test_index_codes.py", "-k", "int8")
+    r = _run(
+        "avx2",
+        "--",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-disable",
+        "-x",
+        "tests/test_index_codes.py",
+        "-k",
+        "int8",
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and " failed" not in r.stdout
 

@@ -1,4 +1,5 @@
 """Kernels against numpy oracles: top-k (fp32 scan/gemm), rescoring, int8 quantization and scan."""
+
 from __future__ import annotations
 
 import re
@@ -90,7 +91,7 @@ def test_topk_many_chunks_and_blocks_with_duplicates(method):
     rng = np.random.default_rng(1)
     base = int_data(rng, (700, 7), -2, 2)
     x = np.concatenate([base] * 8)  # 5600 rows, every row repeated 8 times
-    q = int_data(rng, (70, 7))      # 70 = 17 blocks of 4 + 2 (scan) and >= 64 (gemm)
+    q = int_data(rng, (70, 7))  # 70 = 17 blocks of 4 + 2 (scan) and >= 64 (gemm)
     s, i = topk_dot(x, q, 25, method=method)
     os_, oi = oracle_topk(q.astype(np.float64) @ x.T.astype(np.float64), 25)
     np.testing.assert_array_equal(i, oi)
@@ -116,9 +117,9 @@ def test_topk_edge_cases():
     np.testing.assert_array_equal(i, [[0, 1, 2], [0, 1, 2]])
     np.testing.assert_array_equal(s, 0)
     assert topk_dot(x, q, 0)[0].shape == (2, 0)
-    assert topk_dot(x, q, 99)[1].shape == (2, 5)          # k > n -> n columns
-    assert topk_dot(x[:0], q, 4)[1].shape == (2, 0)       # empty corpus
-    assert topk_dot(x, q[:0], 4)[1].shape == (0, 4)       # no queries
+    assert topk_dot(x, q, 99)[1].shape == (2, 5)  # k > n -> n columns
+    assert topk_dot(x[:0], q, 4)[1].shape == (2, 0)  # empty corpus
+    assert topk_dot(x, q[:0], 4)[1].shape == (0, 4)  # no queries
     with pytest.raises(ValueError, match="k must be >= 0"):
         topk_dot(x, q, -1)
     with pytest.raises(ValueError, match="dim"):
@@ -149,7 +150,7 @@ def test_rescore_matches_oracle(n, m, k, seed):
     width = max((len(c) for c in cand), default=0)
     padded = np.full((3, width), -1, np.int64)
     for j, c in enumerate(cand):
-        padded[j, : len(c)] = rng.permutation(c)       # any order, -1 = no candidate
+        padded[j, : len(c)] = rng.permutation(c)  # any order, -1 = no candidate
     s, i = rescore(x, q, padded, k)
     assert i.shape[1] == min(k, width)
     full = q.astype(np.float64) @ x.T.astype(np.float64)
@@ -245,8 +246,13 @@ INT8_QMAX = {"i16": None, "u8s8": Q.U8S8_QMAX}
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(0, 150), d=st.integers(1, 80), nq=st.integers(0, 9), k=st.integers(0, 160),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(0, 150),
+    d=st.integers(1, 80),
+    nq=st.integers(0, 9),
+    k=st.integers(0, 160),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_topk_int8_matches_integer_oracle(n, d, nq, k, seed):
     """Each scan (dims across the u8 x s8 kernel's 32-byte steps and its scalar tail) against
     integer scores of the query codes it uses (fold_queries at its qmax)."""
@@ -297,7 +303,7 @@ def test_u8s8_scan_on_384_dims_and_its_instructions():
     _, oi = oracle_topk(iscore, 50)
     np.testing.assert_array_equal(i, oi)
     np.testing.assert_allclose(s, np.take_along_axis(iscore, oi, 1) * t[:, None], rtol=1e-6)
-    scan = numba.njit(fastmath=True)(Q._topk_scan_u8s8.py_func)   # uncached: inspectable
+    scan = numba.njit(fastmath=True)(Q._topk_scan_u8s8.py_func)  # uncached: inspectable
     cs, ci = T.empty_heaps((1, 2, 3), np.int32)
     scan(codes[:10], qq[:2].astype(np.int8), 10, 4, cs, ci)
     asm = scan.inspect_asm(scan.signatures[0])
@@ -395,18 +401,23 @@ def test_heap_sentinels_lose_to_real_entries():
 def test_pack_signs_bits_and_padding():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((7, 130)).astype(np.float32)
-    x[0, :5] = 0.0                                  # zero -> bit 0 (only > 0 sets a bit)
+    x[0, :5] = 0.0  # zero -> bit 0 (only > 0 sets a bit)
     codes = pack_signs(x)
     assert codes.shape == (7, 3) and codes.dtype == np.uint64
     bits = np.unpackbits(codes.view(np.uint8), axis=1, bitorder="little")
     np.testing.assert_array_equal(bits[:, :130], x > 0)
-    assert not bits[:, 130:].any()                  # padding bits stay 0
+    assert not bits[:, 130:].any()  # padding bits stay 0
     np.testing.assert_array_equal(pack_signs(x[3]), codes[3])
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(0, 120), d=st.integers(1, 140), nq=st.integers(0, 5), k=st.integers(0, 130),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(0, 120),
+    d=st.integers(1, 140),
+    nq=st.integers(0, 5),
+    k=st.integers(0, 130),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_topk_hamming_matches_oracle(n, d, nq, k, seed):
     rng = np.random.default_rng(seed)
     x, q = rng.standard_normal((n, d)).astype(np.float32), rng.standard_normal((nq, d)).astype(np.float32)
@@ -451,7 +462,7 @@ def test_topk_hamming_word_counts_and_query_groups(d, nq):
     """One kernel per word count (1, 2, 6, 12, 16 words); one or two queries run the one-lane
     loop, 3 to 64 share padded lanes, 70 make two groups; k = 400 as the binary Index asks."""
     rng = np.random.default_rng(d + nq)
-    x = tie_heavy(rng, 1501, d)           # odd: tiles end with a lone row
+    x = tie_heavy(rng, 1501, d)  # odd: tiles end with a lone row
     q = np.concatenate([x[:2], rng.standard_normal((nq, d)).astype(np.float32)])[:nq]  # exact matches too
     for k in (400, 7):
         check_hamming(x, q, k)
@@ -527,8 +538,9 @@ def _pool_cases():
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("modes", ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken",
-                                   ("cls", "mean", "lasttoken")])
+@pytest.mark.parametrize(
+    "modes", ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken", ("cls", "mean", "lasttoken")]
+)
 @pytest.mark.parametrize("prompt_length", [None, 2])
 def test_pooling_matches_sentence_transformers(side, modes, prompt_length):
     from engine.kernels.pooling import exclude_prompt, pool

@@ -1,4 +1,5 @@
 """The model lab on three tiny random BERTs: real PNG files, sane agreement numbers."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,14 @@ def test_lab_writes_json_and_pngs(three_tiny, tiny_cache, tmp_path):
     words = ["fox dog lazy", "vectors numbers cosine", "numba python loops", "onnx runtime networks"]
     rows = [{"_id": f"t{i}", "title": "", "text": f"{words[i % 4]} {i}", "label": f"g{i % 4}"} for i in range(24)]
     texts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = run_lab([*three_tiny, "no-such-model-xyz"], tmp_path / "lab", texts_path=texts, limit=12,
-                  cache_dir=tiny_cache, log=lambda *a: None)
+    res = run_lab(
+        [*three_tiny, "no-such-model-xyz"],
+        tmp_path / "lab",
+        texts_path=texts,
+        limit=12,
+        cache_dir=tiny_cache,
+        log=lambda *a: None,
+    )
     assert len(res["models"]) == 3 and res["skipped"][0]["model"] == "no-such-model-xyz"
     for r in res["models"].values():
         assert r["dim"] == 32 and r["parameters"] > 10_000 and r["onnx_bytes"] > 10_000

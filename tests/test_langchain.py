@@ -4,6 +4,7 @@ The oracles: ``Embedder`` on the same model, and for ``HuggingFaceEmbeddings``' 
 model_kwargs, encode_kwargs, query_encode_kwargs) ``SentenceTransformer.encode`` with those kwargs,
 which is what HuggingFaceEmbeddings calls.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -95,8 +96,11 @@ class _Stub:
         return self._rec("encode", texts)
 
 
-@pytest.mark.parametrize("with_prompts,expected", [(True, ["document", "query"]), (False, ["encode", "encode"])],
-                         ids=["encode_query/document", "encode-fallback"])
+@pytest.mark.parametrize(
+    "with_prompts,expected",
+    [(True, ["document", "query"]), (False, ["encode", "encode"])],
+    ids=["encode_query/document", "encode-fallback"],
+)
 def test_uses_prompt_methods_when_present(lc, with_prompts, expected):
     stub = _Stub(with_prompts)
     lc2 = object.__new__(EngineEmbeddings)
@@ -132,8 +136,13 @@ def prompted_dir(tmp_path_factory):
     from tests.st_tiny import build_transformer, write_stack
 
     folder = build_transformer(tmp_path_factory.mktemp("lc-prompted") / "bert", "bert")
-    return write_stack(folder, pooling="mean", normalize=False, similarity_fn_name="dot",
-                       prompts={"query": "query: ", "document": "passage: "})
+    return write_stack(
+        folder,
+        pooling="mean",
+        normalize=False,
+        similarity_fn_name="dot",
+        prompts={"query": "query: ", "document": "passage: "},
+    )
 
 
 def _st_floats(folder, texts, **kwargs):
@@ -142,20 +151,28 @@ def _st_floats(folder, texts, **kwargs):
     return np.array(SentenceTransformer(str(folder), device="cpu").encode(texts, **kwargs).tolist(), np.float32)
 
 
-@pytest.mark.parametrize("encode_kwargs, query_encode_kwargs", [
-    ({}, {}),
-    ({"normalize_embeddings": True, "batch_size": 2}, {}),
-    ({"prompt_name": "document", "truncate_dim": 8}, {"prompt": "search: ", "truncate_dim": 8}),
-    ({"convert_to_tensor": True}, {"convert_to_numpy": False}),
-], ids=["none", "docs-only", "both", "tensors"])
+@pytest.mark.parametrize(
+    "encode_kwargs, query_encode_kwargs",
+    [
+        ({}, {}),
+        ({"normalize_embeddings": True, "batch_size": 2}, {}),
+        ({"prompt_name": "document", "truncate_dim": 8}, {"prompt": "search: ", "truncate_dim": 8}),
+        ({"convert_to_tensor": True}, {"convert_to_numpy": False}),
+    ],
+    ids=["none", "docs-only", "both", "tensors"],
+)
 def test_huggingface_embeddings_arguments(prompted_dir, tiny_cache, encode_kwargs, query_encode_kwargs):
     """HuggingFaceEmbeddings(model_name=..., model_kwargs=..., encode_kwargs=..., query_encode_kwargs=...)
     ports by renaming the class; explicit kwargs give sentence-transformers' vectors for those kwargs, and
     without a prompt in them documents and queries get the model's prompts (encode_document / encode_query)."""
     import asyncio
 
-    lc = EngineEmbeddings(model_name=str(prompted_dir), model_kwargs={"device": "cpu", "cache_dir": tiny_cache},
-                          encode_kwargs=encode_kwargs, query_encode_kwargs=query_encode_kwargs)
+    lc = EngineEmbeddings(
+        model_name=str(prompted_dir),
+        model_kwargs={"device": "cpu", "cache_dir": tiny_cache},
+        encode_kwargs=encode_kwargs,
+        query_encode_kwargs=query_encode_kwargs,
+    )
     docs, query = lc.embed_documents(TEXTS), lc.embed_query(TEXTS[0])
     assert all(type(v) is list and type(v[0]) is float for v in docs) and type(query[0]) is float
     ref_kwargs = []
@@ -194,8 +211,9 @@ def test_default_is_huggingface_embeddings_default_for_a_cosine_model(cosine_dir
     assert np.abs(np.linalg.norm(ref_docs, axis=1) - 1).min() > 0.1
     np.testing.assert_allclose(docs, ref_docs, rtol=1e-4, atol=1e-4 * np.abs(ref_docs).max())
     np.testing.assert_allclose(query, ref_query, rtol=1e-4, atol=1e-4 * np.abs(ref_query).max())
-    unit = EngineEmbeddings(model_name=str(cosine_dir), model_kwargs={"cache_dir": tiny_cache},
-                            encode_kwargs={"normalize_embeddings": True})
+    unit = EngineEmbeddings(
+        model_name=str(cosine_dir), model_kwargs={"cache_dir": tiny_cache}, encode_kwargs={"normalize_embeddings": True}
+    )
     ref_unit = _st_floats(cosine_dir, TEXTS, prompt_name="document", normalize_embeddings=True)
     np.testing.assert_allclose(np.array(unit.embed_documents(TEXTS), np.float32), ref_unit, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(unit.embed_query(TEXTS[0])), 1, atol=1e-5)
@@ -207,13 +225,17 @@ def test_show_progress(lc, tiny_model_dir, tiny_cache, capsys):
     assert "encode" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"encode_kwargs": {"normalise": True}}, r"unexpected keyword argument\(s\) normalise"),
-    ({"query_encode_kwargs": {"prompt_name": "nope"}}, "prompt_name 'nope' is not one of the model's prompts"),
-    ({"encode_kwargs": {"batch_size": 0}}, "batch_size must be a positive integer"),
-    ({"model_name": "other-model"}, "name two models; pass one"),
-    ({"model_kwargs": {"cache_dir": "x"}}, "cache_dir given both in model_kwargs and as keywords"),
-], ids=["unknown", "prompt", "batch", "two-models", "twice"])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"encode_kwargs": {"normalise": True}}, r"unexpected keyword argument\(s\) normalise"),
+        ({"query_encode_kwargs": {"prompt_name": "nope"}}, "prompt_name 'nope' is not one of the model's prompts"),
+        ({"encode_kwargs": {"batch_size": 0}}, "batch_size must be a positive integer"),
+        ({"model_name": "other-model"}, "name two models; pass one"),
+        ({"model_kwargs": {"cache_dir": "x"}}, "cache_dir given both in model_kwargs and as keywords"),
+    ],
+    ids=["unknown", "prompt", "batch", "two-models", "twice"],
+)
 def test_bad_arguments_fail_at_construction(tiny_model_dir, tiny_cache, kwargs, match):
     with pytest.raises(InputError, match=match):
         EngineEmbeddings(model=str(tiny_model_dir), cache_dir=tiny_cache, **kwargs)

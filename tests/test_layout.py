@@ -1,4 +1,5 @@
 """The repository's kernels/ and models/ are importable only as engine.kernels / engine.models."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +17,8 @@ def test_no_top_level_name_for_the_root_folders(name):
         pytest.skip("run as `pytest` (make test does): `python -m pytest` puts the working directory on sys.path")
     spec = importlib.util.find_spec(name)
     assert spec is None or ROOT / name not in {Path(p) for p in spec.submodule_search_locations or ()}, (
-        f"the repository's {name}/ is importable as a top-level '{name}': something put {ROOT} on sys.path")
+        f"the repository's {name}/ is importable as a top-level '{name}': something put {ROOT} on sys.path"
+    )
 
 
 @pytest.mark.parametrize("name, folder", [("engine.kernels", "kernels"), ("engine.models", "models")])

@@ -1,4 +1,5 @@
 """Retrieval and STS metrics against hand-computed values and a plain reference implementation."""
+
 from __future__ import annotations
 
 import math
@@ -27,15 +28,23 @@ Q1 = {
     "ndcg@3": (2 / L3) / (2 + 1 / L3),
     "ndcg@5": (2 / L3 + 1 / L5) / (2 + 1 / L3),
     "map@1": 0.0,
-    "map@3": (1 / 2) / 2,              # hit at rank 2: P@2 = 1/2; divided by R = 2
-    "map@5": (1 / 2 + 2 / 4) / 2,      # + hit at rank 4: P@4 = 2/4
-    "recall@1": 0.0, "recall@3": 0.5, "recall@5": 1.0,
-    "precision@1": 0.0, "precision@3": 1 / 3, "precision@5": 2 / 5,
-    "mrr@1": 0.0, "mrr@3": 0.5, "mrr@5": 0.5,
+    "map@3": (1 / 2) / 2,  # hit at rank 2: P@2 = 1/2; divided by R = 2
+    "map@5": (1 / 2 + 2 / 4) / 2,  # + hit at rank 4: P@4 = 2/4
+    "recall@1": 0.0,
+    "recall@3": 0.5,
+    "recall@5": 1.0,
+    "precision@1": 0.0,
+    "precision@3": 1 / 3,
+    "precision@5": 2 / 5,
+    "mrr@1": 0.0,
+    "mrr@3": 0.5,
+    "mrr@5": 0.5,
 }
 Q3 = {
     **{f"{m}@{k}": 1.0 for m in ("ndcg", "map", "recall", "mrr") for k in (1, 3, 5)},
-    "precision@1": 1.0, "precision@3": 1 / 3, "precision@5": 1 / 5,
+    "precision@1": 1.0,
+    "precision@3": 1 / 3,
+    "precision@5": 1 / 5,
 }
 
 
@@ -134,9 +143,9 @@ def test_sts_correlations():
     a = rng.standard_normal((30, 6))
     b = a + rng.standard_normal((30, 6)) * np.linspace(0.01, 3, 30)[:, None]
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    res = sts_correlations(a, b, cos ** 3)  # a monotone map: Spearman exactly 1
+    res = sts_correlations(a, b, cos**3)  # a monotone map: Spearman exactly 1
     assert res["spearman"] == pytest.approx(1.0)
-    assert res["pearson"] == pytest.approx(np.corrcoef(cos, cos ** 3)[0, 1])
+    assert res["pearson"] == pytest.approx(np.corrcoef(cos, cos**3)[0, 1])
     assert sts_correlations(a, b, -cos)["spearman"] == pytest.approx(-1.0)
 
 
@@ -194,7 +203,7 @@ class CountingEmbedder:
     def encode(self, texts, batch_size=32):
         self.encoded += texts
         v = np.array([[len(t), t.count("a"), 1.0, i % 2] for i, t in enumerate(texts)], dtype=np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)   # unit rows, as Embedder gives (the cache checks)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)  # unit rows, as Embedder gives (the cache checks)
 
 
 def test_encode_cached_reuses_vectors_of_a_subset(tmp_path):

@@ -4,6 +4,7 @@ value is checked for type and range, weights are read without running pickled co
 Each broken folder is an ``UnsupportedModelError`` naming the file (and the key), raised before
 anything is exported; a folder that loads matches sentence-transformers (the oracle).
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,12 @@ def test_module_path_outside_the_folder_is_refused_by_name(folder, tmp_path, how
     else:
         path = str(outside) if how == "absolute" else os.path.relpath(outside, folder)
         _set_module_path(folder, 2, path)
-    err = _refused(folder, tmp_path / "cache", r"modules\.json: module 2 .*Dense.* has the path .* not inside "
-                                                r"the model folder")
+    err = _refused(
+        folder,
+        tmp_path / "cache",
+        r"modules\.json: module 2 .*Dense.* has the path .* not inside "
+        r"the model folder",
+    )
     assert repr(path) in str(err)
 
 
@@ -129,46 +134,107 @@ BROKEN = [
     ("config-list", _write("config.json", "[1, 2]"), r"config\.json holds a JSON list, not an object"),
     ("config-hidden-str", lambda f: _edit(f / "config.json", hidden_size="32"), r"config\.json: hidden_size is '32'"),
     ("modules-ints", _write("modules.json", "[1, 2]"), r"modules\.json must hold a list of module objects"),
-    ("modules-path-int", _write("modules.json", json.dumps([{"idx": 0, "path": 3, "type": "x"}])),
-     r"modules\.json: modules\.json entry 0 path is 3"),
-    ("max-seq-negative", lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=-5),
-     r"sentence_bert_config\.json: max_seq_length is -5, which is not an integer >= 1"),
-    ("max-seq-str", lambda f: _edit(f / "sentence_bert_config.json", max_seq_length="abc"),
-     r"sentence_bert_config\.json: max_seq_length is 'abc'"),
-    ("max-seq-float", lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=1e9),
-     r"sentence_bert_config\.json: max_seq_length is 1000000000\.0"),
-    ("max-seq-past-positions", lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=10**9),
-     r"sentence_bert_config\.json sets max_seq_length 1000000000, more tokens than the model's position"),
-    ("lower-case-str", lambda f: _edit(f / "sentence_bert_config.json", do_lower_case="yes"),
-     r"sentence_bert_config\.json: do_lower_case is 'yes'"),
-    ("pooling-mode-int", lambda f: _edit(f / "1_Pooling" / "config.json", pooling_mode=5),
-     r"1_Pooling/config\.json: pooling_mode is 5"),
-    ("include-prompt-str", lambda f: _edit(f / "1_Pooling" / "config.json", include_prompt="no"),
-     r"1_Pooling/config\.json: include_prompt is 'no'"),
+    (
+        "modules-path-int",
+        _write("modules.json", json.dumps([{"idx": 0, "path": 3, "type": "x"}])),
+        r"modules\.json: modules\.json entry 0 path is 3",
+    ),
+    (
+        "max-seq-negative",
+        lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=-5),
+        r"sentence_bert_config\.json: max_seq_length is -5, which is not an integer >= 1",
+    ),
+    (
+        "max-seq-str",
+        lambda f: _edit(f / "sentence_bert_config.json", max_seq_length="abc"),
+        r"sentence_bert_config\.json: max_seq_length is 'abc'",
+    ),
+    (
+        "max-seq-float",
+        lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=1e9),
+        r"sentence_bert_config\.json: max_seq_length is 1000000000\.0",
+    ),
+    (
+        "max-seq-past-positions",
+        lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=10**9),
+        r"sentence_bert_config\.json sets max_seq_length 1000000000, more tokens than the model's position",
+    ),
+    (
+        "lower-case-str",
+        lambda f: _edit(f / "sentence_bert_config.json", do_lower_case="yes"),
+        r"sentence_bert_config\.json: do_lower_case is 'yes'",
+    ),
+    (
+        "pooling-mode-int",
+        lambda f: _edit(f / "1_Pooling" / "config.json", pooling_mode=5),
+        r"1_Pooling/config\.json: pooling_mode is 5",
+    ),
+    (
+        "include-prompt-str",
+        lambda f: _edit(f / "1_Pooling" / "config.json", include_prompt="no"),
+        r"1_Pooling/config\.json: include_prompt is 'no'",
+    ),
     ("pooling-list", _write("1_Pooling/config.json", "[]"), r"1_Pooling/config\.json holds a JSON list"),
-    ("prompts-list", lambda f: _edit(f / "config_sentence_transformers.json", prompts=["query: "]),
-     r"config_sentence_transformers\.json: prompts is \['query: '\], which is not an object"),
-    ("prompt-int", lambda f: _edit(f / "config_sentence_transformers.json", prompts={"query": 3}),
-     r"config_sentence_transformers\.json: prompts\['query'\] is 3"),
-    ("truncate-dim-negative", lambda f: _edit(f / "config_sentence_transformers.json", truncate_dim=-3),
-     r"config_sentence_transformers\.json: truncate_dim is -3"),
-    ("st-config-list", _write("config_sentence_transformers.json", "[]"),
-     r"config_sentence_transformers\.json holds a JSON list"),
-    ("dense-features-str", lambda f: _edit(f / "2_Dense" / "config.json", out_features="16"),
-     r"2_Dense/config\.json: out_features is '16'"),
-    ("dense-activation-list", lambda f: _edit(f / "2_Dense" / "config.json", activation_function=["x"]),
-     r"2_Dense/config\.json: activation_function is \['x'\]"),
-    ("dense-truncated-weights", _truncate("2_Dense/model.safetensors"),
-     r"2_Dense/model\.safetensors: the Dense weights cannot be read"),
-    ("deep-nesting", _write("config_sentence_transformers.json", '{"prompts": ' + "[" * 100_000 + "]" * 100_000 + "}"),
-     r"config_sentence_transformers\.json is not valid JSON"),
+    (
+        "prompts-list",
+        lambda f: _edit(f / "config_sentence_transformers.json", prompts=["query: "]),
+        r"config_sentence_transformers\.json: prompts is \['query: '\], which is not an object",
+    ),
+    (
+        "prompt-int",
+        lambda f: _edit(f / "config_sentence_transformers.json", prompts={"query": 3}),
+        r"config_sentence_transformers\.json: prompts\['query'\] is 3",
+    ),
+    (
+        "truncate-dim-negative",
+        lambda f: _edit(f / "config_sentence_transformers.json", truncate_dim=-3),
+        r"config_sentence_transformers\.json: truncate_dim is -3",
+    ),
+    (
+        "st-config-list",
+        _write("config_sentence_transformers.json", "[]"),
+        r"config_sentence_transformers\.json holds a JSON list",
+    ),
+    (
+        "dense-features-str",
+        lambda f: _edit(f / "2_Dense" / "config.json", out_features="16"),
+        r"2_Dense/config\.json: out_features is '16'",
+    ),
+    (
+        "dense-activation-list",
+        lambda f: _edit(f / "2_Dense" / "config.json", activation_function=["x"]),
+        r"2_Dense/config\.json: activation_function is \['x'\]",
+    ),
+    (
+        "dense-truncated-weights",
+        _truncate("2_Dense/model.safetensors"),
+        r"2_Dense/model\.safetensors: the Dense weights cannot be read",
+    ),
+    (
+        "deep-nesting",
+        _write("config_sentence_transformers.json", '{"prompts": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        r"config_sentence_transformers\.json is not valid JSON",
+    ),
     ("tokenizer-config-list", _write("tokenizer_config.json", "[]"), r"tokenizer_config\.json holds a JSON list"),
     ("modules-null", _write("modules.json", "null"), r"modules\.json must hold a list of module objects"),
-    ("st-config-null", _write("config_sentence_transformers.json", "null"),
-     r"config_sentence_transformers\.json holds a JSON null, not an object"),
-    ("pooling-no-dimension", lambda f: (f / "1_Pooling" / "config.json").write_text(json.dumps(
-        {k: v for k, v in json.loads((f / "1_Pooling" / "config.json").read_text()).items()
-         if k != "embedding_dimension"})), r"1_Pooling/config\.json: embedding_dimension is None"),
+    (
+        "st-config-null",
+        _write("config_sentence_transformers.json", "null"),
+        r"config_sentence_transformers\.json holds a JSON null, not an object",
+    ),
+    (
+        "pooling-no-dimension",
+        lambda f: (f / "1_Pooling" / "config.json").write_text(
+            json.dumps(
+                {
+                    k: v
+                    for k, v in json.loads((f / "1_Pooling" / "config.json").read_text()).items()
+                    if k != "embedding_dimension"
+                }
+            )
+        ),
+        r"1_Pooling/config\.json: embedding_dimension is None",
+    ),
 ]
 
 
@@ -199,8 +265,12 @@ def test_booby_trapped_dense_pickle_is_refused_by_name(folder, tmp_path):
     sub = folder / "2_Dense"
     torch.save(_trapped_state(load_file(str(sub / "model.safetensors"))), sub / "pytorch_model.bin")
     (sub / "model.safetensors").unlink()
-    _refused(folder, tmp_path / "cache", r"2_Dense/pytorch_model\.bin cannot be loaded as plain weights "
-                                         r"\(torch\.load\(weights_only=True\).*getcwd")
+    _refused(
+        folder,
+        tmp_path / "cache",
+        r"2_Dense/pytorch_model\.bin cannot be loaded as plain weights "
+        r"\(torch\.load\(weights_only=True\).*getcwd",
+    )
 
 
 def test_plain_dense_pickle_loads_and_matches(folder, tmp_path):
@@ -241,11 +311,13 @@ def test_stale_export_temp_folders_are_removed_by_the_next_export(base_folder, t
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = socket.gethostname()
     folders = {}
-    for name, owner, age in (("killed", {"host": host, "pid": int(dead.stdout)}, 0),
-                             ("live", {"host": host, "pid": os.getpid()}, 0),
-                             ("other-host-old", {"host": host + "-x", "pid": 1}, 2 * 86400),
-                             ("other-host-recent", {"host": host + "-x", "pid": 1}, 60),
-                             ("no-owner-old", None, 2 * 86400)):
+    for name, owner, age in (
+        ("killed", {"host": host, "pid": int(dead.stdout)}, 0),
+        ("live", {"host": host, "pid": os.getpid()}, 0),
+        ("other-host-old", {"host": host + "-x", "pid": 1}, 2 * 86400),
+        ("other-host-recent", {"host": host + "-x", "pid": 1}, 60),
+        ("no-owner-old", None, 2 * 86400),
+    ):
         f = onnx / f"some-model-fp32-v2.tmp-{name}"
         (f / "raw").mkdir(parents=True)
         (f / "raw" / "model.onnx").write_bytes(b"half written")
@@ -268,8 +340,14 @@ def _onnx_folder(base_folder: Path, tmp_path: Path, location: str = "model.onnx_
     folder = shutil.copytree(base_folder, tmp_path / "onnx-model")
     (folder / "model.safetensors").unlink()
     m = onnx.load(str(exported.onnx_path))
-    onnx.save(m, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=location, size_threshold=0)
+    onnx.save(
+        m,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=0,
+    )
     return folder
 
 
@@ -306,5 +384,9 @@ def test_onnx_external_data_outside_the_folder_is_refused_by_name(base_folder, t
     else:
         data.unlink()
         loc = "weights.bin"
-    _refused(folder, tmp_path / "cache", rf"model\.onnx: tensor .* keeps its data in '{loc}', which is not a file "
-                                         r"inside the model folder")
+    _refused(
+        folder,
+        tmp_path / "cache",
+        rf"model\.onnx: tensor .* keeps its data in '{loc}', which is not a file "
+        r"inside the model folder",
+    )

@@ -6,6 +6,7 @@ The heavy checks need the weight packages (they skip otherwise):
 and all-mpnet-base-v2's parity (~440 MB of weights) is marked slow:
     .venv/bin/pytest -m slow tests/test_models_extra.py
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -77,7 +78,8 @@ def _pipeline_graph(path, hidden=4):
         helper.make_node("ReduceMean", ["tok"], ["pooled"], axes=[1], keepdims=0),
     ]
     g = helper.make_graph(
-        nodes, "pipe",
+        nodes,
+        "pipe",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
         [
             helper.make_tensor_value_info("ids_out", TensorProto.INT64, ["b", "s"]),

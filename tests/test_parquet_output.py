@@ -6,6 +6,7 @@ and vectors bit for bit, and read back the same through ``load_embeddings``, ``i
 checks are the npy ones; damaged shards are edited with their checksums kept valid (``resign``)
 so that the check under test is the one that fires.
 """
+
 from __future__ import annotations
 
 import glob
@@ -30,14 +31,20 @@ from engine.corpus.shards import CorpusSearcher, iter_shards, load_index, read_m
 from engine.errors import IndexFormatError, InputError  # noqa: E402
 from tests.test_resume import CHILD  # noqa: E402
 
-N_DOCS, SHARD = 30, 8   # 4 shards, the last one short
+N_DOCS, SHARD = 30, 8  # 4 shards, the last one short
 PARQUET_FILES = ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet", "shard-00003.parquet"]
 
 
 def synth(n: int) -> list[dict]:
     words = ["fox", "dog", "vector", "numba", "onnx", "tokens", "cosine", "stitch", "café", "日本語"]
-    return [{"_id": f"doc-{i:03d}", "title": f"title {i}" if i % 3 else "",
-             "text": " ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 9))} for i in range(n)]
+    return [
+        {
+            "_id": f"doc-{i:03d}",
+            "title": f"title {i}" if i % 3 else "",
+            "text": " ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 9)),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +103,25 @@ def resign(out: Path, i: int = 0) -> None:
 # -- the same content as npy -----------------------------------------------------------------
 def test_parquet_holds_exactly_the_npy_output(npy_out, pq_out, tiny_embedder):
     assert sorted(p.name for p in pq_out.glob("shard-*")) == sorted(
-        PARQUET_FILES + [f.replace(".parquet", ".done.json") for f in PARQUET_FILES])
+        PARQUET_FILES + [f.replace(".parquet", ".done.json") for f in PARQUET_FILES]
+    )
     dim = tiny_embedder.dim
-    for (ids, titles, vectors), (pids, ptitles, pvectors) in zip(iter_shards(npy_out), iter_shards(pq_out),
-                                                                  strict=True):
+    for (ids, titles, vectors), (pids, ptitles, pvectors) in zip(
+        iter_shards(npy_out), iter_shards(pq_out), strict=True
+    ):
         assert (pids, ptitles) == (ids, titles)
         np.testing.assert_array_equal(pvectors, vectors)
         assert pvectors.dtype == np.float32 and pvectors.flags.c_contiguous and pvectors.flags.writeable
-    assert [t for _, ts, _ in iter_shards(pq_out) for t in ts][:2] == ["fox", "title 1"]   # snippet, then title
+    assert [t for _, ts, _ in iter_shards(pq_out) for t in ts][:2] == ["fox", "title 1"]  # snippet, then title
     # the file itself: the schema the README documents, one row per document
     table = pq.read_table(shard_path(pq_out))
-    assert table.schema.equals(pa.schema([("id", pa.string()), ("title", pa.string()),
-                                          ("embedding", pa.list_(pa.float32(), dim))]))
+    assert table.schema.equals(
+        pa.schema([("id", pa.string()), ("title", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+    )
     assert table.column("id").to_pylist() == [f"doc-{i:03d}" for i in range(SHARD)]
-    np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
-                                  np.load(npy_out / "shard-00000.npy"))
+    np.testing.assert_array_equal(
+        np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), np.load(npy_out / "shard-00000.npy")
+    )
     # the manifest records the format; the settings hold it only when it is not npy (npy digests unchanged)
     m, mn = read_manifest(pq_out), read_manifest(npy_out)
     assert (m["output_format"], m["settings"]["output_format"]) == ("parquet", "parquet")
@@ -123,7 +134,7 @@ def test_parquet_holds_exactly_the_npy_output(npy_out, pq_out, tiny_embedder):
 @pytest.mark.parametrize("verify", [True, False], ids=["verified", "unverified"])
 def test_load_embeddings_both_formats(npy_out, pq_out, verify):
     want_ids = [f"doc-{i:03d}" for i in range(N_DOCS)]
-    want = np.concatenate([np.load(npy_out / f"shard-{i:05d}.npy") for i in range(4)])   # the raw .npy files
+    want = np.concatenate([np.load(npy_out / f"shard-{i:05d}.npy") for i in range(4)])  # the raw .npy files
     for out in (npy_out, pq_out):
         ids, vectors = load_embeddings(out, verify=verify)
         assert ids == want_ids
@@ -158,10 +169,14 @@ def test_pyarrow_round_trip(npy_out, pq_out):
     t = pq.read_table(_glob(pq_out))
     _check(ids, vectors, t.column("id").to_pylist(), np.stack(t.column("embedding").to_numpy(zero_copy_only=False)))
     t = ds.dataset(_glob(pq_out), format="parquet").to_table()
-    _check(ids, vectors, t.column("id").to_pylist(),
-           t.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(ids), -1))
+    _check(
+        ids,
+        vectors,
+        t.column("id").to_pylist(),
+        t.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(ids), -1),
+    )
     assert t.column("title").to_pylist() == [t for _, ts, _ in iter_shards(npy_out) for t in ts]
-    with pytest.raises(pa.ArrowInvalid, match=r"manifest.json"):   # why the README gives the glob
+    with pytest.raises(pa.ArrowInvalid, match=r"manifest.json"):  # why the README gives the glob
         pq.read_table(pq_out)
 
 
@@ -190,8 +205,9 @@ def test_search_on_parquet_equals_npy(npy_out, pq_out, tiny_embedder):
     _index_n, titles_n, _ = load_index(npy_out)
     assert titles == titles_n and len(index) == N_DOCS
     queries = [d["text"] for d in synth(N_DOCS)[::7]]
-    assert CorpusSearcher(pq_out, model=tiny_embedder).search(queries, k=5) == \
-        CorpusSearcher(npy_out, model=tiny_embedder).search(queries, k=5)
+    assert CorpusSearcher(pq_out, model=tiny_embedder).search(queries, k=5) == CorpusSearcher(
+        npy_out, model=tiny_embedder
+    ).search(queries, k=5)
 
 
 def test_empty_corpus(tmp_path, tiny_embedder):
@@ -234,23 +250,39 @@ def test_unknown_output_format(tmp_path, corpus, tiny_embedder):
 # (torn: after writing half of it to a temp file)
 
 
-@pytest.mark.parametrize("kill_at, torn, kept", [
-    (2 + 2 * 2, False, 2),       # after the 2nd shard's done record
-    (2 + 2 * 1, True, 1),        # inside the 2nd shard's parquet write (a torn temp file)
-    (2 + 2 * 3 + 1, False, 3),   # the 4th shard's parquet renamed, its done record not written
-], ids=["after-2nd", "torn-parquet", "before-done"])
+@pytest.mark.parametrize(
+    "kill_at, torn, kept",
+    [
+        (2 + 2 * 2, False, 2),  # after the 2nd shard's done record
+        (2 + 2 * 1, True, 1),  # inside the 2nd shard's parquet write (a torn temp file)
+        (2 + 2 * 3 + 1, False, 3),  # the 4th shard's parquet renamed, its done record not written
+    ],
+    ids=["after-2nd", "torn-parquet", "before-done"],
+)
 def test_kill_and_resume(tmp_path, corpus, pq_out, tiny_model_dir, tiny_cache, tiny_embedder, kill_at, torn, kept):
     out = tmp_path / "out"
-    cfg = {"model": str(tiny_model_dir), "model_cache": str(tiny_cache), "src": str(corpus), "out": str(out),
-           "shard": SHARD, "kill_at": kill_at, "torn": torn, "output_format": "parquet"}
-    p = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, timeout=120,
-                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    cfg = {
+        "model": str(tiny_model_dir),
+        "model_cache": str(tiny_cache),
+        "src": str(corpus),
+        "out": str(out),
+        "shard": SHARD,
+        "kill_at": kill_at,
+        "torn": torn,
+        "output_format": "parquet",
+    }
+    p = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(cfg)],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
     assert p.returncode == -signal.SIGKILL, p.stdout + p.stderr
     assert len(list(out.glob("*.done.json"))) == kept
     s = encode(corpus, out, tiny_embedder)
     assert (s.resumed, s.shards_written) == (kept * SHARD, 4 - kept)
     assert not list(out.glob(".tmp-*"))
-    assert output_files(out) == output_files(pq_out)   # byte-identical to an uninterrupted run
+    assert output_files(out) == output_files(pq_out)  # byte-identical to an uninterrupted run
 
 
 def _truncate(path: Path) -> None:
@@ -272,10 +304,17 @@ def _float64_kept_valid(path: Path) -> None:
     resign(path.parent, int(path.stem.split("-")[1]))
 
 
-@pytest.mark.parametrize("damage, warns", [
-    (_truncate, False), (_flip, False), (lambda p: p.unlink(), False),
-    (lambda p: p.with_name("shard-00002.done.json").unlink(), False), (_float64_kept_valid, True),
-], ids=["truncated", "byte-flipped", "parquet-missing", "done-missing", "float64-resigned"])
+@pytest.mark.parametrize(
+    "damage, warns",
+    [
+        (_truncate, False),
+        (_flip, False),
+        (lambda p: p.unlink(), False),
+        (lambda p: p.with_name("shard-00002.done.json").unlink(), False),
+        (_float64_kept_valid, True),
+    ],
+    ids=["truncated", "byte-flipped", "parquet-missing", "done-missing", "float64-resigned"],
+)
 def test_damaged_shard_is_redone(pq_copy, pq_out, corpus, tiny_embedder, caplog, damage, warns):
     damage(shard_path(pq_copy, 2))
     with caplog.at_level("WARNING", logger="engine.corpus.shards"):
@@ -286,14 +325,28 @@ def test_damaged_shard_is_redone(pq_copy, pq_out, corpus, tiny_embedder, caplog,
 
 
 # -- reading trusts nothing ---------------------------------------------------------------------
-def _table(n: int, dim: int, *, value_type=None, list_size=None, ids=None, names=("id", "title", "embedding"),
-           extra: bool = False) -> pa.Table:
+def _table(
+    n: int,
+    dim: int,
+    *,
+    value_type=None,
+    list_size=None,
+    ids=None,
+    names=("id", "title", "embedding"),
+    extra: bool = False,
+) -> pa.Table:
     vectors = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     values = pa.array(vectors.reshape(-1), type=value_type or pa.float32())
-    emb = (pa.FixedSizeListArray.from_arrays(values, list_size or dim) if list_size != "variable" else
-           pa.ListArray.from_arrays(pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32)), values))
-    cols = [pa.array(ids if ids is not None else [f"x{i}" for i in range(n)], pa.string()),
-            pa.array([f"t{i}" for i in range(n)]), emb]
+    emb = (
+        pa.FixedSizeListArray.from_arrays(values, list_size or dim)
+        if list_size != "variable"
+        else pa.ListArray.from_arrays(pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32)), values)
+    )
+    cols = [
+        pa.array(ids if ids is not None else [f"x{i}" for i in range(n)], pa.string()),
+        pa.array([f"t{i}" for i in range(n)]),
+        emb,
+    ]
     if extra:
         cols.append(pa.array(range(n)))
         names = (*names, "extra")
@@ -305,6 +358,7 @@ def _write(table_fn):
         n = pq.read_metadata(path).num_rows
         dim = pq.read_schema(path).field("embedding").type.list_size
         pq.write_table(table_fn(n, dim), path)
+
     return damage
 
 
@@ -325,8 +379,11 @@ DAMAGE = {
     "truncated": (_truncate, "not a readable Parquet file", True),
     "truncated-checksum": (_truncate, "does not match its checksum", False),
     "byte-flipped-checksum": (_flip, "does not match its checksum", False),
-    "footer-flipped": (lambda p: p.write_bytes(p.read_bytes()[:-12] + b"\xff" * 4 + p.read_bytes()[-8:]),
-                       "not a readable Parquet file", True),
+    "footer-flipped": (
+        lambda p: p.write_bytes(p.read_bytes()[:-12] + b"\xff" * 4 + p.read_bytes()[-8:]),
+        "not a readable Parquet file",
+        True,
+    ),
     "empty": (lambda p: p.write_bytes(b""), "not a readable Parquet file", True),
     "not-parquet": (lambda p: p.write_text('{"id": "x"}\n'), "not a readable Parquet file", True),
     "npy-bytes": (lambda p: shutil.copy(p.parent.parent / "elsewhere.npy", p), "not a readable Parquet file", True),
@@ -337,15 +394,20 @@ DAMAGE = {
     "renamed-column": (_write(lambda n, d: _table(n, d, names=("_id", "title", "embedding"))), "has columns", True),
     "extra-rows": (_write(lambda n, d: _table(n + 1, d)), "has 9 rows, its record says 8", True),
     "fewer-rows": (_write(lambda n, d: _table(n - 1, d)), "has 7 rows, its record says 8", True),
-    "null-id": (_write(lambda n, d: _table(n, d, ids=[None] + [f"x{i}" for i in range(1, n)])), r"nulls in \(id\)",
-                True),
+    "null-id": (
+        _write(lambda n, d: _table(n, d, ids=[None] + [f"x{i}" for i in range(1, n)])),
+        r"nulls in \(id\)",
+        True,
+    ),
     "symlink": (_symlink, "is a symbolic link", False),
     "fifo": (_fifo, "is a fifo", False),
     "missing": (lambda p: p.unlink(), "is missing", False),
 }
-READERS = {"load_embeddings": lambda out, verify: load_embeddings(out, verify=verify),
-           "iter_shards": lambda out, verify: list(iter_shards(out, verify=verify)),
-           "load_index": lambda out, verify: load_index(out, verify=verify)}
+READERS = {
+    "load_embeddings": lambda out, verify: load_embeddings(out, verify=verify),
+    "iter_shards": lambda out, verify: list(iter_shards(out, verify=verify)),
+    "load_index": lambda out, verify: load_index(out, verify=verify),
+}
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -361,14 +423,17 @@ def test_damaged_parquet_is_an_index_format_error(pq_copy, tiny_embedder, case, 
         with pytest.raises(IndexFormatError, match=match) as e:
             READERS[reader](pq_copy, verify)
         assert str(path) in str(e.value)
-        assert "embed encode" in str(e.value)   # the fix: rerun / rewrite
+        assert "embed encode" in str(e.value)  # the fix: rerun / rewrite
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("table", "../shard-00000.parquet", "names table file '../shard-00000.parquet'"),
-    ("table", None, "names table file None"),
-    ("sha256", {"vectors": "0" * 64}, "no valid sha256"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("table", "../shard-00000.parquet", "names table file '../shard-00000.parquet'"),
+        ("table", None, "names table file None"),
+        ("sha256", {"vectors": "0" * 64}, "no valid sha256"),
+    ],
+)
 def test_record_naming_other_files_is_refused(pq_copy, field, value, match):
     m = json.loads((pq_copy / "manifest.json").read_text())
     m["shards"][1][field] = value
@@ -418,8 +483,12 @@ FUZZ_CHILD = textwrap.dedent("""
 def test_every_flipped_byte_loads_or_is_an_index_format_error(pq_out, tmp_path):
     """~150 single-byte edits across a shard, checksums updated: each load works or raises IndexFormatError
     naming the file, never a pyarrow exception (in a child process, so a crash fails the test)."""
-    p = subprocess.run([sys.executable, "-c", FUZZ_CHILD, str(pq_out), str(tmp_path / "w")], capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", FUZZ_CHILD, str(pq_out), str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     res = json.loads(p.stdout)
     assert res["other"] == [] and res["refused"] > 0 and res["ok"] + res["refused"] >= 150
@@ -432,8 +501,18 @@ def test_cli_output_format(tmp_path, corpus, npy_out, tiny_model_dir, tiny_cache
 
     monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
     out = tmp_path / "out"
-    base = ["encode", str(corpus), "-o", str(out), "--model", str(tiny_model_dir), "--shard-size", str(SHARD),
-            "--no-cache", "-q"]
+    base = [
+        "encode",
+        str(corpus),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--shard-size",
+        str(SHARD),
+        "--no-cache",
+        "-q",
+    ]
     assert main([*base, "--output-format", "parquet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["shards"] == 4
     assert sorted(p.name for p in out.glob("*.parquet")) == PARQUET_FILES and not list(out.glob("*.npy"))
@@ -444,7 +523,7 @@ def test_cli_output_format(tmp_path, corpus, npy_out, tiny_model_dir, tiny_cache
     doc = synth(N_DOCS)[4]
     assert main(["search", str(out), compose(doc["title"], doc["text"]), "-k", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "doc-004"
-    assert main([*base, "--output-format", "npy"]) == 1   # the other format: refused, named
+    assert main([*base, "--output-format", "npy"]) == 1  # the other format: refused, named
     assert "output_format: 'parquet' then, 'npy' now" in capsys.readouterr().err
     assert main([*base, "--output-format", "npy", "--overwrite"]) == 0
     assert not list(out.glob("*.parquet")) and load_embeddings(out)[0] == want_ids
@@ -463,8 +542,8 @@ INSTALL = r"pip install 'embed-engine\[corpus\]'"
 def test_parquet_without_pyarrow_fails_up_front(no_pyarrow, tmp_path, corpus, tiny_embedder):
     with pytest.raises(InputError, match=INSTALL):
         encode(corpus, tmp_path / "out", tiny_embedder)
-    assert not (tmp_path / "out").exists()   # nothing written
-    s = encode(corpus, tmp_path / "npy", tiny_embedder, "npy")   # npy never needs pyarrow
+    assert not (tmp_path / "out").exists()  # nothing written
+    s = encode(corpus, tmp_path / "npy", tiny_embedder, "npy")  # npy never needs pyarrow
     assert s.shards == 4 and load_embeddings(tmp_path / "npy")[0][0] == "doc-000"
 
 
@@ -472,8 +551,23 @@ def test_cli_parquet_without_pyarrow(no_pyarrow, tmp_path, corpus, tiny_model_di
     from engine.cli import main
 
     out = tmp_path / "out"
-    assert main(["encode", str(corpus), "-o", str(out), "--model", str(tiny_model_dir), "--no-cache", "-q",
-                 "--output-format", "parquet"]) == 1
+    assert (
+        main(
+            [
+                "encode",
+                str(corpus),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--no-cache",
+                "-q",
+                "--output-format",
+                "parquet",
+            ]
+        )
+        == 1
+    )
     assert "pip install 'embed-engine[corpus]'" in capsys.readouterr().err
     assert not out.exists()
 
@@ -486,7 +580,9 @@ def test_reading_parquet_without_pyarrow(pq_out, monkeypatch):
 
 
 def test_import_does_not_load_pyarrow():
-    code = ("import sys, engine, engine.corpus, engine.corpus.shards; engine.load_embeddings; "
-            "print(sorted(m for m in ('pyarrow', 'pandas', 'duckdb') if m in sys.modules))")
+    code = (
+        "import sys, engine, engine.corpus, engine.corpus.shards; engine.load_embeddings; "
+        "print(sorted(m for m in ('pyarrow', 'pandas', 'duckdb') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

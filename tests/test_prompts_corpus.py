@@ -7,6 +7,7 @@ so its raw vectors are not unit length). The corpus output must equal
 the dot model), ``embed search`` must equal a brute-force numpy search with ST's ``encode_query``
 vectors, and the cache must never serve a vector embedded with another prompt.
 """
+
 from __future__ import annotations
 
 import json
@@ -103,12 +104,11 @@ def test_prompt_name_and_prompt(tmp_path, cosine_model):
     src = _write(tmp_path / "c.jsonl", TEXTS)
     st = _st(folder)
     embed_corpus(src, tmp_path / "named", emb, cache=False, prompt_name="other")
-    np.testing.assert_allclose(_vectors(tmp_path / "named"), _unit(st.encode(TEXTS, prompt_name="other")),
-                               atol=1e-5)
+    np.testing.assert_allclose(_vectors(tmp_path / "named"), _unit(st.encode(TEXTS, prompt_name="other")), atol=1e-5)
     embed_corpus(src, tmp_path / "text", emb, cache=False, prompt="find: ")
     np.testing.assert_allclose(_vectors(tmp_path / "text"), _unit(st.encode(TEXTS, prompt="find: ")), atol=1e-5)
     assert read_manifest(tmp_path / "text")["settings"]["prompt"] == "find: "
-    embed_corpus(src, tmp_path / "none", emb, cache=False, prompt="")   # no prompt: no "prompt" setting
+    embed_corpus(src, tmp_path / "none", emb, cache=False, prompt="")  # no prompt: no "prompt" setting
     np.testing.assert_allclose(_vectors(tmp_path / "none"), _unit(st.encode(TEXTS)), atol=1e-5)
     m = read_manifest(tmp_path / "none")
     assert "prompt" not in m["settings"] and m["prompts"] == {"document": "", "query": "query: "}
@@ -123,7 +123,7 @@ def test_rerun_with_another_prompt_is_refused(tmp_path, cosine_model):
     with pytest.raises(InputError, match="prompt: 'passage: ' then, 'find: ' now"):
         embed_corpus(src, tmp_path / "out", emb, cache=False, shard_size=4, prompt="find: ")
     again = embed_corpus(src, tmp_path / "out", emb, cache=False, shard_size=4, prompt_name="document")
-    assert again.resumed == len(TEXTS) and again.embedded == 0   # the same prompt text: same settings
+    assert again.resumed == len(TEXTS) and again.embedded == 0  # the same prompt text: same settings
 
 
 def test_no_prompt_keeps_the_settings_of_outputs_written_before_prompts(tmp_path, tiny_embedder):
@@ -134,9 +134,18 @@ def test_no_prompt_keeps_the_settings_of_outputs_written_before_prompts(tmp_path
     src = _write(tmp_path / "c.jsonl", TEXTS)
     embed_corpus(src, tmp_path / "out", tiny_embedder, cache=False)
     settings = read_manifest(tmp_path / "out")["settings"]
-    assert settings == {"model": tiny_embedder.fingerprint, "precision": "fp32", "truncate_dim": None,
-                        "normalize": True, "dim": tiny_embedder.dim, "id_field": "_id", "text_field": "text",
-                        "title_field": "title", "shard_size": 10_000, "text_format": TEXT_FORMAT}
+    assert settings == {
+        "model": tiny_embedder.fingerprint,
+        "precision": "fp32",
+        "truncate_dim": None,
+        "normalize": True,
+        "dim": tiny_embedder.dim,
+        "id_field": "_id",
+        "text_field": "text",
+        "title_field": "title",
+        "shard_size": 10_000,
+        "text_format": TEXT_FORMAT,
+    }
     done = json.loads((tmp_path / "out" / "shard-00000.done.json").read_text())
     assert done["settings_sha256"] == settings_digest(settings)
 
@@ -150,9 +159,8 @@ def test_same_text_two_prompts_two_namespaces(tmp_path, cosine_model):
     first = embed_corpus(src, tmp_path / "a", emb, cache=cache)
     second = embed_corpus(src, tmp_path / "b", emb, cache=cache, prompt="find: ")
     assert first.embedded == second.embedded == len(set(TEXTS)) and second.cache_hits == 0
-    np.testing.assert_allclose(_vectors(tmp_path / "b"), _unit(_st(folder).encode(TEXTS, prompt="find: ")),
-                               atol=1e-5)
-    third = embed_corpus(src, tmp_path / "c", emb, cache=cache, prompt="find: ")   # now a hit, of its own prompt
+    np.testing.assert_allclose(_vectors(tmp_path / "b"), _unit(_st(folder).encode(TEXTS, prompt="find: ")), atol=1e-5)
+    third = embed_corpus(src, tmp_path / "c", emb, cache=cache, prompt="find: ")  # now a hit, of its own prompt
     assert third.cache_hits == len(TEXTS) and third.embedded == 0
     np.testing.assert_array_equal(_vectors(tmp_path / "c"), _vectors(tmp_path / "b"))
     with EmbeddingCache(cache) as c:
@@ -173,7 +181,7 @@ def test_encode_cached_prompt(tmp_path, cosine_model, dot_model):
             ref_plain, ref_prompt = _unit(ref_plain), _unit(ref_prompt)
         np.testing.assert_allclose(plain, ref_plain, atol=1e-5 * np.abs(ref_plain).max())
         np.testing.assert_allclose(with_prompt, ref_prompt, atol=1e-5 * np.abs(ref_prompt).max())
-        with EmbeddingCache(path) as c:   # both namespaces hold every text; raw dot vectors are kept (hits)
+        with EmbeddingCache(path) as c:  # both namespaces hold every text; raw dot vectors are kept (hits)
             norm = emb.similarity_fn_name == "cosine"
             for prompt, ref in (("", plain), ("find: ", with_prompt)):
                 ns = c.namespace(emb.fingerprint, emb.precision, None, emb.dim, normalize=norm, prompt=prompt)
@@ -202,10 +210,10 @@ def test_schema_1_cache_is_migrated(tmp_path):
     db.close()
     with EmbeddingCache(path) as c:
         ns = c.namespace("m", "fp32", None, 2)
-        assert ns == 7 and c.get(ns, [text_key("x")])[1].all()   # an old row: the empty prompt
+        assert ns == 7 and c.get(ns, [text_key("x")])[1].all()  # an old row: the empty prompt
         other = c.namespace("m", "fp32", None, 2, prompt="q: ")
         assert other != ns and not c.get(other, [text_key("x")])[1].any()
-    with EmbeddingCache(path) as c:   # opened again: already schema 2
+    with EmbeddingCache(path) as c:  # opened again: already schema 2
         assert c.namespace("m", "fp32", None, 2, prompt="q: ") == other
 
 
@@ -217,13 +225,14 @@ def _brute_force(doc_vecs, query_vecs, k):
 
 
 @pytest.mark.parametrize("which", ["cosine", "dot"])
-def test_embed_search_equals_brute_force_with_st_vectors(tmp_path, cosine_model, dot_model, st_cache, which,
-                                                         monkeypatch, capsys):
+def test_embed_search_equals_brute_force_with_st_vectors(
+    tmp_path, cosine_model, dot_model, st_cache, which, monkeypatch, capsys
+):
     from engine.cli import main
 
     folder, _emb = cosine_model if which == "cosine" else dot_model
     monkeypatch.setenv("EMBED_ENGINE_CACHE", str(st_cache))
-    docs = TEXTS[:8]   # distinct texts: no tied scores
+    docs = TEXTS[:8]  # distinct texts: no tied scores
     src = _write(tmp_path / "c.jsonl", docs)
     out = tmp_path / "out"
     assert main(["encode", str(src), "-o", str(out), "--model", str(folder), "--no-cache", "-q"]) == 0
@@ -233,8 +242,11 @@ def test_embed_search_equals_brute_force_with_st_vectors(tmp_path, cosine_model,
     if which == "cosine":
         d, q = _unit(d), _unit(q)
     want_s, want_i = _brute_force(d, q, 5)
-    for extra, qv in (([], None), (["--prompt-name", "other"], st.encode(QUERIES, prompt_name="other")),
-                      (["--prompt", ""], st.encode(QUERIES))):
+    for extra, qv in (
+        ([], None),
+        (["--prompt-name", "other"], st.encode(QUERIES, prompt_name="other")),
+        (["--prompt", ""], st.encode(QUERIES)),
+    ):
         if qv is not None:
             want_s, want_i = _brute_force(d, _unit(qv) if which == "cosine" else qv, 5)
         assert main(["search", str(out), *QUERIES, "-k", "5", "--json", *extra]) == 0
@@ -278,8 +290,9 @@ def test_ray_path_uses_the_same_prompt(tmp_path, cosine_model, st_cache):
         ray.shutdown()
 
 
-@pytest.mark.parametrize("edit", [{"prompts": "query: "}, {"prompts": {"query": 3}}, {"normalize": "yes"},
-                                  {"similarity_fn_name": "jaccard"}])
+@pytest.mark.parametrize(
+    "edit", [{"prompts": "query: "}, {"prompts": {"query": 3}}, {"normalize": "yes"}, {"similarity_fn_name": "jaccard"}]
+)
 def test_damaged_prompt_fields_in_the_manifest(tmp_path, cosine_model, edit):
     from engine.errors import IndexFormatError
 

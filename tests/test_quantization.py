@@ -1,4 +1,5 @@
 """engine.quantize_embeddings against sentence-transformers' quantize_embeddings (the oracle)."""
+
 from __future__ import annotations
 
 import logging
@@ -117,8 +118,11 @@ def test_zero_is_bit_zero():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=2, max_side=24),
-                 elements=st.floats(-4, 4, width=32) | st.sampled_from([0.0, -0.0, 1.0, -1.0])),
+    x=hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=2, max_side=24),
+        elements=st.floats(-4, 4, width=32) | st.sampled_from([0.0, -0.0, 1.0, -1.0]),
+    ),
     precision=st.sampled_from(PRECISIONS),
 )
 def test_property_matches_sentence_transformers(x, precision):
@@ -180,14 +184,19 @@ BAD = [
     ("dim0", lambda x: quantize_embeddings(np.empty((3, 0), np.float32), "binary"), "dim >= 1"),
     ("ragged", lambda x: quantize_embeddings([[1.0, 2.0], [3.0]], "binary"), "same length"),
     ("ranges-shape", lambda x: quantize_embeddings(x, "int8", ranges=np.ones((2, 5))), r"shape \(2, 16\)"),
-    ("ranges-inverted", lambda x: quantize_embeddings(x, "int8", ranges=np.vstack((np.ones(16), -np.ones(16)))),
-     "maximum.*below"),
+    (
+        "ranges-inverted",
+        lambda x: quantize_embeddings(x, "int8", ranges=np.vstack((np.ones(16), -np.ones(16)))),
+        "maximum.*below",
+    ),
     ("ranges-nan", lambda x: quantize_embeddings(x, "uint8", ranges=np.full((2, 16), np.nan)), "NaN or inf"),
-    ("both", lambda x: quantize_embeddings(x, "int8", ranges=np.ones((2, 16)), calibration_embeddings=x),
-     "not both"),
+    ("both", lambda x: quantize_embeddings(x, "int8", ranges=np.ones((2, 16)), calibration_embeddings=x), "not both"),
     ("calibration-dim", lambda x: quantize_embeddings(x, "int8", calibration_embeddings=x[:, :4]), r"\(m, 16\)"),
-    ("calibration-inf", lambda x: quantize_embeddings(x, "int8", calibration_embeddings=np.full((3, 16), np.inf)),
-     "NaN or inf"),
+    (
+        "calibration-inf",
+        lambda x: quantize_embeddings(x, "int8", calibration_embeddings=np.full((3, 16), np.inf)),
+        "NaN or inf",
+    ),
     ("calibration-empty", lambda x: quantize_embeddings(x, "int8", calibration_embeddings=x[:0]), "non-empty"),
     ("1d-uncalibrated", lambda x: quantize_embeddings(x[0], "int8"), "single 1-d vector needs per-dimension ranges"),
 ]

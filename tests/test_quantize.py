@@ -1,4 +1,5 @@
 """int8 / fp16 variants: quantization on a tiny in-test BERT, precision errors, recipe settings."""
+
 from __future__ import annotations
 
 import subprocess
@@ -70,8 +71,9 @@ def test_int8_graph_and_settings(int8_embedder, tiny_embedder):
     [
         pytest.param({"op_types": ("MatMul",)}, {"Attention", "MatMulInteger"}, id="matmul-only-keeps-fp32-attention"),
         pytest.param({"weight_type": "QUInt8", "per_channel": False}, {"MatMulInteger"}, id="u8-per-tensor"),
-        pytest.param({"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {"MatMul", "MatMulInteger"},
-                     id="exclude-ffn-output"),
+        pytest.param(
+            {"exclude": (r"layer\.\d+/output/dense/MatMul$",)}, {"MatMul", "MatMulInteger"}, id="exclude-ffn-output"
+        ),
         pytest.param({"gelu": "erf"}, {"BiasGelu", "QAttention"}, id="exact-gelu"),
     ],
 )
@@ -128,8 +130,22 @@ def test_static_qdq_experiment_script(fp32_graph, tiny_model_dir, tmp_path):
     """The rejected static recipe, now bench/experiments/int8_static_qdq.py, still writes a QDQ graph close to fp32."""
     script = Path(__file__).resolve().parents[1] / "bench" / "experiments" / "int8_static_qdq.py"
     dst = tmp_path / "qdq.onnx"
-    subprocess.run([sys.executable, str(script), str(fp32_graph), str(dst), "--tokenizer", str(tiny_model_dir),
-                    "--op-types", "MatMul", "--max-length", "16"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(fp32_graph),
+            str(dst),
+            "--tokenizer",
+            str(tiny_model_dir),
+            "--op-types",
+            "MatMul",
+            "--max-length",
+            "16",
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(_ops(dst))
     ids = np.array([[2, 10, 11, 12, 3], [2, 20, 21, 3, 5]], dtype=np.int64)
     ref, got = _pooled(fp32_graph, ids), _pooled(dst, ids)
@@ -178,9 +194,17 @@ def test_int8_parity_floor_refuses_a_drifting_graph(fp32_graph, tmp_path, tiny_c
         check_int8_parity(fp32_graph, other_graph, spec_from_folder(other), folder)
 
 
-@pytest.mark.parametrize(("pooling", "rows"), [("mean", ["mean"]), ("cls", ["cls"]), ("lasttoken", ["lasttoken"]),
-                                               ("mean+max", ["mean", "max"]), ("weightedmean", ["weightedmean"]),
-                                               ("something_new", None)])
+@pytest.mark.parametrize(
+    ("pooling", "rows"),
+    [
+        ("mean", ["mean"]),
+        ("cls", ["cls"]),
+        ("lasttoken", ["lasttoken"]),
+        ("mean+max", ["mean", "max"]),
+        ("weightedmean", ["weightedmean"]),
+        ("something_new", None),
+    ],
+)
 def test_the_bf16_gate_sees_the_vectors_the_stack_pools(pooling, rows):
     from engine.kernels.pooling import POOLERS
     from engine.models.quantize import _pooling_views
@@ -188,8 +212,14 @@ def test_the_bf16_gate_sees_the_vectors_the_stack_pools(pooling, rows):
     hidden = np.random.default_rng(0).normal(size=(1, 5, 8)).astype(np.float32)
     h = hidden[0]
     w = np.arange(1, 6, dtype=np.float32)[:, None]  # weightedmean: position t + 1
-    ref = {"mean": h.mean(0), "mean_sqrt_len_tokens": h.sum(0) / np.sqrt(5), "weightedmean": (w * h).sum(0) / w.sum(),
-           "cls": h[0], "lasttoken": h[-1], "max": h.max(0)}
+    ref = {
+        "mean": h.mean(0),
+        "mean_sqrt_len_tokens": h.sum(0) / np.sqrt(5),
+        "weightedmean": (w * h).sum(0) / w.sum(),
+        "cls": h[0],
+        "lasttoken": h[-1],
+        "max": h.max(0),
+    }
     views = _pooling_views(hidden, pooling)
     want = np.stack([ref[r] for r in rows or POOLERS])  # an unknown mode is gated on every pooler's view
     np.testing.assert_allclose(views, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)

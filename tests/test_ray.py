@@ -6,6 +6,7 @@ the same shards and order, vectors within 1e-6, and load into ``embed search`` u
 killed actor must not change the output; rerun keeps finished shards; the driver's cache spares
 Ray all work on a second run. Without Ray the flag is an error with the install command.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -20,13 +21,19 @@ import pytest
 from tests.conftest import SHARED, local_ray
 
 SCIFACT = SHARED / "scifact" / "corpus.jsonl"
-SHARD = 400 if SCIFACT.exists() else 60   # several shards either way
+SHARD = 400 if SCIFACT.exists() else 60  # several shards either way
 
 
 def synth(n: int) -> list[dict]:
     words = ["alpha", "beta", "gamma", "delta", "vector", "fox", "numba", "onnx", "cosine", "stitch", "time", "nine"]
-    return [{"_id": f"syn-{i:04d}", "title": f"doc {i}" if i % 4 else "",
-             "text": " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(1 + i % 11))} for i in range(n)]
+    return [
+        {
+            "_id": f"syn-{i:04d}",
+            "title": f"doc {i}" if i % 4 else "",
+            "text": " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(1 + i % 11)),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +63,16 @@ def ray_out(ray_cluster, inputs, tiny_model_dir, tiny_cache, tmp_path_factory) -
     from engine.corpus.ray import embed_corpus_ray
 
     out = tmp_path_factory.mktemp("ray-ray") / "out"
-    s = embed_corpus_ray(inputs, out, str(tiny_model_dir), cache_dir=tiny_cache, actors=2, shard_size=SHARD,
-                         cache=False, ray_batch_size=64)
+    s = embed_corpus_ray(
+        inputs,
+        out,
+        str(tiny_model_dir),
+        cache_dir=tiny_cache,
+        actors=2,
+        shard_size=SHARD,
+        cache=False,
+        ray_batch_size=64,
+    )
     assert (s.embedded, s.cache_hits, s.resumed, s.shards_written) == (s.docs, 0, 0, s.shards)
     return out
 
@@ -87,8 +102,8 @@ def test_ray_matches_local_id_by_id(local_out, ray_out, inputs):
     assert_same(local_out, ray_out)
     ids = [i for shard_ids, _, _ in read(ray_out) for i in shard_ids]
     want = [d.id for d in iter_documents(inputs, Fields())]
-    assert len(ids) == len(set(ids)) == len(want) >= 300   # no duplicates, none missing
-    assert ids == want                                      # in input order: shard i = docs [i*S, (i+1)*S)
+    assert len(ids) == len(set(ids)) == len(want) >= 300  # no duplicates, none missing
+    assert ids == want  # in input order: shard i = docs [i*S, (i+1)*S)
     if SCIFACT.exists():
         assert len(ids) == 300 + 5183
 
@@ -110,10 +125,18 @@ def test_resume_keeps_finished_shards(ray_cluster, ray_out, local_out, inputs, t
     from engine.corpus.ray import embed_corpus_ray
 
     n_shards = len(read(ray_out))
-    (ray_out / "shard-00001.done.json").unlink()                 # as if killed while writing shard 1
-    (ray_out / "shard-00002.npy").write_bytes(b"torn")            # and shard 2 damaged
-    s = embed_corpus_ray(inputs, ray_out, str(tiny_model_dir), cache_dir=tiny_cache, actors=2,
-                         shard_size=SHARD, cache=False, ray_batch_size=64)
+    (ray_out / "shard-00001.done.json").unlink()  # as if killed while writing shard 1
+    (ray_out / "shard-00002.npy").write_bytes(b"torn")  # and shard 2 damaged
+    s = embed_corpus_ray(
+        inputs,
+        ray_out,
+        str(tiny_model_dir),
+        cache_dir=tiny_cache,
+        actors=2,
+        shard_size=SHARD,
+        cache=False,
+        ray_batch_size=64,
+    )
     assert (s.shards, s.shards_written, s.embedded) == (n_shards, 2, 2 * SHARD)
     assert s.resumed == s.docs - 2 * SHARD
     assert_same(local_out, ray_out)
@@ -130,8 +153,13 @@ def test_local_run_resumes_ray_output(ray_out, local_out, inputs, tiny_embedder)
 def test_driver_cache_spares_ray(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cache, tmp_path):
     from engine.corpus.ray import embed_corpus_ray
 
-    kw = {"cache_dir": tiny_cache, "actors": 1, "shard_size": SHARD, "cache": tmp_path / "emb.sqlite",
-          "ray_batch_size": 64}
+    kw = {
+        "cache_dir": tiny_cache,
+        "actors": 1,
+        "shard_size": SHARD,
+        "cache": tmp_path / "emb.sqlite",
+        "ray_batch_size": 64,
+    }
     first = embed_corpus_ray(inputs, tmp_path / "a", str(tiny_model_dir), **kw)
     assert first.embedded + first.cache_hits == first.docs and first.embedded > 0
     second = embed_corpus_ray(inputs, tmp_path / "b", str(tiny_model_dir), **kw)
@@ -156,8 +184,16 @@ def test_killed_actor_is_restarted(ray_cluster, local_out, inputs, tiny_model_di
         return result
 
     monkeypatch.setattr(ray_embed._ActorPool, "next", next_then_kill)
-    s = ray_embed.embed_corpus_ray(inputs, tmp_path / "out", str(tiny_model_dir), cache_dir=tiny_cache, actors=2,
-                                   shard_size=SHARD, cache=False, ray_batch_size=64)
+    s = ray_embed.embed_corpus_ray(
+        inputs,
+        tmp_path / "out",
+        str(tiny_model_dir),
+        cache_dir=tiny_cache,
+        actors=2,
+        shard_size=SHARD,
+        cache=False,
+        ray_batch_size=64,
+    )
     assert killed and s.docs == s.embedded
     assert_same(local_out, tmp_path / "out")
 
@@ -166,11 +202,20 @@ def test_embed_dataset_map_batches(ray_cluster, local_out, inputs, tiny_model_di
     from engine.corpus.ray import embed_dataset
     from engine.corpus.readers import Fields, iter_documents
 
-    rows = [{"id": d.id, "title": d.title, "body": d.text[len(d.title) + 1:] if d.title else d.text}
-            for d in iter_documents(inputs[:1], Fields())]
+    rows = [
+        {"id": d.id, "title": d.title, "body": d.text[len(d.title) + 1 :] if d.title else d.text}
+        for d in iter_documents(inputs[:1], Fields())
+    ]
     ds = ray_cluster.data.from_items(rows)
-    out = embed_dataset(ds, str(tiny_model_dir), text_column="body", title_column="title", cache_dir=tiny_cache,
-                        actors=2, ray_batch_size=64).take_all()
+    out = embed_dataset(
+        ds,
+        str(tiny_model_dir),
+        text_column="body",
+        title_column="title",
+        cache_dir=tiny_cache,
+        actors=2,
+        ray_batch_size=64,
+    ).take_all()
     got = {r["id"]: np.asarray(r["embedding"]) for r in out}
     assert len(got) == len(rows) == 300
     want = {i: v for ids, _, vs in read(local_out) for i, v in zip(ids, vs)}
@@ -189,7 +234,7 @@ def test_embed_dataset_prompts(ray_cluster, tiny_model_dir, tiny_cache, tiny_emb
     got = np.stack([np.asarray(r["embedding"]) for r in sorted(out, key=lambda r: r["i"])])
     want = tiny_embedder.encode(texts, prompt="find: ")
     np.testing.assert_allclose(got, want, atol=1e-6)
-    assert np.abs(got - tiny_embedder.encode(texts)).max() > 1e-3    # the prompt changed the vectors
+    assert np.abs(got - tiny_embedder.encode(texts)).max() > 1e-3  # the prompt changed the vectors
     with pytest.raises(InputError, match="prompt_name 'nope'"):
         embed_dataset(ds, str(tiny_model_dir), cache_dir=tiny_cache, prompt_name="nope")
 
@@ -199,8 +244,24 @@ def test_cli_encode_ray(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cac
 
     monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
     out = tmp_path / "out"
-    rc = main(["encode", *map(str, inputs), "-o", str(out), "--model", str(tiny_model_dir), "--shard-size",
-               str(SHARD), "--no-cache", "-q", "--json", "--ray", "--actors", "2"])
+    rc = main(
+        [
+            "encode",
+            *map(str, inputs),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--shard-size",
+            str(SHARD),
+            "--no-cache",
+            "-q",
+            "--json",
+            "--ray",
+            "--actors",
+            "2",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["shards_written"] == len(read(local_out))
     assert_same(local_out, out)
@@ -245,7 +306,11 @@ def test_worker_with_another_model_is_refused(ray_cluster, tiny_model_dir, tiny_
     from engine.corpus.ray import _ActorPool
     from engine.errors import ModelMismatchError
 
-    kwargs = {"model": str(tiny_model_dir), "cache_dir": str(tiny_cache), "threads": 1,
-              "fingerprint": "other/fp32/32/0"}
+    kwargs = {
+        "model": str(tiny_model_dir),
+        "cache_dir": str(tiny_cache),
+        "threads": 1,
+        "fingerprint": "other/fp32/32/0",
+    }
     with pytest.raises(ModelMismatchError, match="install the same weights"):
         _ActorPool(ray_cluster, 1, 1, 0, kwargs)

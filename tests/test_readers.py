@@ -1,4 +1,5 @@
 """The one reader and the one title+text rule: every caller embeds the same string for a record."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,15 +29,19 @@ def beir_rule(title: str, text: str) -> str:
     return (title + " " + text).strip()
 
 
-@pytest.mark.parametrize("title, text, want", [
-    ("T", "body", "T body"),
-    ("", "body", "body"),
-    ("T", "", "T"),
-    ("", "", ""),
-    ("", " x ", "x"),              # BEIR strips; the old corpus rule kept " x "
-    (" T ", "body\n", "T  body"),   # inner white space is kept
-    ("T", "   ", "T"),
-], ids=["both", "no-title", "no-text", "empty", "padded-text", "padded-both", "blank-text"])
+@pytest.mark.parametrize(
+    "title, text, want",
+    [
+        ("T", "body", "T body"),
+        ("", "body", "body"),
+        ("T", "", "T"),
+        ("", "", ""),
+        ("", " x ", "x"),  # BEIR strips; the old corpus rule kept " x "
+        (" T ", "body\n", "T  body"),  # inner white space is kept
+        ("T", "   ", "T"),
+    ],
+    ids=["both", "no-title", "no-text", "empty", "padded-text", "padded-both", "blank-text"],
+)
 def test_compose_is_beirs_rule(title, text, want):
     assert compose(title, text) == want == beir_rule(title, text)
 
@@ -92,8 +97,10 @@ def test_read_sample_corpus_and_queries():
 
 def test_ids_from_line_numbers_and_text_fallbacks(tmp_path):
     p = tmp_path / "c.jsonl"
-    p.write_text('{"title": "T", "text": "one"}\n\n{"sentence": "two"}\n{"text": "", "body": "three"}\n'
-                 '{"sentence": "four", "text": "text wins"}\n')
+    p.write_text(
+        '{"title": "T", "text": "one"}\n\n{"sentence": "two"}\n{"text": "", "body": "three"}\n'
+        '{"sentence": "four", "text": "text wins"}\n'
+    )
     docs = read_documents(p, ANY_TEXT)
     assert [(d.id, d.text) for d in docs] == [("1", "T one"), ("3", "two"), ("4", "three"), ("5", "text wins")]
     q = tmp_path / "d.jsonl"
@@ -164,8 +171,11 @@ def read_skipping(paths):
 def test_csv_unterminated_quote_is_an_error_not_merged_rows(tmp_path):
     p = tmp_path / "q.csv"
     p.write_text('_id,text\nq1,"unterminated quote\nq2,fine\nq3,also fine\n')
-    with pytest.raises(InputError, match=r"q\.csv:2: unterminated quote.*runs to the end of the file, line 4.*"
-                                         r"Close the quote.*--skip-bad"):
+    with pytest.raises(
+        InputError,
+        match=r"q\.csv:2: unterminated quote.*runs to the end of the file, line 4.*"
+        r"Close the quote.*--skip-bad",
+    ):
         list(iter_documents([p]))
     with pytest.raises(InputError, match=r"q\.csv:2: unterminated quote"):
         read_documents(p)
@@ -177,12 +187,14 @@ def test_csv_unterminated_quote_is_an_error_not_merged_rows(tmp_path):
 
 def test_csv_strict_quoting_names_the_line_where_the_record_starts(tmp_path):
     p = tmp_path / "s.tsv"
-    p.write_text('_id\ttext\n'
-                 'a\t"multi\nline" kept?\n'        # 2-3: text after the closing quote
-                 'b\t"two\nlines"\n'               # 4-5: a valid quoted field with a newline
-                 'c\tsaid "hi" inside\n'           # 6: a quote inside an unquoted field is text
-                 'd\t"open\n"e\tx\n'               # 7-8: a quote that closes too early
-                 'f\tlast\n')
+    p.write_text(
+        "_id\ttext\n"
+        'a\t"multi\nline" kept?\n'  # 2-3: text after the closing quote
+        'b\t"two\nlines"\n'  # 4-5: a valid quoted field with a newline
+        'c\tsaid "hi" inside\n'  # 6: a quote inside an unquoted field is text
+        'd\t"open\n"e\tx\n'  # 7-8: a quote that closes too early
+        "f\tlast\n"
+    )
     with pytest.raises(InputError, match=r"s\.tsv:2: malformed CSV \('\t' expected after '\"' at line 3\)"):
         read_documents(p)
     docs, rejects = read_skipping(p)
@@ -196,12 +208,12 @@ def test_csv_a_field_over_the_limit_always_raises(tmp_path, monkeypatch):
     import engine.corpus.readers as readers
 
     p = tmp_path / "big.csv"
-    p.write_text('_id,text\na,"' + "x" * 50 + '\nb,ok\n' + "y" * 100 + "\n")
+    p.write_text('_id,text\na,"' + "x" * 50 + "\nb,ok\n" + "y" * 100 + "\n")
     monkeypatch.setattr(readers, "CSV_FIELD_LIMIT", 64)
-    for on_bad in (None, lambda where, msg: None):   # not skippable: where the field ends is unknown
+    for on_bad in (None, lambda where, msg: None):  # not skippable: where the field ends is unknown
         with pytest.raises(InputError, match=r"big\.csv:2: a field longer than 64 characters .* quote left open"):
             list(iter_documents([p], Fields(), on_bad))
-    assert csv.field_size_limit() == 64   # set deliberately, for the whole process
+    assert csv.field_size_limit() == 64  # set deliberately, for the whole process
     monkeypatch.undo()
     assert read_documents(_write(tmp_path / "ok.csv", "_id,text\na,b\n"))[0].text == "b"
     assert csv.field_size_limit() == readers.CSV_FIELD_LIMIT == 32 << 20
@@ -242,16 +254,19 @@ def test_damaged_gzip_is_an_input_error_or_a_reject(tmp_path, suffix):
     full = [text for _, text, _ in read_skipping(good)[0]]
     assert len(full) == n
     for name, path, reached in _gzip_cases(tmp_path, suffix, header, lines):
-        with pytest.raises(InputError, match=rf"{path.name}:{reached + 1}: damaged gzip data .*"
-                                             rf"{'lines 1-' + str(reached) + ' were read' if reached else 'nothing'}"
-                                             r".*gzip -t.*--skip-bad"):
+        with pytest.raises(
+            InputError,
+            match=rf"{path.name}:{reached + 1}: damaged gzip data .*"
+            rf"{'lines 1-' + str(reached) + ' were read' if reached else 'nothing'}"
+            r".*gzip -t.*--skip-bad",
+        ):
             list(iter_documents([path]))
         with pytest.raises(InputError, match=rf"{path.name}:{reached + 1}: damaged gzip data"):
             read_documents(path)
         # skip_bad: what was read before the damage is kept, the rest of that file is skipped,
         # the next file is read
         docs, rejects = read_skipping([path, good])
-        kept = reached - (suffix == ".csv") if reached else 0   # the CSV header is not a document
+        kept = reached - (suffix == ".csv") if reached else 0  # the CSV header is not a document
         assert [text for _, text, _ in docs] == full[:kept] + full, name
         assert rejects == [(f"{path}:{reached + 1}", rejects[0][1])]
         assert "damaged gzip data" in rejects[0][1] and "the rest of the file is skipped" in rejects[0][1]
@@ -271,8 +286,11 @@ def test_gzip_damaged_inside_a_quoted_csv_field_is_one_reject(tmp_path):
 
 def test_lone_surrogates_never_reach_the_embedder(tmp_path):
     """A "\\ud800" JSON escape (text or title) and CESU-8 surrogate bytes (CSV, text) are bad records."""
-    j = _write(tmp_path / "s.jsonl", '{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "x\\ud800y"}\n'
-                                     '{"_id": "c", "title": "\\udfff", "text": "t"}\n{"_id": "d", "text": "fine"}\n')
+    j = _write(
+        tmp_path / "s.jsonl",
+        '{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "x\\ud800y"}\n'
+        '{"_id": "c", "title": "\\udfff", "text": "t"}\n{"_id": "d", "text": "fine"}\n',
+    )
     with pytest.raises(InputError, match=r"s\.jsonl:2: text holds an invalid character \(a lone surrogate at 1\)"):
         read_documents(j)
     c = tmp_path / "s.csv"
@@ -284,7 +302,7 @@ def test_lone_surrogates_never_reach_the_embedder(tmp_path):
         assert [text for _, text, _ in docs] == ["ok", "fine"]
         assert [w for w, _ in rejects] == [f"{path}:{n}" for n in bad]
         for _, text, _ in docs:
-            text.encode("utf-8")   # every document can be tokenized
+            text.encode("utf-8")  # every document can be tokenized
 
 
 def test_a_pipe_is_read_once_and_not_counted(tmp_path):
@@ -309,10 +327,14 @@ def test_a_pipe_is_read_once_and_not_counted(tmp_path):
         expand_inputs(fifo)
 
 
-@pytest.mark.parametrize("record,why", [
-    ('{"_id": "a", "text": "x", "n": 1' + "0" * 5000 + "}", "Exceeds the limit"),  # int() refuses > 4300 digits
-    ('{"_id": "a", "text": "x", "n": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deep"),
-], ids=["5000-digit-number", "nested-100000-deep"])
+@pytest.mark.parametrize(
+    "record,why",
+    [
+        ('{"_id": "a", "text": "x", "n": 1' + "0" * 5000 + "}", "Exceeds the limit"),  # int() refuses > 4300 digits
+        ('{"_id": "a", "text": "x", "n": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deep"),
+    ],
+    ids=["5000-digit-number", "nested-100000-deep"],
+)
 def test_a_record_the_json_parser_cannot_read_is_that_records_error(tmp_path, record, why):
     """Whatever json.loads raises (ValueError for a huge number, RecursionError for deep nesting)
     is one bad record: rejected with skip_bad, an InputError naming file and line without it."""

@@ -5,6 +5,7 @@ and SIGKILLs itself just before its N-th file write (or in the middle of one, le
 file); another is killed from outside while it runs. The rerun must keep the finished shards and
 produce byte-identical files: same ids in the same order, same vectors bit for bit.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-N_DOCS, SHARD = 300, 50          # 6 shards
+N_DOCS, SHARD = 300, 50  # 6 shards
 # file writes of a run: 1 manifest, then 3 per shard (vectors, ids, done record), 1 final manifest
 
 
@@ -57,8 +58,14 @@ embed_corpus(cfg["src"], cfg["out"], emb, shard_size=cfg["shard"], cache=cfg.get
 
 def synth(n: int) -> list[dict]:
     words = ["alpha", "beta", "gamma", "delta", "vector", "fox", "numba", "onnx", "cosine", "stitch", "time", "nine"]
-    return [{"_id": f"id-{i:04d}", "title": f"doc {i}" if i % 4 else "",
-             "text": " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(1 + i % 11))} for i in range(n)]
+    return [
+        {
+            "_id": f"id-{i:04d}",
+            "title": f"doc {i}" if i % 4 else "",
+            "text": " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(1 + i % 11)),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +89,21 @@ def reference(corpus, tiny_embedder, tmp_path_factory) -> Path:
 
 def child(cfg: dict) -> subprocess.Popen:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
 
 
 def config(tmp_path, corpus, tiny_model_dir, tiny_cache, cache=True, **kw) -> dict:
-    return {"model": str(tiny_model_dir), "model_cache": str(tiny_cache), "src": str(corpus),
-            "out": str(tmp_path / "out"), "shard": SHARD,
-            "cache": str(tmp_path / "emb.sqlite") if cache else None, **kw}
+    return {
+        "model": str(tiny_model_dir),
+        "model_cache": str(tiny_cache),
+        "src": str(corpus),
+        "out": str(tmp_path / "out"),
+        "shard": SHARD,
+        "cache": str(tmp_path / "emb.sqlite") if cache else None,
+        **kw,
+    }
 
 
 def run_killed(cfg: dict) -> None:
@@ -108,10 +122,10 @@ def assert_identical(out: Path, reference: Path) -> None:
     got, want = list(iter_shards(out)), list(iter_shards(reference))
     ids = [i for ids, _, _ in got for i in ids]
     assert ids == [i for ids, _, _ in want for i in ids]
-    assert len(ids) == len(set(ids)) == N_DOCS                       # no duplicate, no missing id
+    assert len(ids) == len(set(ids)) == N_DOCS  # no duplicate, no missing id
     for (_, _, v), (_, _, w) in zip(got, want):
-        np.testing.assert_array_equal(v, w)                             # exact, vector by vector
-    assert output_files(out) == output_files(reference)                 # and byte for byte
+        np.testing.assert_array_equal(v, w)  # exact, vector by vector
+    assert output_files(out) == output_files(reference)  # and byte for byte
 
 
 def resume(cfg: dict, tiny_embedder):
@@ -120,16 +134,21 @@ def resume(cfg: dict, tiny_embedder):
     return embed_corpus(cfg["src"], cfg["out"], tiny_embedder, shard_size=SHARD, cache=cfg["cache"] or False)
 
 
-@pytest.mark.parametrize("kill_at, torn, cache, kept", [
-    (AFTER_SHARD(1), False, True, 1),      # after the 1st shard
-    (AFTER_SHARD(3), False, True, 3),      # after the 3rd shard
-    (AFTER_SHARD(2) + 1, True, True, 2),   # mid shard: vectors renamed, ids torn, no done record
-    (AFTER_SHARD(4) + 2, False, False, 4), # vectors and ids written, done record not; no cache
-    (AFTER_SHARD(6), False, True, 6),      # all shards done, final manifest not written
-    (1, True, True, 0),                    # torn first manifest
-], ids=["after-1st", "after-3rd", "torn-ids", "before-done-nocache", "before-manifest", "torn-manifest"])
-def test_kill_and_resume(tmp_path, corpus, reference, tiny_model_dir, tiny_cache, tiny_embedder,
-                         kill_at, torn, cache, kept):
+@pytest.mark.parametrize(
+    "kill_at, torn, cache, kept",
+    [
+        (AFTER_SHARD(1), False, True, 1),  # after the 1st shard
+        (AFTER_SHARD(3), False, True, 3),  # after the 3rd shard
+        (AFTER_SHARD(2) + 1, True, True, 2),  # mid shard: vectors renamed, ids torn, no done record
+        (AFTER_SHARD(4) + 2, False, False, 4),  # vectors and ids written, done record not; no cache
+        (AFTER_SHARD(6), False, True, 6),  # all shards done, final manifest not written
+        (1, True, True, 0),  # torn first manifest
+    ],
+    ids=["after-1st", "after-3rd", "torn-ids", "before-done-nocache", "before-manifest", "torn-manifest"],
+)
+def test_kill_and_resume(
+    tmp_path, corpus, reference, tiny_model_dir, tiny_cache, tiny_embedder, kill_at, torn, cache, kept
+):
     cfg = config(tmp_path, corpus, tiny_model_dir, tiny_cache, cache=cache, kill_at=kill_at, torn=torn)
     run_killed(cfg)
     out = Path(cfg["out"])

@@ -55,14 +55,17 @@ def test_cpu_class_from_flags():
     assert rt.cpu_class(set()) == "other"
 
 
-@pytest.mark.parametrize("precision, runtime, device, match", [
-    ("bf16", None, "cuda", "bf16 units; on CUDA"),
-    ("fp32", "openvino", "cuda", "on CUDA the runtime is onnxruntime"),
-    ("int8", "openvino", "cpu", "int8 runs on onnxruntime"),
-    ("bf16", "onnxruntime", "cpu", "onnxruntime has no bf16"),
-    ("fp16", None, "cpu", "does not run on the CPU"),
-    ("fp32", "tensorrt", "cpu", "runtime must be one of"),
-])
+@pytest.mark.parametrize(
+    "precision, runtime, device, match",
+    [
+        ("bf16", None, "cuda", "bf16 units; on CUDA"),
+        ("fp32", "openvino", "cuda", "on CUDA the runtime is onnxruntime"),
+        ("int8", "openvino", "cpu", "int8 runs on onnxruntime"),
+        ("bf16", "onnxruntime", "cpu", "onnxruntime has no bf16"),
+        ("fp16", None, "cpu", "does not run on the CPU"),
+        ("fp32", "tensorrt", "cpu", "runtime must be one of"),
+    ],
+)
 def test_impossible_choices_are_refused_by_name(precision, runtime, device, match):
     with pytest.raises(InputError, match=match):
         rt.choose_runtime(precision, device, runtime, cls="avx512_bf16")
@@ -153,8 +156,10 @@ def test_bf16_gate_refuses_a_model_that_drifts(bf16_as_f32, tiny_model_dir, tmp_
 
 
 @pytest.mark.skipif(not BF16_HERE, reason=f"no bf16 units on this CPU (class {rt.cpu_class()})")
-@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "qwen2", "llama",
-                                    "modernbert", "t5", "gemma3_text"])
+@pytest.mark.parametrize(
+    "family",
+    ["bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "qwen2", "llama", "modernbert", "t5", "gemma3_text"],
+)
 def test_bf16_vectors_are_near_exact(family, tmp_path):
     from sentence_transformers import SentenceTransformer
 
@@ -172,4 +177,3 @@ def test_bf16_vectors_are_near_exact(family, tmp_path):
     # model (a new one each run: build_transformer is not bit-reproducible across processes) lands
     # within 1e-4 of that floor (worst seen 0.99988; the real MiniLM gives 0.99996 on 2,500 texts).
     assert _cos(got, want).min() >= 0.9998
-

@@ -6,6 +6,7 @@ them; it reports every refused import and every heavy module loaded, and its vec
 the parent's. Exports from before the runtime graphs were written at export time are completed
 in place once (with onnx), or refused with the fix (without it).
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,9 @@ print(json.dumps({{"refused": refused, "loaded": sorted(m for m in sys.modules i
 def embed(embedder_cls, args: dict, precision: str) -> dict:
     """What parent and child both compute: several batches (batch workers on the single-threaded
     session) and one batch (the main session)."""
-    emb = embedder_cls(args["model"], model_precision=precision, cache_dir=args["cache"], threads=2,
-                       runtime=args.get("runtime"))
+    emb = embedder_cls(
+        args["model"], model_precision=precision, cache_dir=args["cache"], threads=2, runtime=args.get("runtime")
+    )
     return {"batched": emb.encode(args["texts"], batch_size=4), "one": emb.encode(args["texts"][:3])}
 
 
@@ -82,11 +84,18 @@ def _child(model: str, cache, precisions, tmp_path, runtime=None) -> tuple[dict,
     import inspect
 
     out = tmp_path / "child.npz"
-    args = {"model": model, "cache": None if cache is None else str(cache), "precisions": list(precisions),
-            "texts": TEXTS, "out": str(out), "runtime": runtime}
+    args = {
+        "model": model,
+        "cache": None if cache is None else str(cache),
+        "precisions": list(precisions),
+        "texts": TEXTS,
+        "out": str(out),
+        "runtime": runtime,
+    }
     code = inspect.getsource(embed) + CHILD.format(heavy=HEAVY)
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=tmp_path, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     return report, dict(np.load(out))
@@ -215,8 +224,11 @@ def test_without_onnx_a_missing_graph_matters_only_to_its_device(tiny_model_dir,
     (folder / "model.cuda.onnx").unlink()  # the CPU runtime does not need it
     report, got = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
     assert report == {"refused": ["onnx"], "loaded": [], "error": None}
-    want = embed(Embedder, {"model": str(tiny_model_dir), "cache": tiny_embedder._exported.folder.parent.parent,
-                            "texts": TEXTS}, "fp32")
+    want = embed(
+        Embedder,
+        {"model": str(tiny_model_dir), "cache": tiny_embedder._exported.folder.parent.parent, "texts": TEXTS},
+        "fp32",
+    )
     np.testing.assert_allclose(got["fp32_batched"], want["batched"], rtol=0, atol=1e-6)
     (folder / "model.cpu.onnx").unlink()
     report, _ = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)

@@ -1,4 +1,5 @@
 """``select`` end to end on a tiny model and a synthetic BEIR folder; the recommendation rule."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,23 @@ from tests.conftest import write_beir
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-TOPICS = ["fox dog lazy jumps", "vectors numbers cosine similarity", "numba python loops machine code",
-          "onnx runtime exported networks", "tokenizers split word pieces", "stitch time saves nine"]
+TOPICS = [
+    "fox dog lazy jumps",
+    "vectors numbers cosine similarity",
+    "numba python loops machine code",
+    "onnx runtime exported networks",
+    "tokenizers split word pieces",
+    "stitch time saves nine",
+]
 
 
 @pytest.fixture()
 def synthetic_beir(tmp_path):
-    docs = [{"_id": f"d{t}{j}", "title": TOPICS[t].split()[0], "text": f"{TOPICS[t]} {j}"}
-            for t in range(6) for j in range(5)]
+    docs = [
+        {"_id": f"d{t}{j}", "title": TOPICS[t].split()[0], "text": f"{TOPICS[t]} {j}"}
+        for t in range(6)
+        for j in range(5)
+    ]
     queries = [{"_id": f"q{t}", "text": TOPICS[t]} for t in range(6)]
     qrels = [(f"q{t}", f"d{t}{j}", 1 + (j == 0)) for t in range(6) for j in range(3)]
     return write_beir(tmp_path / "synthetic", docs, queries, qrels)
@@ -28,8 +38,16 @@ def synthetic_beir(tmp_path):
 def test_select_writes_decision_record(synthetic_beir, tiny_model_dir, tiny_cache, tmp_path):
     ds = load_beir(synthetic_beir)
     out = tmp_path / "select"
-    res = run_select(ds, [str(tiny_model_dir), "no-such-model-xyz"], out, precisions=("fp32",),
-                     dims=(None, 16, 8, 64), cache_dir=tiny_cache, speed_docs=16, log=lambda *a: None)
+    res = run_select(
+        ds,
+        [str(tiny_model_dir), "no-such-model-xyz"],
+        out,
+        precisions=("fp32",),
+        dims=(None, 16, 8, 64),
+        cache_dir=tiny_cache,
+        speed_docs=16,
+        log=lambda *a: None,
+    )
     dims = sorted({r["dim"] for r in res["rows"]})
     assert dims == [8, 16, 32]  # 64 >= dim 32 is skipped
     assert {r["index_precision"] for r in res["rows"]} == {"fp32", "int8"}
@@ -48,17 +66,27 @@ def test_select_writes_decision_record(synthetic_beir, tiny_model_dir, tiny_cach
 
 def row(model, ndcg, speed, dim, ip="fp32", precision="fp32"):
     ram, disk = bytes_per_vector(dim, ip)
-    return {"model": model, "precision": precision, "index_precision": ip, "dim": dim, "full_dim": 384,
-            "ndcg@10": ndcg, "recall@100": 0.9, "encode_docs_per_s": speed, "query_ms": 100 / speed,
-            "bytes_per_vector": ram, "disk_bytes_per_vector": disk}
+    return {
+        "model": model,
+        "precision": precision,
+        "index_precision": ip,
+        "dim": dim,
+        "full_dim": 384,
+        "ndcg@10": ndcg,
+        "recall@100": 0.9,
+        "encode_docs_per_s": speed,
+        "query_ms": 100 / speed,
+        "bytes_per_vector": ram,
+        "disk_bytes_per_vector": disk,
+    }
 
 
 def test_recommend_rule():
     rows = [
         row("big", 0.70, 5, 768),
-        row("small", 0.695, 20, 384),              # within 1% of 0.70 (floor 0.693)
-        row("small", 0.694, 20, 384, ip="int8"),   # same speed, 4x fewer bytes: preferred
-        row("small", 0.60, 20, 64, ip="int8"),     # fastest and smallest but too lossy
+        row("small", 0.695, 20, 384),  # within 1% of 0.70 (floor 0.693)
+        row("small", 0.694, 20, 384, ip="int8"),  # same speed, 4x fewer bytes: preferred
+        row("small", 0.60, 20, 64, ip="int8"),  # fastest and smallest but too lossy
         row("small", 0.699, 25, 384, precision="int8"),  # faster model precision wins first
     ]
     rec = recommend(rows, tolerance=0.01)
@@ -74,16 +102,54 @@ def test_cli_eval_and_select(synthetic_beir, tiny_model_dir, tiny_cache, tmp_pat
 
     monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
     out = tmp_path / "r.json"
-    assert main(["eval", "--beir", str(synthetic_beir), "--model", str(tiny_model_dir), "--truncate-dim", "16",
-                 "--index-precision", "int8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--beir",
+                str(synthetic_beir),
+                "--model",
+                str(tiny_model_dir),
+                "--truncate-dim",
+                "16",
+                "--index-precision",
+                "int8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())["retrieval"][0]
     assert res["dim"] == 16 and res["index_precision"] == "int8" and res["queries"] == 6
     assert "ndcg@10" in capsys.readouterr().out
     assert main(["eval", "--beir", str(synthetic_beir), "--split", "dev", "--model", str(tiny_model_dir)]) == 1
     assert "available splits: ['test']" in capsys.readouterr().err
-    assert main(["select", "--corpus", str(synthetic_beir / "corpus.jsonl"),
-                 "--queries", str(synthetic_beir / "queries.jsonl"),
-                 "--qrels", str(synthetic_beir / "qrels" / "test.tsv"), "--models", str(tiny_model_dir),
-                 "--precisions", "fp32", "--index-precisions", "fp32", "--dims", "full", "8", "--speed-docs", "8",
-                 "--out", str(tmp_path / "sel")]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "--corpus",
+                str(synthetic_beir / "corpus.jsonl"),
+                "--queries",
+                str(synthetic_beir / "queries.jsonl"),
+                "--qrels",
+                str(synthetic_beir / "qrels" / "test.tsv"),
+                "--models",
+                str(tiny_model_dir),
+                "--precisions",
+                "fp32",
+                "--index-precisions",
+                "fp32",
+                "--dims",
+                "full",
+                "8",
+                "--speed-docs",
+                "8",
+                "--out",
+                str(tmp_path / "sel"),
+            ]
+        )
+        == 0
+    )
     assert "**Use tiny-bert fp32 / index fp32" in capsys.readouterr().out

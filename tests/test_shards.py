@@ -5,6 +5,7 @@ checksums kept valid, so only the rule under test breaks. Cases that used to blo
 (fifos, ``/dev/zero``) run in a child process with a time limit, so a regression fails instead
 of hanging the suite.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,18 @@ from engine.errors import IndexFormatError, InputError
 
 DIM = 8
 FP = "tiny/fp32/8/abcd"
-SETTINGS = {"model": FP, "precision": "fp32", "truncate_dim": None, "normalize": True, "dim": DIM,
-            "id_field": "_id", "text_field": "text", "title_field": "title", "shard_size": 4, "text_format": 2}
+SETTINGS = {
+    "model": FP,
+    "precision": "fp32",
+    "truncate_dim": None,
+    "normalize": True,
+    "dim": DIM,
+    "id_field": "_id",
+    "text_field": "text",
+    "title_field": "title",
+    "shard_size": 4,
+    "text_format": 2,
+}
 SHA = settings_digest(SETTINGS)
 
 
@@ -39,8 +50,10 @@ def _unit(n, seed):
 
 
 def contents(n_shards=3, per=4):
-    return [([f"d{i * per + j}" for j in range(per)], [f"title {i * per + j}" for j in range(per)], _unit(per, i))
-            for i in range(n_shards)]
+    return [
+        ([f"d{i * per + j}" for j in range(per)], [f"title {i * per + j}" for j in range(per)], _unit(per, i))
+        for i in range(n_shards)
+    ]
 
 
 def write_outdir(out: Path, shard_contents=None) -> dict:
@@ -48,14 +61,27 @@ def write_outdir(out: Path, shard_contents=None) -> dict:
     shard_contents = contents() if shard_contents is None else shard_contents
     with OutputDir(out) as o:
         o.check_settings(SETTINGS, overwrite=False)
-        manifest = {"format": FORMAT, "version": VERSION, "status": "in_progress", "settings": SETTINGS,
-                    "model": {"name": "tiny", "ref": "tiny", "fingerprint": FP, "precision": "fp32"},
-                    "dim": DIM, "truncate_dim": None, "normalize": True, "inputs": []}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "status": "in_progress",
+            "settings": SETTINGS,
+            "model": {"name": "tiny", "ref": "tiny", "fingerprint": FP, "precision": "fp32"},
+            "dim": DIM,
+            "truncate_dim": None,
+            "normalize": True,
+            "inputs": [],
+        }
         o.write_manifest(manifest)
-        recs = [o.write_shard(i, v, ids, titles, f"content-{i}", SHA)
-                for i, (ids, titles, v) in enumerate(shard_contents)]
-        manifest.update(status="complete", count=sum(r["count"] for r in recs), rejected=0,
-                        shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in recs])
+        recs = [
+            o.write_shard(i, v, ids, titles, f"content-{i}", SHA) for i, (ids, titles, v) in enumerate(shard_contents)
+        ]
+        manifest.update(
+            status="complete",
+            count=sum(r["count"] for r in recs),
+            rejected=0,
+            shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in recs],
+        )
         o.write_manifest(manifest)
     return manifest
 
@@ -72,8 +98,10 @@ def resign(out: Path, i: int = 0) -> None:
     """Make the manifest's (and the done record's) checksums of shard i match its files again."""
     m = manifest_of(out)
     stem = shards.shard_stem(i)
-    sums = {role: hashlib.sha256((out / f"{stem}.{ext}").read_bytes()).hexdigest()
-            for role, ext in (("vectors", "npy"), ("ids", "jsonl"))}
+    sums = {
+        role: hashlib.sha256((out / f"{stem}.{ext}").read_bytes()).hexdigest()
+        for role, ext in (("vectors", "npy"), ("ids", "jsonl"))
+    }
     m["shards"][i]["sha256"] = sums
     put_manifest(out, m)
     done = out / f"{stem}.done.json"
@@ -100,9 +128,11 @@ def expect(fn, out, match, name):
     return e.value
 
 
-READERS = {"iter_shards": lambda out: list(iter_shards(out)),
-           "iter_shards_unverified": lambda out: list(iter_shards(out, verify=False)),
-           "load_index": lambda out: load_index(out)}
+READERS = {
+    "iter_shards": lambda out: list(iter_shards(out)),
+    "iter_shards_unverified": lambda out: list(iter_shards(out, verify=False)),
+    "load_index": lambda out: load_index(out),
+}
 
 CHILD = textwrap.dedent("""
     import json, sys
@@ -125,8 +155,14 @@ def _limit_memory() -> None:
 
 def run_child(args: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=_limit_memory, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        return subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=_limit_memory,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{what} did not finish in {timeout} s (it blocks or reads without end)")
 
@@ -159,11 +195,19 @@ def test_written_folder_reads_back(tmp_path):
 # ----------------------------------------------------------------------------- 6. paths in records
 
 
-@pytest.mark.parametrize("role,value", [
-    ("vectors", "../other/shard-00000.npy"), ("vectors", "OTHER/shard-00000.npy"), ("vectors", "shard-00001.npy"),
-    ("ids", "../other/shard-00000.jsonl"), ("ids", "/etc/passwd"),
-    ("vectors", "shard-00000.npy/../shard-00000.npy"), ("vectors", None), ("ids", 0),
-])
+@pytest.mark.parametrize(
+    "role,value",
+    [
+        ("vectors", "../other/shard-00000.npy"),
+        ("vectors", "OTHER/shard-00000.npy"),
+        ("vectors", "shard-00001.npy"),
+        ("ids", "../other/shard-00000.jsonl"),
+        ("ids", "/etc/passwd"),
+        ("vectors", "shard-00000.npy/../shard-00000.npy"),
+        ("vectors", None),
+        ("ids", 0),
+    ],
+)
 @pytest.mark.parametrize("reader", sorted(READERS))
 def test_manifest_record_naming_another_file_is_refused(tmp_path, role, value, reader):
     """A manifest whose record names any file but the engine's own for that shard number is
@@ -175,12 +219,16 @@ def test_manifest_record_naming_another_file_is_refused(tmp_path, role, value, r
     write_outdir(out)
     m = manifest_of(out)
     if value == "OTHER/shard-00000.npy":
-        value = str(other / "shard-00000.npy")           # absolute, into another folder, checksum valid
+        value = str(other / "shard-00000.npy")  # absolute, into another folder, checksum valid
         m["shards"][0]["sha256"]["vectors"] = manifest_of(other)["shards"][0]["sha256"]["vectors"]
     m["shards"][0][role] = value
     put_manifest(out, m)
-    expect(READERS[reader], out, rf"shard record 0 names {role} file {re.escape(repr(value))}.*the engine's is",
-           "manifest.json")
+    expect(
+        READERS[reader],
+        out,
+        rf"shard record 0 names {role} file {re.escape(repr(value))}.*the engine's is",
+        "manifest.json",
+    )
 
 
 def test_dev_zero_in_manifest_does_not_hang(tmp_path):
@@ -207,7 +255,7 @@ def test_shard_files_must_be_regular_files_not_links(tmp_path, kind, ext):
     p = out / f"shard-00000.{ext}"
     p.unlink()
     if kind == "link-out":
-        p.symlink_to(other / p.name)                      # same bytes: the checksum matches
+        p.symlink_to(other / p.name)  # same bytes: the checksum matches
     elif kind == "link-in":
         (out / "copy").write_bytes((other / p.name).read_bytes())
         p.symlink_to(out / "copy")
@@ -218,15 +266,35 @@ def test_shard_files_must_be_regular_files_not_links(tmp_path, kind, ext):
     else:
         p.mkdir()
     what = {"fifo": "is a fifo, not a regular file", "folder": "is a folder, not a regular file"}.get(
-        kind, "is a symbolic link")
+        kind, "is a symbolic link"
+    )
     for verify in (True, False):
         name, msg = read_in_child(out, verify)
         assert name == "IndexFormatError" and str(p) in msg and what in msg, msg
 
 
-@pytest.mark.parametrize("case", ["huge-shape", "huge-count", "big-endian", "float64", "object", "fortran",
-                                  "3-d", "1-d", "wrong-dim", "fewer-rows", "truncated", "trailing", "v2-header",
-                                  "v3-header", "bad-magic", "garbage-header", "empty"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "huge-shape",
+        "huge-count",
+        "big-endian",
+        "float64",
+        "object",
+        "fortran",
+        "3-d",
+        "1-d",
+        "wrong-dim",
+        "fewer-rows",
+        "truncated",
+        "trailing",
+        "v2-header",
+        "v3-header",
+        "bad-magic",
+        "garbage-header",
+        "empty",
+    ],
+)
 @pytest.mark.parametrize("verify", [True, False])
 def test_npy_header_and_size_checked_before_reading(tmp_path, case, verify):
     """The .npy header (dtype, order, shape) and the file size are checked against the record
@@ -237,14 +305,17 @@ def test_npy_header_and_size_checked_before_reading(tmp_path, case, verify):
     good = _unit(4, 0)
     m = manifest_of(out)
     raw = {
-        "huge-shape": lambda: npy_bytes(header={"descr": "<f4", "fortran_order": False, "shape": (10**12, DIM)},
-                                        data=good.tobytes()),
-        "huge-count": lambda: npy_bytes(header={"descr": "<f4", "fortran_order": False, "shape": (10**12, DIM)},
-                                        data=good.tobytes()),
+        "huge-shape": lambda: npy_bytes(
+            header={"descr": "<f4", "fortran_order": False, "shape": (10**12, DIM)}, data=good.tobytes()
+        ),
+        "huge-count": lambda: npy_bytes(
+            header={"descr": "<f4", "fortran_order": False, "shape": (10**12, DIM)}, data=good.tobytes()
+        ),
         "big-endian": lambda: npy_bytes(good.astype(">f4")),
         "float64": lambda: npy_bytes(good.astype("<f8")),
-        "object": lambda: npy_bytes(header={"descr": "|O", "fortran_order": False, "shape": (4, DIM)},
-                                    data=b"\0" * 8 * 4 * DIM),
+        "object": lambda: npy_bytes(
+            header={"descr": "|O", "fortran_order": False, "shape": (4, DIM)}, data=b"\0" * 8 * 4 * DIM
+        ),
         "fortran": lambda: npy_bytes(np.asfortranarray(good)),
         "3-d": lambda: npy_bytes(good.reshape(4, DIM, 1)),
         "1-d": lambda: npy_bytes(good.reshape(-1)),
@@ -252,7 +323,7 @@ def test_npy_header_and_size_checked_before_reading(tmp_path, case, verify):
         "fewer-rows": lambda: npy_bytes(good[:3]),
         "truncated": lambda: npy_bytes(good)[:-4],
         "trailing": lambda: npy_bytes(good) + b"\0\0\0\0",
-        "v2-header": lambda: npy_bytes(good, version=(2, 0)),     # valid: numpy's larger-header variant
+        "v2-header": lambda: npy_bytes(good, version=(2, 0)),  # valid: numpy's larger-header variant
         "v3-header": lambda: npy_bytes(good, version=(3, 0)),
         "bad-magic": lambda: b"\x93NUMPZ" + npy_bytes(good)[6:],
         "garbage-header": lambda: npy_bytes(good).replace(b"'descr'", b"'dexcr'"),
@@ -267,18 +338,31 @@ def test_npy_header_and_size_checked_before_reading(tmp_path, case, verify):
     if case == "v2-header":
         np.testing.assert_array_equal(next(iter(iter_shards(out, verify=verify)))[2], good)
         return
-    match = {"truncated": r"\(truncated\)", "trailing": r"\(trailing data\)", "huge-count": r"\(truncated\)",
-             "v3-header": "not a valid .npy file", "bad-magic": "not a valid .npy file",
-             "garbage-header": "not a valid .npy file", "empty": "not a valid .npy file"}.get(case, "its record says")
+    match = {
+        "truncated": r"\(truncated\)",
+        "trailing": r"\(trailing data\)",
+        "huge-count": r"\(truncated\)",
+        "v3-header": "not a valid .npy file",
+        "bad-magic": "not a valid .npy file",
+        "garbage-header": "not a valid .npy file",
+        "empty": "not a valid .npy file",
+    }.get(case, "its record says")
     e = expect(lambda o: list(iter_shards(o, verify=verify)), out, match, "shard-00000.npy")
     assert str(p) in str(e)
 
 
-@pytest.mark.parametrize("line,why", [
-    (b'["d0", "t"]', "not a JSON object"), (b'{"id": 5, "title": "t"}', "string id"),
-    (b'{"id": "d0", "title": 5}', "string id and title"), (b'{"title": "t"}', "string id"),
-    (b'{"id": "d\xff0"}', "not a JSON object"), (b"[" * 100_000, "not a JSON object"), (b"nul", "not a JSON"),
-])
+@pytest.mark.parametrize(
+    "line,why",
+    [
+        (b'["d0", "t"]', "not a JSON object"),
+        (b'{"id": 5, "title": "t"}', "string id"),
+        (b'{"id": "d0", "title": 5}', "string id and title"),
+        (b'{"title": "t"}', "string id"),
+        (b'{"id": "d\xff0"}', "not a JSON object"),
+        (b"[" * 100_000, "not a JSON object"),
+        (b"nul", "not a JSON"),
+    ],
+)
 def test_sidecar_lines_checked(tmp_path, line, why):
     out = tmp_path / "out"
     write_outdir(out)
@@ -292,11 +376,14 @@ def test_sidecar_lines_checked(tmp_path, line, why):
         assert f"{p}:2:" in str(e)
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda b: b + b'{"id": "x", "title": ""}\n', "has 5 lines, the manifest says 4"),
-    (lambda b: b[:-1], r"no final newline"),
-    (lambda b: b.split(b"\n", 1)[1], "has 3 lines"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda b: b + b'{"id": "x", "title": ""}\n', "has 5 lines, the manifest says 4"),
+        (lambda b: b[:-1], r"no final newline"),
+        (lambda b: b.split(b"\n", 1)[1], "has 3 lines"),
+    ],
+)
 def test_sidecar_line_count_checked(tmp_path, edit, match):
     out = tmp_path / "out"
     write_outdir(out)
@@ -307,21 +394,29 @@ def test_sidecar_line_count_checked(tmp_path, edit, match):
         expect(reader, out, match, "shard-00001.jsonl")
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda m: m.update(dim="8"), "dim is '8'"), (lambda m: m.update(dim=0), "dim is 0"),
-    (lambda m: m.update(dim=True), "dim is True"), (lambda m: m.pop("model"), "model must be an object"),
-    (lambda m: m["model"].update(fingerprint=None), "model must be"), (lambda m: m.update(truncate_dim="x"),
-                                                                        "truncate_dim is 'x'"),
-    (lambda m: m.update(shards={}), "no list of shards"), (lambda m: m["shards"].pop(0), "shard record 0 has index 1"),
-    (lambda m: m["shards"].reverse(), "shard record 0 has index 2"), (lambda m: m["shards"].append(1), "not an object"),
-    (lambda m: m["shards"][1].update(count=-1), "has count -1"), (lambda m: m["shards"][1].update(count=4.0),
-                                                                   "has count 4.0"),
-    (lambda m: m["shards"][1].update(sha256={"vectors": "x" * 64}), "no valid sha256"),
-    (lambda m: m["shards"][1].update(first_id=[1]), "first_id"),
-    (lambda m: m.update(count=13), "count 13 is not the sum"), (lambda m: m.update(version="1"), "version '1'"),
-    (lambda m: m.update(version=2), "format version 2.*Upgrade"), (lambda m: m.update(status="in_progress"),
-                                                                   "incomplete"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda m: m.update(dim="8"), "dim is '8'"),
+        (lambda m: m.update(dim=0), "dim is 0"),
+        (lambda m: m.update(dim=True), "dim is True"),
+        (lambda m: m.pop("model"), "model must be an object"),
+        (lambda m: m["model"].update(fingerprint=None), "model must be"),
+        (lambda m: m.update(truncate_dim="x"), "truncate_dim is 'x'"),
+        (lambda m: m.update(shards={}), "no list of shards"),
+        (lambda m: m["shards"].pop(0), "shard record 0 has index 1"),
+        (lambda m: m["shards"].reverse(), "shard record 0 has index 2"),
+        (lambda m: m["shards"].append(1), "not an object"),
+        (lambda m: m["shards"][1].update(count=-1), "has count -1"),
+        (lambda m: m["shards"][1].update(count=4.0), "has count 4.0"),
+        (lambda m: m["shards"][1].update(sha256={"vectors": "x" * 64}), "no valid sha256"),
+        (lambda m: m["shards"][1].update(first_id=[1]), "first_id"),
+        (lambda m: m.update(count=13), "count 13 is not the sum"),
+        (lambda m: m.update(version="1"), "version '1'"),
+        (lambda m: m.update(version=2), "format version 2.*Upgrade"),
+        (lambda m: m.update(status="in_progress"), "incomplete"),
+    ],
+)
 def test_manifest_fields_checked(tmp_path, edit, match):
     out = tmp_path / "out"
     write_outdir(out)
@@ -333,10 +428,16 @@ def test_manifest_fields_checked(tmp_path, edit, match):
             reader(out)
 
 
-@pytest.mark.parametrize("raw,match", [
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"), (b"{" + b'"a":{' * 50_000, "nested too deeply|not valid"),
-    (b"\xff\xfe{}", "not valid JSON"), (b"[]", "not an embed encode manifest"), (b"", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"{" + b'"a":{' * 50_000, "nested too deeply|not valid"),
+        (b"\xff\xfe{}", "not valid JSON"),
+        (b"[]", "not an embed encode manifest"),
+        (b"", "not valid JSON"),
+    ],
+)
 def test_damaged_manifest(tmp_path, raw, match):
     out = tmp_path / "out"
     write_outdir(out)
@@ -353,8 +454,11 @@ def test_manifest_must_be_a_regular_file(tmp_path, kind):
     write_outdir(out)
     p = out / "manifest.json"
     p.unlink()
-    {"fifo": lambda: os.mkfifo(p), "dev-zero": lambda: p.symlink_to("/dev/zero"),
-     "link-out": lambda: p.symlink_to(other / "manifest.json")}[kind]()
+    {
+        "fifo": lambda: os.mkfifo(p),
+        "dev-zero": lambda: p.symlink_to("/dev/zero"),
+        "link-out": lambda: p.symlink_to(other / "manifest.json"),
+    }[kind]()
     name, msg = read_in_child(out)
     assert name == "IndexFormatError" and str(p) in msg
     assert ("is a fifo" if kind == "fifo" else "is a symbolic link") in msg
@@ -389,22 +493,25 @@ def _completed(out: Path, i: int, content=None):
         return o.completed(i, f"content-{i}" if content is None else content, SHA)
 
 
-@pytest.mark.parametrize("edit,warn", [
-    ("OTHER", "names vectors file '/"),
-    (lambda r: r.update(ids="../other/shard-00001.jsonl"), "names ids file"),
-    (lambda r: r.update(index=0), "has index 0"),
-    (lambda r: r.update(count=5), "record says <f4 (float32) (5, 8)"),
-    (lambda r: r.update(count="4"), "has count '4'"),
-    (lambda r: r.update(sha256=[]), "no valid sha256"),
-    (lambda r: r.pop("sha256"), "no valid sha256"),
-])
+@pytest.mark.parametrize(
+    "edit,warn",
+    [
+        ("OTHER", "names vectors file '/"),
+        (lambda r: r.update(ids="../other/shard-00001.jsonl"), "names ids file"),
+        (lambda r: r.update(index=0), "has index 0"),
+        (lambda r: r.update(count=5), "record says <f4 (float32) (5, 8)"),
+        (lambda r: r.update(count="4"), "has count '4'"),
+        (lambda r: r.update(sha256=[]), "no valid sha256"),
+        (lambda r: r.pop("sha256"), "no valid sha256"),
+    ],
+)
 def test_done_record_not_trusted(tmp_path, caplog, edit, warn):
     out = tmp_path / "out"
     write_outdir(out)
     assert _completed(out, 1)["count"] == 4
     done = out / "shard-00001.done.json"
     rec = json.loads(done.read_text())
-    if edit == "OTHER":       # another folder's shard 1, its checksum valid: used to be accepted
+    if edit == "OTHER":  # another folder's shard 1, its checksum valid: used to be accepted
         other = tmp_path / "other"
         write_outdir(other, [*contents(2, per=4)[:1], (["x"] * 4, ["y"] * 4, _unit(4, 9))])
         rec["vectors"] = str(other / "shard-00001.npy")
@@ -435,8 +542,11 @@ def test_done_record_and_files_must_be_regular(tmp_path, kind, name):
     write_outdir(out)
     p = out / name
     p.unlink()
-    {"fifo": lambda: os.mkfifo(p), "dev-zero": lambda: p.symlink_to("/dev/zero"),
-     "link-other": lambda: p.symlink_to(other / name)}[kind]()
+    {
+        "fifo": lambda: os.mkfifo(p),
+        "dev-zero": lambda: p.symlink_to("/dev/zero"),
+        "link-other": lambda: p.symlink_to(other / name),
+    }[kind]()
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parents[1])!r})
@@ -454,8 +564,12 @@ def test_resume_with_done_record_pointing_at_dev_zero(tmp_path, tiny_model_dir, 
     from engine.corpus import embed_corpus
 
     src = tmp_path / "c.jsonl"
-    src.write_text("".join(json.dumps({"_id": f"id{i}", "title": f"t{i}", "text": f"text number {i} of the corpus"})
-                           + "\n" for i in range(12)))
+    src.write_text(
+        "".join(
+            json.dumps({"_id": f"id{i}", "title": f"t{i}", "text": f"text number {i} of the corpus"}) + "\n"
+            for i in range(12)
+        )
+    )
     out = tmp_path / "out"
     embed_corpus(src, out, tiny_embedder, shard_size=4, cache=False)
     want = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".lock"}
@@ -483,7 +597,7 @@ def test_output_files_follow_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
         write_outdir(tmp_path / "out")
-        write_outdir(tmp_path / "out")          # rewritten in place (resume/overwrite path)
+        write_outdir(tmp_path / "out")  # rewritten in place (resume/overwrite path)
     finally:
         os.umask(old)
     files = [p for p in (tmp_path / "out").iterdir() if p.name != ".lock"]
@@ -518,5 +632,4 @@ def test_a_failed_run_that_wrote_no_shard_pins_no_settings(tmp_path, tiny_model_
     assert s.docs == 5
     # once a shard exists, other settings are refused as before
     with pytest.raises(InputError, match="other settings"):
-        embed_corpus(src, out, str(tiny_model_dir), cache_dir=tiny_cache, cache=False, text_field="body",
-                     shard_size=2)
+        embed_corpus(src, out, str(tiny_model_dir), cache_dir=tiny_cache, cache=False, text_field="body", shard_size=2)

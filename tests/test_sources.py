@@ -2,6 +2,7 @@
 dicts or strings and stdin give the ids, titles and vectors of the equivalent JSON lines file (the
 oracle: the jsonl path of the same embed_corpus), bad inputs give errors naming the source and
 row, and a rerun over the same or an edited DataFrame resumes shard by shard."""
+
 from __future__ import annotations
 
 import io
@@ -21,7 +22,7 @@ from tests.test_corpus import load_output, synth, write_jsonl
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 
-N, SHARD = 23, 5   # 5 shards, the last one short
+N, SHARD = 23, 5  # 5 shards, the last one short
 
 
 def records() -> list[dict]:
@@ -43,9 +44,9 @@ def encode(inputs, out: Path, embedder, **kw):
 def assert_same(got, want, exact: bool = True) -> None:
     (ids, titles, vecs), (want_ids, want_titles, want_vecs) = got, want
     assert ids == want_ids and titles == want_titles
-    if exact:   # the same Embedder, the same texts in the same encode calls: the same bits
+    if exact:  # the same Embedder, the same texts in the same encode calls: the same bits
         np.testing.assert_array_equal(vecs, want_vecs)
-    else:       # another process
+    else:  # another process
         np.testing.assert_allclose(vecs, want_vecs, atol=1e-6)
 
 
@@ -91,14 +92,20 @@ def _hf(kind: str):
     return ds if kind == "dataset" else ds.to_iterable_dataset()
 
 
-SOURCES = {   # name: (source from a tmp folder, the manifest's kind and type)
+SOURCES = {  # name: (source from a tmp folder, the manifest's kind and type)
     "dataframe": (lambda tmp: pd.DataFrame(records()), "pandas", "pandas.DataFrame"),
     "arrow-table": (lambda tmp: pa.Table.from_pylist(records()), "arrow", "pyarrow.Table"),
     "record-batch": (lambda tmp: pa.RecordBatch.from_pylist(records()), "arrow", "pyarrow.RecordBatch"),
-    "record-batch-reader": (lambda tmp: pa.Table.from_pylist(records()).to_reader(max_chunksize=7),
-                            "arrow-stream", "pyarrow.RecordBatchReader"),
-    "arrow-dataset": (lambda tmp: __import__("pyarrow.dataset").dataset.dataset(pa.Table.from_pylist(records())),
-                      "arrow-dataset", "pyarrow.InMemoryDataset"),
+    "record-batch-reader": (
+        lambda tmp: pa.Table.from_pylist(records()).to_reader(max_chunksize=7),
+        "arrow-stream",
+        "pyarrow.RecordBatchReader",
+    ),
+    "arrow-dataset": (
+        lambda tmp: __import__("pyarrow.dataset").dataset.dataset(pa.Table.from_pylist(records())),
+        "arrow-dataset",
+        "pyarrow.InMemoryDataset",
+    ),
     "parquet-dataset": (_parquet_dataset, "arrow-dataset", "pyarrow.FileSystemDataset"),
     "hf-dataset": (lambda tmp: _hf("dataset"), "hf-dataset", "datasets.Dataset"),
     "hf-iterable-dataset": (lambda tmp: _hf("iterable"), "hf-dataset", "datasets.IterableDataset"),
@@ -123,7 +130,7 @@ def test_hf_dataset_keeps_its_row_order(tmp_path, tiny_embedder):
     ds = datasets.Dataset.from_list(records()).shuffle(seed=3).select(range(2, 20))
     by_id = {r["_id"]: r for r in records()}
     order = ds["_id"]
-    assert order != sorted(order, key=lambda i: int(i[3:]))   # the shuffle did reorder
+    assert order != sorted(order, key=lambda i: int(i[3:]))  # the shuffle did reorder
     src = write_jsonl(tmp_path / "c.jsonl", [by_id[i] for i in order])
     assert_same(encode(ds, tmp_path / "out", tiny_embedder)[1], encode(src, tmp_path / "ref", tiny_embedder)[1])
 
@@ -139,8 +146,10 @@ def test_strings_are_documents_numbered_by_row(tmp_path, tiny_embedder, numbered
     # a string is stripped by the one rule; an empty one is a document embedded as ""
     docs = read_documents(iter(["  padded  ", "", "x"]))
     assert [(d.id, d.text, d.where) for d in docs] == [
-        ("1", "padded", "<list_iterator>: row 1"), ("2", "", "<list_iterator>: row 2"),
-        ("3", "x", "<list_iterator>: row 3")]
+        ("1", "padded", "<list_iterator>: row 1"),
+        ("2", "", "<list_iterator>: row 2"),
+        ("3", "x", "<list_iterator>: row 3"),
+    ]
 
 
 def test_row_numbers_when_asked_for(tmp_path, tiny_embedder, numbered_oracle):
@@ -150,8 +159,11 @@ def test_row_numbers_when_asked_for(tmp_path, tiny_embedder, numbered_oracle):
         encode(texts, tmp_path / "err", tiny_embedder)
     assert_same(encode(texts, tmp_path / "list", tiny_embedder, id_field=None)[1], numbered_oracle)
     df = pd.DataFrame(texts)
-    with pytest.raises(InputError, match=r"<DataFrame>: no id column '_id' \(columns: text\); name it with "
-                                         r"--id-field, or pass --id-field '' \(id_field=None\) for row numbers"):
+    with pytest.raises(
+        InputError,
+        match=r"<DataFrame>: no id column '_id' \(columns: text\); name it with "
+        r"--id-field, or pass --id-field '' \(id_field=None\) for row numbers",
+    ):
         encode(df, tmp_path / "err2", tiny_embedder)
     assert_same(encode(df, tmp_path / "df", tiny_embedder, id_field="")[1], numbered_oracle)
     # a text-only CSV: the id is the line a record starts at (the header is line 1)
@@ -169,9 +181,28 @@ def test_stdin_subprocess(tmp_path, tiny_model_dir, tiny_cache, oracle, numbered
     text = "".join(r["text"] + "\n" for r in records())
     for name, data, want in (("jsonl", jsonl, oracle), ("text", text, numbered_oracle)):
         out = tmp_path / name
-        run = subprocess.run([sys.executable, "-m", "engine", "encode", "-", "-o", str(out), "--model",
-                              str(tiny_model_dir), "--no-cache", "--shard-size", str(SHARD), "-q", "--json"],
-                             input=data.encode(), capture_output=True, env=env, timeout=300)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "encode",
+                "-",
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--no-cache",
+                "--shard-size",
+                str(SHARD),
+                "-q",
+                "--json",
+            ],
+            input=data.encode(),
+            capture_output=True,
+            env=env,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr.decode()
         assert json.loads(run.stdout)["docs"] == N
         assert_same(load_output(out), want, exact=False)
@@ -211,10 +242,13 @@ def test_stdin_formats_in_process(tmp_path, tiny_model_dir, tiny_cache, monkeypa
 def test_stdin_with_files_and_forced_formats(tmp_path, monkeypatch):
     a = tmp_path / "a.txt"
     a.write_text("file line\n")
-    _stdin(monkeypatch, "\ufeff\n  first\n{not json\n")   # a BOM, a blank line, then text
+    _stdin(monkeypatch, "\ufeff\n  first\n{not json\n")  # a BOM, a blank line, then text
     docs = read_documents([a, "-"])
-    assert [(d.id, d.text) for d in docs] == [(f"{a}:1", "file line"), ("<stdin>:2", "first"),
-                                              ("<stdin>:3", "{not json")]
+    assert [(d.id, d.text) for d in docs] == [
+        (f"{a}:1", "file line"),
+        ("<stdin>:2", "first"),
+        ("<stdin>:3", "{not json"),
+    ]
     # an odd name read with a forced format
     odd = write_jsonl(tmp_path / "corpus.data", records()[:3])
     assert [d.id for d in read_documents(odd, format="jsonl")] == ["doc0", "doc1", "doc2"]
@@ -236,7 +270,7 @@ def test_resume_with_the_same_and_an_edited_dataframe(tmp_path, tiny_embedder):
     assert manifest["inputs"] == [{"kind": "pandas", "type": "pandas.DataFrame", "rows": N}]
 
     rows = records()
-    rows[7]["text"] = "a changed text"   # row 8: shard 1
+    rows[7]["text"] = "a changed text"  # row 8: shard 1
     edited = pd.DataFrame(rows)
     s, _got = encode(edited, out, tiny_embedder)
     assert (s.resumed, s.shards_written, s.embedded) == (N - SHARD, 1, SHARD)
@@ -251,10 +285,11 @@ def test_resume_with_the_same_and_an_edited_dataframe(tmp_path, tiny_embedder):
     s, _ = encode(gen, out, tiny_embedder)
     assert (s.resumed, s.shards_written) == (N, 0)
     assert json.loads((out / "manifest.json").read_text())["inputs"] == [
-        {"kind": "iterable", "type": "builtins.generator", "rows": N}]
+        {"kind": "iterable", "type": "builtins.generator", "rows": N}
+    ]
     with pytest.raises(InputError, match="generator was read before and can be read only once"):
         encode(gen, out, tiny_embedder)
-    assert len(list(out.glob("shard-*.npy"))) == 5   # the output is untouched
+    assert len(list(out.glob("shard-*.npy"))) == 5  # the output is untouched
 
 
 def test_duplicate_ids_in_a_dataframe(tmp_path, tiny_embedder):
@@ -267,33 +302,69 @@ def test_duplicate_ids_in_a_dataframe(tmp_path, tiny_embedder):
     assert rejects == [{"where": "<DataFrame>: row 3", "error": "duplicate id 'a' (first seen at <DataFrame>: row 1)"}]
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda: pd.DataFrame({"_id": ["a"], "body": ["x"]}),
-     r"<DataFrame>: no text column 'text' \(columns: _id, body\); name it with --text-field"),
-    (lambda: pd.DataFrame({"_id": ["a", "b"], "text": ["x", 5]}),
-     r"<DataFrame>: row 2: field 'text' is int \(5\), not a string"),
-    (lambda: pd.DataFrame({"_id": ["a", "b"], "text": ["x", None]}), r"<DataFrame>: row 2: field 'text' is null"),
-    (lambda: pd.DataFrame({"_id": ["a", "b"], "text": ["x", float("nan")]}),
-     r"<DataFrame>: row 2: field 'text' is null"),
-    (lambda: pd.DataFrame([["a", "x", "y"]], columns=["_id", "text", "text"]), r"columns named twice \(text\)"),
-    (lambda: pa.table({"_id": ["a", "b"], "text": [1, 2]}), r"<Table>: row 1: field 'text' is int \(1\)"),
-    (lambda: pa.table({"_id": [1.5], "text": ["x"]}), r"<Table>: row 1: id field '_id' is float"),
-    (lambda: pa.chunked_array([["x"]]), r"a pyarrow ChunkedArray is not a corpus; pass a Table"),
-    (lambda: {"_id": "a", "text": "x"}, r"inputs are a dict: one record, not a corpus; pass a list of dicts"),
-    (lambda: {"a", "b"}, r"inputs are a set, which has no order"),
-    (lambda: iter([{"_id": "a", "text": "x"}, 3]), r"<list_iterator>: row 2: a int \(3\), not a dict \(a record\) "
-                                                   r"or a string"),
-    (lambda: iter(["ok", "x\ud800"]), r"<list_iterator>: row 2: text holds an invalid character \(a lone surrogate"),
-    (lambda: [{"_id": "a", "text": "x"}, {"_id": "b"}], r"<list>: row 2: no text field 'text' \(fields: _id\)"),
-    (lambda: 42, r"inputs of type int cannot be read as a corpus; pass files"),
-    (lambda: b"a.jsonl", r"inputs are bytes"),
-    (lambda: io.StringIO("x"), r"an open file; pass its path, or '-' for standard input"),
-    (lambda: ["hello world", "another text"], r"input file 'hello world' does not exist \(a list of strings is a "
-                                              r"list of file names: .*iter\(texts\)\)"),
-    (lambda: ["-", "-"], r"standard input \(-\) is named twice"),
-], ids=["df-missing-column", "df-int-text", "df-none-text", "df-nan-text", "df-duplicate-columns", "arrow-int-text",
-        "arrow-float-id", "arrow-array", "dict", "set", "iterable-int-item", "iterable-surrogate",
-        "list-missing-text", "int", "bytes", "open-file", "list-of-texts", "stdin-twice"])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (
+            lambda: pd.DataFrame({"_id": ["a"], "body": ["x"]}),
+            r"<DataFrame>: no text column 'text' \(columns: _id, body\); name it with --text-field",
+        ),
+        (
+            lambda: pd.DataFrame({"_id": ["a", "b"], "text": ["x", 5]}),
+            r"<DataFrame>: row 2: field 'text' is int \(5\), not a string",
+        ),
+        (lambda: pd.DataFrame({"_id": ["a", "b"], "text": ["x", None]}), r"<DataFrame>: row 2: field 'text' is null"),
+        (
+            lambda: pd.DataFrame({"_id": ["a", "b"], "text": ["x", float("nan")]}),
+            r"<DataFrame>: row 2: field 'text' is null",
+        ),
+        (lambda: pd.DataFrame([["a", "x", "y"]], columns=["_id", "text", "text"]), r"columns named twice \(text\)"),
+        (lambda: pa.table({"_id": ["a", "b"], "text": [1, 2]}), r"<Table>: row 1: field 'text' is int \(1\)"),
+        (lambda: pa.table({"_id": [1.5], "text": ["x"]}), r"<Table>: row 1: id field '_id' is float"),
+        (lambda: pa.chunked_array([["x"]]), r"a pyarrow ChunkedArray is not a corpus; pass a Table"),
+        (lambda: {"_id": "a", "text": "x"}, r"inputs are a dict: one record, not a corpus; pass a list of dicts"),
+        (lambda: {"a", "b"}, r"inputs are a set, which has no order"),
+        (
+            lambda: iter([{"_id": "a", "text": "x"}, 3]),
+            r"<list_iterator>: row 2: a int \(3\), not a dict \(a record\) "
+            r"or a string",
+        ),
+        (
+            lambda: iter(["ok", "x\ud800"]),
+            r"<list_iterator>: row 2: text holds an invalid character \(a lone surrogate",
+        ),
+        (lambda: [{"_id": "a", "text": "x"}, {"_id": "b"}], r"<list>: row 2: no text field 'text' \(fields: _id\)"),
+        (lambda: 42, r"inputs of type int cannot be read as a corpus; pass files"),
+        (lambda: b"a.jsonl", r"inputs are bytes"),
+        (lambda: io.StringIO("x"), r"an open file; pass its path, or '-' for standard input"),
+        (
+            lambda: ["hello world", "another text"],
+            r"input file 'hello world' does not exist \(a list of strings is a "
+            r"list of file names: .*iter\(texts\)\)",
+        ),
+        (lambda: ["-", "-"], r"standard input \(-\) is named twice"),
+    ],
+    ids=[
+        "df-missing-column",
+        "df-int-text",
+        "df-none-text",
+        "df-nan-text",
+        "df-duplicate-columns",
+        "arrow-int-text",
+        "arrow-float-id",
+        "arrow-array",
+        "dict",
+        "set",
+        "iterable-int-item",
+        "iterable-surrogate",
+        "list-missing-text",
+        "int",
+        "bytes",
+        "open-file",
+        "list-of-texts",
+        "stdin-twice",
+    ],
+)
 def test_bad_sources(make, pattern):
     with pytest.raises(InputError, match=pattern):
         read_documents(make())
@@ -315,7 +386,7 @@ def test_one_shot_sources_are_read_once():
     assert len(read_documents(gen)) == N
     with pytest.raises(InputError, match="this generator was read before"):
         read_documents(gen)
-    rows = records()   # a list (and a DataFrame, a Table) can be read again
+    rows = records()  # a list (and a DataFrame, a Table) can be read again
     assert read_documents(rows) == read_documents(rows)
 
 
@@ -324,15 +395,21 @@ def test_unknown_file_types_are_errors(tmp_path, tiny_model_dir, tiny_cache, mon
 
     xlsx = tmp_path / "a.xlsx"
     xlsx.write_bytes(b"PK\x03\x04 not text")
-    with pytest.raises(InputError, match=r"a\.xlsx: unknown file type '\.xlsx'; embed reads \.jsonl/\.ndjson/\.json "
-                                         r"\(JSON lines\), \.csv, .*\.txt .*each also \.gz\. Convert it .*--format"):
+    with pytest.raises(
+        InputError,
+        match=r"a\.xlsx: unknown file type '\.xlsx'; embed reads \.jsonl/\.ndjson/\.json "
+        r"\(JSON lines\), \.csv, .*\.txt .*each also \.gz\. Convert it .*--format",
+    ):
         read_documents(xlsx)
     bare = tmp_path / "corpus"
     bare.write_text("x\n")
-    with pytest.raises(InputError, match=r"corpus has no file extension, so its format is unknown.*--format "
-                                         r"jsonl\|csv\|tsv\|text\|parquet"):
+    with pytest.raises(
+        InputError,
+        match=r"corpus has no file extension, so its format is unknown.*--format "
+        r"jsonl\|csv\|tsv\|text\|parquet",
+    ):
         read_documents(bare)
-    with pytest.raises(InputError, match=r"unknown file type '\.xlsx'"):   # a glob does not hide it
+    with pytest.raises(InputError, match=r"unknown file type '\.xlsx'"):  # a glob does not hide it
         expand_inputs(str(tmp_path / "a.*"))
     with pytest.raises(InputError, match=r"unknown format 'xlsx'; choose one of jsonl, csv"):
         read_documents(bare, format="xlsx")
@@ -346,8 +423,24 @@ def test_unknown_file_types_are_errors(tmp_path, tiny_model_dir, tiny_cache, mon
     assert main(["encode", str(xlsx), "-o", str(out), "--model", str(tiny_model_dir), "--no-cache", "-q"]) == 1
     assert "unknown file type '.xlsx'" in capsys.readouterr().err
     assert not out.exists()
-    assert main(["encode", str(bare), "-o", str(out), "--model", str(tiny_model_dir), "--no-cache", "-q",
-                 "--format", "text", "--json"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(bare),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--no-cache",
+                "-q",
+                "--format",
+                "text",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["docs"] == 1
 
 
@@ -361,7 +454,7 @@ def test_batches_are_bounded(monkeypatch):
     assert sizes == [4] * 5 + [3]
     parts = list(readers._pandas_batches(pd.DataFrame(records()), ["_id", "title"]))
     assert [n for n, _ in parts] == [4] * 5 + [3]
-    assert parts[1][1]["title"][0] is None and parts[2][1]["title"][0] is None   # absent, None -> None
+    assert parts[1][1]["title"][0] is None and parts[2][1]["title"][0] is None  # absent, None -> None
 
 
 def test_source_kinds_and_fields():
@@ -373,9 +466,11 @@ def test_source_kinds_and_fields():
 
 def test_imports_stay_lazy():
     """Reading dicts and strings imports neither pandas nor pyarrow (nor datasets)."""
-    code = ("import sys; from engine.corpus.readers import read_documents; import engine.corpus.driver, "
-            "engine.cli.encode; read_documents([{'_id': 'a', 'text': 'x'}]); read_documents(iter(['y'])); "
-            "print(sorted(m for m in ('pandas', 'pyarrow', 'datasets') if m in sys.modules))")
+    code = (
+        "import sys; from engine.corpus.readers import read_documents; import engine.corpus.driver, "
+        "engine.cli.encode; read_documents([{'_id': 'a', 'text': 'x'}]); read_documents(iter(['y'])); "
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'datasets') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -387,8 +482,16 @@ def test_ray_reads_a_dataframe_on_the_driver(tmp_path, tiny_model_dir, tiny_cach
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        s = embed_corpus_ray(pd.DataFrame(records()), tmp_path / "out", str(tiny_model_dir), cache_dir=tiny_cache,
-                             actors=1, shard_size=SHARD, cache=False, ray_batch_size=8)
+        s = embed_corpus_ray(
+            pd.DataFrame(records()),
+            tmp_path / "out",
+            str(tiny_model_dir),
+            cache_dir=tiny_cache,
+            actors=1,
+            shard_size=SHARD,
+            cache=False,
+            ray_batch_size=8,
+        )
     finally:
         ray.shutdown()
     assert (s.docs, s.shards) == (N, 5)

@@ -6,6 +6,7 @@ a settable max_seq_length are compared with ``SentenceTransformer`` on the same 
 arguments, unordered inputs and lone surrogates are refused, one test per kind. ``embed`` streams.
 The first export logs two lines and leaves stderr empty.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -48,8 +49,13 @@ def _close(ours, ref, rel=1e-4):
 def raw_dir(tmp_path_factory):
     """A BERT without a Normalize module, similarity "dot", query/document prompts: normalization shows."""
     folder = build_transformer(tmp_path_factory.mktemp("st-compat") / "raw-bert", "bert")
-    return write_stack(folder, pooling="mean", normalize=False, similarity_fn_name="dot",
-                       prompts={"query": "query: ", "document": "passage: "})
+    return write_stack(
+        folder,
+        pooling="mean",
+        normalize=False,
+        similarity_fn_name="dot",
+        prompts={"query": "query: ", "document": "passage: "},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,14 +121,20 @@ def test_truncate_dim(pair, normalize_embeddings):
     emb, st = pair
     ref = st.encode(TEXTS, truncate_dim=8, normalize_embeddings=normalize_embeddings)
     _close(emb.encode(TEXTS, truncate_dim=8, normalize_embeddings=normalize_embeddings), ref)
-    _close(emb.encode(TEXTS, truncate_dim=emb.dim, normalize_embeddings=normalize_embeddings),
-           st.encode(TEXTS, normalize_embeddings=normalize_embeddings))
+    _close(
+        emb.encode(TEXTS, truncate_dim=emb.dim, normalize_embeddings=normalize_embeddings),
+        st.encode(TEXTS, normalize_embeddings=normalize_embeddings),
+    )
 
 
 def test_prompts_and_positional_order(raw):
     emb, st = raw
-    for kwargs in ({"prompt_name": "query"}, {"prompt_name": "document"}, {"prompt": "search: "},
-                   {"prompt": "search: ", "prompt_name": "query"}):
+    for kwargs in (
+        {"prompt_name": "query"},
+        {"prompt_name": "document"},
+        {"prompt": "search: "},
+        {"prompt": "search: ", "prompt_name": "query"},
+    ):
         _close(emb.encode(TEXTS, **kwargs), st.encode(TEXTS, **kwargs))
     _close(emb.encode_query(TEXTS, batch_size=4), st.encode_query(TEXTS))
     _close(emb.encode_document(TEXTS, normalize_embeddings=True), st.encode_document(TEXTS, normalize_embeddings=True))
@@ -168,13 +180,22 @@ def test_convert_to_tensor_without_torch_names_the_extra(tiny_embedder, monkeypa
             tiny_embedder.encode(["a"], **kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"pool": None}, {"chunk_size": None}, {"chunk_size": 4},       # ST's defaults, passed explicitly by wrappers
-    {"convert_to_numpy": None}, {"convert_to_tensor": None},       # falsy, as there
-    {"convert_to_numpy": True, "convert_to_tensor": True},         # the tensor wins, as there
-    {"device": "cpu"}, {"device": "cpu:0"}, {"device": "torch-cpu"},
-    {"precision": None},                                           # float32, as there
-], ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"pool": None},
+        {"chunk_size": None},
+        {"chunk_size": 4},  # ST's defaults, passed explicitly by wrappers
+        {"convert_to_numpy": None},
+        {"convert_to_tensor": None},  # falsy, as there
+        {"convert_to_numpy": True, "convert_to_tensor": True},  # the tensor wins, as there
+        {"device": "cpu"},
+        {"device": "cpu:0"},
+        {"device": "torch-cpu"},
+        {"precision": None},  # float32, as there
+    ],
+    ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()),
+)
 def test_keywords_wrappers_pass_mean_what_they_mean_there(raw, kwargs):
     import torch
 
@@ -197,9 +218,14 @@ def test_text_containers_give_the_lists_vectors(raw):
     pa = pytest.importorskip("pyarrow")
     emb, st = raw
     ref = st.encode(TEXTS)
-    for texts in (pd.Series(TEXTS, index=range(100, 100 + len(TEXTS))), pd.Series(TEXTS, dtype="string[pyarrow]"),
-                  pd.Index(TEXTS), pa.array(TEXTS), pa.chunked_array([TEXTS[:5], TEXTS[5:]]),
-                  np.array(TEXTS, dtype=object)):
+    for texts in (
+        pd.Series(TEXTS, index=range(100, 100 + len(TEXTS))),
+        pd.Series(TEXTS, dtype="string[pyarrow]"),
+        pd.Index(TEXTS),
+        pa.array(TEXTS),
+        pa.chunked_array([TEXTS[:5], TEXTS[5:]]),
+        np.array(TEXTS, dtype=object),
+    ):
         got = emb.encode(texts)
         assert got.dtype == ref.dtype, type(texts)
         _close(got, ref)
@@ -211,12 +237,19 @@ def test_text_containers_give_the_lists_vectors(raw):
         emb.encode(pa.table({"text": TEXTS}))
 
 
-@pytest.mark.parametrize("texts, match, st_takes_it", [
-    (["a", None], r"texts\[1\] is NoneType", False), (["a", 3], r"texts\[1\] is int \(3\)", False),
-    (["a", b"b"], r"texts\[1\] is bytes", False), (b"abc", r"texts is bytes; decode it first", False),
-    (None, "texts is None", False), (5, "got int", False),
-    ([("a", "b")], r"texts\[0\] is tuple", True),  # a text pair: sentence-transformers embeds it, we refuse
-], ids=["None", "int", "bytes-item", "bytes", "none", "int-texts", "pair"])
+@pytest.mark.parametrize(
+    "texts, match, st_takes_it",
+    [
+        (["a", None], r"texts\[1\] is NoneType", False),
+        (["a", 3], r"texts\[1\] is int \(3\)", False),
+        (["a", b"b"], r"texts\[1\] is bytes", False),
+        (b"abc", r"texts is bytes; decode it first", False),
+        (None, "texts is None", False),
+        (5, "got int", False),
+        ([("a", "b")], r"texts\[0\] is tuple", True),  # a text pair: sentence-transformers embeds it, we refuse
+    ],
+    ids=["None", "int", "bytes-item", "bytes", "none", "int-texts", "pair"],
+)
 def test_non_text_inputs_are_input_errors(raw, texts, match, st_takes_it):
     """Where sentence-transformers raises its own ValueError, ours is an InputError naming the item."""
     emb, st = raw
@@ -304,7 +337,7 @@ def test_default_is_the_models_output_as_there(cos):
     emb, st = cos
     assert emb.similarity_fn_name == st.similarity_fn_name == "cosine" and not emb.stack.normalizes
     ref = st.encode(TEXTS)
-    assert np.abs(np.linalg.norm(ref, axis=1) - 1).min() > 0.1   # far from unit length: normalizing would show
+    assert np.abs(np.linalg.norm(ref, axis=1) - 1).min() > 0.1  # far from unit length: normalizing would show
     _close(emb.encode(TEXTS), ref)
     for off in ({"normalize_embeddings": False}, {"normalize_embeddings": None}, {"normalize": False}):
         _close(emb.encode(TEXTS, **off), ref)
@@ -313,7 +346,7 @@ def test_default_is_the_models_output_as_there(cos):
     _close(np.concatenate(list(emb.embed(iter(TEXTS), batch_size=4))), ref)
     for call in ("encode_query", "encode_document"):
         want = getattr(st, call)(TEXTS)
-        assert np.abs(want - ref).max() > 1e-3   # the prompt is there
+        assert np.abs(want - ref).max() > 1e-3  # the prompt is there
         _close(getattr(emb, call)(TEXTS), want)
         unit = getattr(st, call)(TEXTS, normalize_embeddings=True)
         _close(getattr(emb, call)(TEXTS, normalize_embeddings=True), unit)
@@ -335,13 +368,14 @@ def test_default_precision_quantizes_the_models_output(cos, precision):
     ours, ref = emb.encode(TEXTS, precision=precision), st.encode(TEXTS, precision=precision)
     assert ours.dtype == ref.dtype and ours.shape == ref.shape
     np.testing.assert_array_equal(ours, st_quantize(emb.encode(TEXTS), precision=precision))
-    if precision in ("int8", "uint8"):   # ranges from slightly different floats: a bucket apart at most
+    if precision in ("int8", "uint8"):  # ranges from slightly different floats: a bucket apart at most
         assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
         assert (ours != emb.encode(TEXTS, precision=precision, normalize_embeddings=True)).any()
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"normalize_embeddings": False}, {"normalize_embeddings": True}],
-                         ids=["default", "false", "true"])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"normalize_embeddings": False}, {"normalize_embeddings": True}], ids=["default", "false", "true"]
+)
 def test_truncate_dim_with_and_without_normalize_as_there(cos, tiny, kwargs):
     """sentence-transformers truncates, then normalizes only when normalize_embeddings=True, then quantizes:
     truncate_dim alone never re-normalizes, not even a model ending in Normalize (tiny)."""
@@ -355,11 +389,11 @@ def test_truncate_dim_with_and_without_normalize_as_there(cos, tiny, kwargs):
         norms = np.linalg.norm(ours, axis=1)
         if kwargs.get("normalize_embeddings"):
             np.testing.assert_allclose(norms, 1, atol=1e-5)
-        else:   # the first 8 of 32 components, never re-normalized (a Normalize model's are shorter than 1)
+        else:  # the first 8 of 32 components, never re-normalized (a Normalize model's are shorter than 1)
             _close(ours, emb.encode(TEXTS, **kwargs)[:, :8])
             if emb.stack.normalizes:
                 assert norms.max() < 0.999
-        with emb.truncate_embeddings(8), st.truncate_embeddings(8):   # the model-level value: the same
+        with emb.truncate_embeddings(8), st.truncate_embeddings(8):  # the model-level value: the same
             _close(emb.encode(TEXTS, **kwargs), st.encode(TEXTS, **kwargs))
             _close(emb.encode_query(TEXTS, **kwargs), st.encode_query(TEXTS, **kwargs))
         q = emb.encode(TEXTS, truncate_dim=8, precision="int8", **kwargs)
@@ -377,8 +411,14 @@ def test_model_level_truncate_dim(raw_dir, compat_cache, raw):
     emb, st = Embedder(str(raw_dir), cache_dir=compat_cache, truncate_dim=8), _st(raw_dir, truncate_dim=8)
     assert emb.truncate_dim == st.truncate_dim == 8
     assert emb.dim == emb.get_embedding_dimension() == st.get_embedding_dimension() == 8
-    for kwargs in ({}, {"normalize_embeddings": True}, {"truncate_dim": 16}, {"truncate_dim": 4},
-                   {"precision": "ubinary"}, {"convert_to_tensor": True}):
+    for kwargs in (
+        {},
+        {"normalize_embeddings": True},
+        {"truncate_dim": 16},
+        {"truncate_dim": 4},
+        {"precision": "ubinary"},
+        {"convert_to_tensor": True},
+    ):
         ours, ref = emb.encode(TEXTS, **kwargs), st.encode(TEXTS, **kwargs)
         assert type(ours) is type(ref) and ours.shape == ref.shape and ours.dtype == ref.dtype
         _close(np.asarray(ours), np.asarray(ref))
@@ -405,8 +445,9 @@ def test_truncate_dim_in_the_models_config(tmp_path, compat_cache):
     """config_sentence_transformers.json's truncate_dim is the model-level default, as there."""
     import json
 
-    folder = write_stack(build_transformer(tmp_path / "bert", "bert"), pooling="mean", normalize=False,
-                         similarity_fn_name="dot")
+    folder = write_stack(
+        build_transformer(tmp_path / "bert", "bert"), pooling="mean", normalize=False, similarity_fn_name="dot"
+    )
     cfg = json.loads((folder / "config_sentence_transformers.json").read_text())
     (folder / "config_sentence_transformers.json").write_text(json.dumps({**cfg, "truncate_dim": 8}))
     emb, st = Embedder(str(folder), cache_dir=compat_cache), _st(folder)
@@ -462,8 +503,10 @@ def test_constructor_prompts_and_default_prompt_name(raw_dir, compat_cache):
 def test_constructor_similarity_fn_name(raw_dir, compat_cache):
     from sentence_transformers import SimilarityFunction
 
-    emb, st = (Embedder(str(raw_dir), cache_dir=compat_cache, similarity_fn_name=SimilarityFunction.MANHATTAN),
-               _st(raw_dir, similarity_fn_name="manhattan"))
+    emb, st = (
+        Embedder(str(raw_dir), cache_dir=compat_cache, similarity_fn_name=SimilarityFunction.MANHATTAN),
+        _st(raw_dir, similarity_fn_name="manhattan"),
+    )
     assert emb.similarity_fn_name == st.similarity_fn_name == "manhattan"
     a = emb.encode(TEXTS[:5])
     np.testing.assert_allclose(emb.similarity(a, a), st.similarity(a, a).numpy(), rtol=1e-5, atol=1e-4)
@@ -520,31 +563,35 @@ def test_max_seq_length_limit_of_roberta_positions(tmp_path, compat_cache):
 
 
 # -- bad arguments: one test per kind ------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, match", [
-    ({"foo": 1}, r"unexpected keyword argument\(s\) foo; encode takes: prompt_name, prompt, batch_size"),
-    ({"pool": {}}, r"pool=\{\}: multi-process pools are not needed.*batch_workers.*pass pool=None"),
-    ({"chunk_size": 0}, "chunk_size must be a positive integer or None"),
-    ({"processing_kwargs": {"text": {"max_length": 8}}}, "set Embedder.max_seq_length"),
-    ({"output_value": "token_embeddings"}, "sentence embeddings only"),
-    ({"output_value": None}, "sentence embeddings only"),
-    ({"precision": "fp16"}, r"model precision.*model_precision='fp16'"),
-    ({"precision": "int4"}, "the output quantization"),
-    ({"device": "cuda"}, r"runs on 'cpu'.*Embedder\(model, device='cuda'\)"),
-    ({"device": ["cpu", "cpu"]}, "several devices"),
-    ({"normalize": True, "normalize_embeddings": False}, "disagree"),
-    ({"show_progress": True, "show_progress_bar": False}, "disagree"),
-    ({"normalize_embeddings": "yes"}, "normalize_embeddings must be True, False or None"),
-    ({"convert_to_numpy": "yes"}, "convert_to_numpy must be True or False"),
-    ({"truncate_dim": True}, "truncate_dim must be an integer"),
-    ({"truncate_dim": 2.0}, "truncate_dim must be an integer"),
-    ({"batch_size": True}, "batch_size must be a positive integer"),
-    ({"max_tokens": 0}, "max_tokens must be a positive integer"),
-    ({"max_tokens": -5}, "max_tokens must be a positive integer"),
-    ({"max_tokens": True}, "max_tokens must be a positive integer"),
-    ({"prompt_name": "nope"}, "not one of the model's prompts"),
-    ({"prompt": "\ud800: "}, "prompt holds a lone surrogate"),
-    ({"sentences": ["b"]}, "given twice"),
-], ids=lambda v: v if isinstance(v, str) and len(v) < 3 else None)
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"foo": 1}, r"unexpected keyword argument\(s\) foo; encode takes: prompt_name, prompt, batch_size"),
+        ({"pool": {}}, r"pool=\{\}: multi-process pools are not needed.*batch_workers.*pass pool=None"),
+        ({"chunk_size": 0}, "chunk_size must be a positive integer or None"),
+        ({"processing_kwargs": {"text": {"max_length": 8}}}, "set Embedder.max_seq_length"),
+        ({"output_value": "token_embeddings"}, "sentence embeddings only"),
+        ({"output_value": None}, "sentence embeddings only"),
+        ({"precision": "fp16"}, r"model precision.*model_precision='fp16'"),
+        ({"precision": "int4"}, "the output quantization"),
+        ({"device": "cuda"}, r"runs on 'cpu'.*Embedder\(model, device='cuda'\)"),
+        ({"device": ["cpu", "cpu"]}, "several devices"),
+        ({"normalize": True, "normalize_embeddings": False}, "disagree"),
+        ({"show_progress": True, "show_progress_bar": False}, "disagree"),
+        ({"normalize_embeddings": "yes"}, "normalize_embeddings must be True, False or None"),
+        ({"convert_to_numpy": "yes"}, "convert_to_numpy must be True or False"),
+        ({"truncate_dim": True}, "truncate_dim must be an integer"),
+        ({"truncate_dim": 2.0}, "truncate_dim must be an integer"),
+        ({"batch_size": True}, "batch_size must be a positive integer"),
+        ({"max_tokens": 0}, "max_tokens must be a positive integer"),
+        ({"max_tokens": -5}, "max_tokens must be a positive integer"),
+        ({"max_tokens": True}, "max_tokens must be a positive integer"),
+        ({"prompt_name": "nope"}, "not one of the model's prompts"),
+        ({"prompt": "\ud800: "}, "prompt holds a lone surrogate"),
+        ({"sentences": ["b"]}, "given twice"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 3 else None,
+)
 def test_bad_keyword_arguments(tiny_embedder, kwargs, match):
     with pytest.raises(InputError, match=match):
         tiny_embedder.encode(["a"], **kwargs)
@@ -554,13 +601,15 @@ def test_bad_keyword_arguments(tiny_embedder, kwargs, match):
 
 def _unordered_inputs():
     d = {"b": "bee", "a": "ay"}
-    out = [pytest.param(set(d.values()), "set, whose order", id="set"),
-           pytest.param(frozenset(d.values()), "frozenset, whose order", id="frozenset"),
-           pytest.param(d, r"dict: iterating it gives its keys", id="dict"),
-           pytest.param(d.keys(), "dict_keys, whose order", id="dict-keys"),
-           pytest.param(d.values(), "dict_values, whose order", id="dict-values"),
-           pytest.param(d.items(), "dict_items, whose order", id="dict-items"),
-           pytest.param(np.array("a text"), r"0-d array.*texts\.item\(\)", id="0d-array")]
+    out = [
+        pytest.param(set(d.values()), "set, whose order", id="set"),
+        pytest.param(frozenset(d.values()), "frozenset, whose order", id="frozenset"),
+        pytest.param(d, r"dict: iterating it gives its keys", id="dict"),
+        pytest.param(d.keys(), "dict_keys, whose order", id="dict-keys"),
+        pytest.param(d.values(), "dict_values, whose order", id="dict-values"),
+        pytest.param(d.items(), "dict_items, whose order", id="dict-items"),
+        pytest.param(np.array("a text"), r"0-d array.*texts\.item\(\)", id="0d-array"),
+    ]
     try:
         import pandas as pd
 
@@ -585,11 +634,15 @@ def test_ordered_inputs_still_work(tiny_embedder):
     np.testing.assert_array_equal(tiny_embedder.encode(t for t in ["a", "b c"]), ref)
 
 
-@pytest.mark.parametrize("texts, match", [
-    (["fine", "a\ud800b"], r"texts\[1\] holds a lone surrogate \('\\ud800' at character 1\), not text; remove it"),
-    ("lone \udc80", r"the text holds a lone surrogate \('\\udc80' at character 5\)"),
-    (["\ud83d\ude00"], r"texts\[0\] holds a lone surrogate"),  # a surrogate pair as two code points
-], ids=["list", "single", "pair"])
+@pytest.mark.parametrize(
+    "texts, match",
+    [
+        (["fine", "a\ud800b"], r"texts\[1\] holds a lone surrogate \('\\ud800' at character 1\), not text; remove it"),
+        ("lone \udc80", r"the text holds a lone surrogate \('\\udc80' at character 5\)"),
+        (["\ud83d\ude00"], r"texts\[0\] holds a lone surrogate"),  # a surrogate pair as two code points
+    ],
+    ids=["list", "single", "pair"],
+)
 def test_lone_surrogates_are_input_errors(tiny_embedder, texts, match):
     with pytest.raises(InputError, match=match):
         tiny_embedder.encode(texts)
@@ -605,12 +658,16 @@ def test_model_precision_and_its_former_name(tiny_model_dir, tiny_cache, tiny_em
     assert "model_precision='fp32'" in repr(old)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"precision": "binary"}, r"now named model_precision=; 'binary' quantizes output vectors.*encode"),
-    ({"model_precision": "int4"}, r"model_precision must be 'fp32', 'bf16' \(CPUs with bf16 units.*'int8'"),
-    ({"model_precision": "float32"}, r"encode\(texts, precision='float32'\)"),
-    ({"model_precision": "int8", "precision": "fp16"}, "disagree"),
-], ids=["output-name", "unknown", "output-value", "both"])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"precision": "binary"}, r"now named model_precision=; 'binary' quantizes output vectors.*encode"),
+        ({"model_precision": "int4"}, r"model_precision must be 'fp32', 'bf16' \(CPUs with bf16 units.*'int8'"),
+        ({"model_precision": "float32"}, r"encode\(texts, precision='float32'\)"),
+        ({"model_precision": "int8", "precision": "fp16"}, "disagree"),
+    ],
+    ids=["output-name", "unknown", "output-value", "both"],
+)
 def test_model_precision_errors(tiny_model_dir, tiny_cache, kwargs, match):
     with pytest.raises(InputError, match=match):
         Embedder(str(tiny_model_dir), cache_dir=tiny_cache, **kwargs)
@@ -670,6 +727,9 @@ def test_export_logs_two_lines_and_keeps_stderr_clean(tiny_model_dir, tmp_path, 
     assert str(tmp_path / "cache") in info[0]
     assert info[1].startswith("done in ") and info[1].endswith(" s")
     assert any(r.levelno == logging.DEBUG for r in ours), "third-party warnings are kept at DEBUG"
-    assert not [r for r in caplog.records if r.name.split(".")[0] in ("transformers", "optimum", "root")
-                and r.levelno >= logging.WARNING]
+    assert not [
+        r
+        for r in caplog.records
+        if r.name.split(".")[0] in ("transformers", "optimum", "root") and r.levelno >= logging.WARNING
+    ]
     assert list(logging.getLogger().handlers) == root_handlers  # no basicConfig, nothing left behind

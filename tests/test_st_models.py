@@ -11,6 +11,7 @@ For each: ``Embedder(folder).encode(texts)`` equals
 encode_document. Unsupported modules and options are refused by name; fingerprints follow content;
 hub failures say why (huggingface_hub's exceptions, monkeypatched: no network).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,21 +48,48 @@ TEXTS = [
     "   ",
 ]
 INSTRUCT = {"query": "Instruct: Given a web search query, retrieve relevant passages\nQuery: "}
-GELU, TANH, IDENTITY = ("torch.nn.modules.activation.GELU", "torch.nn.modules.activation.Tanh",
-                        "torch.nn.modules.linear.Identity")
+GELU, TANH, IDENTITY = (
+    "torch.nn.modules.activation.GELU",
+    "torch.nn.modules.activation.Tanh",
+    "torch.nn.modules.linear.Identity",
+)
 
 # (id, families, write_stack kwargs): together every pooling mode, head and prompt variant
 CASES = [
     ("plain", ENCODERS + MORE_ENCODERS, dict(pooling="mean")),
     ("lasttoken-instruct", DECODERS + MORE_DECODERS, dict(pooling="lasttoken", prompts=INSTRUCT)),
-    ("multi-dense-ln", FAMILIES, dict(pooling=("cls", "max", "mean_sqrt_len_tokens"),
-                                      dense=[(24, GELU, True), (16, IDENTITY, False)], layer_norm=True,
-                                      normalize=False)),
-    ("prompts-no-include", FAMILIES, dict(pooling="weightedmean", include_prompt=False, normalize=False,
-                                          prompts={"query": "query: ", "passage": "passage: "},
-                                          similarity_fn_name="dot", dense=[(16, TANH, True)])),
-    ("lasttoken-exclude-prompt", ("bert", "qwen2"), dict(pooling=("lasttoken", "cls"), include_prompt=False,
-                                                          prompts={"query": "query: "}, default_prompt_name="query")),
+    (
+        "multi-dense-ln",
+        FAMILIES,
+        dict(
+            pooling=("cls", "max", "mean_sqrt_len_tokens"),
+            dense=[(24, GELU, True), (16, IDENTITY, False)],
+            layer_norm=True,
+            normalize=False,
+        ),
+    ),
+    (
+        "prompts-no-include",
+        FAMILIES,
+        dict(
+            pooling="weightedmean",
+            include_prompt=False,
+            normalize=False,
+            prompts={"query": "query: ", "passage": "passage: "},
+            similarity_fn_name="dot",
+            dense=[(16, TANH, True)],
+        ),
+    ),
+    (
+        "lasttoken-exclude-prompt",
+        ("bert", "qwen2"),
+        dict(
+            pooling=("lasttoken", "cls"),
+            include_prompt=False,
+            prompts={"query": "query: "},
+            default_prompt_name="query",
+        ),
+    ),
 ]
 LEFT_PADDED = ("llama", "mistral")  # weightedmean is refused there (test_weightedmean_with_left_padding_is_refused)
 
@@ -129,8 +157,9 @@ def test_matches_sentence_transformers(transformers_dir, st_cache, tmp_path, fam
     unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     assert _rel(emb.encode(texts, normalize=False), raw) <= 1e-4
     np.testing.assert_allclose(emb.encode(texts, normalize=True), unit, atol=1e-5)
-    np.testing.assert_allclose(emb.encode(texts, normalize_embeddings=True),
-                               st.encode(texts, normalize_embeddings=True), atol=1e-5)
+    np.testing.assert_allclose(
+        emb.encode(texts, normalize_embeddings=True), st.encode(texts, normalize_embeddings=True), atol=1e-5
+    )
     one = emb.encode(TEXTS[4], prompt="passage: ", normalize=False)
     np.testing.assert_allclose(one, st.encode(TEXTS[4], prompt="passage: "), atol=1e-4 * np.abs(one).max())
 
@@ -205,12 +234,18 @@ def bert_folder(transformers_dir, tmp_path):
 @pytest.mark.parametrize(
     "edit,match",
     [
-        (lambda f: _edit(f / "2_Dense" / "config.json", activation_function="torch.nn.modules.activation.Softsign"),
-         r"Dense \(2_Dense/config.json\).*activation function 'torch.nn.modules.activation.Softsign'"),
-        (lambda f: _edit(f / "2_Dense" / "config.json", activation_function="my_pkg.Swish"),
-         r"activation function 'my_pkg.Swish'"),
-        (lambda f: _edit(f / "2_Dense" / "config.json", module_input_name="token_embeddings"),
-         r"Dense.*module_input_name='token_embeddings'"),
+        (
+            lambda f: _edit(f / "2_Dense" / "config.json", activation_function="torch.nn.modules.activation.Softsign"),
+            r"Dense \(2_Dense/config.json\).*activation function 'torch.nn.modules.activation.Softsign'",
+        ),
+        (
+            lambda f: _edit(f / "2_Dense" / "config.json", activation_function="my_pkg.Swish"),
+            r"activation function 'my_pkg.Swish'",
+        ),
+        (
+            lambda f: _edit(f / "2_Dense" / "config.json", module_input_name="token_embeddings"),
+            r"Dense.*module_input_name='token_embeddings'",
+        ),
         (lambda f: _edit(f / "1_Pooling" / "config.json", pooling_mode="median"), r"Pooling.*pooling mode 'median'"),
         (lambda f: _edit(f / "1_Pooling" / "config.json", frobnicate=True), r"Pooling.*frobnicate"),
         (lambda f: _edit(f / "sentence_bert_config.json", transformer_task="text-generation"), r"transformer_task"),
@@ -218,8 +253,17 @@ def bert_folder(transformers_dir, tmp_path):
         (lambda f: _edit(f / "config_sentence_transformers.json", similarity_fn_name="jaccard"), r"similarity_fn_name"),
         (lambda f: _edit(f / "config_sentence_transformers.json", model_type="SparseEncoder"), r"SparseEncoder"),
     ],
-    ids=["activation", "custom-activation", "dense-on-tokens", "pooling-mode", "pooling-option", "task", "dtype",
-         "similarity", "sparse"],
+    ids=[
+        "activation",
+        "custom-activation",
+        "dense-on-tokens",
+        "pooling-mode",
+        "pooling-option",
+        "task",
+        "dtype",
+        "similarity",
+        "sparse",
+    ],
 )
 def test_unsupported_options_are_refused_by_name(bert_folder, tmp_path, edit, match):
     edit(bert_folder)
@@ -307,8 +351,10 @@ def test_fingerprint_follows_content_not_path(transformers_dir, tmp_path):
     ref = fp(base)
     assert variant("copy", lambda f: None) == ref, "same content at another path: same fingerprint"
     changed = {
-        "tokenizer-lowercase": lambda f: _edit(f / "tokenizer.json", normalizer={
-            **json.loads((f / "tokenizer.json").read_text())["normalizer"], "lowercase": False}),
+        "tokenizer-lowercase": lambda f: _edit(
+            f / "tokenizer.json",
+            normalizer={**json.loads((f / "tokenizer.json").read_text())["normalizer"], "lowercase": False},
+        ),
         "prompt": lambda f: _edit(f / "config_sentence_transformers.json", prompts={"query": "query: "}),
         "max-seq-length": lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=20),
         "pooling": lambda f: _edit(f / "1_Pooling" / "config.json", pooling_mode="cls"),
@@ -357,8 +403,9 @@ def _hub_errors():
     ]
 
 
-@pytest.mark.parametrize("case", range(6),
-                         ids=["local-entry", "offline-mode", "connection", "repo", "revision", "gated"])
+@pytest.mark.parametrize(
+    "case", range(6), ids=["local-entry", "offline-mode", "connection", "repo", "revision", "gated"]
+)
 def test_hub_failures_say_why(monkeypatch, tmp_path, case):
     import huggingface_hub
 
@@ -384,8 +431,9 @@ def test_hub_id_downloads_only_what_it_needs(monkeypatch, transformers_dir, st_c
 
     folder = _model(transformers_dir, tmp_path, "bert", pooling="cls")
     calls = []
-    monkeypatch.setattr(huggingface_hub, "snapshot_download",
-                        lambda repo, **kw: calls.append((repo, kw)) or str(folder))
+    monkeypatch.setattr(
+        huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append((repo, kw)) or str(folder)
+    )
     emb = Embedder("org/tiny-bert", cache_dir=st_cache)
     assert calls[0][0] == "org/tiny-bert" and calls[0][1]["allow_patterns"] == HUB_PATTERNS
     assert emb.name == "org/tiny-bert" and emb._exported.meta["source"] == "hub:org/tiny-bert"
@@ -435,8 +483,16 @@ def test_onnx_only_folder_keeps_its_tokenizer(transformers_dir, tmp_path):
     src = _model(transformers_dir, tmp_path, "bert", normalize=False, max_seq_length=16)
     ref = _st(src).encode(TEXTS)
     exported = load_or_export(str(src), cache_dir=tmp_path / "c1")
-    spec = ModelSpec(name="onnx-only", dim=32, max_seq_length=16, hidden_size=32, num_heads=2, normalize=False,
-                     onnx_only=True, sha256=(("model.onnx", "0" * 64),))
+    spec = ModelSpec(
+        name="onnx-only",
+        dim=32,
+        max_seq_length=16,
+        hidden_size=32,
+        num_heads=2,
+        normalize=False,
+        onnx_only=True,
+        sha256=(("model.onnx", "0" * 64),),
+    )
     fps = []
     for where in ("a", "b"):
         bare = tmp_path / where / "onnx-only"

@@ -13,6 +13,7 @@ clusters are far denser than real embeddings). The figures behind DEFAULT_OVERSA
 (engine/index/index.py), the 7-bit GEMM queries (engine/index/qgemm.py) and the 7-bit u8 x s8
 queries (kernels/quantize.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,11 @@ def int8_rows(name: str, x: np.ndarray, q: np.ndarray) -> None:
         qq, _ = fold_queries(q, scales, qmax)
         order = np.argsort(-(qq.astype(np.float64) @ codes.T), axis=1, kind="stable")
         got = [recall(rescore(x, q, order[:, : 10 * o], 10)[1], truth) for o in (1, 2, 4)]
-        print(f"{name:10s} int8 queries qmax {qmax:5d}: recall@10 at oversample 1 / 2 / 4 = "
-              + " / ".join(f"{r:.4f}" for r in got), flush=True)
+        print(
+            f"{name:10s} int8 queries qmax {qmax:5d}: recall@10 at oversample 1 / 2 / 4 = "
+            + " / ".join(f"{r:.4f}" for r in got),
+            flush=True,
+        )
 
 
 def binary_rows(name: str, x: np.ndarray, q: np.ndarray) -> None:

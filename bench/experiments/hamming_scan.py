@@ -21,6 +21,7 @@ against 0.5 ms each). ``OMP_WAIT_POLICY=passive`` is set for both unless ``--omp
 Run: .venv/bin/python bench/experiments/hamming_scan.py [--n 1000000,100000] [--nq 1,8,16,64,256,1024]
      [--m 400] [--dim 384] [--rounds 7] [--before HEAD] [--out bench/experiments/results/hamming_scan.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,10 +108,10 @@ def check(outs, d):
 
 def time_nq(contenders, q, rounds):
     """Best and per-round times of every contender on queries q (alternating order)."""
-    outs = {name: fn(q) for name, fn in contenders.items()}       # warm-up (compiles, thread pools)
+    outs = {name: fn(q) for name, fn in contenders.items()}  # warm-up (compiles, thread pools)
     times = {name: [] for name in contenders}
     for r in range(rounds):
-        for name in (list(contenders) if r % 2 == 0 else list(reversed(contenders))):
+        for name in list(contenders) if r % 2 == 0 else list(reversed(contenders)):
             t = time.perf_counter()
             outs[name] = contenders[name](q)
             times[name].append(time.perf_counter() - t)
@@ -136,8 +137,9 @@ def run_n(n, args, before):
             if name != "ours":
                 row[f"{name}/ours"] = statistics.median(a / b for a, b in zip(ts, times["ours"]))
         rows.append(row)
-        print("  " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-              flush=True)
+        print(
+            "  " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True
+        )
     return rows, faiss_ver
 
 
@@ -150,17 +152,22 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds for nq <= 64 (half, >= 3, above)")
     ap.add_argument("--before", default="HEAD", help="git revision of the kernel to compare ('' to skip)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
-    ap.add_argument("--omp-wait-policy", default="passive",
-                    help="OMP_WAIT_POLICY for both OpenMP runtimes ('' keeps the environment's)")
+    ap.add_argument(
+        "--omp-wait-policy",
+        default="passive",
+        help="OMP_WAIT_POLICY for both OpenMP runtimes ('' keeps the environment's)",
+    )
     args = ap.parse_args(argv)
-    if args.omp_wait_policy:      # read when each libgomp loads: numba's at its first parallel call, FAISS's at import
+    if args.omp_wait_policy:  # read when each libgomp loads: numba's at its first parallel call, FAISS's at import
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
     args.nq = [int(v) for v in args.nq.split(",")]
     env = environment()
     print(chip_line(env))
     load0 = os.getloadavg()
-    print(f"numba threads {numba.get_num_threads()} ({numba.__version__}), "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {load0}")
+    print(
+        f"numba threads {numba.get_num_threads()} ({numba.__version__}), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {load0}"
+    )
     before, commit = load_before(args.before) if args.before else (None, None)
     if before:
         print(f"before = kernels/binary.py at {args.before} ({commit})")
@@ -174,13 +181,26 @@ def main(argv=None):
     print("| n | nq | " + " | ".join(names) + " | " + " | ".join(f"{c}/ours" for c in names[1:]) + " | check |")
     print("|---" * (2 * len(names) + 2) + "|")
     for row in rows:
-        print(f"| {row['n']:,} | {row['nq']} | " + " | ".join(f"{row[c + '_ms']:,.2f}" for c in names)
-              + " | " + " | ".join(f"{row[c + '/ours']:.2f}x" for c in names[1:]) + f" | {row['check']} |")
+        print(
+            f"| {row['n']:,} | {row['nq']} | "
+            + " | ".join(f"{row[c + '_ms']:,.2f}" for c in names)
+            + " | "
+            + " | ".join(f"{row[c + '/ours']:.2f}x" for c in names[1:])
+            + f" | {row['check']} |"
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        doc = {"cpu": chip_line(env), "environment": env, "faiss": faiss_ver, "numba": numba.__version__,
-               "threads": numba.get_num_threads(), "load_average": [load0, os.getloadavg()], "before": commit,
-               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows}
+        doc = {
+            "cpu": chip_line(env),
+            "environment": env,
+            "faiss": faiss_ver,
+            "numba": numba.__version__,
+            "threads": numba.get_num_threads(),
+            "load_average": [load0, os.getloadavg()],
+            "before": commit,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "rows": rows,
+        }
         Path(args.out).write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.out}")
 

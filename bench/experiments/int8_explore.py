@@ -11,6 +11,7 @@ Texts: SciFact docs and STS-dev sentences from --data (default ../shared/data be
 Run: .venv/bin/python bench/experiments/int8_explore.py [--model all-MiniLM-L6-v2] [--docs 128 --sents 1000]
 Prints a markdown table (copy into int8_experiments.md) and writes bench/experiments/results/int8_explore.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,10 @@ VARIANTS: dict[str, tuple[str, dict | None, dict]] = {
     "dyn MatMul, s8 per-channel": ("fused", {"op_types": ("MatMul",)}, {}),
     "dyn MatMul+Attention, s8 per-channel": ("fused", {}, {}),
     "dyn MatMul+Attention+EmbedLN, s8 per-channel": (
-        "fused", {"op_types": ("MatMul", "Attention", "EmbedLayerNormalization")}, {}),
+        "fused",
+        {"op_types": ("MatMul", "Attention", "EmbedLayerNormalization")},
+        {},
+    ),
     "dyn MatMul+Attention, u8 per-tensor": ("fused", {"weight_type": "QUInt8", "per_channel": False}, {}),
     "dyn MatMul+Attention, s8 per-tensor": ("fused", {"per_channel": False}, {}),
     "dyn MatMul+Attention, s8 per-channel, reduce_range": ("fused", {"reduce_range": True}, {}),
@@ -116,9 +120,19 @@ def main(argv=None) -> int:
             path = work / f"v{i}.onnx"
             t = time.perf_counter()
             if cfg is STATIC:
-                subprocess.run([sys.executable, str(HERE / "int8_static_qdq.py"), str(graphs[graph]), str(path),
-                                "--tokenizer", str(resolved.folder), "--max-length", str(emb.max_seq_length)],
-                               check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        str(HERE / "int8_static_qdq.py"),
+                        str(graphs[graph]),
+                        str(path),
+                        "--tokenizer",
+                        str(resolved.folder),
+                        "--max-length",
+                        str(emb.max_seq_length),
+                    ],
+                    check=True,
+                )
             else:
                 quantize_int8(graphs[graph], path, emb.spec, resolved.folder, config=cfg)
             build_s[name] = time.perf_counter() - t
@@ -146,9 +160,12 @@ def main(argv=None) -> int:
         cd, cs = np.sum(d * ref_d, 1), np.sum(s * ref_s, 1)
         results[name] = {
             "mb": round(sizes[name], 1),
-            "cos_docs_mean": float(cd.mean()), "cos_docs_min": float(cd.min()),
-            "cos_sents_mean": float(cs.mean()), "cos_sents_min": float(cs.min()),
-            "docs_per_s": 0.0, "sents_per_s": 0.0,
+            "cos_docs_mean": float(cd.mean()),
+            "cos_docs_min": float(cd.min()),
+            "cos_sents_mean": float(cs.mean()),
+            "cos_sents_min": float(cs.min()),
+            "docs_per_s": 0.0,
+            "sents_per_s": 0.0,
         }
     tdocs, tsents = docs[: args.docs], sents[: args.sents]
     for name in sessions:  # warm-up
@@ -160,20 +177,34 @@ def main(argv=None) -> int:
             r["sents_per_s"] = max(r["sents_per_s"], len(tsents) / seconds(name, tsents))
 
     base = results[names[0]]
-    print(f"\nmodel {args.model}, cpu_isa {cpu_isa()}, threads {args.threads}, "
-          f"docs {len(tdocs)} (quality {len(qdocs)}), sentences {len(tsents)} (quality {len(qsents)}), "
-          f"best of {args.rounds} round-robin rounds\n")
+    print(
+        f"\nmodel {args.model}, cpu_isa {cpu_isa()}, threads {args.threads}, "
+        f"docs {len(tdocs)} (quality {len(qdocs)}), sentences {len(tsents)} (quality {len(qsents)}), "
+        f"best of {args.rounds} round-robin rounds\n"
+    )
     print("| variant | MB | docs/s | x fp32 | sents/s | x fp32 | cos docs mean / min | cos sents mean / min |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['mb']} | {r['docs_per_s']:.1f} | {r['docs_per_s'] / base['docs_per_s']:.2f} | "
-              f"{r['sents_per_s']:.0f} | {r['sents_per_s'] / base['sents_per_s']:.2f} | "
-              f"{r['cos_docs_mean']:.4f} / {r['cos_docs_min']:.4f} | "
-              f"{r['cos_sents_mean']:.4f} / {r['cos_sents_min']:.4f} |")
+        print(
+            f"| {name} | {r['mb']} | {r['docs_per_s']:.1f} | {r['docs_per_s'] / base['docs_per_s']:.2f} | "
+            f"{r['sents_per_s']:.0f} | {r['sents_per_s'] / base['sents_per_s']:.2f} | "
+            f"{r['cos_docs_mean']:.4f} / {r['cos_docs_min']:.4f} | "
+            f"{r['cos_sents_mean']:.4f} / {r['cos_sents_min']:.4f} |"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "cpu_isa": cpu_isa(), "threads": args.threads,
-                                          "results": results, "build_s": build_s, "environment": environment()},
-                                         indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "cpu_isa": cpu_isa(),
+                "threads": args.threads,
+                "results": results,
+                "build_s": build_s,
+                "environment": environment(),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

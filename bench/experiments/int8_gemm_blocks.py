@@ -18,6 +18,7 @@
 Prints the chip (``chip_line``) and the wait policy. The figures behind ``qgemm.block_rows`` and
 qgemm's numpy XOR.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,23 +62,28 @@ def main(argv=None) -> int:
     rule = qgemm.block_rows
     for nq in nqs:
         qs = np.ascontiguousarray(q[:nq])
-        sizes = [*grid, None]                                   # None: the rule
+        sizes = [*grid, None]  # None: the rule
         best = {s: float("inf") for s in sizes}
         for r in range(args.rounds):
-            for s in (sizes if r % 2 == 0 else sizes[::-1]):
+            for s in sizes if r % 2 == 0 else sizes[::-1]:
                 qgemm.block_rows = rule if s is None else (lambda nq_, d, s=s: s)
                 t = time.perf_counter()
                 qgemm.topk_int8_gemm(codes, qs, scales, 40)
                 best[s] = min(best[s], time.perf_counter() - t)
         qgemm.block_rows = rule
         cells = " / ".join(f"{best[s] * 1e3:,.1f}" for s in grid)
-        print(f"nq {nq:5d}: ms at {' / '.join(f'{s:,}' for s in grid)} rows: {cells}; "
-              f"rule ({rule(nq, 384):,} rows): {best[None] * 1e3:,.1f}", flush=True)
+        print(
+            f"nq {nq:5d}: ms at {' / '.join(f'{s:,}' for s in grid)} rows: {cells}; "
+            f"rule ({rule(nq, 384):,} rows): {best[None] * 1e3:,.1f}",
+            flush=True,
+        )
 
     block = codes[:4096].view(np.uint8)
     out = np.empty(block.shape, np.uint8)
-    passes = {"numpy bitwise_xor": lambda src, dst: np.bitwise_xor(src, 0x80, out=dst),
-              "parallel Numba XOR": _xor80_parallel}
+    passes = {
+        "numpy bitwise_xor": lambda src, dst: np.bitwise_xor(src, 0x80, out=dst),
+        "parallel Numba XOR": _xor80_parallel,
+    }
     for name, fn in passes.items():
         fn(block, out)
         t_best = float("inf")
@@ -91,7 +97,7 @@ def main(argv=None) -> int:
     qs = np.ascontiguousarray(q[:16])
     best = dict.fromkeys(passes, float("inf"))
     for r in range(6):
-        for name in (list(passes) if r % 2 == 0 else list(passes)[::-1]):
+        for name in list(passes) if r % 2 == 0 else list(passes)[::-1]:
             xor = passes[name]
             qgemm.np.bitwise_xor = numpy_xor if name.startswith("numpy") else (lambda src, v, out, f=xor: f(src, out))
             t = time.perf_counter()

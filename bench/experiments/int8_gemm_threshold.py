@@ -10,6 +10,7 @@ onnxruntime ``MatMulInteger``, heaps). Both alternate round by round with all th
 and median of the per-round ratios. Rescoring is the same for both paths and is not timed. Prints
 the chip (``chip_line``) and the smallest nq from which the GEMM wins every larger nq measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,34 +45,52 @@ def main(argv=None) -> int:
     scales = calibrate_scales(x[:100_000])
     codes = quantize(x, scales)
     del x
-    paths = {"scan": lambda qs: topk_int8(codes, qs, scales, args.m),
-             "gemm": lambda qs: topk_int8_gemm(codes, qs, scales, args.m)}
+    paths = {
+        "scan": lambda qs: topk_int8(codes, qs, scales, args.m),
+        "gemm": lambda qs: topk_int8_gemm(codes, qs, scales, args.m),
+    }
     rows = []
     for nq in nqs:
         qs = np.ascontiguousarray(q[:nq])
         for fn in paths.values():
-            fn(qs)                                              # warm-up (JIT, session)
+            fn(qs)  # warm-up (JIT, session)
         times = {p: [] for p in paths}
         for r in range(args.rounds):
-            for p in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
+            for p in list(paths) if r % 2 == 0 else list(paths)[::-1]:
                 t = time.perf_counter()
                 paths[p](qs)
                 times[p].append(time.perf_counter() - t)
         ratio = statistics.median(s / g for s, g in zip(times["scan"], times["gemm"]))
-        row = {"nq": nq, "scan_ms": min(times["scan"]) * 1e3, "gemm_ms": min(times["gemm"]) * 1e3,
-               "scan_over_gemm_median": ratio}
+        row = {
+            "nq": nq,
+            "scan_ms": min(times["scan"]) * 1e3,
+            "gemm_ms": min(times["gemm"]) * 1e3,
+            "scan_over_gemm_median": ratio,
+        }
         rows.append(row)
-        print(f"nq {nq:5d}: scan {row['scan_ms']:8.1f} ms   gemm {row['gemm_ms']:8.1f} ms   "
-              f"scan/gemm {row['scan_ms'] / row['gemm_ms']:5.2f}x best, {ratio:5.2f}x median", flush=True)
+        print(
+            f"nq {nq:5d}: scan {row['scan_ms']:8.1f} ms   gemm {row['gemm_ms']:8.1f} ms   "
+            f"scan/gemm {row['scan_ms'] / row['gemm_ms']:5.2f}x best, {ratio:5.2f}x median",
+            flush=True,
+        )
     wins = [r["nq"] for i, r in enumerate(rows) if all(s["scan_over_gemm_median"] > 1 for s in rows[i:])]
     print(f"GEMM wins from nq = {wins[0] if wins else '-'} on (gemm_min_queries() is {gemm_min_queries()})")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"command": "python bench/experiments/int8_gemm_threshold.py "
-                                              + " ".join(sys.argv[1:] if argv is None else argv),
-                                              "n": args.n, "m": args.m, "rows": rows,
-                                              "gemm_wins_from": wins[0] if wins else None,
-                                              "environment": env}, indent=2))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "command": "python bench/experiments/int8_gemm_threshold.py "
+                    + " ".join(sys.argv[1:] if argv is None else argv),
+                    "n": args.n,
+                    "m": args.m,
+                    "rows": rows,
+                    "gemm_wins_from": wins[0] if wins else None,
+                    "environment": env,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -10,6 +10,7 @@ share of kernel time.
 Run: .venv/bin/python bench/experiments/int8_profile.py [--model all-MiniLM-L6-v2] [--batch 32] [--runs 3]
      [--threads 2] [--runtime-graph] [--texts docs|sents] [--precisions fp32,int8]
 """
+
 from __future__ import annotations
 
 import argparse

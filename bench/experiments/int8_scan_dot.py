@@ -10,6 +10,7 @@ one well above it compute-bound. Data: search_bench.py's clustered unit vectors.
 flags that matter and the load average (a shared machine). Used for the "int8 search" table of
 int8_experiments.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,16 +50,20 @@ def main(argv=None) -> int:
     scales = calibrate_scales(x[:100_000])
     codes = quantize(x, scales)
     s32, s8 = np.empty(len(x), np.float32), np.empty(len(x), np.int32)
-    cases = {"fp32 scan": lambda: topk_dot(x, q, 10),
-             "int8 scan i16": lambda: topk_int8(codes, q, scales, 40, method="i16"),
-             "sum fp32 rows": lambda: _sum_rows_f32(x, s32),
-             "sum int8 codes": lambda: _sum_rows_i8(codes, s8)}
+    cases = {
+        "fp32 scan": lambda: topk_dot(x, q, 10),
+        "int8 scan i16": lambda: topk_int8(codes, q, scales, 40, method="i16"),
+        "sum fp32 rows": lambda: _sum_rows_f32(x, s32),
+        "sum int8 codes": lambda: _sum_rows_i8(codes, s8),
+    }
     if HAS_U8S8:
         cases["int8 scan u8s8"] = lambda: topk_int8(codes, q, scales, 40, method="u8s8")
     for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
         numba.set_num_threads(threads)
-        print(f"{threads} thread(s): " + ", ".join(f"{name} {best_ms(fn, args.rounds):.1f} ms"
-                                                    for name, fn in cases.items()))
+        print(
+            f"{threads} thread(s): "
+            + ", ".join(f"{name} {best_ms(fn, args.rounds):.1f} ms" for name, fn in cases.items())
+        )
     print(f"load at the end {os.getloadavg()}")
     return 0
 

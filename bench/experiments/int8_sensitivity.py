@@ -9,6 +9,7 @@ Texts from --data (default ../shared/data beside the repository).
 
 Run: .venv/bin/python bench/experiments/int8_sensitivity.py --model all-mpnet-base-v2 [--layers 12]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,11 @@ def main(argv=None) -> int:
             quantize_int8(src, dst, config={"exclude": (rf"^(?!.*{only})",)})
             emb._session = Session(cpu_graph(dst), threads=2)
             cos = np.sum(ref * emb.encode(texts), axis=1)
-            print(f"{args.model}: only layer {layer:2d} quantized ({only}): "
-                  f"cosine to fp32 mean {cos.mean():.5f} min {cos.min():.5f}", flush=True)
+            print(
+                f"{args.model}: only layer {layer:2d} quantized ({only}): "
+                f"cosine to fp32 mean {cos.mean():.5f} min {cos.min():.5f}",
+                flush=True,
+            )
     return 0
 
 

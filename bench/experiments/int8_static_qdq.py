@@ -11,6 +11,7 @@ Run: .venv/bin/python bench/experiments/int8_static_qdq.py SRC.onnx DST.onnx --t
          [--max-length 256] [--op-types MatMul,Attention] [--calibrate-method MinMax]
 Prints the settings used as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 
-def quantize_static_qdq(src: Path, dst: Path, tokenizer_folder: Path, max_length: int = 256,
-                        op_types: tuple[str, ...] = ("MatMul", "Attention"), calibrate_method: str = "MinMax") -> dict:
+def quantize_static_qdq(
+    src: Path,
+    dst: Path,
+    tokenizer_folder: Path,
+    max_length: int = 256,
+    op_types: tuple[str, ...] = ("MatMul", "Attention"),
+    calibrate_method: str = "MinMax",
+) -> dict:
     """Write the static QDQ int8 version of ``src`` to ``dst``; return the settings used."""
     import onnx
     from onnxruntime.quantization import (
@@ -77,9 +84,19 @@ def quantize_static_qdq(src: Path, dst: Path, tokenizer_folder: Path, max_length
     model = onnx.load(str(dst))
     gelu_nodes = approximate_gelu(model)
     onnx.save(model, str(dst))
-    return {"method": "static", "op_types": list(op_types), "weight_type": "QInt8", "per_channel": True,
-            "reduce_range": reduce_range, "activation_type": "QUInt8", "calibration_texts": len(feeds),
-            "calibrate_method": calibrate_method, "cpu_isa": cpu_isa(), "gelu": "tanh", "gelu_nodes": gelu_nodes}
+    return {
+        "method": "static",
+        "op_types": list(op_types),
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": reduce_range,
+        "activation_type": "QUInt8",
+        "calibration_texts": len(feeds),
+        "calibrate_method": calibrate_method,
+        "cpu_isa": cpu_isa(),
+        "gelu": "tanh",
+        "gelu_nodes": gelu_nodes,
+    }
 
 
 def main(argv=None) -> int:
@@ -91,8 +108,14 @@ def main(argv=None) -> int:
     ap.add_argument("--op-types", default="MatMul,Attention")
     ap.add_argument("--calibrate-method", default="MinMax", choices=["MinMax", "Entropy", "Percentile", "Distribution"])
     args = ap.parse_args(argv)
-    settings = quantize_static_qdq(args.src, args.dst, args.tokenizer, args.max_length,
-                                   tuple(filter(None, args.op_types.split(","))), args.calibrate_method)
+    settings = quantize_static_qdq(
+        args.src,
+        args.dst,
+        args.tokenizer,
+        args.max_length,
+        tuple(filter(None, args.op_types.split(","))),
+        args.calibrate_method,
+    )
     print(json.dumps(settings))
     return 0
 

@@ -15,6 +15,7 @@ Evidence:
 
 Run: .venv/bin/python bench/experiments/l3_tokenizer_check.py [--out bench/experiments/results/l3_tokenizer.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,8 +112,9 @@ def main(argv=None) -> int:
 
     candidates = {"all-MiniLM-L6-v2 (uncased BERT WordPiece)": Tokenizer.from_file(str(l6.folder / "tokenizer.json"))}
     cased = Tokenizer.from_file(str(l6.folder / "tokenizer.json"))
-    cased.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
-                                                  lowercase=False)
+    cased.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
+    )
     candidates["all-MiniLM-L6-v2 vocab, lower-casing off"] = cased
     try:
         mp = resolve("all-mpnet-base-v2")

@@ -9,6 +9,7 @@
 
 Run: .venv/bin/python bench/experiments/layernorm_check.py [--model all-MiniLM-L6-v2] [--precision int8] [--docs 100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,19 +52,30 @@ def micro() -> None:
     def model(nodes, shape, inits):
         names = ("x", "s")[: 2 if len(nodes[0].input) > 2 else 1]
         ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in names]
-        g = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+        g = helper.make_graph(
+            nodes,
+            "g",
+            ins,
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+            [numpy_helper.from_array(v, k) for k, v in inits.items()],
+        )
         opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
         return helper.make_model(g, opset_imports=opsets)
 
     vec = {k: rng.standard_normal(h).astype(np.float32) for k in ("gamma", "beta", "bias")}
-    skip_ln = helper.make_node("SkipLayerNormalization", ["x", "s", "gamma", "beta", "bias"], ["y"],
-                               domain="com.microsoft", epsilon=1e-12)
+    skip_ln = helper.make_node(
+        "SkipLayerNormalization", ["x", "s", "gamma", "beta", "bias"], ["y"], domain="com.microsoft", epsilon=1e-12
+    )
     ln = model([skip_ln], [b, s, h], vec)
-    feeds = {"x": rng.standard_normal((b, s, h)).astype(np.float32),
-             "s": rng.standard_normal((b, s, h)).astype(np.float32)}
-    gelu = model([helper.make_node("BiasGelu", ["x", "bias4"], ["y"], domain="com.microsoft")], [b, s, 4 * h],
-                 {"bias4": rng.standard_normal(4 * h).astype(np.float32)})
+    feeds = {
+        "x": rng.standard_normal((b, s, h)).astype(np.float32),
+        "s": rng.standard_normal((b, s, h)).astype(np.float32),
+    }
+    gelu = model(
+        [helper.make_node("BiasGelu", ["x", "bias4"], ["y"], domain="com.microsoft")],
+        [b, s, 4 * h],
+        {"bias4": rng.standard_normal(4 * h).astype(np.float32)},
+    )
     gfeeds = {"x": rng.standard_normal((b, s, 4 * h)).astype(np.float32)}
     for threads in (1, 2):
         fused = _time(_session(ln.SerializeToString(), threads), feeds)
@@ -75,9 +87,11 @@ def micro() -> None:
         approximate_gelu(fast)
         tanh = _time(_session(fast.SerializeToString(), threads), gfeeds)
         n = b * s * h
-        print(f"threads {threads}: SkipLayerNormalization {fused:7.0f} us ({fused * 1e3 / n:.2f} ns/elem)   "
-              f"primitive ops {prim:7.0f} us ({fused / prim:.2f}x faster)   "
-              f"BiasGelu {erf:6.0f} us   FastGelu {tanh:6.0f} us ({erf / tanh:.2f}x)")
+        print(
+            f"threads {threads}: SkipLayerNormalization {fused:7.0f} us ({fused * 1e3 / n:.2f} ns/elem)   "
+            f"primitive ops {prim:7.0f} us ({fused / prim:.2f}x faster)   "
+            f"BiasGelu {erf:6.0f} us   FastGelu {tanh:6.0f} us ({erf / tanh:.2f}x)"
+        )
 
 
 def end_to_end(model: str, precision: str, n_docs: int, rounds: int, data: Path = DATA) -> None:
@@ -103,14 +117,15 @@ def end_to_end(model: str, precision: str, n_docs: int, rounds: int, data: Path 
         batches = plan_batches(lengths, bs)
         best = dict.fromkeys(sessions, 0.0)
         for r in range(rounds):
-            for name in (sessions if r % 2 == 0 else reversed(list(sessions))):
+            for name in sessions if r % 2 == 0 else reversed(list(sessions)):
                 t = time.perf_counter()
                 for batch in batches:
                     run(sessions[name], batch)
                 best[name] = max(best[name], len(ids) / (time.perf_counter() - t))
         a, c = best["as exported"], best["cpu_graph"]
-        print(f"{model} {precision} batch {bs:2d}: as exported {a:6.1f} docs/s, "
-              f"cpu_graph {c:6.1f} docs/s ({c / a:.2f}x)")
+        print(
+            f"{model} {precision} batch {bs:2d}: as exported {a:6.1f} docs/s, cpu_graph {c:6.1f} docs/s ({c / a:.2f}x)"
+        )
 
 
 def main(argv=None) -> int:

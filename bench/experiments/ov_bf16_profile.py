@@ -67,9 +67,16 @@ def main(argv=None) -> int:
     core = ov.Core()
     print(chip_line(environment()))
     for name, path in graphs.items():
-        compiled = core.compile_model(core.read_model(path), "CPU", {
-            "INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "bf16",
-            "PERF_COUNT": True})
+        compiled = core.compile_model(
+            core.read_model(path),
+            "CPU",
+            {
+                "INFERENCE_NUM_THREADS": args.threads,
+                "NUM_STREAMS": 1,
+                "INFERENCE_PRECISION_HINT": "bf16",
+                "PERF_COUNT": True,
+            },
+        )
         names = {i.get_any_name() for i in compiled.inputs}
         feed = {k: v for k, v in feeds.items() if k in names}
         req = compiled.create_infer_request()
@@ -84,8 +91,10 @@ def main(argv=None) -> int:
             total[f"{op.node_type}/{op.exec_type}"] += op.real_time.total_seconds()
             count[f"{op.node_type}/{op.exec_type}"] += 1
         whole = sum(total.values())
-        print(f"== {name}: {per_batch * 1000:.1f} ms per {args.batch}x{args.tokens} batch "
-              f"({args.batch / per_batch:.1f} sequences/s)")
+        print(
+            f"== {name}: {per_batch * 1000:.1f} ms per {args.batch}x{args.tokens} batch "
+            f"({args.batch / per_batch:.1f} sequences/s)"
+        )
         for key, seconds in total.most_common(10):
             print(f"   {key:44s} {seconds * 1000:7.2f} ms  {100 * seconds / whole:5.1f}%  x{count[key]}")
     if args.sweep:
@@ -112,14 +121,23 @@ def _sweep(args, graph: str, feeds: dict) -> None:
             emb.batch_workers = workers
         return functools.partial(emb.encode, batch_size=batch_size, normalize_embeddings=True)
 
-    shapes = {"default (cap, 2 workers)": encoder(), "cap x4": encoder(cells=8 * 256 * 256),
-              "no cap": encoder(cells=None), "no cap, 1 worker": encoder(cells=None, workers=1),
-              "cap, 1 worker": encoder(workers=1), "no cap, batch 64": encoder(cells=None, batch_size=64)}
+    shapes = {
+        "default (cap, 2 workers)": encoder(),
+        "cap x4": encoder(cells=8 * 256 * 256),
+        "no cap": encoder(cells=None),
+        "no cap, 1 worker": encoder(cells=None, workers=1),
+        "cap, 1 worker": encoder(workers=1),
+        "no cap, batch 64": encoder(cells=None, batch_size=64),
+    }
     core = ov.Core()
     base = {"INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "bf16"}
-    options = {"defaults": {}, "CPU pinning": {"ENABLE_CPU_PINNING": True},
-               "denormals off": {"CPU_DENORMALS_OPTIMIZATION": True}, "latency hint": {"PERFORMANCE_HINT": "LATENCY"},
-               "snippets off": {"SNIPPETS_MODE": "DISABLE"}}
+    options = {
+        "defaults": {},
+        "CPU pinning": {"ENABLE_CPU_PINNING": True},
+        "denormals off": {"CPU_DENORMALS_OPTIMIZATION": True},
+        "latency hint": {"PERFORMANCE_HINT": "LATENCY"},
+        "snippets off": {"SNIPPETS_MODE": "DISABLE"},
+    }
     names = {i.get_any_name() for i in core.read_model(graph).inputs}
     feed = {k: v for k, v in feeds.items() if k in names}
     runs = {}
@@ -127,8 +145,10 @@ def _sweep(args, graph: str, feeds: dict) -> None:
         req = core.compile_model(core.read_model(graph), "CPU", {**base, **extra}).create_infer_request()
         runs[name] = functools.partial(lambda r, _: r.infer(feed), req)
     print(f"load average {load_average()}")
-    for title, contenders, data, unit in (("batch shape", shapes, docs, "docs/s"),
-                                          ("OpenVINO option", runs, [None] * args.batch, "sequences/s")):
+    for title, contenders, data, unit in (
+        ("batch shape", shapes, docs, "docs/s"),
+        ("OpenVINO option", runs, [None] * args.batch, "sequences/s"),
+    ):
         for fn in contenders.values():
             fn(data[:64])
         timed = measure(contenders, [data], repeats=3, warmup=0)

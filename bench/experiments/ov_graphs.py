@@ -41,8 +41,15 @@ def main(argv=None) -> int:
 
     exported = load_or_export(args.model)
     raw = Path(tempfile.mkdtemp(prefix="ov-graphs-"))
-    main_export(str(resolve(args.model).folder), str(raw), task="feature-extraction", library_name="transformers",
-                opset=18, do_validation=False, local_files_only=True)
+    main_export(
+        str(resolve(args.model).folder),
+        str(raw),
+        task="feature-extraction",
+        library_name="transformers",
+        opset=18,
+        do_validation=False,
+        local_files_only=True,
+    )
     tok = Tokenizer.from_file(str(exported.tokenizer_path))
     tok.enable_truncation(256)
     tok.enable_padding()
@@ -52,8 +59,13 @@ def main(argv=None) -> int:
     for i in range(0, len(texts), 16):
         enc = tok.encode_batch(texts[i : i + 16])
         ids = np.array([e.ids for e in enc], dtype=np.int64)
-        batches.append({"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                        "token_type_ids": np.zeros_like(ids)})
+        batches.append(
+            {
+                "input_ids": ids,
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.zeros_like(ids),
+            }
+        )
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     sess = ort.InferenceSession(str(exported.graph_path("cpu")), so, providers=["CPUExecutionProvider"])
@@ -61,8 +73,11 @@ def main(argv=None) -> int:
     runs = {"onnxruntime cpu graph": lambda f: sess.run(None, {k: v for k, v in f.items() if k in names})[0]}
     core = ov.Core()
     config = {"INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
-    for name, path in (("openvino fused", exported.onnx_path), ("openvino cpu graph", exported.graph_path("cpu")),
-                       ("openvino standard ops", raw / "model.onnx")):
+    for name, path in (
+        ("openvino fused", exported.onnx_path),
+        ("openvino cpu graph", exported.graph_path("cpu")),
+        ("openvino standard ops", raw / "model.onnx"),
+    ):
         req = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
         runs[name] = (lambda r: lambda f: r.infer(f)[0])(req)
     ref = [runs["onnxruntime cpu graph"](b) for b in batches]

@@ -5,6 +5,7 @@
 Times are best of --rounds after a warm-up (the GPU warm-up also uploads the corpus; the upload
 is timed separately). Recall of each GPU result against the CPU fp32 result is reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,15 @@ def main() -> None:
                 row.update(gpu_ms=gpu_s * 1e3, speedup=cpu_s / gpu_s, upload_s=upload, recall_vs_cpu=float(recall))
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = {"n": a.n, "dim": a.dim, "k": a.k, "gpu": gpu if ok else None, "gpu_skipped": None if ok else gpu,
-           "rows": rows, "environment": environment()}
+    out = {
+        "n": a.n,
+        "dim": a.dim,
+        "k": a.k,
+        "gpu": gpu if ok else None,
+        "gpu_skipped": None if ok else gpu,
+        "rows": rows,
+        "environment": environment(),
+    }
     with open(a.out, "w") as f:
         json.dump(out, f, indent=2)
 

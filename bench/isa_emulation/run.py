@@ -23,6 +23,7 @@ What this measures and what it does not: the emulated class's code paths and the
 figures from it are named "emulated <class> on <this chip>" (``environment()["isa_emulation"]``)
 and stand beside, never instead of, runs on real machines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,9 @@ def build() -> Path:
         sys.exit("run.py: no C compiler (gcc or cc) on PATH; install one (e.g. apt install gcc)")
     lib.parent.mkdir(exist_ok=True)
     tmp = lib.with_suffix(".tmp.so")
-    r = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE), "-ldl"], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [cc, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE), "-ldl"], capture_output=True, text=True
+    )
     if r.returncode != 0:
         sys.exit(f"run.py: building the shim failed ({cc}):\n{r.stderr.strip()}")
     os.replace(tmp, lib)
@@ -92,8 +94,9 @@ def emulated_env(isa: str) -> dict:
     need = dict(ISA_CLASSES)[isa]
     missing = sorted(set(need) - cpu_flags())
     if missing:  # the shim hides features; it cannot add any
-        sys.exit(f"run.py: this CPU lacks {', '.join(missing)}: it cannot run as {isa} (only features it has "
-                 "can be hidden)")
+        sys.exit(
+            f"run.py: this CPU lacks {', '.join(missing)}: it cannot run as {isa} (only features it has can be hidden)"
+        )
     env = dict(os.environ)
     env["LD_PRELOAD"] = " ".join(filter(None, [str(build()), env.get("LD_PRELOAD", "")]))
     env[ENV] = isa
@@ -115,7 +118,7 @@ def check(isa: str, env: dict) -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = argv[argv.index("--") + 1:] if "--" in argv else []
+    cmd = argv[argv.index("--") + 1 :] if "--" in argv else []
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("isa", choices=CLASSES)
     ap.add_argument("--check", action="store_true", help="only print what the emulated process sees")

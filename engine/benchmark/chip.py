@@ -5,6 +5,7 @@ fp32 and int8, the int8 ISA class and recipe, memory, GPUs, onnxruntime and libr
 ``gemm_peak`` measures this chip's fp32 and int8 GEMM rates through onnxruntime in the run, and
 ``model_flops_per_token`` / ``limit_fields`` turn a contender's tokens/s into a share of that peak.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,10 +17,37 @@ import numpy as np
 
 from .clock import Clock, PerfClock
 
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx512_bf16", "avx512_vpopcntdq", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimddp")
-VERSIONED = ("embed-engine", "numpy", "onnxruntime", "onnxruntime-gpu", "tokenizers", "numba", "torch",
-             "sentence-transformers", "transformers", "optimum-onnx", "optimum", "psutil")
+CPU_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_vpopcntdq",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimddp",
+)
+VERSIONED = (
+    "embed-engine",
+    "numpy",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tokenizers",
+    "numba",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "optimum-onnx",
+    "optimum",
+    "psutil",
+)
 
 
 # -- environment ------------------------------------------------------------------------
@@ -38,8 +66,12 @@ def _cpuinfo() -> dict:
         pass
     from ..runtime import physical_cores
 
-    return {"model": model, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
-            "flags": {f: f in flags for f in CPU_FLAGS}}
+    return {
+        "model": model,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "flags": {f: f in flags for f in CPU_FLAGS},
+    }
 
 
 def _gpus() -> list[dict]:
@@ -49,8 +81,13 @@ def _gpus() -> list[dict]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     gpus = []
@@ -93,18 +130,31 @@ def environment() -> dict:
         mem = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         mem = None
-    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EMBED_ENGINE_CACHE",
-                                      "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    env = {
+        k: os.environ[k]
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EMBED_ENGINE_CACHE", "CUDA_VISIBLE_DEVICES")
+        if k in os.environ
+    }
     from ..models.quantize import cpu_isa, int8_recipe
 
     isa = cpu_isa()
     # bench/isa_emulation/run.py: CPUID masked to a lesser class (its code paths at this core's speed)
     emulated = os.environ.get("EMBED_ISA_EMULATE") or None
-    return {"cpu": _cpuinfo(), "int8_isa": isa, "int8_recipe": int8_recipe(isa), "isa_emulation": emulated,
-            "onnxruntime": versions.get("onnxruntime") or versions.get("onnxruntime-gpu"),
-            "memory_gb": mem, "gpu": _gpus(), "onnxruntime_providers": providers,
-            "platform": platform.platform(), "python": platform.python_version(), "versions": versions, "env": env,
-            "load_average": load_average()}
+    return {
+        "cpu": _cpuinfo(),
+        "int8_isa": isa,
+        "int8_recipe": int8_recipe(isa),
+        "isa_emulation": emulated,
+        "onnxruntime": versions.get("onnxruntime") or versions.get("onnxruntime-gpu"),
+        "memory_gb": mem,
+        "gpu": _gpus(),
+        "onnxruntime_providers": providers,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "env": env,
+        "load_average": load_average(),
+    }
 
 
 def chip_line(env: dict | None = None) -> str:
@@ -115,9 +165,11 @@ def chip_line(env: dict | None = None) -> str:
     flags = " ".join(f for f, on in cpu["flags"].items() if on) or "none of note"
     emulated = env.get("isa_emulation")
     where = f"EMULATED {emulated} (CPUID masked, bench/isa_emulation) on " if emulated else ""
-    return (f"chip: {where}{cpu['model']} ({cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores); "
-            f"flags {flags}; int8 ISA class {env['int8_isa']} (recipe {env['int8_recipe']}); "
-            f"onnxruntime {env['onnxruntime']}; load average {env['load_average']}")
+    return (
+        f"chip: {where}{cpu['model']} ({cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores); "
+        f"flags {flags}; int8 ISA class {env['int8_isa']} (recipe {env['int8_recipe']}); "
+        f"onnxruntime {env['onnxruntime']}; load average {env['load_average']}"
+    )
 
 
 # -- the chip's limit: GEMM rates and the model's FLOPs ------------------------------------
@@ -147,12 +199,14 @@ def gemm_graph(m: int, k: int, n: int, int8: bool) -> bytes:
         inits = [pb.tensor("B", rng.standard_normal((k, n)).astype(np.float32), pb.FLOAT)]
         node = pb.node("MatMul", ["A", "B"], ["Y"], "gemm")
         a_type = y_type = pb.FLOAT
-    return pb.model([node], [pb.value_info("A", a_type, (m, k))], [pb.value_info("Y", y_type, (m, n))], inits,
-                    name="gemm")
+    return pb.model(
+        [node], [pb.value_info("A", a_type, (m, k))], [pb.value_info("Y", y_type, (m, n))], inits, name="gemm"
+    )
 
 
-def gemm_peak(threads: int, shape: tuple[int, int, int] = PEAK_SHAPE, min_s: float = 0.4,
-              clock: Clock | None = None) -> dict:
+def gemm_peak(
+    threads: int, shape: tuple[int, int, int] = PEAK_SHAPE, min_s: float = 0.4, clock: Clock | None = None
+) -> dict:
     """This machine's fp32 and int8 GEMM rates, as onnxruntime runs them, measured now.
 
     One ``MatMul`` (fp32) and one ``MatMulInteger`` (u8 x s8) graph of ``shape`` = (m, k, n),
@@ -168,8 +222,10 @@ def gemm_peak(threads: int, shape: tuple[int, int, int] = PEAK_SHAPE, min_s: flo
     clock = clock or PerfClock()
     m, k, n = shape
     rng = np.random.default_rng(1)
-    feeds = {"fp32": {"A": rng.standard_normal((m, k)).astype(np.float32)},
-             "int8": {"A": rng.integers(0, 256, size=(m, k), dtype=np.uint8)}}
+    feeds = {
+        "fp32": {"A": rng.standard_normal((m, k)).astype(np.float32)},
+        "int8": {"A": rng.integers(0, 256, size=(m, k), dtype=np.uint8)},
+    }
     sessions = {kind: Session(gemm_graph(m, k, n, kind == "int8"), "cpu", threads) for kind in feeds}
     best = {}
     for kind, sess in sessions.items():
@@ -184,8 +240,13 @@ def gemm_peak(threads: int, shape: tuple[int, int, int] = PEAK_SHAPE, min_s: flo
     ops = 2.0 * m * k * n
     fp32 = ops / min(best["fp32"]) / 1e9
     int8 = ops / min(best["int8"]) / 1e9
-    return {"shape": list(shape), "threads": threads, "fp32_gflops": round(fp32, 1), "int8_gops": round(int8, 1),
-            "int8_over_fp32": round(int8 / fp32, 2)}
+    return {
+        "shape": list(shape),
+        "threads": threads,
+        "fp32_gflops": round(fp32, 1),
+        "int8_gops": round(int8, 1),
+        "int8_over_fp32": round(int8 / fp32, 2),
+    }
 
 
 def transformer_shape(embedder) -> dict | None:

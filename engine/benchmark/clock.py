@@ -1,4 +1,5 @@
 """Clocks for the benchmark harness: the real one, and one that moves only when a test says so."""
+
 from __future__ import annotations
 
 import time

@@ -69,6 +69,7 @@ peak_rss_mb is the whole process's resident peak (all loaded contenders count); 
 peak is reset (``/proc/self/clear_refs``) before each contender's passes, elsewhere it is the
 process-lifetime ``ru_maxrss`` and only grows.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -153,8 +154,14 @@ def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
     if a.size == 0:
         raise InputError("no latencies to summarize: the cell ran no batches")
     p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(a.mean()),
-            "min": float(a.min()), "max": float(a.max())}
+    return {
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+    }
 
 
 @dataclasses.dataclass
@@ -272,8 +279,10 @@ def read_corpus(path: str | os.PathLike | None = None) -> list[str]:
     else:
         p = Path(path).expanduser()
         if not p.is_file():
-            raise InputError(f"corpus file {p} does not exist; pass a .jsonl or text file, or omit --corpus "
-                             "to use the built-in sample corpus")
+            raise InputError(
+                f"corpus file {p} does not exist; pass a .jsonl or text file, or omit --corpus "
+                "to use the built-in sample corpus"
+            )
         docs, name = read_documents(p, ANY_TEXT), p.name
     texts = [d.text for d in docs if d.text]
     if not texts:
@@ -347,8 +356,14 @@ def engine_contender(model: str, device: str, precision: str, threads: int, cach
     from ..embedder import Embedder
 
     emb = Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
-    return Contender("engine", precision, lambda b: emb.encode(b, batch_size=len(b)),
-                     {"intra_op": emb.threads, "inter_op": 1}, emb, emb.runtime)
+    return Contender(
+        "engine",
+        precision,
+        lambda b: emb.encode(b, batch_size=len(b)),
+        {"intra_op": emb.threads, "inter_op": 1},
+        emb,
+        emb.runtime,
+    )
 
 
 def _st_device(device: str) -> str:
@@ -373,8 +388,13 @@ def st_torch_contender(folder: Path, device: str, threads: int, bf16: bool = Fal
     kwargs = {"model_kwargs": {"torch_dtype": torch.bfloat16}} if bf16 else {}
     model = SentenceTransformer(str(folder), device=_st_device(device), **kwargs)
     fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)
-    return Contender("st-torch-bf16" if bf16 else "st-torch", "bf16" if bf16 else "fp32", fn,
-                     {"torch": torch.get_num_threads()}, runtime="torch")
+    return Contender(
+        "st-torch-bf16" if bf16 else "st-torch",
+        "bf16" if bf16 else "fp32",
+        fn,
+        {"torch": torch.get_num_threads()},
+        runtime="torch",
+    )
 
 
 def st_openvino_contender(folder: Path, device: str, threads: int) -> Contender:
@@ -390,8 +410,9 @@ def st_openvino_contender(folder: Path, device: str, threads: int) -> Contender:
         raise missing_extra("sentence-transformers", "bench") from e
     from ..runtime import BF16_CLASSES, cpu_class
 
-    model = SentenceTransformer(str(folder), device="cpu", backend="openvino",
-                                model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": threads}})
+    model = SentenceTransformer(
+        str(folder), device="cpu", backend="openvino", model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": threads}}
+    )
     fn = lambda b: model.encode(b, batch_size=len(b), show_progress_bar=False, convert_to_numpy=True)
     precision = "bf16" if cpu_class() in BF16_CLASSES else "fp32"
     return Contender("st-openvino", precision, fn, {"openvino": threads}, runtime="openvino")
@@ -442,8 +463,10 @@ def device_unavailable(device: str) -> str | None:
     if device.startswith("cuda"):
         have = ort.get_available_providers()
         if "CUDAExecutionProvider" not in have:
-            return (f"CUDAExecutionProvider is not in this onnxruntime (available: {', '.join(have)}); "
-                    "install onnxruntime-gpu ('embed-engine[gpu]') on a machine with CUDA")
+            return (
+                f"CUDAExecutionProvider is not in this onnxruntime (available: {', '.join(have)}); "
+                "install onnxruntime-gpu ('embed-engine[gpu]') on a machine with CUDA"
+            )
         return None
     return f"unknown device {device!r}"
 
@@ -524,8 +547,9 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
     bar = _progress(len(config.models) * len(config.devices) * cells_per_device, progress)
 
     def skip(model, device, contender, precision, reason):
-        result["skipped"].append({"model": model, "device": device, "contender": contender,
-                                  "precision": precision, "reason": str(reason)})
+        result["skipped"].append(
+            {"model": model, "device": device, "contender": contender, "precision": precision, "reason": str(reason)}
+        )
 
     try:
         for model in config.models:
@@ -540,9 +564,16 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
                     _advance(bar, cells_per_device)
                     continue
                 emb = contenders[0].embedder
-                entry = result["models"].setdefault(model, {"name": emb.name, "dim": emb.dim,
-                                                            "max_seq_length": emb.max_seq_length, "fingerprints": {},
-                                                            "transformer": transformer_shape(emb)})
+                entry = result["models"].setdefault(
+                    model,
+                    {
+                        "name": emb.name,
+                        "dim": emb.dim,
+                        "max_seq_length": emb.max_seq_length,
+                        "fingerprints": {},
+                        "transformer": transformer_shape(emb),
+                    },
+                )
                 peak = None
                 if device == "cpu":  # the chip's limit, measured in this run (once)
                     peak = result.setdefault("gemm_peak", gemm_peak(threads))
@@ -550,17 +581,31 @@ def run_grid(config: BenchConfig, clock: Clock | None = None, progress: bool = T
                     entry["fingerprints"][c.precision] = c.embedder.fingerprint
                 if texts_by_len is None:
                     texts_by_len = _texts_for(emb, docs, config)
-                    result["texts"][model] = {k: _token_stats(emb, v, LENGTH_BUCKETS[k], config.n_texts)
-                                              for k, v in texts_by_len.items()}
+                    result["texts"][model] = {
+                        k: _token_stats(emb, v, LENGTH_BUCKETS[k], config.n_texts) for k, v in texts_by_len.items()
+                    }
                 baselines, resolved = _baseline_contenders(model, device, emb, config, threads, skip, resolved)
                 contenders += baselines
                 for length in config.lengths:
                     for bs in config.batch_sizes:
                         if bar is not None:
                             bar.set_postfix_str(f"{_short(model)} {device} {length} bs={bs}")
-                        result["rows"].extend(_run_cell(model, device, length, bs, texts_by_len[length],
-                                                        contenders, config, clock, memory, emb,
-                                                        peak=peak, shape=entry["transformer"]))
+                        result["rows"].extend(
+                            _run_cell(
+                                model,
+                                device,
+                                length,
+                                bs,
+                                texts_by_len[length],
+                                contenders,
+                                config,
+                                clock,
+                                memory,
+                                emb,
+                                peak=peak,
+                                shape=entry["transformer"],
+                            )
+                        )
                         _advance(bar, 1)
                 del contenders, baselines, emb
                 gc.collect()
@@ -601,8 +646,9 @@ def _baseline_contenders(model: str, device: str, emb, config: BenchConfig, thre
                 out.append(st_openvino_contender(resolved.folder, device, threads))
             else:
                 key = emb.fingerprint.replace("/", "_")
-                out.append(st_onnx_contender(resolved.folder, device, threads,
-                                             cache_root(config.cache_dir) / "st-onnx" / key))
+                out.append(
+                    st_onnx_contender(resolved.folder, device, threads, cache_root(config.cache_dir) / "st-onnx" / key)
+                )
         except Exception as e:
             skip(model, device, base, "fp32", f"{type(e).__name__}: {e}")
     return out, resolved
@@ -636,12 +682,29 @@ def _texts_for(emb, docs: list[str], config: BenchConfig) -> dict[str, list[str]
 
 def _token_stats(emb, texts: list[str], target: int, n_texts: int) -> dict:
     lens = np.array([len(x) for x in emb.tokenize(texts)])
-    return {"target_tokens": min(target, emb.max_seq_length), "n_texts": len(texts),
-            "mean_tokens": float(lens.mean()), "min_tokens": int(lens.min()), "max_tokens": int(lens.max())}
+    return {
+        "target_tokens": min(target, emb.max_seq_length),
+        "n_texts": len(texts),
+        "mean_tokens": float(lens.mean()),
+        "min_tokens": int(lens.min()),
+        "max_tokens": int(lens.max()),
+    }
 
 
-def _run_cell(model, device, length, bs, texts, contenders, config, clock, memory, emb,
-              peak: dict | None = None, shape: dict | None = None) -> list[dict]:
+def _run_cell(
+    model,
+    device,
+    length,
+    bs,
+    texts,
+    contenders,
+    config,
+    clock,
+    memory,
+    emb,
+    peak: dict | None = None,
+    shape: dict | None = None,
+) -> list[dict]:
     n = max(config.n_texts, bs)
     cell_texts = texts[:n]
     batches = [cell_texts[i : i + bs] for i in range(0, n, bs)]
@@ -662,16 +725,28 @@ def _run_cell(model, device, length, bs, texts, contenders, config, clock, memor
         cos = None
         if base_vecs is not None and vecs is not None and vecs.shape == base_vecs.shape:
             cos = min_cosine(vecs, base_vecs)
-        rows.append({
-            "model": model, "device": device, "length": length, "batch_size": bs,
-            "contender": c.name, "precision": c.precision, "runtime": c.runtime, "label": c.label,
-            "n_texts": n, "n_batches": len(batches), "repeats": config.repeats, "tokens": n_tokens,
-            **s,
-            "peak_rss_mb": m.peak_rss_mb, "threads": c.threads,
-            "speedup_vs_st_torch": (s["texts_per_s"] / base_rate) if base_rate else None,
-            "min_cosine_vs_st_torch": cos,
-            **limit_fields(s["tokens_per_s"], flops, c.precision, peak),
-        })
+        rows.append(
+            {
+                "model": model,
+                "device": device,
+                "length": length,
+                "batch_size": bs,
+                "contender": c.name,
+                "precision": c.precision,
+                "runtime": c.runtime,
+                "label": c.label,
+                "n_texts": n,
+                "n_batches": len(batches),
+                "repeats": config.repeats,
+                "tokens": n_tokens,
+                **s,
+                "peak_rss_mb": m.peak_rss_mb,
+                "threads": c.threads,
+                "speedup_vs_st_torch": (s["texts_per_s"] / base_rate) if base_rate else None,
+                "min_cosine_vs_st_torch": cos,
+                **limit_fields(s["tokens_per_s"], flops, c.precision, peak),
+            }
+        )
     return rows
 
 
@@ -682,10 +757,33 @@ def _stack(outputs: list) -> np.ndarray | None:
 
 
 # -- output -----------------------------------------------------------------------------
-CSV_FIELDS = ("model", "device", "length", "batch_size", "contender", "precision", "runtime", "n_texts", "n_batches",
-              "repeats", "tokens", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "texts_per_s", "texts_per_s_median",
-              "tokens_per_s", "wall_s", "peak_rss_mb", "threads", "speedup_vs_st_torch", "min_cosine_vs_st_torch",
-              "gflops", "fraction_of_peak")
+CSV_FIELDS = (
+    "model",
+    "device",
+    "length",
+    "batch_size",
+    "contender",
+    "precision",
+    "runtime",
+    "n_texts",
+    "n_batches",
+    "repeats",
+    "tokens",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "mean_ms",
+    "texts_per_s",
+    "texts_per_s_median",
+    "tokens_per_s",
+    "wall_s",
+    "peak_rss_mb",
+    "threads",
+    "speedup_vs_st_torch",
+    "min_cosine_vs_st_torch",
+    "gflops",
+    "fraction_of_peak",
+)
 
 
 def csv_rows(result: dict) -> list[dict]:
@@ -735,8 +833,10 @@ def _json_default(o):
 
 def format_table(result: dict) -> str:
     """A short fixed-width table of the rows, grouped by model, device and length."""
-    head = f"{'model':<18} {'dev':<4} {'length':<6} {'bs':>4} {'contender':<13} {'p50 ms':>9} {'p95 ms':>9} " \
-           f"{'texts/s':>9} {'tokens/s':>10} {'x st-torch':>10} {'GFLOP/s':>8} {'of peak':>7}"
+    head = (
+        f"{'model':<18} {'dev':<4} {'length':<6} {'bs':>4} {'contender':<13} {'p50 ms':>9} {'p95 ms':>9} "
+        f"{'texts/s':>9} {'tokens/s':>10} {'x st-torch':>10} {'GFLOP/s':>8} {'of peak':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
         sp = r["speedup_vs_st_torch"]
@@ -758,10 +858,18 @@ def chip_line(result: dict) -> str:
     env = result.get("environment") or {}
     cpu = env.get("cpu") or {}
     peak = result.get("gemm_peak")
-    rates = (f"fp32 GEMM {peak['fp32_gflops']:.0f} GFLOP/s, int8 GEMM {peak['int8_gops']:.0f} GOP/s "
-             f"({peak['threads']} threads, {'x'.join(map(str, peak['shape']))})") if peak else "no GEMM peak measured"
-    return (f"chip: {cpu.get('model', 'unknown')}, int8 ISA class {env.get('int8_isa', 'unknown')}, "
-            f"onnxruntime {env.get('onnxruntime', '-')}; peak: {rates}")
+    rates = (
+        (
+            f"fp32 GEMM {peak['fp32_gflops']:.0f} GFLOP/s, int8 GEMM {peak['int8_gops']:.0f} GOP/s "
+            f"({peak['threads']} threads, {'x'.join(map(str, peak['shape']))})"
+        )
+        if peak
+        else "no GEMM peak measured"
+    )
+    return (
+        f"chip: {cpu.get('model', 'unknown')}, int8 ISA class {env.get('int8_isa', 'unknown')}, "
+        f"onnxruntime {env.get('onnxruntime', '-')}; peak: {rates}"
+    )
 
 
 def best_batch_sizes(result: dict, contender: str = "engine") -> dict[tuple, int]:
@@ -813,8 +921,10 @@ def _check_rows(doc: dict, name: str) -> None:
 
 def _cpu_of(doc: dict) -> dict:
     cpu = (doc.get("environment") or {}).get("cpu") or {}
-    return {"model": cpu.get("model") or "unknown",
-            "flags": sorted(f for f, on in (cpu.get("flags") or {}).items() if on)}
+    return {
+        "model": cpu.get("model") or "unknown",
+        "flags": sorted(f for f, on in (cpu.get("flags") or {}).items() if on),
+    }
 
 
 def compare_results(old: dict, new: dict, *, force: bool = False) -> dict:
@@ -846,16 +956,20 @@ def compare_results(old: dict, new: dict, *, force: bool = False) -> dict:
         old_fp = ((old.get("models") or {}).get(model) or {}).get("fingerprints") or {}
         for prec, fp in (info.get("fingerprints") or {}).items():
             if prec in old_fp:
-                fingerprints.append({"model": model, "precision": prec, "old": old_fp[prec], "new": fp,
-                                     "same": old_fp[prec] == fp})
+                fingerprints.append(
+                    {"model": model, "precision": prec, "old": old_fp[prec], "new": fp, "same": old_fp[prec] == fp}
+                )
     differ = [f for f in fingerprints if not f["same"]]
     if differ:
         what = "; ".join(f"{f['model']} {f['precision']}: old {f['old']}, new {f['new']}" for f in differ)
-        msg = (f"the runs benchmarked different model exports ({what}): other weights or export settings "
-               "compute different vectors, so their texts/s are not comparable")
+        msg = (
+            f"the runs benchmarked different model exports ({what}): other weights or export settings "
+            "compute different vectors, so their texts/s are not comparable"
+        )
         if not force:
-            raise InputError(msg + ". Compare runs of the same model export, or pass --force (force=True) "
-                             "to compare anyway.")
+            raise InputError(
+                msg + ". Compare runs of the same model export, or pass --force (force=True) to compare anyway."
+            )
         warnings.append(msg + " (compared anyway: --force)")
 
     def cells(doc):
@@ -871,8 +985,11 @@ def compare_results(old: dict, new: dict, *, force: bool = False) -> dict:
         else:
             change = 100.0 * (r["texts_per_s"] / o["texts_per_s"] - 1.0) if o["texts_per_s"] else None
             out.append({**cell, "old": o["texts_per_s"], "new": r["texts_per_s"], "change_pct": change, "only": None})
-    out += [{**dict(zip(CELL_KEYS, key)), "old": o["texts_per_s"], "new": None, "change_pct": None, "only": "old"}
-            for key, o in before.items() if key not in after]
+    out += [
+        {**dict(zip(CELL_KEYS, key)), "old": o["texts_per_s"], "new": None, "change_pct": None, "only": "old"}
+        for key, o in before.items()
+        if key not in after
+    ]
 
     cpu_old, cpu_new = _cpu_of(old), _cpu_of(new)
     same_cpu = cpu_old == cpu_new
@@ -880,34 +997,50 @@ def compare_results(old: dict, new: dict, *, force: bool = False) -> dict:
         gained = sorted(set(cpu_new["flags"]) - set(cpu_old["flags"]))
         lost = sorted(set(cpu_old["flags"]) - set(cpu_new["flags"]))
         flags = ", ".join([f"+{f}" for f in gained] + [f"-{f}" for f in lost]) or "same ISA flags"
-        warnings.append(f"the runs are from different CPUs ({cpu_old['model']} -> {cpu_new['model']}; {flags}): "
-                        "a ratio across chips is not a speed change")
+        warnings.append(
+            f"the runs are from different CPUs ({cpu_old['model']} -> {cpu_new['model']}; {flags}): "
+            "a ratio across chips is not a speed change"
+        )
     gpu_old = [g.get("name") for g in (old.get("environment") or {}).get("gpu") or []]
     gpu_new = [g.get("name") for g in (new.get("environment") or {}).get("gpu") or []]
     if gpu_old != gpu_new and any(c["device"].startswith("cuda") and c["only"] is None for c in out):
-        warnings.append(f"the runs are from different GPUs ({', '.join(gpu_old) or 'none'} -> "
-                        f"{', '.join(gpu_new) or 'none'}): a ratio across GPUs is not a speed change")
+        warnings.append(
+            f"the runs are from different GPUs ({', '.join(gpu_old) or 'none'} -> "
+            f"{', '.join(gpu_new) or 'none'}): a ratio across GPUs is not a speed change"
+        )
 
     cfg_old, cfg_new = old.get("config") or {}, new.get("config") or {}
     if cfg_old.get("threads") != cfg_new.get("threads"):
-        warnings.append(f"the runs used different thread counts ({cfg_old.get('threads')} -> "
-                        f"{cfg_new.get('threads')}): texts/s scale with threads")
-    changed = [f"{k} {cfg_old[k]} -> {cfg_new[k]}" for k in _CONFIG_KEYS
-               if k in cfg_old and k in cfg_new and cfg_old[k] != cfg_new[k]]
+        warnings.append(
+            f"the runs used different thread counts ({cfg_old.get('threads')} -> "
+            f"{cfg_new.get('threads')}): texts/s scale with threads"
+        )
+    changed = [
+        f"{k} {cfg_old[k]} -> {cfg_new[k]}"
+        for k in _CONFIG_KEYS
+        if k in cfg_old and k in cfg_new and cfg_old[k] != cfg_new[k]
+    ]
     if changed:
         notes.append("config differs: " + ", ".join(changed))
     v_old = (old.get("environment") or {}).get("versions") or {}
     v_new = (new.get("environment") or {}).get("versions") or {}
-    changed = [f"{p} {v_old.get(p, '-')} -> {v_new.get(p, '-')}" for p in sorted(set(v_old) | set(v_new))
-               if v_old.get(p) != v_new.get(p)]
+    changed = [
+        f"{p} {v_old.get(p, '-')} -> {v_new.get(p, '-')}"
+        for p in sorted(set(v_old) | set(v_new))
+        if v_old.get(p) != v_new.get(p)
+    ]
     if changed:
         notes.append("versions differ: " + ", ".join(changed))
 
-    return {"cells": out, "fingerprints": fingerprints,
-            "cpu": {"old": cpu_old, "new": cpu_new, "same": same_cpu},
-            "gpu": {"old": gpu_old, "new": gpu_new, "same": gpu_old == gpu_new},
-            "created": {"old": old.get("created"), "new": new.get("created")},
-            "warnings": warnings, "notes": notes}
+    return {
+        "cells": out,
+        "fingerprints": fingerprints,
+        "cpu": {"old": cpu_old, "new": cpu_new, "same": same_cpu},
+        "gpu": {"old": gpu_old, "new": gpu_new, "same": gpu_old == gpu_new},
+        "created": {"old": old.get("created"), "new": new.get("created")},
+        "warnings": warnings,
+        "notes": notes,
+    }
 
 
 def format_comparison(cmp: dict) -> str:
@@ -917,20 +1050,26 @@ def format_comparison(cmp: dict) -> str:
     for side in ("old", "new"):
         cpu = cmp["cpu"][side]
         gpu = cmp["gpu"][side]
-        lines.append(f"{side} run  {cmp['created'][side] or '(no date)'}  cpu: {cpu['model']}  "
-                     f"[{' '.join(cpu['flags']) or 'no flags recorded'}]" + (f"  gpu: {', '.join(gpu)}" if gpu else ""))
+        lines.append(
+            f"{side} run  {cmp['created'][side] or '(no date)'}  cpu: {cpu['model']}  "
+            f"[{' '.join(cpu['flags']) or 'no flags recorded'}]" + (f"  gpu: {', '.join(gpu)}" if gpu else "")
+        )
     lines += [f"warning: {w}" for w in cmp["warnings"]]
     lines += [f"note: {n}" for n in cmp["notes"]]
-    head = (f"{'model':<18} {'dev':<4} {'length':<6} {'bs':>4} {'contender':<13} "
-            f"{'old texts/s':>11} {'new texts/s':>11} {'change':>9}")
+    head = (
+        f"{'model':<18} {'dev':<4} {'length':<6} {'bs':>4} {'contender':<13} "
+        f"{'old texts/s':>11} {'new texts/s':>11} {'change':>9}"
+    )
     lines += ["", head, "-" * len(head)]
     for c in cmp["cells"]:
         label = f"{c['contender']}-{c['precision']}"
         old = "-" if c["old"] is None else f"{c['old']:.1f}"
         new = "-" if c["new"] is None else f"{c['new']:.1f}"
         change = f"only in {c['only']}" if c["only"] else "-" if c["change_pct"] is None else f"{c['change_pct']:+.1f}%"
-        lines.append(f"{_short(c['model'])[:18]:<18} {c['device'][:4]:<4} {c['length']:<6} {c['batch_size']:>4} "
-                     f"{label[:13]:<13} {old:>11} {new:>11} {change:>9}")
+        lines.append(
+            f"{_short(c['model'])[:18]:<18} {c['device'][:4]:<4} {c['length']:<6} {c['batch_size']:>4} "
+            f"{label[:13]:<13} {old:>11} {new:>11} {change:>9}"
+        )
     both = [c["change_pct"] for c in cmp["cells"] if c["change_pct"] is not None]
     only = {s: sum(c["only"] == s for c in cmp["cells"]) for s in ("old", "new")}
     summary = f"{len(both)} cells in both runs"

@@ -4,6 +4,7 @@ Per model: ``latency_<model>.png`` (p50 latency per batch call vs batch size, on
 length bucket, p95 as a band), ``throughput_<model>.png`` (texts/s vs batch size, one panel per
 length bucket), and ``cpu_vs_gpu_<model>.png`` when both devices produced rows.
 """
+
 from __future__ import annotations
 
 import re
@@ -89,17 +90,29 @@ def plot_results(result: dict, out_dir: str | Path) -> list[Path]:
         threads = result["config"].get("threads")
         figs = {
             f"latency_{slug}.png": _panels(
-                plt, rows, lengths, f"{slug}: latency per batch call (p50, band to p95), {threads} threads",
-                "ms per batch", lambda r: r["latency_ms"]["p50"], band=lambda r: r["latency_ms"]["p95"]),
+                plt,
+                rows,
+                lengths,
+                f"{slug}: latency per batch call (p50, band to p95), {threads} threads",
+                "ms per batch",
+                lambda r: r["latency_ms"]["p50"],
+                band=lambda r: r["latency_ms"]["p95"],
+            ),
             f"throughput_{slug}.png": _panels(
-                plt, rows, lengths, f"{slug}: throughput (best pass), {threads} threads",
-                "texts/s", lambda r: r["texts_per_s"]),
+                plt,
+                rows,
+                lengths,
+                f"{slug}: throughput (best pass), {threads} threads",
+                "texts/s",
+                lambda r: r["texts_per_s"],
+            ),
         }
         devices = {r["device"] for r in rows if r["contender"] == "engine"}
         if len(devices) > 1:
             eng = [r for r in rows if r["contender"] == "engine"]
             figs[f"cpu_vs_gpu_{slug}.png"] = _panels(
-                plt, eng, lengths, f"{slug}: engine throughput by device", "texts/s", lambda r: r["texts_per_s"])
+                plt, eng, lengths, f"{slug}: engine throughput by device", "texts/s", lambda r: r["texts_per_s"]
+            )
         for name, fig in figs.items():
             p = out / name
             fig.savefig(p, dpi=110)

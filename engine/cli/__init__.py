@@ -12,6 +12,7 @@ disk, a file where a folder is expected, ...) print one line, ``embed <command>:
 exit 1; an ``OSError`` is shown as ``cannot write <path>: <reason>`` (``cannot access`` when the
 path is outside the command's ``--out`` and the reason is not one only writes meet).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,14 @@ def add_model_precision(parser: argparse.ArgumentParser, choices=None, default: 
     """``--model-precision`` (the precision the model runs in; ``--precision`` is its former name)."""
     from ..precisions import MODEL_PRECISIONS
 
-    parser.add_argument("--model-precision", "--precision", dest="model_precision", default=default,
-                        choices=list(choices or MODEL_PRECISIONS),
-                        help=f"the precision the model runs in (default {default}; --precision is the former name)")
+    parser.add_argument(
+        "--model-precision",
+        "--precision",
+        dest="model_precision",
+        default=default,
+        choices=list(choices or MODEL_PRECISIONS),
+        help=f"the precision the model runs in (default {default}; --precision is the former name)",
+    )
 
 
 def _version() -> str:
@@ -67,8 +73,7 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
     if "-v" not in taken:
         parser.add_argument("-v", "--verbose", action="count", default=default, help="more messages (debug)")
     if "-q" not in taken:
-        parser.add_argument("-q", "--quiet", action="store_true", default=default,
-                            help="only warnings and errors")
+        parser.add_argument("-q", "--quiet", action="store_true", default=default, help="only warnings and errors")
 
 
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}   # reasons only a write meets
+WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # reasons only a write meets
 
 
 def os_error_message(e: OSError, out: str | None = None) -> str:

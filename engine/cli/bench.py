@@ -4,6 +4,7 @@ this run (or a saved one, ``--input``) beside an earlier one, cell by cell.
 
 The harness (``engine.benchmark``) is imported when the command runs, not when the CLI loads.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,40 +19,74 @@ def register(sub) -> None:
         description="Time the engine over model x precision x device x length bucket x batch size, "
         "with sentence-transformers (torch and onnx backends) timed on the same texts in the same run.",
     )
-    p.add_argument("--model", action="append", default=None,
-                   help="model name or folder; repeatable or comma list (default all-MiniLM-L6-v2)")
-    p.add_argument("--model-precisions", "--precision", dest="precision", default="fp32",
-                   help="comma list of fp32,bf16,int8,fp16 (default fp32; --precision is the former name)")
-    p.add_argument("--device", default="cpu,cuda",
-                   help="comma list of cpu,cuda (default both; cuda is skipped with the reason when unavailable)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="model name or folder; repeatable or comma list (default all-MiniLM-L6-v2)",
+    )
+    p.add_argument(
+        "--model-precisions",
+        "--precision",
+        dest="precision",
+        default="fp32",
+        help="comma list of fp32,bf16,int8,fp16 (default fp32; --precision is the former name)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu,cuda",
+        help="comma list of cpu,cuda (default both; cuda is skipped with the reason when unavailable)",
+    )
     p.add_argument("--batch-sizes", default=None, help="comma list (default 1,2,4,8,16,32,64,128,256)")
     p.add_argument("--lengths", default=None, help="comma list of short (~16 tokens), medium (~64), long (~256)")
-    p.add_argument("--corpus", default=None,
-                   help="a .jsonl (title/text) or text file (one doc per line) to cut texts from "
-                   "(default: the built-in sample corpus)")
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="a .jsonl (title/text) or text file (one doc per line) to cut texts from "
+        "(default: the built-in sample corpus)",
+    )
     p.add_argument("--n-texts", type=int, default=None, help="texts per cell (default 256)")
     p.add_argument("--repeats", type=int, default=None, help="timed passes per contender and cell (default 3)")
     p.add_argument("--threads", type=int, default=None, help="threads for every contender (default physical cores)")
-    p.add_argument("--baselines", default="st-torch,st-onnx,st-openvino",
-                   help="comma list of st-torch, st-onnx, st-openvino (the peers extra), st-torch-bf16, or none "
-                        "(default st-torch,st-onnx,st-openvino; one that cannot load is skipped with the reason)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default bench/results/<timestamp> or ./bench-results/<timestamp>)")
-    p.add_argument("--cache-dir", default=None,
-                   help="engine cache (default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine)")
-    p.add_argument("--quick", action="store_true",
-                   help="a small grid for a first look: batch sizes 1,8,32, short and medium texts, "
-                   "64 texts, 2 repeats (explicit flags win)")
+    p.add_argument(
+        "--baselines",
+        default="st-torch,st-onnx,st-openvino",
+        help="comma list of st-torch, st-onnx, st-openvino (the peers extra), st-torch-bf16, or none "
+        "(default st-torch,st-onnx,st-openvino; one that cannot load is skipped with the reason)",
+    )
+    p.add_argument(
+        "--out", default=None, help="output folder (default bench/results/<timestamp> or ./bench-results/<timestamp>)"
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="engine cache (default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small grid for a first look: batch sizes 1,8,32, short and medium texts, "
+        "64 texts, 2 repeats (explicit flags win)",
+    )
     p.add_argument("--no-plots", action="store_true", help="write JSON and CSV only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.add_argument("--compare", metavar="OLD", default=None,
-                   help="an earlier run's results.json (or its folder): after this run, print per cell the old "
-                   "and new texts/s and the change in percent, and both runs' CPUs")
-    p.add_argument("--input", metavar="RUN", default=None,
-                   help="use a saved run's results.json (or its folder) instead of running the grid: "
-                   "print its table, or with --compare, compare it to OLD; nothing is timed")
-    p.add_argument("--force", action="store_true",
-                   help="with --compare: compare runs whose model fingerprints differ (refused otherwise)")
+    p.add_argument(
+        "--compare",
+        metavar="OLD",
+        default=None,
+        help="an earlier run's results.json (or its folder): after this run, print per cell the old "
+        "and new texts/s and the change in percent, and both runs' CPUs",
+    )
+    p.add_argument(
+        "--input",
+        metavar="RUN",
+        default=None,
+        help="use a saved run's results.json (or its folder) instead of running the grid: "
+        "print its table, or with --compare, compare it to OLD; nothing is timed",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --compare: compare runs whose model fingerprints differ (refused otherwise)",
+    )
     p.set_defaults(func=cmd_bench)
 
 

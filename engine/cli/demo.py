@@ -3,6 +3,7 @@
 fetch the default model -> export to ONNX (once) -> embed the sample corpus -> index it ->
 run the sample queries -> print hits and throughput. Needs nothing outside the package.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,7 +33,7 @@ def cmd_demo(args) -> int:
         fetch(model)  # no-op when the weights are already installed
     t0 = time.perf_counter()
     emb = Embedder(model, model_precision=args.model_precision)
-    metric = index_metric_of(emb)   # the model's similarity (cosine or dot); refuses one no Index ranks by
+    metric = index_metric_of(emb)  # the model's similarity (cosine or dot); refuses one no Index ranks by
     print(f"model     {emb.fingerprint}  (ready in {time.perf_counter() - t0:.1f}s, {emb.threads} threads)")
 
     docs = read_sample("sample_corpus.jsonl")
@@ -43,8 +44,10 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     vecs = emb.encode(texts, batch_size=args.batch_size)
     dt = time.perf_counter() - t0
-    print(f"corpus    {len(texts)} docs, {n_tokens} tokens embedded in {dt:.2f}s: "
-          f"{len(texts) / dt:.1f} docs/s, {n_tokens / dt:,.0f} tokens/s")
+    print(
+        f"corpus    {len(texts)} docs, {n_tokens} tokens embedded in {dt:.2f}s: "
+        f"{len(texts) / dt:.1f} docs/s, {n_tokens / dt:,.0f} tokens/s"
+    )
 
     index = Index(emb.dim, model=emb.fingerprint, metric=metric)
     index.add(vecs, ids=[d.id for d in docs], model=emb.fingerprint)
@@ -60,7 +63,9 @@ def cmd_demo(args) -> int:
         for s, i in zip(row_s, row_i):
             mark = "*" if i in relevant else " "
             print(f"  {mark} {s:.3f}  {i}  {titles[i]}")
-    print(f"\nsearch    {len(queries)} queries in {qdt * 1000:.1f} ms (embedding included); "
-          f"{found}/{len(queries)} have a relevant doc (*) in their top {args.k}")
+    print(
+        f"\nsearch    {len(queries)} queries in {qdt * 1000:.1f} ms (embedding included); "
+        f"{found}/{len(queries)} have a relevant doc (*) in their top {args.k}"
+    )
     print(f"throughput {len(texts) / dt:.1f} docs/s, {n_tokens / dt:,.0f} tokens/s on {emb.device}")
     return 0

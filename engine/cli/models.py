@@ -1,4 +1,5 @@
 """``embed models`` (list the catalogue), ``embed fetch`` (install weights), ``embed export``."""
+
 from __future__ import annotations
 
 import json

@@ -1,10 +1,11 @@
 """Corpora: one reader, one title+text rule, the embedding cache, shards + manifest, one driver.
 
-    any source -> readers (Doc records, ``compose`` = the title+text rule) -> driver (duplicate ids,
-    shard plan, resume) -> cache lookup -> executor embeds the misses (local threads | Ray actors)
-    -> shards (``.npy`` + ``.jsonl``, or ``.parquet``; done records) + manifest
-    -> ``load_embeddings`` / ``load_index`` / ``CorpusSearcher``
+any source -> readers (Doc records, ``compose`` = the title+text rule) -> driver (duplicate ids,
+shard plan, resume) -> cache lookup -> executor embeds the misses (local threads | Ray actors)
+-> shards (``.npy`` + ``.jsonl``, or ``.parquet``; done records) + manifest
+-> ``load_embeddings`` / ``load_index`` / ``CorpusSearcher``
 """
+
 from .driver import CorpusSummary, embed_corpus
 from .shards import load_embeddings
 

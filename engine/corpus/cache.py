@@ -33,6 +33,7 @@ The file is untrusted, being only a cache:
 * Any other SQLite error (locked past ``timeout``, read-only, disk full, cannot open) is an
   ``EngineError`` naming the file and what to do.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,7 +53,7 @@ from .shards import stored_normalized
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2   # 2: namespaces have a prompt (version 1 files are migrated, their rows under "")
+SCHEMA_VERSION = 2  # 2: namespaces have a prompt (version 1 files are migrated, their rows under "")
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...); well under SQLite's variable limit
 UNIT_TOLERANCE = 1e-3  # a stored row of a normalized namespace with | |v|^2 - 1 | above this is a miss
 _CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -78,9 +79,12 @@ CREATE TABLE IF NOT EXISTS namespaces (
     UNIQUE (model, precision, truncate_dim, normalize, prompt)
 );
 """
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
-""" + _NAMESPACES + """
+"""
+    + _NAMESPACES
+    + """
 CREATE TABLE IF NOT EXISTS vectors (
     ns INTEGER NOT NULL,
     sha BLOB NOT NULL,              -- sha256 of the exact text, UTF-8
@@ -88,6 +92,7 @@ CREATE TABLE IF NOT EXISTS vectors (
     PRIMARY KEY (ns, sha)
 ) WITHOUT ROWID;
 """
+)
 
 
 def default_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -114,13 +119,15 @@ class EmbeddingCache:
         self.timeout = timeout
         self.rejected_rows = 0
         self.disabled = False
-        self._namespaces: dict[int, tuple[int, bool]] = {}   # id -> (dim, normalize)
-        self._ids: dict[tuple, int] = {}                      # namespace key -> id, as handed out
+        self._namespaces: dict[int, tuple[int, bool]] = {}  # id -> (dim, normalize)
+        self._ids: dict[tuple, int] = {}  # namespace key -> id, as handed out
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise EngineError(f"cannot create the folder of the embedding cache {self.path}: {e.strerror or e}; "
-                              "pass another path (--cache PATH) or --no-cache") from e
+            raise EngineError(
+                f"cannot create the folder of the embedding cache {self.path}: {e.strerror or e}; "
+                "pass another path (--cache PATH) or --no-cache"
+            ) from e
         _refuse_foreign(self.path)
         try:
             self._db = self._connect()
@@ -132,8 +139,13 @@ class EmbeddingCache:
                 self._db = self._connect()
             except sqlite3.DatabaseError as e2:
                 raise self._error(e2, "start a new one") from e2
-            log.warning("embedding cache %s was damaged (%s): moved it to %s and started a new one; texts not "
-                        "cached yet are embedded again", self.path, e, moved)
+            log.warning(
+                "embedding cache %s was damaged (%s): moved it to %s and started a new one; texts not "
+                "cached yet are embedded again",
+                self.path,
+                e,
+                moved,
+            )
 
     def _connect(self) -> sqlite3.Connection:
         self._identity = _identity(self.path)
@@ -141,8 +153,9 @@ class EmbeddingCache:
         try:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "meta" not in tables:  # another program's database: never written to
-                raise InputError(_foreign_message(self.path, f"an SQLite database with the tables "
-                                                             f"{', '.join(sorted(tables)[:5])}"))
+                raise InputError(
+                    _foreign_message(self.path, f"an SQLite database with the tables {', '.join(sorted(tables)[:5])}")
+                )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
             db.executescript(_SCHEMA)  # idempotent; each statement is atomic
@@ -153,12 +166,14 @@ class EmbeddingCache:
         except BaseException:
             db.close()
             raise
-        if self._identity is None:   # sqlite made the file
+        if self._identity is None:  # sqlite made the file
             self._identity = _identity(self.path)
         if str(version) != str(SCHEMA_VERSION):
             db.close()
-            raise InputError(f"embedding cache {self.path} has schema {version}, this engine reads {SCHEMA_VERSION}; "
-                             "delete it or pass another path with --cache")
+            raise InputError(
+                f"embedding cache {self.path} has schema {version}, this engine reads {SCHEMA_VERSION}; "
+                "delete it or pass another path with --cache"
+            )
         return db
 
     @contextmanager
@@ -173,8 +188,15 @@ class EmbeddingCache:
             raise
         self._db.execute("COMMIT")
 
-    def namespace(self, model: str, precision: str, truncate_dim: int | None, dim: int, normalize: bool = True,
-                  prompt: str | None = None) -> int:
+    def namespace(
+        self,
+        model: str,
+        precision: str,
+        truncate_dim: int | None,
+        dim: int,
+        normalize: bool = True,
+        prompt: str | None = None,
+    ) -> int:
         """The id of the (model fingerprint, precision, truncate_dim, normalize, prompt) space; created if new.
 
         ``dim`` is the stored vectors' length (truncate_dim when given); ``normalize`` whether the
@@ -187,18 +209,25 @@ class EmbeddingCache:
         if not self.disabled:
             try:
                 with self._transaction():
-                    self._db.execute("INSERT OR IGNORE INTO namespaces (model, precision, truncate_dim, normalize, "
-                                     "prompt, dim) VALUES (?,?,?,?,?,?)", (*key, int(dim)))
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO namespaces (model, precision, truncate_dim, normalize, "
+                        "prompt, dim) VALUES (?,?,?,?,?,?)",
+                        (*key, int(dim)),
+                    )
                     ns, stored_dim = self._db.execute(
                         "SELECT id, dim FROM namespaces WHERE model=? AND precision=? AND truncate_dim=? AND "
-                        "normalize=? AND prompt=?", key).fetchone()
+                        "normalize=? AND prompt=?",
+                        key,
+                    ).fetchone()
             except sqlite3.DatabaseError as e:
                 self._damaged(e, "add a namespace to it")
-        if self.disabled:   # the id handed out before, or a stand-in: lookups miss, inserts are dropped
+        if self.disabled:  # the id handed out before, or a stand-in: lookups miss, inserts are dropped
             ns, stored_dim = self._ids.setdefault(key, -1 - sum(i < 0 for i in self._ids.values())), dim
         if stored_dim != dim:
-            raise InputError(f"embedding cache {self.path}: {model} was cached with dim {stored_dim}, now {dim}; "
-                             "the model changed without changing its fingerprint. Delete the cache file.")
+            raise InputError(
+                f"embedding cache {self.path}: {model} was cached with dim {stored_dim}, now {dim}; "
+                "the model changed without changing its fingerprint. Delete the cache file."
+            )
         self._namespaces[ns] = (stored_dim, bool(normalize))
         self._ids[key] = ns
         return ns
@@ -218,8 +247,9 @@ class EmbeddingCache:
             for start in range(0, len(unique), LOOKUP_CHUNK):
                 part = unique[start : start + LOOKUP_CHUNK]
                 marks = ",".join("?" * len(part))
-                rows = self._db.execute(f"SELECT sha, vec FROM vectors WHERE ns=? AND sha IN ({marks})",
-                                        (ns, *part)).fetchall()
+                rows = self._db.execute(
+                    f"SELECT sha, vec FROM vectors WHERE ns=? AND sha IN ({marks})", (ns, *part)
+                ).fetchall()
                 self._fill(rows, where, dim, normalize, out, found)
         except sqlite3.DatabaseError as e:
             self._damaged(e, "read from it")
@@ -228,8 +258,9 @@ class EmbeddingCache:
 
     def _fill(self, rows, where: dict[bytes, list[int]], dim: int, normalize: bool, out, found) -> None:
         """Copy the valid stored rows to their places in out; count the others in rejected_rows."""
-        sized = [(where[sha], vec) for sha, vec in rows
-                 if isinstance(vec, bytes) and len(vec) == dim * 4 and sha in where]
+        sized = [
+            (where[sha], vec) for sha, vec in rows if isinstance(vec, bytes) and len(vec) == dim * 4 and sha in where
+        ]
         self.rejected_rows += len(rows) - len(sized)
         if not sized:
             return
@@ -299,8 +330,13 @@ class EmbeddingCache:
             moved = self._move_aside()
         except EngineError as why:
             moved = f"nowhere ({why}); delete it"
-        log.warning("embedding cache %s is damaged (%s): this run goes on without it (every text is embedded); "
-                    "moved it to %s, so the next run starts a new cache", self.path, e, moved)
+        log.warning(
+            "embedding cache %s is damaged (%s): this run goes on without it (every text is embedded); "
+            "moved it to %s, so the next run starts a new cache",
+            self.path,
+            e,
+            moved,
+        )
 
     def _move_aside(self) -> Path | str:
         """Rename the damaged file and its -wal/-shm files to <name>.corrupt-<time>; never delete them."""
@@ -316,14 +352,18 @@ class EmbeddingCache:
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(f"{self.path}{suffix}", f"{target}{suffix}")
         except OSError as e:
-            raise EngineError(f"embedding cache {self.path} is damaged and cannot be moved aside ({e.strerror or e}); "
-                              "delete it, or pass another path (--cache PATH) or --no-cache") from e
+            raise EngineError(
+                f"embedding cache {self.path} is damaged and cannot be moved aside ({e.strerror or e}); "
+                "delete it, or pass another path (--cache PATH) or --no-cache"
+            ) from e
         return target
 
     def _error(self, e: sqlite3.Error, doing: str) -> EngineError:
         why = _WHY.get(_code(e), "")
-        return EngineError(f"embedding cache {self.path}: cannot {doing}: {e}; {why + ', or ' if why else ''}"
-                           "pass another path (--cache PATH) or --no-cache")
+        return EngineError(
+            f"embedding cache {self.path}: cannot {doing}: {e}; {why + ', or ' if why else ''}"
+            "pass another path (--cache PATH) or --no-cache"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -347,8 +387,10 @@ def _migrate_v1(db: sqlite3.Connection) -> str:
         if str(version) == "1":
             db.execute("ALTER TABLE namespaces RENAME TO namespaces_v1")
             db.execute(_NAMESPACES)
-            db.execute("INSERT INTO namespaces (id, model, precision, truncate_dim, normalize, dim, prompt) "
-                       "SELECT id, model, precision, truncate_dim, normalize, dim, '' FROM namespaces_v1")
+            db.execute(
+                "INSERT INTO namespaces (id, model, precision, truncate_dim, normalize, dim, prompt) "
+                "SELECT id, model, precision, truncate_dim, normalize, dim, '' FROM namespaces_v1"
+            )
             db.execute("DROP TABLE namespaces_v1")
             db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
             version = str(SCHEMA_VERSION)
@@ -377,8 +419,10 @@ def _refuse_foreign(path: Path) -> None:
 
 
 def _foreign_message(path: Path, what: str) -> str:
-    return (f"{path} is not an embedding cache ({what}); it is left as it is. Pass the path of an existing "
-            "cache or of a new file to create one (--cache PATH), or --no-cache")
+    return (
+        f"{path} is not an embedding cache ({what}); it is left as it is. Pass the path of an existing "
+        "cache or of a new file to create one (--cache PATH), or --no-cache"
+    )
 
 
 def _code(e: sqlite3.Error) -> int | None:
@@ -404,8 +448,14 @@ def open_cache(path: str | os.PathLike) -> EmbeddingCache:
     return EmbeddingCache(path / "embeddings.sqlite" if folder or path.is_dir() else path)
 
 
-def encode_cached(embedder, texts: Sequence[str], cache: EmbeddingCache | str | os.PathLike | None = None,
-                  batch_size: int = 32, prompt: str | None = None, normalize: bool | None = None) -> np.ndarray:
+def encode_cached(
+    embedder,
+    texts: Sequence[str],
+    cache: EmbeddingCache | str | os.PathLike | None = None,
+    batch_size: int = 32,
+    prompt: str | None = None,
+    normalize: bool | None = None,
+) -> np.ndarray:
     """Full-dimension vectors of ``texts`` (``embedder.encode``), reusing the cached ones.
 
     ``cache``: None (encode everything), an open ``EmbeddingCache``, or a path for ``open_cache``.
@@ -423,7 +473,7 @@ def encode_cached(embedder, texts: Sequence[str], cache: EmbeddingCache | str | 
 
     >>> vecs = encode_cached(emb, ["a", "b", "a"], "vectors.sqlite")   # (3, emb.dim); "a" encoded once
     """
-    stack = getattr(embedder, "stack", None)   # an Embedder; duck-typed embedders: cosine, no default prompt
+    stack = getattr(embedder, "stack", None)  # an Embedder; duck-typed embedders: cosine, no default prompt
     if normalize is None:
         normalize = stored_normalized(getattr(stack, "similarity_fn_name", "cosine"))
     kwargs = {} if prompt is None else {"prompt": prompt}
@@ -435,9 +485,8 @@ def encode_cached(embedder, texts: Sequence[str], cache: EmbeddingCache | str | 
         with open_cache(cache) as store:
             return encode_cached(embedder, texts, store, batch_size, prompt, normalize)
     resolve = getattr(embedder, "resolve_prompt", None)
-    used = resolve(prompt) if resolve is not None else prompt   # the text encode prepends
-    ns = cache.namespace(embedder.fingerprint, embedder.precision, None, embedder.dim, normalize=normalize,
-                         prompt=used)
+    used = resolve(prompt) if resolve is not None else prompt  # the text encode prepends
+    ns = cache.namespace(embedder.fingerprint, embedder.precision, None, embedder.dim, normalize=normalize, prompt=used)
     keys = [text_key(t) for t in texts]
     out, found = cache.get(ns, keys)
     missing = np.flatnonzero(~found)

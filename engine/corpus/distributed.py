@@ -41,6 +41,7 @@ reruns to the same nodes or accept the misses. No cache service is needed.
 
 Object storage has no locks: run one job per OUTDIR there (a local OUTDIR is locked as usual).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,7 @@ import numpy as np
 from ..arguments import model_precision_argument
 from ..errors import EngineError, InputError
 
-ID_BUCKETS = 8   # dedup tasks (at most one per input file)
+ID_BUCKETS = 8  # dedup tasks (at most one per input file)
 
 __all__ = ["embed_corpus_distributed"]
 
@@ -67,7 +68,7 @@ class _File:
     """One input file: its name as given (ids, messages), where to read it, its size and format."""
 
     name: str
-    location: str    # an absolute local path or a URI
+    location: str  # an absolute local path or a URI
     size: int
     mtime: float | None
     format: str
@@ -95,14 +96,18 @@ def _expand(inputs, format: str | None) -> list[_File]:
         elif isinstance(item, (str, os.PathLike)):
             paths = expand_inputs([item], format)
             if any(isinstance(p, Source) for p in paths):
-                raise InputError("the distributed path reads files; standard input (-) cannot be shared by a "
-                                 "cluster: save it to a file, or run without --distributed")
+                raise InputError(
+                    "the distributed path reads files; standard input (-) cannot be shared by a "
+                    "cluster: save it to a file, or run without --distributed"
+                )
             found = [(str(p), os.path.realpath(p), p.stat().st_size, p.stat().st_mtime) for p in paths]
         else:
-            raise InputError(f"the distributed path reads files (paths, globs or URIs), not a "
-                             f"{type(item).__name__}; use engine.corpus.ray.embed_corpus_ray for in-memory sources")
+            raise InputError(
+                f"the distributed path reads files (paths, globs or URIs), not a "
+                f"{type(item).__name__}; use engine.corpus.ray.embed_corpus_ray for in-memory sources"
+            )
         for name, location, size, mtime in found:
-            if location not in seen:   # the same file named twice is read once, as locally
+            if location not in seen:  # the same file named twice is read once, as locally
                 seen.add(location)
                 out.append(_File(name, location, size, mtime, detect_format(name, format)))
     if not out:
@@ -115,7 +120,7 @@ def _opened(f: _File) -> Iterator[tuple[Path, object]]:
     """(local path to read, fix: a message/where with that path spelled as the input's name)."""
     from .storage import is_uri, local_copy
 
-    with (local_copy(f.location, f.size) if is_uri(f.location) else contextlib.nullcontext(Path(f.location))) as p:
+    with local_copy(f.location, f.size) if is_uri(f.location) else contextlib.nullcontext(Path(f.location)) as p:
         local = str(p)
         yield p, (lambda s: s.replace(local, f.name) if local != f.name else s)
 
@@ -175,7 +180,7 @@ class _Writer:
     def __init__(self, model_kwargs: dict, cache: tuple | None, folder, job: dict):
         from .ray import EmbedBatch
 
-        self.model = EmbedBatch(**model_kwargs)   # refuses a model other than the driver's
+        self.model = EmbedBatch(**model_kwargs)  # refuses a model other than the driver's
         self.folder, self.job = folder, job
         self.cache = self.ns = None
         if cache is not None:
@@ -184,8 +189,9 @@ class _Writer:
             kind, where = cache
             self.cache = EmbeddingCache(default_cache_path(where) if kind == "default" else where)
             s = job["settings"]
-            self.ns = self.cache.namespace(s["model"], s["precision"], s["truncate_dim"], s["dim"],
-                                           normalize=s["normalize"], prompt=job["prompt"])
+            self.ns = self.cache.namespace(
+                s["model"], s["precision"], s["truncate_dim"], s["dim"], normalize=s["normalize"], prompt=job["prompt"]
+            )
 
     def pid(self) -> int:
         return os.getpid()
@@ -200,10 +206,10 @@ class _Writer:
         job, skipped = self.job, set(skip)
         counts = {"embedded": 0, "hits": 0, "resumed": 0, "written": 0}
         records = []
-        on_bad = (lambda where, msg: None) if job["skip_bad"] else None   # the scan listed them
+        on_bad = (lambda where, msg: None) if job["skip_bad"] else None  # the scan listed them
         docs = (d for n, d in enumerate(_docs(f, job["fields"], prefix, on_bad)) if n not in skipped)
         for j, block in enumerate(_blocks(docs, job["shard_size"])):
-            if j == n_shards:   # more documents than the scan counted
+            if j == n_shards:  # more documents than the scan counted
                 records.append(None)
                 break
             i, keys = base + j, [d.key for d in block]
@@ -213,15 +219,24 @@ class _Writer:
                 counts["resumed"] += len(block)
             else:
                 vectors = self._vectors(block, keys, counts)
-                rec = write_shard(self.folder, i, job["output_format"], vectors, [d.id for d in block],
-                                  [snippet(d.title, d.text) for d in block], content, job["settings_sha"])
+                rec = write_shard(
+                    self.folder,
+                    i,
+                    job["output_format"],
+                    vectors,
+                    [d.id for d in block],
+                    [snippet(d.title, d.text) for d in block],
+                    content,
+                    job["settings_sha"],
+                )
                 counts["written"] += 1
             records.append(rec)
         if len(records) != n_shards or (records and records[-1] is None):
-            raise InputError(f"{f.name} changed while the run read it (its documents are not the ones counted "
-                             "when the run was planned); rerun when it no longer changes")
-        return {"records": records, **counts, "file": f.name, "seconds": time.perf_counter() - t0,
-                "pid": os.getpid()}
+            raise InputError(
+                f"{f.name} changed while the run read it (its documents are not the ones counted "
+                "when the run was planned); rerun when it no longer changes"
+            )
+        return {"records": records, **counts, "file": f.name, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
 
     def _vectors(self, docs: list, keys: list[bytes], counts: dict) -> np.ndarray:
         """The shard's vectors: per chunk of EMBED_CHUNK, cache hits, then each missing text embedded
@@ -278,24 +293,33 @@ def _check_remote_out(folder, settings: dict, overwrite: bool) -> None:
         except EngineError:
             old = None
         if old is None and not overwrite:
-            raise InputError(f"{folder.name(MANIFEST)} is not an embed encode manifest (or is damaged); choose "
-                             "another output folder, or pass --overwrite (overwrite=True) to replace its contents")
+            raise InputError(
+                f"{folder.name(MANIFEST)} is not an embed encode manifest (or is damaged); choose "
+                "another output folder, or pass --overwrite (overwrite=True) to replace its contents"
+            )
         has_shards = any(_SHARD_FILE.match(n) for n in names)
         if old is not None and old != settings and has_shards and not overwrite:
-            diff = [f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now"
-                    for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
-            raise InputError(f"{folder} holds output written with other settings ({'; '.join(diff)}). Rerun with "
-                             "the original settings to resume, choose another output folder, or pass --overwrite "
-                             "(overwrite=True) to delete it and start again")
+            diff = [
+                f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now"
+                for k in sorted(set(old) | set(settings))
+                if old.get(k) != settings.get(k)
+            ]
+            raise InputError(
+                f"{folder} holds output written with other settings ({'; '.join(diff)}). Rerun with "
+                "the original settings to resume, choose another output folder, or pass --overwrite "
+                "(overwrite=True) to delete it and start again"
+            )
         if overwrite or old != settings:
             for n in engine:
                 folder.delete(n)
     else:
         foreign = sorted(n for n in names if not _SCRATCH.match(n))
         if foreign and not overwrite:
-            raise InputError(f"{folder} is not empty and has no {MANIFEST} ({', '.join(foreign[:5])}"
-                             f"{', ...' if len(foreign) > 5 else ''}); choose a new or empty output folder, "
-                             "or pass --overwrite (overwrite=True) to delete the shards and start again")
+            raise InputError(
+                f"{folder} is not empty and has no {MANIFEST} ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}); choose a new or empty output folder, "
+                "or pass --overwrite (overwrite=True) to delete the shards and start again"
+            )
         for n in engine:
             folder.delete(n)
 
@@ -316,17 +340,24 @@ def _scan_all(ray, files: list[_File], fields, skip_bad: bool, several: bool):
 
     buckets = max(1, min(ID_BUCKETS, len(files)))
     scan = ray.remote(num_cpus=1)(_scan)
-    scans = [scan.options(num_returns=buckets + 1).remote(f, fields, f"{display_name(f.name)}:" if several else "",
-                                                          skip_bad, buckets) for f in files]
-    metas = [_get(ray, s[0]) for s in scans]   # in input order: the first file's error first
+    scans = [
+        scan.options(num_returns=buckets + 1).remote(
+            f, fields, f"{display_name(f.name)}:" if several else "", skip_bad, buckets
+        )
+        for f in files
+    ]
+    metas = [_get(ray, s[0]) for s in scans]  # in input order: the first file's error first
     dedup = ray.remote(num_cpus=1)(_dedup)
-    dups = sorted(d for part in _get(ray, [dedup.remote(*[s[b + 1] for s in scans]) for b in range(buckets)])
-                  for d in part)
+    dups = sorted(
+        d for part in _get(ray, [dedup.remote(*[s[b + 1] for s in scans]) for b in range(buckets)]) for d in part
+    )
     del scans
     if dups and not skip_bad:
         _, _, doc_id, where, first = dups[0]
-        raise InputError(f"{where}: duplicate id {doc_id!r} (first seen at {first}). Ids must be unique: deduplicate "
-                         f"the input, choose another id field with --id-field, {SKIP_HINT} (the first one is kept).")
+        raise InputError(
+            f"{where}: duplicate id {doc_id!r} (first seen at {first}). Ids must be unique: deduplicate "
+            f"the input, choose another id field with --id-field, {SKIP_HINT} (the first one is kept)."
+        )
     skip: list[list[int]] = [[] for _ in files]
     rejects = [((fi, n, 0), where, msg) for fi, m in enumerate(metas) for n, where, msg in m["bad"]]
     for fi, p, doc_id, where, first in dups:
@@ -346,7 +377,8 @@ def embed_corpus_distributed(
     actors: int | None = None,
     cpus_per_actor: float = 1,
     gpus_per_actor: float | None = None,
-    model_precision: str = "fp32", precision: str | None = None,
+    model_precision: str = "fp32",
+    precision: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
@@ -384,14 +416,30 @@ def embed_corpus_distributed(
     t0 = time.perf_counter()
     ray = _import_ray()
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-    check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field,
-                  output_format=output_format, **({} if actors is None else {"actors": actors}))
+    check_options(
+        shard_size=shard_size,
+        batch_size=batch_size,
+        id_field=id_field,
+        text_field=text_field,
+        output_format=output_format,
+        **({} if actors is None else {"actors": actors}),
+    )
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
     files = _expand(inputs, format)
     fields = Fields(id_field, text_field, title_field or None)
     exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
-    plan = Plan.build([], exported, ref, fields, truncate_dim, shard_size, format, prompt_name=prompt_name,
-                      prompt=prompt, output_format=output_format)
+    plan = Plan.build(
+        [],
+        exported,
+        ref,
+        fields,
+        truncate_dim,
+        shard_size,
+        format,
+        prompt_name=prompt_name,
+        prompt=prompt,
+        output_format=output_format,
+    )
     manifest = {**plan.manifest, "inputs": [f.info() for f in files]}
     folder = Folder(out_dir)
     with contextlib.ExitStack() as stack:
@@ -406,22 +454,52 @@ def embed_corpus_distributed(
         folder.write(MANIFEST, json_bytes(manifest, indent=1) + b"\n")
         docs, skip, rejects = _scan_all(ray, files, fields, skip_bad, len(files) > 1)
 
-        job = {"settings": plan.settings, "settings_sha": plan.settings_sha, "prompt": plan.prompt,
-               "dim": plan.dim, "shard_size": shard_size, "output_format": output_format, "fields": fields,
-               "skip_bad": skip_bad}
-        kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim,
-                               plan.prompt, plan.normalize)
+        job = {
+            "settings": plan.settings,
+            "settings_sha": plan.settings_sha,
+            "prompt": plan.prompt,
+            "dim": plan.dim,
+            "shard_size": shard_size,
+            "output_format": output_format,
+            "fields": fields,
+            "skip_bad": skip_bad,
+        }
+        kwargs = _actor_kwargs(
+            ref,
+            actor_cache,
+            exported,
+            device,
+            threads,
+            cpus,
+            batch_size,
+            plan.truncate_dim,
+            plan.prompt,
+            plan.normalize,
+        )
         work, base = [], 0
         for fi, (f, n) in enumerate(zip(files, docs)):
             if n:
                 work.append((f, f"{f.name}:" if len(files) > 1 else "", base, math.ceil(n / shard_size), skip[fi]))
                 base += math.ceil(n / shard_size)
-        results = _run_writers(ray, work, kwargs, _cache_spec(cache, actor_cache), folder, job, cpus, gpus,
-                               actors or _default_actors(cpus, gpus)) if work else []
+        results = (
+            _run_writers(
+                ray,
+                work,
+                kwargs,
+                _cache_spec(cache, actor_cache),
+                folder,
+                job,
+                cpus,
+                gpus,
+                actors or _default_actors(cpus, gpus),
+            )
+            if work
+            else []
+        )
 
         records = sorted((r for res in results for r in res["records"]), key=lambda r: r["index"])
-        assert [r["index"] for r in records] == list(range(base))   # every planned shard, once
-        for name in folder.names():   # shards left by an earlier run over a longer corpus
+        assert [r["index"] for r in records] == list(range(base))  # every planned shard, once
+        for name in folder.names():  # shards left by an earlier run over a longer corpus
             m = _SHARD_FILE.match(name)
             if m and int(m.group(1)) >= base:
                 folder.delete(name)
@@ -430,30 +508,48 @@ def embed_corpus_distributed(
         else:
             folder.delete(REJECTS)
         n_docs = sum(r["count"] for r in records)
-        manifest.update(status="complete", count=n_docs, rejected=len(rejects),
-                        shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in records])
+        manifest.update(
+            status="complete",
+            count=n_docs,
+            rejected=len(rejects),
+            shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in records],
+        )
         folder.write(MANIFEST, json_bytes(manifest, indent=1) + b"\n")
     if stats is not None:
-        stats.extend({**{k: v for k, v in res.items() if k != "records"},
-                      "docs": sum(r["count"] for r in res["records"])} for res in results)
+        stats.extend(
+            {**{k: v for k, v in res.items() if k != "records"}, "docs": sum(r["count"] for r in res["records"])}
+            for res in results
+        )
     total = {k: sum(res[k] for res in results) for k in ("embedded", "hits", "resumed", "written")}
-    return CorpusSummary(str(out_dir), n_docs, total["embedded"], total["hits"], total["resumed"], len(rejects),
-                         len(records), total["written"], time.perf_counter() - t0)
+    return CorpusSummary(
+        str(out_dir),
+        n_docs,
+        total["embedded"],
+        total["hits"],
+        total["resumed"],
+        len(rejects),
+        len(records),
+        total["written"],
+        time.perf_counter() - t0,
+    )
 
 
-def _run_writers(ray, work: list, kwargs: dict, cache, folder, job: dict, cpus: float, gpus: float,
-                 n: int) -> list[dict]:
+def _run_writers(
+    ray, work: list, kwargs: dict, cache, folder, job: dict, cpus: float, gpus: float, n: int
+) -> list[dict]:
     """Each work item (a file's shards) on a writer actor, one at a time per actor, largest first;
     a killed actor is restarted and its item retried by Ray. Returns the items' results."""
     from .ray import MAX_RESTARTS, MAX_TASK_RETRIES, RayWorkerError
 
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus or None, max_restarts=MAX_RESTARTS,
-                        max_task_retries=MAX_TASK_RETRIES)(_Writer)
+    remote = ray.remote(
+        num_cpus=cpus, num_gpus=gpus or None, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES
+    )(_Writer)
     writers = [remote.remote(kwargs, cache, folder, job) for _ in range(min(n, len(work)))]
-    queue = sorted(work, key=lambda w: -w[3])   # the most shards first: the last to finish is short
+    queue = sorted(work, key=lambda w: -w[3])  # the most shards first: the last to finish is short
     inflight: dict = {}
     results = []
     try:
+
         def dispatch(w) -> None:
             inflight[w.write.remote(*queue.pop(0))] = w
 
@@ -466,8 +562,10 @@ def _run_writers(ray, work: list, kwargs: dict, cache, folder, job: dict, cpus: 
             try:
                 results.append(_get(ray, ref))
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                raise RayWorkerError(f"a writer failed after {MAX_TASK_RETRIES} retries ({e}); the shards written "
-                                     "so far are kept: rerun the same command to resume") from None
+                raise RayWorkerError(
+                    f"a writer failed after {MAX_TASK_RETRIES} retries ({e}); the shards written "
+                    "so far are kept: rerun the same command to resume"
+                ) from None
             if queue:
                 dispatch(w)
     finally:
@@ -475,4 +573,3 @@ def _run_writers(ray, work: list, kwargs: dict, cache, folder, job: dict, cpus: 
             with contextlib.suppress(Exception):
                 ray.kill(w)
     return results
-

@@ -44,6 +44,7 @@ documents changed. The manifest's ``inputs`` are a record for people (a file's p
 size and mtime; a source's kind, type and row count; stdin's format), written again at the end
 with what the run learnt (rows read, the format stdin was read as); they are not settings.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -90,9 +91,9 @@ from .shards import (
 )
 
 DEFAULT_SHARD_SIZE = 10_000
-EMBED_CHUNK = 1024   # documents per cache lookup / local encode call / cache transaction
-ID_BLOCK = 1000      # documents per duplicate-id query
-TEXT_FORMAT = 2      # bump if the way title and text are combined changes; 2: BEIR's (title + " " + text).strip()
+EMBED_CHUNK = 1024  # documents per cache lookup / local encode call / cache transaction
+ID_BLOCK = 1000  # documents per duplicate-id query
+TEXT_FORMAT = 2  # bump if the way title and text are combined changes; 2: BEIR's (title + " " + text).strip()
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,11 @@ class CorpusSummary:
     """What one ``embed_corpus`` run did. docs = embedded + cache_hits + resumed."""
 
     out_dir: str
-    docs: int            # documents in the output
-    embedded: int        # documents the model embedded in this run (cache misses)
-    cache_hits: int      # documents whose vectors came from the embedding cache
-    resumed: int         # documents in shards kept from an earlier run (not looked at again)
-    rejected: int        # bad records skipped (skip_bad); listed in OUTDIR/rejects.jsonl
+    docs: int  # documents in the output
+    embedded: int  # documents the model embedded in this run (cache misses)
+    cache_hits: int  # documents whose vectors came from the embedding cache
+    resumed: int  # documents in shards kept from an earlier run (not looked at again)
+    rejected: int  # bad records skipped (skip_bad); listed in OUTDIR/rejects.jsonl
     shards: int
     shards_written: int  # shards written by this run (the rest were kept)
     seconds: float
@@ -117,10 +118,12 @@ class CorpusSummary:
         return {**asdict(self), "docs_per_s": self.docs_per_s}
 
     def __str__(self) -> str:
-        return (f"{self.docs} docs in {self.shards} shards ({self.shards_written} written, "
-                f"{self.shards - self.shards_written} kept) -> {self.out_dir}\n"
-                f"embedded {self.embedded}, cache hits {self.cache_hits}, resumed {self.resumed}, "
-                f"rejected {self.rejected}; {self.seconds:.1f}s, {self.docs_per_s:,.1f} docs/s")
+        return (
+            f"{self.docs} docs in {self.shards} shards ({self.shards_written} written, "
+            f"{self.shards - self.shards_written} kept) -> {self.out_dir}\n"
+            f"embedded {self.embedded}, cache hits {self.cache_hits}, resumed {self.resumed}, "
+            f"rejected {self.rejected}; {self.seconds:.1f}s, {self.docs_per_s:,.1f} docs/s"
+        )
 
 
 def embed_corpus(
@@ -128,7 +131,8 @@ def embed_corpus(
     out_dir: str | os.PathLike,
     model=None,
     *,
-    model_precision: str = "fp32", precision: str | None = None,
+    model_precision: str = "fp32",
+    precision: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
@@ -184,18 +188,42 @@ def embed_corpus(
     """
     precision = model_precision_argument(model_precision, precision, "embed_corpus")
     t0 = time.perf_counter()
-    check_options(shard_size=shard_size, batch_size=batch_size, id_field=id_field, text_field=text_field,
-                  output_format=output_format)
+    check_options(
+        shard_size=shard_size,
+        batch_size=batch_size,
+        id_field=id_field,
+        text_field=text_field,
+        output_format=output_format,
+    )
     sources = expand_inputs(inputs, format)
-    check_output_outside_inputs(out_dir, sources, inputs)   # before a model is loaded
+    check_output_outside_inputs(out_dir, sources, inputs)  # before a model is loaded
     embedder = _embedder(model, precision, device, threads, cache_dir)
-    plan = Plan.build(sources, embedder, model_ref(model), Fields(id_field, text_field, title_field or None),
-                      truncate_dim, shard_size, format, prompt_name=prompt_name, prompt=prompt,
-                      output_format=output_format)
-    executor = LocalExecutor(embedder, batch_size, plan.truncate_dim, count_tokens=progress, prompt=plan.prompt,
-                             normalize=plan.normalize)
-    return drive(plan, out_dir, executor, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad,
-                 overwrite=overwrite, progress=progress, t0=t0)
+    plan = Plan.build(
+        sources,
+        embedder,
+        model_ref(model),
+        Fields(id_field, text_field, title_field or None),
+        truncate_dim,
+        shard_size,
+        format,
+        prompt_name=prompt_name,
+        prompt=prompt,
+        output_format=output_format,
+    )
+    executor = LocalExecutor(
+        embedder, batch_size, plan.truncate_dim, count_tokens=progress, prompt=plan.prompt, normalize=plan.normalize
+    )
+    return drive(
+        plan,
+        out_dir,
+        executor,
+        cache=cache,
+        cache_dir=cache_dir,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        progress=progress,
+        t0=t0,
+    )
 
 
 # files an OUTDIR holds that a reader would take as a corpus
@@ -209,18 +237,25 @@ def check_output_outside_inputs(out_dir: str | os.PathLike, sources: Sequence[In
     out = Path(os.path.realpath(out_dir))
     for src in sources:
         if isinstance(src, Path) and Path(os.path.realpath(src)).is_relative_to(out):
-            raise InputError(f"the input {src} is inside the output folder {out_dir}: the run would read its own "
-                             "output. Write the output elsewhere (-o/--out), or leave that folder out of the inputs")
+            raise InputError(
+                f"the input {src} is inside the output folder {out_dir}: the run would read its own "
+                "output. Write the output elsewhere (-o/--out), or leave that folder out of the inputs"
+            )
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
     if not isinstance(patterns, (list, tuple)):
         return
     for pat in patterns:
-        if isinstance(pat, (str, os.PathLike)) and glob.has_magic(os.fspath(pat)) and \
-                any(_glob_matches(os.fspath(pat), os.path.join(os.path.abspath(out_dir), f)) for f in _OUTPUT_FILES):
-            raise InputError(f"the input pattern {os.fspath(pat)!r} matches the files of the output folder {out_dir} "
-                             "(its shards, rejects.jsonl): a rerun would read its own output. Write the output "
-                             "outside the pattern (-o/--out), or narrow the pattern")
+        if (
+            isinstance(pat, (str, os.PathLike))
+            and glob.has_magic(os.fspath(pat))
+            and any(_glob_matches(os.fspath(pat), os.path.join(os.path.abspath(out_dir), f)) for f in _OUTPUT_FILES)
+        ):
+            raise InputError(
+                f"the input pattern {os.fspath(pat)!r} matches the files of the output folder {out_dir} "
+                "(its shards, rejects.jsonl): a rerun would read its own output. Write the output "
+                "outside the pattern (-o/--out), or narrow the pattern"
+            )
 
 
 def _glob_matches(pattern: str, path: str) -> bool:
@@ -266,7 +301,7 @@ def model_ref(model) -> str:
     if isinstance(model, Embedder):
         source = getattr(model, "_exported", None)
         source = source.meta.get("source", "") if source is not None else ""
-        return source[len("local:"):] if source.startswith("local:") else model.name
+        return source[len("local:") :] if source.startswith("local:") else model.name
     ref = os.fspath(DEFAULT_MODEL if model is None else model)
     return str(Path(ref).expanduser().resolve()) if Path(ref).expanduser().is_dir() else ref
 
@@ -278,21 +313,32 @@ class Plan:
     Built by each entry point from its model, so the local and the Ray outputs are interchangeable.
     """
 
-    inputs: tuple[Input, ...]   # expand_inputs' files and sources
+    inputs: tuple[Input, ...]  # expand_inputs' files and sources
     fields: Fields
     settings: dict
     settings_sha: str
     manifest: dict
     truncate_dim: int | None
     dim: int
-    format: str | None = None   # forced file / stdin format (readers.FORMAT_NAMES), else by suffix
-    prompt: str = ""            # the text prepended to every document ("": none)
-    normalize: bool = True      # whether the vectors are L2-normalized (shards.stored_normalized)
+    format: str | None = None  # forced file / stdin format (readers.FORMAT_NAMES), else by suffix
+    prompt: str = ""  # the text prepended to every document ("": none)
+    normalize: bool = True  # whether the vectors are L2-normalized (shards.stored_normalized)
 
     @classmethod
-    def build(cls, inputs: Sequence[Input], model, ref: str, fields: Fields, truncate_dim: int | None,
-              shard_size: int, format: str | None = None, *, prompt_name: str | None = None,
-              prompt: str | None = None, output_format: str = DEFAULT_OUTPUT_FORMAT) -> Plan:
+    def build(
+        cls,
+        inputs: Sequence[Input],
+        model,
+        ref: str,
+        fields: Fields,
+        truncate_dim: int | None,
+        shard_size: int,
+        format: str | None = None,
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        output_format: str = DEFAULT_OUTPUT_FORMAT,
+    ) -> Plan:
         """model: an ``Embedder`` or an ``ExportedModel`` (its spec, fingerprint, precision and module
         stack); ref: ``model_ref``; prompt_name / prompt: the documents' prompt (``corpus_prompts``);
         output_format: ``"npy"`` or ``"parquet"`` (``check_options`` checked it).
@@ -307,32 +353,56 @@ class Plan:
         full_dim, fingerprint, precision = model.stack.dim, model.fingerprint, model.precision
         doc_prompt, query_prompt = corpus_prompts(model, prompt_name, prompt)
         similarity = model.stack.similarity_fn_name
-        normalize = stored_normalized(similarity)   # unit vectors for cosine models only
-        if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
-                                         or not 1 <= truncate_dim <= full_dim):
+        normalize = stored_normalized(similarity)  # unit vectors for cosine models only
+        if truncate_dim is not None and (
+            isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or not 1 <= truncate_dim <= full_dim
+        ):
             raise InputError(f"truncate_dim must be an integer in [1, {full_dim}] or None, got {truncate_dim!r}")
         if truncate_dim == full_dim:
             truncate_dim = None
         dim = truncate_dim or full_dim
         settings = {
-            "model": fingerprint, "precision": precision, "truncate_dim": truncate_dim,
-            "normalize": normalize, "dim": dim, "id_field": fields.id, "text_field": fields.text,
-            "title_field": fields.title, "shard_size": shard_size, "text_format": TEXT_FORMAT,
+            "model": fingerprint,
+            "precision": precision,
+            "truncate_dim": truncate_dim,
+            "normalize": normalize,
+            "dim": dim,
+            "id_field": fields.id,
+            "text_field": fields.text,
+            "title_field": fields.title,
+            "shard_size": shard_size,
+            "text_format": TEXT_FORMAT,
         }
         if doc_prompt:
             settings["prompt"] = doc_prompt
         if output_format != DEFAULT_OUTPUT_FORMAT:
             settings["output_format"] = output_format
         manifest = {
-            "format": FORMAT, "version": VERSION, "status": "in_progress", "settings": settings,
+            "format": FORMAT,
+            "version": VERSION,
+            "status": "in_progress",
+            "settings": settings,
             "output_format": output_format,
             "model": {"name": model.spec.name, "ref": ref, "fingerprint": fingerprint, "precision": precision},
-            "dim": dim, "truncate_dim": truncate_dim, "normalize": normalize, "similarity_fn_name": similarity,
+            "dim": dim,
+            "truncate_dim": truncate_dim,
+            "normalize": normalize,
+            "similarity_fn_name": similarity,
             "prompts": {"document": doc_prompt, "query": query_prompt},
             "inputs": _inputs_info(inputs, format),
         }
-        return cls(tuple(inputs), fields, settings, settings_digest(settings), manifest, truncate_dim, dim, format,
-                   doc_prompt, normalize)
+        return cls(
+            tuple(inputs),
+            fields,
+            settings,
+            settings_digest(settings),
+            manifest,
+            truncate_dim,
+            dim,
+            format,
+            doc_prompt,
+            normalize,
+        )
 
 
 def corpus_prompts(model, prompt_name: str | None = None, prompt: str | None = None) -> tuple[str, str]:
@@ -349,7 +419,7 @@ def corpus_prompts(model, prompt_name: str | None = None, prompt: str | None = N
     stack = model.stack
     if prompt is None and prompt_name is None:
         prompt_name = next((n for n in ("document", "passage", "corpus") if n in stack.prompts), None)
-    doc = Embedder.resolve_prompt(model, prompt, prompt_name)   # reads model.stack only
+    doc = Embedder.resolve_prompt(model, prompt, prompt_name)  # reads model.stack only
     return doc or "", stack.prompts.get("query", "")
 
 
@@ -357,8 +427,8 @@ def corpus_prompts(model, prompt_name: str | None = None, prompt: str | None = N
 class Executor(Protocol):
     """Turns lists of texts into vectors for ``drive`` (see the module docstring for the data flow)."""
 
-    batch: int      # the most texts one submit may carry
-    capacity: int   # texts it embeds at once; 0 when submit embeds before it returns
+    batch: int  # the most texts one submit may carry
+    capacity: int  # texts it embeds at once; 0 when submit embeds before it returns
 
     def submit(self, texts: list[str], tag) -> None:
         """Queue texts; ``tag`` comes back from ``next`` with their vectors."""
@@ -383,8 +453,15 @@ class LocalExecutor:
     batch = EMBED_CHUNK
     capacity = 0
 
-    def __init__(self, embedder, batch_size: int = 32, truncate_dim: int | None = None, count_tokens: bool = False,
-                 prompt: str | None = None, normalize: bool | None = None):
+    def __init__(
+        self,
+        embedder,
+        batch_size: int = 32,
+        truncate_dim: int | None = None,
+        count_tokens: bool = False,
+        prompt: str | None = None,
+        normalize: bool | None = None,
+    ):
         self.embedder, self.batch_size, self.truncate_dim = embedder, batch_size, truncate_dim
         self.count_tokens, self.prompt = count_tokens, prompt
         self.normalize = stored_normalized(embedder.stack.similarity_fn_name) if normalize is None else normalize
@@ -395,8 +472,13 @@ class LocalExecutor:
 
         ``prompt`` is ``encode``'s: the text prepended ("" none; None the model's default prompt).
         """
-        vectors = self.embedder.encode(texts, batch_size=self.batch_size, truncate_dim=self.truncate_dim,
-                                       prompt=self.prompt, normalize_embeddings=self.normalize)
+        vectors = self.embedder.encode(
+            texts,
+            batch_size=self.batch_size,
+            truncate_dim=self.truncate_dim,
+            prompt=self.prompt,
+            normalize_embeddings=self.normalize,
+        )
         tokens = 0
         if self.count_tokens:
             tokens = sum(len(t) for t in self.embedder.tokenize([(self.prompt or "") + t for t in texts]))
@@ -416,9 +498,18 @@ class LocalExecutor:
 
 
 # -- the driver -----------------------------------------------------------------------------
-def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=True,
-          cache_dir: str | os.PathLike | None = None, skip_bad: bool = False, overwrite: bool = False,
-          progress: bool = False, t0: float | None = None) -> CorpusSummary:
+def drive(
+    plan: Plan,
+    out_dir: str | os.PathLike,
+    executor: Executor,
+    *,
+    cache=True,
+    cache_dir: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    t0: float | None = None,
+) -> CorpusSummary:
     """Write ``plan``'s corpus to ``out_dir`` with ``executor`` embedding the cache misses.
 
     The options are ``embed_corpus``'s. executor is entered after the output folder is locked and
@@ -431,13 +522,23 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=T
         out = stack.enter_context(OutputDir(out_dir))
         out.check_settings(plan.settings, overwrite)
         executor = stack.enter_context(executor)
-        manifest = dict(plan.manifest)   # the plan stays as built: it can drive another run
+        manifest = dict(plan.manifest)  # the plan stays as built: it can drive another run
         out.write_manifest(manifest)
         store, owned = _open_cache(cache, cache_dir)
         if owned:
             stack.enter_context(store)
-        ns = (store.namespace(plan.settings["model"], plan.settings["precision"], plan.truncate_dim, plan.dim,
-                              normalize=plan.normalize, prompt=plan.prompt) if store else None)
+        ns = (
+            store.namespace(
+                plan.settings["model"],
+                plan.settings["precision"],
+                plan.truncate_dim,
+                plan.dim,
+                normalize=plan.normalize,
+                prompt=plan.prompt,
+            )
+            if store
+            else None
+        )
         rejects = stack.enter_context(_Rejects(out.path, enabled=skip_bad))
         registry = stack.enter_context(_IdRegistry(out.path / ".ids.sqlite"))
         bar = stack.enter_context(_Progress(count_records(plan.inputs, plan.format) if progress else None, progress))
@@ -460,14 +561,29 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, cache=T
         run.flush(0)
         out.remove_shards_from(len(run.records))
         n_docs = sum(r["count"] for r in run.records)
-        manifest.update(status="complete", count=n_docs, rejected=rejects.count,
-                        inputs=[src.info() if isinstance(src, Source) else info   # rows read, stdin's format
-                                for src, info in zip(plan.inputs, plan.manifest["inputs"])],
-                        shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in run.records])
+        manifest.update(
+            status="complete",
+            count=n_docs,
+            rejected=rejects.count,
+            inputs=[
+                src.info() if isinstance(src, Source) else info  # rows read, stdin's format
+                for src, info in zip(plan.inputs, plan.manifest["inputs"])
+            ],
+            shards=[{k: v for k, v in r.items() if k != "settings_sha256"} for r in run.records],
+        )
         rejects.finish()
         out.write_manifest(manifest)
-    return CorpusSummary(str(out_dir), n_docs, run.embedded, run.hits, run.resumed, rejects.count,
-                         len(run.records), run.written, time.perf_counter() - t0)
+    return CorpusSummary(
+        str(out_dir),
+        n_docs,
+        run.embedded,
+        run.hits,
+        run.resumed,
+        rejects.count,
+        len(run.records),
+        run.written,
+        time.perf_counter() - t0,
+    )
 
 
 class _Shard:
@@ -478,7 +594,7 @@ class _Shard:
     def __init__(self, i: int, docs: list[Doc], keys: list[bytes], content: str, rec: dict | None):
         self.i, self.docs, self.keys, self.content, self.rec = i, docs, keys, content, rec
         self.vectors: np.ndarray | None = None
-        self.waiting = 0   # rows still without a vector
+        self.waiting = 0  # rows still without a vector
 
 
 class _Run:
@@ -487,10 +603,10 @@ class _Run:
     def __init__(self, executor: Executor, store, ns, out: OutputDir, plan: Plan, bar, window: int):
         self.executor, self.store, self.ns, self.out, self.bar, self.window = executor, store, ns, out, bar, window
         self.settings_sha, self.dim = plan.settings_sha, plan.dim
-        self.open: deque[_Shard] = deque()   # shards read, not written yet, in order
+        self.open: deque[_Shard] = deque()  # shards read, not written yet, in order
         self.open_docs = 0
-        self.rows: dict[bytes, list[tuple[_Shard, int]]] = {}   # text in flight -> its repeats waiting for it
-        self.submits = 0                                         # submits not back yet
+        self.rows: dict[bytes, list[tuple[_Shard, int]]] = {}  # text in flight -> its repeats waiting for it
+        self.submits = 0  # submits not back yet
         self.records: list[dict] = []
         self.embedded = self.hits = self.resumed = self.written = 0
 
@@ -504,7 +620,7 @@ class _Run:
             sh.vectors = np.empty((len(docs), self.dim), dtype=np.float32)
             for start in range(0, len(docs), EMBED_CHUNK):
                 self._submit(sh, start, min(start + EMBED_CHUNK, len(docs)))
-                self.flush(self.window)   # local: every result in (and cached) before the next lookup
+                self.flush(self.window)  # local: every result in (and cached) before the next lookup
         else:
             self.resumed += len(docs)
             self.bar.update(len(docs), 0, self)
@@ -518,7 +634,7 @@ class _Run:
         else:
             found = np.zeros(stop - start, bool)
         missing = (np.flatnonzero(~found) + start).tolist()
-        new: list[int] = []   # rows whose text goes to the executor
+        new: list[int] = []  # rows whose text goes to the executor
         for j in missing:
             repeats = self.rows.get(sh.keys[j])
             if repeats is None:
@@ -553,7 +669,7 @@ class _Run:
         keys = [sh.keys[j] for j in rows]
         filled = len(rows)
         for i, key in enumerate(keys):
-            for other, j in self.rows.pop(key):   # repeats that waited for this text
+            for other, j in self.rows.pop(key):  # repeats that waited for this text
                 other.vectors[j] = vectors[i]
                 other.waiting -= 1
                 filled += 1
@@ -565,8 +681,9 @@ class _Run:
         self.open_docs -= len(sh.docs)
         if sh.rec is None:
             titles = [snippet(d.title, d.text) for d in sh.docs]
-            sh.rec = self.out.write_shard(sh.i, sh.vectors, [d.id for d in sh.docs], titles, sh.content,
-                                          self.settings_sha)
+            sh.rec = self.out.write_shard(
+                sh.i, sh.vectors, [d.id for d in sh.docs], titles, sh.content, self.settings_sha
+            )
             self.written += 1
         self.records.append(sh.rec)
 
@@ -624,8 +741,9 @@ def _inputs_info(inputs: Sequence[Input], format: str | None = None) -> list[dic
             out.append(src.info())
         else:
             st = src.stat()
-            out.append({"path": str(src), "format": detect_format(src, format), "size": st.st_size,
-                        "mtime": st.st_mtime})
+            out.append(
+                {"path": str(src), "format": detect_format(src, format), "size": st.st_size, "mtime": st.st_mtime}
+            )
     return out
 
 
@@ -657,16 +775,17 @@ class _IdRegistry:
             if first is not None:
                 msg = f"duplicate id {d.id!r} (first seen at {display_text(first)})"
                 if on_bad is None:
-                    raise InputError(f"{d.where}: {msg}. Ids must be unique: deduplicate the input, choose "
-                                     f"another id field with --id-field, {SKIP_HINT} (the first one is kept).")
+                    raise InputError(
+                        f"{d.where}: {msg}. Ids must be unique: deduplicate the input, choose "
+                        f"another id field with --id-field, {SKIP_HINT} (the first one is kept)."
+                    )
                 on_bad(d.where, msg)
                 continue
             new[d.id] = d.where
             out.append(d)
         self._db.execute("BEGIN")
         # where: display text only; a file name that is not UTF-8 keeps its bytes as escapes
-        self._db.executemany("INSERT INTO ids VALUES (?, ?)",
-                             ((i, display_text(w)) for i, w in new.items()))
+        self._db.executemany("INSERT INTO ids VALUES (?, ?)", ((i, display_text(w)) for i, w in new.items()))
         self._db.execute("COMMIT")
         return out
 
@@ -736,8 +855,9 @@ class _Progress:
             return
         self._tokens += tokens
         rate = self._tokens / max(time.perf_counter() - self._t0, 1e-9)
-        self._bar.set_postfix_str(f"{rate:,.0f} tok/s, embedded {run.embedded}, hits {run.hits}, "
-                                  f"resumed {run.resumed}", refresh=False)
+        self._bar.set_postfix_str(
+            f"{rate:,.0f} tok/s, embedded {run.embedded}, hits {run.hits}, resumed {run.resumed}", refresh=False
+        )
         self._bar.update(n)
 
     def __enter__(self):

@@ -44,6 +44,7 @@ Worker death, resume, cache
 * Vectors match the local path's to float rounding (batch composition and thread count change
   the last bits), not bit for bit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,10 +58,10 @@ import numpy as np
 from ..arguments import model_precision_argument
 from ..errors import EngineError, InputError, ModelMismatchError, missing_extra
 
-RAY_BATCH = 256           # texts per actor call
-INFLIGHT_PER_ACTOR = 2    # calls queued on each actor (one running, one ready)
-MAX_RESTARTS = 4          # per actor
-MAX_TASK_RETRIES = 4      # per batch, across actor restarts
+RAY_BATCH = 256  # texts per actor call
+INFLIGHT_PER_ACTOR = 2  # calls queued on each actor (one running, one ready)
+MAX_RESTARTS = 4  # per actor
+MAX_TASK_RETRIES = 4  # per batch, across actor restarts
 
 __all__ = ["EmbedBatch", "connect", "embed_corpus_ray", "embed_dataset"]
 
@@ -84,11 +85,24 @@ class EmbedBatch:
     L2-normalize the vectors; None: unit vectors for cosine models (``shards.stored_normalized``).
     """
 
-    def __init__(self, model, *, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
-                 cache_dir: str | None = None, batch_size: int = 32, truncate_dim: int | None = None,
-                 text_column: str = "text", title_column: str | None = None, output_column: str = "embedding",
-                 fingerprint: str | None = None, count_tokens: bool = False, prompt: str | None = None,
-                 normalize: bool | None = None):
+    def __init__(
+        self,
+        model,
+        *,
+        precision: str = "fp32",
+        device: str = "cpu",
+        threads: int | None = None,
+        cache_dir: str | None = None,
+        batch_size: int = 32,
+        truncate_dim: int | None = None,
+        text_column: str = "text",
+        title_column: str | None = None,
+        output_column: str = "embedding",
+        fingerprint: str | None = None,
+        count_tokens: bool = False,
+        prompt: str | None = None,
+        normalize: bool | None = None,
+    ):
         if threads is not None:  # the tokenizer's Rayon pool, sized like onnxruntime's
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         from ..embedder import Embedder
@@ -105,7 +119,8 @@ class EmbedBatch:
         if self.embedder.fingerprint != fingerprint:
             raise ModelMismatchError(
                 f"a Ray worker's model is {self.embedder.fingerprint}, the driver's is {fingerprint}: install the "
-                "same weights (and embed-engine version) on every node, or point --model at shared storage")
+                "same weights (and embed-engine version) on every node, or point --model at shared storage"
+            )
         return fingerprint
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
@@ -153,8 +168,10 @@ def _default_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:
     if gpus_per_actor:
         n = int(res.get("GPU", 0) // gpus_per_actor)
         if n < 1:
-            raise InputError(f"the Ray cluster has {res.get('GPU', 0):g} GPUs, fewer than --gpus-per-actor "
-                             f"{gpus_per_actor:g}; add GPU nodes or lower --gpus-per-actor")
+            raise InputError(
+                f"the Ray cluster has {res.get('GPU', 0):g} GPUs, fewer than --gpus-per-actor "
+                f"{gpus_per_actor:g}; add GPU nodes or lower --gpus-per-actor"
+            )
         return n
     return max(1, int(res.get("CPU", 1) // cpus_per_actor))
 
@@ -172,8 +189,9 @@ def _resources(device: str, precision: str, cpus_per_actor, gpus_per_actor) -> t
     if cuda and not gpus_per_actor:
         raise InputError("device='cuda' needs gpus_per_actor > 0 (--gpus-per-actor 1), or Ray gives actors no GPU")
     if precision == "fp16" and not cuda:
-        raise InputError("model_precision='fp16' runs on CUDA only; use device='cuda' or model_precision "
-                         "'fp32'/'bf16'/'int8' on CPU")
+        raise InputError(
+            "model_precision='fp16' runs on CUDA only; use device='cuda' or model_precision 'fp32'/'bf16'/'int8' on CPU"
+        )
     return float(cpus_per_actor), float(gpus_per_actor)
 
 
@@ -200,22 +218,54 @@ def _driver_model(model, precision: str, cache_dir):
     return exported, ref, actor_cache
 
 
-def _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim,
-                  prompt: str | None = None, normalize: bool | None = None) -> dict:
-    return {"model": ref, "precision": exported.precision, "device": device,
-            "threads": threads or max(1, int(cpus)), "cache_dir": actor_cache, "batch_size": batch_size,
-            "truncate_dim": truncate_dim, "fingerprint": exported.fingerprint, "prompt": prompt,
-            "normalize": normalize}
+def _actor_kwargs(
+    ref,
+    actor_cache,
+    exported,
+    device,
+    threads,
+    cpus,
+    batch_size,
+    truncate_dim,
+    prompt: str | None = None,
+    normalize: bool | None = None,
+) -> dict:
+    return {
+        "model": ref,
+        "precision": exported.precision,
+        "device": device,
+        "threads": threads or max(1, int(cpus)),
+        "cache_dir": actor_cache,
+        "batch_size": batch_size,
+        "truncate_dim": truncate_dim,
+        "fingerprint": exported.fingerprint,
+        "prompt": prompt,
+        "normalize": normalize,
+    }
 
 
 # -- Ray Data ------------------------------------------------------------------------------
-def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: str | None = None,
-                  output_column: str = "embedding", model_precision: str = "fp32", precision: str | None = None,
-                  device: str = "cpu",
-                  threads: int | None = None, batch_size: int = 32, truncate_dim: int | None = None,
-                  cache_dir: str | os.PathLike | None = None, actors: int | tuple[int, int] | None = None,
-                  cpus_per_actor: float = 1, gpus_per_actor: float | None = None,
-                  ray_batch_size: int = RAY_BATCH, prompt_name: str | None = None, prompt: str | None = None):
+def embed_dataset(
+    ds,
+    model=None,
+    *,
+    text_column: str = "text",
+    title_column: str | None = None,
+    output_column: str = "embedding",
+    model_precision: str = "fp32",
+    precision: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    batch_size: int = 32,
+    truncate_dim: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    actors: int | tuple[int, int] | None = None,
+    cpus_per_actor: float = 1,
+    gpus_per_actor: float | None = None,
+    ray_batch_size: int = RAY_BATCH,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
+):
     """``ds`` with an ``output_column`` of float32 vectors (unit length for cosine models, the
     model's output for others, as ``embed_corpus`` stores them), computed by an actor pool (lazy).
 
@@ -233,14 +283,22 @@ def embed_dataset(ds, model=None, *, text_column: str = "text", title_column: st
 
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
     exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
-    doc_prompt, _ = corpus_prompts(exported, prompt_name, prompt)   # an unknown prompt_name fails here, not on a worker
+    doc_prompt, _ = corpus_prompts(exported, prompt_name, prompt)  # an unknown prompt_name fails here, not on a worker
     kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim, doc_prompt)
     kwargs.update(text_column=text_column, title_column=title_column, output_column=output_column)
     if actors is None:
         actors = _default_actors(cpus, gpus)
-    return ds.map_batches(EmbedBatch, fn_constructor_kwargs=kwargs, batch_size=ray_batch_size,
-                          batch_format="numpy", concurrency=actors, num_cpus=cpus, num_gpus=gpus or None,
-                          max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+    return ds.map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs=kwargs,
+        batch_size=ray_batch_size,
+        batch_format="numpy",
+        concurrency=actors,
+        num_cpus=cpus,
+        num_gpus=gpus or None,
+        max_restarts=MAX_RESTARTS,
+        max_task_retries=MAX_TASK_RETRIES,
+    )
 
 
 # -- files -> shards ------------------------------------------------------------------------
@@ -253,7 +311,8 @@ def embed_corpus_ray(
     actors: int | None = None,
     cpus_per_actor: float = 1,
     gpus_per_actor: float | None = None,
-    model_precision: str = "fp32", precision: str | None = None,
+    model_precision: str = "fp32",
+    precision: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
@@ -291,19 +350,45 @@ def embed_corpus_ray(
     t0 = time.perf_counter()
     ray = _import_ray()
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-    check_options(shard_size=shard_size, batch_size=batch_size, ray_batch_size=ray_batch_size,
-                  id_field=id_field, text_field=text_field, output_format=output_format,
-                  **({} if actors is None else {"actors": actors}))
+    check_options(
+        shard_size=shard_size,
+        batch_size=batch_size,
+        ray_batch_size=ray_batch_size,
+        id_field=id_field,
+        text_field=text_field,
+        output_format=output_format,
+        **({} if actors is None else {"actors": actors}),
+    )
     cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
     sources = expand_inputs(inputs, format)
     exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
-    plan = Plan.build(sources, exported, ref, Fields(id_field, text_field, title_field or None), truncate_dim,
-                      shard_size, format, prompt_name=prompt_name, prompt=prompt, output_format=output_format)
-    kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim,
-                           plan.prompt, plan.normalize)
+    plan = Plan.build(
+        sources,
+        exported,
+        ref,
+        Fields(id_field, text_field, title_field or None),
+        truncate_dim,
+        shard_size,
+        format,
+        prompt_name=prompt_name,
+        prompt=prompt,
+        output_format=output_format,
+    )
+    kwargs = _actor_kwargs(
+        ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim, plan.prompt, plan.normalize
+    )
     pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": progress}, ray_batch_size)
-    return drive(plan, out_dir, pool, cache=cache, cache_dir=cache_dir, skip_bad=skip_bad, overwrite=overwrite,
-                 progress=progress, t0=t0)
+    return drive(
+        plan,
+        out_dir,
+        pool,
+        cache=cache,
+        cache_dir=cache_dir,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        progress=progress,
+        t0=t0,
+    )
 
 
 class RayWorkerError(EngineError, RuntimeError):
@@ -328,14 +413,15 @@ class _ActorPool:
 
     def __init__(self, ray, n: int, cpus: float, gpus: float, kwargs: dict, batch: int = RAY_BATCH):
         self.ray, self.batch = ray, batch
-        remote = ray.remote(num_cpus=cpus, num_gpus=gpus or None, max_restarts=MAX_RESTARTS,
-                            max_task_retries=MAX_TASK_RETRIES)(EmbedBatch)
+        remote = ray.remote(
+            num_cpus=cpus, num_gpus=gpus or None, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES
+        )(EmbedBatch)
         fingerprint = kwargs["fingerprint"]
         self.actors = [remote.remote(**{**kwargs, "fingerprint": None}) for _ in range(n)]
-        self.capacity = n * INFLIGHT_PER_ACTOR * batch   # texts on the actors at once
+        self.capacity = n * INFLIGHT_PER_ACTOR * batch  # texts on the actors at once
         self.load = [0] * n
         self.queue: deque = deque()
-        self.inflight: dict = {}   # ref -> (actor index, tag)
+        self.inflight: dict = {}  # ref -> (actor index, tag)
         try:  # wait for every model to load: a missing model or another fingerprint fails here, clearly
             ray.get([a.ready.remote(fingerprint) for a in self.actors])
         except ray.exceptions.RayTaskError as e:
@@ -367,8 +453,10 @@ class _ActorPool:
         try:
             vectors, tokens = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-            raise RayWorkerError(f"embedding on Ray failed after {MAX_TASK_RETRIES} retries ({e}); the shards "
-                                 "written so far are kept: rerun the same command to resume") from e
+            raise RayWorkerError(
+                f"embedding on Ray failed after {MAX_TASK_RETRIES} retries ({e}); the shards "
+                "written so far are kept: rerun the same command to resume"
+            ) from e
         self._dispatch()
         return tag, vectors, tokens
 

@@ -80,6 +80,7 @@ file is skipped; the next file is read as usual. Without ``on_bad`` it raises ``
 gzip checks its CRC only at the end of a stream: bytes flipped inside one can first decompress to
 wrong lines (bad records of their own, mostly), before the damage is reported.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -105,18 +106,24 @@ from ..errors import InputError, missing_extra
 
 SKIP_HINT = "or pass --skip-bad (skip_bad=True) to skip bad records and list them in OUTDIR/rejects.jsonl"
 FORMATS = {
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
-    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
     ".txt": "text",
 }
-FORMAT_NAMES = ("jsonl", "csv", "tsv", "text", "parquet")   # what format= / --format takes
-SUPPORTED = (".jsonl/.ndjson/.json (JSON lines), .csv, .tsv/.tab, .parquet/.pq and .txt (one document per line), "
-             "each also .gz")
-BATCH_ROWS = 4096          # rows per batch read from Parquet, Arrow, DataFrames and datasets
-CSV_FIELD_LIMIT = 32 << 20   # characters in one CSV field (module docstring)
+FORMAT_NAMES = ("jsonl", "csv", "tsv", "text", "parquet")  # what format= / --format takes
+SUPPORTED = (
+    ".jsonl/.ndjson/.json (JSON lines), .csv, .tsv/.tab, .parquet/.pq and .txt (one document per line), each also .gz"
+)
+BATCH_ROWS = 4096  # rows per batch read from Parquet, Arrow, DataFrames and datasets
+CSV_FIELD_LIMIT = 32 << 20  # characters in one CSV field (module docstring)
 BOM = b"\xef\xbb\xbf"
-GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)   # what a damaged .gz raises while it is read
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)  # what a damaged .gz raises while it is read
 ID_HINT = "--id-field '' (id_field=None) for row numbers"
 OnBad = Callable[[str, str], None]
 
@@ -175,10 +182,10 @@ class Source:
     and row-number ids (``<stdin>``, ``<DataFrame>``, ``<generator>``, ...)."""
 
     def __init__(self, kind: str, obj=None, rows: int | None = None):
-        self.kind, self.obj, self.rows = kind, obj, rows   # rows: known before reading, else None
-        self.read: int | None = None       # rows read by a complete pass
-        self.format: str | None = None     # stdin: the format it was read as
-        self.stream: Iterator[bytes] | None = None   # stdin: its lines, while it is read
+        self.kind, self.obj, self.rows = kind, obj, rows  # rows: known before reading, else None
+        self.read: int | None = None  # rows read by a complete pass
+        self.format: str | None = None  # stdin: the format it was read as
+        self.stream: Iterator[bytes] | None = None  # stdin: its lines, while it is read
 
     def __str__(self) -> str:
         return "<stdin>" if self.kind == "stdin" else f"<{type(self.obj).__name__}>"
@@ -191,8 +198,11 @@ class Source:
         if self.kind == "stdin":
             return {"kind": "stdin", "format": self.format}
         cls = type(self.obj)
-        return {"kind": self.kind, "type": f"{cls.__module__.partition('.')[0]}.{cls.__qualname__}",
-                "rows": self.rows if self.rows is not None else self.read}
+        return {
+            "kind": self.kind,
+            "type": f"{cls.__module__.partition('.')[0]}.{cls.__qualname__}",
+            "rows": self.rows if self.rows is not None else self.read,
+        }
 
 
 Input = Path | Source
@@ -246,10 +256,13 @@ def detect_format(path: str | os.PathLike, format: str | None = None) -> str:
         return FORMATS[ext]
     force = f"or pass --format {'|'.join(FORMAT_NAMES)} (format=...) to read it as one of them"
     if not ext:
-        raise InputError(f"{path} has no file extension, so its format is unknown; embed reads {SUPPORTED}. "
-                         f"Rename it, {force}")
-    raise InputError(f"{path}: unknown file type '{ext}'; embed reads {SUPPORTED}. Convert it (a spreadsheet: "
-                     f"save it as CSV, or read it with pandas and pass the DataFrame), {force}")
+        raise InputError(
+            f"{path} has no file extension, so its format is unknown; embed reads {SUPPORTED}. Rename it, {force}"
+        )
+    raise InputError(
+        f"{path}: unknown file type '{ext}'; embed reads {SUPPORTED}. Convert it (a spreadsheet: "
+        f"save it as CSV, or read it with pandas and pass the DataFrame), {force}"
+    )
 
 
 def _check_format(format: str) -> str:
@@ -280,15 +293,17 @@ def expand_inputs(inputs, format: str | None = None) -> list[Input]:
             if "-" in seen:
                 raise InputError("standard input (-) is named twice; it can be read once")
             if format == "parquet":
-                raise InputError("parquet cannot be read from standard input (it needs a seekable file); "
-                                 "save it to a file and pass its path")
+                raise InputError(
+                    "parquet cannot be read from standard input (it needs a seekable file); "
+                    "save it to a file and pass its path"
+                )
             seen.add("-")
             out.append(Source("stdin"))
             continue
         for m in _matches(s):
             if os.path.isdir(m):
                 raise InputError(f"{m} is a directory; pass files or a glob such as '{m}/*.jsonl'")
-            detect_format(m, format)   # an unknown type fails here, before any output is written
+            detect_format(m, format)  # an unknown type fails here, before any output is written
             real = os.path.realpath(m)
             if real not in seen:  # the same file named twice (e.g. a glob and a path) is read once
                 seen.add(real)
@@ -307,12 +322,15 @@ def _matches(s: str) -> list[str]:
         if not matches:
             raise InputError(f"no files match {s!r}; check the pattern (quote it so the shell does not expand it)")
         return matches
-    texts = " (a list of strings is a list of file names: to embed the strings themselves, pass iter(texts))" \
-        if any(c.isspace() for c in s) else ""
+    texts = (
+        " (a list of strings is a list of file names: to embed the strings themselves, pass iter(texts))"
+        if any(c.isspace() for c in s)
+        else ""
+    )
     raise InputError(f"input file {s!r} does not exist{texts}")
 
 
-_READ_ONCE: weakref.WeakSet = weakref.WeakSet()   # one-shot sources (generators, readers) already read
+_READ_ONCE: weakref.WeakSet = weakref.WeakSet()  # one-shot sources (generators, readers) already read
 
 
 def _as_source(obj) -> Source | None:
@@ -320,8 +338,9 @@ def _as_source(obj) -> Source | None:
     if isinstance(obj, (str, os.PathLike)):
         return None
     if isinstance(obj, (bytes, bytearray)):
-        raise InputError("inputs are bytes; pass a path (str), a list of paths, or decode the text and pass "
-                         "iter([text])")
+        raise InputError(
+            "inputs are bytes; pass a path (str), a list of paths, or decode the text and pass iter([text])"
+        )
     module, name = type(obj).__module__.partition(".")[0], type(obj).__name__
     if module == "pandas" and hasattr(obj, "columns") and hasattr(obj, "iloc"):
         return Source("pandas", obj, len(obj))
@@ -335,20 +354,21 @@ def _as_source(obj) -> Source | None:
     if isinstance(obj, Mapping):
         raise InputError(f"inputs are a {name}: one record, not a corpus; pass a list of dicts (or a DataFrame)")
     if isinstance(obj, (list, tuple)) and all(isinstance(x, (str, os.PathLike)) for x in obj):
-        return None   # paths and globs
+        return None  # paths and globs
     if isinstance(obj, io.IOBase) or obj is sys.stdin:
         raise InputError("inputs are an open file; pass its path, or '-' for standard input")
-    if hasattr(obj, "__arrow_c_stream__") and module != "pandas":   # polars, duckdb, ...
+    if hasattr(obj, "__arrow_c_stream__") and module != "pandas":  # polars, duckdb, ...
         return Source("arrow-stream", obj)
     if isinstance(obj, (set, frozenset)):
-        raise InputError(f"inputs are a {name}, which has no order (ids would change from run to run); "
-                         "pass a list")
+        raise InputError(f"inputs are a {name}, which has no order (ids would change from run to run); pass a list")
     if isinstance(obj, Iterable):
         _check_unread(obj)
         return Source("iterable", obj, len(obj) if isinstance(obj, Sized) else None)
-    raise InputError(f"inputs of type {name} cannot be read as a corpus; pass files (paths or globs), '-' for "
-                     "stdin, a pandas DataFrame, a pyarrow Table/RecordBatchReader/dataset, a Hugging Face "
-                     "Dataset, or an iterable of dicts or of strings")
+    raise InputError(
+        f"inputs of type {name} cannot be read as a corpus; pass files (paths or globs), '-' for "
+        "stdin, a pandas DataFrame, a pyarrow Table/RecordBatchReader/dataset, a Hugging Face "
+        "Dataset, or an iterable of dicts or of strings"
+    )
 
 
 def _arrow_source(obj) -> Source:
@@ -363,8 +383,10 @@ def _arrow_source(obj) -> Source:
 
     if isinstance(obj, pads.Dataset):
         return Source("arrow-dataset", obj)
-    raise InputError(f"a pyarrow {type(obj).__name__} is not a corpus; pass a Table, RecordBatch, "
-                     "RecordBatchReader or dataset (e.g. pa.table({'text': array}))")
+    raise InputError(
+        f"a pyarrow {type(obj).__name__} is not a corpus; pass a Table, RecordBatch, "
+        "RecordBatchReader or dataset (e.g. pa.table({'text': array}))"
+    )
 
 
 def _check_unread(obj) -> bool:
@@ -373,12 +395,14 @@ def _check_unread(obj) -> bool:
     if not (_is_arrow_reader(obj) or iter(obj) is obj):
         return False
     try:
-        seen = obj in _READ_ONCE   # False for what takes no weak reference (a list iterator)
-    except TypeError:              # unhashable
+        seen = obj in _READ_ONCE  # False for what takes no weak reference (a list iterator)
+    except TypeError:  # unhashable
         seen = False
     if seen or (inspect.isgenerator(obj) and inspect.getgeneratorstate(obj) == inspect.GEN_CLOSED):
-        raise InputError(f"this {type(obj).__name__} was read before and can be read only once; create a new "
-                         "one (a list, DataFrame or Table can be read again)")
+        raise InputError(
+            f"this {type(obj).__name__} was read before and can be read only once; create a new "
+            "one (a list, DataFrame or Table can be read again)"
+        )
     return True
 
 
@@ -389,12 +413,13 @@ def _is_arrow_reader(obj) -> bool:
 def _mark_read(obj) -> None:
     """Remember that a one-shot source is being read (``_check_unread`` refuses it from now on)."""
     if _check_unread(obj):
-        with contextlib.suppress(TypeError):   # not tracked: no weak references to it, or unhashable
+        with contextlib.suppress(TypeError):  # not tracked: no weak references to it, or unhashable
             _READ_ONCE.add(obj)
 
 
-def iter_documents(inputs: Sequence[Input], fields: Fields = Fields(), on_bad: OnBad | None = None,
-                   format: str | None = None) -> Iterator[Doc]:
+def iter_documents(
+    inputs: Sequence[Input], fields: Fields = Fields(), on_bad: OnBad | None = None, format: str | None = None
+) -> Iterator[Doc]:
     """Every document of every input (``expand_inputs``' files and sources), in order.
 
     format: read every file (and stdin) as this format (``FORMAT_NAMES``) instead of by suffix.
@@ -437,7 +462,7 @@ def count_records(inputs: Sequence[Input], format: str | None = None) -> int | N
             total += path.rows
             continue
         fmt = detect_format(path, format)
-        if str(path).lower().endswith(".gz") or not os.path.isfile(path):   # a fifo is read once
+        if str(path).lower().endswith(".gz") or not os.path.isfile(path):  # a fifo is read once
             return None
         if fmt == "parquet":
             try:
@@ -446,7 +471,7 @@ def count_records(inputs: Sequence[Input], format: str | None = None) -> int | N
                 return None
             try:
                 total += pq.ParquetFile(path).metadata.num_rows
-            except Exception:   # damaged or not Parquet: no count here; reading it says what is wrong
+            except Exception:  # damaged or not Parquet: no count here; reading it says what is wrong
                 return None
             continue
         n, last = 0, b"\n"
@@ -461,7 +486,7 @@ def count_records(inputs: Sequence[Input], format: str | None = None) -> int | N
 
 # -- helpers ----------------------------------------------------------------------------------
 def _open(path: Input):
-    if isinstance(path, Source):   # stdin: its lines, the ones read to detect its format first
+    if isinstance(path, Source):  # stdin: its lines, the ones read to detect its format first
         return contextlib.nullcontext(path.stream)
     return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
 
@@ -490,9 +515,13 @@ def _raw_lines(path: Path, on_bad: OnBad | None) -> Iterator[tuple[int, bytes, i
             except GZIP_ERRORS as e:
                 read = f"lines 1-{lineno} were read" if lineno else "nothing was read"
                 rest = "" if on_bad in (None, raise_on_bad) else ", the rest of the file is skipped"
-                _bad(on_bad, f"{path}:{lineno + 1}", f"damaged gzip data ({e}; {read}{rest})",
-                     "the file is truncated or not gzip data: check it with gzip -t and compress it again, "
-                     "or remove the .gz suffix if it is not compressed")
+                _bad(
+                    on_bad,
+                    f"{path}:{lineno + 1}",
+                    f"damaged gzip data ({e}; {read}{rest})",
+                    "the file is truncated or not gzip data: check it with gzip -t and compress it again, "
+                    "or remove the .gz suffix if it is not compressed",
+                )
                 return
             lineno += 1
             start, offset = offset, offset + len(raw)
@@ -507,7 +536,8 @@ def _decode(raw: bytes, offset: int) -> tuple[str, str | None]:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as e:
         return raw.decode("utf-8", "replace"), (
-            f"not valid UTF-8 (byte offset {offset + e.start} in the file: {raw[e.start:e.start + 4]!r})")
+            f"not valid UTF-8 (byte offset {offset + e.start} in the file: {raw[e.start : e.start + 4]!r})"
+        )
 
 
 UTF8_HINT = "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
@@ -529,8 +559,12 @@ def _text_value(value, name: str, where: str, on_bad: OnBad | None, flag: str) -
     if value is None:
         _bad(on_bad, where, f"field '{name}' is null", f"fill it in or choose another field with {flag}")
     else:
-        _bad(on_bad, where, f"field '{name}' is {type(value).__name__} ({value!r:.40}), not a string",
-             f"choose another field with {flag}")
+        _bad(
+            on_bad,
+            where,
+            f"field '{name}' is {type(value).__name__} ({value!r:.40}), not a string",
+            f"choose another field with {flag}",
+        )
     return None
 
 
@@ -539,8 +573,12 @@ def _id_value(value, name: str, where: str, on_bad: OnBad | None) -> str | None:
         if value is None:
             _bad(on_bad, where, f"id field '{name}' is null", "give every record an id")
         else:
-            _bad(on_bad, where, f"id field '{name}' is {type(value).__name__} ({value!r:.40}); ids must be strings "
-                 "or integers", "choose another field with --id-field")
+            _bad(
+                on_bad,
+                where,
+                f"id field '{name}' is {type(value).__name__} ({value!r:.40}); ids must be strings or integers",
+                "choose another field with --id-field",
+            )
         return None
     s = str(value)
     if not s:
@@ -571,12 +609,18 @@ def _make_doc(record: dict, fields: Fields, where: str, on_bad: OnBad | None, li
     ``line_id`` is the id when ``fields.id`` is None.
     """
     text_name = _text_name(record, fields.texts)
-    for role, shown, found in (("id", fields.id, fields.id is None or fields.id in record),
-                               ("text", _either(fields.texts), text_name is not None)):
+    for role, shown, found in (
+        ("id", fields.id, fields.id is None or fields.id in record),
+        ("text", _either(fields.texts), text_name is not None),
+    ):
         if not found:
             available = ", ".join(map(str, record)) or "none"
-            _bad(on_bad, where, f"no {role} field '{shown}' (fields: {available})",
-                 f"name the {role} field with --{role}-field" + (f", or pass {ID_HINT}" if role == "id" else ""))
+            _bad(
+                on_bad,
+                where,
+                f"no {role} field '{shown}' (fields: {available})",
+                f"name the {role} field with --{role}-field" + (f", or pass {ID_HINT}" if role == "id" else ""),
+            )
             return None
     doc_id = line_id if fields.id is None else _id_value(record[fields.id], fields.id, where, on_bad)
     text = _text_value(record[text_name], text_name, where, on_bad, "--text-field")
@@ -600,20 +644,28 @@ def _encodable(text: str, where: str, on_bad: OnBad | None) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        _bad(on_bad, where, f"text holds an invalid character (a lone surrogate at {e.start})",
-             "remove the \\ud800-style escape")
+        _bad(
+            on_bad,
+            where,
+            f"text holds an invalid character (a lone surrogate at {e.start})",
+            "remove the \\ud800-style escape",
+        )
         return False
     return True
 
 
 def _check_columns(path: Input, fields: Fields, columns: list, what: str) -> None:
     """A CSV header, Parquet/Arrow schema or DataFrame must hold the id column (if any) and a text column."""
-    for role, names, flag in (("id", (fields.id,) if fields.id else (), "--id-field"),
-                              ("text", fields.texts, "--text-field")):
+    for role, names, flag in (
+        ("id", (fields.id,) if fields.id else (), "--id-field"),
+        ("text", fields.texts, "--text-field"),
+    ):
         if names and not any(n in columns for n in names):
             hint = f"name it with {flag}" + (f", or pass {ID_HINT}" if role == "id" else "")
-            raise InputError(f"{path}: no {role} column '{_either(names)}'{what} "
-                             f"(columns: {', '.join(map(str, columns)) or 'none'}); {hint}")
+            raise InputError(
+                f"{path}: no {role} column '{_either(names)}'{what} "
+                f"(columns: {', '.join(map(str, columns)) or 'none'}); {hint}"
+            )
 
 
 def _wanted(fields: Fields, names: list | None) -> list:
@@ -631,8 +683,11 @@ def _read_jsonl(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str) -
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            hint = "a JSON array file is not JSON lines; write one object per line" if line.lstrip().startswith("[") \
+            hint = (
+                "a JSON array file is not JSON lines; write one object per line"
+                if line.lstrip().startswith("[")
                 else "fix or remove the line"
+            )
             _bad(on_bad, where, f"invalid JSON ({e.msg} at column {e.colno})", hint)
             continue
         except RecursionError:
@@ -659,11 +714,11 @@ class _CsvLines:
             on_bad(where, message)
 
         self._raw = _raw_lines(path, on_bad if on_bad in (None, raise_on_bad) else damaged)
-        self.damaged = False       # a damaged gzip stream ended the file (reported by _raw_lines)
+        self.damaged = False  # a damaged gzip stream ended the file (reported by _raw_lines)
         self._again: deque[tuple[int, str, str | None]] = deque()
-        self.record: list[tuple[int, str, str | None]] = []   # (line number, text, UTF-8 error) of the record
-        self.last = 0              # the number of the last line handed out
-        self.exhausted = False     # the file ran out while a record was being read
+        self.record: list[tuple[int, str, str | None]] = []  # (line number, text, UTF-8 error) of the record
+        self.last = 0  # the number of the last line handed out
+        self.exhausted = False  # the file ran out while a record was being read
 
     def __iter__(self):
         return self
@@ -717,22 +772,32 @@ def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str, del
         except csv.Error as e:
             where = f"{path}:{start}"
             if lines.damaged:
-                return   # the damage is reported; this record was cut by it
+                return  # the damage is reported; this record was cut by it
             if "field limit" in str(e):
-                raise InputError(f"{where}: a field longer than {CSV_FIELD_LIMIT:,} characters starts in this record: "
-                                 "a quote left open, most likely; fix the quoting (a quote inside a quoted field is "
-                                 'written twice: "")') from None
-            if lines.exhausted:   # a quote left open ran to the end of the file
-                _bad(on_bad, where, f"unterminated quote: a quoted field of this record is never closed (it runs "
-                     f"to the end of the file, line {lines.last})",
-                     'close the quote (a quote inside a quoted field is written twice: "")')
+                raise InputError(
+                    f"{where}: a field longer than {CSV_FIELD_LIMIT:,} characters starts in this record: "
+                    "a quote left open, most likely; fix the quoting (a quote inside a quoted field is "
+                    'written twice: "")'
+                ) from None
+            if lines.exhausted:  # a quote left open ran to the end of the file
+                _bad(
+                    on_bad,
+                    where,
+                    f"unterminated quote: a quoted field of this record is never closed (it runs "
+                    f"to the end of the file, line {lines.last})",
+                    'close the quote (a quote inside a quoted field is written twice: "")',
+                )
                 lines.read_again()
                 reader = csv.reader(lines, delimiter=delimiter, strict=True)
             else:
                 at = f" at line {lines.last}" if lines.last != start else ""
-                _bad(on_bad, where, f"malformed CSV ({e}{at})",
-                     'fix the quoting (a quoted field ends with a quote and then the delimiter; a quote inside '
-                     'it is written twice: "")')
+                _bad(
+                    on_bad,
+                    where,
+                    f"malformed CSV ({e}{at})",
+                    "fix the quoting (a quoted field ends with a quote and then the delimiter; a quote inside "
+                    'it is written twice: "")',
+                )
             continue
         where, line_id = f"{path}:{start}", f"{prefix}{start}"
         error = next((f"line {n} is {error}" for n, _, error in lines.record if error), None)
@@ -742,8 +807,12 @@ def _read_csv(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str, del
         if not row:
             continue  # a blank line
         if len(row) != len(header):
-            _bad(on_bad, where, f"row has {len(row)} fields, the header has {len(header)}",
-                 "fix the quoting or the delimiter")
+            _bad(
+                on_bad,
+                where,
+                f"row has {len(row)} fields, the header has {len(header)}",
+                "fix the quoting or the delimiter",
+            )
             continue
         doc = _make_doc(dict(zip(header, row)), fields, where, on_bad, line_id)
         if doc is not None:
@@ -758,8 +827,10 @@ def _read_parquet(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str)
     import pyarrow as pa
 
     def damaged(e: Exception) -> InputError:
-        return InputError(f"{path}: not a readable Parquet file ({e}); check that the file is complete (e.g. "
-                          "re-download or re-export it), or pass --format if it is another format")
+        return InputError(
+            f"{path}: not a readable Parquet file ({e}); check that the file is complete (e.g. "
+            "re-download or re-export it), or pass --format if it is another format"
+        )
 
     try:
         pf = pq.ParquetFile(path)
@@ -774,10 +845,10 @@ def _read_parquet(path: Path, fields: Fields, on_bad: OnBad | None, prefix: str)
         while True:
             try:
                 batch = next(it)
-                batch.validate(full=True)   # e.g. strings that are not UTF-8 (a damaged page that decoded)
+                batch.validate(full=True)  # e.g. strings that are not UTF-8 (a damaged page that decoded)
             except StopIteration:
                 return
-            except (pa.ArrowException, OSError) as e:   # a damaged page or column chunk
+            except (pa.ArrowException, OSError) as e:  # a damaged page or column chunk
                 raise damaged(e) from None
             yield batch
 
@@ -791,8 +862,7 @@ def _read_text(path: Path, on_bad: OnBad | None, prefix: str) -> Iterator[Doc]:
 
 
 # -- sources ----------------------------------------------------------------------------------
-def _read_source(src: Source, fields: Fields, on_bad: OnBad | None, prefix: str,
-                 format: str | None) -> Iterator[Doc]:
+def _read_source(src: Source, fields: Fields, on_bad: OnBad | None, prefix: str, format: str | None) -> Iterator[Doc]:
     if src.kind == "stdin":
         yield from _read_stdin(src, fields, on_bad, prefix, format)
         return
@@ -818,7 +888,7 @@ def _arrow_table(table):
 
 
 def _arrow_stream(obj):
-    if not _is_arrow_reader(obj):   # an __arrow_c_stream__ object: a new reader each time
+    if not _is_arrow_reader(obj):  # an __arrow_c_stream__ object: a new reader each time
         import pyarrow as pa
 
         obj = pa.RecordBatchReader.from_stream(obj)
@@ -826,26 +896,34 @@ def _arrow_stream(obj):
 
 
 def _arrow_dataset(ds):
-    return ds.schema.names, lambda columns: _arrow_batches(ds.to_batches(columns=columns, batch_size=BATCH_ROWS),
-                                                           columns)
+    return ds.schema.names, lambda columns: _arrow_batches(
+        ds.to_batches(columns=columns, batch_size=BATCH_ROWS), columns
+    )
 
 
 def _hf_dataset(ds):
     """Through its public API, so its row order (select, shuffle, filter) is kept."""
-    names = ds.column_names   # None for a streamed dataset whose columns are not known yet
+    names = ds.column_names  # None for a streamed dataset whose columns are not known yet
 
     def batches(columns):
         part = ds.select_columns(columns) if names is not None else ds
         return _arrow_batches(part.with_format("arrow").iter(batch_size=BATCH_ROWS), columns)
+
     return names, batches
 
 
-_TABLES = {"pandas": _pandas_table, "arrow": _arrow_table, "arrow-stream": _arrow_stream,
-           "arrow-dataset": _arrow_dataset, "hf-dataset": _hf_dataset}
+_TABLES = {
+    "pandas": _pandas_table,
+    "arrow": _arrow_table,
+    "arrow-stream": _arrow_stream,
+    "arrow-dataset": _arrow_dataset,
+    "hf-dataset": _hf_dataset,
+}
 
 
-def _read_rows(src: Input, batches: Iterator[tuple[int, dict]], fields: Fields, on_bad: OnBad | None,
-               prefix: str) -> Iterator[Doc]:
+def _read_rows(
+    src: Input, batches: Iterator[tuple[int, dict]], fields: Fields, on_bad: OnBad | None, prefix: str
+) -> Iterator[Doc]:
     """Docs from (rows, {column: values}) batches; a row's id is its 1-based number when fields.id is None."""
     row = 0
     for n, cols in batches:
@@ -897,16 +975,19 @@ def _read_items(src: Source, fields: Fields, on_bad: OnBad | None, prefix: str) 
         elif isinstance(item, Mapping):
             doc = _make_doc(item, fields, where, on_bad, row_id)
         else:
-            _bad(on_bad, where, f"a {type(item).__name__} ({item!r:.40}), not a dict (a record) or a string "
-                 "(a document)", "pass an iterable of dicts or of strings")
+            _bad(
+                on_bad,
+                where,
+                f"a {type(item).__name__} ({item!r:.40}), not a dict (a record) or a string (a document)",
+                "pass an iterable of dicts or of strings",
+            )
             doc = None
         if doc is not None:
             yield doc
     src.read = row
 
 
-def _read_stdin(src: Source, fields: Fields, on_bad: OnBad | None, prefix: str,
-                format: str | None) -> Iterator[Doc]:
+def _read_stdin(src: Source, fields: Fields, on_bad: OnBad | None, prefix: str, format: str | None) -> Iterator[Doc]:
     """Standard input as JSON lines or text (detected from its first non-blank line) or a forced format."""
     stdin = sys.stdin
     if stdin is None:

@@ -45,6 +45,7 @@ and ``load_index`` (including NaN, zero or duplicate-id rows that ``Index.add`` 
 done record or shard that fails these checks is not trusted: the shard is redone (a warning
 names the file).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,14 +77,14 @@ SNIPPET = 100
 _SHARD_FILE = re.compile(r"^shard-(\d+)\.(npy|jsonl|parquet|done\.json)$")
 _SCRATCH = re.compile(r"^(\.lock|\.tmp-.*|\.ids\.sqlite.*|rejects\.jsonl\.partial)$")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-MANIFEST_LIMIT = 1 << 30      # bytes; a manifest lists every shard (~400 bytes each)
-DONE_LIMIT = 16 << 20         # bytes of a done record (its first/last ids are the only free text)
-SHARD_LIMIT = 1 << 36         # bytes of one shard file read whole on resume (64 GiB: no limit in practice)
-NPY_HEADER_LIMIT = 10_000     # bytes of a .npy header (numpy's own limit; the engine's are 128)
+MANIFEST_LIMIT = 1 << 30  # bytes; a manifest lists every shard (~400 bytes each)
+DONE_LIMIT = 16 << 20  # bytes of a done record (its first/last ids are the only free text)
+SHARD_LIMIT = 1 << 36  # bytes of one shard file read whole on resume (64 GiB: no limit in practice)
+NPY_HEADER_LIMIT = 10_000  # bytes of a .npy header (numpy's own limit; the engine's are 128)
 REWRITE = "Rerun the same embed encode command to rewrite it, or encode into a new folder"
 # a shard's files in each output format: (role in its done record, suffix)
 OUTPUT_FORMATS = {"npy": (("vectors", "npy"), ("ids", "jsonl")), "parquet": (("table", "parquet"),)}
-DEFAULT_OUTPUT_FORMAT = "npy"   # absent from the settings (and from manifests written before parquet)
+DEFAULT_OUTPUT_FORMAT = "npy"  # absent from the settings (and from manifests written before parquet)
 
 
 def json_bytes(obj: Any, **kw) -> bytes:
@@ -113,8 +114,7 @@ def check_output_format(output_format: Any) -> str:
     """output_format itself if it is one the engine writes and can write here; InputError if not
     (for "parquet" without pyarrow: the install command)."""
     if output_format not in OUTPUT_FORMATS:
-        raise InputError(f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))}, "
-                         f"got {output_format!r}")
+        raise InputError(f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))}, got {output_format!r}")
     if output_format == "parquet":
         _pyarrow()
     return output_format
@@ -126,9 +126,11 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise InputError("Parquet output needs pyarrow, which comes with the 'corpus' extra: "
-                         "pip install 'embed-engine[corpus]' (or: pip install pyarrow); "
-                         "or write .npy shards (output_format='npy', --output-format npy)") from None
+        raise InputError(
+            "Parquet output needs pyarrow, which comes with the 'corpus' extra: "
+            "pip install 'embed-engine[corpus]' (or: pip install pyarrow); "
+            "or write .npy shards (output_format='npy', --output-format npy)"
+        ) from None
     return pa, pq
 
 
@@ -167,8 +169,9 @@ def _parquet_bytes(vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str
     pa, pq = _pyarrow()
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
-    table = pa.Table.from_arrays([pa.array(ids, pa.string()), pa.array(titles, pa.string()), embedding],
-                                 schema=parquet_schema(vectors.shape[1]))
+    table = pa.Table.from_arrays(
+        [pa.array(ids, pa.string()), pa.array(titles, pa.string()), embedding], schema=parquet_schema(vectors.shape[1])
+    )
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, use_dictionary=False, row_group_size=max(len(ids), 1))
     return sink.getvalue().to_pybytes()
@@ -197,7 +200,7 @@ class OutputDir:
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"output {self.path} exists and is not a folder; choose a folder path for -o/--out")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._dim: int | None = None   # the run's dim and output format, from check_settings
+        self._dim: int | None = None  # the run's dim and output format, from check_settings
         self._format = DEFAULT_OUTPUT_FORMAT
         self._lock = self._take_lock()
         for p in self.path.glob(f"{TMP_PREFIX}*"):  # leftovers of a killed run
@@ -220,8 +223,10 @@ class OutputDir:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.close()
-            raise InputError(f"another 'embed encode' is writing to {self.path}; wait for it to finish "
-                             "or choose another output folder") from None
+            raise InputError(
+                f"another 'embed encode' is writing to {self.path}; wait for it to finish "
+                "or choose another output folder"
+            ) from None
         return f
 
     def close(self) -> None:
@@ -238,7 +243,7 @@ class OutputDir:
     # -- settings -----------------------------------------------------------------------
     def check_settings(self, settings: dict, overwrite: bool) -> None:
         """Refuse (or with overwrite, clear) an OUTDIR written with other settings or by something else."""
-        self._dim = settings.get("dim")   # what completed() checks shard files against
+        self._dim = settings.get("dim")  # what completed() checks shard files against
         self._format = check_output_format(output_format_of(settings))
         manifest = self.path / MANIFEST
         if manifest.is_symlink() or manifest.exists():
@@ -250,28 +255,37 @@ class OutputDir:
             if not isinstance(old_settings, dict):
                 old_settings = None
             if old_settings is None and not overwrite:
-                raise InputError(f"{manifest} is not an embed encode manifest (or is damaged); choose another "
-                                 "output folder, or pass --overwrite (overwrite=True) to replace its contents")
+                raise InputError(
+                    f"{manifest} is not an embed encode manifest (or is damaged); choose another "
+                    "output folder, or pass --overwrite (overwrite=True) to replace its contents"
+                )
             if old_settings is not None and old_settings != settings and not overwrite and not self._has_shards():
                 # a run that failed before writing any shard (a wrong column name, say) pins nothing
                 log.info("%s: replacing the manifest of an earlier run that wrote no shard", self.path)
                 overwrite = True
             if old_settings is not None and old_settings != settings and not overwrite:
                 was, now = _with_defaults(old_settings), _with_defaults(settings)
-                diff = [f"{k}: {was.get(k)!r} then, {now.get(k)!r} now"
-                        for k in sorted(set(now) | set(was)) if was.get(k) != now.get(k)]
+                diff = [
+                    f"{k}: {was.get(k)!r} then, {now.get(k)!r} now"
+                    for k in sorted(set(now) | set(was))
+                    if was.get(k) != now.get(k)
+                ]
                 cls = ModelMismatchError if old_settings.get("model") != settings.get("model") else InputError
-                raise cls(f"{self.path} holds output written with other settings ({'; '.join(diff)}). Rerun with "
-                          "the original settings to resume, choose another output folder, or pass --overwrite "
-                          "(overwrite=True) to delete it and start again")
+                raise cls(
+                    f"{self.path} holds output written with other settings ({'; '.join(diff)}). Rerun with "
+                    "the original settings to resume, choose another output folder, or pass --overwrite "
+                    "(overwrite=True) to delete it and start again"
+                )
             if overwrite:
                 self.clear()
         else:
             foreign = [p.name for p in self.path.iterdir() if not _SCRATCH.match(p.name)]
             if foreign and not overwrite:
-                raise InputError(f"{self.path} is not empty and has no {MANIFEST} ({', '.join(sorted(foreign)[:5])}"
-                                 f"{', ...' if len(foreign) > 5 else ''}); choose a new or empty output folder, "
-                                 "or pass --overwrite (overwrite=True) to delete the shards and start again")
+                raise InputError(
+                    f"{self.path} is not empty and has no {MANIFEST} ({', '.join(sorted(foreign)[:5])}"
+                    f"{', ...' if len(foreign) > 5 else ''}); choose a new or empty output folder, "
+                    "or pass --overwrite (overwrite=True) to delete the shards and start again"
+                )
             if overwrite:
                 self.clear()
 
@@ -305,8 +319,9 @@ class OutputDir:
 
         return Folder(self.path)
 
-    def write_shard(self, i: int, vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str],
-                    content: str, settings_sha: str) -> dict:
+    def write_shard(
+        self, i: int, vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str], content: str, settings_sha: str
+    ) -> dict:
         """Write shard i (its files in the output format, then its done record), each atomically;
         return the record."""
         return write_shard(self._folder(), i, self._format, vectors, ids, titles, content, settings_sha)
@@ -328,15 +343,23 @@ def done_name(i: int) -> str:
     return f"{shard_stem(i)}.done.json"
 
 
-def write_shard(folder, i: int, output_format: str, vectors: np.ndarray, ids: Sequence[str], titles: Sequence[str],
-                content: str, settings_sha: str) -> dict:
+def write_shard(
+    folder,
+    i: int,
+    output_format: str,
+    vectors: np.ndarray,
+    ids: Sequence[str],
+    titles: Sequence[str],
+    content: str,
+    settings_sha: str,
+) -> dict:
     """Write shard i into folder (an ``engine.corpus.storage.Folder``: local or object storage): its
     files in output_format, then its done record, each whole (atomically); return the record.
 
     The one writer of shards: ``OutputDir.write_shard`` (the driver) and the distributed path's
     workers (``engine.corpus.distributed``) call it.
     """
-    folder.delete(done_name(i))   # the old record must not vouch for the files being replaced
+    folder.delete(done_name(i))  # the old record must not vouch for the files being replaced
     names, payload = shard_files(i, output_format), _payload(output_format, vectors, ids, titles)
     # a local folder is synced once, with the done record: after a power loss a record that
     # outlived its files' renames fails the checksum test and the shard is redone
@@ -356,8 +379,9 @@ def write_shard(folder, i: int, output_format: str, vectors: np.ndarray, ids: Se
     return rec
 
 
-def shard_completed(folder, i: int, content: str, settings_sha: str, output_format: str,
-                    dim: int | None) -> dict | None:
+def shard_completed(
+    folder, i: int, content: str, settings_sha: str, output_format: str, dim: int | None
+) -> dict | None:
     """Shard i's done record if the shard in folder (a ``storage.Folder``) is complete for these
     documents and settings, else None (``OutputDir.completed``, which the distributed path's
     workers share).
@@ -377,8 +401,9 @@ def shard_completed(folder, i: int, content: str, settings_sha: str, output_form
             return None
         for role, name in shard_files(i, output_format).items():
             data = folder.read(name, SHARD_LIMIT, REWRITE)
-            if not _check_file(role, io.BytesIO(data), Path(folder.name(name)), len(data), rec["count"], dim,
-                               rec["sha256"][role]):
+            if not _check_file(
+                role, io.BytesIO(data), Path(folder.name(name)), len(data), rec["count"], dim, rec["sha256"][role]
+            ):
                 return None
     except FileNotFoundError:
         return None
@@ -426,8 +451,9 @@ def record_problem(rec: Any, i: int, output_format: str = DEFAULT_OUTPUT_FORMAT)
         if rec.get(role) != name:
             return f"shard record {i} names {role} file {rec.get(role)!r}, the engine's is {name!r}"
     sums = rec.get("sha256")
-    if not isinstance(sums, dict) or not all(isinstance(sums.get(r), str) and _SHA256.fullmatch(sums[r])
-                                             for r in files):
+    if not isinstance(sums, dict) or not all(
+        isinstance(sums.get(r), str) and _SHA256.fullmatch(sums[r]) for r in files
+    ):
         return f"shard record {i} has no valid sha256 for its files"
     if not all(rec.get(k) is None or isinstance(rec[k], str) for k in ("first_id", "last_id")):
         return f"shard record {i} has first_id/last_id that are not strings"
@@ -438,6 +464,7 @@ def _check_manifest(path: Path, m: dict) -> None:
     """The fields of a complete manifest that readers use: dim, model, truncate_dim, normalize,
     similarity_fn_name, prompts, output_format (those four absent from manifests written before)
     and shards."""
+
     def bad(why: str) -> IndexFormatError:
         return IndexFormatError(f"{path}: {why}. {REWRITE}")
 
@@ -445,8 +472,9 @@ def _check_manifest(path: Path, m: dict) -> None:
     if not _is_int(dim) or dim < 1:
         raise bad(f"dim is {dim!r}, not a positive integer")
     model = m.get("model")
-    if not isinstance(model, dict) or not all(isinstance(model.get(k), str) for k in ("fingerprint", "ref",
-                                                                                      "precision")):
+    if not isinstance(model, dict) or not all(
+        isinstance(model.get(k), str) for k in ("fingerprint", "ref", "precision")
+    ):
         raise bad("model must be an object with string fingerprint, ref and precision")
     td = m.get("truncate_dim")
     if td is not None and (not _is_int(td) or td < 1):
@@ -481,19 +509,23 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     try:
         manifest = _load_json(path, MANIFEST_LIMIT)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no {MANIFEST} in {out_dir}; create it with: embed encode INPUT -o {out_dir}") \
-            from None
+        raise FileNotFoundError(
+            f"no {MANIFEST} in {out_dir}; create it with: embed encode INPUT -o {out_dir}"
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexFormatError(f"{path} is not an embed encode manifest")
     version = manifest.get("version", 0)
     if not _is_int(version):
         raise IndexFormatError(f"{path} has format version {version!r}, not an integer. {REWRITE}")
     if version > VERSION:
-        raise IndexFormatError(f"{path} has format version {version}; this engine reads "
-                               f"up to {VERSION}. Upgrade embed-engine")
+        raise IndexFormatError(
+            f"{path} has format version {version}; this engine reads up to {VERSION}. Upgrade embed-engine"
+        )
     if manifest.get("status") != "complete":
-        raise IndexFormatError(f"{out_dir} is incomplete (an encode run stopped before the end); rerun the same "
-                               "embed encode command to resume and finish it")
+        raise IndexFormatError(
+            f"{out_dir} is incomplete (an encode run stopped before the end); rerun the same "
+            "embed encode command to resume and finish it"
+        )
     _check_manifest(path, manifest)
     return manifest
 
@@ -526,14 +558,18 @@ def _npy_data_offset(f: BinaryIO, path: Path, size: int, count: int, dim: int | 
     except (ValueError, TypeError, SyntaxError, EOFError, OverflowError, RecursionError, MemoryError) as e:
         raise IndexFormatError(f"{path} is not a valid .npy file ({e}). {REWRITE}") from None
     if dim is None and len(shape) == 2:
-        dim = shape[1]          # a done record without the run's settings: any width >= 1
+        dim = shape[1]  # a done record without the run's settings: any width >= 1
     if dtype.str != "<f4" or fortran or shape != (count, dim) or not dim or dim < 1:
-        raise IndexFormatError(f"{path} holds {dtype.str} {shape}{' in Fortran order' if fortran else ''}, its "
-                               f"record says <f4 (float32) {(count, dim)} in C order. {REWRITE}")
+        raise IndexFormatError(
+            f"{path} holds {dtype.str} {shape}{' in Fortran order' if fortran else ''}, its "
+            f"record says <f4 (float32) {(count, dim)} in C order. {REWRITE}"
+        )
     offset = bio.tell()
     if size != offset + count * dim * 4:
-        raise IndexFormatError(f"{path} is {size} bytes, a {shape} float32 .npy file is {offset + count * dim * 4}"
-                               f" ({'truncated' if size < offset + count * dim * 4 else 'trailing data'}). {REWRITE}")
+        raise IndexFormatError(
+            f"{path} is {size} bytes, a {shape} float32 .npy file is {offset + count * dim * 4}"
+            f" ({'truncated' if size < offset + count * dim * 4 else 'trailing data'}). {REWRITE}"
+        )
     return offset
 
 
@@ -566,8 +602,10 @@ def _check_file(role: str, f: BinaryIO, path: Path, size: int, count: int, dim: 
 
 
 def _checksum_error(path: Path) -> IndexFormatError:
-    return IndexFormatError(f"{path} does not match its checksum in the manifest (damaged or "
-                            "edited); rerun the same embed encode command to rewrite it")
+    return IndexFormatError(
+        f"{path} does not match its checksum in the manifest (damaged or "
+        "edited); rerun the same embed encode command to rewrite it"
+    )
 
 
 def _read_vectors(path: Path, count: int, dim: int, sha: str | None) -> np.ndarray:
@@ -606,16 +644,17 @@ def _read_sidecar(path: Path, count: int, sha: str | None) -> tuple[list[str], l
     # split on "\n" only: str.splitlines would also split inside ids holding U+2028
     lines = raw.split(b"\n")
     if lines[-1] != b"" or len(lines) - 1 != count:
-        raise IndexFormatError(f"{path} has {len(lines) - 1} lines{'' if lines[-1] == b'' else ' (no final newline)'}"
-                               f", the manifest says {count}. {REWRITE}")
+        raise IndexFormatError(
+            f"{path} has {len(lines) - 1} lines{'' if lines[-1] == b'' else ' (no final newline)'}"
+            f", the manifest says {count}. {REWRITE}"
+        )
     ids, titles = [], []
     for n, line in enumerate(lines[:-1], 1):
         try:
             row = json.loads(line.decode("utf-8"))
         except (ValueError, RecursionError):
             row = None
-        if not (isinstance(row, dict) and isinstance(row.get("id"), str)
-                and isinstance(row.get("title", ""), str)):
+        if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("title", ""), str)):
             raise IndexFormatError(f"{path}:{n}: not a JSON object with a string id and title. {REWRITE}")
         ids.append(row["id"])
         titles.append(row.get("title", ""))
@@ -631,12 +670,14 @@ def _parquet_file(source, path: Path, count: int, dim: int | None):
         schema, rows = pf.schema_arrow, pf.metadata.num_rows
     except (pa.ArrowException, OSError, ValueError) as e:
         raise IndexFormatError(f"{path} is not a readable Parquet file ({e}). {REWRITE}") from None
-    if dim is None:   # a done record without the run's settings: any width >= 1
+    if dim is None:  # a done record without the run's settings: any width >= 1
         dim = getattr(schema.field("embedding").type, "list_size", 0) if "embedding" in schema.names else 0
     want = parquet_schema(max(dim, 1))
     if not schema.equals(want):
+
         def cols(sc) -> str:
             return ", ".join(f"{f.name}: {f.type}" for f in sc)
+
         raise IndexFormatError(f"{path} has columns ({cols(schema)}), the engine's are ({cols(want)}). {REWRITE}")
     if rows != count:
         raise IndexFormatError(f"{path} has {rows} rows, its record says {count}. {REWRITE}")
@@ -666,8 +707,9 @@ def _read_parquet(path: Path, count: int, dim: int, sha: str | None) -> tuple[li
     return table.column("id").to_pylist(), table.column("title").to_pylist(), vectors
 
 
-def _read_shard(out_dir: Path, i: int, rec: dict, dim: int, output_format: str,
-                verify: bool) -> tuple[list[str], list[str], np.ndarray]:
+def _read_shard(
+    out_dir: Path, i: int, rec: dict, dim: int, output_format: str, verify: bool
+) -> tuple[list[str], list[str], np.ndarray]:
     """(ids, titles, vectors) of shard i from its files in output_format (``shard_files``); the
     counterpart of ``_payload``."""
     files = {role: out_dir / name for role, name in shard_files(i, output_format).items()}
@@ -790,8 +832,17 @@ class CorpusSearcher:
     >>> s.search(["what causes ..."], k=5)[0][0]   # (id, score, title) of the best hit
     """
 
-    def __init__(self, out_dir: str | os.PathLike, model=None, precision: str = "fp32", *, device: str = "cpu",
-                 threads: int | None = None, verify: bool = True, cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        model=None,
+        precision: str = "fp32",
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        verify: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         from ..embedder import Embedder
         from .storage import readable_outdir
 
@@ -802,18 +853,21 @@ class CorpusSearcher:
             self.embedder = model
         else:
             ref = model if model is not None else manifest["model"]["ref"]
-            self.embedder = Embedder(ref, device=device, model_precision=manifest["model"]["precision"],
-                                     threads=threads, cache_dir=cache_dir)
+            self.embedder = Embedder(
+                ref, device=device, model_precision=manifest["model"]["precision"], threads=threads, cache_dir=cache_dir
+            )
         if self.embedder.fingerprint != want:
             raise ModelMismatchError(
                 f"{out_dir} was embedded with {want}, but the query model is {self.embedder.fingerprint}. "
                 f"Use the same model (--model {manifest['model']['ref']}) and precision "
-                f"({manifest['model']['precision']}), or re-encode the corpus with this one")
+                f"({manifest['model']['precision']}), or re-encode the corpus with this one"
+            )
         self.index, self.titles, self.manifest = load_index(out_dir, precision=precision, verify=verify)
         self.truncate_dim = manifest.get("truncate_dim")
 
-    def search(self, queries: str | Sequence[str], k: int = 10, *, prompt_name: str | None = None,
-               prompt: str | None = None) -> list[list[tuple[str, float, str]]]:
+    def search(
+        self, queries: str | Sequence[str], k: int = 10, *, prompt_name: str | None = None, prompt: str | None = None
+    ) -> list[list[tuple[str, float, str]]]:
         """For each query, up to k hits (id, score, title or snippet), best first.
 
         The score is the index's metric (cosine, or dot product for a dot model). prompt_name /
@@ -825,8 +879,14 @@ class CorpusSearcher:
             return []
         if prompt is None and prompt_name is None:
             prompt = (self.manifest.get("prompts") or {}).get("query")
-        q = self.embedder.encode(queries, truncate_dim=self.truncate_dim, prompt_name=prompt_name, prompt=prompt,
-                                 normalize=self.manifest.get("normalize", True) is not False)
+        q = self.embedder.encode(
+            queries,
+            truncate_dim=self.truncate_dim,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            normalize=self.manifest.get("normalize", True) is not False,
+        )
         scores, ids = self.index.search(q, k, model=self.embedder.fingerprint)
-        return [[(str(i), float(s), self.titles.get(str(i), "")) for s, i in zip(rs, ri)]
-                for rs, ri in zip(scores, ids)]
+        return [
+            [(str(i), float(s), self.titles.get(str(i), "")) for s, i in zip(rs, ri)] for rs, ri in zip(scores, ids)
+        ]

@@ -13,6 +13,7 @@ Inputs on object storage are copied to a local temporary file before they are pa
 reader, ``engine.corpus.readers``, reads local files); the copy must have the size the store
 reported, else the object changed while it was read and the run stops with a clear error.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,9 +45,11 @@ def _filesystem(uri: str):
         raise InputError("object storage URIs need pyarrow: pip install 'embed-engine[corpus]'") from None
     try:
         return pafs.FileSystem.from_uri(uri)
-    except (OSError, ValueError) as e:   # ArrowInvalid is a ValueError, ArrowIOError an OSError
-        raise InputError(f"cannot open {uri!r} ({e}); use a local path or an s3://, gs://, hdfs:// or file:// "
-                         "URI, with credentials in the usual environment variables") from None
+    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise InputError(
+            f"cannot open {uri!r} ({e}); use a local path or an s3://, gs://, hdfs:// or file:// "
+            "URI, with credentials in the usual environment variables"
+        ) from None
 
 
 class Folder:
@@ -55,14 +58,14 @@ class Folder:
     def __init__(self, location: str | os.PathLike):
         self.location = os.fspath(location)
         self.local = not is_uri(self.location)
-        if self.local:   # absolute: a worker's working folder is not the driver's
+        if self.local:  # absolute: a worker's working folder is not the driver's
             self.location = os.path.abspath(self.location)
             self.path = Path(self.location)
         else:
             self.fs, self.base = _filesystem(self.location)
             self.base = self.base.rstrip("/")
 
-    def __reduce__(self):   # to Ray workers: the location only (a filesystem is rebuilt there)
+    def __reduce__(self):  # to Ray workers: the location only (a filesystem is rebuilt there)
         return Folder, (self.location,)
 
     def __str__(self) -> str:
@@ -89,8 +92,10 @@ class Folder:
             with open_regular(self.path / name, hint, follow_symlinks=False) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size > limit:
-                    raise IndexFormatError(f"{self.name(name)} is {size} bytes, more than the {limit} a file of "
-                                           f"the engine's can be. {hint}")
+                    raise IndexFormatError(
+                        f"{self.name(name)} is {size} bytes, more than the {limit} a file of "
+                        f"the engine's can be. {hint}"
+                    )
                 return f.read(size + 1)
         import pyarrow.fs as pafs
 
@@ -100,8 +105,9 @@ class Folder:
         if info.type != pafs.FileType.File:
             raise IndexFormatError(f"{self.name(name)} is not a file. {hint}")
         if info.size > limit:
-            raise IndexFormatError(f"{self.name(name)} is {info.size} bytes, more than the {limit} a file of the "
-                                   f"engine's can be. {hint}")
+            raise IndexFormatError(
+                f"{self.name(name)} is {info.size} bytes, more than the {limit} a file of the engine's can be. {hint}"
+            )
         with self.fs.open_input_stream(f"{self.base}/{name}") as f:
             data = f.read(info.size + 1)
         if len(data) != info.size:
@@ -158,8 +164,9 @@ def expand_uris(pattern: str) -> list[tuple[str, int, float | None]]:
     parts = path.split("/")
     fixed = "/".join(_fixed_parts(parts))
     infos = fs.get_file_info(pafs.FileSelector(fixed, recursive=True, allow_not_found=True))
-    found = sorted((i for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, path)),
-                   key=lambda i: i.path)
+    found = sorted(
+        (i for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, path)), key=lambda i: i.path
+    )
     if not found:
         raise InputError(f"no files match {pattern!r}; check the pattern (quote it so the shell does not expand it)")
     return [(uri(i.path), i.size, _mtime(i)) for i in found]
@@ -189,8 +196,10 @@ def local_copy(uri: str, size: int) -> Iterator[Path]:
             shutil.copyfileobj(src, dst, COPY_BLOCK)
         got = local.stat().st_size
         if got != size:
-            raise InputError(f"{uri} is {got} bytes now, {size} when the run was planned: it changed while the run "
-                             "read it; rerun when it no longer changes")
+            raise InputError(
+                f"{uri} is {got} bytes now, {size} when the run was planned: it changed while the run "
+                "read it; rerun when it no longer changes"
+            )
         yield local
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -10,6 +10,7 @@ qrels split are embedded. ``embeddings_cache`` arguments name the SQLite embeddi
 STS files: tab-separated ``genre file year id score sentence1 sentence2`` (the STS Benchmark csv,
 no header) or any tsv whose last three columns are ``score sentence1 sentence2``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,9 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
             if len(parts) == 4:  # TREC style: qid 0 docid score
                 parts = [parts[0], parts[2], parts[3]]
             if len(parts) != 3:
-                raise InputError(f"{path}:{n}: expected 3 tab-separated columns 'query-id corpus-id score', "
-                                 f"got {len(parts)}")
+                raise InputError(
+                    f"{path}:{n}: expected 3 tab-separated columns 'query-id corpus-id score', got {len(parts)}"
+                )
             try:
                 score = int(float(parts[2]))
             except ValueError:
@@ -77,8 +79,9 @@ def load_beir(folder: str | os.PathLike, split: str = "test", *, corpus=None, qu
         raise FileNotFoundError(f"qrels split {split!r} not found at {qrels_path}; available splits: {have or 'none'}")
     for path, what in ((corpus, "corpus"), (queries, "queries")):
         if not path.is_file():
-            raise FileNotFoundError(f"{what} not found: {path} (a BEIR folder holds corpus.jsonl, queries.jsonl, "
-                                    "qrels/<split>.tsv)")
+            raise FileNotFoundError(
+                f"{what} not found: {path} (a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/<split>.tsv)"
+            )
     docs = read_documents(corpus)
     qtext = {q.id: q.text for q in read_documents(queries, Fields(title=None))}
     rels = load_qrels(qrels_path)
@@ -157,11 +160,11 @@ def index_metric_of(embedder) -> str:
     from ..index.index import Index
 
     stack = getattr(embedder, "stack", None)
-    if stack is None:   # a duck-typed embedder (.encode, .dim, ...): cosine, as encode_cached assumes
+    if stack is None:  # a duck-typed embedder (.encode, .dim, ...): cosine, as encode_cached assumes
         return "cosine"
     unit = stack.similarity_fn_name == "cosine" or (stack.normalizes and stack.truncate_dim is None)
     metric = metric_for(embedder.similarity_fn_name, unit)
-    Index(1, metric=metric)   # refuses what it cannot rank by
+    Index(1, metric=metric)  # refuses what it cannot rank by
     return metric
 
 
@@ -177,7 +180,7 @@ class _Retriever:
         # the Index refuses a metric it cannot rank by (euclidean, manhattan) with what to do instead
         index = Index(doc_vecs.shape[1], precision=index_precision, metric=metric)
         self.doc_ids, self.metric = doc_ids, metric
-        if index_precision == "fp32":   # exact scores in numpy (every query against every doc)
+        if index_precision == "fp32":  # exact scores in numpy (every query against every doc)
             self.index, self.docs = None, _as_scored(doc_vecs, metric)
         else:
             index.add(doc_vecs, ids=np.arange(len(doc_ids), dtype=np.int64))
@@ -198,8 +201,9 @@ class _Retriever:
             def rank_key(r, j):  # score descending, ties by doc id, empty slots (-1) last
                 return (-top[r, j], doc_ids[idx[r, j]] if idx[r, j] >= 0 else "\uffff")
 
-            order = np.array([sorted(range(k), key=lambda j, r=r: rank_key(r, j)) for r in range(len(idx))],
-                             dtype=np.int64).reshape(idx.shape)
+            order = np.array(
+                [sorted(range(k), key=lambda j, r=r: rank_key(r, j)) for r in range(len(idx))], dtype=np.int64
+            ).reshape(idx.shape)
             idx = np.take_along_axis(idx, order, axis=1)
             top = np.take_along_axis(top, order, axis=1)
         return {
@@ -218,8 +222,14 @@ def _as_scored(x: np.ndarray, metric: str) -> np.ndarray:
     return l2_normalize(x)
 
 
-def retrieve(doc_vecs: np.ndarray, query_vecs: np.ndarray, doc_ids: list[str], k: int = 100,
-             index_precision: str = "fp32", metric: str = "dot") -> dict[str, list]:
+def retrieve(
+    doc_vecs: np.ndarray,
+    query_vecs: np.ndarray,
+    doc_ids: list[str],
+    k: int = 100,
+    index_precision: str = "fp32",
+    metric: str = "dot",
+) -> dict[str, list]:
     """Top-k per query as (doc-id lists, score lists), ties by ascending doc id.
 
     ``metric``: "dot" (inner products of the vectors as given) or "cosine" (of the vectors made
@@ -231,8 +241,16 @@ def retrieve(doc_vecs: np.ndarray, query_vecs: np.ndarray, doc_ids: list[str], k
     return _Retriever(doc_vecs, doc_ids, index_precision, metric).top_k(query_vecs, k)
 
 
-def beir_scores(ds: BeirDataset, doc_vecs: np.ndarray, query_vecs: np.ndarray, *, k_values=DEFAULT_KS,
-                index_precision: str = "fp32", truncate_dim: int | None = None, metric: str = "dot") -> dict:
+def beir_scores(
+    ds: BeirDataset,
+    doc_vecs: np.ndarray,
+    query_vecs: np.ndarray,
+    *,
+    k_values=DEFAULT_KS,
+    index_precision: str = "fp32",
+    truncate_dim: int | None = None,
+    metric: str = "dot",
+) -> dict:
     """Metrics for precomputed full vectors (truncation, index precision and ``metric`` as in
     ``retrieve`` applied here).
 
@@ -245,14 +263,22 @@ def beir_scores(ds: BeirDataset, doc_vecs: np.ndarray, query_vecs: np.ndarray, *
     retriever = _Retriever(d, ds.doc_ids, index_precision, metric)
     ks = sorted({int(k) for k in k_values})
     res: dict = {}
-    for cut in ([ks] if index_precision == "fp32" else [[k] for k in ks]):
+    for cut in [ks] if index_precision == "fp32" else [[k] for k in ks]:
         run = retriever.top_k(q, max(cut))
         res.update(evaluate_run(ds.qrels, dict(zip(ds.query_ids, run["ids"])), cut))
     return res
 
 
-def evaluate_beir(embedder, ds: BeirDataset, *, k_values=DEFAULT_KS, index_precision: str = "fp32",
-                  truncate_dim: int | None = None, batch_size: int = 32, embeddings_cache=None) -> dict:
+def evaluate_beir(
+    embedder,
+    ds: BeirDataset,
+    *,
+    k_values=DEFAULT_KS,
+    index_precision: str = "fp32",
+    truncate_dim: int | None = None,
+    batch_size: int = 32,
+    embeddings_cache=None,
+) -> dict:
     """Embed corpus and queries with ``embedder`` (through ``embeddings_cache``: a SQLite file or a
     folder, see ``encode_cached``), retrieve with the model's metric (``index_metric_of``), score.
     Returns a JSON-able dict."""
@@ -261,10 +287,18 @@ def evaluate_beir(embedder, ds: BeirDataset, *, k_values=DEFAULT_KS, index_preci
     metric = index_metric_of(embedder)
     docs = encode_cached(embedder, ds.doc_texts, embeddings_cache, batch_size)
     queries = encode_cached(embedder, ds.query_texts, embeddings_cache, batch_size)
-    res = beir_scores(ds, docs, queries, k_values=k_values, index_precision=index_precision, truncate_dim=truncate_dim,
-                      metric=metric)
-    res.update(model=embedder.name, precision=embedder.precision, index_precision=index_precision, metric=metric,
-               dim=truncate_dim or embedder.dim, dataset=ds.name, docs=len(ds.doc_ids))
+    res = beir_scores(
+        ds, docs, queries, k_values=k_values, index_precision=index_precision, truncate_dim=truncate_dim, metric=metric
+    )
+    res.update(
+        model=embedder.name,
+        precision=embedder.precision,
+        index_precision=index_precision,
+        metric=metric,
+        dim=truncate_dim or embedder.dim,
+        dataset=ds.name,
+        docs=len(ds.doc_ids),
+    )
     return res
 
 
@@ -280,8 +314,9 @@ def load_sts(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]
             if not row or not any(c.strip() for c in row):
                 continue
             if len(row) < 3:
-                raise InputError(f"{path}:{n}: expected tab-separated '... score sentence1 sentence2', "
-                                 f"got {len(row)} columns")
+                raise InputError(
+                    f"{path}:{n}: expected tab-separated '... score sentence1 sentence2', got {len(row)} columns"
+                )
             # STS Benchmark rows may carry extra source columns after sentence2
             if len(row) >= 7:
                 score, a, b = row[4], row[5], row[6]
@@ -301,8 +336,9 @@ def load_sts(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]
     return s1, s2, np.asarray(gold, dtype=np.float64)
 
 
-def evaluate_sts(embedder, path: str | os.PathLike, batch_size: int = 32, embeddings_cache=None,
-                 truncate_dim: int | None = None) -> dict:
+def evaluate_sts(
+    embedder, path: str | os.PathLike, batch_size: int = 32, embeddings_cache=None, truncate_dim: int | None = None
+) -> dict:
     """Spearman and Pearson correlation between cosine similarity and the gold scores."""
     from .metrics import sts_correlations
 
@@ -310,13 +346,19 @@ def evaluate_sts(embedder, path: str | os.PathLike, batch_size: int = 32, embedd
     a = truncate(encode_cached(embedder, s1, embeddings_cache, batch_size), truncate_dim)
     b = truncate(encode_cached(embedder, s2, embeddings_cache, batch_size), truncate_dim)
     res = sts_correlations(a, b, gold)
-    res.update(model=embedder.name, precision=embedder.precision, dim=truncate_dim or embedder.dim,
-               dataset=Path(path).name, pairs=len(gold))
+    res.update(
+        model=embedder.name,
+        precision=embedder.precision,
+        dim=truncate_dim or embedder.dim,
+        dataset=Path(path).name,
+        pairs=len(gold),
+    )
     return res
 
 
 def format_table(rows: list[dict], columns: list[str], floatfmt: str = ".4f") -> str:
     """A plain aligned text table (also valid Markdown)."""
+
     def cell(v):
         return format(v, floatfmt) if isinstance(v, float) else ("" if v is None else str(v))
 

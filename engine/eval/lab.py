@@ -10,6 +10,7 @@ and a t-SNE map per model coloured by label (or by KMeans cluster when the texts
 The default texts are the built-in sample corpus (200 docs, 20 topics of 10: d001-d010 is
 topic 1, and so on). Timings here are simple warm-then-time figures, not a benchmark.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,26 @@ from ..corpus.readers import Fields, read_documents, read_sample
 from ..errors import EngineError, InputError
 
 SAMPLE_TOPICS = (
-    "astronomy", "food chemistry", "cell biology", "programming languages", "databases", "football",
-    "composers", "volcanoes", "ancient Rome", "machine learning", "vaccines", "climate", "ocean life",
-    "chess", "photography", "economics", "railways", "coffee", "bees", "electric cars",
+    "astronomy",
+    "food chemistry",
+    "cell biology",
+    "programming languages",
+    "databases",
+    "football",
+    "composers",
+    "volcanoes",
+    "ancient Rome",
+    "machine learning",
+    "vaccines",
+    "climate",
+    "ocean life",
+    "chess",
+    "photography",
+    "economics",
+    "railways",
+    "coffee",
+    "bees",
+    "electric cars",
 )
 NEIGHBOURS = 5
 
@@ -63,8 +81,13 @@ def onnx_stats(onnx_path: str | os.PathLike) -> dict:
     model = onnx.load(str(path), load_external_data=False)
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     # small weights (biases, LayerNorm) may sit in Constant nodes instead of initializers
-    params += sum(int(np.prod(a.t.dims)) for n in model.graph.node if n.op_type == "Constant"
-                  for a in n.attribute if a.name == "value" and a.t.dims)
+    params += sum(
+        int(np.prod(a.t.dims))
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if a.name == "value" and a.t.dims
+    )
     size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob("*.onnx_data"))
     return {"parameters": params, "onnx_bytes": size}
 
@@ -127,8 +150,17 @@ def _balanced_subset(labels: list[str] | None, n_total: int, limit: int) -> np.n
     return np.array(sorted(idx, key=lambda i: (list(groups).index(labels[i]), i)))
 
 
-def run_lab(models: list[str], out_dir: str | os.PathLike, *, texts_path=None, limit: int = 60, cache_dir=None,
-            embeddings_cache=None, log=print, tsne_seed: int = 0) -> dict:
+def run_lab(
+    models: list[str],
+    out_dir: str | os.PathLike,
+    *,
+    texts_path=None,
+    limit: int = 60,
+    cache_dir=None,
+    embeddings_cache=None,
+    log=print,
+    tsne_seed: int = 0,
+) -> dict:
     """Compare ``models`` on the same texts; writes lab.json and PNGs into ``out_dir``."""
     from ..embedder import Embedder
     from ..models.export import load_or_export
@@ -151,27 +183,47 @@ def run_lab(models: list[str], out_dir: str | os.PathLike, *, texts_path=None, l
         v = encode_cached(emb, texts, embeddings_cache)
         timing = time_encoder(emb, texts)
         sim = cosine_matrix(v)
-        per_model[key] = {"model": str(model), "fingerprint": emb.fingerprint, "dim": emb.dim,
-                          "max_seq_length": emb.max_seq_length, **stats, **timing,
-                          "label_top5_consistency": label_consistency(sim, labels) if labels else None}
+        per_model[key] = {
+            "model": str(model),
+            "fingerprint": emb.fingerprint,
+            "dim": emb.dim,
+            "max_seq_length": emb.max_seq_length,
+            **stats,
+            **timing,
+            "label_top5_consistency": label_consistency(sim, labels) if labels else None,
+        }
         vecs[key] = v
-        log(f"{key}: dim {emb.dim}, {stats['parameters'] / 1e6:.1f}M params, {stats['onnx_bytes'] / 2**20:.1f} MiB, "
-            f"{timing['texts_per_s']:.1f} texts/s, {timing['latency_ms']:.1f} ms/text")
+        log(
+            f"{key}: dim {emb.dim}, {stats['parameters'] / 1e6:.1f}M params, {stats['onnx_bytes'] / 2**20:.1f} MiB, "
+            f"{timing['texts_per_s']:.1f} texts/s, {timing['latency_ms']:.1f} ms/text"
+        )
     if not per_model:
         raise InputError("no model could be loaded: " + "; ".join(f"{s['model']}: {s['reason']}" for s in skipped))
     names = list(per_model)
     sims = {m: cosine_matrix(vecs[m]) for m in names}
-    pairs = {f"{a} | {b}": agreement(sims[a], sims[b]) for i, a in enumerate(names) for b in names[i + 1:]}
+    pairs = {f"{a} | {b}": agreement(sims[a], sims[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
     sub = _balanced_subset(labels, len(texts), limit)
     files = {
-        "heatmaps": str(plot_heatmaps({m: sims[m][np.ix_(sub, sub)] for m in names},
-                                      [labels[i] for i in sub] if labels else None, out / "similarity_heatmaps.png")),
+        "heatmaps": str(
+            plot_heatmaps(
+                {m: sims[m][np.ix_(sub, sub)] for m in names},
+                [labels[i] for i in sub] if labels else None,
+                out / "similarity_heatmaps.png",
+            )
+        ),
         "agreement": str(plot_agreement(names, pairs, out / "agreement.png")),
         "tsne": str(plot_tsne(vecs, labels, out / "tsne.png", seed=tsne_seed)),
     }
-    result = {"texts": len(texts), "source": str(texts_path or "engine/data/sample_corpus.jsonl"),
-              "labels": "topic" if labels else None, "heatmap_texts": len(sub), "models": per_model,
-              "agreement": pairs, "skipped": skipped, "files": {k: Path(v).name for k, v in files.items()}}
+    result = {
+        "texts": len(texts),
+        "source": str(texts_path or "engine/data/sample_corpus.jsonl"),
+        "labels": "topic" if labels else None,
+        "heatmap_texts": len(sub),
+        "models": per_model,
+        "agreement": pairs,
+        "skipped": skipped,
+        "files": {k: Path(v).name for k, v in files.items()},
+    }
     (out / "lab.json").write_text(json.dumps(result, indent=2))
     log(format_summary(result))
     log(f"wrote {out / 'lab.json'} and {', '.join(Path(f).name for f in files.values())}")
@@ -181,15 +233,24 @@ def run_lab(models: list[str], out_dir: str | os.PathLike, *, texts_path=None, l
 def format_summary(result: dict) -> str:
     from .evaluate import format_table
 
-    rows = [{"model": m, "dim": r["dim"], "params (M)": f"{r['parameters'] / 1e6:.1f}",
-             "onnx (MiB)": f"{r['onnx_bytes'] / 2**20:.1f}", "texts/s": f"{r['texts_per_s']:.1f}",
-             "ms/text": f"{r['latency_ms']:.1f}",
-             "top5 same label": "" if r["label_top5_consistency"] is None else f"{r['label_top5_consistency']:.3f}"}
-            for m, r in result["models"].items()]
+    rows = [
+        {
+            "model": m,
+            "dim": r["dim"],
+            "params (M)": f"{r['parameters'] / 1e6:.1f}",
+            "onnx (MiB)": f"{r['onnx_bytes'] / 2**20:.1f}",
+            "texts/s": f"{r['texts_per_s']:.1f}",
+            "ms/text": f"{r['latency_ms']:.1f}",
+            "top5 same label": "" if r["label_top5_consistency"] is None else f"{r['label_top5_consistency']:.3f}",
+        }
+        for m, r in result["models"].items()
+    ]
     text = format_table(rows, ["model", "dim", "params (M)", "onnx (MiB)", "texts/s", "ms/text", "top5 same label"])
     if result["agreement"]:
-        arows = [{"pair": p, "spearman": a["spearman"], "top5 overlap": a[f"top{NEIGHBOURS}_overlap"]}
-                 for p, a in result["agreement"].items()]
+        arows = [
+            {"pair": p, "spearman": a["spearman"], "top5 overlap": a[f"top{NEIGHBOURS}_overlap"]}
+            for p, a in result["agreement"].items()
+        ]
         text += "\n\n" + format_table(arows, ["pair", "spearman", "top5 overlap"], ".3f")
     return text
 
@@ -244,8 +305,15 @@ def plot_agreement(names: list[str], pairs: dict, path: Path) -> Path:
         ax.set_yticklabels(names, fontsize=7)
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center",
-                        color="w" if mat[i, j] < 0.6 else "k", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    f"{mat[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="w" if mat[i, j] < 0.6 else "k",
+                    fontsize=8,
+                )
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
@@ -267,10 +335,14 @@ def plot_tsne(vecs: dict[str, np.ndarray], labels: list[str] | None, path: Path,
         # lab-sized inputs (hundreds of points) run in well under a second on one thread; OpenMP
         # threads spinning on a busy machine made the same call ~100x slower
         with threadpool_limits(limits=1):
-            xy = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca",
-                      random_state=seed).fit_transform(v)
-            kmeans = None if labels else KMeans(n_clusters=max(2, min(10, len(v) // 5)), n_init=10,
-                                                random_state=seed).fit_predict(v)
+            xy = TSNE(
+                n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed
+            ).fit_transform(v)
+            kmeans = (
+                None
+                if labels
+                else KMeans(n_clusters=max(2, min(10, len(v) // 5)), n_init=10, random_state=seed).fit_predict(v)
+            )
         if labels:
             cats = sorted(set(labels), key=labels.index)
             color = np.array([cats.index(x) for x in labels])

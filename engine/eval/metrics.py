@@ -21,6 +21,7 @@ Rankings are taken as given; ``rank_top_k`` builds them from scores with ties br
 ascending doc id. (trec_eval itself breaks score ties by descending doc id; exact float ties are
 rare with embedding scores, and ours are deterministic either way.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -70,8 +71,12 @@ def query_metrics(judged: Mapping[str, float], ranking: Sequence[str], k_values=
     return out
 
 
-def evaluate_run(qrels: Mapping[str, Mapping[str, float]], run: Mapping[str, Sequence[str]], k_values=DEFAULT_KS,
-                 per_query: bool = False) -> dict:
+def evaluate_run(
+    qrels: Mapping[str, Mapping[str, float]],
+    run: Mapping[str, Sequence[str]],
+    k_values=DEFAULT_KS,
+    per_query: bool = False,
+) -> dict:
     """Mean metrics over the judged queries.
 
     ``qrels``: {query_id: {doc_id: graded relevance}}; ``run``: {query_id: doc ids best first}.

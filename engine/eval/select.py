@@ -31,6 +31,7 @@ fastest encoder (highest docs/s of the model + precision, which also dominates q
 then the fewest bytes per vector, then the higher nDCG@10. The runner-up is the best candidate
 by the same order that uses a different model or model precision (else the next candidate).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,15 +47,15 @@ from ..errors import EngineError, InputError, ModelNotFoundError
 from .evaluate import BeirDataset, beir_scores, index_metric_of, truncate
 
 TRUNCATE_DIMS = (None, 256, 128, 64)
-PRECISIONS = ("fp32", "int8")   # model precisions, and the default index precisions (binary: on request)
+PRECISIONS = ("fp32", "int8")  # model precisions, and the default index precisions (binary: on request)
 
 
 def bytes_per_vector(dim: int, index_precision: str) -> tuple[int, int]:
     """(RAM bytes, file bytes) per stored vector; see the module docstring."""
     if index_precision == "fp32":
         return 4 * dim, 4 * dim
-    codes = {"int8": dim, "binary": 8 * -(-dim // 64)}[index_precision]   # binary: sign bits in uint64 words
-    return codes, codes + 4 * dim   # the file keeps the fp32 rows too, for exact rescoring
+    codes = {"int8": dim, "binary": 8 * -(-dim // 64)}[index_precision]  # binary: sign bits in uint64 words
+    return codes, codes + 4 * dim  # the file keeps the fp32 rows too, for exact rescoring
 
 
 def _index_search_fn(vecs: np.ndarray, index_precision: str, metric: str = "dot"):
@@ -70,8 +71,9 @@ def _sample(n: int, m: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[: min(n, m)])
 
 
-def measure_encoder(embedder, ds: BeirDataset, speed_docs: int = 256, latency_queries: int = 32,
-                    batch_size: int = 32) -> dict:
+def measure_encoder(
+    embedder, ds: BeirDataset, speed_docs: int = 256, latency_queries: int = 32, batch_size: int = 32
+) -> dict:
     """Encode throughput on a fixed doc sample and single-query encode latency (warm, not cold)."""
     docs = [ds.doc_texts[i] for i in _sample(len(ds.doc_texts), speed_docs)]
     queries = [ds.query_texts[i] for i in _sample(len(ds.query_texts), latency_queries)]
@@ -87,8 +89,9 @@ def measure_encoder(embedder, ds: BeirDataset, speed_docs: int = 256, latency_qu
     return {"encode_docs_per_s": docs_s, "query_encode_ms": q_ms, "speed_docs": len(docs)}
 
 
-def measure_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, index_precision: str, n: int = 100, *,
-                   metric: str = "dot") -> float:
+def measure_search(
+    doc_vecs: np.ndarray, query_vecs: np.ndarray, index_precision: str, n: int = 100, *, metric: str = "dot"
+) -> float:
     """Mean ms per single-query search (k = 10) after one warm-up search; ``metric`` as in ``retrieve``."""
     search = _index_search_fn(doc_vecs, index_precision, metric)
     qs = query_vecs[: max(1, min(n, len(query_vecs)))]
@@ -99,9 +102,20 @@ def measure_search(doc_vecs: np.ndarray, query_vecs: np.ndarray, index_precision
     return 1000 * (time.perf_counter() - t) / len(qs)
 
 
-def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index_precisions=PRECISIONS,
-             dims=TRUNCATE_DIMS, cache_dir=None, embeddings_cache=None, batch_size: int = 32,
-             speed_docs: int = 256, threads: int | None = None, log=print) -> tuple[list[dict], list[dict]]:
+def run_grid(
+    ds: BeirDataset,
+    models: list[str],
+    *,
+    precisions=PRECISIONS,
+    index_precisions=PRECISIONS,
+    dims=TRUNCATE_DIMS,
+    cache_dir=None,
+    embeddings_cache=None,
+    batch_size: int = 32,
+    speed_docs: int = 256,
+    threads: int | None = None,
+    log=print,
+) -> tuple[list[dict], list[dict]]:
     """Evaluate the grid. Returns (rows, skipped) where skipped lists ``{model, precision, reason}``."""
     from ..embedder import Embedder
 
@@ -110,7 +124,7 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
         for precision in precisions:
             try:
                 emb = Embedder(model, model_precision=precision, threads=threads, cache_dir=cache_dir)
-                metric = index_metric_of(emb)   # refuses euclidean on raw vectors / manhattan, saying why
+                metric = index_metric_of(emb)  # refuses euclidean on raw vectors / manhattan, saying why
             except (ModelNotFoundError, EngineError, ImportError, OSError) as e:
                 reason = f"{type(e).__name__}: {e}"
                 log(f"skip {model} {precision}: {reason}")
@@ -133,21 +147,32 @@ def run_grid(ds: BeirDataset, models: list[str], *, precisions=PRECISIONS, index
                         search_ms = measure_search(dv, qv, ip, metric=metric)
                     except InputError as e:
                         log(f"skip {emb.name} {precision} index {ip}: {e}")
-                        skipped.append({"model": emb.name, "precision": precision, "index_precision": ip,
-                                        "reason": str(e)})
+                        skipped.append(
+                            {"model": emb.name, "precision": precision, "index_precision": ip, "reason": str(e)}
+                        )
                         continue
                     ram, disk = bytes_per_vector(d, ip)
                     row = {
-                        "model": emb.name, "precision": precision, "index_precision": ip, "metric": metric, "dim": d,
-                        "full_dim": emb.dim, "ndcg@10": q["ndcg@10"], "recall@100": q["recall@100"],
+                        "model": emb.name,
+                        "precision": precision,
+                        "index_precision": ip,
+                        "metric": metric,
+                        "dim": d,
+                        "full_dim": emb.dim,
+                        "ndcg@10": q["ndcg@10"],
+                        "recall@100": q["recall@100"],
                         "encode_docs_per_s": speed["encode_docs_per_s"],
                         "query_ms": speed["query_encode_ms"] + search_ms,
-                        "query_encode_ms": speed["query_encode_ms"], "search_ms": search_ms,
-                        "bytes_per_vector": ram, "disk_bytes_per_vector": disk,
+                        "query_encode_ms": speed["query_encode_ms"],
+                        "search_ms": search_ms,
+                        "bytes_per_vector": ram,
+                        "disk_bytes_per_vector": disk,
                     }
                     rows.append(row)
-                    log(f"  {config_name(row):<42} nDCG@10 {row['ndcg@10']:.4f}  R@100 {row['recall@100']:.4f}  "
-                        f"{row['encode_docs_per_s']:.1f} docs/s  {row['query_ms']:.1f} ms/q  {ram} B/vec")
+                    log(
+                        f"  {config_name(row):<42} nDCG@10 {row['ndcg@10']:.4f}  R@100 {row['recall@100']:.4f}  "
+                        f"{row['encode_docs_per_s']:.1f} docs/s  {row['query_ms']:.1f} ms/q  {ram} B/vec"
+                    )
     return rows, skipped
 
 
@@ -167,17 +192,30 @@ def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
     rec = cands[0]
     others = [r for r in cands[1:] if (r["model"], r["precision"]) != (rec["model"], rec["precision"])]
     runner = others[0] if others else (cands[1] if len(cands) > 1 else None)
-    return {"best": best, "recommended": rec, "runner_up": runner, "floor": floor, "tolerance": tolerance,
-            "candidates": len(cands)}
+    return {
+        "best": best,
+        "recommended": rec,
+        "runner_up": runner,
+        "floor": floor,
+        "tolerance": tolerance,
+        "candidates": len(cands),
+    }
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
     """Rows not dominated in (higher nDCG@10, higher docs/s, fewer bytes per vector)."""
+
     def dominated(a):
-        return any(b is not a and b["ndcg@10"] >= a["ndcg@10"] and b["encode_docs_per_s"] >= a["encode_docs_per_s"]
-                   and b["bytes_per_vector"] <= a["bytes_per_vector"]
-                   and (b["ndcg@10"], b["encode_docs_per_s"], -b["bytes_per_vector"])
-                   != (a["ndcg@10"], a["encode_docs_per_s"], -a["bytes_per_vector"]) for b in rows)
+        return any(
+            b is not a
+            and b["ndcg@10"] >= a["ndcg@10"]
+            and b["encode_docs_per_s"] >= a["encode_docs_per_s"]
+            and b["bytes_per_vector"] <= a["bytes_per_vector"]
+            and (b["ndcg@10"], b["encode_docs_per_s"], -b["bytes_per_vector"])
+            != (a["ndcg@10"], a["encode_docs_per_s"], -a["bytes_per_vector"])
+            for b in rows
+        )
+
     return [r for r in rows if not dominated(r)]
 
 
@@ -191,13 +229,26 @@ def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str
     fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=110)
     models = sorted({r["model"] for r in rows})
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
-    markers = {("fp32", "fp32"): "o", ("fp32", "int8"): "s", ("int8", "fp32"): "^", ("int8", "int8"): "D",
-               ("fp32", "binary"): "v", ("int8", "binary"): "P"}
+    markers = {
+        ("fp32", "fp32"): "o",
+        ("fp32", "int8"): "s",
+        ("int8", "fp32"): "^",
+        ("int8", "int8"): "D",
+        ("fp32", "binary"): "v",
+        ("int8", "binary"): "P",
+    }
     smax = max(r["bytes_per_vector"] for r in rows)
     for r in rows:
-        ax.scatter(r["encode_docs_per_s"], r["ndcg@10"], s=30 + 400 * r["bytes_per_vector"] / smax,
-                   color=colors[r["model"]], marker=markers.get((r["precision"], r["index_precision"]), "o"),
-                   alpha=0.55, edgecolors="k", linewidths=0.4)
+        ax.scatter(
+            r["encode_docs_per_s"],
+            r["ndcg@10"],
+            s=30 + 400 * r["bytes_per_vector"] / smax,
+            color=colors[r["model"]],
+            marker=markers.get((r["precision"], r["index_precision"]), "o"),
+            alpha=0.55,
+            edgecolors="k",
+            linewidths=0.4,
+        )
     front = sorted(pareto_front(rows), key=lambda r: r["encode_docs_per_s"])
     # the quality-vs-speed staircase: best nDCG achievable at >= this throughput
     xs, ys, cur = [], [], -1.0
@@ -207,8 +258,15 @@ def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str
             xs.append(r["encode_docs_per_s"])
             ys.append(cur)
     ax.step(xs, ys, where="post", color="0.4", lw=1, ls="--", label="quality/speed frontier")
-    ax.scatter([rec["encode_docs_per_s"]], [rec["ndcg@10"]], s=500, facecolors="none", edgecolors="red", lw=2,
-               label=f"recommended: {config_name(rec)}")
+    ax.scatter(
+        [rec["encode_docs_per_s"]],
+        [rec["ndcg@10"]],
+        s=500,
+        facecolors="none",
+        edgecolors="red",
+        lw=2,
+        label=f"recommended: {config_name(rec)}",
+    )
     for m in models:
         ax.scatter([], [], color=colors[m], label=m)
     for (p, ip), mk in markers.items():
@@ -230,18 +288,22 @@ def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str
 def _bytes_note(result: dict) -> str:
     """The decision record's words on bytes per vector, and on binary's recall when it was measured."""
     if not any(r["index_precision"] == "binary" for r in result["rows"]):
-        return ("Bytes per vector: fp32 index 4 x dim; int8 index dim (codes in RAM; it also keeps the fp32 vectors "
-                "on disk, memory-mapped, for exact rescoring).")
+        return (
+            "Bytes per vector: fp32 index 4 x dim; int8 index dim (codes in RAM; it also keeps the fp32 vectors "
+            "on disk, memory-mapped, for exact rescoring)."
+        )
     from ..index.index import DEFAULT_OVERSAMPLE_BINARY
 
     docs, cands = result["dataset"]["docs"], 10 * DEFAULT_OVERSAMPLE_BINARY
-    return ("Bytes per vector: fp32 index 4 x dim; int8 index dim; binary index 8 x ceil(dim / 64) (sign bits). "
-            "int8 and binary hold their codes in RAM and keep the fp32 vectors on disk, memory-mapped, for exact "
-            "rescoring of k x oversample candidates.\n\n"
-            f"Binary ranks by sign bits first and rescores k x {DEFAULT_OVERSAMPLE_BINARY} candidates: {cands} for "
-            f"k=10, {min(1.0, cands / max(docs, 1)):.0%} of these {docs} documents. On a larger corpus the same "
-            "search rescores a smaller share and can miss more of the exact top 10, so measure binary on a corpus "
-            "of the deployment's size before relying on its nDCG here.")
+    return (
+        "Bytes per vector: fp32 index 4 x dim; int8 index dim; binary index 8 x ceil(dim / 64) (sign bits). "
+        "int8 and binary hold their codes in RAM and keep the fp32 vectors on disk, memory-mapped, for exact "
+        "rescoring of k x oversample candidates.\n\n"
+        f"Binary ranks by sign bits first and rescores k x {DEFAULT_OVERSAMPLE_BINARY} candidates: {cands} for "
+        f"k=10, {min(1.0, cands / max(docs, 1)):.0%} of these {docs} documents. On a larger corpus the same "
+        "search rescores a smaller share and can miss more of the exact top 10, so measure binary on a corpus "
+        "of the deployment's size before relying on its nDCG here."
+    )
 
 
 def decision_record(result: dict) -> str:
@@ -251,11 +313,13 @@ def decision_record(result: dict) -> str:
 
     def cost_line(r):
         dq = r["ndcg@10"] - best["ndcg@10"]
-        return (f"nDCG@10 {r['ndcg@10']:.4f} ({dq:+.4f} vs best, {100 * dq / best['ndcg@10']:+.2f}%), "
-                f"recall@100 {r['recall@100']:.4f}, {r['encode_docs_per_s']:.1f} docs/s "
-                f"({r['encode_docs_per_s'] / best['encode_docs_per_s']:.2f}x the best's), "
-                f"{r['query_ms']:.1f} ms/query (best: {best['query_ms']:.1f}), "
-                f"{r['bytes_per_vector']} B/vector ({best['bytes_per_vector'] / r['bytes_per_vector']:.1f}x smaller)")
+        return (
+            f"nDCG@10 {r['ndcg@10']:.4f} ({dq:+.4f} vs best, {100 * dq / best['ndcg@10']:+.2f}%), "
+            f"recall@100 {r['recall@100']:.4f}, {r['encode_docs_per_s']:.1f} docs/s "
+            f"({r['encode_docs_per_s'] / best['encode_docs_per_s']:.2f}x the best's), "
+            f"{r['query_ms']:.1f} ms/query (best: {best['query_ms']:.1f}), "
+            f"{r['bytes_per_vector']} B/vector ({best['bytes_per_vector'] / r['bytes_per_vector']:.1f}x smaller)"
+        )
 
     ds = result["dataset"]
     lines = [
@@ -302,11 +366,18 @@ def decision_record(result: dict) -> str:
     ]
     from .evaluate import format_table
 
-    table = [{"config": config_name(r), "nDCG@10": r["ndcg@10"], "recall@100": r["recall@100"],
-              "docs/s": f"{r['encode_docs_per_s']:.1f}", "ms/query": f"{r['query_ms']:.1f}",
-              "B/vector": r["bytes_per_vector"],
-              "candidate": "yes" if r["ndcg@10"] >= result["floor"] else ""}
-             for r in sorted(result["rows"], key=lambda r: -r["ndcg@10"])]
+    table = [
+        {
+            "config": config_name(r),
+            "nDCG@10": r["ndcg@10"],
+            "recall@100": r["recall@100"],
+            "docs/s": f"{r['encode_docs_per_s']:.1f}",
+            "ms/query": f"{r['query_ms']:.1f}",
+            "B/vector": r["bytes_per_vector"],
+            "candidate": "yes" if r["ndcg@10"] >= result["floor"] else "",
+        }
+        for r in sorted(result["rows"], key=lambda r: -r["ndcg@10"])
+    ]
     columns = ["config", "nDCG@10", "recall@100", "docs/s", "ms/query", "B/vector", "candidate"]
     lines.append(format_table(table, columns))
     if result["skipped"]:
@@ -318,8 +389,16 @@ def decision_record(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_select(ds: BeirDataset, models: list[str], out_dir: str | os.PathLike | None = None, *, tolerance: float = 0.01,
-               max_docs: int | None = None, log=print, **grid) -> dict:
+def run_select(
+    ds: BeirDataset,
+    models: list[str],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    tolerance: float = 0.01,
+    max_docs: int | None = None,
+    log=print,
+    **grid,
+) -> dict:
     """Run the grid, recommend, and (with ``out_dir``) write results.json, decision.md and pareto.png."""
     if not 0 <= tolerance < 1:
         raise InputError(f"tolerance is a fraction of the best nDCG@10 in [0, 1), got {tolerance}")
@@ -329,13 +408,20 @@ def run_select(ds: BeirDataset, models: list[str], out_dir: str | os.PathLike | 
     threads = grid.get("threads")
     result = {
         "dataset": {"name": ds.name, "docs": len(ds.doc_ids), "queries": len(ds.query_ids), "max_docs": max_docs},
-        "environment": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                        "threads": threads or "default (physical cores)",
-                        # 1-min load average before/after: timings on a busy machine are not comparable
-                        "loadavg_1min": [load_before and round(load_before[0], 1),
-                                         round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None]},
-        "rule": (f"candidates: nDCG@10 >= (1 - {tolerance:g}) * best; order: highest encode docs/s, "
-                 "then fewest bytes/vector, then higher nDCG@10"),
+        "environment": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "threads": threads or "default (physical cores)",
+            # 1-min load average before/after: timings on a busy machine are not comparable
+            "loadavg_1min": [
+                load_before and round(load_before[0], 1),
+                round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
+            ],
+        },
+        "rule": (
+            f"candidates: nDCG@10 >= (1 - {tolerance:g}) * best; order: highest encode docs/s, "
+            "then fewest bytes/vector, then higher nDCG@10"
+        ),
         **rec,
         "rows": rows,
         "skipped": skipped,

@@ -50,6 +50,7 @@ directory (mode 0o666 less the umask), fsynced and ``os.replace``-d over ``path`
 the old file or the new one, never a mix; an existing non-regular ``path`` is refused
 (InputError) and a failed write is an OutputError naming ``path``, the old file intact.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,23 +69,32 @@ from engine.errors import IndexFormatError, InputError
 from engine.files import fsync_dir, open_regular, replace_atomically
 from engine.precisions import INDEX_PRECISIONS
 
-__all__ = ["FIELDS", "FORMAT_VERSION", "MAGIC", "SECTIONS", "bad_rows", "check_values", "read", "section_names",
-           "write"]
+__all__ = [
+    "FIELDS",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "SECTIONS",
+    "bad_rows",
+    "check_values",
+    "read",
+    "section_names",
+    "write",
+]
 
 FORMAT_VERSION = 1
 MAGIC = b"EMBIDX\x00\x01"
 PRECISIONS = INDEX_PRECISIONS
 ID_KINDS = (None, "int", "str")
-METRICS = ("cosine", "dot")   # cosine: unit rows, dot product; dot: raw rows, inner product
+METRICS = ("cosine", "dot")  # cosine: unit rows, dot product; dot: raw rows, inner product
 # metric "dot": the largest ||v||^2 of a row or query, so |x . y| <= ||x|| ||y|| <= 1e36: finite in
 # float32 (partial sums too) and far from the top-k heaps' empty sentinel, -3.4e38 (kernels/topk.py)
 DOT_MAX_SQ = 1e36
 ALIGN = 64
 PREFIX = 8 + 8 + 32
-MAX_HEADER = 1 << 20      # real headers are < 1 KiB; a crafted 64 MiB one parses into GBs of objects
+MAX_HEADER = 1 << 20  # real headers are < 1 KiB; a crafted 64 MiB one parses into GBs of objects
 MAX_ID = np.iinfo(np.int64).max
-UNIT_TOL = 1e-3           # stored rows: | ||v||^2 - 1 | <= UNIT_TOL (float32 normalizing is within 1e-5)
-ROW_BLOCK = 16384         # rows per block of the vectors check
+UNIT_TOL = 1e-3  # stored rows: | ||v||^2 - 1 | <= UNIT_TOL (float32 normalizing is within 1e-5)
+ROW_BLOCK = 16384  # rows per block of the vectors check
 
 #: name -> (dtype, shape from (count, dim); None for ids_utf8, whose length ids_offsets gives)
 SECTIONS: dict[str, tuple[str, Any]] = {
@@ -175,34 +185,53 @@ def write(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any
     given = dict(arrays)
     if fields["id_kind"] == "str":
         given.update(_encode_strings(given.pop("ids")))
-    secs = [(name, np.asarray(given[name], dtype=SECTIONS[name][0]))
-            for name in section_names(fields["precision"], fields["id_kind"])]
-    table = [{"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": 0,
-              "nbytes": int(arr.nbytes)} for name, arr in secs]
-    base = {"format_version": FORMAT_VERSION, "dim": fields["dim"], "precision": fields["precision"],
-            "count": fields["count"], "model": fields["model"], "metric": fields["metric"],
-            "id_kind": fields["id_kind"], "next_id": fields["next_id"], "oversample": fields["oversample"],
-            "scales_calibrated": fields["scales_calibrated"]}
+    secs = [
+        (name, np.asarray(given[name], dtype=SECTIONS[name][0]))
+        for name in section_names(fields["precision"], fields["id_kind"])
+    ]
+    table = [
+        {"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": 0, "nbytes": int(arr.nbytes)}
+        for name, arr in secs
+    ]
+    base = {
+        "format_version": FORMAT_VERSION,
+        "dim": fields["dim"],
+        "precision": fields["precision"],
+        "count": fields["count"],
+        "model": fields["model"],
+        "metric": fields["metric"],
+        "id_kind": fields["id_kind"],
+        "next_id": fields["next_id"],
+        "oversample": fields["oversample"],
+        "scales_calibrated": fields["scales_calibrated"],
+    }
 
     def header(digest: str, header_len: int) -> bytes:
         for entry, off in zip(table, _offsets(header_len, [e["nbytes"] for e in table])):
             entry["offset"] = off
         return json.dumps({**base, "sections": table, "payload_sha256": digest}).encode()
 
-    hlen = 0                                  # offsets depend on the header's length: fixed point
+    hlen = 0  # offsets depend on the header's length: fixed point
     while len(hdr := header("0" * 64, hlen)) != hlen:
         hlen = len(hdr)
-    h = hashlib.sha256()                      # over the exact bytes that go to disk after the header
+    h = hashlib.sha256()  # over the exact bytes that go to disk after the header
     for chunk in _payload(secs, table):
         h.update(chunk)
     hdr = header(h.hexdigest(), hlen)
     if len(hdr) > MAX_HEADER:
-        raise InputError(f"the index header would be {len(hdr)} bytes, over the format's {MAX_HEADER}; "
-                         "use a shorter model fingerprint")
+        raise InputError(
+            f"the index header would be {len(hdr)} bytes, over the format's {MAX_HEADER}; "
+            "use a shorter model fingerprint"
+        )
     prefix = MAGIC + len(hdr).to_bytes(8, "little") + hashlib.sha256(hdr).digest() + hdr
     padding = b"\x00" * (table[0]["offset"] - PREFIX - len(hdr))
-    replace_atomically(path, itertools.chain([prefix, padding], _payload(secs, table)), prefix=path.name + ".",
-                       suffix=".tmp", sync_dir=False)
+    replace_atomically(
+        path,
+        itertools.chain([prefix, padding], _payload(secs, table)),
+        prefix=path.name + ".",
+        suffix=".tmp",
+        sync_dir=False,
+    )
     with contextlib.suppress(OSError):  # make the rename durable
         fsync_dir(path.parent)
 
@@ -294,8 +323,11 @@ def _check_sections(path: Path, fields: dict, table: Any, hlen: int, size: int) 
         raise _damaged(path, "the section table is not a list of objects")
     names = [e.get("name") for e in table]
     if names != want:
-        raise _damaged(path, f"sections are {names}, a {fields['precision']} index with "
-                             f"{fields['id_kind'] or 'row-number'} ids has {want}")
+        raise _damaged(
+            path,
+            f"sections are {names}, a {fields['precision']} index with "
+            f"{fields['id_kind'] or 'row-number'} ids has {want}",
+        )
     n, d = fields["count"], fields["dim"]
     for e in table:
         name, shape = e["name"], e.get("shape")
@@ -306,8 +338,7 @@ def _check_sections(path: Path, fields: dict, table: Any, hlen: int, size: int) 
             raise _damaged(path, f"section {name!r} has shape {shape!r}, not a list of sizes >= 0")
         expected = list(shape_of(n, d)) if shape_of else (shape[:1] or [0])  # ids_utf8: any length
         if shape != expected:
-            raise _damaged(path, f"section {name!r} has shape {shape}, expected {expected} "
-                                 f"for count={n}, dim={d}")
+            raise _damaged(path, f"section {name!r} has shape {shape}, expected {expected} for count={n}, dim={d}")
         nbytes = e.get("nbytes")
         if not _is_int(nbytes) or nbytes != math.prod(shape) * np.dtype(dtype).itemsize:
             raise _damaged(path, f"section {name!r} size {nbytes!r} does not match its shape {shape}")
@@ -316,8 +347,11 @@ def _check_sections(path: Path, fields: dict, table: Any, hlen: int, size: int) 
             raise _damaged(path, f"section {e['name']!r} starts at {e.get('offset')!r}, the layout puts it at {off}")
     end = table[-1]["offset"] + table[-1]["nbytes"]
     if size != end:
-        raise _damaged(path, f"file is {size} bytes but its header describes {end} bytes "
-                             + ("(truncated)" if size < end else "(trailing data)"))
+        raise _damaged(
+            path,
+            f"file is {size} bytes but its header describes {end} bytes "
+            + ("(truncated)" if size < end else "(trailing data)"),
+        )
     return table
 
 
@@ -373,7 +407,7 @@ def bad_rows(vectors: np.ndarray, limit: int = 10, *, unit: bool = True) -> list
     out: list[int] = []
     with np.errstate(all="ignore"):
         for start in range(0, len(vectors), ROW_BLOCK):
-            block = np.asarray(vectors[start: start + ROW_BLOCK])
+            block = np.asarray(vectors[start : start + ROW_BLOCK])
             sq = np.einsum("ij,ij->i", block, block)
             ok = np.abs(sq - 1) <= UNIT_TOL if unit else sq <= DOT_MAX_SQ
             out += (np.flatnonzero(~ok) + start)[: limit - len(out)].tolist()
@@ -389,7 +423,7 @@ def describe_row(row: np.ndarray) -> str:
         return "holds NaN or inf"
     norm = float(np.sqrt(np.sum(row * row)))
     if norm * norm > DOT_MAX_SQ:
-        return f"has norm {norm:.6g}, above the {DOT_MAX_SQ ** 0.5:.0e} a dot-product index holds"
+        return f"has norm {norm:.6g}, above the {DOT_MAX_SQ**0.5:.0e} a dot-product index holds"
     return "is all zeros" if norm == 0 else f"has norm {norm:.6g}, not 1"
 
 
@@ -397,15 +431,16 @@ def _first_row_not_encoded(vectors, codes, encode) -> int | None:
     """The first row whose ``codes`` differ from ``encode`` of its vector (what ``Index.add``
     stores), None when all agree; ``ROW_BLOCK`` rows at a time, so a mapped file is read once."""
     for start in range(0, len(vectors), ROW_BLOCK):
-        block = np.asarray(vectors[start: start + ROW_BLOCK])
-        differ = np.flatnonzero((encode(block) != codes[start: start + ROW_BLOCK]).any(axis=1))
+        block = np.asarray(vectors[start : start + ROW_BLOCK])
+        differ = np.flatnonzero((encode(block) != codes[start : start + ROW_BLOCK]).any(axis=1))
         if differ.size:
             return start + int(differ[0])
     return None
 
 
-def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any], *,
-                 rows: bool = True) -> set[str] | None:
+def check_values(
+    path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any], *, rows: bool = True
+) -> set[str] | None:
     """What an Index trusts beyond the layout ``read`` checks; IndexFormatError naming the file:
 
     * ``rows``: every vector row is a finite unit vector, or for metric "dot" a finite one
@@ -426,8 +461,11 @@ def check_values(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[s
     vectors = arrays["vectors"]
     unit = fields.get("metric", "cosine") == "cosine"
     if rows and (bad := bad_rows(vectors, unit=unit)):
-        raise _damaged(path, f"vector row {bad[0]} {describe_row(vectors[bad[0]])} (bad rows: {bad}); "
-                             f"stored vectors must be finite{' unit' if unit else ''} vectors")
+        raise _damaged(
+            path,
+            f"vector row {bad[0]} {describe_row(vectors[bad[0]])} (bad rows: {bad}); "
+            f"stored vectors must be finite{' unit' if unit else ''} vectors",
+        )
     if fields["precision"] == "int8" and fields["count"] and not fields["scales_calibrated"]:
         raise _damaged(path, f"an int8 index of {fields['count']} rows without calibrated scales")
     if rows and fields["precision"] == "binary":

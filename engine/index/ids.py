@@ -1,4 +1,5 @@
 """Ids given to ``Index.add``: one kind per batch (int64 or str), one id per row, no repeats."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,7 @@ def parse_ids(ids: Any, m: int) -> tuple[str | None, np.ndarray | list[str] | No
         return "int", arr.astype(np.int64).reshape(-1)
     if arr.dtype.kind == "U" or (arr.dtype == object and all(isinstance(v, str) for v in ids_list)):
         return "str", [str(v) for v in ids_list]
-    raise InputError(f"ids must all be integers or all be strings, got {arr.dtype} values; "
-                     "convert them to one kind")
+    raise InputError(f"ids must all be integers or all be strings, got {arr.dtype} values; convert them to one kind")
 
 
 def check_unique(new: np.ndarray | list[str], existing: np.ndarray | set[str] | None) -> None:
@@ -57,5 +57,7 @@ def check_unique(new: np.ndarray | list[str], existing: np.ndarray | set[str] | 
             raise InputError(f"duplicate ids in this batch: {d_in[:10]}; ids must be unique")
         dup = [v for v in new if existing and v in existing]
     if dup:
-        raise InputError(f"ids already in the index: {dup[:10]}; ids must be unique "
-                         "(remove the old entries by rebuilding, or choose new ids)")
+        raise InputError(
+            f"ids already in the index: {dup[:10]}; ids must be unique "
+            "(remove the old entries by rebuilding, or choose new ids)"
+        )

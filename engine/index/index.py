@@ -84,6 +84,7 @@ trust. Even then ``search`` never returns a non-finite score or an id of no row:
 IndexFormatError naming the file and the bad row (a zero or non-unit row in such a file would
 go unnoticed, giving wrong scores).
 """
+
 from __future__ import annotations
 
 import os
@@ -112,7 +113,7 @@ METRICS = fmt.METRICS
 # similarity functions of sentence-transformers the index cannot scan: what to do instead
 _DISTANCES = ("euclidean", "manhattan")
 TINY = float(np.finfo(np.float32).tiny)  # a row with a smaller norm is a zero vector
-SMALL_SQ = 1e-30   # float32 squared norms below this may have underflowed: recomputed in float64
+SMALL_SQ = 1e-30  # float32 squared norms below this may have underflowed: recomputed in float64
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
@@ -149,7 +150,8 @@ class Index:
                 f"(a model whose similarity_fn_name is {metric!r}). If the model is a cosine model trained with "
                 f"{metric} similarity, encode with normalize=True and use metric='cosine' (for unit vectors "
                 "euclidean distance ranks as cosine does); otherwise use an index that scans that distance "
-                "(e.g. faiss IndexFlatL2)")
+                "(e.g. faiss IndexFlatL2)"
+            )
         if metric not in METRICS:
             raise InputError(f"metric must be one of {METRICS} (the model's similarity_fn_name), got {metric!r}")
         self._metric = metric
@@ -169,16 +171,18 @@ class Index:
                 raise InputError("scales= only applies to precision='int8'")
             s = np.asarray(scales, dtype=np.float32).reshape(-1)
             if s.shape != (self._dim,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-                raise InputError(f"scales must be {self._dim} finite positive numbers; compute them "
-                                 "with engine.kernels.quantize.calibrate_scales")
+                raise InputError(
+                    f"scales must be {self._dim} finite positive numbers; compute them "
+                    "with engine.kernels.quantize.calibrate_scales"
+                )
             self._scales = s.copy()
-        self._id_kind: str | None = None   # None (no ids yet / positional), "int", "str"
+        self._id_kind: str | None = None  # None (no ids yet / positional), "int", "str"
         self._int_ids: np.ndarray | None = None  # explicit int ids (capacity buffer)
         self._str_ids: list[str] | None = None
         self._str_set: set[str] | None = None
         self._next_id = 0
         self._mapped = False
-        self._source: str | None = None    # the file it was loaded from (for error messages)
+        self._source: str | None = None  # the file it was loaded from (for error messages)
 
     # ------------------------------------------------------------------ properties
 
@@ -196,7 +200,7 @@ class Index:
 
     @property
     def metric(self) -> str:
-        """"cosine" (unit vectors, dot product) or "dot" (raw vectors, inner product)."""
+        """ "cosine" (unit vectors, dot product) or "dot" (raw vectors, inner product)."""
         return self._metric
 
     @property
@@ -212,8 +216,10 @@ class Index:
         return self._n
 
     def __repr__(self) -> str:
-        return (f"Index(dim={self._dim}, precision={self._precision!r}, metric={self._metric!r}, "
-                f"model={self._model!r}, count={self._n})")
+        return (
+            f"Index(dim={self._dim}, precision={self._precision!r}, metric={self._metric!r}, "
+            f"model={self._model!r}, count={self._n})"
+        )
 
     def memory_usage(self) -> dict[str, int]:
         """Bytes of the index's arrays: ``resident`` (held in RAM) and ``mapped`` (memory-mapped
@@ -280,14 +286,16 @@ class Index:
         if self._metric == "dot":
             if sq.size and not sq.max() <= fmt.DOT_MAX_SQ:  # NaN fails too
                 self._check_rows(arr, sq, what)
-            return np.array(arr, dtype=np.float32, order="C"), single   # raw, a copy
+            return np.array(arr, dtype=np.float32, order="C"), single  # raw, a copy
         if sq.size and not (sq.min() >= SMALL_SQ and sq.max() <= FLT_MAX):  # NaN fails both
             self._check_rows(arr, sq, what)
         out = l2_normalize(arr, copy=True)
         sq = np.einsum("ij,ij->i", out, out)  # finite unit rows after normalizing too
         if sq.size and not np.abs(sq - 1).max() <= fmt.UNIT_TOL:
-            raise InputError(f"{what} row(s) {fmt.bad_rows(out)} do not normalize to finite unit vectors (their "
-                             "components are too small for float32); scale those rows up or drop them")
+            raise InputError(
+                f"{what} row(s) {fmt.bad_rows(out)} do not normalize to finite unit vectors (their "
+                "components are too small for float32); scale those rows up or drop them"
+            )
         return out, single
 
     def _check_rows(self, arr: np.ndarray, sq: np.ndarray, what: str) -> None:
@@ -296,20 +304,23 @@ class Index:
         odd = np.flatnonzero(~np.isfinite(sq))
         bad = odd[~np.isfinite(arr[odd]).all(axis=1)]
         if bad.size:
-            raise InputError(f"{what} contain NaN or inf in row(s) {bad[:10].tolist()}; "
-                             "drop or fix those rows")
+            raise InputError(f"{what} contain NaN or inf in row(s) {bad[:10].tolist()}; drop or fix those rows")
         if self._metric == "dot":
             big = np.flatnonzero(~(sq <= fmt.DOT_MAX_SQ))
-            raise InputError(f"{what} row(s) {big[:10].tolist()} are too large: a dot-product index holds "
-                             f"norms up to {fmt.DOT_MAX_SQ ** 0.5:.0e}, so that no score overflows float32; "
-                             "scale the vectors down")
+            raise InputError(
+                f"{what} row(s) {big[:10].tolist()} are too large: a dot-product index holds "
+                f"norms up to {fmt.DOT_MAX_SQ**0.5:.0e}, so that no score overflows float32; "
+                "scale the vectors down"
+            )
         small = np.flatnonzero(sq < SMALL_SQ)
         x64 = arr[small].astype(np.float64)
         zero = small[np.sqrt(np.einsum("ij,ij->i", x64, x64)) < TINY]
         if zero.size:
-            raise InputError(f"{what} contain zero vectors in row(s) {zero[:10].tolist()} (a norm below {TINY:.3g}, "
-                             "float32's smallest normal number, counts as zero); cosine similarity is undefined "
-                             "for them, drop those rows")
+            raise InputError(
+                f"{what} contain zero vectors in row(s) {zero[:10].tolist()} (a norm below {TINY:.3g}, "
+                "float32's smallest normal number, counts as zero); cosine similarity is undefined "
+                "for them, drop those rows"
+            )
 
     def _new_ids(self, ids: Any, m: int) -> tuple[str | None, Any]:
         """Validate ids for m new rows: returns (kind, ids as int64 array / list[str] / None)."""
@@ -318,8 +329,10 @@ class Index:
                 raise InputError("this index uses string ids; pass ids= for the new vectors")
             if self._id_kind == "int":
                 if self._next_id + m - 1 > fmt.MAX_ID:
-                    raise InputError(f"the default ids of {m} new rows would pass the largest int64 "
-                                     f"({self._next_id} is next); pass ids= for them")
+                    raise InputError(
+                        f"the default ids of {m} new rows would pass the largest int64 "
+                        f"({self._next_id} is next); pass ids= for them"
+                    )
                 return "int", np.arange(self._next_id, self._next_id + m, dtype=np.int64)
             return None, None
         kind, new = parse_ids(ids, m)
@@ -384,13 +397,13 @@ class Index:
             buf = np.empty(self._vecs.shape[0], np.int64)
             buf[:n] = np.arange(n, dtype=np.int64)
             self._int_ids = buf
-        self._vecs[n: n + m] = x
+        self._vecs[n : n + m] = x
         if self._precision == "int8":
-            self._codes[n: n + m] = quantize(x, self._scales)
+            self._codes[n : n + m] = quantize(x, self._scales)
         elif self._precision == "binary":
-            self._codes[n: n + m] = pack_signs(x)
+            self._codes[n : n + m] = pack_signs(x)
         if kind == "int":
-            self._int_ids[n: n + m] = new_ids
+            self._int_ids[n : n + m] = new_ids
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
         elif kind == "str":
             if self._str_ids is None:
@@ -427,8 +440,10 @@ class Index:
         if device not in ("cpu", "cuda"):
             raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda" and self._precision == "binary":
-            raise InputError("a binary index searches on the CPU only (its Hamming scan reads 32x less than fp32); "
-                             "use device='cpu', or an fp32/int8 index for device='cuda'")
+            raise InputError(
+                "a binary index searches on the CPU only (its Hamming scan reads 32x less than fp32); "
+                "use device='cpu', or an fp32/int8 index for device='cuda'"
+            )
         self._check_model(model, "the queries")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InputError(f"k must be an integer >= 0, got {k!r}")
@@ -476,7 +491,8 @@ class Index:
                 f"index file {self._source!r} holds vectors that are not finite"
                 f"{' unit' if self._metric == 'cosine' else ''} vectors ({where}); "
                 "Index.load(..., mmap=True, verify=False) skips that check. Load it with verify=True to "
-                "check it, and rebuild the index from the source vectors")
+                "check it, and rebuild the index from the source vectors"
+            )
         return EngineError(f"search produced a non-finite score or no row ({where}); please report this bug")
 
     def _device_corpus(self):
@@ -547,10 +563,21 @@ class Index:
             arrays["bits"] = self._codes[:n]
         if self._id_kind is not None:
             arrays["ids"] = self._int_ids[:n] if self._id_kind == "int" else self._str_ids
-        fmt.write(path, {"dim": self._dim, "precision": self._precision, "count": n, "model": self._model,
-                         "metric": self._metric,
-                         "id_kind": self._id_kind, "next_id": self._next_id, "oversample": self._oversample,
-                         "scales_calibrated": self._scales is not None}, arrays)
+        fmt.write(
+            path,
+            {
+                "dim": self._dim,
+                "precision": self._precision,
+                "count": n,
+                "model": self._model,
+                "metric": self._metric,
+                "id_kind": self._id_kind,
+                "next_id": self._next_id,
+                "oversample": self._oversample,
+                "scales_calibrated": self._scales is not None,
+            },
+            arrays,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True, *, verify: bool = True) -> Index:
@@ -567,8 +594,13 @@ class Index:
         """
         fields, arrays = fmt.read(path, mmap=mmap, verify=verify)
         str_set = fmt.check_values(path, fields, arrays, rows=verify or not mmap)
-        idx = cls(fields["dim"], fields["precision"], fields["model"], metric=fields["metric"],
-                  oversample=fields["oversample"])
+        idx = cls(
+            fields["dim"],
+            fields["precision"],
+            fields["model"],
+            metric=fields["metric"],
+            oversample=fields["oversample"],
+        )
         idx._vecs = arrays["vectors"]
         idx._mapped = isinstance(idx._vecs, np.memmap)
         if idx._precision == "int8":

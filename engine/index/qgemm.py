@@ -33,6 +33,7 @@ ISA class by ``bench/experiments/int8_gemm_threshold.py`` (see the number's comm
 ``onnxruntime`` is a core dependency, so the path is always there; its session is built once per
 process and thread count.
 """
+
 from __future__ import annotations
 
 import functools
@@ -89,6 +90,7 @@ def block_rows(nq: int, dim: int) -> int:
     rows = min(MAX_BLOCK_ROWS, BLOCK_SCORES // max(nq, 1), BLOCK_BYTES // max(dim, 1))
     return max(BLOCK_ROWS, rows)
 
+
 _sessions: dict[int | None, object] = {}
 _lock = threading.Lock()
 
@@ -99,7 +101,10 @@ def _graph() -> bytes:
     return pb.model(
         [pb.node("MatMulInteger", ["A", "B", "a_zp"], ["Y"], "qgemm")],
         [pb.value_info("A", pb.UINT8, ("m", "k")), pb.value_info("B", pb.INT8, ("k", "n"))],
-        [pb.value_info("Y", pb.INT32, ("m", "n"))], [zp], name="qgemm")
+        [pb.value_info("Y", pb.INT32, ("m", "n"))],
+        [zp],
+        name="qgemm",
+    )
 
 
 def _session(threads: int | None):
@@ -121,8 +126,9 @@ def quantize_queries(queries: np.ndarray, scales: np.ndarray) -> tuple[np.ndarra
     return qq.astype(np.int8), t
 
 
-def topk_int8_gemm(codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k: int,
-                   threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def topk_int8_gemm(
+    codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k: int, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k rows by the approximate score ``queries . dequantize(codes)`` for every query.
 
     codes: int8 (n, dim) C-contiguous; queries: float32 (nq, dim). Returns (approximate scores
@@ -135,7 +141,7 @@ def topk_int8_gemm(codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k
     if kk == 0 or nq == 0:
         return np.empty((nq, kk), np.float32), np.empty((nq, kk), np.int64)
     qq, t = quantize_queries(queries, scales)
-    b = np.ascontiguousarray(qq.T)                      # (dim, nq) int8
+    b = np.ascontiguousarray(qq.T)  # (dim, nq) int8
     sess = _session(threads)
     hs, hi = empty_heaps((nq, kk), np.int32)
     thr = hs[:, 0].copy()
@@ -145,7 +151,7 @@ def topk_int8_gemm(codes: np.ndarray, queries: np.ndarray, scales: np.ndarray, k
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         a = buf[: r1 - r0]
-        np.bitwise_xor(raw[r0:r1], 0x80, out=a)          # c + 128 as uint8
+        np.bitwise_xor(raw[r0:r1], 0x80, out=a)  # c + 128 as uint8
         push_row_scores(sess.run({"A": a, "B": b}), r0, hs, hi, thr)
     sort_heaps(hs, hi)
     return (hs.astype(np.float64) * t[:, None]).astype(np.float32), hi

@@ -10,6 +10,7 @@ Use it wherever LangChain takes an ``Embeddings`` (vector stores, retrievers), e
 arguments too, so ``HuggingFaceEmbeddings(model_name=..., model_kwargs={"device": "cpu"},
 encode_kwargs={"normalize_embeddings": True})`` ports by changing the class name.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,9 +61,17 @@ class EngineEmbeddings(Embeddings):
     taken (batches run on worker threads; the export cache is ``cache_dir``).
     """
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *, model_name: str | os.PathLike | None = None,
-                 model_kwargs: dict | None = None, encode_kwargs: dict | None = None,
-                 query_encode_kwargs: dict | None = None, show_progress: bool = False, **embedder_kwargs) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        model_name: str | os.PathLike | None = None,
+        model_kwargs: dict | None = None,
+        encode_kwargs: dict | None = None,
+        query_encode_kwargs: dict | None = None,
+        show_progress: bool = False,
+        **embedder_kwargs,
+    ) -> None:
         from ..embedder import Embedder
 
         if model_name is not None:
