@@ -251,44 +251,41 @@ def cpu_class(flags: set[str] | None = None) -> str:
     return isa_class(flags)
 
 
+_NOTES = "bench/experiments/runtime_choice.md"
 _ORT_FP32 = ("onnxruntime", "not measured on this class: the default runtime")
 _ORT_INT8 = (
     "onnxruntime",
-    "not measured against OpenVINO static int8 (NNCF) on this class; onnxruntime's dynamic "
-    "int8 recipes are measured per ISA class (engine.models.quantize.ISA_RECIPES)",
+    "not measured against OpenVINO static int8 on this class; onnxruntime's dynamic int8 recipes are chosen per "
+    "ISA class (engine.models.quantize.ISA_RECIPES)",
 )
 _OV_BF16 = ("openvino", "the only runtime with x86 bf16 kernels (onnxruntime has none)")
 
+
+def _measured(runtime: str, finding: str, cls: str) -> tuple[str, str]:
+    return runtime, f"measured: {finding} ({_NOTES}#{cls})"
+
+
 #: model precision -> CPU class -> (runtime, the evidence for it). A class missing under a precision
-#: does not run it (bf16 without bf16 units). Measurements: bench/runtime_speed.py, whose notes are
-#: in bench/experiments/runtime_choice.md.
+#: does not run it (bf16 without bf16 units). The measurements (bench/int8_speed.py, per chip) are
+#: in bench/experiments/runtime_choice.md, one section per CPU class.
 RUNTIME_CHOICE: dict[str, dict[str, tuple[str, str]]] = {
     "fp32": {
         **{cls: _ORT_FP32 for cls in CPU_CLASSES},
-        "avx512_bf16": (
-            "onnxruntime",
-            "measured (Zen 5, issue 25): OpenVINO f32 equal on documents, onnxruntime 1.37x on sentences",
-        ),
-        "avx2": (
-            "onnxruntime",
-            "measured (EPYC, AVX2): OpenVINO f32 0.98x on documents, 1.02x on sentences: equal, the default stays",
-        ),
-        "amx_bf16": ("onnxruntime", "measured (Xeon, AMX): OpenVINO f32 1.05x on documents, 0.98x on sentences"),
-        "avx512": ("onnxruntime", "measured (emulated on a Xeon): OpenVINO f32 1.05x / 1.00x"),
+        **{
+            cls: _measured("onnxruntime", "OpenVINO f32 no faster on documents and sentences", cls)
+            for cls in ("avx2", "avx512", "avx512_bf16", "amx_bf16")
+        },
     },
     "int8": {
         **{cls: _ORT_INT8 for cls in CPU_CLASSES},
-        "avx2": (
-            "onnxruntime",
-            "measured (EPYC, AVX2): OpenVINO static int8 (NNCF) on the same pipeline is slower "
-            "than fp32 there; onnxruntime's dynamic int8 2.11x / 2.45x it (docs / sentences)",
+        "avx2": _measured("onnxruntime", "OpenVINO static int8 slower than fp32 on AVX2", "avx2"),
+        "avx512": _measured("onnxruntime", "OpenVINO static int8 no faster", "avx512"),
+        "avx512_bf16": _measured(
+            "onnxruntime", "OpenVINO static int8 faster on documents, not on sentences in every round", "avx512_bf16"
         ),
-        "amx_bf16": (
-            "onnxruntime",
-            "measured (Xeon, AMX): OpenVINO static int8 (NNCF) equal on documents, 0.85x on "
-            "sentences, at a higher mean cosine; bf16 is faster than both on documents",
+        "amx_bf16": _measured(
+            "onnxruntime", "OpenVINO static int8 equal on documents, slower on sentences; bf16 beats both", "amx_bf16"
         ),
-        "avx512": ("onnxruntime", "measured (emulated on a Xeon): OpenVINO static int8 0.95x / 0.99x"),
     },
     "bf16": {cls: _OV_BF16 for cls in BF16_CLASSES},
 }
