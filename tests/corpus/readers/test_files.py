@@ -1,117 +1,15 @@
-"""The one reader and the one title+text rule: every caller embeds the same string for a record."""
+"""The file readers (``engine.corpus.readers.files``): CSV/TSV, Parquet and text with fallback fields,
+untrusted files (CSV quoting, damaged gzip, lone surrogates, what the JSON parser cannot read), pipes,
+and unknown file types."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from importlib import resources
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from engine.corpus.readers import (
-    ANY_TEXT,
-    Fields,
-    compose,
-    expand_inputs,
-    iter_documents,
-    read_documents,
-    read_sample,
-    text_key,
-)
+from engine.corpus.readers import Fields, expand_inputs, iter_documents, read_documents
 from engine.errors import InputError
-from tests.conftest import write_beir
-
-
-def beir_rule(title: str, text: str) -> str:
-    """BEIR's evaluation rule, written out: the oracle."""
-    return (title + " " + text).strip()
-
-
-@pytest.mark.parametrize(
-    "title, text, want",
-    [
-        ("T", "body", "T body"),
-        ("", "body", "body"),
-        ("T", "", "T"),
-        ("", "", ""),
-        ("", " x ", "x"),  # BEIR strips; the old corpus rule kept " x "
-        (" T ", "body\n", "T  body"),  # inner white space is kept
-        ("T", "   ", "T"),
-    ],
-    ids=["both", "no-title", "no-text", "empty", "padded-text", "padded-both", "blank-text"],
-)
-def test_compose_is_beirs_rule(title, text, want):
-    assert compose(title, text) == want == beir_rule(title, text)
-
-
-@given(st.text(), st.text())
-def test_compose_matches_the_oracle(title, text):
-    assert compose(title, text) == beir_rule(title, text)
-
-
-TRICKY = [
-    {"_id": "a", "title": "Title", "text": "body"},
-    {"_id": "b", "title": "", "text": "  padded body  "},
-    {"_id": "c", "text": "no title field"},
-    {"_id": "d", "title": None, "text": "null title"},
-    {"_id": "e", "title": " Spaced ", "text": " text "},
-    {"_id": 7, "title": "int id", "text": "x"},
-]
-
-
-def test_every_caller_embeds_the_same_string(tmp_path):
-    """embed encode (iter_documents), embed eval (load_beir), the lab and the bench harness."""
-    from engine.benchmark.harness import read_corpus
-    from engine.eval.evaluate import load_beir
-    from engine.eval.lab import load_texts
-
-    want = [beir_rule(d.get("title") or "", d["text"]) for d in TRICKY]
-    root = write_beir(tmp_path / "ds", TRICKY, [{"_id": "q", "text": " query "}], [("q", "a", 1)])
-    corpus = root / "corpus.jsonl"
-    assert [d.text for d in iter_documents(expand_inputs(corpus))] == want
-    ds = load_beir(root)
-    assert ds.doc_texts == want and ds.doc_ids == ["a", "b", "c", "d", "e", "7"]
-    assert ds.query_texts == ["query"]
-    assert load_texts(corpus)[1] == want
-    assert read_corpus(corpus) == want
-
-
-def test_doc_key_is_the_cache_key_of_the_text():
-    doc = read_sample("sample_corpus.jsonl")[0]
-    assert doc.key == text_key(doc.text) == hashlib.sha256(doc.text.encode("utf-8")).digest()
-    assert text_key("\ud800") == hashlib.sha256(b"\xed\xa0\x80").digest()  # lone surrogates do not raise
-
-
-def test_read_sample_corpus_and_queries():
-    docs = read_sample()
-    lines = resources.files("engine").joinpath("data", "sample_corpus.jsonl").read_text().splitlines()
-    raw = [json.loads(line) for line in lines if line.strip()]
-    assert len(docs) == len(raw) == 200 and docs[10].id == "d011"
-    assert [d.text for d in docs] == [beir_rule(r["title"], r["text"]) for r in raw]
-    queries = read_sample("sample_queries.jsonl", Fields(title=None, extra=("relevant",)))
-    assert queries[0].id == "q01" and queries[0].extra == (["d181", "d182", "d187"],)
-    assert all(q.extra[0] for q in queries)
-
-
-def test_ids_from_line_numbers_and_text_fallbacks(tmp_path):
-    p = tmp_path / "c.jsonl"
-    p.write_text(
-        '{"title": "T", "text": "one"}\n\n{"sentence": "two"}\n{"text": "", "body": "three"}\n'
-        '{"sentence": "four", "text": "text wins"}\n'
-    )
-    docs = read_documents(p, ANY_TEXT)
-    assert [(d.id, d.text) for d in docs] == [("1", "T one"), ("3", "two"), ("4", "three"), ("5", "text wins")]
-    q = tmp_path / "d.jsonl"
-    q.write_text('{"title": "only a title"}\n')
-    with pytest.raises(InputError, match=r"d\.jsonl:1: no text field 'text' or 'sentence' or 'body'"):
-        read_documents(q, ANY_TEXT)
-    # several files: a line-number id says which file
-    t = tmp_path / "e.txt"
-    t.write_text("x\n")
-    docs = read_documents([p, t], ANY_TEXT)
-    assert docs[0].id == f"{p}:1" and docs[-1].id == f"{t}:1"
 
 
 def test_csv_and_parquet_with_fallback_fields_and_extras(tmp_path):
@@ -134,30 +32,6 @@ def test_plain_text_lines_follow_the_rule(tmp_path):
     p = tmp_path / "c.txt"
     p.write_text("  padded line \n\n   \nplain\n")
     assert [(d.id, d.text) for d in read_documents(p)] == [("1", "padded line"), ("4", "plain")]
-
-
-def test_read_documents_errors_name_file_and_line_without_the_skip_hint(tmp_path):
-    p = tmp_path / "c.jsonl"
-    p.write_text('{"_id": "1", "text": "ok"}\n{"_id": "2", "text": null}\n')
-    with pytest.raises(InputError, match=r"c\.jsonl:2: field 'text' is null") as e:
-        read_documents(p)
-    assert "--skip-bad" not in str(e.value)
-    with pytest.raises(InputError, match=r"c\.jsonl:2: field 'text' is null.*--skip-bad"):  # embed encode's path
-        list(iter_documents([p]))
-    with pytest.raises(InputError, match="does not exist"):
-        read_documents(tmp_path / "missing.jsonl")
-
-
-def test_beir_loader_uses_the_reader_errors(tmp_path):
-    from engine.eval.evaluate import load_beir
-
-    root = write_beir(tmp_path / "ds", [{"_id": "a", "text": "x"}], [{"_id": "q", "text": "y"}], [("q", "a", 1)])
-    (root / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "y"\n')
-    with pytest.raises(InputError, match=r"corpus\.jsonl:2: invalid JSON"):
-        load_beir(root)
-    (root / "corpus.jsonl").unlink()
-    with pytest.raises(FileNotFoundError, match="corpus not found"):
-        load_beir(root)
 
 
 # -- untrusted files: CSV quoting, damaged gzip, lone surrogates -----------------------------
@@ -205,18 +79,18 @@ def test_csv_strict_quoting_names_the_line_where_the_record_starts(tmp_path):
 def test_csv_a_field_over_the_limit_always_raises(tmp_path, monkeypatch):
     import csv
 
-    import engine.corpus.readers as readers
+    import engine.corpus.readers.files as files
 
     p = tmp_path / "big.csv"
     p.write_text('_id,text\na,"' + "x" * 50 + "\nb,ok\n" + "y" * 100 + "\n")
-    monkeypatch.setattr(readers, "CSV_FIELD_LIMIT", 64)
+    monkeypatch.setattr(files, "CSV_FIELD_LIMIT", 64)
     for on_bad in (None, lambda where, msg: None):  # not skippable: where the field ends is unknown
         with pytest.raises(InputError, match=r"big\.csv:2: a field longer than 64 characters .* quote left open"):
             list(iter_documents([p], Fields(), on_bad))
     assert csv.field_size_limit() == 64  # set deliberately, for the whole process
     monkeypatch.undo()
     assert read_documents(_write(tmp_path / "ok.csv", "_id,text\na,b\n"))[0].text == "b"
-    assert csv.field_size_limit() == readers.CSV_FIELD_LIMIT == 32 << 20
+    assert csv.field_size_limit() == files.CSV_FIELD_LIMIT == 32 << 20
 
 
 def _write(path, text):
@@ -345,3 +219,60 @@ def test_a_record_the_json_parser_cannot_read_is_that_records_error(tmp_path, re
     docs, rejects = read_skipping(p)
     assert docs == [("1", "first", f"{p}:1"), ("3", "third", f"{p}:3")]
     assert [w for w, _ in rejects] == [f"{p}:2"] and why in rejects[0][1]
+
+
+# -- unknown file types ----------------------------------------------------------------------
+def test_unknown_file_types_are_errors(tmp_path, tiny_model_dir, tiny_cache, monkeypatch, capsys):
+    from engine.cli import main
+
+    pd = pytest.importorskip("pandas")
+
+    xlsx = tmp_path / "a.xlsx"
+    xlsx.write_bytes(b"PK\x03\x04 not text")
+    with pytest.raises(
+        InputError,
+        match=r"a\.xlsx: unknown file type '\.xlsx'; embed reads \.jsonl/\.ndjson/\.json "
+        r"\(JSON lines\), \.csv, .*\.txt .*each also \.gz\. Convert it .*--format",
+    ):
+        read_documents(xlsx)
+    bare = tmp_path / "corpus"
+    bare.write_text("x\n")
+    with pytest.raises(
+        InputError,
+        match=r"corpus has no file extension, so its format is unknown.*--format "
+        r"jsonl\|csv\|tsv\|text\|parquet",
+    ):
+        read_documents(bare)
+    with pytest.raises(InputError, match=r"unknown file type '\.xlsx'"):  # a glob does not hide it
+        expand_inputs(str(tmp_path / "a.*"))
+    with pytest.raises(InputError, match=r"unknown format 'xlsx'; choose one of jsonl, csv"):
+        read_documents(bare, format="xlsx")
+    with pytest.raises(InputError, match=r"parquet cannot be read from standard input"):
+        expand_inputs("-", format="parquet")
+    with pytest.raises(InputError, match=r"format='csv' applies to files and stdin, not to a DataFrame"):
+        expand_inputs(pd.DataFrame({"text": ["x"]}), format="csv")
+    # the command: exit 1, the message, nothing written
+    monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
+    out = tmp_path / "out"
+    assert main(["encode", str(xlsx), "-o", str(out), "--model", str(tiny_model_dir), "--no-cache", "-q"]) == 1
+    assert "unknown file type '.xlsx'" in capsys.readouterr().err
+    assert not out.exists()
+    assert (
+        main(
+            [
+                "encode",
+                str(bare),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--no-cache",
+                "-q",
+                "--format",
+                "text",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["docs"] == 1

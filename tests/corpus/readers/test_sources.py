@@ -1,7 +1,8 @@
-"""Inputs besides files: a DataFrame, Arrow tables and streams, Hugging Face datasets, iterables of
-dicts or strings and stdin give the ids, titles and vectors of the equivalent JSON lines file (the
-oracle: the jsonl path of the same embed_corpus), bad inputs give errors naming the source and
-row, and a rerun over the same or an edited DataFrame resumes shard by shard."""
+"""In-memory sources (``engine.corpus.readers.sources``) and stdin: a DataFrame, Arrow tables and
+streams, Hugging Face datasets, iterables of dicts or strings and stdin give the ids, titles and
+vectors of the equivalent JSON lines file (the oracle: the jsonl path of the same embed_corpus), bad
+inputs give errors naming the source and row, and a rerun over the same or an edited DataFrame
+resumes shard by shard."""
 
 from __future__ import annotations
 
@@ -69,9 +70,9 @@ def numbered_oracle(tmp_path_factory, tiny_embedder):
 @pytest.fixture
 def small_batches(monkeypatch):
     """Batches of 4 rows, so a table is read across several batches (and shards across batches)."""
-    import engine.corpus.readers as readers
+    import engine.corpus.readers.sources as sources
 
-    monkeypatch.setattr(readers, "BATCH_ROWS", 4)
+    monkeypatch.setattr(sources, "BATCH_ROWS", 4)
 
 
 def _parquet_dataset(tmp_path: Path):
@@ -390,69 +391,15 @@ def test_one_shot_sources_are_read_once():
     assert read_documents(rows) == read_documents(rows)
 
 
-def test_unknown_file_types_are_errors(tmp_path, tiny_model_dir, tiny_cache, monkeypatch, capsys):
-    from engine.cli import main
-
-    xlsx = tmp_path / "a.xlsx"
-    xlsx.write_bytes(b"PK\x03\x04 not text")
-    with pytest.raises(
-        InputError,
-        match=r"a\.xlsx: unknown file type '\.xlsx'; embed reads \.jsonl/\.ndjson/\.json "
-        r"\(JSON lines\), \.csv, .*\.txt .*each also \.gz\. Convert it .*--format",
-    ):
-        read_documents(xlsx)
-    bare = tmp_path / "corpus"
-    bare.write_text("x\n")
-    with pytest.raises(
-        InputError,
-        match=r"corpus has no file extension, so its format is unknown.*--format "
-        r"jsonl\|csv\|tsv\|text\|parquet",
-    ):
-        read_documents(bare)
-    with pytest.raises(InputError, match=r"unknown file type '\.xlsx'"):  # a glob does not hide it
-        expand_inputs(str(tmp_path / "a.*"))
-    with pytest.raises(InputError, match=r"unknown format 'xlsx'; choose one of jsonl, csv"):
-        read_documents(bare, format="xlsx")
-    with pytest.raises(InputError, match=r"parquet cannot be read from standard input"):
-        expand_inputs("-", format="parquet")
-    with pytest.raises(InputError, match=r"format='csv' applies to files and stdin, not to a DataFrame"):
-        expand_inputs(pd.DataFrame({"text": ["x"]}), format="csv")
-    # the command: exit 1, the message, nothing written
-    monkeypatch.setenv("EMBED_ENGINE_CACHE", str(tiny_cache))
-    out = tmp_path / "out"
-    assert main(["encode", str(xlsx), "-o", str(out), "--model", str(tiny_model_dir), "--no-cache", "-q"]) == 1
-    assert "unknown file type '.xlsx'" in capsys.readouterr().err
-    assert not out.exists()
-    assert (
-        main(
-            [
-                "encode",
-                str(bare),
-                "-o",
-                str(out),
-                "--model",
-                str(tiny_model_dir),
-                "--no-cache",
-                "-q",
-                "--format",
-                "text",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    assert json.loads(capsys.readouterr().out)["docs"] == 1
-
-
 def test_batches_are_bounded(monkeypatch):
     """One large record batch is read BATCH_ROWS rows at a time; a DataFrame the same."""
-    import engine.corpus.readers as readers
+    import engine.corpus.readers.sources as sources
 
-    monkeypatch.setattr(readers, "BATCH_ROWS", 4)
+    monkeypatch.setattr(sources, "BATCH_ROWS", 4)
     batch = pa.RecordBatch.from_pylist(records())
-    sizes = [n for n, _ in readers._arrow_batches(pa.RecordBatchReader.from_batches(batch.schema, [batch]), ["text"])]
+    sizes = [n for n, _ in sources._arrow_batches(pa.RecordBatchReader.from_batches(batch.schema, [batch]), ["text"])]
     assert sizes == [4] * 5 + [3]
-    parts = list(readers._pandas_batches(pd.DataFrame(records()), ["_id", "title"]))
+    parts = list(sources._pandas_batches(pd.DataFrame(records()), ["_id", "title"]))
     assert [n for n, _ in parts] == [4] * 5 + [3]
     assert parts[1][1]["title"][0] is None and parts[2][1]["title"][0] is None  # absent, None -> None
 
