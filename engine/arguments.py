@@ -5,7 +5,8 @@ what they refuse and say instead (``NOT_TAKEN``), the texts argument in every fo
 (a string, a list, a numpy array, a pandas Series, a pyarrow Array or ChunkedArray, an iterable;
 ``inputs=`` / ``sentences=``), flags given under both the engine's and sentence-transformers'
 names, the constructor's model precision with its former name, and the prompts a user sets.
-Every refusal is an :class:`~engine.errors.InputError` naming the fix.
+``positive_int`` / ``non_negative_int`` are the engine's one check of count-like arguments (bools
+refused, numpy integers taken). Every refusal is an :class:`~engine.errors.InputError` naming the fix.
 """
 
 from __future__ import annotations
@@ -48,11 +49,48 @@ NOT_TAKEN = {
 
 
 def is_int(value) -> bool:
-    """An int and not a bool (True is not a batch size)."""
+    """Whether ``value`` is an int or a numpy integer, and not a bool (True is not a batch size)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def positive_int(value, name: str, *, allow_none: bool = False, hint: str = "") -> int | None:
+    """``value`` checked to be an integer >= 1: the one check of every count-like argument.
+
+    Args:
+        value: an int or a numpy integer; bools are refused (``True`` is not a batch size).
+        name: the argument's name, for the message.
+        allow_none: accept None (and return it).
+        hint: words for the message after "a positive integer", e.g. "(1 turns worker threads off)".
+
+    Returns:
+        ``int(value)``, or None when ``value`` is None and ``allow_none``.
+
+    Raises:
+        InputError: "<name> must be a positive integer[ or None][ <hint>], got <value!r>".
+    """
+    if value is None and allow_none:
+        return None
+    if not is_int(value) or value < 1:
+        what = "a positive integer" + (" or None" if allow_none else "") + (f" {hint}" if hint else "")
+        raise InputError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def non_negative_int(value, name: str, *, allow_none: bool = False) -> int | None:
+    """``value`` checked to be an integer >= 0; as ``positive_int`` otherwise.
+
+    Raises:
+        InputError: "<name> must be an integer >= 0[ or None], got <value!r>".
+    """
+    if value is None and allow_none:
+        return None
+    if not is_int(value) or value < 0:
+        raise InputError(f"{name} must be an integer >= 0{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
+
+
 def flag(name: str, value) -> bool | None:
+    """A True/False/None argument as a bool or None; anything else is an InputError naming ``name``."""
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
     raise InputError(f"{name} must be True, False or None, got {value!r}")
@@ -67,6 +105,7 @@ def one_of_two(name: str, value, st_name: str, st_value) -> bool | None:
 
 
 def surrogate_check(text: str, where: str) -> None:
+    """InputError when ``text`` holds a lone surrogate (not encodable as UTF-8); ``where`` names it."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:

@@ -43,6 +43,7 @@ from .arguments import (
     is_int,
     model_precision_argument,
     one_of_two,
+    positive_int,
     prompts_argument,
     surrogate_check,
     texts_argument,
@@ -62,9 +63,8 @@ from .tokenize import Tokenizer
 # Texts are tokenized and batched this many at a time, so memory does not grow with the input.
 CHUNK = 4096
 
-# CPU batches hold at most this many attention cells per head (rows x tokens^2) unless the
-# caller sets max_tokens; chosen with bench/token_budget.py on Zen 4 (AVX-512 VNNI) and confirmed
-# on a Xeon with AMX (bench/experiments/int8_experiments.md, "Batch shape per ISA"): one setting.
+# CPU batches hold at most this many attention cells per head (rows x tokens^2) unless the caller
+# sets max_tokens (Embedder.max_cells); chosen by measurement: bench/experiments/engine_notes.md#batch-shape
 CPU_MAX_CELLS = 2 * 256 * 256
 
 
@@ -111,6 +111,7 @@ def _torch():
 
 
 def _device_key(device) -> str:
+    """A device name in one spelling ("cpu", "cuda:0", ...), to compare two."""
     d = str(device).lower()
     return "cpu" if d.startswith("cpu") else "cuda:0" if d == "cuda" else d
 
@@ -120,39 +121,49 @@ GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
 class Embedder:
-    """A sentence-transformer model on onnxruntime.
+    """A sentence-transformer model on onnxruntime (or OpenVINO): texts in, sentence-transformers' vectors out.
 
-    Parameters
-    ----------
-    model: catalogue name or alias (``embed models`` lists them), a local sentence-transformers
-        folder, or a hub id (``org/name``, downloaded with huggingface_hub when online). The first
-        use exports it to ONNX into the cache (needs the ``export`` extra). A module or option the
-        engine cannot reproduce exactly is an ``UnsupportedModelError``.
-    device: ``"cpu"`` or ``"cuda"`` (onnxruntime-gpu); an unavailable device is an error.
-    model_precision: the precision the *model* runs in (``engine.precisions``): ``"fp32"``
-        (exact), ``"bf16"`` (CPUs with bf16 units, on OpenVINO: the ``openvino`` extra; checked at
-        export to stay within cosine 0.9999 of fp32, refused otherwise and on CPUs without bf16
-        units), ``"int8"`` (dynamically quantized, CPU) or ``"fp16"`` (CUDA). Not to be confused with
-        ``encode(precision=...)``, which quantizes the *output vectors* as sentence-transformers
-        does. ``precision=`` is the former name of this argument and still works (DeprecationWarning).
-    runtime: ``"onnxruntime"`` or ``"openvino"`` (the ``openvino`` extra, CPU, fp32 and bf16);
-        None (default): the fastest measured for the precision on this CPU
-        (``engine.runtime.RUNTIME_CHOICE``). fp32 gives sentence-transformers' vectors on either.
-    threads: onnxruntime intra-op threads; default the number of physical cores.
-    cache_dir: where exports live; default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine.
-    trust_remote_code: allow a model whose config or tokenizer maps to code in its folder (that
-        code runs at export); refused otherwise.
-    prompts, default_prompt_name, similarity_fn_name, truncate_dim: sentence-transformers'
-        constructor options, with its meanings: prompts update the model's own (``{"query":
-        "query: "}``); the others replace the model's configured value (see the attributes of
-        the same names).
+    Args:
+        model: catalogue name or alias (``embed models`` lists them), a local sentence-transformers
+            folder, or a hub id (``org/name``, downloaded with huggingface_hub when online). The first
+            use exports it to ONNX into the cache (needs the ``export`` extra).
+        device: ``"cpu"`` or ``"cuda"`` (onnxruntime-gpu).
+        model_precision: the precision the *model* runs in (``engine.precisions``): ``"fp32"``
+            (exact), ``"bf16"`` (CPUs with bf16 units, on OpenVINO: the ``openvino`` extra; checked at
+            export to stay within cosine 0.9999 of fp32, refused otherwise and on CPUs without bf16
+            units), ``"int8"`` (dynamically quantized, CPU) or ``"fp16"`` (CUDA). Not to be confused with
+            ``encode(precision=...)``, which quantizes the *output vectors* as sentence-transformers
+            does.
+        threads: onnxruntime intra-op threads; default the number of physical cores.
+        cache_dir: where exports live; default $EMBED_ENGINE_CACHE or ~/.cache/embed-engine.
+        trust_remote_code: allow a model whose config or tokenizer maps to code in its folder (that
+            code runs at export); refused otherwise.
+        prompts, default_prompt_name, similarity_fn_name, truncate_dim: sentence-transformers'
+            constructor options, with its meanings: prompts update the model's own (``{"query":
+            "query: "}``); the others replace the model's configured value (see the attributes of
+            the same names).
+        runtime: ``"onnxruntime"`` or ``"openvino"`` (the ``openvino`` extra, CPU, fp32 and bf16);
+            None (default): the one chosen for the precision on this CPU class
+            (``engine.runtime.RUNTIME_CHOICE``). fp32 gives sentence-transformers' vectors on either.
+        precision: the former name of ``model_precision``; still taken, with a DeprecationWarning.
 
-    CPU tuning attributes (measured in bench/token_budget.py; set them to change the defaults):
-    ``max_cells`` caps each batch's attention cells (rows x tokens^2; None: no cap) and
-    ``batch_workers`` is how many batches run at once, each on a single-threaded copy of the
-    session (1: one batch at a time on all ``threads``). The copy is built on the first call
-    with several batches and holds a second set of weights in memory (~60 MB for MiniLM int8,
-    ~440 MB for mpnet fp32); set ``batch_workers = 1`` before encoding to avoid it.
+    Raises:
+        InputError: a bad argument (an unknown model precision or runtime, fp16 on a CPU, bf16 on a
+            CPU without bf16 units, an output precision given as the model's, ...); the message names the fix.
+        ImportError: an optional extra the choice needs (``openvino``) is not installed; it names the extra.
+        ModelNotFoundError: the model name or folder resolves to no weights.
+        WeightsVerificationError: a catalogued weight file's sha256 does not match.
+        UnsupportedModelError: a module, option or architecture the engine cannot reproduce exactly.
+        ProviderError: the device's execution provider is not available (the message lists those that are).
+        ExportError: exporting failed or needs the ``export`` extra, or a cached export is from
+            another tool (the message says which folder to delete).
+
+    CPU tuning attributes (set them to change the defaults): ``max_cells`` caps each batch's
+    attention cells (rows x tokens^2; None: no cap) and ``batch_workers`` is how many batches run
+    at once, each on a single-threaded copy of the session (1: one batch at a time on all
+    ``threads``). The copy is built on the first call with several batches and holds a second set
+    of weights in memory (~60 MB for MiniLM int8, ~440 MB for mpnet fp32); set
+    ``batch_workers = 1`` before encoding to avoid it.
     """
 
     def __init__(
@@ -199,8 +210,8 @@ class Embedder:
         self.model_precision = model_precision
         self._similarity_fn_name = self.stack.similarity_fn_name
         # The graph for this device, written at export (engine/models/export.py): on CPU layer norms
-        # as primitive ops (onnxruntime's fused CPU kernel is ~2.5x slower); on CUDA mean pooling in
-        # the graph, so only (batch, dim) crosses back to the host.
+        # as primitive ops (faster there than onnxruntime's fused kernel); on CUDA mean pooling in the
+        # graph, so only (batch, dim) crosses back to the host.
         self._graph = self._exported.graph_path("cpu" if on_cpu else "cuda")
         self._session = open_session(
             self._graph, self.runtime, device=device, threads=threads, precision=model_precision
@@ -276,9 +287,7 @@ class Embedder:
 
     @max_cells.setter
     def max_cells(self, value: int | None) -> None:
-        if value is not None and (not is_int(value) or value < 1):
-            raise InputError(f"max_cells must be a positive integer or None, got {value!r}")
-        self._max_cells = value
+        self._max_cells = positive_int(value, "max_cells", allow_none=True)
 
     @property
     def batch_workers(self) -> int:
@@ -287,13 +296,12 @@ class Embedder:
 
     @batch_workers.setter
     def batch_workers(self, value: int) -> None:
-        if not is_int(value) or value < 1:
-            raise InputError(f"batch_workers must be a positive integer (1 turns worker threads off), got {value!r}")
-        self._batch_workers = value
+        self._batch_workers = positive_int(value, "batch_workers", hint="(1 turns worker threads off)")
 
     # -- identity -------------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The model's name (catalogue name, or the folder's)."""
         return self.spec.name
 
     @property
@@ -340,7 +348,7 @@ class Embedder:
 
     @property
     def precision(self) -> str:
-        """The model's precision, ``model_precision`` ("fp32", "int8", "fp16"), under the name an
+        """The model's precision, ``model_precision`` ("fp32", "bf16", "int8", "fp16"), under the name an
         ``ExportedModel`` has too. Output quantization is ``encode(precision=...)``."""
         return self.model_precision
 
@@ -441,20 +449,33 @@ class Embedder:
         self._similarity_fn_name = value
 
     def similarity(self, embeddings1, embeddings2):
-        """Scores of every row of ``embeddings1`` against every row of ``embeddings2``: (n, m).
+        """Scores of every row of ``embeddings1`` against every row of ``embeddings2``.
 
-        ``similarity_fn_name`` picks the function, as sentence-transformers defines them (``similarity``).
-        A 1-d input is one row. numpy arrays or lists give a numpy array (float32 for float32 input);
-        a torch tensor on either side gives a tensor, on the first tensor's device (sentence-transformers
-        always returns a tensor).
+        ``similarity_fn_name`` picks the function, as sentence-transformers defines them
+        (``engine.similarity.similarity``).
 
-        >>> emb.similarity(emb.encode(["a", "b"]), emb.encode(["c"])).shape
-        (2, 1)
+        Args:
+            embeddings1: (n, dim) vectors or one (dim,) vector (one row): a numpy array, a list, or
+                a torch tensor on any device.
+            embeddings2: (m, dim) vectors or one (dim,) vector, likewise.
+
+        Returns:
+            (n, m) scores: a numpy array for numpy or list inputs (float32 for float32 input); a
+            tensor on the first tensor's device when either side is a tensor (sentence-transformers
+            always returns a tensor).
+
+        Raises:
+            InputError: inputs that are not numeric vectors, or of different dimensions.
+
+        Example:
+            >>> emb.similarity(emb.encode(["a", "b"]), emb.encode(["c"])).shape
+            (2, 1)
         """
         return similarity(embeddings1, embeddings2, self.similarity_fn_name)
 
     def similarity_pairwise(self, embeddings1, embeddings2):
-        """Scores of row i of ``embeddings1`` against row i of ``embeddings2``: (n,). Types as ``similarity``."""
+        """Scores of row i of ``embeddings1`` against row i of ``embeddings2``: (n,), for two (n, dim)
+        inputs of one shape (an InputError otherwise). Types as ``similarity``."""
         return similarity(embeddings1, embeddings2, self.similarity_fn_name, pairwise=True)
 
     def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str | None:
@@ -464,6 +485,7 @@ class Embedder:
 
     @staticmethod
     def _resolve_prompt(prompt: str | None, prompt_name: str | None, stack: ModuleStack) -> str | None:
+        """``resolve_prompt`` on ``stack``'s prompts, checked (an InputError names what is wrong)."""
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise InputError(f"prompt must be a string or None, got {type(prompt).__name__}")
@@ -485,10 +507,12 @@ class Embedder:
 
     @property
     def threads(self) -> int:
+        """The session's intra-op threads."""
         return self._session.threads
 
     @property
     def device(self) -> str:
+        """The device the model runs on ("cpu", "cuda:0", ...)."""
         return self._session.device
 
     def __repr__(self) -> str:
@@ -524,62 +548,84 @@ class Embedder:
         max_tokens: int | None = None,
         **kwargs,
     ):
-        """Embed texts: sentence-transformers' ``SentenceTransformer.encode``, same names, same results.
+        """Embed one text or many: sentence-transformers' ``SentenceTransformer.encode``, same names, same results.
+
+        Texts are tokenized (truncated at ``max_seq_length``), sorted by length into batches, run
+        through the model and its module stack, and returned in input order.
 
         Args:
             texts: one string (gives one vector) or an ordered collection of strings: list, tuple,
                 1-d numpy array, pandas Series or Index, pyarrow Array or ChunkedArray, generator.
-                Sets, dicts, dict views, DataFrames, Arrow tables and 0-d arrays are refused (no text
-                order, or not texts); so is any item that is not a str (None, NaN, numbers, bytes,
-                text pairs), by its index. ``sentences=`` / ``inputs=`` (sentence-transformers'
-                names) work too.
-            prompt_name, prompt: the text prepended to every input (``prompt`` wins; without either
-                the model's default prompt, if any); prompt tokens are left out of pooling when the
+                ``sentences=`` / ``inputs=`` (sentence-transformers' names) work too.
+            prompt_name: the name of one of ``prompts`` whose text is prepended to every input.
+            prompt: a prompt text to prepend (wins over ``prompt_name``). Without either, the
+                model's default prompt, if any; prompt tokens are left out of pooling when the
                 model's Pooling has include_prompt=False.
-            batch_size: texts per model call (at most). max_tokens caps padded tokens per call; with
-                max_tokens=None the engine picks the cap for the device: on CPU, batches of long
-                texts are cut so their attention scores stay cache-sized (rows x tokens^2 <=
-                ``max_cells``), up to 1.2x faster than 32 at a time; on CUDA batch_size alone decides.
-            show_progress_bar (or show_progress): a tqdm bar; None: off.
+            batch_size: texts per model call (at most).
+            show_progress_bar: a tqdm bar (``show_progress`` is the engine's name); None: off.
             output_value: "sentence_embedding" only (the engine computes no token embeddings).
             precision: output quantization, ``engine.quantize_embeddings``: "float32" (default),
                 "int8" / "uint8" (ranges calibrated on this call's vectors, as sentence-transformers
                 does; for stable codes quantize float vectors with calibration ranges instead),
-                "binary" / "ubinary" (packed sign bits, (n, ceil(dim / 8))). The model's own precision
-                is chosen at construction (``model_precision``).
+                "binary" / "ubinary" (packed sign bits). The model's own precision is chosen at
+                construction (``model_precision``).
             convert_to_numpy: True (default): a numpy array; False (or None): a list of 1-d torch tensors.
             convert_to_tensor: one torch tensor (on the CPU) instead, whatever convert_to_numpy says;
                 needs torch (the export extra).
             device: None or this Embedder's own device ("cpu", "cpu:0", torch.device("cpu"), ...;
                 the device is fixed when the Embedder is built).
-            normalize_embeddings (or normalize): True: unit vectors (L2-normalized after truncation);
-                False or None (default): what the model's modules compute, as sentence-transformers
-                returns it (unit length only when the model ends in a Normalize module, which runs
-                either way). For cosine scores either works (``similarity`` and a cosine ``Index``
-                normalize); ask for True when the vectors go to a dot-product store.
+            normalize_embeddings: True: unit vectors (L2-normalized after truncation); False or None
+                (default): what the model's modules compute, as sentence-transformers returns it (unit
+                length only when the model ends in a Normalize module, which runs either way). For
+                cosine scores either works (``similarity`` and a cosine ``Index`` normalize); ask for
+                True when the vectors go to a dot-product store. ``normalize`` is the engine's name.
             truncate_dim: keep the first components (Matryoshka); normalized after truncation only
                 when normalize_embeddings is True (a truncated Normalize output is not unit length,
-                as there). None: the Embedder's ``truncate_dim`` (None: all). Unlike there, a value
-                above the model's dimension is an error (sentence-transformers silently keeps all).
-            pool, chunk_size: sentence-transformers' multi-process pool; pool must be None (batches
-                run on worker threads already), chunk_size is accepted and unused, as there without a pool.
+                as there). None: the Embedder's ``truncate_dim`` (None: all).
+            pool: sentence-transformers' multi-process pool: must be None (batches run on worker
+                threads already).
+            chunk_size: accepted and unused, as there without a pool.
             task: accepted and ignored, as sentence-transformers does for models without a Router
                 module (the only ones the engine runs).
+            normalize: the engine's name of ``normalize_embeddings`` (give either, or both agreeing).
+            show_progress: the engine's name of ``show_progress_bar``.
+            max_tokens: a cap on padded tokens (rows x longest row) per model call. None: the engine
+                picks the cap for the device: on CPU, batches of long texts are cut so their
+                attention scores stay cache-sized (rows x tokens^2 <= ``max_cells``); on CUDA
+                batch_size alone decides.
 
         Returns:
-            (n, dim) float32 for a list of n texts, (dim,) for one string; int8/uint8 for those
-            precisions, (n, ceil(dim / 8)) for binary ones; tensors as asked. An empty list gives
-            (0, dim) (sentence-transformers: a (0,) float64 array).
+            A (n, dim) float32 numpy array for a collection of n texts, a (dim,) one for a single
+            string; dim is ``truncate_dim`` when set, else the model's dimension (``dim``). For
+            ``precision`` "int8" / "uint8" the dtype is int8 / uint8; for "binary" / "ubinary" it is
+            int8 / uint8 of shape (n, ceil(dim / 8)). With convert_to_tensor one torch tensor of the
+            same shape, with convert_to_numpy False a list of n 1-d tensors. An empty collection
+            gives (0, dim) (sentence-transformers: a (0,) float64 array).
 
-        Differences from sentence-transformers: convert_to_tensor gives a CPU tensor on every device;
-        output_value="token_embeddings" / None, processing_kwargs, a pool or a list of devices,
-        truncate_dim outside [1, the model's dimension], bools as numbers, unknown keywords,
-        unordered inputs, text pairs and lone surrogates are errors.
+        Raises:
+            InputError: the message names the fix, for: a texts argument that is not ordered text
+                (a set, dict or dict view, DataFrame, Arrow table, 0-d array, None, bytes), an item
+                that is not a str (None, NaN, a number, a text pair; named by its index) or holds a
+                lone surrogate, a text with no tokens; a non-positive or bool batch_size, max_tokens
+                or chunk_size; truncate_dim outside [1, the model's dimension]; an unknown
+                precision, prompt_name or keyword (the message lists the valid ones);
+                output_value other than "sentence_embedding", processing_kwargs, a pool, another
+                device or a list of devices; flags given as non-bools or disagreeing under their two
+                names.
+            ImportError: a tensor output without torch; the message names the extra.
 
-        >>> emb.encode(["a", "b"]).shape, emb.encode("a").shape
-        ((2, 384), (384,))
-        >>> emb.encode(["a", "b"], precision="ubinary").shape
-        (2, 48)
+        Differences from sentence-transformers: convert_to_tensor gives a CPU tensor on every
+        device; output_value="token_embeddings" / None, processing_kwargs, a pool or a list of
+        devices, truncate_dim above the model's dimension (sentence-transformers silently keeps
+        all), bools as numbers, unknown keywords, unordered inputs, text pairs and lone surrogates
+        are errors here.
+
+        Example:
+            >>> emb = Embedder("all-MiniLM-L6-v2")
+            >>> emb.encode(["a", "b"]).shape, emb.encode("a").shape
+            ((2, 384), (384,))
+            >>> emb.encode(["a", "b"], precision="ubinary").shape
+            (2, 48)
         """
         texts = texts_argument(texts, kwargs)
         plan = self._plan(
@@ -645,16 +691,27 @@ class Embedder:
     def embed(self, texts: str | Iterable[str], batch_size: int = 32, **kwargs) -> Iterator:
         """Stream vectors: yield (<= batch_size, dim) arrays, in input order, as ``texts`` is read.
 
-        ``texts`` (any iterable of strings, e.g. a generator or a file's lines) is read lazily,
-        ``CHUNK`` texts at a time; each chunk is sorted by length and batched as ``encode`` does,
-        so memory stays bounded by one chunk whatever the input's length. Takes ``encode``'s keywords;
-        the results equal ``encode``'s, batch after batch. Output precisions "int8" / "uint8" are
-        refused (their ranges would differ from batch to batch): quantize with
-        ``quantize_embeddings(..., ranges=...)`` instead. A single string is one text (one batch of
-        one). Argument errors and unordered inputs are raised here; a bad text is an InputError,
-        naming its index, when its chunk is read.
+        ``texts`` is read lazily, ``CHUNK`` texts at a time; each chunk is sorted by length and
+        batched as ``encode`` does, so memory stays bounded by one chunk whatever the input's length.
+        The results equal ``encode``'s, batch after batch.
 
-        >>> sum(len(b) for b in emb.embed(open("lines.txt"), batch_size=256))
+        Args:
+            texts: any iterable of strings (a generator, a file's lines, ...); a single string is
+                one text (one batch of one).
+            batch_size: rows per yielded array (and texts per model call, at most).
+            **kwargs: ``encode``'s keywords, except output precisions "int8" / "uint8" (their
+                ranges would differ from batch to batch: quantize with
+                ``quantize_embeddings(..., ranges=...)`` instead).
+
+        Returns:
+            An iterator of arrays as ``encode`` returns them for a list of texts.
+
+        Raises:
+            InputError: here, for argument errors and unordered inputs (as ``encode``); while
+                iterating, for a bad text, naming its index, when its chunk is read.
+
+        Example:
+            >>> sum(len(b) for b in emb.embed(open("lines.txt"), batch_size=256))
         """
         plan = self._plan(batch_size=batch_size, **kwargs)
         if plan.precision in ("int8", "uint8"):
@@ -668,6 +725,7 @@ class Embedder:
         return self._stream(iter(source), plan, total)
 
     def _stream(self, texts: Iterator, plan: _Plan, total: int | None) -> Iterator:
+        """``embed``'s generator: chunk, check, encode and yield batches of ``texts``."""
         bar = _progress(total, plan.progress)
         done = 0
         try:
@@ -711,10 +769,8 @@ class Embedder:
                 + (f" ({hints})" if hints else "")
                 + f"; encode takes: {', '.join(ENCODE_KEYWORDS)}"
             )
-        if not is_int(batch_size) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 1):
-            raise InputError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
+        batch_size = positive_int(batch_size, "batch_size")
+        max_tokens = positive_int(max_tokens, "max_tokens", allow_none=True)
         full = self._full_dim
         if truncate_dim is None:  # the model-level one, as in sentence-transformers (a config's may exceed full)
             own = settings.stack.truncate_dim
@@ -723,8 +779,7 @@ class Embedder:
             raise InputError(f"truncate_dim must be an integer in [1, {full}] or None, got {truncate_dim!r}")
         if pool is not None:
             raise InputError(f"pool={pool!r}: {NO_POOL}; pass pool=None")
-        if chunk_size is not None and (not is_int(chunk_size) or chunk_size < 1):
-            raise InputError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        positive_int(chunk_size, "chunk_size", allow_none=True)  # accepted and unused, as there without a pool
         norm = one_of_two("normalize", normalize, "normalize_embeddings", normalize_embeddings)
         progress = one_of_two("show_progress", show_progress, "show_progress_bar", show_progress_bar)
         if output_value != "sentence_embedding":
@@ -762,8 +817,8 @@ class Embedder:
             prompt_length = settings.tokenizer.prompt_length(text)
         return _Plan(
             settings=settings,
-            batch_size=int(batch_size),
-            budget=int(max_tokens) if max_tokens else int(batch_size) * (settings.tokenizer.max_length or 512),
+            batch_size=batch_size,
+            budget=max_tokens or batch_size * (settings.tokenizer.max_length or 512),
             cells=self.max_cells if max_tokens is None else None,
             prompt=text,
             prompt_length=prompt_length,
@@ -775,6 +830,7 @@ class Embedder:
         )
 
     def _check_device(self, device) -> None:
+        """InputError unless ``device`` is None or this Embedder's device."""
         if device is None:
             return
         if isinstance(device, (list, tuple)):
@@ -866,6 +922,7 @@ class Embedder:
 
 
 def _progress(total: int | None, enabled: bool):
+    """A tqdm bar over ``total`` texts when ``enabled``, else None."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
