@@ -61,6 +61,7 @@ _LAZY = {
 
 
 def __getattr__(name: str):
+    """The public names of ``_LAZY``, imported from their modules on first use."""
     if name in _LAZY:
         import importlib
 

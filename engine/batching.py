@@ -20,9 +20,21 @@ import numpy as np
 def plan_batches(
     lengths: np.ndarray, batch_size: int, max_tokens: int | None = None, max_cells: int | None = None
 ) -> list[np.ndarray]:
-    """Split indices 0..n-1 into batches of similar length; each batch is an index array.
+    """Split indices 0..n-1 into batches of similar length, longest first.
 
     A batch holds at least one text, so a single text over either budget runs alone.
+
+    Args:
+        lengths: (n,) token counts of the texts.
+        batch_size: texts per batch, at most.
+        max_tokens: padded tokens (rows x longest row) per batch, at most; None: no cap.
+        max_cells: attention cells per head (rows x longest row^2) per batch, at most; None: no cap.
+
+    Returns:
+        int64 index arrays, one per batch, covering 0..n-1 once.
+
+    Raises:
+        ValueError: ``batch_size`` below 1.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     if batch_size < 1:
@@ -45,8 +57,11 @@ def plan_batches(
 
 
 def pad_batch(ids: list[np.ndarray], pad_id: int, left: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Pad token id arrays to the longest one, on the right (or the left): (input_ids, attention_mask),
-    both int64 (b, t)."""
+    """Pad token id arrays to the longest one, on the right (or the left when ``left``).
+
+    Returns:
+        (input_ids, attention_mask), both int64 (len(ids), longest): ``pad_id`` and 0 in the padding.
+    """
     t = max(len(x) for x in ids)
     input_ids = np.full((len(ids), t), pad_id, dtype=np.int64)
     mask = np.zeros((len(ids), t), dtype=np.int64)

@@ -40,6 +40,7 @@ _KINDS = (
 
 
 def _kind(mode: int) -> str:
+    """What a file of ``mode`` is, in words ("a folder", "a fifo", ...)."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
@@ -77,6 +78,7 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 
 
 def _output_error(path: Path, e: OSError) -> OutputError:
+    """The OutputError for an OSError met while writing ``path``."""
     why = e.strerror or str(e)
     return OutputError(
         f"could not write {str(path)!r}: {why} ({type(e).__name__}); check that its folder exists, "
@@ -89,9 +91,17 @@ def replace_atomically(
 ) -> None:
     """Write ``chunks`` to ``path``: temp file ``prefix<random>suffix`` in its folder, fsync, rename.
 
-    Raises InputError if ``path`` exists and is not a regular file (a symlink to one is
-    replaced, not followed), OutputError (an OSError) if writing fails. ``sync_dir=False`` skips
-    the folder fsync (the rename's durability), for callers whose later write syncs it.
+    Args:
+        path: the target; a symlink to a regular file is replaced, not followed.
+        chunks: the bytes to write, in order.
+        prefix, suffix: the temporary file's name around its random part.
+        sync_dir: fsync the folder after the rename (the rename's durability); False for callers
+            whose later write syncs it.
+
+    Raises:
+        InputError: ``path`` exists and is not a regular file (nothing is written).
+        OutputError: writing failed (an OSError: read-only, full, a file where a folder should be);
+            a file that was at ``path`` is unchanged.
     """
     path = Path(path)
     try:
@@ -126,8 +136,21 @@ def replace_atomically(
 
 
 def open_regular(path: str | os.PathLike, hint: str, *, follow_symlinks: bool = True) -> BinaryIO:
-    """Open a regular file for binary reading, without blocking; anything else is an
-    IndexFormatError naming it and ending with ``hint`` (what to do). FileNotFoundError passes."""
+    """Open a regular file for binary reading, without blocking (a fifo does not wait for a writer).
+
+    Args:
+        path: the file.
+        hint: what to do, ending the error message.
+        follow_symlinks: False refuses a symbolic link too.
+
+    Returns:
+        The open binary file.
+
+    Raises:
+        IndexFormatError: ``path`` is not a regular file (a folder, fifo, device, socket; a symbolic
+            link with ``follow_symlinks=False``), naming it.
+        FileNotFoundError: no file at ``path`` (passed on as it is).
+    """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     if not follow_symlinks:
         flags |= getattr(os, "O_NOFOLLOW", 0)
@@ -150,8 +173,12 @@ def open_regular(path: str | os.PathLike, hint: str, *, follow_symlinks: bool = 
 
 
 def read_regular(path: str | os.PathLike, limit: int, hint: str, *, follow_symlinks: bool = True) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes (``open_regular``'s checks, and an
-    IndexFormatError for a larger file)."""
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    Raises:
+        IndexFormatError: as ``open_regular``, and for a file larger than ``limit`` bytes.
+        FileNotFoundError: no file at ``path``.
+    """
     with open_regular(path, hint, follow_symlinks=follow_symlinks) as f:
         data = f.read(limit + 1)
     if len(data) > limit:

@@ -21,6 +21,7 @@ FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6
 
 
 def _varint(n: int) -> bytes:
+    """``n`` (>= 0) as a protobuf base-128 varint."""
     out = bytearray()
     while True:
         b, n = n & 0x7F, n >> 7
@@ -50,6 +51,7 @@ def tensor(name: str, array: np.ndarray, elem_type: int) -> bytes:
 
 
 def node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str = "node") -> bytes:
+    """A NodeProto: one ``op_type`` operator from the named ``inputs`` to the named ``outputs``."""
     return (
         b"".join(field(1, x) for x in inputs)
         + b"".join(field(2, y) for y in outputs)

@@ -1,4 +1,4 @@
-"""Output quantization of embeddings, as sentence-transformers' ``quantize_embeddings``.
+"""Output quantization of embeddings: sentence-transformers' ``quantize_embeddings``.
 
 Same name, arguments and results as ``sentence_transformers.quantize_embeddings`` (5.x), so code
 written against it runs unchanged::
@@ -14,22 +14,14 @@ Formulas (x: (n, dim) float embeddings):
 - ``uint8`` / ``int8``: per-dimension ranges ``lo_j, hi_j`` (from ``ranges`` (2, dim), else the
   min/max of ``calibration_embeddings``, else of ``x`` itself), ``step_j = (hi_j - lo_j) / 255``
   (1 where that is 0), ``u_ij = clip(floor((x_ij - lo_j) / step_j), 0, 255)``; uint8 returns u,
-  int8 returns ``u - 128``. Computed with sentence-transformers' own numpy expression, in the
-  floating dtype numpy promotes x and the ranges to, so results are identical for the same ranges.
+  int8 returns ``u - 128``, computed with sentence-transformers' own numpy expression and dtypes.
 - ``ubinary``: ``packbits(x > 0)`` along the last axis, big-endian bit order (the first dimension
   is the most significant bit of byte 0), zero-padded to ``ceil(dim / 8)`` bytes: (n, ceil(dim/8))
   uint8. 0 and -0.0 give bit 0. ``binary``: the same bytes minus 128 as int8 (= ``byte ^ 0x80``).
 
-This is sentence-transformers' *asymmetric* 8-bit scheme (its vectors compare with
-``usearch``/``faiss`` int8 or uint8 search). ``engine.Index``'s int8 storage uses its own
-symmetric per-dimension scale (``engine.kernels.quantize``), chosen for its int8 x int16 scan;
+This is sentence-transformers' *asymmetric* 8-bit scheme. ``engine.Index``'s int8 storage uses its
+own symmetric per-dimension scale (``engine.kernels.quantize``), chosen for its int8 x int16 scan;
 the two are different codes and are not interchangeable.
-
-Speed: binary packing uses numpy's ``packbits``: 17.5 ms for 100k x 384 float32 on the 2-core
-development machine, against 29 ms for ``engine.kernels.binary.pack_signs`` (16 ms on 2 threads)
-plus the byte bit-order reversal that its little-endian uint64 words need to match
-sentence-transformers' bytes (and that kernel casts float64 input to float32, which turns tiny
-positive values into 0). See ``tests/test_quantization.py``.
 """
 
 from __future__ import annotations
@@ -86,6 +78,9 @@ def quantize_embeddings(
     elif precision in ("int8", "uint8"):
         out = _scalar_quantize(x2, precision, ranges, calibration_embeddings, single)
     else:
+        # numpy's packbits gives sentence-transformers' bytes as they are (and is the faster of the two);
+        # kernels.binary.pack_signs would need a bit-order reversal and casts float64 to float32,
+        # which turns tiny positive values into 0
         out = np.packbits(x2 > 0, axis=-1)  # (n, ceil(dim / 8)) uint8, zero-padded, big-endian bits
         if precision == "binary":
             out = np.bitwise_xor(out, np.uint8(0x80), out=out).view(np.int8)  # byte - 128

@@ -80,11 +80,24 @@ def similarity(embeddings1, embeddings2, fn_name: str = "cosine", pairwise: bool
     """sentence-transformers' similarity functions (``util.cos_sim``, ``dot_score``, ``euclidean_sim``,
     ``manhattan_sim`` and their ``pairwise_`` forms) on numpy, with the input's type back.
 
-    Matrix form: (n, m) scores of every row of embeddings1 against every row of embeddings2, a 1-d
-    input being one row. Pairwise: (n,) scores of row i against row i. cosine: a.b / (|a| |b|);
-    dot: a.b; euclidean: -|a - b|_2; manhattan: -|a - b|_1 (higher is more similar, as there).
-    Integer input (quantized vectors) is computed in float32. A torch tensor on either side gives a
-    tensor on the first tensor's device; anything else gives numpy.
+    cosine: a.b / (|a| |b|); dot: a.b; euclidean: -|a - b|_2; manhattan: -|a - b|_1 (higher is more
+    similar, as there). Integer input (quantized vectors) is computed in float32.
+
+    Args:
+        embeddings1: (n, dim) vectors (a 1-d input is one row in the matrix form): a numpy array,
+            a list, or a torch tensor on any device.
+        embeddings2: (m, dim) vectors, likewise.
+        fn_name: "cosine", "dot", "euclidean" or "manhattan".
+        pairwise: score row i against row i only (the two inputs of one shape).
+
+    Returns:
+        (n, m) scores of every row of embeddings1 against every row of embeddings2, or (n,) when
+        ``pairwise``: a tensor on the first tensor's device when either input is a torch tensor,
+        else a numpy array.
+
+    Raises:
+        InputError: an unknown ``fn_name``, inputs that are not numeric vectors, different
+            dimensions, or (pairwise) different shapes.
     """
     if fn_name not in _MATRIX:
         raise InputError(f"similarity function must be one of {', '.join(SIMILARITIES)}, got {fn_name!r}")

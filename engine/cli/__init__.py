@@ -29,6 +29,7 @@ SUBCOMMANDS = ["demo", "models", "bench", "encode", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``embed`` parser with every subcommand of ``SUBCOMMANDS`` registered."""
     parser = argparse.ArgumentParser(
         prog="embed", description="Text embeddings on onnxruntime: encode, search, benchmark, evaluate."
     )
@@ -69,6 +70,7 @@ def _version() -> str:
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """-v/--verbose and -q/--quiet on ``parser``, unless it has them."""
     taken = {s for a in parser._actions for s in a.option_strings}
     if "-v" not in taken:
         parser.add_argument("-v", "--verbose", action="count", default=default, help="more messages (debug)")
@@ -101,6 +103,11 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``embed`` with ``argv`` (default: the command line); returns the exit status.
+
+    0 on success, 1 for an engine error, a missing optional package or an OSError (one line on
+    stderr, no traceback), 2 without a subcommand (the help is printed), 130 when interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "verbose", 0) or 0, bool(getattr(args, "quiet", False)))
@@ -137,5 +144,6 @@ def os_error_message(e: OSError, out: str | None = None) -> str:
 
 
 def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it."""
     path, folder = os.path.abspath(path), os.path.abspath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

@@ -13,6 +13,7 @@ from . import add_model_precision
 
 
 def register(sub) -> None:
+    """Add ``embed demo`` to the subparsers ``sub``."""
     p = sub.add_parser("demo", help="embed and search the built-in sample corpus, print hits and throughput")
     p.add_argument("--model", default=None, help="model name or folder (default: all-MiniLM-L6-v2)")
     add_model_precision(p, ("fp32", "bf16", "int8"))
@@ -22,6 +23,7 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
+    """``embed demo``: embed, index and search the sample corpus; print hits and throughput."""
     from .. import Embedder, Index
     from ..corpus.readers import Fields, read_sample
     from ..eval.evaluate import index_metric_of

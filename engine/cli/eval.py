@@ -30,6 +30,7 @@ RETRIEVAL_COLUMNS = [
 
 
 def _dims(values):
+    """``--dims`` values as truncations: integers, None for "full" (or "none", "0")."""
     out = []
     for v in values:
         if str(v).lower() in ("full", "none", "0"):
@@ -43,6 +44,7 @@ def _dims(values):
 
 
 def register(sub) -> None:
+    """Add ``embed eval``, ``embed compare`` and ``embed select`` to the subparsers ``sub``."""
     p = sub.add_parser("eval", help="retrieval metrics on a BEIR folder and/or STS correlations")
     p.add_argument("--beir", metavar="DIR", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
@@ -131,6 +133,7 @@ def register(sub) -> None:
 
 
 def cmd_eval(args) -> int:
+    """``embed eval``: BEIR retrieval metrics and/or STS correlations per model, as tables (and JSON)."""
     from .. import Embedder
     from ..errors import InputError
     from ..eval.evaluate import (
@@ -188,6 +191,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_select(args) -> int:
+    """``embed select``: run the grid on the user's data and print the decision record."""
     from ..errors import InputError
     from ..eval.evaluate import load_beir, subsample
     from ..eval.select import run_select
@@ -220,6 +224,7 @@ def cmd_select(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    """``embed compare``: the model lab into ``--out``."""
     from ..eval.lab import run_lab
     from ..models import known_names
 

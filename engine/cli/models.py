@@ -8,6 +8,7 @@ from . import add_model_precision
 
 
 def register(sub) -> None:
+    """Add ``embed models``, ``embed fetch`` and ``embed export`` to the subparsers ``sub``."""
     p = sub.add_parser("models", help="list supported models, their dims, precisions and exports")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
@@ -24,6 +25,7 @@ def register(sub) -> None:
 
 
 def cmd_models(args) -> int:
+    """``embed models``: the catalogue with each model's exports in the cache, as a table or JSON."""
     from ..models import CATALOGUE
     from ..models.fetch import cache_root
 
@@ -62,6 +64,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_fetch(args) -> int:
+    """``embed fetch``: install a model's weights; print where they are."""
     from ..models.fetch import fetch
 
     m = fetch(args.model)
@@ -70,6 +73,7 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """``embed export``: export a model to ONNX into the cache; print its fingerprint and path."""
     from ..models.export import load_or_export
 
     e = load_or_export(args.model, precision=args.model_precision, cache_dir=args.cache_dir)

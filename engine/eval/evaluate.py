@@ -40,7 +40,12 @@ class BeirDataset:
 
 
 def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """``query-id corpus-id score`` tsv (header optional) -> {qid: {doc_id: score}}."""
+    """``query-id corpus-id score`` tsv (header optional; TREC's 4 columns too) -> {qid: {doc_id: score}}.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        InputError: a row without 3 (or 4) columns or with a score that is not a number, by line.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"qrels file not found: {path}")
@@ -67,7 +72,20 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
 
 
 def load_beir(folder: str | os.PathLike, split: str = "test", *, corpus=None, queries=None, qrels=None) -> BeirDataset:
-    """Load a BEIR folder (or explicit corpus/queries/qrels files, which override the folder's)."""
+    """Load a BEIR folder (or explicit corpus/queries/qrels files, which override the folder's).
+
+    Args:
+        folder: the BEIR folder, or None when all three files are given.
+        split: the qrels split (``qrels/<split>.tsv``).
+        corpus, queries, qrels: file paths replacing the folder's.
+
+    Returns:
+        The dataset: every document (file order), the queries judged in the split (queries-file order).
+
+    Raises:
+        FileNotFoundError: a missing folder or file (a missing split lists the available ones).
+        InputError: qrels name a query the queries file lacks, or a file is malformed.
+    """
     folder = Path(folder) if folder is not None else None
     corpus = Path(corpus) if corpus else folder / "corpus.jsonl"
     queries = Path(queries) if queries else folder / "queries.jsonl"
@@ -103,6 +121,18 @@ def subsample(ds: BeirDataset, max_docs: int, seed: int = 0, max_queries: int | 
     """A smaller dataset: sampled queries keep all their judged docs, random others fill to max_docs.
 
     Queries are drawn (in random order) while their judged docs still fit in ``max_docs``.
+
+    Args:
+        ds: the dataset.
+        max_docs: documents to keep (at most).
+        seed: the sampling seed.
+        max_queries: queries to keep (at most); None: as many as fit.
+
+    Returns:
+        ``ds`` itself when it already fits, else a new dataset in the original orders.
+
+    Raises:
+        InputError: ``max_docs`` cannot hold the judged documents of any query.
     """
     if max_docs >= len(ds.doc_ids) and max_queries is None:
         return ds
@@ -230,13 +260,24 @@ def retrieve(
     index_precision: str = "fp32",
     metric: str = "dot",
 ) -> dict[str, list]:
-    """Top-k per query as (doc-id lists, score lists), ties by ascending doc id.
+    """Top-k documents per query, best first, ties by ascending doc id.
 
-    ``metric``: "dot" (inner products of the vectors as given) or "cosine" (of the vectors made
-    unit length), the ``Index`` metrics; ``index_metric_of(embedder)`` is the model's.
-    ``index_precision``: ``fp32``: exact scores in numpy. ``int8`` / ``binary``:
-    ``engine.index.Index`` with that precision and metric (its first-stage scan for
-    k * oversample candidates, then exact rescoring), then the same deterministic tie order.
+    Args:
+        doc_vecs: (n_docs, dim) vectors, row j for ``doc_ids[j]``.
+        query_vecs: (n_queries, dim) vectors.
+        doc_ids: the documents' ids.
+        k: results per query (at most ``len(doc_ids)``).
+        index_precision: ``fp32``: exact scores in numpy. ``int8`` / ``binary``:
+            ``engine.index.Index`` with that precision and metric (its first-stage scan for
+            k * oversample candidates, then exact rescoring), then the same deterministic tie order.
+        metric: "dot" (inner products of the vectors as given) or "cosine" (of the vectors made
+            unit length), the ``Index`` metrics; ``index_metric_of(embedder)`` is the model's.
+
+    Returns:
+        ``{"ids": [[doc id, ...] per query], "scores": [[float, ...] per query]}``.
+
+    Raises:
+        InputError: an unknown index precision, or a metric the Index cannot rank by.
     """
     return _Retriever(doc_vecs, doc_ids, index_precision, metric).top_k(query_vecs, k)
 
@@ -251,13 +292,24 @@ def beir_scores(
     truncate_dim: int | None = None,
     metric: str = "dot",
 ) -> dict:
-    """Metrics for precomputed full vectors (truncation, index precision and ``metric`` as in
-    ``retrieve`` applied here).
+    """Metrics for precomputed full vectors, truncated and searched here.
 
     The metrics at each cutoff k come from a search for k, as ``Index.search(q, k)`` answers it:
     an int8 or binary index rescores k * oversample candidates, so the top 10 of one k=100 search
-    (10x the candidates) would overstate a k=10 search (binary on SciFact: 5% of the top-10 lists
-    differ). fp32 is exact: one search for the largest k gives every cutoff.
+    (10x the candidates) would overstate a k=10 search. fp32 is exact: one search for the largest
+    k gives every cutoff.
+
+    Args:
+        ds: the dataset (doc ids, query ids, qrels).
+        doc_vecs: (n_docs, dim) vectors, row j for ``ds.doc_ids[j]``.
+        query_vecs: (n_queries, dim) vectors, row i for ``ds.query_ids[i]``.
+        k_values: the cutoffs.
+        index_precision: "fp32", "int8" or "binary" (as in ``retrieve``).
+        truncate_dim: Matryoshka truncation (``truncate``), None: the full vectors.
+        metric: "dot" or "cosine" (as in ``retrieve``).
+
+    Returns:
+        ``evaluate_run``'s means at every cutoff, with ``queries`` and ``excluded_queries``.
     """
     d, q = truncate(doc_vecs, truncate_dim, metric), truncate(query_vecs, truncate_dim, metric)
     retriever = _Retriever(d, ds.doc_ids, index_precision, metric)
@@ -279,9 +331,26 @@ def evaluate_beir(
     batch_size: int = 32,
     embeddings_cache=None,
 ) -> dict:
-    """Embed corpus and queries with ``embedder`` (through ``embeddings_cache``: a SQLite file or a
-    folder, see ``encode_cached``), retrieve with the model's metric (``index_metric_of``), score.
-    Returns a JSON-able dict."""
+    """Embed corpus and queries with ``embedder``, retrieve with the model's metric, score.
+
+    Args:
+        embedder: an ``Embedder`` (or anything with ``encode``, ``dim``, ``name``, ``precision``,
+            ``fingerprint``).
+        ds: the dataset.
+        k_values: the cutoffs.
+        index_precision: "fp32", "int8" or "binary" (``retrieve``).
+        truncate_dim: Matryoshka truncation in [1, embedder.dim]; None: the full vectors.
+        batch_size: ``encode``'s batch size.
+        embeddings_cache: a SQLite file or folder for ``encode_cached``, or None.
+
+    Returns:
+        A JSON-able dict: ``beir_scores``'s metrics plus model, precision, index_precision, metric,
+        dim, dataset and docs.
+
+    Raises:
+        InputError: ``truncate_dim`` out of range, or a similarity no Index metric ranks by
+            (``index_metric_of``), before anything is embedded.
+    """
     if truncate_dim is not None and not 1 <= truncate_dim <= embedder.dim:
         raise InputError(f"truncate_dim must be in [1, {embedder.dim}] for {embedder.name}, got {truncate_dim}")
     metric = index_metric_of(embedder)
@@ -304,7 +373,13 @@ def evaluate_beir(
 
 # -- STS ------------------------------------------------------------------------------------
 def load_sts(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:
-    """(sentences1, sentences2, gold scores) from an STS tsv; quotes are literal text."""
+    """(sentences1, sentences2, gold scores as float64) from an STS tsv; quotes are literal text.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        InputError: a row with fewer than 3 columns or a score that is not a number (a first-line
+            header excepted), or no pairs at all.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"STS file not found: {path}")
@@ -339,7 +414,18 @@ def load_sts(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]
 def evaluate_sts(
     embedder, path: str | os.PathLike, batch_size: int = 32, embeddings_cache=None, truncate_dim: int | None = None
 ) -> dict:
-    """Spearman and Pearson correlation between cosine similarity and the gold scores."""
+    """Spearman and Pearson correlation between the pairs' cosine similarity and the gold scores.
+
+    Args:
+        embedder: an ``Embedder`` (as in ``evaluate_beir``).
+        path: an STS tsv (``load_sts``).
+        batch_size: ``encode``'s batch size.
+        embeddings_cache: a SQLite file or folder for ``encode_cached``, or None.
+        truncate_dim: Matryoshka truncation (re-normalized); None: the full vectors.
+
+    Returns:
+        ``{"spearman", "pearson", "model", "precision", "dim", "dataset", "pairs"}``.
+    """
     from .metrics import sts_correlations
 
     s1, s2, gold = load_sts(path)

@@ -93,6 +93,7 @@ def onnx_stats(onnx_path: str | os.PathLike) -> dict:
 
 
 def cosine_matrix(v: np.ndarray) -> np.ndarray:
+    """(n, n) cosine similarities of the rows of ``v`` (zero rows score 0)."""
     n = np.linalg.norm(v, axis=1, keepdims=True)
     u = v / np.where(n > 0, n, 1)
     return u @ u.T
@@ -106,7 +107,12 @@ def neighbours(sim: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
 
 
 def agreement(sim_a: np.ndarray, sim_b: np.ndarray, k: int = NEIGHBOURS) -> dict:
-    """Spearman of the pairwise similarities (upper triangle) and mean top-k neighbour overlap."""
+    """How two models agree on the same texts, from their (n, n) similarity matrices.
+
+    Returns:
+        ``{"spearman": Spearman correlation of the pairwise similarities (upper triangle),
+        "top<k>_overlap": mean share of each text's k nearest neighbours the two have in common}``.
+    """
     from scipy.stats import spearmanr
 
     iu = np.triu_indices(len(sim_a), 1)
@@ -123,7 +129,8 @@ def label_consistency(sim: np.ndarray, labels: list[str], k: int = NEIGHBOURS) -
 
 
 def time_encoder(emb, texts: list[str], latency_n: int = 20) -> dict:
-    """texts/s over ``texts`` and mean ms for one text alone, both after a warm-up."""
+    """``{"texts_per_s"}`` over ``texts`` and ``{"latency_ms"}``, the mean for one text alone over the
+    first ``latency_n``, both after a warm-up."""
     emb.encode(texts[:32])
     t = time.perf_counter()
     emb.encode(texts)
@@ -161,7 +168,25 @@ def run_lab(
     log=print,
     tsne_seed: int = 0,
 ) -> dict:
-    """Compare ``models`` on the same texts; writes lab.json and PNGs into ``out_dir``."""
+    """Compare ``models`` on the same texts; writes lab.json and three PNGs into ``out_dir``.
+
+    Args:
+        models: model names or folders; one that cannot be loaded is skipped, with its reason.
+        out_dir: the output folder (created).
+        texts_path: a file of texts (``load_texts``); None: the built-in sample corpus.
+        limit: texts in the heatmaps (a balanced subset by label).
+        cache_dir: the export cache (``Embedder(cache_dir=)``).
+        embeddings_cache: the SQLite embedding cache (``encode_cached``), or None.
+        log: where progress lines go.
+        tsne_seed: the t-SNE and KMeans seed.
+
+    Returns:
+        What lab.json holds: per-model figures, pairwise agreement, skipped models, file names.
+
+    Raises:
+        InputError: fewer than ``NEIGHBOURS + 2`` texts, or no model could be loaded.
+        FileNotFoundError: ``texts_path`` does not exist.
+    """
     from ..embedder import Embedder
     from ..models.export import load_or_export
 
@@ -231,6 +256,7 @@ def run_lab(
 
 
 def format_summary(result: dict) -> str:
+    """``run_lab``'s result as text tables: one row per model, then one per pair of models."""
     from .evaluate import format_table
 
     rows = [
@@ -257,6 +283,7 @@ def format_summary(result: dict) -> str:
 
 # -- pictures (matplotlib Agg, imported here only) -------------------------------------------
 def _plt():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,6 +293,7 @@ def _plt():
 
 
 def plot_heatmaps(sims: dict[str, np.ndarray], labels: list[str] | None, path: Path) -> Path:
+    """Similarity heatmaps side by side, one per model (labels on the y axis when given); returns ``path``."""
     plt = _plt()
     n = len(sims)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 5.0), dpi=100, squeeze=False)
@@ -286,6 +314,7 @@ def plot_heatmaps(sims: dict[str, np.ndarray], labels: list[str] | None, path: P
 
 
 def plot_agreement(names: list[str], pairs: dict, path: Path) -> Path:
+    """The agreement matrices (Spearman, top-k overlap) of every pair of models; returns ``path``."""
     plt = _plt()
     n = len(names)
     m = np.eye(n)
@@ -332,8 +361,8 @@ def plot_tsne(vecs: dict[str, np.ndarray], labels: list[str] | None, path: Path,
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4.8), dpi=100, squeeze=False)
     for ax, (name, v) in zip(axes[0], vecs.items()):
         perplexity = float(min(30.0, max(2.0, (len(v) - 1) / 3)))
-        # lab-sized inputs (hundreds of points) run in well under a second on one thread; OpenMP
-        # threads spinning on a busy machine made the same call ~100x slower
+        # one thread: OpenMP threads spinning on a busy machine slow lab-sized inputs down; chosen by
+        # measurement: bench/experiments/engine_notes.md#t-sne-on-one-thread
         with threadpool_limits(limits=1):
             xy = TSNE(
                 n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed

@@ -33,6 +33,7 @@ METRICS = ("ndcg", "map", "recall", "precision", "mrr")
 
 
 def _dedup(ranking: Sequence[str]) -> list[str]:
+    """``ranking`` with repeated ids dropped after their first rank."""
     seen: set[str] = set()
     out = []
     for d in ranking:
@@ -43,7 +44,17 @@ def _dedup(ranking: Sequence[str]) -> list[str]:
 
 
 def query_metrics(judged: Mapping[str, float], ranking: Sequence[str], k_values=DEFAULT_KS) -> dict[str, float] | None:
-    """All metrics at every k for one query; None when the query has no relevant document."""
+    """All metrics at every k for one query (the module docstring's definitions).
+
+    Args:
+        judged: {doc_id: graded relevance} of the query (missing docs: 0).
+        ranking: doc ids, best first (a repeated id counts once, at its first rank).
+        k_values: the cutoffs, positive integers.
+
+    Returns:
+        ``{"ndcg@k", "map@k", "recall@k", "precision@k", "mrr@k"}`` for every k, or None when the
+        query has no relevant document.
+    """
     gains = sorted((max(float(g), 0.0) for g in judged.values() if g > 0), reverse=True)
     n_rel = len(gains)
     if n_rel == 0:
@@ -79,9 +90,18 @@ def evaluate_run(
 ) -> dict:
     """Mean metrics over the judged queries.
 
-    ``qrels``: {query_id: {doc_id: graded relevance}}; ``run``: {query_id: doc ids best first}.
-    A judged query absent from ``run`` scores 0 (it retrieved nothing). Returns
-    ``{"ndcg@10": ..., ..., "queries": n, "excluded_queries": m}`` (+ ``"per_query"``).
+    Args:
+        qrels: {query_id: {doc_id: graded relevance}}.
+        run: {query_id: doc ids best first}; a judged query absent from it scores 0 (it retrieved nothing).
+        k_values: the cutoffs, positive integers.
+        per_query: also return each query's metrics.
+
+    Returns:
+        ``{"ndcg@10": ..., ..., "queries": n, "excluded_queries": m}`` (+ ``"per_query"``): means over
+        the n queries with a relevant document; the m without one are left out.
+
+    Raises:
+        ValueError: no k, or a k below 1.
     """
     k_values = tuple(sorted({int(k) for k in k_values}))
     if not k_values or k_values[0] < 1:
@@ -110,6 +130,14 @@ def rank_top_k(scores: np.ndarray, doc_ids: Sequence[str], k: int) -> np.ndarray
 
     Every doc scoring at least the k-th best value is a candidate, so a tie at the cut-off is
     resolved by doc id too, not by where argpartition happened to put it.
+
+    Args:
+        scores: (n_queries, n_docs) scores (a 1-d row is one query).
+        doc_ids: the docs' ids, for the tie order.
+        k: results per row (at most n_docs).
+
+    Returns:
+        (n_queries, min(k, n_docs)) int64 column indices.
     """
     scores = np.atleast_2d(np.asarray(scores))
     n = scores.shape[1]
@@ -134,7 +162,18 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def sts_correlations(a: np.ndarray, b: np.ndarray, gold: np.ndarray) -> dict:
-    """Spearman and Pearson correlation of cos(a_i, b_i) with the gold scores (scipy)."""
+    """Spearman and Pearson correlation of cos(a_i, b_i) with the gold scores (scipy).
+
+    Args:
+        a, b: (n, dim) vectors of the pairs' first and second sentences.
+        gold: (n,) gold scores.
+
+    Returns:
+        ``{"spearman": float, "pearson": float}``.
+
+    Raises:
+        ValueError: fewer than 2 pairs, or not one gold score per pair.
+    """
     from scipy.stats import pearsonr, spearmanr
 
     cos = cosine_rows(a, b)

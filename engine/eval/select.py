@@ -10,26 +10,14 @@ cosine, or dot for a dot model).
 Measured per configuration: nDCG@10 and recall@100 (``engine.eval.metrics``), encode throughput
 (docs/s on a fixed sample of corpus docs, after a warm-up; per model + precision), query latency
 (ms/query = one query encoded alone + one index search, means over sample queries, after a
-warm-up) and bytes per vector.
-
-Bytes per vector: fp32 index ``4 * dim``; int8 index ``dim`` (the int8 codes held in RAM; the
-per-dimension scales are ``4 * dim`` bytes per index, amortized away); binary index
-``8 * ceil(dim / 64)`` (the sign bits, packed in 64-bit words: 48 bytes for 384-d). The int8 and
-binary indexes also keep the fp32 vectors on disk for exact rescoring (memory-mapped, only
-``k * oversample`` rows read per query), so their files are ``5 * dim`` and
-``8 * ceil(dim / 64) + 4 * dim`` bytes per vector: ``disk_bytes_per_vector``.
+warm-up) and bytes per vector (``bytes_per_vector``). ``recommend`` applies the decision rule;
+``run_select`` writes results.json, a Markdown decision record and a quality-vs-speed plot.
 
 Binary is not in the default grid: its candidates are ``k * oversample`` rows (400 for k = 10),
 which are a large share of a small evaluation corpus (or a ``--max-docs`` sample) but a tiny one
 of a large deployment, so its recall measured here can overstate what the same index keeps on
 the full corpus (the decision record says so when it lists binary). Measure it on a corpus of
 the deployment's size, or ask for it (``index_precisions=("fp32", "int8", "binary")``).
-
-Recommendation rule (``recommend``): the candidates are the configurations whose nDCG@10 is
-within ``tolerance`` (relative, default 1%) of the best one measured. Among them, prefer the
-fastest encoder (highest docs/s of the model + precision, which also dominates query latency),
-then the fewest bytes per vector, then the higher nDCG@10. The runner-up is the best candidate
-by the same order that uses a different model or model precision (else the next candidate).
 """
 
 from __future__ import annotations
@@ -51,7 +39,21 @@ PRECISIONS = ("fp32", "int8")  # model precisions, and the default index precisi
 
 
 def bytes_per_vector(dim: int, index_precision: str) -> tuple[int, int]:
-    """(RAM bytes, file bytes) per stored vector; see the module docstring."""
+    """(RAM bytes, file bytes) per stored vector of an index of ``dim``-d vectors.
+
+    RAM: fp32 ``4 * dim``; int8 ``dim`` (the codes; the per-dimension scales, ``4 * dim`` bytes per
+    index, amortize away); binary ``8 * ceil(dim / 64)`` (sign bits in 64-bit words: 48 bytes for
+    384-d). The int8 and binary indexes also keep the fp32 vectors on disk for exact rescoring
+    (memory-mapped, only ``k * oversample`` rows read per query), so their files hold ``5 * dim``
+    and ``8 * ceil(dim / 64) + 4 * dim`` bytes per vector.
+
+    Args:
+        dim: the vectors' dimension.
+        index_precision: "fp32", "int8" or "binary".
+
+    Returns:
+        (bytes_per_vector, disk_bytes_per_vector), as the result rows call them.
+    """
     if index_precision == "fp32":
         return 4 * dim, 4 * dim
     codes = {"int8": dim, "binary": 8 * -(-dim // 64)}[index_precision]  # binary: sign bits in uint64 words
@@ -74,7 +76,18 @@ def _sample(n: int, m: int, seed: int = 0) -> np.ndarray:
 def measure_encoder(
     embedder, ds: BeirDataset, speed_docs: int = 256, latency_queries: int = 32, batch_size: int = 32
 ) -> dict:
-    """Encode throughput on a fixed doc sample and single-query encode latency (warm, not cold)."""
+    """Encode throughput on a fixed doc sample and single-query encode latency, both after a warm-up.
+
+    Args:
+        embedder: an ``Embedder`` (anything with ``encode(texts, batch_size=)``).
+        ds: the dataset whose docs and queries are sampled (fixed seed).
+        speed_docs: docs in the throughput sample.
+        latency_queries: queries encoded one at a time.
+        batch_size: ``encode``'s batch size for the throughput run.
+
+    Returns:
+        ``{"encode_docs_per_s", "query_encode_ms", "speed_docs"}``.
+    """
     docs = [ds.doc_texts[i] for i in _sample(len(ds.doc_texts), speed_docs)]
     queries = [ds.query_texts[i] for i in _sample(len(ds.query_texts), latency_queries)]
     embedder.encode(docs[:batch_size], batch_size=batch_size)  # warm-up
@@ -92,7 +105,18 @@ def measure_encoder(
 def measure_search(
     doc_vecs: np.ndarray, query_vecs: np.ndarray, index_precision: str, n: int = 100, *, metric: str = "dot"
 ) -> float:
-    """Mean ms per single-query search (k = 10) after one warm-up search; ``metric`` as in ``retrieve``."""
+    """Mean ms per single-query search (k = 10) after one warm-up search.
+
+    Args:
+        doc_vecs: (n, d) vectors indexed at ``index_precision``.
+        query_vecs: (m, d) queries; the first ``n`` are searched one at a time.
+        index_precision: "fp32", "int8" or "binary".
+        n: queries timed (at most; at least one).
+        metric: the ``Index`` metric, as in ``retrieve``.
+
+    Returns:
+        Milliseconds per query.
+    """
     search = _index_search_fn(doc_vecs, index_precision, metric)
     qs = query_vecs[: max(1, min(n, len(query_vecs)))]
     search(qs[:1])
@@ -116,7 +140,27 @@ def run_grid(
     threads: int | None = None,
     log=print,
 ) -> tuple[list[dict], list[dict]]:
-    """Evaluate the grid. Returns (rows, skipped) where skipped lists ``{model, precision, reason}``."""
+    """Evaluate the grid (see the module docstring).
+
+    Args:
+        ds: the dataset.
+        models: model names or folders.
+        precisions: model precisions.
+        index_precisions: index precisions.
+        dims: truncations (None: the model's full dimension); values >= the model's dim are skipped.
+        cache_dir: the export cache (``Embedder(cache_dir=)``).
+        embeddings_cache: the SQLite embedding cache (``encode_cached``), or None.
+        batch_size: ``encode``'s batch size.
+        speed_docs: docs timed for throughput (``measure_encoder``).
+        threads: onnxruntime threads (None: physical cores).
+        log: where progress lines go.
+
+    Returns:
+        (rows, skipped): one dict per configuration (model, precision, index_precision, metric,
+        dim, full_dim, ndcg@10, recall@100, encode_docs_per_s, query_ms, query_encode_ms,
+        search_ms, bytes_per_vector, disk_bytes_per_vector), and ``{model, precision[,
+        index_precision], reason}`` for each model, precision or index that could not be evaluated.
+    """
     from ..embedder import Embedder
 
     rows, skipped = [], []
@@ -177,12 +221,32 @@ def run_grid(
 
 
 def config_name(row: dict) -> str:
+    """A row's configuration in words: "<model> <precision> / index <index precision> / dim <dim|full>"."""
     dim = "full" if row["dim"] == row["full_dim"] else str(row["dim"])
     return f"{row['model']} {row['precision']} / index {row['index_precision']} / dim {dim}"
 
 
 def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
-    """Apply the rule of the module docstring; returns best, recommended, runner_up, candidates."""
+    """The recommendation rule, applied to ``run_grid``'s rows.
+
+    The candidates are the configurations whose nDCG@10 is within ``tolerance`` (relative) of the
+    best one measured. Among them, prefer the fastest encoder (highest docs/s of the model +
+    precision, which also dominates query latency), then the fewest bytes per vector, then the
+    higher nDCG@10. The runner-up is the best candidate by the same order that uses a different
+    model or model precision (else the next candidate).
+
+    Args:
+        rows: result rows (``ndcg@10``, ``encode_docs_per_s``, ``bytes_per_vector``, ``model``,
+            ``precision``, ...).
+        tolerance: the relative nDCG@10 loss accepted, e.g. 0.01 for 1%.
+
+    Returns:
+        ``{"best", "recommended", "runner_up" (a row or None), "floor" (the nDCG@10 floor),
+        "tolerance", "candidates" (their number)}``.
+
+    Raises:
+        InputError: ``rows`` is empty (no configuration could be evaluated).
+    """
     if not rows:
         raise InputError("no configuration could be evaluated; see the skipped models and their reasons")
     best = max(rows, key=lambda r: r["ndcg@10"])
@@ -249,7 +313,6 @@ def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str
             edgecolors="k",
             linewidths=0.4,
         )
-    front = sorted(pareto_front(rows), key=lambda r: r["encode_docs_per_s"])
     # the quality-vs-speed staircase: best nDCG achievable at >= this throughput
     xs, ys, cur = [], [], -1.0
     for r in sorted(rows, key=lambda r: -r["encode_docs_per_s"]):
@@ -281,7 +344,6 @@ def plot_pareto(rows: list[dict], rec: dict, path: str | os.PathLike, title: str
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
-    _ = front
     return path
 
 
@@ -399,7 +461,23 @@ def run_select(
     log=print,
     **grid,
 ) -> dict:
-    """Run the grid, recommend, and (with ``out_dir``) write results.json, decision.md and pareto.png."""
+    """Run the grid, recommend, and (with ``out_dir``) write results.json, decision.md and pareto.png.
+
+    Args:
+        ds: the dataset (``load_beir``, optionally ``subsample``d).
+        models: model names or folders.
+        out_dir: the output folder (created), or None to write nothing.
+        tolerance: the relative nDCG@10 loss accepted (``recommend``), in [0, 1).
+        max_docs: the ``--max-docs`` sample size ``ds`` was drawn with, for the record.
+        log: where progress lines go.
+        **grid: ``run_grid``'s keywords (precisions, index_precisions, dims, threads, ...).
+
+    Returns:
+        The result: dataset, environment, rule, ``recommend``'s keys, rows and skipped.
+
+    Raises:
+        InputError: ``tolerance`` outside [0, 1), or no configuration could be evaluated.
+    """
     if not 0 <= tolerance < 1:
         raise InputError(f"tolerance is a fraction of the best nDCG@10 in [0, 1), got {tolerance}")
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None

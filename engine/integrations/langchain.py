@@ -41,6 +41,12 @@ class EngineEmbeddings(Embeddings):
             ``prompt_name``, ``truncate_dim``, ...); checked here, so a wrong one fails at construction.
         query_encode_kwargs: the same for queries; empty: ``encode_kwargs`` (HuggingFaceEmbeddings' rule).
         show_progress: a progress bar while embedding documents.
+        **embedder_kwargs: ``engine.Embedder`` arguments, as in ``model_kwargs``.
+
+    Raises:
+        InputError: ``model`` and ``model_name`` name two models, an argument is given both in
+            ``model_kwargs`` and as a keyword, or an encode keyword is wrong (``Embedder.encode``'s
+            checks); the Embedder's own errors (an unknown model, a missing provider) as it raises them.
 
     The Embedder is built here, at construction: a wrong model name or a missing provider fails
     now rather than at the first query, the first-use export happens once, and the embed methods
@@ -93,7 +99,7 @@ class EngineEmbeddings(Embeddings):
         return f"EngineEmbeddings({self.embedder!r})"
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """One vector (a list of dim floats) per text, in order."""
+        """One vector (a list of dim floats) per text, in order; a single string is an InputError."""
         if isinstance(texts, str):
             raise InputError("embed_documents takes a list of strings; for one text use embed_query or pass [text]")
         texts = list(texts)
@@ -104,7 +110,7 @@ class EngineEmbeddings(Embeddings):
         return _floats(encode(texts, **kwargs))
 
     def embed_query(self, text: str) -> list[float]:
-        """The vector of one query text, a list of dim floats."""
+        """The vector of one query text, a list of dim floats; a non-string is an InputError."""
         if not isinstance(text, str):
             raise InputError(f"embed_query takes one string, got {type(text).__name__}; for a list use embed_documents")
         encode = getattr(self.embedder, "encode_query", self.embedder.encode)
