@@ -1,25 +1,43 @@
-"""engine.runtime: the runtime choice per (model precision, CPU class), OpenVINO sessions, bf16.
+"""engine.runtime: the runtime choice per (model precision, CPU class), OpenVINO sessions, bf16, and
+the runtime path's imports.
 
 The oracle for vectors is sentence-transformers' own output on tiny random models. bf16 itself
 runs only on CPUs with bf16 units: there its vectors are compared with sentence-transformers fp32
 (skipped elsewhere, with the reason); everywhere, bf16's plumbing (export, gate, fingerprint,
 cache folder, graph of standard ops) runs with OpenVINO's bf16 kernels swapped for f32 ones.
+The OpenVINO tests skip without the openvino extra.
+
+The runtime path imports only onnxruntime, tokenizers, numba and numpy (shared DESIGN.md, "Heavy
+imports"): a fresh interpreter builds Embedders for models the parent test exported, and encodes
+with them, while an import hook refuses the export tools as a plain install (no ``export`` extra)
+lacks them; it reports every refused import and every heavy module loaded, and its vectors must
+equal the parent's. Exports from before the runtime graphs were written at export time are
+completed in place once (with onnx), or refused with the fix (without it).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import shutil
+import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 from engine import Embedder
 from engine import runtime as rt
-from engine.errors import InputError, UnsupportedModelError
+from engine.errors import ExportError, InputError, UnsupportedModelError
+from engine.models import export
+from engine.models.export import load_or_export
 from engine.precisions import MODEL_PRECISIONS
-from tests.conftest import SENTENCES
+from tests.conftest import SENTENCES, minilm_folder
 
-openvino = pytest.importorskip("openvino", reason="the openvino extra is not installed")
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed"
+)
 
 BF16_HERE = rt.cpu_class() in rt.BF16_CLASSES
 TEXTS = [*SENTENCES, "a longer text about runtimes and kernels " * 6, "x"]
@@ -30,6 +48,7 @@ def _cos(a, b):
 
 
 # -- the choice table ---------------------------------------------------------------------------
+@needs_openvino
 @pytest.mark.parametrize("cls", rt.CPU_CLASSES)
 def test_the_table_resolves_for_every_cpu_class(cls):
     assert rt.choose_runtime("fp32", cls=cls) == "onnxruntime"
@@ -46,6 +65,7 @@ def test_the_table_resolves_for_every_cpu_class(cls):
             assert runtime in rt.RUNTIMES and why
 
 
+@needs_openvino
 def test_cpu_class_from_flags():
     assert rt.cpu_class({"avx2", "fma"}) == "avx2"
     zen4 = {"avx2", "fma", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16"}
@@ -55,6 +75,7 @@ def test_cpu_class_from_flags():
     assert rt.cpu_class(set()) == "other"
 
 
+@needs_openvino
 @pytest.mark.parametrize(
     "precision, runtime, device, match",
     [
@@ -71,12 +92,14 @@ def test_impossible_choices_are_refused_by_name(precision, runtime, device, matc
         rt.choose_runtime(precision, device, runtime, cls="avx512_bf16")
 
 
+@needs_openvino
 def test_a_missing_extra_names_itself(monkeypatch, tiny_model_dir, tiny_cache):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(ImportError, match=r"openvino.*'openvino' extra"):
         Embedder(str(tiny_model_dir), cache_dir=tiny_cache, runtime="openvino")
 
 
+@needs_openvino
 @pytest.mark.skipif(BF16_HERE, reason="this CPU has bf16 units")
 def test_bf16_is_refused_on_a_cpu_without_bf16_units(tiny_model_dir, tmp_path):
     with pytest.raises(InputError, match="needs a CPU with bf16 units"):
@@ -92,6 +115,7 @@ def st_reference(tiny_model_dir):
     return SentenceTransformer(str(tiny_model_dir), device="cpu").encode(TEXTS, convert_to_numpy=True)
 
 
+@needs_openvino
 def test_openvino_fp32_equals_sentence_transformers(tiny_model_dir, tiny_cache, st_reference):
     ov = Embedder(str(tiny_model_dir), cache_dir=tiny_cache, runtime="openvino")
     ort = Embedder(str(tiny_model_dir), cache_dir=tiny_cache)
@@ -103,6 +127,7 @@ def test_openvino_fp32_equals_sentence_transformers(tiny_model_dir, tiny_cache, 
         assert _cos(got, st_reference).min() >= 0.99999
 
 
+@needs_openvino
 @pytest.mark.parametrize("family", ["roberta", "qwen2", "modernbert"])
 def test_openvino_fp32_on_more_families(family, tmp_path):
     from sentence_transformers import SentenceTransformer
@@ -126,6 +151,7 @@ def bf16_as_f32(monkeypatch):
     monkeypatch.setattr(rt, "_ov_capabilities", lambda core: ["FP32", "BF16"])
 
 
+@needs_openvino
 def test_bf16_export_plumbing(bf16_as_f32, tiny_model_dir, tmp_path, st_reference):
     import onnx
 
@@ -145,6 +171,7 @@ def test_bf16_export_plumbing(bf16_as_f32, tiny_model_dir, tmp_path, st_referenc
     assert again.fingerprint == bf16.fingerprint
 
 
+@needs_openvino
 def test_bf16_gate_refuses_a_model_that_drifts(bf16_as_f32, tiny_model_dir, tmp_path, monkeypatch):
     from engine.models import quantize
 
@@ -155,6 +182,7 @@ def test_bf16_gate_refuses_a_model_that_drifts(bf16_as_f32, tiny_model_dir, tmp_
     assert not [f for f in folders if (f / "meta.json").is_file()]  # nothing cached
 
 
+@needs_openvino
 @pytest.mark.skipif(not BF16_HERE, reason=f"no bf16 units on this CPU (class {rt.cpu_class()})")
 @pytest.mark.parametrize(
     "family",
@@ -177,3 +205,228 @@ def test_bf16_vectors_are_near_exact(family, tmp_path):
     # model (a new one each run: build_transformer is not bit-reproducible across processes) lands
     # within 1e-4 of that floor (worst seen 0.99988; the real MiniLM gives 0.99996 on 2,500 texts).
     assert _cos(got, want).min() >= 0.9998
+
+
+# -- the runtime path without export tools --------------------------------------------------------
+HEAVY = ("torch", "onnx", "transformers", "optimum", "onnxruntime.transformers", "sentence_transformers")
+CHILD_TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "",
+    "héllo wörld café naïve 日本語",
+    "numba compiles python loops to machine code " * 12,
+] + [f"document number {i} about onnx runtime graphs " * (i % 5 + 1) for i in range(16)]
+COMPLETE = ["meta.json", "model.cpu.onnx", "model.cuda.onnx", "model.onnx", "tokenizer.json"]  # a complete export
+
+# Runs in the child: refuse the export tools, embed, report. {heavy} is filled in by the parent.
+CHILD = """
+import importlib.abc, json, sys
+
+HEAVY = {heavy!r}
+refused = []
+
+
+def heavy(name):
+    return any(name == h or name.startswith(h + ".") for h in HEAVY)
+
+
+class NoExportTools(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if heavy(name):
+            refused.append(name)
+            message = f"No module named {{name!r}} (refused: a plain install has no export tools)"
+            raise ModuleNotFoundError(message, name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoExportTools())
+import numpy as np
+
+from engine import Embedder
+
+args = json.loads(sys.argv[1])
+out, error = {{}}, None
+try:
+    for precision in args["precisions"]:
+        out.update({{f"{{precision}}_{{k}}": v for k, v in embed(Embedder, args, precision).items()}})
+except Exception as e:
+    error = f"{{type(e).__name__}}: {{e}}"
+np.savez(args["out"], **out)
+print(json.dumps({{"refused": refused, "loaded": sorted(m for m in sys.modules if heavy(m)), "error": error}}))
+"""
+
+
+def embed(embedder_cls, args: dict, precision: str) -> dict:
+    """What parent and child both compute: several batches (batch workers on the single-threaded
+    session) and one batch (the main session)."""
+    emb = embedder_cls(
+        args["model"], model_precision=precision, cache_dir=args["cache"], threads=2, runtime=args.get("runtime")
+    )
+    return {"batched": emb.encode(args["texts"], batch_size=4), "one": emb.encode(args["texts"][:3])}
+
+
+def _child(model: str, cache, precisions, tmp_path, runtime=None) -> tuple[dict, dict]:
+    import inspect
+
+    out = tmp_path / "child.npz"
+    args = {
+        "model": model,
+        "cache": None if cache is None else str(cache),
+        "precisions": list(precisions),
+        "texts": CHILD_TEXTS,
+        "out": str(out),
+        "runtime": runtime,
+    }
+    code = inspect.getsource(embed) + CHILD.format(heavy=HEAVY)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=tmp_path, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report, dict(np.load(out))
+
+
+def _check_runtime_path(model: str, cache, tmp_path):
+    for precision in ("fp32", "int8"):  # exported here, in the parent (the child cannot export)
+        load_or_export(model, precision, cache_dir=cache)
+    report, got = _child(model, cache, ("fp32", "int8"), tmp_path)
+    assert report == {"refused": [], "loaded": [], "error": None}
+    args = {"model": model, "cache": cache, "texts": CHILD_TEXTS}
+    for precision in ("fp32", "int8"):
+        for key, want in embed(Embedder, args, precision).items():
+            np.testing.assert_allclose(got[f"{precision}_{key}"], want, rtol=0, atol=1e-6, err_msg=f"{precision} {key}")
+    assert not np.allclose(got["fp32_batched"], got["int8_batched"], atol=1e-6)  # really two graphs
+
+
+def test_tiny_model_runs_without_export_tools(tiny_model_dir, tiny_cache, tmp_path):
+    _check_runtime_path(str(tiny_model_dir), tiny_cache, tmp_path)
+
+
+def test_openvino_runs_without_export_tools(tiny_model_dir, tiny_cache, tmp_path):
+    """The openvino extra's runtime path (fp32) needs no export tools either, and gives the parent's vectors."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    load_or_export(str(tiny_model_dir), "fp32", cache_dir=tiny_cache)
+    report, got = _child(str(tiny_model_dir), tiny_cache, ("fp32",), tmp_path, runtime="openvino")
+    assert report == {"refused": [], "loaded": [], "error": None}
+    args = {"model": str(tiny_model_dir), "cache": tiny_cache, "texts": CHILD_TEXTS, "runtime": "openvino"}
+    for key, want in embed(Embedder, args, "fp32").items():
+        np.testing.assert_allclose(got[f"fp32_{key}"], want, rtol=0, atol=1e-6, err_msg=key)
+
+
+def test_minilm_runs_without_export_tools(tmp_path):
+    minilm_folder()
+    _check_runtime_path("all-MiniLM-L6-v2", None, tmp_path)  # the default cache, as tests/test_embedder.py
+
+
+# -- exports written before the runtime graphs were part of an export ---------------------------------
+def _old_layout(src, cache):
+    """A copy of export folder ``src`` as an earlier version left it: model.onnx only, no meta["graphs"],
+    and the pooled variant the CUDA path used to build lazily beside it."""
+    old = cache / "onnx" / src.name
+    shutil.copytree(src, old)
+    for name in set(json.loads((src / "meta.json").read_text())["graphs"].values()) - {"model.onnx"}:
+        (old / name).unlink()
+    shutil.copy2(src / "model.cuda.onnx", old / "model.pooled.onnx")
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["graphs"]
+    (old / "meta.json").write_text(json.dumps(meta, indent=2))
+    return old
+
+
+@pytest.fixture
+def no_reexport(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("the old export was exported again instead of completed")
+
+    monkeypatch.setattr(export, "_export", refuse)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_old_layout_export_is_completed_once(tiny_model_dir, tiny_cache, tmp_path, precision, no_reexport):
+    fresh = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tiny_cache)
+    old = _old_layout(fresh._exported.folder, tmp_path / "cache")
+    onnx_before = (old / "model.onnx").stat()
+    emb = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
+    assert emb._exported.folder == old
+    assert emb.fingerprint == fresh.fingerprint
+    meta = json.loads((old / "meta.json").read_text())
+    assert meta["graphs"] == fresh._exported.meta["graphs"] == {"cpu": "model.cpu.onnx", "cuda": "model.cuda.onnx"}
+    assert {**meta, "graphs": None} == {**fresh._exported.meta, "graphs": None}  # nothing else changed
+    for name in ("model.cpu.onnx", "model.cuda.onnx"):  # the same graphs a fresh export writes
+        assert (old / name).read_bytes() == (fresh._exported.folder / name).read_bytes(), name
+    assert sorted(p.name for p in old.iterdir()) == COMPLETE
+    assert (old / "model.onnx").stat().st_ino == onnx_before.st_ino  # the export itself untouched
+    np.testing.assert_allclose(emb.encode(CHILD_TEXTS), fresh.encode(CHILD_TEXTS), rtol=0, atol=1e-6)
+    # done once: the next load finds a complete export and writes nothing
+    meta_mtime = (old / "meta.json").stat().st_mtime_ns
+    Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
+    assert (old / "meta.json").stat().st_mtime_ns == meta_mtime
+
+
+def test_a_deleted_runtime_graph_is_written_again(tiny_model_dir, tiny_cache, tiny_embedder, tmp_path, no_reexport):
+    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
+    shutil.copytree(tiny_embedder._exported.folder, folder)
+    (folder / "model.cpu.onnx").unlink()
+    emb = Embedder(str(tiny_model_dir), cache_dir=tmp_path / "cache")
+    assert (folder / "model.cpu.onnx").read_bytes() == tiny_embedder._graph.read_bytes()
+    np.testing.assert_allclose(emb.encode(CHILD_TEXTS), tiny_embedder.encode(CHILD_TEXTS), rtol=0, atol=1e-6)
+
+
+def test_concurrent_loads_complete_an_old_export_safely(tiny_model_dir, tiny_embedder, tmp_path, no_reexport):
+    old = _old_layout(tiny_embedder._exported.folder, tmp_path / "cache")
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(load_or_export(str(tiny_model_dir), cache_dir=tmp_path / "cache"))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert {r.meta["graphs"]["cpu"] for r in results} == {"model.cpu.onnx"}
+    assert (old / "model.cpu.onnx").read_bytes() == tiny_embedder._graph.read_bytes()
+    assert sorted(p.name for p in old.iterdir()) == COMPLETE
+
+
+def test_old_layout_without_onnx_is_a_clear_error(tiny_model_dir, tiny_embedder, tmp_path):
+    old = _old_layout(tiny_embedder._exported.folder, tmp_path / "cache")
+    report, _ = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
+    assert report["refused"] == ["onnx"] and report["loaded"] == []  # it tried onnx, found none, stopped
+    error = report["error"]
+    assert error.startswith("ExportError: ") and str(old) in error
+    assert "pip install 'embed-engine[export]'" in error and "delete" in error
+    assert not (old / "model.cpu.onnx").exists() and "graphs" not in json.loads((old / "meta.json").read_text())
+
+
+def test_without_onnx_a_missing_graph_matters_only_to_its_device(tiny_model_dir, tiny_embedder, tmp_path):
+    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
+    shutil.copytree(tiny_embedder._exported.folder, folder)
+    (folder / "model.cuda.onnx").unlink()  # the CPU runtime does not need it
+    report, got = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
+    assert report == {"refused": ["onnx"], "loaded": [], "error": None}
+    want = embed(
+        Embedder,
+        {"model": str(tiny_model_dir), "cache": tiny_embedder._exported.folder.parent.parent, "texts": CHILD_TEXTS},
+        "fp32",
+    )
+    np.testing.assert_allclose(got["fp32_batched"], want["batched"], rtol=0, atol=1e-6)
+    (folder / "model.cpu.onnx").unlink()
+    report, _ = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
+    assert report["error"].startswith("ExportError: ") and str(folder) in report["error"]
+    assert "model.cpu.onnx (the cpu graph) is missing" in report["error"]
+    assert "pip install 'embed-engine[export]'" in report["error"]
+
+
+@pytest.mark.parametrize("name", ["../model.onnx", "/etc/passwd", "sub/model.onnx", "..", "", 7])
+def test_graph_names_outside_the_folder_are_refused(tiny_model_dir, tiny_embedder, tmp_path, name):
+    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
+    shutil.copytree(tiny_embedder._exported.folder, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["graphs"]["cpu"] = name
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportError, match=r"not a file name inside the export folder.*delete"):
+        Embedder(str(tiny_model_dir), cache_dir=tmp_path / "cache")

@@ -19,6 +19,7 @@ import pytest
 from engine import Embedder, InputError
 from engine.embedder import CHUNK
 from tests.st_tiny import build_transformer, write_stack
+from tests.test_embedder import _st
 
 TEXTS = [
     "",
@@ -31,12 +32,6 @@ TEXTS = [
     "cosine similarity compares two unit vectors",
 ] + [f"document number {i} " * (i % 7 + 1) for i in range(24)]
 PRECISIONS = ("int8", "uint8", "binary", "ubinary")
-
-
-def _st(folder, **kwargs):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(folder), device="cpu", **kwargs)
 
 
 def _close(ours, ref, rel=1e-4):

@@ -1,4 +1,4 @@
-"""Retrieval and STS metrics against hand-computed values and a plain reference implementation."""
+"""engine.eval.metrics against hand-computed values and a plain reference implementation."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.eval.evaluate import load_beir, load_qrels, load_sts, retrieve, subsample
 from engine.eval.metrics import evaluate_run, query_metrics, rank_top_k, sts_correlations
-from tests.conftest import write_beir
 
 L3 = math.log2(3)  # discount at rank 2
 L5 = math.log2(5)  # discount at rank 4
@@ -92,18 +90,6 @@ def test_rank_top_k_breaks_ties_by_doc_id():
     assert rank_top_k(np.array([[3.0, 1.0, 2.0]]), ["a", "b", "c"], 10).tolist() == [[0, 2, 1]]
 
 
-def test_retrieve_fp32_matches_bruteforce_order():
-    rng = np.random.default_rng(1)
-    d = rng.standard_normal((50, 8)).astype(np.float32)
-    q = rng.standard_normal((4, 8)).astype(np.float32)
-    ids = [f"doc{i:03d}" for i in range(50)]
-    run = retrieve(d, q, ids, k=7)
-    for r in range(4):
-        s = d @ q[r]
-        assert run["ids"][r] == [ids[i] for i in np.argsort(-s)[:7]]
-        assert run["scores"][r] == pytest.approx(sorted(s, reverse=True)[:7], rel=1e-5)
-
-
 # -- a plain, obviously-correct nDCG to compare against --------------------------------------
 def ref_ndcg(judged: dict, ranking: list, k: int) -> float:
     dcg = 0.0
@@ -147,76 +133,3 @@ def test_sts_correlations():
     assert res["spearman"] == pytest.approx(1.0)
     assert res["pearson"] == pytest.approx(np.corrcoef(cos, cos**3)[0, 1])
     assert sts_correlations(a, b, -cos)["spearman"] == pytest.approx(-1.0)
-
-
-# -- loaders --------------------------------------------------------------------------------
-
-
-def test_load_beir(tmp_path):
-    root = write_beir(
-        tmp_path / "ds",
-        [{"_id": "1", "title": "T", "text": "body"}, {"_id": "2", "title": "", "text": " x "}],
-        [{"_id": "a", "text": "qa"}, {"_id": "b", "text": "qb"}, {"_id": "c", "text": "qc"}],
-        [("c", "1", 1), ("a", "2", 2)],
-    )
-    ds = load_beir(root)
-    assert ds.doc_texts == ["T body", "x"]
-    assert ds.query_ids == ["a", "c"]  # file order, only judged queries
-    assert ds.qrels == {"a": {"2": 2}, "c": {"1": 1}}
-    with pytest.raises(FileNotFoundError, match="available splits"):
-        load_beir(root, split="dev")
-
-
-def test_load_qrels_rejects_bad_rows(tmp_path):
-    p = tmp_path / "q.tsv"
-    p.write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
-    with pytest.raises(ValueError, match="3 tab-separated columns"):
-        load_qrels(p)
-
-
-def test_subsample_keeps_judged_docs(tmp_path):
-    docs = [{"_id": f"d{i}", "text": f"t{i}"} for i in range(100)]
-    queries = [{"_id": f"q{i}", "text": f"q{i}"} for i in range(20)]
-    qrels = [(f"q{i}", f"d{i * 5}", 1) for i in range(20)] + [("q0", "d1", 1)]
-    ds = load_beir(write_beir(tmp_path / "ds", docs, queries, qrels))
-    small = subsample(ds, 30, seed=3)
-    assert len(small.doc_ids) == 30 and small.query_ids
-    for q in small.query_ids:
-        assert set(small.qrels[q]) <= set(small.doc_ids)
-
-
-def test_load_sts_keeps_quotes_literal(tmp_path):
-    p = tmp_path / "sts.csv"
-    p.write_text('g\tf\t2012\t0001\t4.5\tHe said "hi\tShe said hi"\ng\tf\t2012\t0002\t1.0\ta\tb\textra\n')
-    s1, s2, gold = load_sts(p)
-    assert s1 == ['He said "hi', "a"] and s2 == ['She said hi"', "b"] and gold.tolist() == [4.5, 1.0]
-
-
-class CountingEmbedder:
-    """Stands in for Embedder: deterministic vectors, counts the texts it encodes."""
-
-    name, precision, dim, fingerprint = "fake", "fp32", 4, "fake/fp32/4/0123"
-
-    def __init__(self):
-        self.encoded = []
-
-    def encode(self, texts, batch_size=32):
-        self.encoded += texts
-        v = np.array([[len(t), t.count("a"), 1.0, i % 2] for i, t in enumerate(texts)], dtype=np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)  # unit rows, as Embedder gives (the cache checks)
-
-
-def test_encode_cached_reuses_vectors_of_a_subset(tmp_path):
-    from engine.corpus.cache import encode_cached
-
-    emb = CountingEmbedder()
-    full = encode_cached(emb, ["a", "bb", "ccc", "a"], tmp_path)
-    assert emb.encoded == ["a", "bb", "ccc"]  # the repeated text is encoded once
-    np.testing.assert_array_equal(full[0], full[3])
-    again = encode_cached(emb, ["ccc", "a", "dddd"], tmp_path)
-    assert emb.encoded[3:] == ["dddd"]  # only the miss
-    np.testing.assert_array_equal(again[:2], full[[2, 0]])
-    other = CountingEmbedder()
-    other.fingerprint = "fake/int8/4/9999"  # another model/precision never shares vectors
-    encode_cached(other, ["a"], tmp_path)
-    assert other.encoded == ["a"]
