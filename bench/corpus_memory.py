@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.benchmark.data import data_dir
+
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -55,11 +57,15 @@ BUILD_TINY = (
 )
 
 
-def data_dir(arg: str | None) -> Path:
-    for cand in (arg, os.environ.get("EMBED_BENCH_DATA"), REPO.parent / "shared" / "data"):
-        if cand and (Path(cand) / "scifact" / "corpus.jsonl").is_file():
-            return Path(cand)
-    sys.exit("SciFact not found: pass --data DIR (a folder holding scifact/corpus.jsonl)")
+def scifact_corpus(arg: str | None) -> Path:
+    """SciFact's corpus.jsonl under --data, else under the benchmark data folder (``data_dir``)."""
+    path = (Path(arg) if arg else data_dir(must_exist=False)) / "scifact" / "corpus.jsonl"
+    if not path.is_file():
+        sys.exit(
+            f"SciFact not found at {path}: pass --data DIR (a folder holding scifact/corpus.jsonl) "
+            "or set EMBED_DATA_DIR"
+        )
+    return path
 
 
 def synthesise(src: Path, n: int, max_chars: int, dest: Path) -> None:
@@ -84,11 +90,13 @@ def main() -> int:
     ap.add_argument("--shard-size", type=int, default=10_000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--tolerance", type=float, default=0.20)
-    ap.add_argument("--data", default=None)
+    ap.add_argument(
+        "--data", default=None, help="folder with scifact/corpus.jsonl (default $EMBED_DATA_DIR, else ../shared/data)"
+    )
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "corpus_memory.json"))
     args = ap.parse_args()
-    corpus = data_dir(args.data) / "scifact" / "corpus.jsonl"
+    corpus = scifact_corpus(args.data)
     runs = []
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="corpus-memory-") as tmp:

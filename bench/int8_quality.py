@@ -1,6 +1,6 @@
 """int8 quality on this chip: SciFact nDCG@10 and cosine to fp32, for the int8 ISA class it has.
 
-    .venv/bin/python bench/int8_quality.py --model all-MiniLM-L6-v2 [--data ../shared/data] [--recipe rr|vnni]
+    .venv/bin/python bench/int8_quality.py --model all-MiniLM-L6-v2 [--data DIR] [--recipe rr|vnni]
 
 The int8 graph is built per ISA class (``engine.models.quantize``: the recipe and onnxruntime's
 u8 x s8 kernel depend on it), so its quality is measured per class, on the machine that has it.
@@ -30,8 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, np.float64)
@@ -42,7 +40,12 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/ and stsb/sts-dev.csv (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
         "--recipe",
@@ -60,13 +63,15 @@ def main(argv=None) -> int:
 def run(args, argv) -> int:
     from engine import Embedder
     from engine.benchmark.chip import environment
+    from engine.benchmark.data import data_dir
     from engine.corpus.cache import encode_cached
     from engine.eval.evaluate import beir_scores, load_beir, load_sts
     from engine.eval.metrics import sts_correlations
 
     try:
-        ds = load_beir(args.data / "scifact", "test")
-        s1, s2, gold = load_sts(args.data / "stsb" / "sts-dev.csv")
+        data = args.data or data_dir()
+        ds = load_beir(data / "scifact", "test")
+        s1, s2, gold = load_sts(data / "stsb" / "sts-dev.csv")
     except FileNotFoundError as e:
         sys.exit(f"int8_quality: {e}; pass --data DIR")
     env = environment()

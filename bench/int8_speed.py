@@ -8,16 +8,16 @@ The ST peers need the ``peers`` extra (optimum-intel[openvino]); ``--no-peers`` 
 ``--no-st`` every sentence-transformers contender. Every contender's parity is its cosine to ST
 torch fp32 on the same texts; engine contenders record the runtime they ran on.
 
-Texts: the first 1,000 SciFact docs (title + " " + text) and 2,000 STS-dev sentences (sentence1
-and sentence2 of each row in turn), from --data (default ../shared/data beside the repository).
-Every contender runs with the same threads (2) and batch size (32). Each is warmed up on one
-batch of docs and four of sentences; then ``engine.benchmark.harness.measure`` times them: the
-contenders alternate round by round (forward, reversed, ...), each round encodes the docs, then
-the sentences. Each contender keeps its best round; the report also gives each round's own ratio
-to the reference (min / median / max over rounds), the figure least moved by a slow moment of
-the machine. The machine is shared, so only the ratios within one run mean anything. The vectors
-of the last round also give the quality gate's parity numbers (cosine of int8 to fp32, and of
-both to sentence-transformers).
+Texts: the first 1,000 SciFact docs (title + " " + text) and 2,000 STS-dev sentences (sentence1 and
+sentence2 of each row in turn), from --data (default $EMBED_DATA_DIR, else ../shared/data beside the
+repository). Every contender runs with the same threads (2) and batch size (32). Each is warmed up
+on one batch of docs and four of sentences; then ``engine.benchmark.measure.measure`` times them:
+the contenders alternate round by round (forward, reversed, ...), each round encodes the docs, then
+the sentences. Each contender keeps its best round; the report also gives each round's own ratio to
+the reference (min / median / max over rounds), the figure least moved by a slow moment of the
+machine. The machine is shared, so only the ratios within one run mean anything. The vectors of the
+last round also give the quality gate's parity numbers (cosine of int8 to fp32, and of both to
+sentence-transformers).
 
 Distance to the limit: onnxruntime's fp32 and int8 GEMM rates on this machine
 (``chip.gemm_peak``, measured before and after the contenders, the better of the two kept)
@@ -40,8 +40,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _engines(args) -> tuple[dict, dict]:
@@ -160,7 +158,12 @@ def main(argv=None) -> int:
         default=None,
         help="also time sentence-transformers at this batch size (is a small batch its best too?)",
     )
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/ and stsb/sts-dev.csv (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/int8_speed_<model>.json)")
     args = ap.parse_args(argv)
 
@@ -173,9 +176,11 @@ def main(argv=None) -> int:
         model_flops_per_token,
         transformer_shape,
     )
-    from engine.benchmark.harness import measure, scifact_sts_texts, token_count
+    from engine.benchmark.data import data_dir, scifact_sts_texts, token_count
+    from engine.benchmark.measure import measure
 
     try:
+        args.data = args.data or data_dir()
         sets = scifact_sts_texts(args.data, args.docs, args.sents)
     except FileNotFoundError as e:
         sys.exit(f"int8_speed: {e}; pass --data DIR")

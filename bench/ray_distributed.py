@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,8 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.benchmark.data import data_dir
+
+# run with cwd = the repository root, so that the tests package is importable (as bench/corpus_memory.py does)
+BUILD_TINY = (
+    "import sys, pathlib; from tests.conftest import build_tiny_model; build_tiny_model(pathlib.Path(sys.argv[1]))"
+)
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 SHARD = 10_000
 NODES = (1, 2, 4, 8, 16, 64)
 
@@ -101,12 +108,17 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster = writer actors")
     ap.add_argument("--model", default="tiny", help="'tiny' (the ~free model) or a model name / folder")
     ap.add_argument("--only", choices=["driver", "distributed"], default=None)
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/corpus.jsonl")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/corpus.jsonl (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "ray_distributed.json"))
     args = ap.parse_args()
-    scifact = args.data / "scifact" / "corpus.jsonl"
+    scifact = (args.data or data_dir(must_exist=False)) / "scifact" / "corpus.jsonl"
     if not scifact.is_file():
-        sys.exit(f"ray_distributed: {scifact} not found; pass --data DIR")
+        sys.exit(f"ray_distributed: {scifact} not found; pass --data DIR or set EMBED_DATA_DIR")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
 
@@ -117,11 +129,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="ray-dist-bench-"))
     model = args.model
-    if model == "tiny":
-        sys.path.insert(0, str(REPO))
-        from tests.conftest import build_tiny_model
-
-        model = str(build_tiny_model(tmp / "tiny"))
+    if model == "tiny":  # built in a child run from the repository root, where the tests package is importable
+        model = str(tmp / "tiny")
+        subprocess.run([sys.executable, "-c", BUILD_TINY, model], cwd=REPO, check=True)
     parts = synthesize(scifact, tmp / "corpus", args.docs, args.files)
     warm = synthesize(scifact, tmp / "warm", 200, 1)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.benchmark.data import data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 SHARD = 250
 WARMUP_DOCS = 16
 
@@ -56,12 +57,17 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster (and local threads)")
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/corpus.jsonl")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/corpus.jsonl (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "ray_throughput.json"))
     args = ap.parse_args()
-    scifact = args.data / "scifact" / "corpus.jsonl"
+    scifact = (args.data or data_dir(must_exist=False)) / "scifact" / "corpus.jsonl"
     if not scifact.is_file():
-        sys.exit(f"ray_throughput: {scifact} not found; pass --data DIR")
+        sys.exit(f"ray_throughput: {scifact} not found; pass --data DIR or set EMBED_DATA_DIR")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
 

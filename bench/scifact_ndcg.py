@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,16 +24,23 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--data", type=Path, default=DATA, help="SciFact: corpus.jsonl, queries.jsonl, qrels/test.tsv")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="SciFact: corpus.jsonl, queries.jsonl, qrels/test.tsv "
+        "(default scifact/ in $EMBED_DATA_DIR, else ../shared/data)",
+    )
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/scifact_<model>_<precision>.json)")
     args = ap.parse_args(argv)
 
     from engine import Embedder
     from engine.benchmark.chip import environment
+    from engine.benchmark.data import data_dir
     from engine.eval.evaluate import beir_scores, index_metric_of, load_beir
 
     try:
-        ds = load_beir(args.data, "test")
+        ds = load_beir(args.data or data_dir("scifact"), "test")
     except FileNotFoundError as e:
         sys.exit(f"scifact_ndcg: {e}; pass --data DIR")
     emb = Embedder(args.model, device=args.device, model_precision=args.precision, threads=args.threads)

@@ -30,14 +30,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.benchmark.harness import (
-    bucket_texts,
-    device_unavailable,
-    min_cosine,
-    parse_list,
-    read_corpus,
-    token_count,
-)
+from engine.benchmark.contenders import device_unavailable
+from engine.benchmark.data import bucket_texts, read_corpus, token_count
+from engine.benchmark.grid import parse_list
+from engine.benchmark.measure import min_cosine
 
 TINY = "tiny-bert"  # built in the test; no download
 DEFAULT_MODELS = [(TINY, False), ("all-MiniLM-L6-v2", True)]  # (model, slow)

@@ -6,7 +6,8 @@ k, and with no cap (the old rule: batch_size texts per call), each with every ``
 value (1: one session splits each operator over all threads; N: N threads each run whole
 batches on a single-threaded session). Settings alternate round by round and each keeps its
 best round; the ratios to "no cap, 1 worker" in the same run are what matter. Texts from --data
-(default ../shared/data beside the repository; SciFact docs and STS-dev sentence1/sentence2 in turn).
+(default $EMBED_DATA_DIR, else ../shared/data beside the repository; SciFact docs and STS-dev
+sentence1/sentence2 in turn).
 
 Run: .venv/bin/python bench/token_budget.py [--docs 200] [--sents 1000] [--rounds 3]
 Writes bench/results/token_budget_<model>.json.
@@ -20,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,16 +33,21 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default="1,2,4,8,16", help="budgets, in units of 256^2 cells")
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--workers", default="1", help="batch_workers values, e.g. 1,2")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/ and stsb/sts-dev.csv (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/token_budget_<model>.json)")
     args = ap.parse_args(argv)
 
     from engine import Embedder
     from engine.benchmark.chip import environment
-    from engine.benchmark.harness import scifact_sts_texts
+    from engine.benchmark.data import data_dir, scifact_sts_texts
 
     try:
-        sets = scifact_sts_texts(args.data, args.docs, args.sents)
+        sets = scifact_sts_texts(args.data or data_dir(), args.docs, args.sents)
     except FileNotFoundError as e:
         sys.exit(f"token_budget: {e}; pass --data DIR")
     caps = {"no cap": None, **{f"{k} x 256^2": int(k) * 256 * 256 for k in args.ks.split(",") if k}}

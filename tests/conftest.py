@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from engine.benchmark.data import data_dir
+
+SHARED = data_dir(must_exist=False)  # the benchmark data folder ($EMBED_DATA_DIR or ../shared/data); may be absent
 TINY_MAX_LEN = 16
 
 # the first texts of every small test corpus (tiny models' vocabularies come from them)
@@ -124,11 +126,11 @@ def write_beir(root: Path, docs, queries, qrels, split: str = "test") -> Path:
 
 
 def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data, or skip the test when the shared data is not present."""
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"shared data not found at {p}")
-    return p
+    """A path in the benchmark data folder (``engine.benchmark.data.data_dir``), or skip the test when it is missing."""
+    try:
+        return data_dir(*parts)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
 
 
 def minilm_folder() -> Path:

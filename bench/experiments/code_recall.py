@@ -1,6 +1,6 @@
 """Recall@10 after exact rescoring of the int8 and binary first stages, by query bits and oversample.
 
-    .venv/bin/python bench/experiments/code_recall.py [--data ../shared/data] [--n 200000]
+    .venv/bin/python bench/experiments/code_recall.py [--data DIR] [--n 200000]
 
 Exact fp32 top 10 is the truth. Data: all-MiniLM-L6-v2 embeddings of the 5,183 SciFact documents
 (title + text) and its 1,109 queries (through the embedding cache), and ``--n`` 384-d unit vectors
@@ -22,16 +22,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from bench_scripts import bench_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from search_bench import make_data, recall
-
+from engine.benchmark.data import data_dir
 from engine.kernels.binary import pack_signs, topk_hamming
 from engine.kernels.normalize import l2_normalize
 from engine.kernels.quantize import calibrate_scales, fold_queries, quantize
 from engine.kernels.topk import rescore, topk_dot
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+search_bench = bench_script("search_bench")  # bench/search_bench.py
+make_data, recall = search_bench.make_data, search_bench.recall
 
 
 def scifact(data: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -73,10 +73,12 @@ def binary_rows(name: str, x: np.ndarray, q: np.ndarray) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument(
+        "--data", type=Path, default=None, help="folder with scifact/ (default $EMBED_DATA_DIR, else ../shared/data)"
+    )
     ap.add_argument("--n", type=int, default=200_000)
     args = ap.parse_args(argv)
-    x, q = scifact(args.data)
+    x, q = scifact(args.data or data_dir())
     print(f"SciFact all-MiniLM-L6-v2: {x.shape[0]} docs, {q.shape[0]} queries")
     int8_rows("scifact", x, q)
     binary_rows("scifact", x, q)

@@ -41,8 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 def _producers(graph):
     return {out: node for node in graph.node for out in node.output}
@@ -175,7 +173,7 @@ def main(argv=None) -> int:
 
     from engine import Embedder
     from engine.batching import pad_batch, plan_batches
-    from engine.benchmark.harness import scifact_sts_texts
+    from engine.benchmark.data import data_dir, scifact_sts_texts
     from engine.kernels.normalize import l2_normalize, mean_pool
     from engine.models.graph import cpu_graph
 
@@ -186,14 +184,19 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     ap.add_argument("--texts", choices=("docs", "sents"), default="docs")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/ and stsb/ (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     args = ap.parse_args(argv)
     from engine.benchmark.chip import chip_line
 
     print(chip_line(), flush=True)
 
     emb = Embedder(args.model, model_precision=args.precision, threads=args.threads)
-    texts = scifact_sts_texts(args.data, args.docs, 2000)[args.texts]
+    texts = scifact_sts_texts(args.data or data_dir(), args.docs, 2000)[args.texts]
     toks = emb.tokenize(texts)
     batches = []
     for batch in plan_batches(np.array([len(t) for t in toks]), 2 if args.texts == "docs" else 32):

@@ -6,7 +6,8 @@ variant with int8_static_qdq.py beside this script, run as a subprocess), loaded
 own Session (same threads), and timed round-robin: each round times every variant once, so
 background load hits all of them alike; a variant's figure is its best round.
 
-Texts: SciFact docs and STS-dev sentences from --data (default ../shared/data beside the repository).
+Texts: SciFact docs and STS-dev sentences from --data (default $EMBED_DATA_DIR, else ../shared/data
+beside the repository).
 
 Run: .venv/bin/python bench/experiments/int8_explore.py [--model all-MiniLM-L6-v2] [--docs 128 --sents 1000]
 Prints a markdown table (copy into int8_experiments.md) and writes bench/experiments/results/int8_explore.json.
@@ -25,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[2] / "shared" / "data"
 STATIC = {"method": "static"}  # built by int8_static_qdq.py, not by the library
 
 # name -> (graph, config for quantize_int8 (None: the graph as is), session options)
@@ -90,18 +90,25 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="variant names (substring match)")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/ and stsb/sts-dev.csv (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "int8_explore.json"))
     args = ap.parse_args(argv)
 
     from engine import Embedder
     from engine.benchmark.chip import environment
+    from engine.benchmark.data import data_dir
     from engine.eval.evaluate import load_beir, load_sts
     from engine.models.fetch import resolve
     from engine.models.quantize import cpu_isa, quantize_int8
 
-    docs = load_beir(args.data / "scifact").doc_texts
-    s1, s2, _ = load_sts(args.data / "stsb" / "sts-dev.csv")
+    data = args.data or data_dir()
+    docs = load_beir(data / "scifact").doc_texts
+    s1, s2, _ = load_sts(data / "stsb" / "sts-dev.csv")
     sents = [s for pair in zip(s1, s2) for s in pair][: max(args.sents, 2000)]
     emb = Embedder(args.model, threads=args.threads)
     resolved = resolve(args.model)

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 def profile(path: Path, feeds: dict, threads: int, runs: int) -> dict[str, float]:
     import onnxruntime as ort
@@ -56,7 +54,12 @@ def main(argv=None) -> int:
     ap.add_argument("--runtime-graph", action="store_true", help="profile cpu_graph(export), what the CPU runtime runs")
     ap.add_argument("--texts", choices=("docs", "sents"), default="docs")
     ap.add_argument("--precisions", default="fp32,int8")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/ and stsb/ (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     args = ap.parse_args(argv)
     from engine.benchmark.chip import chip_line
 
@@ -64,9 +67,9 @@ def main(argv=None) -> int:
 
     from engine import Embedder
     from engine.batching import pad_batch
-    from engine.benchmark.harness import scifact_sts_texts
+    from engine.benchmark.data import data_dir, scifact_sts_texts
 
-    sets = scifact_sts_texts(args.data, args.batch, 2000)
+    sets = scifact_sts_texts(args.data or data_dir(), args.batch, 2000)
     for precision in args.precisions.split(","):
         emb = Embedder(args.model, model_precision=precision, threads=args.threads)
         if args.texts == "docs":

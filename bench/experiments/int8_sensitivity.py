@@ -5,7 +5,7 @@ filled in (default: the FFN output product, where outlier activations live), lea
 else fp32, and reports the cosine of the model's vectors to fp32 on 80 STS-dev sentences and
 20 SciFact docs. Layers far below the rest are the ones ModelSpec.int8_exclude keeps in fp32.
 
-Texts from --data (default ../shared/data beside the repository).
+Texts from --data (default $EMBED_DATA_DIR, else ../shared/data beside the repository).
 
 Run: .venv/bin/python bench/experiments/int8_sensitivity.py --model all-mpnet-base-v2 [--layers 12]
 """
@@ -17,27 +17,32 @@ import sys
 import tempfile
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-mpnet-base-v2")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--pattern", default=r"layer\.{L}/output/dense/MatMul$")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ and stsb/sts-dev.csv")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/ and stsb/sts-dev.csv (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     args = ap.parse_args(argv)
 
     import numpy as np
 
     from engine import Embedder
+    from engine.benchmark.data import data_dir
     from engine.eval.evaluate import load_beir, load_sts
     from engine.models.graph import cpu_graph
     from engine.models.quantize import quantize_int8
     from engine.runtime import Session
 
-    docs = load_beir(args.data / "scifact").doc_texts
-    s1, s2, _ = load_sts(args.data / "stsb" / "sts-dev.csv")
+    data = args.data or data_dir()
+    docs = load_beir(data / "scifact").doc_texts
+    s1, s2, _ = load_sts(data / "stsb" / "sts-dev.csv")
     texts = [s for pair in zip(s1, s2) for s in pair][:80] + docs[:20]
     emb = Embedder(args.model, threads=2)
     emb.batch_workers = 1

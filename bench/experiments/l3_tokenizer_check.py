@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-STS_DEV = HERE.parents[2] / "shared" / "data" / "stsb" / "sts-dev.csv"
 
 
 def onnx_initializer(path: Path, suffix: str) -> np.ndarray:
@@ -88,7 +87,12 @@ def sts_spearman(sess, tok, a, b, gold) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sts", type=Path, default=STS_DEV, help="STS-dev tsv (default ../shared/data/stsb/sts-dev.csv)")
+    ap.add_argument(
+        "--sts",
+        type=Path,
+        default=None,
+        help="STS-dev tsv (default stsb/sts-dev.csv in $EMBED_DATA_DIR, else ../shared/data)",
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "l3_tokenizer.json"))
     args = ap.parse_args(argv)
 
@@ -97,6 +101,7 @@ def main(argv=None) -> int:
     from tokenizers import Tokenizer, normalizers
 
     from engine.benchmark.chip import environment
+    from engine.benchmark.data import data_dir
     from engine.eval.evaluate import load_sts
     from engine.models.fetch import resolve
 
@@ -123,12 +128,13 @@ def main(argv=None) -> int:
         report["mpnet_candidate_skipped"] = str(e)
 
     sess = ort.InferenceSession(str(l3.weights), providers=["CPUExecutionProvider"])
-    if args.sts.is_file():
-        a, b, gold = load_sts(args.sts)
+    sts = args.sts or data_dir("stsb", "sts-dev.csv", must_exist=False)
+    if sts.is_file():
+        a, b, gold = load_sts(sts)
         report["sts_dev_pairs"] = len(gold)
         report["sts_dev_spearman"] = {k: sts_spearman(sess, t, a, b, gold) for k, t in candidates.items()}
     else:
-        report["sts_dev_spearman"] = f"skipped: {args.sts} not found"
+        report["sts_dev_spearman"] = f"skipped: {sts} not found"
 
     # the engine's pipeline vs the graph's own pooling, same tokenizer
     from engine import Embedder

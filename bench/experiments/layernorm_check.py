@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 def _session(model, threads: int):
     import onnxruntime as ort
@@ -94,13 +92,14 @@ def micro() -> None:
         )
 
 
-def end_to_end(model: str, precision: str, n_docs: int, rounds: int, data: Path = DATA) -> None:
+def end_to_end(model: str, precision: str, n_docs: int, rounds: int, data: Path | None = None) -> None:
     from engine import Embedder
     from engine.batching import pad_batch, plan_batches
+    from engine.benchmark.data import data_dir
     from engine.eval.evaluate import load_beir
     from engine.models.graph import cpu_graph
 
-    docs = load_beir(data / "scifact").doc_texts
+    docs = load_beir((data or data_dir()) / "scifact").doc_texts
     emb = Embedder(model, model_precision=precision, threads=2)
     ids = emb.tokenize(docs[:n_docs])
     lengths = np.array([len(x) for x in ids])
@@ -134,7 +133,9 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/")
+    ap.add_argument(
+        "--data", type=Path, default=None, help="folder with scifact/ (default $EMBED_DATA_DIR, else ../shared/data)"
+    )
     args = ap.parse_args(argv)
     from engine.benchmark.chip import chip_line
 

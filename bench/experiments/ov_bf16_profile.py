@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 def _st_ir(model: str) -> str | None:
     """Path of sentence-transformers' OpenVINO IR of ``model`` (optimum-intel's export), or None."""
@@ -51,7 +49,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--sweep", action="store_true", help="also time batch shapes and OpenVINO options")
-    ap.add_argument("--data", type=Path, default=DATA, help="folder with scifact/ (for --sweep)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with scifact/, for --sweep (default $EMBED_DATA_DIR, else ../shared/data)",
+    )
     args = ap.parse_args(argv)
 
     import openvino as ov
@@ -109,9 +112,10 @@ def _sweep(args, graph: str, feeds: dict) -> None:
 
     from engine import Embedder
     from engine.benchmark.chip import load_average
-    from engine.benchmark.harness import measure, scifact_sts_texts
+    from engine.benchmark.data import data_dir, scifact_sts_texts
+    from engine.benchmark.measure import measure
 
-    docs = scifact_sts_texts(args.data, 500, 0)["docs"]
+    docs = scifact_sts_texts(args.data or data_dir(), 500, 0)["docs"]
 
     def encoder(cells="default", workers=None, batch_size=32):
         emb = Embedder(args.model, model_precision="bf16", threads=args.threads)

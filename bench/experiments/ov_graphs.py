@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument(
+        "--data", type=Path, default=None, help="folder with scifact/ (default $EMBED_DATA_DIR, else ../shared/data)"
+    )
     args = ap.parse_args(argv)
 
     import onnxruntime as ort
@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     from tokenizers import Tokenizer
 
     from engine.benchmark.chip import chip_line, load_average
+    from engine.benchmark.data import data_dir
     from engine.models.export import load_or_export
     from engine.models.fetch import resolve
 
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     tok = Tokenizer.from_file(str(exported.tokenizer_path))
     tok.enable_truncation(256)
     tok.enable_padding()
-    lines = (args.data / "scifact" / "corpus.jsonl").read_text().splitlines()[:128]
+    lines = ((args.data or data_dir()) / "scifact" / "corpus.jsonl").read_text().splitlines()[:128]
     texts = [(d := json.loads(line))["title"] + " " + d["text"] for line in lines]
     batches = []
     for i in range(0, len(texts), 16):

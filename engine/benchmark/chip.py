@@ -174,9 +174,9 @@ def chip_line(env: dict | None = None) -> str:
 
 # -- the chip's limit: GEMM rates and the model's FLOPs ------------------------------------
 # A transformer layer's weight product as the engine runs it on CPU: (2 texts x 256 tokens) rows x
-# hidden 384 @ 384 x intermediate 1536 (Embedder.max_cells = 2 x 256^2 makes 512-row batches).
-# Measured on a 2-core Xeon with AMX: 4096 rows ran at 40% (fp32) and 30% (int8) of the 512-row
-# rate (the 25 MB output leaves the cache), so the bigger shape would understate the chip's limit.
+# hidden 384 @ 384 x intermediate 1536 (Embedder.max_cells = 2 x 256^2 makes 512-row batches); a
+# taller product's output leaves the cache and understates the chip's limit.
+# chosen by measurement: bench/experiments/int8_experiments.md ("Distance to the limit")
 PEAK_SHAPE = (512, 384, 1536)
 
 
@@ -209,13 +209,19 @@ def gemm_peak(
 ) -> dict:
     """This machine's fp32 and int8 GEMM rates, as onnxruntime runs them, measured now.
 
-    One ``MatMul`` (fp32) and one ``MatMulInteger`` (u8 x s8) graph of ``shape`` = (m, k, n),
-    each in an engine Session with ``threads`` intra-op threads; after a warm-up call the two
-    take turns (one call each) until each has run at least 3 times and ``min_s`` seconds; the
-    fastest call counts (a shared machine: the least disturbed one). A product is
-    ``2 * m * k * n`` operations (one multiply, one add per term).
+    One ``MatMul`` (fp32) and one ``MatMulInteger`` (u8 x s8) graph of ``shape``, each in an
+    engine Session; after a warm-up call the two take turns (one call each) until each has run at
+    least 3 times and ``min_s`` seconds; the fastest call counts (a shared machine: the least
+    disturbed one). A product is ``2 * m * k * n`` operations (one multiply, one add per term).
 
-    Returns ``{"shape", "threads", "fp32_gflops", "int8_gops", "int8_over_fp32"}``.
+    Args:
+        threads: intra-op threads of each session.
+        shape: (m, k, n) of the product (m x k) @ (k x n).
+        min_s: the least time each graph runs for.
+        clock: the clock to read (default the real one).
+
+    Returns:
+        ``{"shape", "threads", "fp32_gflops", "int8_gops", "int8_over_fp32"}``.
     """
     from ..runtime import Session
 

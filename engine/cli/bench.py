@@ -91,7 +91,7 @@ def register(sub) -> None:
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
-    from ..benchmark.harness import parse_list
+    from ..benchmark.grid import parse_list
     from ..errors import InputError
 
     try:
@@ -102,7 +102,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 def config_from_args(args):
     """A BenchConfig from parsed arguments (--quick fills what was not given)."""
-    from ..benchmark.harness import DEFAULT_BATCH_SIZES, BenchConfig, parse_list
+    from ..benchmark.grid import DEFAULT_BATCH_SIZES, BenchConfig, parse_list
     from ..models import DEFAULT_MODEL
 
     quick = QUICK if args.quick else {}
@@ -127,14 +127,14 @@ def config_from_args(args):
 def cmd_bench(args) -> int:
     from pathlib import Path
 
-    from ..benchmark.harness import (
+    from ..benchmark.grid import run_grid
+    from ..benchmark.results import (
         best_batch_sizes,
         compare_results,
         default_out_dir,
         format_comparison,
         format_table,
         load_results,
-        run_grid,
         write_results,
     )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "bench" / "isa_emulation" / "run.py"
 
 
@@ -65,7 +65,8 @@ def test_int8_index_on_the_avx2_kernels():
         "no:cacheprovider",
         "--benchmark-disable",
         "-x",
-        "tests/test_index_codes.py",
+        "tests/index/test_qgemm.py",
+        "tests/index/test_codecs.py",
         "-k",
         "int8",
     )
