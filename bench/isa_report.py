@@ -92,7 +92,6 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="folder with scifact/ and stsb/ (scripts' default)")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(BENCH.parent))
     from engine.benchmark.chip import environment
 
     env = environment()

@@ -25,17 +25,16 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numba
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from search_bench import make_data
+from bench_scripts import bench_script
 
 from engine.benchmark.chip import chip_line
 from engine.index import qgemm
 from engine.kernels.quantize import calibrate_scales, quantize
+
+make_data = bench_script("search_bench").make_data  # bench/search_bench.py's clustered unit vectors
 
 
 @numba.njit(parallel=True, cache=True)

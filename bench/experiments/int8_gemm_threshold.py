@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from search_bench import make_data
+from bench_scripts import bench_script
 
 from engine.benchmark.chip import chip_line, environment
 from engine.index.qgemm import gemm_min_queries, topk_int8_gemm
 from engine.kernels.quantize import calibrate_scales, quantize, topk_int8
+
+make_data = bench_script("search_bench").make_data  # bench/search_bench.py's clustered unit vectors
 
 
 def main(argv=None) -> int:

@@ -17,17 +17,17 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numba
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from search_bench import _sum_rows_f32, _sum_rows_i8, make_data
+from bench_scripts import bench_script
 
 from engine.benchmark.chip import chip_line
 from engine.kernels.quantize import HAS_U8S8, calibrate_scales, quantize, topk_int8
 from engine.kernels.topk import topk_dot
+
+search_bench = bench_script("search_bench")  # bench/search_bench.py
+_sum_rows_f32, _sum_rows_i8, make_data = search_bench._sum_rows_f32, search_bench._sum_rows_i8, search_bench.make_data
 
 
 def best_ms(fn, rounds: int) -> float:

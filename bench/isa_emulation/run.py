@@ -88,7 +88,6 @@ def build() -> Path:
 def emulated_env(isa: str) -> dict:
     if sys.platform != "linux" or os.uname().machine != "x86_64":
         sys.exit("run.py: CPUID masking needs x86-64 Linux")
-    sys.path.insert(0, str(HERE.parents[1]))
     from engine.models.quantize import ISA_CLASSES, cpu_flags
 
     need = dict(ISA_CLASSES)[isa]
@@ -100,7 +99,6 @@ def emulated_env(isa: str) -> dict:
     env = dict(os.environ)
     env["LD_PRELOAD"] = " ".join(filter(None, [str(build()), env.get("LD_PRELOAD", "")]))
     env[ENV] = isa
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parents[1]), env.get("PYTHONPATH", "")]))
     return env
 
 
