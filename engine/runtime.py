@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arguments import positive_int
 from .errors import InputError, ProviderError, missing_extra
 from .precisions import CPU_MODEL_PRECISIONS
 
@@ -87,16 +88,14 @@ class Session:
         import onnxruntime as ort
 
         provider = provider_for(device)
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be a positive integer or None, got {threads!r}")
-        self.threads = threads or physical_cores()
+        self.threads = positive_int(threads, "threads", allow_none=True) or physical_cores()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        provider_options = [{}]
+        provider_options: list[dict] = [{}]
         if provider == "CUDAExecutionProvider":
             dev_id = int(device.split(":")[1]) if ":" in device else 0
             provider_options = [{"device_id": dev_id}]
@@ -178,9 +177,7 @@ class OpenVINOSession:
         ov = _openvino()
         if precision not in _OV_PRECISION:
             raise InputError(f"the openvino runtime runs model_precision 'fp32' or 'bf16', not {precision!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be a positive integer or None, got {threads!r}")
-        self.threads = threads or physical_cores()
+        self.threads = positive_int(threads, "threads", allow_none=True) or physical_cores()
         self.device = "cpu"
         self.precision = precision
         self._path = str(onnx_path)

@@ -66,6 +66,31 @@ def test_the_table_resolves_for_every_cpu_class(cls):
 
 
 @needs_openvino
+def test_measured_cells_link_to_a_section_of_the_notes():
+    """Every measured cell's evidence names the section of bench/experiments/runtime_choice.md behind it."""
+    import re
+    from pathlib import Path
+
+    notes = Path(rt.__file__).resolve().parents[1] / "bench" / "experiments" / "runtime_choice.md"
+    if not notes.is_file():
+        pytest.skip("not a source checkout: no bench/experiments notes")
+    sections = {line[3:].strip() for line in notes.read_text(encoding="utf-8").splitlines() if line.startswith("## ")}
+    linked = {
+        m.group(1)
+        for cells in rt.RUNTIME_CHOICE.values()
+        for _, why in cells.values()
+        if (m := re.search(r"runtime_choice\.md#(\w+)", why))
+    }
+    assert linked and linked <= sections, linked - sections
+
+
+@pytest.mark.parametrize("threads", [0, -1, True, 1.5, "2"])
+def test_session_threads_must_be_a_positive_integer(threads, tiny_model_dir, tiny_cache):
+    graph = load_or_export(str(tiny_model_dir), cache_dir=tiny_cache).graph_path("cpu")
+    with pytest.raises(InputError, match="threads must be a positive integer or None"):
+        rt.Session(graph, threads=threads)
+
+
 def test_cpu_class_from_flags():
     assert rt.cpu_class({"avx2", "fma"}) == "avx2"
     zen4 = {"avx2", "fma", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16"}
