@@ -356,7 +356,7 @@ def main(argv=None):
     for name in skip:
         contenders.pop(name, None)
 
-    codes = q8._codes[:n]
+    codes = q8._codec.codes[:n]
     bound32, bound8 = bandwidth_bound(x, codes, max(args.rounds, 5))  # same run
     print(
         f"bandwidth bound: fp32 pass {bound32 * 1e3:.1f} ms ({x.nbytes / bound32 / 1e9:.1f} GB/s), "

@@ -1,5 +1,5 @@
 """Index files written by hand for tests: any header and section bytes, with VALID checksums, so
-that only the rule a test breaks is what the loader sees (tests/test_index_format.py, the fuzz in
+that only the rule a test breaks is what the loader sees (tests/index/test_format.py, the fuzz in
 tests/test_fuzz_files.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Vector index: ``Index`` (vectors, ids, search) and its on-disk format (``engine.index.format``)."""
+"""Vector index: ``Index`` (vectors, ids, search), its codec per precision (``engine.index.codecs``) and
+its on-disk format (``engine.index.format``)."""
 
 from .index import DEFAULT_OVERSAMPLE, DEFAULT_OVERSAMPLE_BINARY, Index
 

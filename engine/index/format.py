@@ -1,54 +1,26 @@
-"""The on-disk format of :class:`engine.index.Index`: one file, little-endian.
-
-Byte layout::
+"""The on-disk format of :class:`engine.index.Index`: one file, little-endian, laid out as::
 
     offset 0    8 bytes   magic b"EMBIDX\\x00\\x01" (the last two bytes: format version 1)
     offset 8    uint64    header length H (at most 1 MiB)
     offset 16   32 bytes  sha256 of the header bytes
-    offset 48   H bytes   header, UTF-8 JSON (json.dumps defaults), keys in this order:
-                          format_version, dim, precision ("fp32" | "int8" | "binary"), count, model (str |
-                          null), metric ("cosine" | "dot"; files written before "dot" existed say "cosine"),
-                          id_kind (null | "int" | "str"), next_id,
-                          oversample, scales_calibrated, sections, payload_sha256
-    S_1, S_2 ...          the sections, in the order of the table below, zero padding between
-
-Sections (``sections`` in the header lists ``{name, dtype, shape, offset, nbytes}`` for each)::
+    offset 48   H bytes   header, UTF-8 JSON (json.dumps defaults): format_version, the FIELDS in
+                          order, sections ({name, dtype, shape, offset, nbytes} each), payload_sha256
+    S_1, S_2 ...          the sections, in the order of this table (``section_names``):
 
     name         dtype  shape          present
     vectors      <f4    (count, dim)   always; unit rows (cosine), finite rows (dot)
-    codes        |i1    (count, dim)   precision int8
-    scales       <f4    (dim,)         precision int8; finite, > 0 (1/127 each until calibrated,
-                                       scales_calibrated says which)
-    bits         <u8    (count, W)     precision binary: sign bits of the vectors' rows,
-                                       W = ceil(dim / 64) words (engine.kernels.binary.pack_signs;
-                                       padding bits 0)
+    codes        |i1    (count, dim)   int8 (each precision's sections: ``engine.index.codecs``)
+    scales       <f4    (dim,)         int8; finite, > 0 (1/127 each until scales_calibrated)
+    bits         <u8    (count, W)     binary: sign bits, W = ceil(dim / 64) words, padding bits 0
     ids          <i8    (count,)       id_kind "int" (explicit integer ids; null = row numbers)
     ids_offsets  <i8    (count + 1,)   id_kind "str": string i is ids_utf8[offs[i]:offs[i+1]],
     ids_utf8     |u1    (offs[-1],)    id_kind "str"   offs[0] = 0, non-decreasing
 
-Placement: ``S_1 = align64(48 + H)`` and ``S_(i+1) = align64(S_i + nbytes_i)``; a zero-byte
-section takes no room. The file ends exactly at the end of the last section (no padding after
-it). ``payload_sha256`` is the hex sha256 of every byte from ``S_1`` to the end of the file.
-The header's length depends on the offsets it lists and they on its length; the writer
-iterates to the fixed point (the digest's width is fixed, so writing it changes nothing).
-
-``read`` opens regular files only (a fifo, a device or a folder is refused, nothing blocks),
-always checks the magic, the header hash, the header's size (1 MiB) and nesting (a deeply
-nested header is refused, not a RecursionError), every header field, and every section
-against the table (name and order, dtype, shape against count/dim, nbytes, offset as placed
-above) and the file size (a truncated file fails there), in :func:`_check_sections`; it checks
-the values a later step would trust (scales, string-id offsets and UTF-8) after reading them,
-in :func:`_decode`; and, with ``verify=True``, the payload hash (one sequential read).
-:func:`check_values` holds what an ``Index`` needs of the values on top of that, and
-``Index.load`` runs it: every vector row finite, with unit norm for cosine (:func:`bad_rows`),
-binary sign bits equal to the vectors' signs, int8 codes equal to the vectors quantized with the
-scales, calibrated int8 scales once there are rows, ids
-unique, ``next_id`` consistent with the ids. Every failure is an
-:class:`~engine.errors.IndexFormatError` naming the file and what is wrong.
-``write`` goes through :func:`engine.files.replace_atomically`: a temporary file in the same
-directory (mode 0o666 less the umask), fsynced and ``os.replace``-d over ``path``, so readers see
-the old file or the new one, never a mix; an existing non-regular ``path`` is refused
-(InputError) and a failed write is an OutputError naming ``path``, the old file intact.
+Placement: ``S_1 = align64(48 + H)``, ``S_(i+1) = align64(S_i + nbytes_i)`` (a zero-byte section
+takes no room), zero padding between; the file ends at the end of the last section, and
+``payload_sha256`` is the hex sha256 of every byte from ``S_1`` on. :func:`read` checks all of it and
+:func:`check_values` the values an ``Index`` trusts, each failure an
+:class:`~engine.errors.IndexFormatError` naming the file; :func:`write` replaces a file atomically.
 """
 
 from __future__ import annotations
@@ -69,6 +41,8 @@ from engine.errors import IndexFormatError, InputError
 from engine.files import fsync_dir, open_regular, replace_atomically
 from engine.precisions import INDEX_PRECISIONS
 
+from .codecs import CODECS
+
 __all__ = [
     "FIELDS",
     "FORMAT_VERSION",
@@ -85,6 +59,8 @@ FORMAT_VERSION = 1
 MAGIC = b"EMBIDX\x00\x01"
 PRECISIONS = INDEX_PRECISIONS
 ID_KINDS = (None, "int", "str")
+#: the sections of each id kind, after the vectors and the codec's (``Codec.sections``)
+ID_SECTIONS = {None: (), "int": ("ids",), "str": ("ids_offsets", "ids_utf8")}
 METRICS = ("cosine", "dot")  # cosine: unit rows, dot product; dot: raw rows, inner product
 # metric "dot": the largest ||v||^2 of a row or query, so |x . y| <= ||x|| ||y|| <= 1e36: finite in
 # float32 (partial sums too) and far from the top-k heaps' empty sentinel, -3.4e38 (kernels/topk.py)
@@ -128,19 +104,11 @@ FIELDS = {
 
 def section_names(precision: str, id_kind: str | None) -> list[str]:
     """The sections a file of this precision and id kind holds, in file order."""
-    names = ["vectors"]
-    if precision == "int8":
-        names += ["codes", "scales"]
-    elif precision == "binary":
-        names.append("bits")
-    if id_kind == "int":
-        names.append("ids")
-    elif id_kind == "str":
-        names += ["ids_offsets", "ids_utf8"]
-    return names
+    return ["vectors", *CODECS[precision].sections, *ID_SECTIONS[id_kind]]
 
 
 def _damaged(path: Path, why: str) -> IndexFormatError:
+    """The error for a file that breaks a rule of the format (``why``), naming the file."""
     return IndexFormatError(
         f"index file {str(path)!r} is damaged or not an index file ({why}); "
         "rebuild the index from the source vectors and save it again"
@@ -148,6 +116,7 @@ def _damaged(path: Path, why: str) -> IndexFormatError:
 
 
 def _align(x: int) -> int:
+    """``x`` rounded up to a multiple of ``ALIGN``."""
     return -(-x // ALIGN) * ALIGN
 
 
@@ -169,6 +138,7 @@ def _raw_bytes(arr: np.ndarray) -> np.ndarray:
 
 
 def _encode_strings(ids: list[str]) -> dict[str, np.ndarray]:
+    """String ids as the ``ids_offsets`` and ``ids_utf8`` sections."""
     enc = [s.encode("utf-8") for s in ids]
     offs = np.zeros(len(enc) + 1, np.int64)
     np.cumsum([len(b) for b in enc], out=offs[1:])
@@ -176,10 +146,23 @@ def _encode_strings(ids: list[str]) -> dict[str, np.ndarray]:
 
 
 def write(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any]) -> None:
-    """Write an index file atomically (temp file + fsync + os.replace).
+    """Write an index file atomically.
 
-    ``fields``: the keys of ``FIELDS``. ``arrays``: ``vectors`` (count, dim) float32; ``codes``
-    and ``scales`` for int8; ``ids``, an int64 array (id_kind "int") or a list of str ("str").
+    The bytes go to a temporary file in the same directory (mode 0o666 less the umask), fsynced and
+    ``os.replace``-d over ``path`` (:func:`engine.files.replace_atomically`), so readers see the old
+    file or the new one, never a mix. The header lists the sections' offsets, which depend on its
+    length: it is rebuilt until its length is a fixed point (the digest's width is fixed).
+
+    Args:
+        path: The file to write.
+        fields: The header values, the keys of ``FIELDS``.
+        arrays: The sections of ``section_names(precision, id_kind)``: ``vectors`` (count, dim)
+            float32, the codec's sections, and ``ids``, an int64 array (id_kind "int") or a list of
+            str ("str").
+
+    Raises:
+        InputError: The header would pass ``MAX_HEADER``, or ``path`` exists and is not a regular file.
+        OutputError: Writing failed (an OSError naming ``path``); the old file is intact.
     """
     path = Path(path)
     given = dict(arrays)
@@ -250,11 +233,26 @@ def _payload(secs: list[tuple[str, np.ndarray]], table: list[dict]):
 
 
 def read(path: str | os.PathLike, *, mmap: bool = True, verify: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read and validate an index file: ``(fields, arrays)`` as ``write`` takes them.
+    """Read and validate an index file.
 
-    ``mmap=True`` memory-maps the vectors read-only (everything else is read into RAM).
-    ``verify=True`` also checks the payload sha256 (reads the whole file once). Raises
-    FileNotFoundError for a missing file and IndexFormatError for anything wrong inside one.
+    Opens regular files only (a fifo, a device or a folder is refused; nothing blocks). Always
+    checks the magic, the header hash, the header's size (``MAX_HEADER``) and nesting (a deeply
+    nested header is refused, not a RecursionError), every header field (``FIELDS``), every
+    section against the table (name and order, dtype, shape against count/dim, nbytes, offset as
+    placed) and the file size (:func:`_check_sections`), and, after reading them, the values a
+    later step trusts: scales, padding bits, string-id offsets and UTF-8 (:func:`_decode`).
+
+    Args:
+        path: The index file.
+        mmap: Memory-map the vectors read-only (everything else is read into RAM).
+        verify: Also check the payload sha256 (one sequential read of the whole file).
+
+    Returns:
+        ``(fields, arrays)`` as ``write`` takes them (string ids as a list of str).
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        IndexFormatError: Anything wrong inside the file, or a path that is not a regular file.
     """
     path = Path(path)
     try:
@@ -278,6 +276,7 @@ def read(path: str | os.PathLike, *, mmap: bool = True, verify: bool = True) -> 
 
 
 def _read_header(f, path: Path, size: int) -> tuple[int, dict]:
+    """The header's length and its parsed JSON object, after the prefix and hash checks."""
     prefix = f.read(PREFIX)
     if len(prefix) < PREFIX:
         raise _damaged(path, f"file is {size} bytes, shorter than the {PREFIX}-byte prefix")
@@ -307,6 +306,7 @@ def _read_header(f, path: Path, size: int) -> tuple[int, dict]:
 
 
 def _check_fields(path: Path, meta: dict) -> dict[str, Any]:
+    """The ``FIELDS`` of the header, each present and valid."""
     for key, ok in FIELDS.items():
         if key not in meta:
             raise _damaged(path, f"header has no {key!r}")
@@ -399,11 +399,21 @@ def _decode(path: Path, fields: dict, arrays: dict[str, np.ndarray]) -> dict[str
 
 
 def bad_rows(vectors: np.ndarray, limit: int = 10, *, unit: bool = True) -> list[int]:
-    """Up to ``limit`` numbers of rows that are not finite unit vectors (NaN, inf, zero, or
-    ``| ||v||^2 - 1 | > UNIT_TOL``), in order; with ``unit=False`` (metric "dot") rows whose
-    ``||v||^2`` is NaN or above ``DOT_MAX_SQ`` (inf included). Reads ``vectors`` once,
-    ROW_BLOCK rows at a time (a memmap is paged in block by block): ``||v||^2 = sum_j v_j^2``
-    per row in float32."""
+    """The rows that are not finite unit vectors, or for metric "dot" not finite ones.
+
+    ``||v||^2 = sum_j v_j^2`` per row in float32; a bad row has ``| ||v||^2 - 1 | > UNIT_TOL``
+    (NaN, inf and zero rows included), or with ``unit=False`` a NaN ``||v||^2`` or one above
+    ``DOT_MAX_SQ`` (inf included). Reads ``vectors`` once, ``ROW_BLOCK`` rows at a time (a memmap
+    is paged in block by block).
+
+    Args:
+        vectors: (n, dim) float32 rows (an array or a memmap).
+        limit: At most this many row numbers are returned.
+        unit: Check for unit rows (cosine); False checks for finite ones of bounded norm (dot).
+
+    Returns:
+        Up to ``limit`` row numbers, in order.
+    """
     out: list[int] = []
     with np.errstate(all="ignore"):
         for start in range(0, len(vectors), ROW_BLOCK):
@@ -441,21 +451,31 @@ def _first_row_not_encoded(vectors, codes, encode) -> int | None:
 def check_values(
     path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any], *, rows: bool = True
 ) -> set[str] | None:
-    """What an Index trusts beyond the layout ``read`` checks; IndexFormatError naming the file:
+    """Check what an Index trusts beyond the layout ``read`` checks.
 
     * ``rows``: every vector row is a finite unit vector, or for metric "dot" a finite one
-      (``bad_rows``; about 0.15 s for 1M x 384 from the page cache, one read of the section);
+      (``bad_rows``, one read of the section);
+    * an int8 index with rows has calibrated scales (its first ``add`` calibrates them);
     * ``rows``, binary: the sign bits are those of the vectors (``pack_signs``; bits that
       disagree would only cost recall, but a file saying so is not the one that was saved);
     * ``rows``, int8: the codes are the vectors quantized with the file's scales (``quantize``:
       every ``add`` writes exactly that; codes that disagree would send the first stage after the
-      wrong candidates; about 0.35 s for 1M x 384, next to ~3 s for the whole in-memory load);
-    * an int8 index with rows has calibrated scales (its first ``add`` calibrates them);
+      wrong candidates);
     * ids are unique (integer or string);
     * ``next_id`` (the next default id): equals ``count`` for row-number ids, and is above every
       integer id for integer ids (unused for string ids).
 
-    Returns the set of string ids (built for the check), None for other id kinds.
+    Args:
+        path: The file the values come from (for the error messages).
+        fields: The header fields, as ``read`` returns them.
+        arrays: The sections, as ``read`` returns them.
+        rows: Check the vector rows and the codes made of them (one read of the vectors).
+
+    Returns:
+        The set of string ids (built for the check), None for other id kinds.
+
+    Raises:
+        IndexFormatError: A value breaks one of these rules, naming the file.
     """
     path = Path(path)
     vectors = arrays["vectors"]

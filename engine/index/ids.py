@@ -10,9 +10,18 @@ from engine.errors import InputError
 
 
 def parse_ids(ids: Any, m: int) -> tuple[str | None, np.ndarray | list[str] | None]:
-    """Explicit ids for m new rows: ``("int", int64 array)`` or ``("str", list of str)``;
-    ``(None, None)`` for an empty batch. Raises InputError for a single string, a wrong
-    count, a mix of kinds, or integers beyond int64."""
+    """Parse the explicit ids of m new rows.
+
+    Args:
+        ids: A sequence (or array) of one int or str per row.
+        m: The number of new rows.
+
+    Returns:
+        ``("int", int64 array)`` or ``("str", list of str)``; ``(None, None)`` for an empty batch.
+
+    Raises:
+        InputError: A single string, a wrong count, a mix of kinds, or integers beyond int64.
+    """
     if isinstance(ids, (str, bytes)):
         raise InputError("ids must be a sequence with one id per vector, not a single string")
     ids_list = list(ids) if not isinstance(ids, np.ndarray) else ids
@@ -43,8 +52,15 @@ def parse_ids(ids: Any, m: int) -> tuple[str | None, np.ndarray | list[str] | No
 
 
 def check_unique(new: np.ndarray | list[str], existing: np.ndarray | set[str] | None) -> None:
-    """Raise InputError if an id repeats within ``new`` or is already in ``existing``
-    (the index's int64 ids, or its set of string ids)."""
+    """Check that new ids are unique, within the batch and against the index.
+
+    Args:
+        new: The batch's ids, as ``parse_ids`` returns them (int64 array or list of str).
+        existing: The index's int64 ids, or its set of string ids (None or empty: none yet).
+
+    Raises:
+        InputError: An id repeats within ``new`` or is already in ``existing``.
+    """
     if isinstance(new, np.ndarray):
         uniq, counts = np.unique(new, return_counts=True)
         if (counts > 1).any():

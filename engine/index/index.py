@@ -1,88 +1,27 @@
 """A flat (exact-scan) vector index by cosine or dot product: fp32, or int8 / binary codes with exact rescoring.
 
-Semantics
----------
-* **Metric** follows the model's ``similarity_fn_name``: ``metric="cosine"`` (the default) or
-  ``"dot"``; it is a property of the index, saved in its file. "euclidean" and "manhattan" are
-  refused (``Index(metric=...)`` names the workaround). With ``"dot"`` vectors are stored and
-  queried as given (raw, not normalized), scores are inner products, and zero vectors are valid
-  rows and queries (their scores are 0); rows and queries must be finite with
-  ``||v||^2 <= format.DOT_MAX_SQ`` (1e36; real embeddings have norms below 1e3) so that no score
-  can overflow: ``|x . y| <= ||x|| ||y|| <= 1e36``. int8 works the
-  same way for both metrics (per-dimension scales calibrated on the raw values, exact fp32
-  rescoring), so returned scores are exact dot products. The rest of this section describes
-  ``"cosine"``; ids, results, models and int8 are the same for both.
-* **Cosine.** ``add`` and ``search`` L2-normalize their vectors (a copy; the caller's array is
-  never modified), so scores are cosine similarities in [-1, 1], and raw vectors (``encode``'s
-  default, the model's output as in sentence-transformers) give the same results as unit ones
-  (``encode(normalize_embeddings=True)``), on either side. Zero vectors have no
-  direction and are rejected with :class:`~engine.errors.InputError` naming the rows, in
-  ``add`` and in ``search`` alike; a row whose norm is below float32's smallest normal number
-  (``np.finfo(np.float32).tiny``, 1.2e-38) counts as zero (normalizing it would overflow to
-  inf). NaN/inf or a wrong dimension is also an ``InputError``, and the normalized rows are
-  checked again (finite, unit norm). No non-finite score and no placeholder id ever leaves
-  ``search``.
-* **Results.** ``search(queries (nq, dim), k)`` returns ``(scores float32 (nq, k'), ids
-  (nq, k'))`` with ``k' = min(k, len(index))`` (no padding), best first, equal scores ordered
-  by insertion order (earlier row first). A single 1-d query returns 1-d ``(k',)`` arrays.
-  ``ids`` is int64 for integer ids, an object array of ``str`` for string ids.
-* **Ids.** Integers or strings, one kind per index, unique (a duplicate, within a batch or
-  against the index, raises ``InputError``). Without ``ids``, rows get running integers:
-  ``len(index), len(index) + 1, ...`` while all ids are default ones, otherwise continuing after
-  the largest integer id. A string-id index needs explicit ids.
-* **Model fingerprint.** ``model`` is the producing embedder's fingerprint (an opaque string,
-  ``None`` = unknown). If both the index's and the caller's fingerprint are known and differ,
-  ``add``/``search``/``search_text`` raise :class:`~engine.errors.ModelMismatchError`. An empty
-  index without a model adopts the model of its first ``add``.
-* **int8.** Vectors are stored as int8 codes with per-dimension scales
-  (``engine.kernels.quantize``) calibrated on the first ``add`` (on up to
-  ``CALIBRATION_ROWS`` rows of it, sampled with a fixed seed) or given as ``scales=``; the
-  scales stay fixed afterwards, so components of later vectors beyond the calibrated range
-  saturate at +-127 (rescoring keeps final scores exact; only candidate recall can suffer if
-  later data is very differently distributed - pass a representative first batch). A search
-  scans the codes for ``k * oversample`` candidates and re-ranks them with exact float32 dot
-  products against the fp32 vectors, so returned scores are exact cosines. The fp32 vectors
-  are kept for that rescoring: in RAM while building, memory-mapped from the file after
-  ``Index.load(path, mmap=True)``, where the resident part is the codes (n * dim bytes, 25%
-  of fp32) plus scales and ids, and the rescoring reads only ``k * oversample`` rows per query.
-  ``DEFAULT_OVERSAMPLE = 4``, picked by measured recall@10 against exact fp32 search (200
-  queries, half near corpus points, half random) on 20k x 384 unit vectors: isotropic
-  0.98 / 1.0 / 1.0 / 1.0 and clustered 0.96 / 1.0 / 1.0 / 1.0 at oversample 1 / 2 / 4 / 10;
-  1.000 on 1M x 384 clustered (``bench/search_bench.py``). The first stage keeps 7 bits of
-  each query (recall@10 1.0 from oversample 2, as with 15 bits: bench/experiments/code_recall.py),
-  so 2 already suffices; 4 is a margin for real embeddings that costs ~20 extra row reads per
-  query. From ``qgemm.gemm_min_queries()`` queries on, the candidates come from a blocked int8
-  GEMM (onnxruntime ``MatMulInteger``) that shares each code row across all queries instead of
-  scanning once per query (:mod:`engine.index.qgemm`); below it, from the fused scan
-  (``vpmaddubsw`` on x86 CPUs with AVX2, int8 x int16 elsewhere). All of them rank by the same
-  exact integer scores of the same 7-bit queries, so a query's candidates, hence its results, do
-  not depend on the other queries searched with it.
-* **binary.** Vectors are stored as their sign bits (``engine.kernels.binary.pack_signs``:
-  bit j = ``x_j > 0``, 48 bytes per 384-d row, 1/32 of fp32) next to the fp32 vectors. A search
-  ranks every row by ``dim - 2 * hamming(bits(row), bits(query))`` (a popcount scan), keeps
-  ``k * oversample`` candidates and re-ranks them with exact fp32 dot products, as int8 does:
-  returned scores are exact, only candidate recall is approximate. This is the binary +
-  rescore recipe of sentence-transformers' embedding quantization, except that the rescoring
-  uses the stored fp32 rows (exact scores) rather than the float query against the unpacked
-  +-1 codes. After ``Index.load(path, mmap=True)`` the resident part is the bits plus ids; the
-  fp32 rows are read from the file for the ``k * oversample`` candidates only.
-  ``DEFAULT_OVERSAMPLE_BINARY = 40``, picked by recall@10 against exact search on SciFact
-  (5,183 all-MiniLM-L6-v2 documents, 1,109 queries): 0.573 / 0.862 / 0.949 / 0.982 / 0.994 at
-  oversample 1 / 4 / 10 / 20 / 40 (``bench/experiments/code_recall.py``; the rescoring of 400
-  rows per query costs far less than the scan). Signs keep only a vector's direction, so a "dot"
-  model with widely varying norms recalls less; raise ``oversample`` or use int8. Binary
-  searches run on the CPU only.
+* **Metric** (``metric=``, the model's ``similarity_fn_name``, saved in the file). ``"cosine"``
+  L2-normalizes rows and queries (copies) on ``add`` and ``search``, so raw and unit vectors give
+  the same results and scores are cosines in [-1, 1]; ``"dot"`` keeps vectors as given and scores
+  are inner products (zero vectors allowed; ``||v||^2 <= format.DOT_MAX_SQ``, so no score can
+  overflow). "euclidean" and "manhattan" are refused with the workaround. NaN/inf, a wrong
+  dimension and, for cosine, zero vectors (a norm below float32's smallest normal number) raise
+  :class:`~engine.errors.InputError` naming the rows.
+* **Results.** ``search(queries (nq, dim), k)`` returns ``(scores float32 (nq, k'), ids (nq, k'))``,
+  ``k' = min(k, len(index))`` (no padding), best first, equal scores in insertion order; a 1-d
+  query gives 1-d arrays. No non-finite score and no placeholder id ever leaves ``search``.
+* **Ids.** int64 or str, one kind per index, unique. Default ids are running integers from
+  ``len(index)`` while all ids are default, else after the largest id; string ids are explicit.
+* **Model.** Known, differing fingerprints (the index's, the caller's) make ``add``, ``search`` and
+  ``search_text`` raise :class:`~engine.errors.ModelMismatchError`; a model-less empty index adopts its first ``add``'s.
+* **Precision** (:mod:`engine.index.codecs`). int8 and binary rank ``k * oversample`` candidates by
+  their codes and re-rank them exactly against the fp32 rows: scores are exact for every precision.
+  After ``Index.load(path, mmap=True)`` the fp32 rows stay memory-mapped (codes, scales and ids are
+  resident) and a search reads only its candidates' rows.
 
-Persistence: ``save`` / ``Index.load`` write and read one checksummed file through
-:mod:`engine.index.format` (the byte layout and every check on reading are described there).
-``Index.load`` also checks the values it trusts (``format.check_values``): unique ids, a
-consistent ``next_id``, and every vector row a finite unit vector. The row check reads the
-vectors once (about 0.15 s per 1M x 384 from the page cache, next to 1.8 s for the checksum), so it
-runs whenever the load reads them anyway (``verify=True`` or ``mmap=False``) and is skipped,
-like the checksum, by ``mmap=True, verify=False``, the open-in-microseconds path for files you
-trust. Even then ``search`` never returns a non-finite score or an id of no row: it raises
-IndexFormatError naming the file and the bad row (a zero or non-unit row in such a file would
-go unnoticed, giving wrong scores).
+Persistence (:mod:`engine.index.format`): one checksummed file; ``Index.load`` checks every value it
+trusts unless ``mmap=True, verify=False`` (trusted files), and ``search`` still refuses a bad row then,
+naming the file.
 """
 
 from __future__ import annotations
@@ -94,20 +33,14 @@ from typing import Any
 import numpy as np
 
 from engine.errors import EngineError, IndexFormatError, InputError, ModelMismatchError
-from engine.kernels.binary import pack_signs, topk_hamming
 from engine.kernels.normalize import l2_normalize
-from engine.kernels.quantize import U8S8_QMAX, calibrate_scales, quantize, topk_int8
-from engine.kernels.topk import rescore, topk_dot
 
 from . import format as fmt
+from .codecs import CODECS, DEFAULT_OVERSAMPLE, DEFAULT_OVERSAMPLE_BINARY
 from .ids import check_unique, parse_ids
-from .qgemm import gemm_min_queries, topk_int8_gemm
 
 __all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_OVERSAMPLE_BINARY", "Index"]
 
-DEFAULT_OVERSAMPLE = 4
-DEFAULT_OVERSAMPLE_BINARY = 40
-CALIBRATION_ROWS = 100_000
 PRECISIONS = fmt.PRECISIONS
 METRICS = fmt.METRICS
 # similarity functions of sentence-transformers the index cannot scan: what to do instead
@@ -120,12 +53,24 @@ FLT_MAX = float(np.finfo(np.float32).max)
 class Index:
     """Exact cosine- or dot-product-similarity index over fixed-dimension vectors.
 
-    ``Index(dim, precision="fp32" | "int8" | "binary", model=None, *, metric="cosine" | "dot",
-    oversample=None, scales=None)``; metric: the model's ``similarity_fn_name``
-    (``Embedder.similarity_fn_name``); oversample: candidates per result kept by the int8 /
-    binary first stage (default 4 for int8, 40 for binary); see the module docstring for the
-    semantics of ids, models, int8 and binary, and
+    See the module docstring for the semantics of metrics, ids, models and precisions, and
     :mod:`engine.index.format` for the file.
+
+    Args:
+        dim: Dimension of the vectors.
+        precision: How rows are stored and searched: "fp32", "int8" or "binary"
+            (:mod:`engine.index.codecs`).
+        model: Fingerprint of the embedder the vectors come from (``Embedder.fingerprint``),
+            None if unknown.
+        metric: "cosine" or "dot": the model's ``similarity_fn_name``.
+        oversample: Candidates per result the int8 / binary first stage keeps for rescoring
+            (default ``DEFAULT_OVERSAMPLE`` = 4 for int8, ``DEFAULT_OVERSAMPLE_BINARY`` = 40 for binary).
+        scales: int8 per-dimension scales to use instead of calibrating them on the first ``add``.
+
+    Raises:
+        InputError: ``dim``, ``precision``, ``model``, ``metric`` (a distance names the
+            workaround), ``oversample`` or ``scales`` (not int8, or not ``dim`` finite positive
+            numbers) is invalid.
     """
 
     def __init__(
@@ -156,26 +101,12 @@ class Index:
             raise InputError(f"metric must be one of {METRICS} (the model's similarity_fn_name), got {metric!r}")
         self._metric = metric
         self._dim = int(dim)
-        self._precision = precision
         self._model = model
-        if oversample is None:
-            oversample = DEFAULT_OVERSAMPLE_BINARY if precision == "binary" else DEFAULT_OVERSAMPLE
-        self._oversample = self._check_oversample(oversample)
+        codec = CODECS[precision]
+        self._oversample = self._check_oversample(codec.default_oversample if oversample is None else oversample)
         self._n = 0
         self._vecs = np.empty((0, self._dim), np.float32)  # capacity buffer (or a memmap)
-        # the first-stage codes: int8 (n, dim), or sign bits packed in uint64 words (n, ceil(dim / 64))
-        self._codes = np.empty((0, self._code_width()), self._code_dtype()) if precision != "fp32" else None
-        self._scales: np.ndarray | None = None
-        if scales is not None:
-            if precision != "int8":
-                raise InputError("scales= only applies to precision='int8'")
-            s = np.asarray(scales, dtype=np.float32).reshape(-1)
-            if s.shape != (self._dim,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-                raise InputError(
-                    f"scales must be {self._dim} finite positive numbers; compute them "
-                    "with engine.kernels.quantize.calibrate_scales"
-                )
-            self._scales = s.copy()
+        self._codec = codec(self._dim, scales)  # the first-stage codes and what else the precision needs
         self._id_kind: str | None = None  # None (no ids yet / positional), "int", "str"
         self._int_ids: np.ndarray | None = None  # explicit int ids (capacity buffer)
         self._str_ids: list[str] | None = None
@@ -183,19 +114,23 @@ class Index:
         self._next_id = 0
         self._mapped = False
         self._source: str | None = None  # the file it was loaded from (for error messages)
+        self._gpu: tuple[int, Any] | None = None  # (rows, device copy of the codec's device_rows)
 
     # ------------------------------------------------------------------ properties
 
     @property
     def dim(self) -> int:
+        """Dimension of the vectors."""
         return self._dim
 
     @property
     def precision(self) -> str:
-        return self._precision
+        """How rows are stored and searched: "fp32", "int8" or "binary"."""
+        return self._codec.precision
 
     @property
     def model(self) -> str | None:
+        """Fingerprint of the embedder the vectors come from, None if unknown."""
         return self._model
 
     @property
@@ -205,25 +140,31 @@ class Index:
 
     @property
     def oversample(self) -> int:
+        """Candidates per result the int8 / binary first stage keeps by default."""
         return self._oversample
 
     @property
     def scales(self) -> np.ndarray | None:
-        """int8 per-dimension scales (a copy), None before calibration or for fp32."""
-        return None if self._scales is None else self._scales.copy()
+        """int8 per-dimension scales (a copy), None before calibration or for fp32 / binary."""
+        scales = self._codec.scales
+        return None if scales is None else scales.copy()
 
     def __len__(self) -> int:
         return self._n
 
     def __repr__(self) -> str:
         return (
-            f"Index(dim={self._dim}, precision={self._precision!r}, metric={self._metric!r}, "
+            f"Index(dim={self._dim}, precision={self.precision!r}, metric={self._metric!r}, "
             f"model={self._model!r}, count={self._n})"
         )
 
     def memory_usage(self) -> dict[str, int]:
-        """Bytes of the index's arrays: ``resident`` (held in RAM) and ``mapped`` (memory-mapped
-        from the file, paged in on demand). Counts only the first ``len(index)`` rows."""
+        """Bytes of the index's arrays, counting only the first ``len(index)`` rows.
+
+        Returns:
+            ``{"resident": bytes held in RAM, "mapped": bytes memory-mapped from the file (paged
+            in on demand)}``.
+        """
         n, d = self._n, self._dim
         resident = mapped = 0
         vec_bytes = n * d * 4
@@ -231,31 +172,24 @@ class Index:
             mapped += vec_bytes
         else:
             resident += vec_bytes
-        if self._precision == "int8":
-            resident += n * d + (d * 4 if self._scales is not None else 0)
-        elif self._precision == "binary":
-            resident += n * self._code_width() * 8
+        resident += self._codec.resident_bytes(n)
         if self._int_ids is not None:
             resident += n * 8
         if self._str_ids is not None:
             resident += sum(len(s.encode()) for s in self._str_ids) + 8 * (n + 1)
         return {"resident": resident, "mapped": mapped}
 
-    def _code_width(self) -> int:
-        return self._dim if self._precision == "int8" else -(-self._dim // 64)
-
-    def _code_dtype(self) -> type:
-        return np.int8 if self._precision == "int8" else np.uint64
-
     # ------------------------------------------------------------------ validation
 
     @staticmethod
     def _check_oversample(oversample: Any) -> int:
+        """``oversample`` as an int; InputError unless it is an integer >= 1."""
         if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 1:
             raise InputError(f"oversample must be an integer >= 1, got {oversample!r}")
         return int(oversample)
 
     def _check_model(self, model: str | None, what: str) -> None:
+        """InputError for a fingerprint that is not a string, ModelMismatchError for another model's."""
         if model is not None and not isinstance(model, str):
             raise InputError(f"model must be a fingerprint string or None, got {type(model).__name__}")
         if model is not None and self._model is not None and model != self._model:
@@ -346,6 +280,7 @@ class Index:
         return kind, new
 
     def _existing_int_ids(self) -> np.ndarray:
+        """The integer ids of the rows (row numbers for positional ids)."""
         if self._int_ids is not None:
             return self._int_ids[: self._n]
         return np.arange(self._n, dtype=np.int64)  # positional
@@ -353,6 +288,7 @@ class Index:
     # ------------------------------------------------------------------ building
 
     def _ensure_capacity(self, extra: int) -> None:
+        """Room for ``extra`` more rows in RAM (a memory-mapped index is copied into RAM)."""
         need = self._n + extra
         cap = self._vecs.shape[0]
         if need <= cap and not self._mapped:
@@ -362,21 +298,27 @@ class Index:
         vecs[: self._n] = self._vecs[: self._n]
         self._vecs = vecs
         self._mapped = False
-        if self._codes is not None:
-            codes = np.empty((new_cap, self._code_width()), self._code_dtype())
-            codes[: self._n] = self._codes[: self._n]
-            self._codes = codes
+        self._codec.grow(new_cap, self._n)
         if self._int_ids is not None:
             ids = np.empty(new_cap, np.int64)
             ids[: self._n] = self._int_ids[: self._n]
             self._int_ids = ids
 
     def add(self, vectors: Any, ids: Iterable[int] | Iterable[str] | None = None, model: str | None = None) -> None:
-        """Add vectors (n, dim) or (dim,) with optional ids; normalizes them (cosine; "dot" keeps them).
+        """Add vectors, normalized for cosine (a copy), kept as given for "dot".
 
-        Raises InputError (shape, NaN/inf, zero vector, bad or duplicate ids) and
-        ModelMismatchError (``model`` differs from the index's). An index loaded with
-        ``mmap=True`` copies its vectors into RAM on the first ``add``.
+        An index loaded with ``mmap=True`` copies its vectors into RAM on the first ``add``; an
+        int8 index calibrates its scales on its first ``add`` unless they were given.
+
+        Args:
+            vectors: (n, dim) or (dim,) real numbers.
+            ids: One unique int or str per vector; None gives default ids (module docstring).
+            model: Fingerprint of the embedder the vectors come from, None if unknown.
+
+        Raises:
+            InputError: A bad shape, NaN/inf, a zero vector (cosine), a too large vector (dot),
+                or bad, missing or duplicate ids; the index is left unchanged.
+            ModelMismatchError: ``model`` differs from the index's.
         """
         self._check_model(model, "the added vectors")
         x, _ = self._vectors(vectors, "vectors")
@@ -384,12 +326,6 @@ class Index:
         kind, new_ids = self._new_ids(ids, m)
         if m == 0:
             return
-        if self._precision == "int8" and self._scales is None:
-            sample = x
-            if m > CALIBRATION_ROWS:
-                rows = np.sort(np.random.default_rng(0).choice(m, CALIBRATION_ROWS, replace=False))
-                sample = x[rows]
-            self._scales = calibrate_scales(sample)
         self._ensure_capacity(m)
         n = self._n
         # switch positional -> explicit ids when explicit int ids arrive
@@ -398,10 +334,7 @@ class Index:
             buf[:n] = np.arange(n, dtype=np.int64)
             self._int_ids = buf
         self._vecs[n : n + m] = x
-        if self._precision == "int8":
-            self._codes[n : n + m] = quantize(x, self._scales)
-        elif self._precision == "binary":
-            self._codes[n : n + m] = pack_signs(x)
+        self._codec.add(x, n)
         if kind == "int":
             self._int_ids[n : n + m] = new_ids
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
@@ -429,21 +362,32 @@ class Index:
         oversample: int | None = None,
         device: str = "cpu",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by the metric: (scores float32 (nq, k'), ids (nq, k')), k' = min(k, len(index)).
+        """The top ``k`` rows by the metric for each query, best first, equal scores in insertion order.
 
-        A 1-d query gives 1-d results. Best first; equal scores keep insertion order. For int8,
-        ``oversample`` (default: the index's) sets the candidate count k * oversample that is
-        re-ranked exactly. ``device="cuda"`` scans on the GPU (CuPy; the vectors, or the int8
-        codes, are uploaded on first use and kept there until the index changes); int8
-        candidates are still re-ranked exactly on the CPU, so scores equal the CPU path's.
+        Args:
+            queries: (nq, dim) or (dim,) real numbers; normalized for cosine (a copy).
+            k: Results per query, an integer >= 0; ``min(k, len(index))`` are returned.
+            model: Fingerprint of the embedder the queries come from, None if unknown.
+            oversample: For int8 / binary, the ``k * oversample`` candidates re-ranked exactly
+                (default: the index's ``oversample``).
+            device: "cpu", or "cuda" to scan on the GPU (CuPy; fp32 and int8). The rows or int8
+                codes are uploaded on first use and kept there until the index changes; int8
+                candidates are re-ranked on the CPU, so scores equal the CPU path's.
+
+        Returns:
+            ``(scores, ids)``: float32 (nq, k') and ids (nq, k'), ``k' = min(k, len(index))``;
+            int64 ids, or an object array of str for string ids; 1-d (k',) for a 1-d query.
+
+        Raises:
+            InputError: Bad queries, ``k``, ``oversample`` or ``device``; "cuda" for a binary
+                index or without a usable GPU.
+            ModelMismatchError: ``model`` differs from the index's.
+            IndexFormatError: The index was loaded with ``mmap=True, verify=False`` and a row is
+                not finite (unit) after all.
         """
         if device not in ("cpu", "cuda"):
             raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        if device == "cuda" and self._precision == "binary":
-            raise InputError(
-                "a binary index searches on the CPU only (its Hamming scan reads 32x less than fp32); "
-                "use device='cpu', or an fp32/int8 index for device='cuda'"
-            )
+        self._codec.check_device(device)
         self._check_model(model, "the queries")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InputError(f"k must be an integer >= 0, got {k!r}")
@@ -454,25 +398,9 @@ class Index:
         if kk == 0 or q.shape[0] == 0:
             scores, rows = np.empty((q.shape[0], kk), np.float32), np.empty((q.shape[0], kk), np.int64)
         elif device == "cuda":
-            from engine.kernels import cuda as kc
-
-            corpus = self._device_corpus()
-            if self._precision == "fp32":
-                scores, rows = kc.topk_dot_cuda(corpus, q, kk)
-            else:
-                _, cand = kc.topk_int8_cuda(corpus, q, self._scales, min(n, kk * os_))
-                scores, rows = rescore(self._vecs[:n], q, cand, kk)
-        elif self._precision == "fp32":
-            scores, rows = topk_dot(self._vecs[:n], q, kk)
+            scores, rows = self._codec.search_cuda(self._device_corpus(), self._vecs[:n], q, kk, os_)
         else:
-            m = min(n, kk * os_)
-            if self._precision == "binary":
-                _, cand = topk_hamming(self._codes[:n], q, self._dim, m)
-            elif q.shape[0] >= gemm_min_queries():
-                _, cand = topk_int8_gemm(self._codes[:n], q, self._scales, m)
-            else:  # 7-bit queries on every CPU: the GEMM's integer scores, so batch size never changes candidates
-                _, cand = topk_int8(self._codes[:n], q, self._scales, m, qmax=U8S8_QMAX)
-            scores, rows = rescore(self._vecs[:n], q, cand, kk)
+            scores, rows = self._codec.search(self._vecs[:n], q, kk, os_)
         if scores.size and not (np.isfinite(scores).all() and rows.min() >= 0 and rows.max() < n):
             raise self._invalid_result()
         ids = self._ids_of(rows)
@@ -495,20 +423,19 @@ class Index:
             )
         return EngineError(f"search produced a non-finite score or no row ({where}); please report this bug")
 
-    def _device_corpus(self):
+    def _device_corpus(self) -> Any:
         """The GPU copy of what the scan reads (fp32 vectors or int8 codes), uploaded once per size."""
         from engine.kernels import cuda as kc
 
         ok, why = kc.available()
         if not ok:
             raise InputError(f"device='cuda' needs a CUDA GPU with CuPy: {why}. Use device='cpu'.")
-        cached = getattr(self, "_gpu", None)
-        if cached is None or cached[0] != self._n:
-            src = self._vecs if self._precision == "fp32" else self._codes
-            self._gpu = (self._n, kc.to_device(src[: self._n]))
+        if self._gpu is None or self._gpu[0] != self._n:
+            self._gpu = (self._n, kc.to_device(self._codec.device_rows(self._vecs[: self._n])))
         return self._gpu[1]
 
     def _ids_of(self, rows: np.ndarray) -> np.ndarray:
+        """The ids of row numbers, in the same shape."""
         if self._id_kind == "str":
             out = np.empty(rows.shape, dtype=object)
             flat = out.reshape(-1)
@@ -521,11 +448,25 @@ class Index:
         return rows
 
     def search_text(self, embedder: Any, texts: str | Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Embed ``texts`` with ``embedder`` (``.encode(list[str]) -> ndarray``, ``.fingerprint``)
-        and search. A single string gives 1-d results. The embedder's fingerprint must match
-        the index's model (when both are known). The queries are ``encode``'s default output (the
-        model's vectors, as sentence-transformers gives them): a cosine index normalizes them, a
-        dot index scores them as they are, so fill a dot index with ``encode``'s default too."""
+        """Embed ``texts`` with ``embedder`` and search for them.
+
+        The queries are ``encode``'s default output (the model's vectors, as sentence-transformers
+        gives them): a cosine index normalizes them, a dot index scores them as they are, so fill a
+        dot index with ``encode``'s default too.
+
+        Args:
+            embedder: An object with ``.encode(list[str]) -> ndarray`` and ``.fingerprint`` (a
+                string, or a method returning one), such as ``engine.Embedder``.
+            texts: One string (1-d results) or a sequence of strings.
+            k: Results per query.
+
+        Returns:
+            ``(scores, ids)`` as ``search`` returns them.
+
+        Raises:
+            InputError: ``embedder`` has no ``encode``, or ``texts`` are not strings.
+            ModelMismatchError: The embedder's fingerprint differs from the index's model.
+        """
         fp = getattr(embedder, "fingerprint", None)
         if callable(fp):
             fp = fp()
@@ -547,34 +488,35 @@ class Index:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index to ``path`` atomically (temp file + fsync + os.replace); the
-        layout is described in :mod:`engine.index.format`. The file's mode follows the umask.
+        """Write the index to ``path`` atomically (temp file + fsync + os.replace).
 
-        Raises InputError if ``path`` exists and is not a regular file (a device, a fifo, a
-        folder), OutputError (an OSError) naming ``path`` if writing fails (read-only file
-        system, no space, a missing folder); the old file, if any, is then left unchanged.
+        The layout is described in :mod:`engine.index.format`; the file's mode follows the umask.
+
+        Args:
+            path: The file to write (replaced if it exists).
+
+        Raises:
+            InputError: ``path`` exists and is not a regular file (a device, a fifo, a folder),
+                or the header would pass the format's limit (a very long model fingerprint).
+            OutputError: Writing failed (read-only file system, no space, a missing folder); an
+                OSError naming ``path``. The old file, if any, is left unchanged.
         """
         n = self._n
-        arrays: dict[str, Any] = {"vectors": self._vecs[:n]}
-        if self._precision == "int8":
-            arrays["codes"] = self._codes[:n]
-            arrays["scales"] = self._scales if self._scales is not None else np.ones(self._dim, np.float32) / 127
-        elif self._precision == "binary":
-            arrays["bits"] = self._codes[:n]
+        arrays: dict[str, Any] = {"vectors": self._vecs[:n], **self._codec.arrays(n)}
         if self._id_kind is not None:
             arrays["ids"] = self._int_ids[:n] if self._id_kind == "int" else self._str_ids
         fmt.write(
             path,
             {
                 "dim": self._dim,
-                "precision": self._precision,
+                "precision": self.precision,
                 "count": n,
                 "model": self._model,
                 "metric": self._metric,
                 "id_kind": self._id_kind,
                 "next_id": self._next_id,
                 "oversample": self._oversample,
-                "scales_calibrated": self._scales is not None,
+                "scales_calibrated": self._codec.scales is not None,
             },
             arrays,
         )
@@ -583,14 +525,23 @@ class Index:
     def load(cls, path: str | os.PathLike, mmap: bool = True, *, verify: bool = True) -> Index:
         """Read an index saved by ``save``.
 
-        ``mmap=True`` memory-maps the fp32 vectors read-only (int8 codes, scales and ids are
-        read into RAM); ``mmap=False`` reads everything into RAM. ``verify=True`` checks the
-        payload sha256 (reads the whole file once); header, sections, size, unique ids and
-        ``next_id`` are always checked, and every vector row is checked to be a finite unit
-        vector (and its int8 codes or sign bits to be the ones ``add`` makes of it) unless
-        ``mmap=True, verify=False`` (see the module docstring).
-        Raises IndexFormatError for a damaged, crafted, truncated or unknown-version file, or
-        a path that is not a regular file.
+        Header, sections, size, unique ids and ``next_id`` are always checked; every vector row
+        (a finite unit vector for cosine, a finite one for dot) and its int8 codes or sign bits
+        (the ones ``add`` makes of it) are checked unless ``mmap=True, verify=False``.
+
+        Args:
+            path: An index file.
+            mmap: Memory-map the fp32 vectors read-only (codes, scales and ids are read into RAM);
+                False reads everything into RAM.
+            verify: Check the payload sha256 (reads the whole file once).
+
+        Returns:
+            The index, with the precision, metric, model, oversample and ids it was saved with.
+
+        Raises:
+            FileNotFoundError: No file at ``path``.
+            IndexFormatError: A damaged, crafted, truncated or unknown-version file, or a path
+                that is not a regular file.
         """
         fields, arrays = fmt.read(path, mmap=mmap, verify=verify)
         str_set = fmt.check_values(path, fields, arrays, rows=verify or not mmap)
@@ -603,12 +554,7 @@ class Index:
         )
         idx._vecs = arrays["vectors"]
         idx._mapped = isinstance(idx._vecs, np.memmap)
-        if idx._precision == "int8":
-            idx._codes = arrays["codes"]
-            if fields["scales_calibrated"]:
-                idx._scales = arrays["scales"]
-        elif idx._precision == "binary":
-            idx._codes = arrays["bits"]
+        idx._codec.restore(arrays, calibrated=fields["scales_calibrated"])
         idx._id_kind = fields["id_kind"]
         if idx._id_kind == "int":
             idx._int_ids = arrays["ids"]

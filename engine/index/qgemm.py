@@ -1,37 +1,25 @@
 """int8 candidate search for many queries at once: blocked int8 GEMM through onnxruntime.
 
-The int8 scan (``engine.kernels.quantize.topk_int8``) reads each code row once per query, so
-from some number of queries on it loses to the fp32 search, whose sgemm shares every corpus row
-across all queries. This path shares them too, in integer arithmetic: per block of B corpus
-rows
+The int8 scan (``engine.kernels.quantize.topk_int8``) reads each code row once per query; this path
+shares every code row across all queries, as the fp32 sgemm does, in integer arithmetic. Per block
+of B corpus rows
 
     S = (codes_block + 128 - 128) @ qq^T        (B x dim uint8, zero point 128) x (dim x nq int8) -> int32
 
-one ``MatMulInteger`` in onnxruntime (MLAS: AVX-512 VNNI / AMX, AVX-VNNI or AVX2 u8 x s8 kernels,
-NEON dot products on ARM; the same kernels the int8 model runs on), and the top-``m`` of each
-column go into per-query heaps (``engine.kernels.topk.push_row_scores``). No (nq, n) matrix
-exists. The codes' bytes XOR 0x80 are the uint8 operand (``c + 128``; the zero point 128 undoes
-it exactly), written into one reused buffer per block by numpy on the calling thread: a parallel
-Numba pass is faster alone but its spinning OpenMP threads take the cores from onnxruntime's
-GEMM (``bench/experiments/int8_gemm_blocks.py``).
+is one ``MatMulInteger`` in onnxruntime (MLAS: AVX-512 VNNI / AMX, AVX-VNNI or AVX2 u8 x s8 kernels,
+NEON dot products on ARM), and the top-``m`` of each column go into per-query heaps
+(``engine.kernels.topk.push_row_scores``): no (nq, n) matrix exists. The codes' bytes XOR 0x80 are
+the uint8 operand (``c + 128``; the zero point 128 undoes it exactly), written into one reused
+buffer per block by numpy on the calling thread, which leaves the cores to onnxruntime's GEMM.
 
-Queries: ``w = q * scales`` folded as in the scan, then ``qq = rint(w * 63 / max|w|)`` as int8
-(7 bits, ``U8S8_QMAX``), one scale per query, so each query's ranking is by ``sum_d qq_d * c_d``
-exactly (int32; no overflow below dim 260,000) on every CPU. Why 7 bits and not 8: onnxruntime's
-u8 x s8 kernels for AVX2 and for AVX-512 without VNNI (``vpmaddubsw``) add each pair of
-products in saturating int16; with |qq| <= 63 a pair is at most 2 * 255 * 63 = 32,130 < 32,767,
-while 8-bit queries (up to 2 * 255 * 127) would saturate there and silently change the
-candidates. So the candidates are the same integer top-k on AMX, VNNI, AVX2 and ARM alike, and
-the same as the u8 x s8 scan's (same 7-bit queries). Measured on SciFact (5,183
-all-MiniLM-L6-v2 documents, 1,109 queries) and on 200k x 384 clustered and isotropic unit
-vectors (``bench/search_bench.py`` data): recall@10 after exact rescoring is 1.0 at oversample 2
-and 4 with 7-, 8- and 15-bit queries alike (``bench/experiments/code_recall.py``), so the
-candidate lists keep the exact top 10.
-
-``gemm_min_queries()``: from this many queries on ``Index.search`` takes this path; chosen per int8
-ISA class by ``bench/experiments/int8_gemm_threshold.py`` (see the number's comment).
-``onnxruntime`` is a core dependency, so the path is always there; its session is built once per
-process and thread count.
+Queries: ``w = q * scales`` folded as in the scan, then ``qq = rint(w * 63 / max|w|)`` as int8 (7
+bits, ``U8S8_QMAX``), one scale per query, so each query ranks by ``sum_d qq_d * c_d`` exactly
+(int32; no overflow below dim 260,000). 7 bits, not 8: the u8 x s8 kernels for AVX2 and for AVX-512
+without VNNI (``vpmaddubsw``) add product pairs in saturating int16; with ``|qq| <= 63`` a pair is at
+most 2 * 255 * 63 = 32,130 < 32,767, while 8-bit queries could saturate and silently change the
+candidates. So the candidates are the same integer top-k on every CPU, and the same as the u8 x s8
+scan's (same 7-bit queries). ``Index.search`` takes this path from ``gemm_min_queries()`` queries
+on; ``onnxruntime`` is a core dependency, and its session is built once per process and thread count.
 """
 
 from __future__ import annotations
@@ -47,38 +35,34 @@ from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
 
 __all__ = ["gemm_min_queries", "topk_int8_gemm"]
 
-#: From this many queries on, int8 candidates come from the blocked GEMM (see the module docstring),
-#: per int8 ISA class where measured (``bench/experiments/int8_gemm_threshold.py``: the scan and the
-#: GEMM alternating on the same codes, 40 candidates per query, OMP_WAIT_POLICY unset). amx_int8
-#: (2-core Xeon; bench/experiments/results/int8_gemm_threshold_amx*.json), scan / GEMM best round /
-#: median of rounds: at 1M x 384 0.80x / 1.12x at 8 queries, 0.95x / 1.18x at 10, 1.16x / 1.28x at 12,
-#: 1.42x / 1.70x at 16; at 200k 1.03x / 1.25x at 8, 1.09x / 1.27x at 10. avx2 (the same Xeon with
-#: AVX-512/VNNI/AMX hidden from CPUID, bench/isa_emulation; bench/results/isa/avx2-emulated_2026-11-30/),
-#: 1M x 384, scan / GEMM median: 0.81x at 8, 0.79x at 12, 1.19x at 16, 1.40x at 32: 16. Other classes
-#: (not measured) 16 too: their GEMM kernels (VNNI, vpmaddubsw) sit between AVX2's and AMX's.
+# chosen by measurement: bench/experiments/index_notes.md#gemm-threshold
+#: From this many queries on, int8 candidates come from the blocked GEMM, per int8 ISA class where
+#: measured; other classes 16 too (their GEMM kernels, VNNI and vpmaddubsw, sit between AVX2's and AMX's).
 GEMM_MIN_QUERIES_BY_ISA = {"amx_int8": 10, "avx2": 16}
 GEMM_MIN_QUERIES_DEFAULT = 16
 
 
 @functools.cache
 def gemm_min_queries() -> int:
-    """This CPU's threshold (``GEMM_MIN_QUERIES_BY_ISA``), looked up on the first search that asks:
-    reading the CPU's flags is not import-time work (macOS asks ``sysctl``)."""
+    """The number of queries from which ``Index.search`` takes the GEMM on this CPU.
+
+    Looked up in ``GEMM_MIN_QUERIES_BY_ISA`` on the first search that asks, and cached: reading
+    the CPU's flags is not import-time work (macOS asks ``sysctl``).
+
+    Returns:
+        The threshold for this CPU's int8 ISA class (``engine.models.quantize.cpu_isa``).
+    """
     from engine.models.quantize import cpu_isa
 
     return GEMM_MIN_QUERIES_BY_ISA.get(cpu_isa(), GEMM_MIN_QUERIES_DEFAULT)
 
 
+# chosen by measurement: bench/experiments/index_notes.md#gemm-block-rows
 #: Corpus rows per MatMulInteger call: as many as keep the block's int32 scores (rows x nq) within
 #: ``BLOCK_SCORES`` and its uint8 codes within ``BLOCK_BYTES``, between ``BLOCK_ROWS`` and
 #: ``MAX_BLOCK_ROWS``. Every block hands the cores from the XOR pass to onnxruntime's thread
 #: pool (the GEMM) and back, so few queries want big blocks, and many queries want small ones
-#: (their scores must stay in cache for the heaps). ``bench/experiments/int8_gemm_blocks.py``
-#: (1M x 384, 40 candidates per query, the 2-core Xeon with AMX, OMP_WAIT_POLICY unset), ms per
-#: search at 4,096 / 16,384 / 32,768 / 65,536 rows: nq 16: 81 / 77 / 68 / 73; nq 64: 111 / 94 / 86
-#: / 114; nq 128: 142 / 122 / 118 / 183; nq 256: 199 / 183 / 191 / 298; nq 1024: 634 / 811 / 1,663
-#: / 1,808. The rule is at or within a few percent of the best size at each nq (4,096 rows
-#: everywhere was the previous choice).
+#: (their scores must stay in cache for the heaps).
 BLOCK_ROWS = 4096
 MAX_BLOCK_ROWS = 32768
 BLOCK_SCORES = 1 << 22
@@ -86,7 +70,7 @@ BLOCK_BYTES = 1 << 24
 
 
 def block_rows(nq: int, dim: int) -> int:
-    """Corpus rows per GEMM call for ``nq`` queries of dimension ``dim`` (see ``BLOCK_SCORES``)."""
+    """Corpus rows per GEMM call for ``nq`` queries of dimension ``dim`` (the rule above ``BLOCK_ROWS``)."""
     rows = min(MAX_BLOCK_ROWS, BLOCK_SCORES // max(nq, 1), BLOCK_BYTES // max(dim, 1))
     return max(BLOCK_ROWS, rows)
 
@@ -108,6 +92,7 @@ def _graph() -> bytes:
 
 
 def _session(threads: int | None):
+    """The process's onnxruntime session of ``_graph`` for ``threads`` threads (built once)."""
     with _lock:
         sess = _sessions.get(threads)
         if sess is None:
@@ -118,10 +103,18 @@ def _session(threads: int | None):
 
 
 def quantize_queries(queries: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fold the per-dimension scales into the queries and quantize each to 7-bit int8 with its
-    own scale (``fold_queries`` at ``U8S8_QMAX`` = 63: no u8 x s8 kernel saturates, see the module
-    docstring): returns (qq int8 (nq, dim), t float64 (nq,)) with ``q . dequant(c) ~= t * (qq . c)``.
-    A zero query gets t = 1 and all-zero codes."""
+    """Fold the per-dimension scales into the queries and quantize each to 7-bit int8 with its own scale.
+
+    ``fold_queries`` at ``U8S8_QMAX`` = 63, so no u8 x s8 kernel saturates (module docstring).
+
+    Args:
+        queries: float32 (nq, dim).
+        scales: The codes' per-dimension scales, float32 (dim,).
+
+    Returns:
+        ``(qq int8 (nq, dim), t float64 (nq,))`` with ``q . dequant(c) ~= t * (qq . c)``; a zero
+        query gets t = 1 and all-zero codes.
+    """
     qq, t = fold_queries(queries, scales, U8S8_QMAX)
     return qq.astype(np.int8), t
 
@@ -131,9 +124,18 @@ def topk_int8_gemm(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k rows by the approximate score ``queries . dequantize(codes)`` for every query.
 
-    codes: int8 (n, dim) C-contiguous; queries: float32 (nq, dim). Returns (approximate scores
-    float32 (nq, min(k, n)), row indices int64), best first by the integer score, ties by
-    smaller index; re-rank them with ``engine.kernels.topk.rescore``.
+    Ranks by the exact integer score ``qq . codes`` of the 7-bit queries (``quantize_queries``).
+
+    Args:
+        codes: int8 (n, dim), C-contiguous.
+        queries: float32 (nq, dim).
+        scales: The codes' per-dimension scales, float32 (dim,).
+        k: Candidates per query.
+        threads: onnxruntime intra-op threads (None: its default).
+
+    Returns:
+        ``(approximate scores float32 (nq, min(k, n)), row indices int64)``, best first by the
+        integer score, ties by smaller index; re-rank them with ``engine.kernels.topk.rescore``.
     """
     n, d = codes.shape
     nq = queries.shape[0]
