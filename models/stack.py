@@ -10,19 +10,18 @@ config_sentence_transformers.json, exactly as sentence-transformers 5.x interpre
   configured order, ``include_prompt``; the legacy ``pooling_mode_*`` flags are converted as
   sentence-transformers converts them (none set: mean).
 * Dense: weights, bias and an activation among ``ACTIVATIONS`` (the torch class sentence-transformers
-  instantiates with default arguments); a missing ``activation_function`` is Tanh, as in
-  sentence-transformers.
+  instantiates with default arguments); a missing ``activation_function`` is Tanh, as there.
 * LayerNorm (``nn.LayerNorm(dimension)``, eps 1e-5), Normalize, Dropout (identity at inference).
 * Prompts: ``{"query": "", "document": ""}`` updated with the config's ``prompts``, and
   ``default_prompt_name``; ``similarity_fn_name`` (default cosine) and ``truncate_dim``.
 
-Anything else (another module type, a custom class, a Dense on token embeddings, a transformer
-task other than feature extraction, model or config kwargs) is an ``UnsupportedModelError``
-naming the module, the option and the folder: the engine never approximates a model.
+Anything else (another module type, a custom class, a Dense on token embeddings, a transformer task
+other than feature extraction, model or config kwargs) is an ``UnsupportedModelError`` naming the
+module, the option and the folder: the engine never approximates a model.
 
 The description is plain data (``to_dict``/``from_dict``, stored in an export's meta.json); the
-Dense and LayerNorm weights are read at export time (``load_weights``) and saved with the export,
-so running a model needs only numpy.
+Dense and LayerNorm weights are read at export time (``load_weights``) and saved with the export.
+Every config file is read by ``read_config`` (models/fetch.py uses it too).
 """
 
 from __future__ import annotations
@@ -126,6 +125,7 @@ class ModuleStack:
         return bool(self.head) and isinstance(self.head[-1], Normalize)
 
     def to_dict(self) -> dict:
+        """The stack as plain JSON data (what an export's meta.json stores)."""
         d = dataclasses.asdict(self)
         d["pooling"]["modes"] = list(self.pooling.modes)
         d["head"] = [{"type": type(m).__name__, **dataclasses.asdict(m)} for m in self.head]
@@ -133,29 +133,44 @@ class ModuleStack:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModuleStack:
+        """The stack ``to_dict`` wrote."""
         d = dict(d)
         p = d.pop("pooling")
         head = tuple(_HEAD_TYPES[m["type"]](**{k: v for k, v in m.items() if k != "type"}) for m in d.pop("head"))
         return cls(pooling=Pooling(tuple(p["modes"]), bool(p["include_prompt"])), head=head, **d)
 
 
-def _read_json(path: Path) -> dict | list | None:
-    """The JSON in ``path`` (None when there is no such file); anything unreadable is an
-    UnsupportedModelError naming the file (invalid JSON, a number of > 4300 digits, deep nesting)."""
-    if not path.is_file():
-        return None
+def _load_json(path: Path):
+    """The JSON value in the model file ``path``; FileNotFoundError when there is no such file.
+
+    Raises:
+        UnsupportedModelError: the file cannot be read or parsed (invalid JSON, a number of > 4300
+            digits, deep nesting); the message names it.
+    """
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError, RecursionError) as e:
         raise UnsupportedModelError(
             f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); re-save the model"
         ) from e
 
 
-def _read_object(path: Path) -> dict | None:
-    """A config file that must hold a JSON object (None when absent)."""
-    cfg = _read_json(path)
-    if path.is_file() and not isinstance(cfg, dict):  # null too: the file is there, not an object
+def read_config(path: Path) -> dict:
+    """The JSON object in the model folder's config file ``path`` ({} when there is no such file).
+
+    The one reader of a model folder's JSON configs, here and in models/fetch.py.
+
+    Raises:
+        UnsupportedModelError: the file cannot be read, is not JSON, or holds anything but an
+            object (null, a list, ...); the message names the file.
+    """
+    try:
+        cfg = _load_json(path)
+    except FileNotFoundError:
+        return {}
+    if not isinstance(cfg, dict):
         kind = "null" if cfg is None else type(cfg).__name__
         raise UnsupportedModelError(f"{path} holds a JSON {kind}, not an object; re-save the model")
     return cfg
@@ -169,8 +184,13 @@ def _invalid(path: Path, key: str, value, want: str) -> UnsupportedModelError:
 
 
 def check_int(path: Path, key: str, value, low: int = 1, optional: bool = False) -> int | None:
-    """``value`` as an int >= ``low`` (None allowed when ``optional``), else an UnsupportedModelError
-    naming the file and key. Booleans and floats are refused (torch and tokenizers refuse them too)."""
+    """``value`` as an int >= ``low`` (None allowed when ``optional``).
+
+    Booleans and floats are refused (torch and tokenizers refuse them too).
+
+    Raises:
+        UnsupportedModelError: any other value; the message names the file ``path`` and the ``key``.
+    """
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -202,17 +222,25 @@ def _check_dict(path: Path, key: str, value) -> dict:
 
 
 def read_modules(folder: str | Path) -> list[dict] | None:
-    """modules.json's entries, checked, in the file's order (sentence-transformers' order, whatever
-    their idx), each ``path`` resolved ONCE: a relative path
-    inside the folder, written back normalized (``""``: the folder itself). An absolute path, a
-    ``..`` out of the folder or a symlink leading out of it is refused by name, so every file a
-    module loads is inside the folder (and in its fingerprint, ``export.content_files``).
-    None: no modules.json."""
+    """modules.json's entries, checked, in the file's order (sentence-transformers' order, whatever their idx).
+
+    Each ``path`` is resolved once: a relative path inside the folder, written back normalized (``""``:
+    the folder itself), so every file a module loads is inside the folder (and in its fingerprint,
+    ``export.content_files``).
+
+    Returns:
+        The entries, or None when the folder has no modules.json.
+
+    Raises:
+        UnsupportedModelError: modules.json is not a list of module objects, an entry's idx, type or
+            path is of the wrong type, or a path is absolute, leads out of the folder with ``..`` or a
+            symlink (the message names it).
+    """
     folder = Path(folder)
     path = folder / "modules.json"
     if not path.is_file():
         return None
-    modules = _read_json(path)
+    modules = _load_json(path)
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise UnsupportedModelError(
             f"{path} must hold a list of module objects (idx, name, path, type); "
@@ -268,7 +296,7 @@ def _module_kind(folder: Path, entry: dict) -> str:
 
 def _pooling(folder: Path, path: str, hidden: int) -> Pooling:
     file = folder / path / "config.json"
-    cfg = dict(_read_object(file) or {})
+    cfg = read_config(file)
     where = f"Pooling ({path}/config.json)"
     legacy = [k for k in _LEGACY_POOLING if k in cfg]
     if legacy and "pooling_mode" not in cfg:
@@ -302,7 +330,7 @@ def _pooling(folder: Path, path: str, hidden: int) -> Pooling:
 
 def _dense(folder: Path, path: str, dim: int) -> Dense:
     file = folder / path / "config.json"
-    cfg = dict(_read_object(file) or {})
+    cfg = read_config(file)
     where = f"Dense ({path}/config.json)"
     act = _check_str(
         file,
@@ -329,7 +357,7 @@ def _dense(folder: Path, path: str, dim: int) -> Dense:
 def _transformer_config(folder: Path) -> dict:
     """sentence_bert_config.json (or a legacy name), checked: only options the engine reproduces."""
     file = next((folder / n for n in _SBERT_CONFIGS if (folder / n).is_file()), folder / _SBERT_CONFIGS[0])
-    cfg = dict(_read_object(file) or {})
+    cfg = read_config(file)
     where = f"Transformer ({file.name})"
     out = {
         "max_seq_length": check_int(file, "max_seq_length", cfg.pop("max_seq_length", None), optional=True),
@@ -402,7 +430,7 @@ def _read_modules(folder: Path, entries: list, hidden_size: int) -> tuple[Poolin
             head.append(d)
             dim = d.out_features
         elif kind == "LayerNorm":
-            cfg = _read_object(folder / path / "config.json") or {}
+            cfg = read_config(folder / path / "config.json")
             if cfg.get("dimension") != dim or isinstance(cfg.get("dimension"), bool) or set(cfg) - {"dimension"}:
                 raise _refuse(
                     folder, f"LayerNorm ({path})", f"the config {json.dumps(cfg)[:80]} after a {dim}-dimensional module"
@@ -418,15 +446,21 @@ def read_stack(folder: str | Path, hidden_size: int) -> ModuleStack:
     """The module stack of the sentence-transformers (or plain Hugging Face) model in ``folder``.
 
     Without modules.json sentence-transformers builds Transformer + mean Pooling; so does this.
-    Every file is checked before use: a value of the wrong type or range is an UnsupportedModelError
-    naming the file and the key.
+
+    Args:
+        folder: the model folder.
+        hidden_size: the transformer's hidden size (config.json).
+
+    Raises:
+        UnsupportedModelError: a file or value of the wrong type or range (naming the file and the
+            key), or a module or option the engine does not reproduce (naming it).
     """
     folder = Path(folder)
     modules = read_modules(folder)
     tcfg = _transformer_config(folder)
     pooling, head = _read_modules(folder, modules, hidden_size) if modules is not None else (Pooling(), ())
     file = folder / "config_sentence_transformers.json"
-    st = _read_object(file) or {}
+    st = read_config(file)
     kind = st.get("model_type", "SentenceTransformer")
     if kind != "SentenceTransformer":
         raise _refuse(
@@ -474,6 +508,10 @@ def load_weights(folder: str | Path, stack: ModuleStack) -> dict:
 
     Read from each module folder's model.safetensors (numpy, no torch) or pytorch_model.bin (torch,
     export time only), under the names sentence-transformers saves (``linear.*``, ``norm.*``).
+
+    Raises:
+        UnsupportedModelError: a module without weights, with unreadable weights, or whose weights
+            lack a parameter or do not have the configured shape.
     """
     import numpy as np
 
@@ -525,9 +563,14 @@ def _head_tensors(sub: Path, kind: str) -> dict:
 
 
 def torch_weights(path: Path):
-    """``torch.load(path, weights_only=True)``: torch's restricted unpickler, which refuses any global
-    but tensors and plain containers, so a booby-trapped pickle runs no code. A refusal (or any
-    other failure) is an UnsupportedModelError naming the file and torch's reason."""
+    """``torch.load(path, weights_only=True)``: torch's restricted unpickler.
+
+    It refuses any global but tensors and plain containers, so a booby-trapped pickle runs no code.
+
+    Raises:
+        UnsupportedModelError: torch refuses the file or cannot read it (naming the file and torch's reason).
+        ImportError: torch is not installed (the message names the extra).
+    """
     try:
         import torch
     except ImportError as e:
