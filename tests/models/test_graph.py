@@ -1,4 +1,4 @@
-"""Graph rewrites for the CPU runtime, checked against numpy and against the unrewritten graph."""
+"""models/graph.py: graph rewrites for the CPU runtime, checked against numpy and against the unrewritten graph."""
 
 from __future__ import annotations
 
@@ -122,32 +122,6 @@ def test_cpu_graph_leaves_graphs_without_layer_norms_alone(tmp_path):
     assert cpu_graph(path) == path
 
 
-def test_runtime_graphs_of_an_export_with_external_data(tiny_embedder, tmp_path):
-    """Weights in an external file: the CPU runtime loads model.onnx as it is (as for graphs over
-    1 GiB), and the CUDA graph refers to the same external file instead of copying it."""
-    from engine.batching import pad_batch
-    from engine.models.export import _write_runtime_graphs
-    from engine.runtime import Session
-
-    src = tiny_embedder._exported.onnx_path
-    onnx.save(
-        onnx.load(str(src)),
-        str(tmp_path / "model.onnx"),
-        save_as_external_data=True,
-        location="model.onnx.data",
-        size_threshold=0,
-    )
-    graphs = _write_runtime_graphs(tmp_path, tiny_embedder.spec, "fp32")
-    assert graphs == {"cpu": "model.onnx", "cuda": "model.cuda.onnx"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.cuda.onnx", "model.onnx", "model.onnx.data"]
-    assert (tmp_path / "model.cuda.onnx").stat().st_size < (tmp_path / "model.onnx.data").stat().st_size / 10
-    input_ids, mask = pad_batch(tiny_embedder.tokenize(["a short one", "a somewhat longer sentence", ""]), 0)
-    feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
-    hidden = Session(src).run(feeds)
-    want = (hidden * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
-    np.testing.assert_allclose(Session(tmp_path / "model.cuda.onnx").run(feeds), want, atol=1e-5)
-
-
 def test_approximate_gelu_is_the_tanh_form(data):
     from engine.models.graph import approximate_gelu
 
@@ -161,23 +135,3 @@ def test_approximate_gelu_is_the_tanh_form(data):
     want = 0.5 * a * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a**3)))
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert 1e-4 < np.abs(got - exact).max() < 2e-3  # really the approximation, and a close one
-
-
-def test_a_cached_graph_with_inputs_the_engine_does_not_feed_is_refused(
-    tiny_embedder, tiny_model_dir, tiny_cache, tmp_path
-):
-    """An export from an older engine (T5/BART exported whole took decoder_input_ids) or another tool: the
-    Embedder names the inputs and the folder to delete, instead of onnxruntime failing on every batch."""
-    import shutil
-
-    from engine import Embedder
-    from engine.errors import ExportError
-
-    cache = shutil.copytree(tiny_cache, tmp_path / "cache")
-    folder = cache / tiny_embedder._exported.folder.relative_to(tiny_cache)
-    cpu_file = folder / tiny_embedder._exported.meta["graphs"]["cpu"]
-    m = onnx.load(str(cpu_file))
-    m.graph.input.append(helper.make_tensor_value_info("decoder_input_ids", onnx.TensorProto.INT64, ["b", "t"]))
-    onnx.save(m, str(cpu_file))
-    with pytest.raises(ExportError, match=r"decoder_input_ids.*Delete .*" + folder.name):
-        Embedder(str(tiny_model_dir), cache_dir=cache)
