@@ -6,22 +6,20 @@ Codes: bit j of a row is 1 when x_j > 0, packed little-endian into uint64 words
 Similarity: ``s(x, y) = dim - 2 * hamming(code_x, code_y)`` = (#agreeing signs) -
 (#disagreeing signs), an estimate of ``dim * (1 - 2 * angle / pi)`` for random-hyperplane
 codes. It is far coarser than int8 (32x smaller than fp32), so use a large oversample (e.g.
-k * 20 or more, see ``tests/test_kernels.py``) and re-rank exactly with ``topk.rescore``.
+k * 20 or more, see ``tests/kernels/test_binary.py``) and re-rank exactly with ``topk.rescore``.
 
 Scan. Results follow ``topk``'s order (score desc, then row asc). Distances are small integers
 (0..dim), so the selection counts instead of keeping heaps: per query, rows arrive in
 increasing order and a row is kept only when its distance is below a threshold ``t``, the
 smallest distance that m kept rows reach (a later row at distance ``t`` loses the tie to all of
-them). Keeping a row costs O(1) (a histogram of kept distances lowers ``t``) where the old heap
-scan paid a log(m) sift with branch misses, which dominated at m = 400; a histogram of the
+them). Keeping a row costs O(1) (a histogram of kept distances lowers ``t``); a histogram of the
 first 8 m rows sets the starting ``t``. The distances of a corpus row to a group of up to 64
 queries come from one loop over the queries that LLVM vectorizes (``vpopcntq`` on AVX-512
 VPOPCNTDQ) with the word loop unrolled: the word count is part of a tuple's type, so Numba
-compiles one kernel per word count. The rows of a tile that any query
-keeps are noted without a branch and accepted afterwards. Work items are (row chunk, query
-group) pairs, in parallel from ``SERIAL_MAX_PAIRS`` row-query pairs on; the candidates of a
-query's chunks are merged by a stable counting sort on distance. Measurements and what did
-not work: ``bench/experiments/README.md`` (``hamming_scan.py``).
+compiles one kernel per word count. The rows of a tile that any query keeps are noted without a
+branch and accepted afterwards. Work items are (row chunk, query group) pairs, in parallel from
+``SERIAL_MAX_PAIRS`` row-query pairs on; the candidates of a query's chunks are merged by a
+stable counting sort on distance.
 """
 
 from __future__ import annotations
@@ -39,16 +37,14 @@ GROUP_QUERIES = 64
 MIN_CHUNK_ROWS = 16384
 #: Below this many row-query pairs the scan runs on the calling thread: a parallel region is a
 #: barrier, which can wait a scheduler tick on a loaded machine, and splitting rows costs each
-#: chunk its own kept rows (measured: 100k rows x 8 queries 1.3 ms serial, 2.1 ms parallel).
-#: One or two queries (a scalar loop that mostly streams the codes) go parallel from
-#: 2 * MIN_CHUNK_ROWS rows on instead: two cores pull more memory bandwidth than one (100k
-#: rows x 1 query end to end right after an fp32 scan had evicted the codes, search_bench.py:
-#: 0.9 ms parallel, 1.3 ms serial; the scan alone with the codes in cache: 0.68 against 0.57).
+#: chunk its own kept rows. One or two queries (a scalar loop that mostly streams the codes) go
+#: parallel from 2 * MIN_CHUNK_ROWS rows on instead: two cores pull more memory bandwidth than
+#: one (chosen by measurement: bench/experiments/models_notes.md#kernels).
 SERIAL_MAX_PAIRS = 1_000_000
 #: Rows per tile: the rows of a tile are tested against the thresholds at its start.
 TILE_ROWS_BIN = 256
 #: Rows (per m kept) whose distance histogram sets the starting thresholds of a query group
-#: (``_warm_start``; at 100k rows 7% faster for 16 queries, even for one).
+#: (``_warm_start``; chosen by measurement: bench/experiments/models_notes.md#kernels).
 WARM_ROWS_PER_M = 8
 
 
@@ -109,7 +105,7 @@ def _accept(h, r, m, c, g, j, q, thr, below, fill, cnt, bh, br):
     views: a view's reference count is an atomic shared by the threads.
 
     The helpers on the scan's hot path are inlined by Numba (``inline="always"``): a call that
-    passes a dozen arrays cost more than the work here (a kept row took ~35 ns, now ~15 ns).
+    passes a dozen arrays costs more than the work here.
     """
     f = fill[c, q]
     t = thr[c, g, j]
@@ -167,8 +163,7 @@ def _select_serial(dim, fill, bh, br, out_s, out_i):
 # code of query g * gsize + j (lane j of group g). Its length is part of the tuple's type, so
 # Numba compiles (and caches) one kernel per word count with a constant word loop that LLVM
 # unrolls, and the lane loops vectorize over contiguous qw[w][g, :] (vpopcntq on AVX-512
-# VPOPCNTDQ): measured 0.56 ns per row-query pair for 6 words against 3.5 with the word count a
-# runtime value.
+# VPOPCNTDQ).
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -185,10 +180,9 @@ def _mark(codes, r0, r1, qw, g, t, hit_r, hit_b):
     """Note, without a branch, the rows r in [r0, r1) with h(r, j) < t[j] for some lane j:
     hit_r[i] = r and hit_b[i] = those lanes as bits; returns the count.
 
-    h(r, j) as in ``_distance``, inline. One lane runs a scalar loop (1.5x faster than a lane
-    loop of length 1); several lanes take rows in pairs (each query word loaded once for two
-    rows: 10-20% faster). Rows, groups and counts index as unsigned integers: Numba then
-    skips its negative-index wraparound (about a quarter of the one-lane loop's time).
+    h(r, j) as in ``_distance``, inline. One lane runs a scalar loop (faster than a lane loop of
+    length 1); several lanes take rows in pairs (each query word loaded once for two rows). Rows,
+    groups and counts index as unsigned integers: Numba then skips its negative-index wraparound.
     """
     nhit = np.uint64(0)
     g = np.uint64(g)
@@ -234,7 +228,7 @@ def _warm_start(codes, r0, r1, qw, g, t, m, dim):
 
     m rows of the chunk reach that distance, so no row beyond it can be in the top m: the scan
     then starts near its final threshold instead of at dim + 1 and keeps about m ln(r1 - r0 / m)
-    fewer rows on the way (each costs ~15 ns, the histogram ~1 ns per row and lane).
+    fewer rows on the way (a kept row costs far more than a histogram entry).
     """
     gsize = t.shape[0]
     hmax = min(dim, 64 * len(qw))  # (codes of another dim would reach 64 * words)
@@ -318,7 +312,11 @@ def _scan_serial(codes, qw, m, chunk, warm, thr, below, fill, cnt, bh, br, dim, 
 
 
 def pack_signs(x: np.ndarray) -> np.ndarray:
-    """Sign codes of (n, dim) or (dim,) vectors: uint64 (n, ceil(dim / 64)) (or 1-d)."""
+    """Sign codes of (n, dim) or (dim,) vectors: uint64 (n, ceil(dim / 64)) (or 1-d).
+
+    Raises:
+        ValueError: ``x`` is not (n, dim) or (dim,) with dim >= 1.
+    """
     x = np.asarray(x, dtype=np.float32)
     single = x.ndim == 1
     x2 = np.ascontiguousarray(x[None, :] if single else x)
@@ -367,10 +365,20 @@ def _query_words(queries: np.ndarray, nw: int, groups: int, gsize: int) -> tuple
 
 
 def topk_hamming(codes: np.ndarray, queries: np.ndarray, dim: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows by ``dim - 2 * hamming`` against sign codes of the queries.
+    """Top-k rows by ``dim - 2 * hamming`` against the sign codes of the queries.
 
-    codes: uint64 (n, words) from ``pack_signs``; queries: float (nq, dim) vectors.
-    Returns (int32 similarities (nq, min(k, n)), int64 indices), best first, ties by index.
+    Args:
+        codes: uint64 (n, words) from ``pack_signs``.
+        queries: float (nq, dim) vectors (their signs are taken here).
+        dim: the vectors' dimension (words = ceil(dim / 64)).
+        k: results per query; ``min(k, n)`` columns are returned.
+
+    Returns:
+        (int32 similarities (nq, min(k, n)), int64 indices), best first, ties broken by the smaller index.
+
+    Raises:
+        ValueError: codes that are not uint64 (n, words), k < 0, dim < 1, or queries and codes of
+            different dims.
     """
     codes = np.ascontiguousarray(codes)
     if codes.dtype != np.uint64 or codes.ndim != 2:

@@ -90,7 +90,16 @@ def _scan(corpus_dev, q_dev, k: int, widen):
 
 
 def topk_dot_cuda(corpus_dev, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of queries @ corpus.T on the GPU: (scores float32 (nq, k'), rows int64)."""
+    """Exact top-k of ``queries @ corpus.T`` on the GPU (``topk.topk_dot``'s contract).
+
+    Args:
+        corpus_dev: (n, dim) float32 corpus on the device (``to_device``).
+        queries: (nq, dim) float32, on the host.
+        k: results per query; ``min(k, n)`` columns are returned.
+
+    Returns:
+        (scores float32 (nq, min(k, n)), rows int64), best first, ties broken by the smaller index.
+    """
     import cupy as cp
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -103,9 +112,19 @@ def topk_dot_cuda(corpus_dev, queries: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 
 def topk_int8_cuda(codes_dev, queries: np.ndarray, scales: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates by approximate score q . (codes * scales) on the GPU; rescore them exactly after.
+    """Candidates by approximate score ``q . (codes * scales)`` on the GPU; rescore them exactly after.
 
     The scales are folded into the queries, so each block is only widened int8 -> float32.
+
+    Args:
+        codes_dev: (n, dim) int8 codes on the device (``to_device``).
+        queries: (nq, dim) float32, on the host.
+        scales: (dim,) the codes' scales.
+        k: candidates per query; ``min(k, n)`` columns are returned.
+
+    Returns:
+        (approximate scores float32 (nq, min(k, n)), rows int64), best first, ties broken by the
+        smaller index.
     """
     import cupy as cp
 

@@ -25,7 +25,15 @@ def _l2_normalize_inplace(x):
 
 
 def l2_normalize(x: np.ndarray, *, copy: bool = True) -> np.ndarray:
-    """Return the rows of a 2-d float32 array scaled to unit L2 norm (zero rows stay zero)."""
+    """The rows of a 2-d float32 array scaled to unit L2 norm (zero rows stay zero).
+
+    Args:
+        x: (n, dim) array (converted to float32).
+        copy: False normalizes ``x`` in place; it must then be float32 and C-contiguous.
+
+    Raises:
+        ValueError: ``x`` is not 2-d, or ``copy=False`` and ``x`` needs a copy (numpy's error).
+    """
     out = np.array(x, dtype=np.float32, copy=copy, order="C")
     if out.ndim != 2:
         raise ValueError(f"l2_normalize expects a 2-d array (n, dim), got shape {out.shape}")
@@ -36,7 +44,10 @@ def l2_normalize(x: np.ndarray, *, copy: bool = True) -> np.ndarray:
 def truncate_normalize(x: np.ndarray, dim: int) -> np.ndarray:
     """Matryoshka truncation: keep the first ``dim`` components of each row, then re-normalize.
 
-    y_i = x_i[:dim] / ||x_i[:dim]||_2
+    y_i = x_i[:dim] / ||x_i[:dim]||_2   (zero rows stay zero)
+
+    Raises:
+        ValueError: ``x`` is not 2-d, or ``dim`` is not in [1, x.shape[1]].
     """
     if x.ndim != 2:
         raise ValueError(f"truncate_normalize expects a 2-d array (n, dim), got shape {x.shape}")

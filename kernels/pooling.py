@@ -8,11 +8,8 @@ never multiplied by 0, so a non-finite value at a padded position cannot leak in
 Where it runs: after the onnxruntime session, on the host (mean in the Numba kernel of
 ``kernels.normalize``, the other modes in numpy), on every device except plain mean pooling on
 CUDA, which stays in the graph (models/graph.py: the device-to-host copy shrinks by the sequence
-length). Measured here (2 shared cores, AMD Zen 4, median of 20) on one batch of 32 texts x 256
-tokens x 384 dims: mean 0.37 ms, cls 0.01 ms, lasttoken 0.03 ms, max 2.2 ms,
-mean_sqrt_len_tokens 2.3 ms, weightedmean 6.9 ms; a 384->768 Dense 0.20 ms (tanh) / 0.56 ms
-(gelu); LayerNorm 0.02 ms; against 958 ms for the all-MiniLM-L6-v2 fp32 session on that batch.
-At most 0.7% of a batch, so no mode is worth a graph edit of its own.
+length). Every mode and head costs a small fraction of a batch's session time, so none is worth a
+graph edit of its own (the timings: bench/experiments/models_notes.md#kernels).
 """
 
 from __future__ import annotations
@@ -75,7 +72,16 @@ POOLERS = {
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, modes: tuple[str, ...]) -> np.ndarray:
-    """The pooled vectors of every mode, concatenated in the given order (sentence-transformers' Pooling)."""
+    """sentence-transformers' Pooling: the pooled vectors of every mode, concatenated in order.
+
+    Args:
+        hidden: (batch, seq, dim) float32 token embeddings.
+        mask: (batch, seq) 0/1 attention mask (prompt tokens already excluded when the model says so).
+        modes: names in ``POOLERS``, e.g. ("cls", "mean").
+
+    Returns:
+        (batch, len(modes) * dim) float32.
+    """
     outs = [POOLERS[m](hidden, mask) for m in modes]
     return outs[0] if len(outs) == 1 else np.ascontiguousarray(np.concatenate(outs, axis=1))
 
@@ -111,7 +117,14 @@ ACTIVATIONS = {
 
 
 def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, activation: str) -> np.ndarray:
-    """y = act(x W^T + b)   (torch.nn.Linear then the activation), float32."""
+    """y = act(x W^T + b)   (torch.nn.Linear then the activation), float32.
+
+    Args:
+        x: (n, in_features) float32.
+        weight: (out_features, in_features).
+        bias: (out_features,) or None.
+        activation: a name in ``ACTIVATIONS`` (models/stack.py maps the torch classes to them).
+    """
     y = x @ weight.T
     if bias is not None:
         y += bias

@@ -8,45 +8,17 @@ Quantization (scale calibrated once, then fixed)::
 
 -128 is never produced, so the code range is symmetric and negation cannot overflow. Values
 beyond the calibrated range saturate at +-127 (they never wrap). A dimension that is zero in
-the whole calibration sample gets ``scale_j = 1/127`` (the range of a unit vector's
-coordinate) so that later non-zero values there still quantize sensibly.
+the whole calibration sample gets ``scale_j = 1/127`` (the range of a unit vector's coordinate)
+so that later non-zero values there still quantize sensibly.
 
-Scan. The approximate score of a corpus row x against a query y is
-``sum_j code_j * scale_j * y_j``. The per-dimension scales are folded into the query,
-``w_j = scale_j * y_j``, and w is quantized with one scalar per query to int16,
-``qw_j = rint(w_j / t)`` with ``t = max_j |w_j| / qmax``. The inner loop is then
-int8 x int16 -> int32, and ``t * sum_j code_j * qw_j`` approximates the score; ranking needs
-only the int32 sums (t > 0 is constant per query). The query keeps 15 bits instead of 7,
-so its quantization error is negligible next to the corpus codes' error, at no cost: the
-int8 codes must be widened to 16 bits anyway for the multiply-add instructions.
-
-``qmax`` is chosen so the int32 sum cannot overflow: ``127 * qmax * dim < 2**31``
-(qmax = 32767 up to dim 516, 16512 at dim 1024).
-
-u8 x s8 scan (x86 with AVX2, ``HAS_U8S8``; the default there). Numba's generated int8 x int16
-loop is compute-bound (256-bit code on CPUs LLVM tunes for 256-bit vectors: 69.3 ms for one
-query over 1M x 384 codes on one core, against 40.4 ms to merely sum the codes). ``_dot_u8s8`` is written in LLVM IR
-instead: per 32 codes, XOR 0x80 (``c + 128`` as u8), ``vpmaddubsw`` with int8 query codes (pairs
-summed in int16), ``vpmaddwd`` by ones (int32 lanes). The query keeps 7 bits
-(``U8S8_QMAX = 63``, so no int16 pair sum can saturate) and the score gains ``128 * sum_j q_j``,
-a constant per query that leaves the ranking alone and is subtracted from the returned
-scores. recall@10 after exact rescoring (oversample 2 and 4) is 1.0 with 7-bit queries as with
-15-bit ones on SciFact all-MiniLM-L6-v2 embeddings and on 200k x 384 clustered and isotropic
-unit vectors (``bench/experiments/code_recall.py``). One query over 1M x 384 on a 2-core Xeon
-(AVX-512 VNNI, AMX; LLVM tunes it for 256 bits), ``bench/experiments/int8_scan_dot.py``: 16.2 ms
-vs 36.7 ms for the int8 x int16 scan and 55.8 ms for the fp32 scan (one core: 29.9 / 69.3 /
-116.0 ms).
-
-Generated code (numba 0.68.1 / llvmlite, host CPU znver4 with AVX-512 VNNI; inspected with
-``numba.njit(fastmath=True)(_topk_scan_i8.py_func).inspect_asm(...)``, since inspection is
-disabled for cached dispatchers): the dot loop compiles to ``vpmovsxbw`` (16 int8 codes ->
-int16, ymm) + ``vpmaddwd`` (int16 pairs multiplied and added into 8 int32 lanes) + ``vpaddd``
-into zmm accumulators, unrolled 4x. LLVM neither fuses the pair into VNNI ``vpdpwssd`` here
-nor emits ``vpdpbusd`` (u8 x s8). Two patterns to avoid (both checked): without the explicit
-``np.int32`` casts numba types the products as int64 (``vpmovsxbq`` + ``vpmuldq``), and
-blocking 4 queries per loaded row (4 accumulators, as the fp32 scan does) makes LLVM widen
-everything to int32 and use ``vpmulld``, ~40% slower than the single-accumulator loop.
-``tests/test_kernels.py::test_int8_dot_compiles_to_int16_multiply_add`` guards the pattern.
+Scan. The approximate score of a corpus row x against a query y is ``sum_j code_j * scale_j * y_j``.
+The scales are folded into the query, ``w_j = scale_j * y_j``, and w is quantized with one scalar
+per query, ``qw_j = rint(w_j / t)`` with ``t = max_j |w_j| / qmax`` (``fold_queries``); ranking
+needs only the integer sums ``sum_j code_j * qw_j`` (t > 0 is constant per query). Two kernels
+compute them: int8 x int16 -> int32 on any CPU (``_topk_scan_i8``, 15-bit queries), and a u8 x s8
+scan on x86 with AVX2 (``_topk_scan_u8s8``, ``vpmaddubsw``, 7-bit queries; ``HAS_U8S8``, the
+default there). ``tests/kernels/test_quantize.py`` checks both against integer oracles and the
+instructions they compile to.
 """
 
 from __future__ import annotations
@@ -66,7 +38,8 @@ from .topk import (
 
 QMAX = 127
 #: Query code range of the u8 x s8 scan: (c + 128) * q summed in pairs must fit int16
-#: (``vpmaddubsw`` saturates): 255 * 63 * 2 = 32,130 <= 32,767.
+#: (``vpmaddubsw`` saturates): 255 * 63 * 2 = 32,130 <= 32,767. 7-bit queries keep recall@10
+#: after exact rescoring as 15-bit ones do (chosen by measurement: bench/experiments/models_notes.md#kernels).
 U8S8_QMAX = 63
 
 
@@ -153,7 +126,8 @@ def _dot_i8_i16(a, b):
     """sum_j int32(a_j) * int32(b_j) with int32 accumulation (a int8, b int16).
 
     Numba types int32 * int32 as int64; the explicit int32 casts keep the whole reduction in
-    32 bits so LLVM matches it to vpmovsxbw + vpdpwssd (see the module docstring).
+    32 bits, so LLVM vectorizes it to 16-bit multiply-adds (vpmovsxbw + vpmaddwd), not to
+    64-bit products (vpmovsxbq + vpmuldq).
     """
     acc = np.int32(0)
     for t in range(a.shape[0]):
@@ -185,7 +159,7 @@ def _topk_scan_i8(codes, qq, chunk, tile, hs, hi):
                 for r in range(r0, r1):
                     # _dot_i8_i16(codes[r], qq[j]) written inline (no per-row slice structs).
                     # No multi-query register blocking here: with 4 accumulators LLVM widens
-                    # to int32 and uses vpmulld (measured ~40% slower than vpmaddwd).
+                    # to int32 and uses vpmulld instead of vpmaddwd, which is slower.
                     acc = np.int32(0)
                     for t in range(d):
                         acc = np.int32(acc + np.int32(codes[r, t]) * np.int32(qq[j, t]))
@@ -282,9 +256,19 @@ def _topk_scan_u8s8(codes, q8, chunk, tile, hs, hi):
 def calibrate_scales(x: np.ndarray, *, percentile: float = 100.0) -> np.ndarray:
     """Per-dimension scales ``scale_j = m_j / 127``, m_j = max |x_.j| (percentile=100).
 
-    With ``percentile < 100``, m_j is that percentile of |x_.j| instead: the rare larger
-    values then saturate at +-127, trading their error for finer steps everywhere else.
-    Dimensions with m_j == 0 get scale 1/127. Returns float32 (dim,).
+    With ``percentile < 100``, m_j is that percentile of |x_.j| instead: the rare larger values then
+    saturate at +-127, trading their error for finer steps everywhere else. Dimensions with m_j == 0
+    get scale 1/127.
+
+    Args:
+        x: a (n, dim) or (dim,) sample of the vectors to quantize.
+        percentile: in (0, 100].
+
+    Returns:
+        float32 (dim,) scales.
+
+    Raises:
+        ValueError: an empty or not 2-d sample, or a percentile outside (0, 100].
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim == 1:
@@ -312,7 +296,11 @@ def _as_scales(scales: np.ndarray, dim: int) -> np.ndarray:
 
 
 def quantize(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """int8 codes ``clip(rint(x / scales), -127, 127)`` for a (n, dim) or (dim,) float array."""
+    """int8 codes ``clip(rint(x / scales), -127, 127)`` for a (n, dim) or (dim,) float array.
+
+    Raises:
+        ValueError: ``x`` is not (n, dim) or (dim,), or the scales are not (dim,), finite and > 0.
+    """
     x = np.asarray(x, dtype=np.float32)
     single = x.ndim == 1
     x2 = np.ascontiguousarray(x[None, :] if single else x)
@@ -325,7 +313,11 @@ def quantize(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 def dequantize(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """float32 ``codes * scales`` for (n, dim) or (dim,) int8 codes."""
+    """float32 ``codes * scales`` for (n, dim) or (dim,) int8 codes.
+
+    Raises:
+        ValueError: the codes are not int8, or the scales are not (dim,), finite and > 0.
+    """
     codes = np.asarray(codes)
     if codes.dtype != np.int8:
         raise ValueError(f"dequantize expects int8 codes, got {codes.dtype}")
@@ -338,13 +330,28 @@ def dequantize(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 def query_qmax(dim: int) -> int:
-    """Largest int16 query code range with no int32 overflow: 127 * qmax * dim < 2**31."""
+    """Largest int16 query code range with no int32 overflow: 127 * qmax * dim < 2**31.
+
+    qmax = 32767 up to dim 516, 16512 at dim 1024. The query keeps 15 bits instead of 7, so its
+    quantization error is negligible next to the corpus codes' error, at no cost: the int8 codes
+    must be widened to 16 bits anyway for the multiply-add instructions.
+    """
     return int(min(32767, (2**31 - 1) // (QMAX * max(dim, 1))))
 
 
 def fold_queries(queries: np.ndarray, scales: np.ndarray, qmax: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Fold the scales into the queries and quantize: (int16 (nq, dim), float64 t (nq,)), codes in
-    [-qmax, qmax] (default ``query_qmax(dim)``; ``U8S8_QMAX`` for the u8 x s8 scan)."""
+    """Fold the scales into the queries and quantize them: ``w = q * scales``, codes ``rint(w / t)``.
+
+    Args:
+        queries: (nq, dim) float32.
+        scales: (dim,) corpus scales (``calibrate_scales``).
+        qmax: the codes' range [-qmax, qmax]; default ``query_qmax(dim)``, ``U8S8_QMAX`` for the
+            u8 x s8 scan.
+
+    Returns:
+        (codes int16 (nq, dim), t float64 (nq,)), so that ``queries[i] . dequantize(x)`` ~=
+        ``t[i] * sum_j codes[i, j] * code_j`` (a zero query gets t = 1 and zero codes).
+    """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     nq, d = queries.shape
     scales = _as_scales(scales, d)
@@ -365,13 +372,27 @@ def topk_int8(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by approximate score ``queries . dequantize(codes)`` with a fused int8 scan.
 
-    method: "u8s8" (AVX2 ``vpmaddubsw``, queries quantized to 7 bits, |q| <= U8S8_QMAX), "i16"
-    (int8 x int16, any CPU, queries at 15 bits unless ``qmax`` says fewer) or "auto" (u8s8 where
-    ``HAS_U8S8``). ``qmax=U8S8_QMAX`` makes every method rank by the same integer scores as the
-    blocked GEMM (``engine.index.qgemm``), so the candidates do not depend on the method.
-    Returns (approximate scores float32 (nq, min(k, n)), indices int64), best first by the
-    integer score, ties broken by smaller index. Use ``topk.rescore`` on the indices (with
-    k * oversample candidates) to get exact scores.
+    Use ``topk.rescore`` on the indices (with k * oversample candidates) to get exact scores.
+
+    Args:
+        codes: (n, dim) int8 codes from ``quantize``.
+        queries: (nq, dim) float32.
+        scales: (dim,) the codes' scales.
+        k: results per query; ``min(k, n)`` columns are returned.
+        method: "u8s8" (AVX2 ``vpmaddubsw``, queries quantized to 7 bits, |q| <= U8S8_QMAX), "i16"
+            (int8 x int16, any CPU, queries at 15 bits unless ``qmax`` says fewer) or "auto" (u8s8
+            where ``HAS_U8S8``).
+        qmax: the query codes' range; ``qmax=U8S8_QMAX`` makes every method rank by the same integer
+            scores as the blocked GEMM (``engine.index.qgemm``), so the candidates do not depend on
+            the method.
+
+    Returns:
+        (approximate scores float32 (nq, min(k, n)), indices int64), best first by the integer score,
+        ties broken by the smaller index.
+
+    Raises:
+        ValueError: an unknown method, u8s8 without AVX2 or with qmax > U8S8_QMAX, a qmax outside
+            [1, 32767], codes that are not int8, shapes that do not match, or k < 0.
     """
     if method == "auto":
         method = "u8s8" if HAS_U8S8 else "i16"

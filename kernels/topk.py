@@ -39,7 +39,7 @@ TILE_ROWS = 64
 #: From this many queries on, the fp32 search computes block scores with sgemm.
 GEMM_MIN_QUERIES = 64
 #: Corpus rows per sgemm block on the GEMM path (scores buffer: nq x GEMM_BLOCK_ROWS float32,
-#: 16 MiB at nq = 1024; larger blocks measured a few % faster sgemm than 1024-2048).
+#: 16 MiB at nq = 1024; chosen by measurement: bench/experiments/models_notes.md#kernels).
 GEMM_BLOCK_ROWS = 4096
 #: Below this many queries, merging and rescoring run on one thread: each parallel region
 #: is a barrier, and a barrier costs a scheduler tick when the cores are oversubscribed.
@@ -165,8 +165,7 @@ def _topk_scan_f32(x, q, chunk, tile, hs, hi):
             while j + 4 <= nq:
                 for r in range(r0, r1):
                     # 4 queries per pass: each loaded x value feeds 4 FMAs (register
-                    # blocking; ~1.6x over one query at a time at nq = 16). Written inline:
-                    # a helper taking row slices measured ~15% slower.
+                    # blocking). Written inline: a helper taking row slices is slower.
                     a0 = np.float32(0.0)
                     a1 = np.float32(0.0)
                     a2 = np.float32(0.0)
@@ -208,8 +207,8 @@ def _push_block_scores(scores, m, base, hs, hi):
     first reduced to their max (vectorized); only a group beating the root is walked.
 
     Serial on purpose: alternating a ``parallel=True`` kernel (OpenMP threads) with OpenBLAS's
-    threads made both pools spin-wait against each other on 2 cores (measured ~3x slower
-    end to end than sgemm on all cores + this serial push).
+    threads made both pools spin-wait against each other (slower end to end than sgemm on all
+    cores + this serial push).
     """
     nq = scores.shape[0]
     g = 32
@@ -257,9 +256,16 @@ def _push_row_scores(scores, base, hs, hi, thr):
 
 
 def push_row_scores(scores: np.ndarray, base: int, hs: np.ndarray, hi: np.ndarray, thr: np.ndarray) -> None:
-    """Feed a (rows, nq) score block for corpus rows ``base, base + 1, ...`` into the heaps
-    (hs, hi) of ``empty_heaps((nq, k), scores.dtype)``; ``thr`` starts as ``hs[:, 0].copy()``
-    and is kept in step. Blocks must arrive in increasing ``base``."""
+    """Feed a (rows, nq) score block for corpus rows ``base, base + 1, ...`` into per-query heaps.
+
+    Blocks must arrive in increasing ``base`` (ties then keep the smaller index).
+
+    Args:
+        scores: (rows, nq) scores of one block, as a GEMM of corpus rows by query columns returns it.
+        base: the corpus index of the block's first row.
+        hs, hi: the heaps, ``empty_heaps((nq, k), scores.dtype)``; updated in place.
+        thr: ``hs[:, 0].copy()`` at the start, kept in step with the heaps' roots.
+    """
     _push_row_scores(scores, base, hs, hi, thr)
 
 
@@ -328,7 +334,15 @@ def empty_heaps(shape, score_dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 def merge_chunk_heaps(cs: np.ndarray, ci: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge (nchunks, nq, k) heaps into best-first (nq, kk) results (kk <= k real entries)."""
+    """Merge per-chunk heaps into best-first results.
+
+    Args:
+        cs, ci: (nchunks, nq, k) heaps of scores and indices, one per chunk and query.
+        kk: how many results to keep (kk <= k real entries per query).
+
+    Returns:
+        (scores (nq, kk), indices int64 (nq, kk)), best first, ties broken by the smaller index.
+    """
     nq, k = cs.shape[1], cs.shape[2]
     out_s, out_i = empty_heaps((nq, k), cs.dtype)
     (_merge_heaps_serial if nq < SERIAL_MAX_QUERIES else _merge_heaps)(cs, ci, out_s, out_i)
@@ -350,10 +364,19 @@ def _check_pair(corpus: np.ndarray, queries: np.ndarray, k: int) -> None:
 def topk_dot(corpus: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of ``queries @ corpus.T`` per query, without materializing it.
 
-    corpus: (n, dim) float32 C-contiguous (may be a memmap); queries: (nq, dim) float32.
-    Returns (scores float32 (nq, min(k, n)), indices int64 (nq, min(k, n))), best first, ties
-    broken by smaller index. ``method``: "scan" (fused kernel), "gemm" (sgemm blocks + heaps)
-    or "auto" (gemm from ``GEMM_MIN_QUERIES`` queries on).
+    Args:
+        corpus: (n, dim) float32, C-contiguous (may be a memmap); other arrays are converted.
+        queries: (nq, dim) float32.
+        k: results per query; ``min(k, n)`` columns are returned.
+        method: "scan" (fused kernel), "gemm" (sgemm blocks + heaps) or "auto" (gemm from
+            ``GEMM_MIN_QUERIES`` queries on).
+
+    Returns:
+        (scores float32 (nq, min(k, n)), indices int64 (nq, min(k, n))), best first, ties broken by
+        the smaller index.
+
+    Raises:
+        ValueError: arrays that are not 2-d or differ in dim, k < 0, or an unknown method.
     """
     corpus = np.asarray(corpus)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -389,8 +412,14 @@ def topk_dot(corpus: np.ndarray, queries: np.ndarray, k: int, *, method: str = "
 def rescore(corpus: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact re-ranking: top-k of ``queries[j] . corpus[candidates[j]]`` per query.
 
-    candidates: (nq, m) int64 row indices (negative = no candidate). Returns best-first
-    (scores float32 (nq, min(k, m)), indices int64), ties broken by smaller index.
+    Args:
+        corpus: (n, dim) float32 (may be a memmap: only the candidate rows are read).
+        queries: (nq, dim) float32.
+        candidates: (nq, m) int64 row indices, in any order (negative = no candidate).
+        k: results per query; ``min(k, m)`` columns are returned.
+
+    Returns:
+        (scores float32 (nq, min(k, m)), indices int64), best first, ties broken by the smaller index.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     candidates = np.ascontiguousarray(candidates, dtype=np.int64)
