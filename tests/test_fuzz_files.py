@@ -428,7 +428,7 @@ def _sign(out: Path, records: list) -> None:
 
 
 def _corpus_base(folder: Path, shard_sizes: list[int], seed: int):
-    from tests.test_shards import _unit, write_outdir
+    from tests.corpus.test_shards import _unit, write_outdir
 
     c = [
         ([f"s{i}-{j}" for j in range(n)], [f"t{i}-{j}" for j in range(n)], _unit(n, seed + i))
@@ -570,7 +570,7 @@ def fuzz_done_records(root: str, examples: int) -> None:
     from hypothesis import given
 
     from engine.corpus.shards import record_problem, shard_stem
-    from tests.test_shards import DIM, _completed
+    from tests.corpus.test_shards import DIM, _completed
 
     st, values = _strategies()
     mutation = st.one_of(

@@ -1,6 +1,7 @@
 """``embed encode`` (corpus files or stdin -> resumable shards) and ``embed search`` (query those shards).
 
-The work is in ``engine.corpus.embed_corpus`` and ``engine.corpus.shards.CorpusSearcher``.
+The work is in ``engine.corpus.embed_corpus`` (its settings: ``engine.corpus.options.CorpusOptions``)
+and ``engine.corpus.shards.CorpusSearcher``.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def _ensure_weights(model: str | None) -> None:
 
 def cmd_encode(args) -> int:
     from ..corpus.driver import embed_corpus
-    from ..corpus.shards import check_output_format
+    from ..corpus.options import CorpusOptions
     from ..corpus.storage import is_uri
     from ..errors import InputError
 
@@ -192,13 +193,7 @@ def cmd_encode(args) -> int:
         )
     elif (args.actors, args.cpus_per_actor, args.gpus_per_actor) != (None, 1, None):
         raise InputError("--actors, --cpus-per-actor and --gpus-per-actor need --ray")
-    check_output_format(args.output_format)  # before any model download: Parquet without pyarrow says so
-    _ensure_weights(args.model)
-    cache = False if args.no_cache else (args.cache or True)
-    summary = run(
-        args.inputs,
-        args.out,
-        args.model,
+    options = CorpusOptions(  # checked before any model download: Parquet without pyarrow says so
         model_precision=args.model_precision,
         device=args.device,
         threads=args.threads,
@@ -208,7 +203,7 @@ def cmd_encode(args) -> int:
         title_field=args.title_field or None,
         truncate_dim=args.truncate_dim,
         shard_size=args.shard_size,
-        cache=cache,
+        cache=False if args.no_cache else (args.cache or True),
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -216,8 +211,9 @@ def cmd_encode(args) -> int:
         prompt_name=args.prompt_name,
         prompt=args.prompt,
         output_format=args.output_format,
-        **extra,
     )
+    _ensure_weights(args.model)
+    summary = run(args.inputs, args.out, args.model, options=options, **extra)
     if args.json:
         print(json.dumps(summary.as_dict()))
     else:

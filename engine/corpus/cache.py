@@ -5,33 +5,17 @@
 embedded once. A vector is stored under ``(namespace, text_key(text))`` (sha256 of the exact text,
 ``engine.corpus.readers.text_key``); a namespace is one combination of model fingerprint,
 precision, truncate_dim, the normalization applied and the prompt text prepended to every text
-(``""``: none), so vectors of different models, settings or prompts never mix: the same text
-embedded with two prompts has a row in each of two namespaces (schema 2; a schema 1 file is
-migrated when opened, its namespaces getting the empty prompt they were embedded with). Vectors
-are float32 BLOBs. The database runs in WAL mode: readers never block each other or a writer,
-and each process opens its own connection. Lookups and inserts are batched (one statement per
-few hundred keys, one transaction per insert batch).
+(``""``: none), so vectors of different models, settings or prompts never mix (schema 2; a schema
+1 file is migrated when opened, its namespaces getting the empty prompt they were embedded with).
+Vectors are float32 BLOBs. The database runs in WAL mode: readers never block each other or a
+writer, and each process opens its own connection. Lookups and inserts are batched.
 
-A cached vector is the one the model produced when the text was first embedded. Within a batch
-onnxruntime pads texts to the longest one, so re-embedding the same text in another batch can
-differ in the last bits (~1e-7); a cache hit returns the first result, exactly.
+A cached vector is the one the model produced when the text was first embedded, and a hit returns
+it exactly (the same text embedded again in another batch can differ in the last bits).
 
-The file is untrusted, being only a cache:
-
-* A stored row of the wrong byte length, with a non-finite value, or (in a normalized namespace)
-  not of unit length (``| |v|^2 - 1 | > UNIT_TOLERANCE``) is a miss, counted in ``rejected_rows``;
-  the fresh vector replaces it on ``put``.
-* A file that is not an engine cache (not SQLite, or another program's SQLite database) is
-  refused (``InputError``) and left as it is: ``--cache`` pointed at the wrong file.
-* A damaged cache (an SQLite file that SQLite reports corrupt) found when the cache
-  is opened is moved aside, never deleted: renamed ``<name>.corrupt-<YYYYmmddTHHMMSS>`` (its
-  ``-wal``/``-shm`` files alike), and a new cache is started, with a warning in the log.
-* Damage found later, by a lookup or an insert, must not fail the run: the file is moved aside the
-  same way (unless another process already did), one warning is logged, and this
-  ``EmbeddingCache`` goes on without a database (``disabled``): every lookup is a miss, inserts
-  are dropped. The next one opened on the path starts a new cache.
-* Any other SQLite error (locked past ``timeout``, read-only, disk full, cannot open) is an
-  ``EngineError`` naming the file and what to do.
+The file is untrusted, being only a cache (``EmbeddingCache`` gives the rules): an invalid stored
+row is a miss, a file that is not an engine cache is refused and left as it is, a damaged cache is
+moved aside (never deleted) and a new one started, and damage found during a run never fails it.
 """
 
 from __future__ import annotations
@@ -105,8 +89,23 @@ def default_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
 class EmbeddingCache:
     """Text -> vector cache. Use one instance per process (or thread); it is a context manager.
 
-    ``rejected_rows``: stored rows found invalid and served as misses (module docstring);
-    ``disabled``: the database was found damaged during this instance's life and set aside.
+    ``rejected_rows``: stored rows found invalid and served as misses; ``disabled``: the database
+    was found damaged during this instance's life and set aside. The file is untrusted:
+
+    * A stored row of the wrong byte length, with a non-finite value, or (in a normalized
+      namespace) not of unit length (``| |v|^2 - 1 | > UNIT_TOLERANCE``) is a miss, counted in
+      ``rejected_rows``; the fresh vector replaces it on ``put``.
+    * A file that is not an engine cache (not SQLite, or another program's SQLite database) is
+      refused (``InputError``) and left as it is: ``--cache`` pointed at the wrong file.
+    * A damaged cache (an SQLite file that SQLite reports corrupt) found when the cache is opened
+      is moved aside, never deleted: renamed ``<name>.corrupt-<YYYYmmddTHHMMSS>`` (its
+      ``-wal``/``-shm`` files alike), and a new cache is started, with a warning in the log.
+    * Damage found later, by a lookup or an insert, must not fail the run: the file is moved aside
+      the same way (unless another process already did), one warning is logged, and this instance
+      goes on without a database (``disabled``): every lookup is a miss, inserts are dropped. The
+      next one opened on the path starts a new cache.
+    * Any other SQLite error (locked past ``timeout``, read-only, disk full, cannot open) is an
+      ``EngineError`` naming the file and what to do.
 
     >>> with EmbeddingCache(path) as cache:
     ...     ns = cache.namespace(emb.fingerprint, "fp32", None, dim=384)
@@ -320,7 +319,7 @@ class EmbeddingCache:
         return self._namespaces[ns]
 
     def _damaged(self, e: sqlite3.DatabaseError, doing: str) -> None:
-        """A database error during the run: corruption disables the cache (module docstring), others raise."""
+        """A database error during the run: corruption disables the cache (class docstring), others raise."""
         if _code(e) not in _CORRUPT:
             raise self._error(e, doing) from e
         self.disabled = True

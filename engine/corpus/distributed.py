@@ -1,44 +1,25 @@
 """The distributed corpus path: a Ray cluster embeds a corpus with no single process on the data path.
 
 ``embed_corpus_distributed`` (``embed encode --ray --distributed``, and ``--ray`` whenever an input
-or OUTDIR is a URI) writes the local path's output (``engine.corpus.shards``: shard files, done
-records, manifest; ``load_embeddings``, ``load_index`` and ``embed search`` read it unchanged) from
-files on local storage every node sees or on object storage (``engine.corpus.storage``)::
+or OUTDIR is a URI) writes the local path's output (``engine.corpus.shards``) from files on storage
+every node sees or on object storage (``engine.corpus.storage``)::
 
     driver: expand inputs (names, sizes) -> settings check of OUTDIR -> manifest "in_progress"
-    scan tasks, one per input file: the one reader (engine.corpus.readers) -> docs per file,
-            bad records, ids hashed into B buckets (Ray objects, worker to worker)
+    scan tasks, one per file: the one reader -> docs per file, bad records, ids into B buckets
     dedup tasks, one per bucket: duplicate ids across the whole corpus (first one kept)
     driver: file f's shards are numbered [base_f, base_f + ceil(n_f / S)) (counts only)
-    writer actors (the model + the node's cache), one file each: read it again, shard by
-            shard: complete? keep : cache lookup -> embed misses -> write shard + done record
+    writer actors (the model + the node's cache), one file each: read it again, shard by shard:
+            complete? keep : cache lookup -> embed misses -> write shard + done record
     driver: every shard record back -> manifest "complete"
 
-The driver handles names, counts and shard records; texts, ids and vectors never pass through
-it, so its CPU per document is nearly zero (bench/ray_distributed.py measures it) and the
-cluster's throughput is the writers'. Shards follow file boundaries (a shard never spans two
-files, the last shard of a file may be short), so the shard files differ from a local run's
-over several files; ids, their order and the vectors (to float rounding, <= 1e-6) are the same.
-One file is one writer's work: give a large corpus as many files (Parquet parts).
-
-Exactly once: a shard is committed by its done record, written after its files, as on the local
-path (``shards.write_shard``); a writer killed mid-write, a task Ray retries (``max_restarts``,
-``max_task_retries``) or a rerun after the driver was killed checks each shard's record
-(``shards.shard_completed``: settings, document digest, checksums) and keeps the complete ones,
-so no row is duplicated or dropped; shards are named by position, never appended to.
-
-Duplicate ids: the ids of every file are hashed into buckets (crc32), each bucket checked by one
-task; a duplicate is an InputError naming both places, or with skip_bad skipped (the first one
-kept) and listed in rejects.jsonl with the bad records.
-
-The cache at cluster scale: each node uses its own SQLite cache (``engine.corpus.cache``; the
-default path, or ``cache=``'s path, resolved on that node), shared by the writers on the node.
-Resume makes an unchanged rerun embed nothing (every shard is kept without being embedded); a
-shard whose documents changed is redone with its unchanged documents found in the cache of the
-node that wrote it. On one machine that is exactly the local path's counts; on several nodes a
-shard redone on another node embeds its documents again (correct, only slower): pin OUTDIR's
-reruns to the same nodes or accept the misses. No cache service is needed.
-
+Texts, ids and vectors never pass through the driver. A shard never spans two files, so over
+several files the shard files differ from a local run's; the ids, their order and the vectors (to
+float rounding) are the same. One file is one writer's work: give a large corpus as many files.
+Exactly once: a shard is committed by its done record, written after its files; a killed writer,
+a retried task or a rerun keeps each complete shard (``shards.shard_completed``) and redoes the
+rest, so no row is duplicated or dropped. Duplicate ids are an InputError naming both places
+(``skip_bad``: skipped and listed in rejects.jsonl). Each node has its own SQLite cache
+(``engine.corpus.cache``), shared by its writers: a shard redone on another node embeds again.
 Object storage has no locks: run one job per OUTDIR there (a local OUTDIR is locked as usual).
 """
 
@@ -57,6 +38,7 @@ import numpy as np
 
 from ..arguments import model_precision_argument
 from ..errors import EngineError, InputError
+from .options import DEFAULT_SHARD_SIZE, CorpusOptions, check_positive_int
 
 ID_BUCKETS = 8  # dedup tasks (at most one per input file)
 
@@ -397,84 +379,73 @@ def embed_corpus_distributed(
     prompt: str | None = None,
     output_format: str = "npy",
     stats: list | None = None,
+    options: CorpusOptions | None = None,
 ):
     """``engine.corpus.ray.embed_corpus_ray`` with the data off the driver (module docstring).
 
-    inputs: paths or globs (on storage every node sees) or URIs (``s3://bucket/corpus/*.parquet``);
-    out_dir: a local folder or a URI. The other arguments are ``embed_corpus_ray``'s (progress is
-    accepted and ignored). cache: True for each node's default cache, a path (the same on every
-    node), or False. stats: a list that receives each file's writer timing ({file, docs, seconds,
-    pid, embedded, ...}; for benchmarks). Returns a ``CorpusSummary``.
+    Args:
+        inputs: paths or globs (on storage every node sees) or URIs (``s3://bucket/corpus/*.parquet``).
+        out_dir: a local folder or a URI.
+        model, address, actors, cpus_per_actor, gpus_per_actor, precision: ``embed_corpus_ray``'s.
+        stats: a list that receives each file's writer timing ({file, docs, seconds, pid,
+            embedded, ...}; for benchmarks).
+        options: every other setting in one ``CorpusOptions``, instead of the keywords.
+        model_precision, device, threads, batch_size, id_field, text_field, title_field,
+            truncate_dim, shard_size, cache, skip_bad, overwrite, progress, cache_dir, format,
+            prompt_name, prompt, output_format: the ``CorpusOptions`` fields, documented there.
+            Here cache True is each node's default cache and a path is the same path on every
+            node; progress is accepted and ignored.
+
+    Returns:
+        A ``CorpusSummary``.
+
+    Raises:
+        InputError: as ``embed_corpus_ray``; also for stdin or an in-memory source (files only).
+        RayWorkerError: a writer failed for good (the shards written so far are kept).
     """
-    precision = model_precision_argument(model_precision, precision, "embed_corpus_distributed")
-    from .driver import DEFAULT_SHARD_SIZE, CorpusSummary, Plan, check_options
+    model_precision = model_precision_argument(model_precision, precision, "embed_corpus_distributed")
+    from .driver import CorpusSummary, Plan
     from .ray import _actor_kwargs, _default_actors, _driver_model, _import_ray, _resources, connect
-    from .readers import Fields
     from .shards import _SHARD_FILE, MANIFEST, REJECTS, OutputDir, json_bytes
     from .storage import Folder
 
     t0 = time.perf_counter()
     ray = _import_ray()
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-    check_options(
-        shard_size=shard_size,
-        batch_size=batch_size,
-        id_field=id_field,
-        text_field=text_field,
-        output_format=output_format,
-        **({} if actors is None else {"actors": actors}),
-    )
-    cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
-    files = _expand(inputs, format)
-    fields = Fields(id_field, text_field, title_field or None)
-    exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
-    plan = Plan.build(
-        [],
-        exported,
-        ref,
-        fields,
-        truncate_dim,
-        shard_size,
-        format,
-        prompt_name=prompt_name,
-        prompt=prompt,
-        output_format=output_format,
-    )
+    options = CorpusOptions.from_arguments(options, locals())
+    if actors is not None:
+        check_positive_int("actors", actors)
+    cpus, gpus = _resources(options.device, options.model_precision, cpus_per_actor, gpus_per_actor)
+    files = _expand(inputs, options.format)
+    exported, ref, actor_cache = _driver_model(model, options)
+    plan = Plan.build([], exported, ref, options)
+    fields, shard_size = options.record_fields, options.shard_size
     manifest = {**plan.manifest, "inputs": [f.info() for f in files]}
     folder = Folder(out_dir)
     with contextlib.ExitStack() as stack:
         if folder.local:
             out = stack.enter_context(OutputDir(out_dir))
-            out.check_settings(plan.settings, overwrite)
+            out.check_settings(plan.settings, options.overwrite)
         else:
             folder.make()
-            _check_remote_out(folder, plan.settings, overwrite)
+            _check_remote_out(folder, plan.settings, options.overwrite)
         if connect(address):
             stack.callback(ray.shutdown)
         folder.write(MANIFEST, json_bytes(manifest, indent=1) + b"\n")
-        docs, skip, rejects = _scan_all(ray, files, fields, skip_bad, len(files) > 1)
+        docs, skip, rejects = _scan_all(ray, files, fields, options.skip_bad, len(files) > 1)
 
-        job = {
+        job = {  # what the writers need of the plan: plain values (options.cache may be an open EmbeddingCache)
             "settings": plan.settings,
             "settings_sha": plan.settings_sha,
             "prompt": plan.prompt,
             "dim": plan.dim,
             "shard_size": shard_size,
-            "output_format": output_format,
+            "output_format": options.output_format,
             "fields": fields,
-            "skip_bad": skip_bad,
+            "skip_bad": options.skip_bad,
         }
         kwargs = _actor_kwargs(
-            ref,
-            actor_cache,
-            exported,
-            device,
-            threads,
-            cpus,
-            batch_size,
-            plan.truncate_dim,
-            plan.prompt,
-            plan.normalize,
+            ref, actor_cache, exported, options, cpus, plan.truncate_dim, plan.prompt, plan.normalize
         )
         work, base = [], 0
         for fi, (f, n) in enumerate(zip(files, docs)):
@@ -486,7 +457,7 @@ def embed_corpus_distributed(
                 ray,
                 work,
                 kwargs,
-                _cache_spec(cache, actor_cache),
+                _cache_spec(options.cache, actor_cache),
                 folder,
                 job,
                 cpus,

@@ -1,48 +1,27 @@
-"""The corpus driver: stream a corpus (files, stdin, a DataFrame, Arrow, a dataset, an iterable)
-into resumable shards, embedding only what is new.
+"""The corpus driver: stream a corpus into resumable shards, embedding only what is new.
 
 There is one driver (``drive``) and two executors, which only turn lists of texts into vectors:
-``LocalExecutor`` (the Embedder in this process; ``embed_corpus``) and the Ray actor pool
-(``engine.corpus.ray.embed_corpus_ray``). Reading, duplicate ids, shards, resume, the cache and
-the manifest are the driver's, so both paths write the same output::
+``LocalExecutor`` (the Embedder in this process: ``embed_corpus``) and the Ray actor pool
+(``engine.corpus.ray``). Reading, duplicate ids, shards, resume, the cache and the manifest are
+the driver's, so every path writes the same output::
 
     inputs -> readers (one record at a time) -> duplicate-id check -> shard i = docs [i*S, (i+1)*S)
       -> shard already complete? keep it
-         : per chunk of EMBED_CHUNK docs: cache lookup -> misses not yet submitted -> executor.submit ─┐
-      executor.next() -> cache insert -> vectors into every row waiting for those texts <──────────────┘
+         : per chunk of EMBED_CHUNK docs: cache lookup -> misses not in flight -> executor.submit
+      executor.next() -> cache insert -> vectors into every row waiting for those texts
       -> shards whose rows are all filled, in order: write shard -> ... -> manifest
 
-An entry point checks its options (``check_options``), builds a ``Plan`` (``Plan.build`` with
-``model_ref``) and an executor, and calls ``drive``; these are the names ``engine.corpus.ray``
-uses. The executor interface (``Executor``; a context manager, entered after the settings check)::
+An entry point checks its settings (``CorpusOptions``), builds a ``Plan`` and an ``Executor`` and
+calls ``drive``. Memory is bounded by the shards in flight, not by the corpus: one shard locally,
+at most max(2 shards, 2 x the executor's capacity) documents with a background executor; the ids
+seen so far live in a scratch SQLite file in OUTDIR.
 
-    batch               the most texts one submit may carry
-    capacity            texts it embeds at once; 0 when submit embeds before it returns
-    submit(texts, tag)  queue texts for embedding; tag comes back with their result
-    next()              -> (tag, vectors float32 (n, dim), tokens): a finished submit, in any order
-                        (blocks until one is); tokens is 0 unless the executor counts them
-
-A text is submitted once while it is in flight: its repeats (in the chunk, or in a later chunk
-or shard before its result is back) wait for that result. The driver keeps shards open while
-their results are out, up to max(2 shards, 2 x capacity) documents, so memory is bounded by the
-shards in flight, not by the corpus. With capacity 0 (local) it takes every result, and inserts
-it into the cache, before the next cache lookup, and writes each shard before reading on:
-memory is one shard, and a repeat in a later chunk is a cache hit (or, without a cache,
-embedded again). The duplicate-id check keeps seen ids in a scratch SQLite file in OUTDIR.
-
-Duplicate ids are an error naming the id and both locations (with ``skip_bad`` the later
-records are skipped and listed in rejects.jsonl). Kill the run at any moment and rerun the same
-call: complete shards are kept (checked against their done record: settings, document digest,
-sha256 of the files), the rest is written, and the output is byte-identical to an uninterrupted
-run. See ``engine.corpus.readers`` for formats, sources, ids and how title and text are
-combined, and ``engine.corpus.shards`` for the output layout.
-
-Resume does not trust the inputs' names: a shard is kept only when its documents (ids, titles,
-text hashes: the done record's content digest) are the ones this run reads at its position, so
-a rerun over an edited file, a changed DataFrame or another stdin redoes exactly the shards whose
-documents changed. The manifest's ``inputs`` are a record for people (a file's path, format,
-size and mtime; a source's kind, type and row count; stdin's format), written again at the end
-with what the run learnt (rows read, the format stdin was read as); they are not settings.
+Duplicate ids are an InputError naming the id and both places (``skip_bad``: the later ones are
+skipped and listed in rejects.jsonl). Exactly once: kill the run at any moment and rerun the same
+call; a shard is kept only when its done record matches (settings, the digest of the documents
+this run reads at its position, file checksums), the rest is written, and the output is
+byte-identical to an uninterrupted run. ``engine.corpus.readers`` describes the inputs and ids,
+``engine.corpus.shards`` the output layout.
 """
 
 from __future__ import annotations
@@ -65,10 +44,10 @@ import numpy as np
 
 from ..arguments import model_precision_argument
 from ..errors import InputError
+from .options import DEFAULT_SHARD_SIZE, CorpusOptions
 from .readers import (
     SKIP_HINT,
     Doc,
-    Fields,
     Input,
     Source,
     count_records,
@@ -83,14 +62,12 @@ from .shards import (
     REJECTS,
     VERSION,
     OutputDir,
-    check_output_format,
     json_bytes,
     settings_digest,
     snippet,
     stored_normalized,
 )
 
-DEFAULT_SHARD_SIZE = 10_000
 EMBED_CHUNK = 1024  # documents per cache lookup / local encode call / cache transaction
 ID_BLOCK = 1000  # documents per duplicate-id query
 TEXT_FORMAT = 2  # bump if the way title and text are combined changes; 2: BEIR's (title + " " + text).strip()
@@ -150,80 +127,52 @@ def embed_corpus(
     prompt_name: str | None = None,
     prompt: str | None = None,
     output_format: str = DEFAULT_OUTPUT_FORMAT,
+    options: CorpusOptions | None = None,
 ) -> CorpusSummary:
-    """Embed every document of ``inputs`` into shards in ``out_dir``.
+    """Embed every document of ``inputs`` into resumable shards in ``out_dir``.
 
-    inputs: a path or glob, ``"-"`` (stdin), a list of those, or one in-memory source: a pandas
-        DataFrame, a pyarrow Table / RecordBatchReader / dataset, a Hugging Face Dataset, an
-        iterable of dicts (records) or of strings (documents; a *list* of strings is a list of
-        paths, so pass ``iter(texts)``). See ``engine.corpus.readers``.
-    id_field: the id field / column; None (or ``""``) numbers the records instead (1-based row,
-        or the line a record starts at in a text-based file). Strings and plain text lines have
-        no fields and are always numbered.
-    format: read every file and stdin as ``"jsonl"``, ``"csv"``, ``"tsv"``, ``"text"`` or
-        ``"parquet"`` instead of by suffix (stdin: JSON lines or text, from its first line).
-    model: a catalogue name, a sentence-transformers folder, or a ready ``Embedder`` (default
-        all-MiniLM-L6-v2). model_precision/device/threads/cache_dir build that Embedder (unused when
-        model is one); cache_dir also locates the default embedding cache.
-    truncate_dim: keep the first components (Matryoshka); re-normalized for cosine models.
-    shard_size: documents per shard; part of the settings (a rerun must use the same).
-    cache: True for the default cache (``<cache root>/embeddings.sqlite``), a path, an open
-        ``EmbeddingCache``, or False for none.
-    skip_bad: skip bad records and duplicate ids (listed in OUTDIR/rejects.jsonl) instead of
-        raising InputError. overwrite: delete an existing output (other settings) first.
-    progress: a tqdm bar on stderr (docs/s, tokens/s, ETA).
-    prompt_name, prompt: the prompt prepended to every document, as ``Embedder.encode`` takes
-        them (``prompt`` wins). Default: the model's document prompt, what ``encode_document``
-        prepends (sentence-transformers 5's rule for documents; none for a model without one).
-        The prompt text is part of the settings (a rerun with another is refused) and the
-        manifest records it with the query prompt ``embed search`` applies (``encode_query``'s),
-        the model's similarity_fn_name and whether the vectors are normalized (``Plan.build``).
-    The vectors are unit length for cosine models, the model's output for others
-    (``shards.stored_normalized``; the manifest's ``normalize`` records it), whatever ``encode``'s
-    default.
-    output_format: ``"npy"`` (shard-NNNNN.npy vectors + .jsonl ids and titles) or ``"parquet"``
-        (one shard-NNNNN.parquet per shard: id, title, embedding; needs pyarrow, the ``corpus``
-        extra). Part of the settings; the manifest records it. ``engine.corpus.load_embeddings``
-        reads either (``engine.corpus.shards`` describes both layouts).
+    Args:
+        inputs: a path or glob, ``"-"`` (stdin), a list of those, or one in-memory source: a
+            pandas DataFrame, a pyarrow Table / RecordBatchReader / dataset, a Hugging Face
+            Dataset, an iterable of dicts (records) or of strings (documents; a *list* of strings
+            is a list of paths, so pass ``iter(texts)``). See ``engine.corpus.readers``.
+        out_dir: the output folder (``engine.corpus.shards`` describes its files); a rerun into
+            it resumes.
+        model: a catalogue name, a sentence-transformers folder, or a ready ``Embedder``
+            (default all-MiniLM-L6-v2).
+        precision: the former name of ``model_precision`` (a DeprecationWarning).
+        options: every other setting in one ``CorpusOptions``, instead of the keywords.
+        model_precision, device, threads, batch_size, id_field, text_field, title_field,
+            truncate_dim, shard_size, cache, skip_bad, overwrite, progress, cache_dir, format,
+            prompt_name, prompt, output_format: the ``CorpusOptions`` fields, documented there.
+
+    Returns:
+        A ``CorpusSummary`` of the run. The manifest records the settings, the document and query
+        prompts (``embed search`` applies the query one), the model's similarity_fn_name and
+        whether the vectors are normalized.
+
+    Raises:
+        InputError: a bad setting (``CorpusOptions``), bad input (a record, a duplicate id: unless
+            ``skip_bad``), an output folder inside the inputs, or one written with other settings
+            (unless ``overwrite``).
+        ModelMismatchError: the output folder was written by another model.
     """
-    precision = model_precision_argument(model_precision, precision, "embed_corpus")
+    model_precision = model_precision_argument(model_precision, precision, "embed_corpus")
+    options = CorpusOptions.from_arguments(options, locals())  # the settings: the keywords named like its fields
     t0 = time.perf_counter()
-    check_options(
-        shard_size=shard_size,
-        batch_size=batch_size,
-        id_field=id_field,
-        text_field=text_field,
-        output_format=output_format,
-    )
-    sources = expand_inputs(inputs, format)
+    sources = expand_inputs(inputs, options.format)
     check_output_outside_inputs(out_dir, sources, inputs)  # before a model is loaded
-    embedder = _embedder(model, precision, device, threads, cache_dir)
-    plan = Plan.build(
-        sources,
-        embedder,
-        model_ref(model),
-        Fields(id_field, text_field, title_field or None),
-        truncate_dim,
-        shard_size,
-        format,
-        prompt_name=prompt_name,
-        prompt=prompt,
-        output_format=output_format,
-    )
+    embedder = _embedder(model, options)
+    plan = Plan.build(sources, embedder, model_ref(model), options)
     executor = LocalExecutor(
-        embedder, batch_size, plan.truncate_dim, count_tokens=progress, prompt=plan.prompt, normalize=plan.normalize
+        embedder,
+        options.batch_size,
+        plan.truncate_dim,
+        count_tokens=options.progress,
+        prompt=plan.prompt,
+        normalize=plan.normalize,
     )
-    return drive(
-        plan,
-        out_dir,
-        executor,
-        cache=cache,
-        cache_dir=cache_dir,
-        skip_bad=skip_bad,
-        overwrite=overwrite,
-        progress=progress,
-        t0=t0,
-    )
+    return drive(plan, out_dir, executor, t0=t0)
 
 
 # files an OUTDIR holds that a reader would take as a corpus
@@ -274,22 +223,6 @@ def _glob_matches(pattern: str, path: str) -> bool:
     return match(0, 0)
 
 
-def check_options(**positive_ints_and_fields) -> None:
-    """InputError for a non-positive integer option (shard_size, batch_size, ...), an empty field
-    name (id_field may be None or "": row numbers) or an output_format that cannot be written
-    (``shards.check_output_format``: Parquet without pyarrow says what to install)."""
-    for name, value in positive_ints_and_fields.items():
-        if name == "id_field" and value in (None, ""):
-            continue
-        if name == "output_format":
-            check_output_format(value)
-        elif name.endswith("_field"):
-            if not isinstance(value, str) or not value:
-                raise InputError(f"{name} must be a non-empty string, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-
-
 def model_ref(model) -> str:
     """What the manifest stores for ``embed search`` to load the model: its name or resolved folder.
 
@@ -308,52 +241,51 @@ def model_ref(model) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """What defines an output folder: its inputs, its settings (a rerun must match them) and its manifest.
+    """One run: its inputs and options, and what the model makes of them: the output's settings
+    (a rerun must match them) and its manifest.
 
-    Built by each entry point from its model, so the local and the Ray outputs are interchangeable.
+    Built by each entry point from its model (``Plan.build``), so the local and the Ray outputs are
+    interchangeable.
     """
 
     inputs: tuple[Input, ...]  # expand_inputs' files and sources
-    fields: Fields
+    options: CorpusOptions
     settings: dict
     settings_sha: str
     manifest: dict
-    truncate_dim: int | None
+    truncate_dim: int | None  # None for the full dimension
     dim: int
-    format: str | None = None  # forced file / stdin format (readers.FORMAT_NAMES), else by suffix
     prompt: str = ""  # the text prepended to every document ("": none)
     normalize: bool = True  # whether the vectors are L2-normalized (shards.stored_normalized)
 
     @classmethod
-    def build(
-        cls,
-        inputs: Sequence[Input],
-        model,
-        ref: str,
-        fields: Fields,
-        truncate_dim: int | None,
-        shard_size: int,
-        format: str | None = None,
-        *,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-        output_format: str = DEFAULT_OUTPUT_FORMAT,
-    ) -> Plan:
-        """model: an ``Embedder`` or an ``ExportedModel`` (its spec, fingerprint, precision and module
-        stack); ref: ``model_ref``; prompt_name / prompt: the documents' prompt (``corpus_prompts``);
-        output_format: ``"npy"`` or ``"parquet"`` (``check_options`` checked it).
+    def build(cls, inputs: Sequence[Input], model, ref: str, options: CorpusOptions) -> Plan:
+        """The plan of a run over ``inputs`` with ``options``.
 
-        The settings hold the document prompt's text only when there is one, and the output
-        format only when it is not npy, so outputs written before prompts and Parquet existed (and
-        every npy run without a prompt) keep their settings digest. The manifest always records
-        ``output_format``. The
-        manifest's ``prompts`` ({"document", "query"}: texts, "" for none), ``similarity_fn_name``
-        and ``normalize`` tell ``embed search`` how to embed queries and score them.
+        Args:
+            inputs: ``expand_inputs``' files and sources (the manifest records them).
+            model: an ``Embedder`` or an ``ExportedModel`` (its spec, fingerprint, precision and
+                module stack).
+            ref: what the manifest names the model by (``model_ref``).
+            options: the run's settings, checked (``CorpusOptions``).
+
+        Returns:
+            The Plan. Its settings hold the document prompt's text only when there is one, and the
+            output format only when it is not npy, so outputs written before prompts and Parquet
+            existed (and every npy run without a prompt) keep their settings digest. The manifest
+            always records ``output_format``; its ``prompts`` ({"document", "query"}: texts, ""
+            for none), ``similarity_fn_name`` and ``normalize`` tell ``embed search`` how to embed
+            queries and score them.
+
+        Raises:
+            InputError: ``truncate_dim`` is not in [1, the model's dimension], or ``prompt_name``
+                is not one of the model's prompts.
         """
         full_dim, fingerprint, precision = model.stack.dim, model.fingerprint, model.precision
-        doc_prompt, query_prompt = corpus_prompts(model, prompt_name, prompt)
+        doc_prompt, query_prompt = corpus_prompts(model, options.prompt_name, options.prompt)
         similarity = model.stack.similarity_fn_name
         normalize = stored_normalized(similarity)  # unit vectors for cosine models only
+        truncate_dim = options.truncate_dim
         if truncate_dim is not None and (
             isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or not 1 <= truncate_dim <= full_dim
         ):
@@ -361,6 +293,7 @@ class Plan:
         if truncate_dim == full_dim:
             truncate_dim = None
         dim = truncate_dim or full_dim
+        fields = options.record_fields
         settings = {
             "model": fingerprint,
             "precision": precision,
@@ -370,36 +303,35 @@ class Plan:
             "id_field": fields.id,
             "text_field": fields.text,
             "title_field": fields.title,
-            "shard_size": shard_size,
+            "shard_size": options.shard_size,
             "text_format": TEXT_FORMAT,
         }
         if doc_prompt:
             settings["prompt"] = doc_prompt
-        if output_format != DEFAULT_OUTPUT_FORMAT:
-            settings["output_format"] = output_format
+        if options.output_format != DEFAULT_OUTPUT_FORMAT:
+            settings["output_format"] = options.output_format
         manifest = {
             "format": FORMAT,
             "version": VERSION,
             "status": "in_progress",
             "settings": settings,
-            "output_format": output_format,
+            "output_format": options.output_format,
             "model": {"name": model.spec.name, "ref": ref, "fingerprint": fingerprint, "precision": precision},
             "dim": dim,
             "truncate_dim": truncate_dim,
             "normalize": normalize,
             "similarity_fn_name": similarity,
             "prompts": {"document": doc_prompt, "query": query_prompt},
-            "inputs": _inputs_info(inputs, format),
+            "inputs": _inputs_info(inputs, options.format),
         }
         return cls(
             tuple(inputs),
-            fields,
+            options,
             settings,
             settings_digest(settings),
             manifest,
             truncate_dim,
             dim,
-            format,
             doc_prompt,
             normalize,
         )
@@ -425,7 +357,12 @@ def corpus_prompts(model, prompt_name: str | None = None, prompt: str | None = N
 
 # -- executors ------------------------------------------------------------------------------
 class Executor(Protocol):
-    """Turns lists of texts into vectors for ``drive`` (see the module docstring for the data flow)."""
+    """Turns lists of texts into vectors for ``drive`` (see the module docstring for the data flow).
+
+    A context manager, entered after the settings check. ``next`` returns (tag, vectors float32
+    (n, dim), tokens) of a finished submit, in any order, blocking until one is; tokens is 0
+    unless the executor counts them.
+    """
 
     batch: int  # the most texts one submit may carry
     capacity: int  # texts it embeds at once; 0 when submit embeds before it returns
@@ -498,33 +435,34 @@ class LocalExecutor:
 
 
 # -- the driver -----------------------------------------------------------------------------
-def drive(
-    plan: Plan,
-    out_dir: str | os.PathLike,
-    executor: Executor,
-    *,
-    cache=True,
-    cache_dir: str | os.PathLike | None = None,
-    skip_bad: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
-    t0: float | None = None,
-) -> CorpusSummary:
+def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, t0: float | None = None) -> CorpusSummary:
     """Write ``plan``'s corpus to ``out_dir`` with ``executor`` embedding the cache misses.
 
-    The options are ``embed_corpus``'s. executor is entered after the output folder is locked and
-    its settings checked (so a Ray cluster starts only for a run that can go ahead) and closed at
-    the end. t0: when the run started (``perf_counter``), for the summary's seconds.
+    Args:
+        plan: the run (``Plan.build``); its options' cache, cache_dir, skip_bad, overwrite and
+            progress apply here.
+        out_dir: the output folder.
+        executor: entered after the output folder is locked and its settings checked (so a Ray
+            cluster starts only for a run that can go ahead), closed at the end.
+        t0: when the run started (``perf_counter``), for the summary's seconds.
+
+    Returns:
+        The run's ``CorpusSummary``.
+
+    Raises:
+        InputError: bad input, duplicate ids (unless skip_bad), an output folder inside the
+            inputs or written with other settings (unless overwrite).
     """
     t0 = time.perf_counter() if t0 is None else t0
+    options = plan.options
     check_output_outside_inputs(out_dir, plan.inputs)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(OutputDir(out_dir))
-        out.check_settings(plan.settings, overwrite)
+        out.check_settings(plan.settings, options.overwrite)
         executor = stack.enter_context(executor)
         manifest = dict(plan.manifest)  # the plan stays as built: it can drive another run
         out.write_manifest(manifest)
-        store, owned = _open_cache(cache, cache_dir)
+        store, owned = _open_cache(options.cache, options.cache_dir)
         if owned:
             stack.enter_context(store)
         ns = (
@@ -539,18 +477,19 @@ def drive(
             if store
             else None
         )
-        rejects = stack.enter_context(_Rejects(out.path, enabled=skip_bad))
+        rejects = stack.enter_context(_Rejects(out.path, enabled=options.skip_bad))
         registry = stack.enter_context(_IdRegistry(out.path / ".ids.sqlite"))
-        bar = stack.enter_context(_Progress(count_records(plan.inputs, plan.format) if progress else None, progress))
-        shard_size = plan.settings["shard_size"]
+        total = count_records(plan.inputs, options.format) if options.progress else None
+        bar = stack.enter_context(_Progress(total, options.progress))
+        shard_size = options.shard_size
         # with an executor that works in the background, enough documents open to keep it busy
         # (twice what it embeds at once) and at least two shards, so reading and writing overlap
         window = max(2 * shard_size, 2 * executor.capacity) if executor.capacity else 0
         run = _Run(executor, store, ns, out, plan, bar, window)
 
-        on_bad = rejects.add if skip_bad else None
+        on_bad = rejects.add if options.skip_bad else None
         pending: list[Doc] = []
-        docs = iter_documents(plan.inputs, plan.fields, on_bad, plan.format)
+        docs = iter_documents(plan.inputs, options.record_fields, on_bad, options.format)
         for block in _blocks(docs, min(ID_BLOCK, shard_size)):
             pending.extend(registry.unique(block, on_bad))
             while len(pending) >= shard_size:
@@ -598,7 +537,15 @@ class _Shard:
 
 
 class _Run:
-    """The per-shard work: resume check, cache lookup, submits, results, shards written in order."""
+    """The per-shard work: resume check, cache lookup, submits, results, shards written in order.
+
+    A text is submitted once while it is in flight: its repeats (in the chunk, or in a later chunk
+    or shard before its result is back) wait for that result. Shards stay open while their results
+    are out, up to ``window`` documents. With capacity 0 (local; window 0) every result is taken,
+    and inserted into the cache, before the next cache lookup, and each shard is written before
+    reading on: memory is one shard, and a repeat in a later chunk is a cache hit (or, without a
+    cache, embedded again).
+    """
 
     def __init__(self, executor: Executor, store, ns, out: OutputDir, plan: Plan, bar, window: int):
         self.executor, self.store, self.ns, self.out, self.bar, self.window = executor, store, ns, out, bar, window
@@ -689,7 +636,11 @@ class _Run:
 
 
 def _content_digest(docs: Iterable[Doc], keys: Iterable[bytes]) -> str:
-    """sha256 over each document's id, title and text hash: what a shard's files are a function of."""
+    """sha256 over each document's id, title and text hash: what a shard's files are a function of.
+
+    Resume compares it, not the inputs' names: a rerun over an edited file, a changed DataFrame or
+    another stdin redoes exactly the shards whose documents changed.
+    """
     h = hashlib.sha256()
     for d, k in zip(docs, keys):
         for part in (d.id.encode("utf-8"), d.title.encode("utf-8")):
@@ -710,15 +661,21 @@ def _blocks(it: Iterator[Doc], n: int) -> Iterator[list[Doc]]:
         yield block
 
 
-def _embedder(model, precision, device, threads, cache_dir):
-    """model itself when it is an Embedder, else the Embedder it names."""
+def _embedder(model, options: CorpusOptions):
+    """model itself when it is an Embedder, else the Embedder it names, built with options' model settings."""
     from ..embedder import Embedder
     from ..models import DEFAULT_MODEL
 
     if isinstance(model, Embedder):
         return model
     model = DEFAULT_MODEL if model is None else model
-    return Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
+    return Embedder(
+        model,
+        device=options.device,
+        model_precision=options.model_precision,
+        threads=options.threads,
+        cache_dir=options.cache_dir,
+    )
 
 
 def _open_cache(cache, cache_dir):

@@ -2,47 +2,23 @@
 
 Two entry points (Ray is the ``ray`` extra: ``pip install 'embed-engine[ray]'``):
 
-* ``embed_corpus_ray(inputs, out_dir, model, ...)`` - what ``embed encode --ray`` runs. It is
-  ``engine.corpus.driver.drive`` (the one corpus driver, ``embed_corpus``'s) with a pool of Ray
-  actors as its executor instead of the local Embedder::
+* ``embed_corpus_ray(inputs, out_dir, model, ...)`` (``embed encode --ray``): the one corpus
+  driver (``engine.corpus.driver.drive``) with a pool of Ray actors as its executor. The driver
+  reads the inputs, checks ids, defines the shards, talks to the cache and writes every file;
+  the actors (``EmbedBatch``, one model each) only turn texts into vectors. The output is the
+  local path's (layout, settings, done records), so a run started locally can be finished on Ray
+  or the other way round; vectors match to float rounding, not bit for bit.
+* ``embed_dataset(ds, model, ...)``: a ``ray.data.Dataset`` with an ``embedding`` column added by
+  ``map_batches`` over ``EmbedBatch`` actors; writing it out is the caller's business.
 
-      driver: files -> engine.corpus.readers -> duplicate-id check -> shard i = docs [i*S, (i+1)*S)
-              -> shard complete? keep it : cache lookup -> new misses -> _ActorPool.submit ─┐
-      actors (EmbedBatch, one model each, threads = CPUs per actor): batch -> vectors        │
-      driver: _ActorPool.next -> cache insert -> shard's rows all in: write shard i <────────┘
-              -> manifest
-
-  The driver reads the inputs (so ids, composed texts, bad records and duplicate ids follow
-  ``engine.corpus.readers`` exactly), defines the shards, talks to the cache and writes every file;
-  actors only turn texts into vectors. The output layout, settings and done records are those
-  of the local path, so ``embed search``, ``iter_shards`` and ``load_index`` read it unchanged,
-  and a run started locally can be finished on Ray or the other way round. Memory on the driver
-  is bounded by the shards in flight (enough to keep every actor busy), not by the corpus. This
-  module holds only the Ray side: connecting, resources, the actors and the pool (the executor).
-
-* ``embed_dataset(ds, model, ...)`` - for data already in a ``ray.data.Dataset``: adds an
-  ``embedding`` column with ``map_batches`` over an actor pool of the same ``EmbedBatch``
-  callable class. Writing it out is the caller's business (``ds.write_parquet(...)``).
-
-Both export the ONNX model once on the driver before any actor starts, so actors on the
-driver's machine (or sharing its cache folder) only load it; each actor checks that its model's
-fingerprint is the driver's and refuses to run otherwise.
-
-Worker death, resume, cache
----------------------------
-* An actor that dies (its process killed, its node lost) is restarted by Ray (``max_restarts``)
-  and its unfinished batches are run again (``max_task_retries``); the driver notices nothing.
-  When the retries are spent the run stops with an error; every shard written so far is kept.
-* Resume is the local path's: rerun the same command and complete shards (checked against their
-  done records) are kept, the rest are embedded again. Because only the driver writes, each file
-  atomically and named by its shard position, a retried or repeated batch can never duplicate or
-  drop a row. Killing the driver is the local path's kill -9 case.
-* The embedding cache lives with the driver: it looks every text up before sending work out,
-  sends only the misses (a text once while it is in flight) and inserts the vectors as they come
-  back. Counts differ from a local run only when a text repeats while its first copy is still in
-  flight: locally the repeat is a cache hit, here it waits for that copy and counts as embedded.
-* Vectors match the local path's to float rounding (batch composition and thread count change
-  the last bits), not bit for bit.
+Both export the ONNX model once on the driver; each actor checks that its model's fingerprint
+is the driver's and refuses to run otherwise. A dead actor is restarted (``MAX_RESTARTS``) and
+its unfinished batches run again (``MAX_TASK_RETRIES``); when the retries are spent the run stops
+with ``RayWorkerError``, every shard written so far kept: rerun to resume, as locally. Only the
+driver writes, each file atomically and named by its shard position, so a retried batch never
+duplicates or drops a row. The cache lives with the driver: it sends only the misses, a text
+once while it is in flight (a repeat waits for it and counts as embedded, where a local run
+would count a cache hit). This module holds only the Ray side: connecting, resources, actors.
 """
 
 from __future__ import annotations
@@ -57,6 +33,7 @@ import numpy as np
 
 from ..arguments import model_precision_argument
 from ..errors import EngineError, InputError, ModelMismatchError, missing_extra
+from .options import DEFAULT_SHARD_SIZE, CorpusOptions, check_positive_int
 
 RAY_BATCH = 256  # texts per actor call
 INFLIGHT_PER_ACTOR = 2  # calls queued on each actor (one running, one ready)
@@ -195,8 +172,8 @@ def _resources(device: str, precision: str, cpus_per_actor, gpus_per_actor) -> t
     return float(cpus_per_actor), float(gpus_per_actor)
 
 
-def _driver_model(model, precision: str, cache_dir):
-    """Export (or find) the model on the driver.
+def _driver_model(model, options: CorpusOptions):
+    """Export (or find) the model on the driver, at options' model precision and cache folder.
 
     Returns (exported, ref, cache_dir for the actors): ref (``model_ref``) is both what the
     manifest stores and what the actors load; a ready Embedder brings its own precision
@@ -210,7 +187,8 @@ def _driver_model(model, precision: str, cache_dir):
     if isinstance(model, Embedder):
         exported = model._exported
         return exported, ref, str(exported.folder.parent.parent)
-    exported = load_or_export(ref, precision=precision, cache_dir=cache_dir)
+    cache_dir = options.cache_dir
+    exported = load_or_export(ref, precision=options.model_precision, cache_dir=cache_dir)
     # an explicit cache folder (argument or $EMBED_ENGINE_CACHE) goes to the actors as well; the
     # default (~/.cache/embed-engine) is left to each worker's own home
     explicit = cache_dir if cache_dir is not None else os.environ.get("EMBED_ENGINE_CACHE") or None
@@ -222,21 +200,20 @@ def _actor_kwargs(
     ref,
     actor_cache,
     exported,
-    device,
-    threads,
-    cpus,
-    batch_size,
-    truncate_dim,
+    options: CorpusOptions,
+    cpus: float,
+    truncate_dim: int | None,
     prompt: str | None = None,
     normalize: bool | None = None,
 ) -> dict:
+    """``EmbedBatch``'s arguments: the driver's model, options' device, threads and batch size."""
     return {
         "model": ref,
         "precision": exported.precision,
-        "device": device,
-        "threads": threads or max(1, int(cpus)),
+        "device": options.device,
+        "threads": options.threads or max(1, int(cpus)),
         "cache_dir": actor_cache,
-        "batch_size": batch_size,
+        "batch_size": options.batch_size,
         "truncate_dim": truncate_dim,
         "fingerprint": exported.fingerprint,
         "prompt": prompt,
@@ -265,26 +242,47 @@ def embed_dataset(
     ray_batch_size: int = RAY_BATCH,
     prompt_name: str | None = None,
     prompt: str | None = None,
+    options: CorpusOptions | None = None,
 ):
-    """``ds`` with an ``output_column`` of float32 vectors (unit length for cosine models, the
-    model's output for others, as ``embed_corpus`` stores them), computed by an actor pool (lazy).
+    """``ds`` with an ``output_column`` of float32 vectors, computed by an actor pool (lazy).
 
-    text_column (and title_column, combined as ``engine.corpus.readers.compose`` does) is embedded.
-    prompt_name / prompt: the prompt prepended to every text, as ``embed_corpus`` takes them
-    (``prompt`` wins); default the model's document prompt, what ``encode_document`` prepends
-    (none for a model without one). For a column of queries pass ``prompt_name="query"``.
-    actors: pool size, or (min, max) to autoscale; default as many as the cluster's CPUs (GPUs)
-    allow. threads per actor default to cpus_per_actor. Row order follows Ray Data's
-    ``DataContext.execution_options.preserve_order``.
+    The vectors are what ``embed_corpus`` stores: unit length for cosine models, the model's
+    output for others. Row order follows Ray Data's ``DataContext.execution_options.preserve_order``.
+
+    Args:
+        ds: a ``ray.data.Dataset``.
+        model: a catalogue name, a sentence-transformers folder or a ready ``Embedder``.
+        text_column: the column embedded; with ``title_column``, title and text are combined as
+            ``engine.corpus.readers.compose`` does.
+        title_column: the title column, or None.
+        output_column: the column the vectors go to.
+        precision: the former name of ``model_precision`` (a DeprecationWarning).
+        actors: the pool size, or (min, max) to autoscale; default as many as the cluster's CPUs
+            (GPUs) allow.
+        cpus_per_actor, gpus_per_actor: each actor's resources (threads per actor default to
+            cpus_per_actor; gpus_per_actor defaults to 1 with device="cuda").
+        ray_batch_size: rows per actor call.
+        options: the settings below in one ``CorpusOptions`` instead of the keywords (its fields
+            about files and shards are not used here).
+        model_precision, device, threads, batch_size, truncate_dim, cache_dir, prompt_name,
+            prompt: the ``CorpusOptions`` fields, documented there. The prompt defaults to the
+            model's document prompt; for a column of queries pass ``prompt_name="query"``.
+
+    Raises:
+        InputError: a bad setting, resources that do not fit the device, or an unknown
+            prompt_name (found on the driver, before any actor starts).
+        ImportError: Ray is not installed (the message names the extra).
     """
-    precision = model_precision_argument(model_precision, precision, "embed_dataset")
+    model_precision = model_precision_argument(model_precision, precision, "embed_dataset")
     _import_ray()
     from .driver import corpus_prompts
 
-    cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
-    exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
-    doc_prompt, _ = corpus_prompts(exported, prompt_name, prompt)  # an unknown prompt_name fails here, not on a worker
-    kwargs = _actor_kwargs(ref, actor_cache, exported, device, threads, cpus, batch_size, truncate_dim, doc_prompt)
+    options = CorpusOptions.from_arguments(options, locals())
+    cpus, gpus = _resources(options.device, options.model_precision, cpus_per_actor, gpus_per_actor)
+    exported, ref, actor_cache = _driver_model(model, options)
+    # an unknown prompt_name fails here, not on a worker
+    doc_prompt, _ = corpus_prompts(exported, options.prompt_name, options.prompt)
+    kwargs = _actor_kwargs(ref, actor_cache, exported, options, cpus, options.truncate_dim, doc_prompt)
     kwargs.update(text_column=text_column, title_column=title_column, output_column=output_column)
     if actors is None:
         actors = _default_actors(cpus, gpus)
@@ -331,64 +329,56 @@ def embed_corpus_ray(
     prompt_name: str | None = None,
     prompt: str | None = None,
     output_format: str = "npy",
+    options: CorpusOptions | None = None,
 ):
     """``engine.corpus.embed_corpus`` with the model on Ray actors; same output, same CorpusSummary.
 
-    address: see ``connect`` (a Ray already initialized by the caller is used as it is; a cluster
-        this call starts is shut down at the end). actors: default as many as the cluster's CPUs
-        (GPUs) allow at cpus_per_actor (gpus_per_actor) each. threads: onnxruntime threads per
-        actor, default cpus_per_actor. device='cuda' gives each actor gpus_per_actor (default 1).
-    The other arguments are ``embed_corpus``'s (inputs: files, stdin or an in-memory source, read
-    on the driver); shard_size (default 10,000), the model settings and the documents' prompt
-    (prompt_name / prompt, default the model's document prompt) and output_format ("npy" or
-    "parquet") define the output, so a rerun - on Ray or not - must use the same ones.
+    Args:
+        inputs, out_dir, model: as ``embed_corpus`` takes them (inputs are read on the driver:
+            files, stdin or an in-memory source).
+        address: see ``connect`` (a Ray already initialized by the caller is used as it is; a
+            cluster this call starts is shut down at the end).
+        actors: default as many as the cluster's CPUs (GPUs) allow at cpus_per_actor
+            (gpus_per_actor) each.
+        cpus_per_actor, gpus_per_actor: each actor's resources; device="cuda" gives each actor
+            gpus_per_actor (default 1).
+        ray_batch_size: texts per actor call.
+        precision: the former name of ``model_precision`` (a DeprecationWarning).
+        options: every other setting in one ``CorpusOptions``, instead of the keywords.
+        model_precision, device, threads, batch_size, id_field, text_field, title_field,
+            truncate_dim, shard_size, cache, skip_bad, overwrite, progress, cache_dir, format,
+            prompt_name, prompt, output_format: the ``CorpusOptions`` fields, documented there
+            (shard_size None is the default, 10,000; threads are per actor, default
+            cpus_per_actor). The settings define the output, so a rerun, on Ray or not, must use
+            the same ones.
+
+    Returns:
+        A ``CorpusSummary``, as ``embed_corpus``'s.
+
+    Raises:
+        InputError: as ``embed_corpus``, and for Ray settings that are not positive or do not
+            fit the device.
+        RayWorkerError: an actor failed for good (the shards written so far are kept).
+        ImportError: Ray is not installed (the message names the extra).
     """
-    precision = model_precision_argument(model_precision, precision, "embed_corpus_ray")
-    from .driver import DEFAULT_SHARD_SIZE, Plan, check_options, drive
-    from .readers import Fields, expand_inputs
+    model_precision = model_precision_argument(model_precision, precision, "embed_corpus_ray")
+    from .driver import Plan, drive
+    from .readers import expand_inputs
 
     t0 = time.perf_counter()
     ray = _import_ray()
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-    check_options(
-        shard_size=shard_size,
-        batch_size=batch_size,
-        ray_batch_size=ray_batch_size,
-        id_field=id_field,
-        text_field=text_field,
-        output_format=output_format,
-        **({} if actors is None else {"actors": actors}),
-    )
-    cpus, gpus = _resources(device, precision, cpus_per_actor, gpus_per_actor)
-    sources = expand_inputs(inputs, format)
-    exported, ref, actor_cache = _driver_model(model, precision, cache_dir)
-    plan = Plan.build(
-        sources,
-        exported,
-        ref,
-        Fields(id_field, text_field, title_field or None),
-        truncate_dim,
-        shard_size,
-        format,
-        prompt_name=prompt_name,
-        prompt=prompt,
-        output_format=output_format,
-    )
-    kwargs = _actor_kwargs(
-        ref, actor_cache, exported, device, threads, cpus, batch_size, plan.truncate_dim, plan.prompt, plan.normalize
-    )
-    pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": progress}, ray_batch_size)
-    return drive(
-        plan,
-        out_dir,
-        pool,
-        cache=cache,
-        cache_dir=cache_dir,
-        skip_bad=skip_bad,
-        overwrite=overwrite,
-        progress=progress,
-        t0=t0,
-    )
+    options = CorpusOptions.from_arguments(options, locals())
+    check_positive_int("ray_batch_size", ray_batch_size)
+    if actors is not None:
+        check_positive_int("actors", actors)
+    cpus, gpus = _resources(options.device, options.model_precision, cpus_per_actor, gpus_per_actor)
+    sources = expand_inputs(inputs, options.format)
+    exported, ref, actor_cache = _driver_model(model, options)
+    plan = Plan.build(sources, exported, ref, options)
+    kwargs = _actor_kwargs(ref, actor_cache, exported, options, cpus, plan.truncate_dim, plan.prompt, plan.normalize)
+    pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": options.progress}, ray_batch_size)
+    return drive(plan, out_dir, pool, t0=t0)
 
 
 class RayWorkerError(EngineError, RuntimeError):

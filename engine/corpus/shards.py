@@ -11,39 +11,17 @@ Layout of OUTDIR with ``output_format="npy"`` (the default)::
                              of its documents (ids, titles, text hashes) and of the settings
     rejects.jsonl            only with skip_bad: one line per skipped record (where, why)
 
-With ``output_format="parquet"`` (pyarrow, the ``corpus`` extra) each shard is one file,
-``shard-00000.parquet``, with columns ``id`` (string), ``title`` (string: what the .jsonl holds)
-and ``embedding`` (``fixed_size_list<float32>[dim]``), beside the same done records and manifest.
-The files differ, nothing else does: a shard's files are its ``shard_files`` (role -> name; the
-done record names them and holds their sha256 under the same roles), and writing, resume and
-every check below are shared. ``pq.read_table(OUTDIR)`` fails on manifest.json; read the shards
-with the glob ``OUTDIR/*.parquet`` (pyarrow, pandas, DuckDB) or with ``load_embeddings``.
+With ``output_format="parquet"`` (pyarrow, the ``corpus`` extra) a shard is one ``shard-00000.parquet``
+(columns ``id``, ``title``: strings, ``embedding``: ``fixed_size_list<float32>[dim]``) beside the
+same done records and manifest; only a shard's files differ (``shard_files``: role -> name).
 
-Shard i holds documents [i*S, (i+1)*S) of the input stream (after bad records are skipped), so
-a rerun knows each shard's documents before embedding them. Each file is written to a temporary
-name, fsynced and renamed into place; the done record is written last, so a shard counts as
-complete only when its record exists, its settings and document digest match the current run,
-and its files match their checksums. Anything else is redone. ``manifest.json`` is written at
-the start with ``"status": "in_progress"`` and rewritten with ``"complete"`` and the shard list at
-the end. A lock file keeps two runs from writing into one folder at the same time. Files are
-written through :func:`engine.files.replace_atomically`, so their mode follows the umask.
-
-Reading trusts nothing in the folder. Only the engine's own names inside OUTDIR are opened: the
-shard files are named from the shard's number (a record whose ``vectors``/``ids`` names differ,
-say an absolute path or ``../``, is refused), and every file must be a regular file, not a
-symbolic link (a fifo, ``/dev/zero`` or a link out of the folder is refused, so nothing
-blocks or reads without end). A ``.npy`` file's header is checked before its data is read:
-float32 little-endian, C order, shape ``(count, dim)`` as the manifest or done record says, and
-a file size that matches exactly, so a header claiming 1e8 rows allocates nothing. A
-``.parquet`` file is checked against its checksum before it is parsed (``verify``), then its
-footer before its data: exactly the three columns and types above with the manifest's dim, and
-the record's row count; nulls are refused, and pyarrow's errors on a damaged file become
-IndexFormatErrors. JSON is
-parsed with bounded sizes and nesting. Every problem found by ``read_manifest``, ``iter_shards``
-and ``load_index`` (including NaN, zero or duplicate-id rows that ``Index.add`` refuses) is an
-:class:`~engine.errors.IndexFormatError` naming the file; on resume (``OutputDir.completed``) a
-done record or shard that fails these checks is not trusted: the shard is redone (a warning
-names the file).
+Shard i holds documents [i*S, (i+1)*S) of the input stream (bad records skipped). Each file is
+written to a temporary name, fsynced and renamed into place, the done record last: a shard is
+complete only when its record exists, its settings and document digest match the run's and its
+files their checksums; anything else is redone. ``manifest.json`` says ``"in_progress"`` until the
+end of the run (``"complete"``, with every shard's record); a lock file keeps two runs out of one
+folder. Reading trusts nothing in the folder (``iter_shards`` lists the checks): every problem is
+an IndexFormatError naming the file, and on resume a record or shard failing them is redone.
 """
 
 from __future__ import annotations
@@ -193,7 +171,10 @@ def snippet(title: str, text: str) -> str:
 
 
 class OutputDir:
-    """An OUTDIR being written by one run (holds its lock until ``close``)."""
+    """An OUTDIR being written by one run (holds its lock until ``close``).
+
+    Files are written through :func:`engine.files.replace_atomically`, so their mode follows the umask.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -725,8 +706,24 @@ def iter_shards(out_dir: str | os.PathLike, verify: bool = True) -> Iterator[tup
     """(ids, titles, vectors) per shard of a complete OUTDIR (either output format), in order;
     verify checks the sha256s.
 
-    IndexFormatError naming the file for anything that is not as the manifest says (see the
-    module docstring); files are opened only under the engine's names for each shard number.
+    IndexFormatError naming the file for anything that is not as the manifest says. Reading
+    trusts nothing in the folder:
+
+    Only the engine's own names inside OUTDIR are opened: the shard files are named from the
+    shard's number (a record whose ``vectors``/``ids`` names differ, say an absolute path or
+    ``../``, is refused), and every file must be a regular file, not a symbolic link (a fifo,
+    ``/dev/zero`` or a link out of the folder is refused, so nothing blocks or reads without
+    end). A ``.npy`` file's header is checked before its data is read: float32 little-endian, C
+    order, shape ``(count, dim)`` as the manifest or done record says, and a file size that
+    matches exactly, so a header claiming 1e8 rows allocates nothing. A ``.parquet`` file is
+    checked against its checksum before it is parsed (``verify``), then its footer before its
+    data: exactly the three columns and types of the layout (module docstring) with the
+    manifest's dim, and the record's row count; nulls are refused, and pyarrow's errors on a
+    damaged file become IndexFormatErrors. JSON is parsed with bounded sizes and nesting. Every problem found by
+    ``read_manifest``, ``iter_shards`` and ``load_index`` (including NaN, zero or duplicate-id
+    rows that ``Index.add`` refuses) is an :class:`~engine.errors.IndexFormatError` naming the
+    file; on resume (``OutputDir.completed``) a done record or shard that fails these checks is
+    not trusted: the shard is redone (a warning names the file).
     """
     from .storage import readable_outdir
 
@@ -745,8 +742,9 @@ def load_embeddings(out_dir: str | os.PathLike, *, verify: bool = True) -> tuple
     Returns (ids, vectors): vectors is float32 (n, dim) and row j is ids[j]'s vector (unit
     length for cosine models, as the manifest's ``normalize`` says). verify checks each file's
     sha256 against the manifest. Raises FileNotFoundError without a manifest and
-    IndexFormatError naming the file for an unfinished run or anything damaged (the module
-    docstring lists the checks).
+    IndexFormatError naming the file for an unfinished run or anything damaged (``iter_shards``
+    lists the checks). ``pq.read_table(OUTDIR)`` fails on manifest.json: other tools read the
+    Parquet shards with the glob ``OUTDIR/*.parquet`` (pyarrow, pandas, DuckDB).
 
     >>> ids, vectors = load_embeddings("out/")
     >>> len(ids), vectors.shape, vectors.dtype

@@ -18,7 +18,7 @@ import pytest
 
 from engine.corpus.readers import Fields, Source, expand_inputs, read_documents
 from engine.errors import InputError
-from tests.test_corpus import load_output, synth, write_jsonl
+from tests.corpus.test_driver import load_output, synth, write_jsonl
 
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")

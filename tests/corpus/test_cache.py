@@ -12,8 +12,11 @@ import threading
 import numpy as np
 import pytest
 
-from engine.corpus.cache import EmbeddingCache
+from engine.corpus import embed_corpus
+from engine.corpus.cache import EmbeddingCache, encode_cached
+from engine.corpus.readers import text_key
 from engine.errors import InputError
+from tests.corpus.conftest import TEXTS, normalized, output_vectors, st_model, write_texts
 
 
 def key(text: str) -> bytes:
@@ -515,3 +518,74 @@ def test_cache_never_mixes_normalized_and_raw_vectors(tmp_path, cosine_raw):
     encode_cached(spy2, texts, fresh, normalize=False)
     np.testing.assert_allclose(encode_cached(spy2, texts, fresh), unit, atol=1e-6)
     assert spy2.calls == [(texts, False), (texts, True)]
+
+
+# -- prompts: one namespace per prompt text --------------------------------------------------------
+
+
+def test_same_text_two_prompts_two_namespaces(tmp_path, cosine_model):
+    """Fails if the prompt is left out of the namespace: the second run would get the first's vectors."""
+    folder, emb = cosine_model
+    cache = tmp_path / "emb.sqlite"
+    src = write_texts(tmp_path / "c.jsonl", TEXTS)
+    first = embed_corpus(src, tmp_path / "a", emb, cache=cache)
+    second = embed_corpus(src, tmp_path / "b", emb, cache=cache, prompt="find: ")
+    assert first.embedded == second.embedded == len(set(TEXTS)) and second.cache_hits == 0
+    np.testing.assert_allclose(
+        output_vectors(tmp_path / "b"), normalized(st_model(folder).encode(TEXTS, prompt="find: ")), atol=1e-5
+    )
+    third = embed_corpus(src, tmp_path / "c", emb, cache=cache, prompt="find: ")  # now a hit, of its own prompt
+    assert third.cache_hits == len(TEXTS) and third.embedded == 0
+    np.testing.assert_array_equal(output_vectors(tmp_path / "c"), output_vectors(tmp_path / "b"))
+    with EmbeddingCache(cache) as c:
+        args = (emb.fingerprint, emb.precision, None, emb.dim)
+        a, b = c.namespace(*args, prompt="passage: "), c.namespace(*args, prompt="find: ")
+        assert a != b and c.count(a) == c.count(b) == len(set(TEXTS))
+        assert c.namespace(*args) == c.namespace(*args, prompt="") != a
+
+
+def test_encode_cached_prompt(tmp_path, cosine_model, dot_model):
+    for folder, emb in (cosine_model, dot_model):
+        path = tmp_path / f"{emb.similarity_fn_name}.sqlite"
+        st = st_model(folder)
+        plain = encode_cached(emb, TEXTS, path)
+        with_prompt = encode_cached(emb, TEXTS, path, prompt="find: ")
+        ref_plain, ref_prompt = st.encode(TEXTS), st.encode(TEXTS, prompt="find: ")
+        if emb.similarity_fn_name == "cosine":
+            ref_plain, ref_prompt = normalized(ref_plain), normalized(ref_prompt)
+        np.testing.assert_allclose(plain, ref_plain, atol=1e-5 * np.abs(ref_plain).max())
+        np.testing.assert_allclose(with_prompt, ref_prompt, atol=1e-5 * np.abs(ref_prompt).max())
+        with EmbeddingCache(path) as c:  # both namespaces hold every text; raw dot vectors are kept (hits)
+            norm = emb.similarity_fn_name == "cosine"
+            for prompt, ref in (("", plain), ("find: ", with_prompt)):
+                ns = c.namespace(emb.fingerprint, emb.precision, None, emb.dim, normalize=norm, prompt=prompt)
+                vecs, found = c.get(ns, [text_key(t) for t in TEXTS])
+                assert found.all() and c.rejected_rows == 0
+                np.testing.assert_array_equal(vecs, ref)
+
+
+def test_schema_1_cache_is_migrated(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+        CREATE TABLE namespaces (id INTEGER PRIMARY KEY, model TEXT NOT NULL, precision TEXT NOT NULL,
+            truncate_dim INTEGER NOT NULL, normalize INTEGER NOT NULL, dim INTEGER NOT NULL,
+            UNIQUE (model, precision, truncate_dim, normalize));
+        CREATE TABLE vectors (ns INTEGER NOT NULL, sha BLOB NOT NULL, vec BLOB NOT NULL,
+            PRIMARY KEY (ns, sha)) WITHOUT ROWID;
+        INSERT INTO meta VALUES ('schema', '1');
+        INSERT INTO namespaces VALUES (7, 'm', 'fp32', 0, 1, 2);
+    """)
+    db.execute("INSERT INTO vectors VALUES (7, ?, ?)", (text_key("x"), np.array([0.6, 0.8], "<f4").tobytes()))
+    db.commit()
+    db.close()
+    with EmbeddingCache(path) as c:
+        ns = c.namespace("m", "fp32", None, 2)
+        assert ns == 7 and c.get(ns, [text_key("x")])[1].all()  # an old row: the empty prompt
+        other = c.namespace("m", "fp32", None, 2, prompt="q: ")
+        assert other != ns and not c.get(other, [text_key("x")])[1].any()
+    with EmbeddingCache(path) as c:  # opened again: already schema 2
+        assert c.namespace("m", "fp32", None, 2, prompt="q: ") == other

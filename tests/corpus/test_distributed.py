@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import SHARED, local_ray
+from tests.corpus.test_driver import write_jsonl
 
 SCIFACT = SHARED / "scifact" / "corpus.jsonl"
 SHARD = 200 if SCIFACT.exists() else 40
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def synth(lo: int, hi: int) -> list[dict]:
@@ -42,11 +43,6 @@ def synth(lo: int, hi: int) -> list[dict]:
         }
         for i in range(lo, hi)
     ]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def write_inputs(folder: Path) -> list[Path]:

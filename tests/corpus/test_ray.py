@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.corpus import embed_corpus
+from engine.corpus.shards import read_manifest
 from tests.conftest import SHARED, local_ray
+from tests.corpus.conftest import PROMPTS, TEXTS, output_vectors, write_texts
 
 SCIFACT = SHARED / "scifact" / "corpus.jsonl"
 SHARD = 400 if SCIFACT.exists() else 60  # several shards either way
@@ -239,6 +242,21 @@ def test_embed_dataset_prompts(ray_cluster, tiny_model_dir, tiny_cache, tiny_emb
         embed_dataset(ds, str(tiny_model_dir), cache_dir=tiny_cache, prompt_name="nope")
 
 
+def test_ray_path_uses_the_same_prompt(ray_cluster, tmp_path, cosine_model, st_cache):
+    from engine.corpus.ray import embed_corpus_ray
+
+    folder, emb = cosine_model
+    src = write_texts(tmp_path / "c.jsonl", TEXTS)
+    for kw in ({}, {"prompt_name": "other"}):
+        local, remote = tmp_path / f"local{len(kw)}", tmp_path / f"ray{len(kw)}"
+        embed_corpus(src, local, emb, cache=False, shard_size=4, **kw)
+        embed_corpus_ray(src, remote, str(folder), cache_dir=st_cache, actors=1, cache=False, shard_size=4, **kw)
+        np.testing.assert_allclose(output_vectors(remote), output_vectors(local), atol=1e-6)
+        assert read_manifest(remote)["settings"] == read_manifest(local)["settings"]
+        assert read_manifest(remote)["prompts"] == read_manifest(local)["prompts"]
+    assert read_manifest(tmp_path / "ray1")["settings"]["prompt"] == PROMPTS["other"]
+
+
 def test_cli_encode_ray(ray_cluster, local_out, inputs, tiny_model_dir, tiny_cache, tmp_path, monkeypatch, capsys):
     from engine.cli import main
 
@@ -299,7 +317,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch, tmp_path, capsys):
 
 def test_import_engine_does_not_import_ray():
     code = "import sys, engine, engine.corpus.ray, engine.cli.encode; assert 'ray' not in sys.modules, 'ray imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_worker_with_another_model_is_refused(ray_cluster, tiny_model_dir, tiny_cache):

@@ -1,18 +1,35 @@
-"""Corpus readers (jsonl, csv, tsv, parquet, text) incl. bad input, and embed_corpus / embed encode
-/ embed search end to end on the tiny model."""
+"""The corpus driver (engine.corpus.driver): embed_corpus and ``embed encode`` / ``embed search`` end
+to end on the tiny model, the driver with shards in flight, kill -9 and resume, the documents' prompt.
+
+Resume: a child process runs embed_corpus on a few hundred synthetic documents with a small shard
+size and SIGKILLs itself just before its N-th file write (or in the middle of one, leaving a torn
+temp file); another is killed from outside while it runs. The rerun must keep the finished shards
+and produce byte-identical files: same ids in the same order, same vectors bit for bit.
+Prompts: the output equals sentence-transformers' ``encode_document`` (tests/corpus/conftest.py).
+"""
 
 from __future__ import annotations
 
-import csv
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine.corpus.readers import Doc, Fields, compose, count_records, expand_inputs, iter_documents
+from engine.corpus import embed_corpus
+from engine.corpus.readers import compose, expand_inputs
+from engine.corpus.shards import read_manifest
 from engine.errors import InputError, ModelMismatchError
+from tests.corpus.conftest import TEXTS, normalized, output_vectors, st_model, write_texts
+
+# -- helpers (the other corpus tests import them) ----------------------------------------------------
 
 
 def write_jsonl(path: Path, records) -> Path:
@@ -21,210 +38,6 @@ def write_jsonl(path: Path, records) -> Path:
     return path
 
 
-def read(paths, **kw) -> list[Doc]:
-    paths = [paths] if isinstance(paths, Path) else paths
-    return list(iter_documents(expand_inputs(paths), **kw))
-
-
-def collect_bad():
-    bad = []
-    return bad, lambda where, msg: bad.append((where, msg))
-
-
-# -- readers ---------------------------------------------------------------------------------
-def test_compose_title_and_text():
-    assert compose("T", "body") == "T body"
-    assert compose("", "body") == "body"
-    assert compose("T", "") == "T"
-    assert compose("", "") == ""
-
-
-def test_jsonl_beir(tmp_path):
-    p = write_jsonl(
-        tmp_path / "c.jsonl",
-        [
-            {"_id": "a", "title": "Title A", "text": "alpha"},
-            {"_id": 7, "text": "no title"},  # integer id -> "7"
-            "",  # blank line: skipped
-            {"_id": "c", "title": "", "text": ""},  # empty text: kept, embedded as ""
-            {"_id": "d", "title": None, "text": "null title"},
-        ],
-    )
-    docs = read(p)
-    assert [(d.id, d.text, d.title) for d in docs] == [
-        ("a", "Title A alpha", "Title A"),
-        ("7", "no title", ""),
-        ("c", "", ""),
-        ("d", "null title", ""),
-    ]
-    assert docs[0].where == f"{p}:1" and docs[2].where == f"{p}:4"
-    assert count_records([p]) == 5  # newline count: an upper bound for the progress bar
-
-
-def test_jsonl_custom_fields_and_no_title(tmp_path):
-    p = write_jsonl(tmp_path / "c.jsonl", [{"doc": "x1", "body": "hello", "title": "ignored"}])
-    docs = read(p, fields=Fields(id="doc", text="body", title=None))
-    assert [(d.id, d.text) for d in docs] == [("x1", "hello")]
-
-
-def test_jsonl_invalid_json_names_file_and_line(tmp_path):
-    p = write_jsonl(
-        tmp_path / "c.jsonl", [{"_id": "a", "text": "ok"}, '{"_id": "b", "text": ', {"_id": "c", "text": "ok"}]
-    )
-    with pytest.raises(InputError, match=r"c\.jsonl:2: invalid JSON .*--skip-bad"):
-        read(p)
-    bad, on_bad = collect_bad()
-    assert [d.id for d in read(p, on_bad=on_bad)] == ["a", "c"]
-    assert bad[0][0] == f"{p}:2" and "invalid JSON" in bad[0][1]
-
-
-def test_jsonl_missing_text_field_lists_fields_and_flag(tmp_path):
-    p = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "body": "x", "title": "t"}])
-    with pytest.raises(
-        InputError, match=r"c\.jsonl:1: no text field 'text' \(fields: _id, body, title\).*--text-field"
-    ):
-        read(p)
-    p2 = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "x"}])
-    with pytest.raises(InputError, match=r"no id field '_id' \(fields: id, text\).*--id-field"):
-        read(p2)
-
-
-@pytest.mark.parametrize(
-    "record, pattern",
-    [
-        ({"_id": "a", "text": None}, "field 'text' is null"),
-        ({"_id": "a", "text": 3}, "field 'text' is int"),
-        ({"_id": None, "text": "x"}, "id field '_id' is null"),
-        ({"_id": [1], "text": "x"}, "id field '_id' is list"),
-        ({"_id": "", "text": "x"}, "id field '_id' is empty"),
-        ([1, 2], "not an object"),
-        ({"_id": "a", "text": "\ud800"}, "lone surrogate"),
-    ],
-    ids=["null-text", "int-text", "null-id", "list-id", "empty-id", "array", "surrogate"],
-)
-def test_jsonl_bad_values(tmp_path, record, pattern):
-    p = tmp_path / "c.jsonl"
-    p.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    with pytest.raises(InputError, match=pattern):
-        read(p)
-
-
-def test_non_utf8_names_line_and_byte_offset(tmp_path):
-    p = tmp_path / "c.jsonl"
-    good = b'{"_id": "a", "text": "ok"}\n'
-    p.write_bytes(good + b'{"_id": "b", "text": "caf\xe9"}\n' + b'{"_id": "c", "text": "ok"}\n')
-    offset = len(good) + len(b'{"_id": "b", "text": "caf')
-    with pytest.raises(InputError, match=rf"c\.jsonl:2: not valid UTF-8 \(byte offset {offset} .*iconv"):
-        read(p)
-    bad, on_bad = collect_bad()
-    assert [d.id for d in read(p, on_bad=on_bad)] == ["a", "c"]
-    assert len(bad) == 1
-
-
-def test_utf8_bom_is_ignored(tmp_path):
-    p = tmp_path / "c.jsonl"
-    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"_id": "a", "text": "x"}).encode() + b"\n")
-    assert [d.id for d in read(p)] == ["a"]
-
-
-@pytest.mark.parametrize("fmt", ["csv", "tsv"])
-def test_csv_and_tsv(tmp_path, fmt):
-    p = tmp_path / f"c.{fmt}"
-    with open(p, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, delimiter="," if fmt == "csv" else "\t")
-        w.writerow(["_id", "title", "text", "extra"])
-        w.writerow(["1", "T", "multi\nline, quoted", "x"])
-        w.writerow(["2", "", "plain", "y"])
-    docs = read(p)
-    assert [(d.id, d.text) for d in docs] == [("1", "T multi\nline, quoted"), ("2", "plain")]
-    assert docs[1].where == f"{p}:4"  # the first record spans lines 2-3
-
-
-def test_csv_missing_column_and_bad_rows(tmp_path):
-    p = tmp_path / "c.csv"
-    p.write_text("_id,body\n1,x\n", encoding="utf-8")
-    with pytest.raises(
-        InputError, match=r"no text column 'text' in the header \(columns: _id, body\); name it with --text-field"
-    ):
-        read(p)
-    p.write_bytes(b"_id,text\n1,one\n2,two,extra\n3,caf\xe9\n4,four\n")
-    with pytest.raises(InputError, match=r"c\.csv:3: row has 3 fields, the header has 2"):
-        read(p)
-    bad, on_bad = collect_bad()
-    assert [d.id for d in read(p, on_bad=on_bad)] == ["1", "4"]
-    assert [w for w, _ in bad] == [f"{p}:3", f"{p}:4"]
-    assert "not valid UTF-8" in bad[1][1]
-
-
-def test_parquet(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    p = tmp_path / "c.parquet"
-    table = pa.table({"_id": ["a", "b", "c"], "title": ["T", None, ""], "text": ["one", "two", None]})
-    pq.write_table(table, p, row_group_size=2)
-    with pytest.raises(InputError, match=r"c\.parquet: row 3: field 'text' is null"):
-        read(p)
-    bad, on_bad = collect_bad()
-    docs = read(p, on_bad=on_bad)
-    assert [(d.id, d.text) for d in docs] == [("a", "T one"), ("b", "two")]
-    assert bad == [(f"{p}: row 3", "field 'text' is null")]
-    assert count_records([p]) == 3
-    pq.write_table(pa.table({"id": [1], "body": ["x"]}), p)
-    with pytest.raises(InputError, match=r"no id column '_id' \(columns: id, body\)"):
-        read(p)
-    docs = read(p, fields=Fields(id="id", text="body"))
-    assert [(d.id, d.text) for d in docs] == [("1", "x")]  # integer ids become strings
-
-
-def test_damaged_parquet_input_names_the_file(tmp_path):
-    """A truncated file, a non-Parquet file and flipped bytes give an InputError naming the input (never a
-    pyarrow exception, nor an OSError the CLI would report as an output error); counting skips them."""
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    good = tmp_path / "good.parquet"
-    pq.write_table(pa.table({"_id": [str(i) for i in range(50)], "text": [f"doc {i}" for i in range(50)]}), good)
-    raw = good.read_bytes()
-    cases = {"truncated": raw[: len(raw) // 2], "not-parquet": b"_id,text\n1,hello\n" * 10}
-    for name, data in cases.items():
-        p = tmp_path / f"{name}.parquet"
-        p.write_bytes(data)
-        with pytest.raises(InputError, match=rf"{name}\.parquet: not a readable Parquet file .*complete"):
-            read(p)
-        assert count_records([p]) is None
-    for at in range(4, len(raw) - 8, max(1, len(raw) // 60)):  # flips anywhere: a clear error or rows
-        p = tmp_path / "flip.parquet"
-        p.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1 :])
-        try:
-            read(p, on_bad=lambda where, msg: None)
-        except InputError as e:
-            assert "flip.parquet" in str(e)
-
-
-def test_text_ids_are_line_numbers(tmp_path):
-    a = tmp_path / "a.txt"
-    a.write_text("first\n\nthird\r\n", encoding="utf-8")
-    assert [(d.id, d.text) for d in read(a)] == [("1", "first"), ("3", "third")]
-    b = tmp_path / "b.txt"
-    b.write_text("other\n", encoding="utf-8")
-    ids = [d.id for d in read([a, b])]
-    assert ids == [f"{a}:1", f"{a}:3", f"{b}:1"]
-
-
-def test_inputs_globs_and_missing(tmp_path):
-    for name in ("b.jsonl", "a.jsonl"):
-        write_jsonl(tmp_path / name, [{"_id": name, "text": "x"}])
-    assert [p.name for p in expand_inputs(str(tmp_path / "*.jsonl"))] == ["a.jsonl", "b.jsonl"]
-    # a file named twice is read once
-    assert len(expand_inputs([tmp_path / "a.jsonl", str(tmp_path / "*.jsonl")])) == 2
-    with pytest.raises(InputError, match="no files match"):
-        expand_inputs(str(tmp_path / "*.csv"))
-    with pytest.raises(InputError, match="does not exist"):
-        expand_inputs(tmp_path / "nope.jsonl")
-    with pytest.raises(InputError, match="is a directory"):
-        expand_inputs(tmp_path)
-
-
-# -- embed_corpus end to end -----------------------------------------------------------------
 def synth(n: int, start: int = 0) -> list[dict]:
     words = ["fox", "dog", "vector", "numba", "onnx", "tokens", "cosine", "stitch"]
     return [
@@ -246,6 +59,9 @@ def load_output(out: Path):
         titles += t
         vecs.append(v)
     return ids, titles, np.concatenate(vecs) if vecs else np.empty((0, 0), np.float32)
+
+
+# -- embed_corpus end to end -----------------------------------------------------------------------
 
 
 def test_embed_corpus_matches_embedder(tmp_path, tiny_embedder):
@@ -301,12 +117,14 @@ def test_driver_with_shards_in_flight(tmp_path, tiny_embedder):
     byte, with the documents in flight bounded by the driver's window."""
     from engine.corpus import embed_corpus
     from engine.corpus.driver import EMBED_CHUNK, Plan, drive, model_ref
+    from engine.corpus.options import CorpusOptions
 
     src = write_jsonl(tmp_path / "c.jsonl", synth(300))  # texts repeat within and across shards
     local = embed_corpus(src, tmp_path / "local", tiny_embedder, shard_size=40, cache=False)
-    plan = Plan.build(expand_inputs(src), tiny_embedder, model_ref(tiny_embedder), Fields(), None, 40)
+    options = CorpusOptions(shard_size=40, cache=False)
+    plan = Plan.build(expand_inputs(src), tiny_embedder, model_ref(tiny_embedder), options)
     ex = BackgroundExecutor(tiny_embedder, batch=EMBED_CHUNK, capacity=30)  # window max(2*40, 2*30) = 80 docs
-    s = drive(plan, tmp_path / "bg", ex, cache=False)
+    s = drive(plan, tmp_path / "bg", ex)
     assert 40 < ex.most <= 80 + 40  # more than one shard out at once, never more than window + a shard
     assert ex.repeats == 0  # a text in flight is not sent again (its repeats wait for it)
     assert (s.docs, s.embedded, s.cache_hits, s.shards, s.shards_written) == (300, 300, 0, 8, 8)
@@ -321,8 +139,9 @@ def test_driver_with_shards_in_flight(tmp_path, tiny_embedder):
 
     # with a cache and small batches: the vectors are the local ones; a second run embeds nothing
     cache = tmp_path / "emb.sqlite"
-    first = drive(plan, tmp_path / "bg1", BackgroundExecutor(tiny_embedder, batch=7, capacity=30), cache=cache)
-    again = drive(plan, tmp_path / "bg2", BackgroundExecutor(tiny_embedder, batch=7, capacity=30), cache=cache)
+    cached = Plan.build(expand_inputs(src), tiny_embedder, model_ref(tiny_embedder), replace(options, cache=cache))
+    first = drive(cached, tmp_path / "bg1", BackgroundExecutor(tiny_embedder, batch=7, capacity=30))
+    again = drive(cached, tmp_path / "bg2", BackgroundExecutor(tiny_embedder, batch=7, capacity=30))
     assert first.embedded + first.cache_hits == 300 and first.cache_hits > 0
     assert (again.embedded, again.cache_hits) == (0, 300)
     for out in ("bg1", "bg2"):
@@ -416,45 +235,6 @@ def test_shrinking_corpus_drops_stale_shards(tmp_path, tiny_embedder):
     )
 
 
-def test_search_corpus(tmp_path, tiny_embedder):
-    from engine.corpus import embed_corpus
-    from engine.corpus.shards import CorpusSearcher
-
-    docs = synth(30)
-    src = write_jsonl(tmp_path / "c.jsonl", docs)
-    embed_corpus(src, tmp_path / "out", tiny_embedder, shard_size=7, cache=False)
-    for precision in ("fp32", "int8"):
-        s = CorpusSearcher(tmp_path / "out", model=tiny_embedder, precision=precision)
-        hits = s.search([compose(docs[13]["title"], docs[13]["text"])], k=3)[0]
-        # the tiny random model maps near-identical synthetic docs (doc5: same words plus one)
-        # to cosines within ~1e-5 of each other, so only require doc13 to tie for first place
-        by_id = {h[0]: h for h in hits}
-        assert "doc13" in by_id and by_id["doc13"][1] == pytest.approx(1.0, abs=1e-4)
-        assert hits[0][1] - by_id["doc13"][1] <= 1e-4
-        assert by_id["doc13"][2] == "title 13"
-
-
-def test_search_incomplete_output_refused(tmp_path, tiny_embedder):
-    from engine.corpus.shards import CorpusSearcher
-    from engine.errors import IndexFormatError
-
-    src = write_jsonl(tmp_path / "c.jsonl", synth(3))
-    out = tmp_path / "out"
-    from engine.corpus import embed_corpus
-
-    embed_corpus(src, out, tiny_embedder, cache=False)
-    m = json.loads((out / "manifest.json").read_text())
-    (out / "manifest.json").write_text(json.dumps({**m, "status": "in_progress"}))
-    with pytest.raises(IndexFormatError, match=r"incomplete.*rerun the same embed encode"):
-        CorpusSearcher(out, model=tiny_embedder)
-    (out / "manifest.json").write_text(json.dumps(m))
-    with open(out / "shard-00000.npy", "r+b") as f:
-        f.seek(-4, 2)
-        f.write(b"\0\0\0\0")
-    with pytest.raises(IndexFormatError, match="does not match its checksum"):
-        CorpusSearcher(out, model=tiny_embedder)
-
-
 def test_cli_encode_and_search(tmp_path, tiny_model_dir, tiny_cache, tiny_embedder, monkeypatch, capsys):
     from engine.cli import main
 
@@ -489,13 +269,6 @@ def test_cli_encode_and_search(tmp_path, tiny_model_dir, tiny_cache, tiny_embedd
         == 1
     )
     assert "bad.jsonl:1: invalid JSON" in capsys.readouterr().err
-
-
-def test_surrogate_id_rejected(tmp_path):
-    p = tmp_path / "c.jsonl"
-    p.write_text('{"_id": "a\\ud800", "text": "x"}\n', encoding="utf-8")
-    with pytest.raises(InputError, match="lone surrogate"):
-        read(p)
 
 
 @pytest.mark.parametrize("output_format", ["npy", "parquet"])
@@ -602,3 +375,272 @@ def test_model_precision_is_the_corpus_drivers_name_too(tiny_model_dir, tiny_cac
     np.testing.assert_array_equal(new[1], old[1])
     with pytest.raises(InputError, match="quantizes output vectors"):
         embed_corpus([src], tmp_path / "bad", str(tiny_model_dir), model_precision="float32", **kw)
+
+
+# -- kill -9 at any moment, rerun: the output of an uninterrupted run ------------------------------
+
+
+N_DOCS, SHARD = 300, 50  # 6 shards
+# file writes of a run: 1 manifest, then 3 per shard (vectors, ids, done record), 1 final manifest
+
+
+def AFTER_SHARD(k: int) -> int:
+    """The number of the write that starts shard k (0-based)."""
+    return 2 + 3 * k
+
+
+CHILD = r"""
+import json, os, signal, sys
+from engine.corpus import shards
+from engine.corpus import embed_corpus
+from engine.embedder import Embedder
+
+cfg = json.loads(sys.argv[1])
+kill_at, torn = cfg.get("kill_at"), cfg.get("torn", False)
+calls = 0
+original = shards.atomic_write
+
+def atomic_write(path, data, sync_dir=True):
+    global calls
+    calls += 1
+    if calls == kill_at:
+        if torn:  # die inside the write: half the bytes in the temp file, no rename
+            fd, _ = shards._mkstemp(path)
+            os.write(fd, data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(path, data, sync_dir)
+
+shards.atomic_write = atomic_write
+emb = Embedder(cfg["model"], cache_dir=cfg["model_cache"])
+embed_corpus(cfg["src"], cfg["out"], emb, shard_size=cfg["shard"], cache=cfg.get("cache") or False,
+             output_format=cfg.get("output_format", "npy"))
+"""
+
+
+def resume_docs(n: int) -> list[dict]:
+    words = ["alpha", "beta", "gamma", "delta", "vector", "fox", "numba", "onnx", "cosine", "stitch", "time", "nine"]
+    return [
+        {
+            "_id": f"id-{i:04d}",
+            "title": f"doc {i}" if i % 4 else "",
+            "text": " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(1 + i % 11)),
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("resume") / "corpus.jsonl"
+    p.write_text("".join(json.dumps(d) + "\n" for d in resume_docs(N_DOCS)), encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tiny_embedder, tmp_path_factory) -> Path:
+    """An uninterrupted run with a fresh cache."""
+    from engine.corpus import embed_corpus
+
+    out = tmp_path_factory.mktemp("reference") / "out"
+    s = embed_corpus(corpus, out, tiny_embedder, shard_size=SHARD, cache=out.parent / "emb.sqlite")
+    assert (s.docs, s.shards, s.embedded + s.cache_hits) == (N_DOCS, 6, N_DOCS)
+    assert s.cache_hits > 0  # repeated texts across shards: the cache takes part in the comparison
+    return out
+
+
+def child(cfg: dict) -> subprocess.Popen:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def config(tmp_path, corpus, tiny_model_dir, tiny_cache, cache=True, **kw) -> dict:
+    return {
+        "model": str(tiny_model_dir),
+        "model_cache": str(tiny_cache),
+        "src": str(corpus),
+        "out": str(tmp_path / "out"),
+        "shard": SHARD,
+        "cache": str(tmp_path / "emb.sqlite") if cache else None,
+        **kw,
+    }
+
+
+def run_killed(cfg: dict) -> None:
+    p = child(cfg)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == -signal.SIGKILL, out.decode(errors="replace")
+
+
+def output_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != ".lock"}
+
+
+def assert_identical(out: Path, reference: Path) -> None:
+    from engine.corpus.shards import iter_shards
+
+    got, want = list(iter_shards(out)), list(iter_shards(reference))
+    ids = [i for ids, _, _ in got for i in ids]
+    assert ids == [i for ids, _, _ in want for i in ids]
+    assert len(ids) == len(set(ids)) == N_DOCS  # no duplicate, no missing id
+    for (_, _, v), (_, _, w) in zip(got, want):
+        np.testing.assert_array_equal(v, w)  # exact, vector by vector
+    assert output_files(out) == output_files(reference)  # and byte for byte
+
+
+def resume(cfg: dict, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    return embed_corpus(cfg["src"], cfg["out"], tiny_embedder, shard_size=SHARD, cache=cfg["cache"] or False)
+
+
+@pytest.mark.parametrize(
+    "kill_at, torn, cache, kept",
+    [
+        (AFTER_SHARD(1), False, True, 1),  # after the 1st shard
+        (AFTER_SHARD(3), False, True, 3),  # after the 3rd shard
+        (AFTER_SHARD(2) + 1, True, True, 2),  # mid shard: vectors renamed, ids torn, no done record
+        (AFTER_SHARD(4) + 2, False, False, 4),  # vectors and ids written, done record not; no cache
+        (AFTER_SHARD(6), False, True, 6),  # all shards done, final manifest not written
+        (1, True, True, 0),  # torn first manifest
+    ],
+    ids=["after-1st", "after-3rd", "torn-ids", "before-done-nocache", "before-manifest", "torn-manifest"],
+)
+def test_kill_and_resume(
+    tmp_path, corpus, reference, tiny_model_dir, tiny_cache, tiny_embedder, kill_at, torn, cache, kept
+):
+    cfg = config(tmp_path, corpus, tiny_model_dir, tiny_cache, cache=cache, kill_at=kill_at, torn=torn)
+    run_killed(cfg)
+    out = Path(cfg["out"])
+    assert len(list(out.glob("*.done.json"))) == kept
+    s = resume(cfg, tiny_embedder)
+    assert s.resumed == kept * SHARD and s.shards_written == 6 - kept
+    assert not list(out.glob(".tmp-*")) and not (out / ".ids.sqlite").exists()
+    assert_identical(out, reference)
+
+
+def test_killed_twice_then_resumed(tmp_path, corpus, reference, tiny_model_dir, tiny_cache, tiny_embedder):
+    cfg = config(tmp_path, corpus, tiny_model_dir, tiny_cache, kill_at=AFTER_SHARD(2) + 1, torn=True)
+    run_killed(cfg)
+    # the second run keeps shards 0-1 and writes again from shard 2: its 4th write is shard 3's vectors
+    run_killed({**cfg, "kill_at": 1 + 3 + 1})
+    assert len(list(Path(cfg["out"]).glob("*.done.json"))) == 3
+    s = resume(cfg, tiny_embedder)
+    assert (s.resumed, s.shards_written) == (3 * SHARD, 3)
+    assert s.cache_hits >= SHARD  # shard 3 was embedded and cached before the second kill
+    assert_identical(Path(cfg["out"]), reference)
+
+
+def test_external_sigkill(tmp_path, corpus, reference, tiny_model_dir, tiny_cache, tiny_embedder):
+    """A real kill from outside, at whatever moment the poll sees the 2nd shard's record."""
+    cfg = config(tmp_path, corpus, tiny_model_dir, tiny_cache)
+    out = Path(cfg["out"])
+    p = child(cfg)
+    deadline = time.monotonic() + 120
+    while not (out / "shard-00001.done.json").exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    if p.returncode != -signal.SIGKILL:
+        pytest.skip("the run finished before the kill landed (a very slow poll); nothing to resume")
+    s = resume(cfg, tiny_embedder)
+    assert s.docs == N_DOCS
+    assert_identical(out, reference)
+
+
+def test_damaged_shard_is_redone(tmp_path, corpus, reference, tiny_embedder):
+    from engine.corpus import embed_corpus
+
+    cfg = {"src": corpus, "out": tmp_path / "out", "cache": tmp_path / "emb.sqlite"}
+    embed_corpus(corpus, cfg["out"], tiny_embedder, shard_size=SHARD, cache=cfg["cache"])
+    with open(cfg["out"] / "shard-00004.npy", "r+b") as f:
+        f.seek(200)
+        f.write(b"\xff")
+    s = resume(cfg, tiny_embedder)
+    assert (s.shards_written, s.resumed, s.cache_hits) == (1, 5 * SHARD, SHARD)
+    assert_identical(cfg["out"], reference)
+
+
+def test_second_writer_is_refused(tmp_path, corpus, tiny_embedder):
+    from engine.corpus.shards import OutputDir
+    from engine.errors import InputError
+
+    with OutputDir(tmp_path / "out"), pytest.raises(InputError, match="another 'embed encode' is writing"):
+        resume({"src": corpus, "out": tmp_path / "out", "cache": None}, tiny_embedder)
+
+
+# -- the documents' prompt and the model's similarity ----------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["cosine", "dot"])
+def test_corpus_equals_encode_document(tmp_path, cosine_model, dot_model, which):
+    folder, emb = cosine_model if which == "cosine" else dot_model
+    src = write_texts(tmp_path / "c.jsonl", TEXTS)
+    embed_corpus(src, tmp_path / "out", emb, cache=False, shard_size=4)
+    ref = st_model(folder).encode_document(TEXTS)
+    got = output_vectors(tmp_path / "out")
+    if which == "cosine":
+        np.testing.assert_allclose(got, normalized(ref), atol=1e-5)
+    else:  # raw: exactly what sentence-transformers gives, not unit length
+        assert np.abs(np.linalg.norm(ref, axis=1) - 1).max() > 0.1
+        np.testing.assert_allclose(got, ref, atol=1e-5 * np.abs(ref).max())
+    m = read_manifest(tmp_path / "out")
+    assert m["prompts"] == {"document": "passage: ", "query": "query: "}
+    assert m["similarity_fn_name"] == which and m["normalize"] == (which == "cosine")
+    assert m["settings"]["prompt"] == "passage: " and m["settings"]["normalize"] == (which == "cosine")
+
+
+def test_prompt_name_and_prompt(tmp_path, cosine_model):
+    folder, emb = cosine_model
+    src = write_texts(tmp_path / "c.jsonl", TEXTS)
+    st = st_model(folder)
+    embed_corpus(src, tmp_path / "named", emb, cache=False, prompt_name="other")
+    np.testing.assert_allclose(
+        output_vectors(tmp_path / "named"), normalized(st.encode(TEXTS, prompt_name="other")), atol=1e-5
+    )
+    embed_corpus(src, tmp_path / "text", emb, cache=False, prompt="find: ")
+    np.testing.assert_allclose(
+        output_vectors(tmp_path / "text"), normalized(st.encode(TEXTS, prompt="find: ")), atol=1e-5
+    )
+    assert read_manifest(tmp_path / "text")["settings"]["prompt"] == "find: "
+    embed_corpus(src, tmp_path / "none", emb, cache=False, prompt="")  # no prompt: no "prompt" setting
+    np.testing.assert_allclose(output_vectors(tmp_path / "none"), normalized(st.encode(TEXTS)), atol=1e-5)
+    m = read_manifest(tmp_path / "none")
+    assert "prompt" not in m["settings"] and m["prompts"] == {"document": "", "query": "query: "}
+    with pytest.raises(InputError, match="prompt_name 'nope'"):
+        embed_corpus(src, tmp_path / "bad", emb, cache=False, prompt_name="nope")
+
+
+def test_rerun_with_another_prompt_is_refused(tmp_path, cosine_model):
+    _, emb = cosine_model
+    src = write_texts(tmp_path / "c.jsonl", TEXTS)
+    embed_corpus(src, tmp_path / "out", emb, cache=False, shard_size=4)
+    with pytest.raises(InputError, match="prompt: 'passage: ' then, 'find: ' now"):
+        embed_corpus(src, tmp_path / "out", emb, cache=False, shard_size=4, prompt="find: ")
+    again = embed_corpus(src, tmp_path / "out", emb, cache=False, shard_size=4, prompt_name="document")
+    assert again.resumed == len(TEXTS) and again.embedded == 0  # the same prompt text: same settings
+
+
+def test_no_prompt_keeps_the_settings_of_outputs_written_before_prompts(tmp_path, tiny_embedder):
+    """A model without prompts adds no "prompt" setting: old outputs resume (their done records match)."""
+    from engine.corpus.driver import TEXT_FORMAT
+    from engine.corpus.shards import settings_digest
+
+    src = write_texts(tmp_path / "c.jsonl", TEXTS)
+    embed_corpus(src, tmp_path / "out", tiny_embedder, cache=False)
+    settings = read_manifest(tmp_path / "out")["settings"]
+    assert settings == {
+        "model": tiny_embedder.fingerprint,
+        "precision": "fp32",
+        "truncate_dim": None,
+        "normalize": True,
+        "dim": tiny_embedder.dim,
+        "id_field": "_id",
+        "text_field": "text",
+        "title_field": "title",
+        "shard_size": 10_000,
+        "text_format": TEXT_FORMAT,
+    }
+    done = json.loads((tmp_path / "out" / "shard-00000.done.json").read_text())
+    assert done["settings_sha256"] == settings_digest(settings)
