@@ -1,8 +1,9 @@
 """The engine (fp32 / bf16 / int8, per runtime) vs sentence-transformers' backends: speed and parity, one run.
 
 Contenders: the engine in fp32 on onnxruntime and on OpenVINO, in bf16 (OpenVINO; only on a CPU
-with bf16 units), in int8; sentence-transformers on torch fp32 (the reference), torch bf16 (only
-on a CPU with bf16 units: elsewhere torch emulates bf16, slower than fp32), ``backend="onnx"`` and
+with bf16 units), in int8 on onnxruntime (dynamic) and on OpenVINO (static, NNCF at export);
+sentence-transformers on torch fp32 (the reference), torch bf16 (only on a CPU with bf16 units:
+elsewhere torch emulates bf16, slower than fp32), ``backend="onnx"`` and
 ``backend="openvino"`` (its default precision hint: bf16 on a CPU with bf16 units, f32 elsewhere).
 The ST peers need the ``peers`` extra (optimum-intel[openvino]); ``--no-peers`` leaves them out,
 ``--no-st`` every sentence-transformers contender. Every contender's parity is its cosine to ST
@@ -49,11 +50,15 @@ def _engines(args) -> tuple[dict, dict]:
 
     engines = {
         "engine fp32": Embedder(args.model, threads=args.threads),
-        "engine int8": Embedder(args.model, model_precision="int8", threads=args.threads),
+        "engine int8": Embedder(args.model, model_precision="int8", threads=args.threads, runtime="onnxruntime"),
     }
     skipped = {}
     try:
         engines["engine fp32 openvino"] = Embedder(args.model, threads=args.threads, runtime="openvino")
+        # OpenVINO static int8 (NNCF at export, calibrated on the engine's built-in texts)
+        engines["engine int8 openvino"] = Embedder(
+            args.model, model_precision="int8", threads=args.threads, runtime="openvino"
+        )
         if cpu_class() in BF16_CLASSES:
             engines["engine bf16"] = Embedder(args.model, model_precision="bf16", threads=args.threads)
         else:
@@ -68,36 +73,6 @@ def _engines(args) -> tuple[dict, dict]:
                 args.model, model_precision="int8", threads=args.threads
             )
     return engines, skipped
-
-
-def _openvino_int8(args, fp32, texts: list[str]):
-    """The engine's pipeline on OpenVINO static int8 kernels: the fp32 graph quantized by NNCF
-    (``ModelType.TRANSFORMER``, calibrated on ``texts``, one text per sample), what the runtime
-    table would pick for int8 if it were faster at equal quality. Needs nncf (the peers extra)."""
-    import tempfile
-
-    import nncf
-    import openvino as ov
-
-    from engine import Embedder
-    from engine.runtime import OpenVINOSession
-
-    core = ov.Core()
-    model = core.read_model(str(fp32._exported.graph_path("cpu")))
-    names = [i.get_any_name() for i in model.inputs]
-    samples = []
-    for ids in fp32.tokenize(texts):
-        ids = ids[None].astype(np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        samples.append({k: v for k, v in feed.items() if k in names})
-    quantized = nncf.quantize(
-        model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples)
-    )
-    path = Path(tempfile.mkdtemp(prefix="ov-int8-")) / "model.xml"
-    ov.save_model(quantized, str(path))
-    emb = Embedder(args.model, threads=args.threads, runtime="openvino")
-    emb._session, emb._single = OpenVINOSession(path, threads=args.threads), None
-    return emb
 
 
 def _st_contenders(args, max_seq_length: int, skipped: dict) -> dict:
@@ -187,14 +162,6 @@ def main(argv=None) -> int:
     bs = args.batch_size
     engines, skipped = _engines(args)
     fp32, int8 = engines["engine fp32"], engines["engine int8"]
-    if not args.no_peers and "engine fp32 openvino" in engines:
-        try:  # calibrated on texts outside the timed sets, as the issue's peer (400 texts)
-            calib = scifact_sts_texts(args.data, args.docs + 200, args.sents + 200)
-            engines["openvino int8 (NNCF static)"] = _openvino_int8(
-                args, fp32, calib["docs"][args.docs :] + calib["sents"][args.sents :]
-            )
-        except ImportError as e:
-            skipped["openvino int8 (NNCF static)"] = str(e)
     contenders = {  # unit vectors, as the ST contender is asked for
         name: functools.partial(emb.encode, batch_size=bs, normalize_embeddings=True) for name, emb in engines.items()
     }

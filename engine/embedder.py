@@ -192,7 +192,11 @@ class Embedder:
             )
         self.runtime = choose_runtime(model_precision, str(device), runtime)  # refusals before any export
         self._exported = load_or_export(
-            model, precision=model_precision, cache_dir=cache_dir, trust_remote_code=trust_remote_code
+            model,
+            precision=model_precision,
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+            runtime=self.runtime,
         )
         self.spec = self._exported.spec
         # this Embedder's own copy: max_seq_length, prompts and truncate_dim are settable

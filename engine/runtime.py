@@ -145,7 +145,9 @@ class Session:
 
 
 # -- OpenVINO ---------------------------------------------------------------------------------
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # model precision -> INFERENCE_PRECISION_HINT
+# model precision -> INFERENCE_PRECISION_HINT; int8 is a statically quantized IR (models.openvino_int8):
+# its quantized ops run int8 whatever the hint, the others f32
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def _openvino():
@@ -165,8 +167,9 @@ class OpenVINOSession:
     """An OpenVINO compiled model on the CPU with ``Session``'s interface.
 
     ``precision`` is the model precision it runs at ("fp32": f32 kernels, exact; "bf16": bf16
-    kernels, refused on a CPU without bf16 units). ``streams`` compiled streams share
-    ``threads`` cores; ``run`` is thread-safe (each calling thread has its own infer request).
+    kernels, refused on a CPU without bf16 units; "int8": a statically quantized IR, its other ops
+    f32). ``streams`` compiled streams share ``threads`` cores; ``run`` is thread-safe (each calling
+    thread has its own infer request).
     """
 
     runtime = "openvino"
@@ -176,7 +179,7 @@ class OpenVINOSession:
 
         ov = _openvino()
         if precision not in _OV_PRECISION:
-            raise InputError(f"the openvino runtime runs model_precision 'fp32' or 'bf16', not {precision!r}")
+            raise InputError(f"the openvino runtime runs model_precision 'fp32', 'bf16' or 'int8', not {precision!r}")
         self.threads = positive_int(threads, "threads", allow_none=True) or physical_cores()
         self.device = "cpu"
         self.precision = precision
@@ -316,8 +319,6 @@ def choose_runtime(precision: str, device: str = "cpu", runtime: str | None = No
         )
     if runtime is None:
         return choice[0]
-    if runtime == "openvino" and precision == "int8":
-        raise InputError("runtime='openvino' runs model_precision 'fp32' or 'bf16'; int8 runs on onnxruntime")
     if runtime == "onnxruntime" and precision == "bf16":
         raise InputError("onnxruntime has no bf16 CPU kernels: model_precision='bf16' runs on runtime='openvino'")
     return runtime

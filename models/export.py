@@ -57,10 +57,31 @@ from .stack import ModuleStack, read_config, read_modules
 EXPORT_VERSION = 2
 OPSET = 18
 PRECISIONS = MODEL_PRECISIONS
+#: The export variant of model_precision="int8" on runtime="openvino" (``export_variant``).
+OPENVINO_INT8 = "int8-openvino"
 # ...and per precision when only that precision's recipe changes.
-RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1, "bf16": 2}
+RECIPE_VERSION = {"fp32": 1, "int8": 2, "fp16": 1, "bf16": 2, OPENVINO_INT8: 1}
 
-_DEVICES_OF = {"fp32": "cpu and cuda", "int8": "cpu only", "bf16": "cpu only (openvino)", "fp16": "cuda only"}
+_DEVICES_OF = {
+    "fp32": "cpu and cuda",
+    "int8": "cpu only",
+    "bf16": "cpu only (openvino)",
+    "fp16": "cuda only",
+    OPENVINO_INT8: "cpu only (openvino)",
+}
+
+
+def export_variant(precision: str, runtime: str | None = None) -> str:
+    """The export a model precision needs on ``runtime``: the precision itself, except int8 on OpenVINO
+    (``OPENVINO_INT8``: a statically quantized OpenVINO IR, ``models.openvino_int8``; onnxruntime's int8 is
+    a dynamically quantized ONNX graph). fp32 and bf16 exports serve every runtime that runs them."""
+    return OPENVINO_INT8 if precision == "int8" and runtime == "openvino" else precision
+
+
+def _model_precision(variant: str) -> str:
+    """The model precision an export variant serves (``OPENVINO_INT8`` -> "int8")."""
+    return "int8" if variant == OPENVINO_INT8 else variant
+
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +244,7 @@ def load_or_export(
     precision: str = "fp32",
     cache_dir: str | os.PathLike | None = None,
     trust_remote_code: bool = False,
+    runtime: str | None = None,
 ) -> ExportedModel:
     """Return the cached export of ``model`` at ``precision``, exporting it first if needed.
 
@@ -232,6 +254,8 @@ def load_or_export(
         cache_dir: the engine's cache folder (``fetch.cache_root``).
         trust_remote_code: let a model whose config or tokenizer maps to code in its folder be
             exported (that code runs during the export); without it such a model is refused.
+        runtime: the runtime that will run it (``engine.runtime.RUNTIMES``; None: onnxruntime's export).
+            Only int8 differs by runtime (``export_variant``).
 
     Raises:
         InputError: an unknown precision, or bf16 where it cannot run (a CPU without bf16 units).
@@ -248,6 +272,7 @@ def load_or_export(
 
         choose_runtime("bf16")
         _openvino()
+    precision = export_variant(precision, runtime)
     spec = lookup(str(model)) if isinstance(model, str) and not Path(model).expanduser().is_dir() else None
     if spec is not None:  # a catalogued export runs without its weight package installed
         folder = cache_root(cache_dir) / "onnx" / f"{spec.name}-{precision}-{_version_tag(precision)}"
@@ -275,7 +300,7 @@ def _cached(folder: Path, spec: ModelSpec, precision: str) -> ExportedModel | No
     graphs = meta.get("graphs")
     if not isinstance(graphs, dict) or any(not _runtime_file(folder, n).is_file() for n in graphs.values()):
         meta = _complete(folder, spec, precision, meta)
-    return ExportedModel(spec, folder, meta["fingerprint"], precision, meta)
+    return ExportedModel(spec, folder, meta["fingerprint"], _model_precision(precision), meta)
 
 
 def _check_int8_recipe(folder: Path, meta: dict) -> None:
@@ -385,6 +410,13 @@ def _write_runtime_graphs(
     src = folder / "model.onnx"
     if precision == "bf16":  # OpenVINO loads the export as it is; no CUDA graph
         return {"cpu": "model.onnx"}
+    if precision == OPENVINO_INT8:  # the IR _precision_graph quantized; it needs nncf to rebuild
+        if not (folder / OPENVINO_INT8_IR).is_file():
+            raise ExportError(
+                f"the export in {folder} is incomplete: {OPENVINO_INT8_IR} (its static int8 graph) is missing; "
+                f"delete {folder} to export the model again"
+            )
+        return {"cpu": OPENVINO_INT8_IR}
     builders = {}
     if precision in ("fp32", "int8"):
         builders["cpu"] = ("model.cpu.onnx", lambda: cpu_model(src))
@@ -562,7 +594,7 @@ def _export_quietly(model: ResolvedModel, precision: str, dest: Path, trust_remo
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         _move_into_place(tmp, dest)
     meta = json.loads((dest / "meta.json").read_text())
-    return ExportedModel(spec, dest, meta["fingerprint"], precision, meta)
+    return ExportedModel(spec, dest, meta["fingerprint"], _model_precision(precision), meta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -680,7 +712,7 @@ def _meta(
         "onnx_sha256": sha256_file(folder / "model.onnx"),
         "graphs": graphs,
         "position_limit": _position_limit(model.folder),
-        **({f"{precision}_calibration_cosine": calibration} if calibration else {}),
+        **({f"{_model_precision(precision)}_calibration_cosine": calibration} if calibration else {}),
         "int8_isa": quantize.cpu_isa() if precision == "int8" else None,
         "versions": _versions(),
     }
@@ -725,6 +757,8 @@ def _precision_graph(
     if precision == "fp32":
         os.replace(optimized, dst)
         return None
+    if precision == OPENVINO_INT8:
+        return _openvino_int8_graph(optimized, dst, model, settings)
     if precision == "int8":
         spec = model.spec
         config = {"exclude": spec.int8_exclude} if spec.int8_exclude else None
@@ -733,6 +767,31 @@ def _precision_graph(
     else:  # fp16
         settings["fp16"] = quantize.convert_fp16(optimized, dst)
     optimized.unlink()
+    return calibration
+
+
+#: The statically quantized OpenVINO IR of an ``OPENVINO_INT8`` export (its weights: the same name, ``.bin``).
+OPENVINO_INT8_IR = "model.cpu.int8.xml"
+
+
+def _openvino_int8_graph(optimized: Path, dst: Path, model: ResolvedModel, settings: dict) -> dict | None:
+    """``OPENVINO_INT8``: ``dst`` is the fp32 fused graph (the export's model.onnx, as for fp32); its CPU
+    graph (``graph.cpu_model``) quantized by NNCF becomes ``OPENVINO_INT8_IR`` beside it, gated against the
+    CPU graph in fp32 (``openvino_int8.check_static_int8_parity``). Returns the calibration cosines."""
+    from . import openvino_int8
+    from .graph import cpu_model
+
+    os.replace(optimized, dst)
+    cpu = cpu_model(dst)
+    cpu_graph = dst if cpu is None else dst.parent / "model.cpu.fp32.onnx"  # None: the CPU runs the export as is
+    if cpu is not None:
+        _write_atomic(cpu_graph, cpu.SerializeToString())
+    ir = dst.parent / OPENVINO_INT8_IR
+    settings["quantization"] = openvino_int8.quantize_static_int8(cpu_graph, ir, model.spec, dst.parent)
+    settings["runtime"] = {"name": "openvino", "inference_precision": "f32"}
+    calibration = openvino_int8.check_static_int8_parity(cpu_graph, ir, model.spec, dst.parent)
+    if cpu_graph != dst:
+        cpu_graph.unlink()
     return calibration
 
 

@@ -54,6 +54,7 @@ def test_the_table_resolves_for_every_cpu_class(cls):
     assert rt.choose_runtime("fp32", cls=cls) == "onnxruntime"
     assert rt.choose_runtime("int8", cls=cls) == "onnxruntime"
     assert rt.choose_runtime("fp32", runtime="openvino", cls=cls) == "openvino"
+    assert rt.choose_runtime("int8", runtime="openvino", cls=cls) == "openvino"
     if cls in rt.BF16_CLASSES:
         assert rt.choose_runtime("bf16", cls=cls) == "openvino"
     else:
@@ -106,7 +107,7 @@ def test_cpu_class_from_flags():
     [
         ("bf16", None, "cuda", "bf16 units; on CUDA"),
         ("fp32", "openvino", "cuda", "on CUDA the runtime is onnxruntime"),
-        ("int8", "openvino", "cpu", "int8 runs on onnxruntime"),
+        ("int8", "openvino", "cuda", "on CUDA the runtime is onnxruntime"),
         ("bf16", "onnxruntime", "cpu", "onnxruntime has no bf16"),
         ("fp16", None, "cpu", "does not run on the CPU"),
         ("fp32", "tensorrt", "cpu", "runtime must be one of"),
@@ -233,7 +234,7 @@ def test_bf16_vectors_are_near_exact(family, tmp_path):
 
 
 # -- the runtime path without export tools --------------------------------------------------------
-HEAVY = ("torch", "onnx", "transformers", "optimum", "onnxruntime.transformers", "sentence_transformers")
+HEAVY = ("torch", "onnx", "transformers", "optimum", "onnxruntime.transformers", "sentence_transformers", "nncf")
 CHILD_TEXTS = [
     "the quick brown fox jumps over the lazy dog",
     "",
@@ -327,14 +328,18 @@ def test_tiny_model_runs_without_export_tools(tiny_model_dir, tiny_cache, tmp_pa
 
 
 def test_openvino_runs_without_export_tools(tiny_model_dir, tiny_cache, tmp_path):
-    """The openvino extra's runtime path (fp32) needs no export tools either, and gives the parent's vectors."""
+    """The openvino extra's runtime path (fp32, and int8's static IR) needs no export tools (nncf included),
+    and gives the parent's vectors."""
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
-    load_or_export(str(tiny_model_dir), "fp32", cache_dir=tiny_cache)
-    report, got = _child(str(tiny_model_dir), tiny_cache, ("fp32",), tmp_path, runtime="openvino")
+    pytest.importorskip("nncf", reason="nncf (the export extra) builds the int8 IR here, in the parent")
+    for precision in ("fp32", "int8"):
+        load_or_export(str(tiny_model_dir), precision, cache_dir=tiny_cache, runtime="openvino")
+    report, got = _child(str(tiny_model_dir), tiny_cache, ("fp32", "int8"), tmp_path, runtime="openvino")
     assert report == {"refused": [], "loaded": [], "error": None}
     args = {"model": str(tiny_model_dir), "cache": tiny_cache, "texts": CHILD_TEXTS, "runtime": "openvino"}
-    for key, want in embed(Embedder, args, "fp32").items():
-        np.testing.assert_allclose(got[f"fp32_{key}"], want, rtol=0, atol=1e-6, err_msg=key)
+    for precision in ("fp32", "int8"):
+        for key, want in embed(Embedder, args, precision).items():
+            np.testing.assert_allclose(got[f"{precision}_{key}"], want, rtol=0, atol=1e-6, err_msg=f"{precision} {key}")
 
 
 def test_minilm_runs_without_export_tools(tmp_path):
