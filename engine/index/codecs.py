@@ -137,6 +137,7 @@ class Codec:
 
     def device_rows(self, vectors: np.ndarray) -> np.ndarray:
         """What the GPU scan reads for these fp32 rows: the codes of the same rows."""
+        assert self.codes is not None  # a codec without codes (fp32) overrides this
         return self.codes[: len(vectors)]
 
     def search_cuda(
@@ -216,6 +217,7 @@ class Int8Codec(Codec):
     default_oversample = DEFAULT_OVERSAMPLE
     sections = ("codes", "scales")
     dtype = np.int8
+    codes: np.ndarray  # never None: the codec has a dtype
 
     def __init__(self, dim: int, scales: np.ndarray | None = None) -> None:
         super().__init__(dim)
@@ -251,6 +253,7 @@ class Int8Codec(Codec):
     def candidates(self, queries: np.ndarray, n: int, m: int) -> np.ndarray:
         """Top ``m`` by the integer scores of 7-bit queries: the blocked GEMM for many queries, the
         fused scan for few; both rank alike, so the batch never changes a query's candidates."""
+        assert self.scales is not None  # calibrated by the first add, or required of a loaded file with rows
         if len(queries) >= gemm_min_queries():
             return topk_int8_gemm(self.codes[:n], queries, self.scales, m)[1]
         return topk_int8(self.codes[:n], queries, self.scales, m, qmax=U8S8_QMAX)[1]
@@ -289,6 +292,7 @@ class BinaryCodec(Codec):
     default_oversample = DEFAULT_OVERSAMPLE_BINARY
     sections = ("bits",)
     dtype = np.uint64
+    codes: np.ndarray  # never None: the codec has a dtype
 
     @property
     def width(self) -> int:

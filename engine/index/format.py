@@ -42,6 +42,7 @@ from engine.files import fsync_dir, open_regular, replace_atomically
 from engine.precisions import INDEX_PRECISIONS
 
 from .codecs import CODECS
+from .ids import repeated
 
 __all__ = [
     "FIELDS",
@@ -172,7 +173,7 @@ def write(path: str | os.PathLike, fields: dict[str, Any], arrays: dict[str, Any
         (name, np.asarray(given[name], dtype=SECTIONS[name][0]))
         for name in section_names(fields["precision"], fields["id_kind"])
     ]
-    table = [
+    table: list[dict[str, Any]] = [
         {"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": 0, "nbytes": int(arr.nbytes)}
         for name, arr in secs
     ]
@@ -370,7 +371,7 @@ def _read_section(f, path: Path, entry: dict, mapped: bool) -> np.ndarray:
 
 def _decode(path: Path, fields: dict, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """Check the values later steps trust, and turn string-id sections into a list of str."""
-    out = {"vectors": arrays["vectors"]}
+    out: dict[str, Any] = {"vectors": arrays["vectors"]}
     if fields["precision"] == "int8":
         scales = arrays["scales"]
         if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
@@ -499,9 +500,9 @@ def check_values(
         encode = functools.partial(quantize, scales=arrays["scales"])
         if (row := _first_row_not_encoded(vectors, arrays["codes"], encode)) is not None:
             raise _damaged(path, f"the int8 codes of row {row} are not its vector quantized with the file's scales")
-    kind, ids, next_id = fields["id_kind"], arrays.get("ids"), fields["next_id"]
+    kind, next_id = fields["id_kind"], fields["next_id"]
     str_set = None
-    if kind == "int" and len(ids):
+    if kind == "int" and len(ids := arrays["ids"]):
         srt = np.sort(ids)
         dup = srt[1:][srt[1:] == srt[:-1]]
         if dup.size:
@@ -509,11 +510,9 @@ def check_values(
         if next_id < int(srt[-1]) + 1:
             raise _damaged(path, f"next_id {next_id} is not above the largest id {int(srt[-1])}")
     elif kind == "str":
-        str_set = set(ids)
+        str_set = set(ids := arrays["ids"])
         if len(str_set) != len(ids):
-            seen: set[str] = set()
-            dup = [v for v in ids if v in seen or seen.add(v)]
-            raise _damaged(path, f"ids repeat: {dup[:10]}")
+            raise _damaged(path, f"ids repeat: {repeated(ids)[:10]}")
     elif kind is None and next_id != fields["count"]:
         raise _damaged(path, f"next_id {next_id} differs from count {fields['count']} (row-number ids)")
     return str_set

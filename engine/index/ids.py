@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -65,11 +66,9 @@ def check_unique(new: np.ndarray | list[str], existing: np.ndarray | set[str] | 
         uniq, counts = np.unique(new, return_counts=True)
         if (counts > 1).any():
             raise InputError(f"duplicate ids in this batch: {uniq[counts > 1][:10].tolist()}; ids must be unique")
-        dup = new[np.isin(new, existing)].tolist() if existing.size else []
+        dup = new[np.isin(new, existing)].tolist() if isinstance(existing, np.ndarray) and existing.size else []
     else:
-        seen: set[str] = set()
-        d_in = [v for v in new if v in seen or seen.add(v)]
-        if d_in:
+        if d_in := repeated(new):
             raise InputError(f"duplicate ids in this batch: {d_in[:10]}; ids must be unique")
         dup = [v for v in new if existing and v in existing]
     if dup:
@@ -77,3 +76,15 @@ def check_unique(new: np.ndarray | list[str], existing: np.ndarray | set[str] | 
             f"ids already in the index: {dup[:10]}; ids must be unique "
             "(remove the old entries by rebuilding, or choose new ids)"
         )
+
+
+def repeated(values: Iterable[str]) -> list[str]:
+    """The values seen before in ``values``, in order (a value seen three times is listed twice)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for v in values:
+        if v in seen:
+            out.append(v)
+        else:
+            seen.add(v)
+    return out

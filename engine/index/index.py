@@ -270,7 +270,7 @@ class Index:
                 return "int", np.arange(self._next_id, self._next_id + m, dtype=np.int64)
             return None, None
         kind, new = parse_ids(ids, m)
-        if kind is None:  # empty batch
+        if new is None:  # empty batch (kind is None too)
             return self._id_kind, (np.empty(0, np.int64) if self._id_kind != "str" else [])
         if self._id_kind is not None and kind != self._id_kind and self._n > 0:
             raise InputError(f"this index uses {self._id_kind} ids but got {kind} ids; use one id kind per index")
@@ -328,18 +328,16 @@ class Index:
             return
         self._ensure_capacity(m)
         n = self._n
-        # switch positional -> explicit ids when explicit int ids arrive
-        if kind == "int" and self._int_ids is None:
-            buf = np.empty(self._vecs.shape[0], np.int64)
-            buf[:n] = np.arange(n, dtype=np.int64)
-            self._int_ids = buf
         self._vecs[n : n + m] = x
         self._codec.add(x, n)
         if kind == "int":
+            if self._int_ids is None:  # positional -> explicit ids: earlier rows keep their row numbers
+                self._int_ids = np.empty(self._vecs.shape[0], np.int64)
+                self._int_ids[:n] = np.arange(n, dtype=np.int64)
             self._int_ids[n : n + m] = new_ids
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
         elif kind == "str":
-            if self._str_ids is None:
+            if self._str_ids is None or self._str_set is None:  # the first string ids (both None then)
                 self._str_ids, self._str_set = [], set()
             self._str_ids.extend(new_ids)
             self._str_set.update(new_ids)
@@ -436,7 +434,7 @@ class Index:
 
     def _ids_of(self, rows: np.ndarray) -> np.ndarray:
         """The ids of row numbers, in the same shape."""
-        if self._id_kind == "str":
+        if self._str_ids is not None:  # id kind "str"
             out = np.empty(rows.shape, dtype=object)
             flat = out.reshape(-1)
             ids = self._str_ids
@@ -503,8 +501,10 @@ class Index:
         """
         n = self._n
         arrays: dict[str, Any] = {"vectors": self._vecs[:n], **self._codec.arrays(n)}
-        if self._id_kind is not None:
-            arrays["ids"] = self._int_ids[:n] if self._id_kind == "int" else self._str_ids
+        if self._int_ids is not None:  # id kind "int"
+            arrays["ids"] = self._int_ids[:n]
+        elif self._str_ids is not None:  # id kind "str"
+            arrays["ids"] = self._str_ids
         fmt.write(
             path,
             {
