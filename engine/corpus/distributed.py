@@ -417,7 +417,7 @@ def embed_corpus_distributed(
         check_positive_int("actors", actors)
     cpus, gpus = _resources(options.device, options.model_precision, cpus_per_actor, gpus_per_actor)
     files = _expand(inputs, options.format)
-    exported, ref, actor_cache = _driver_model(model, options)
+    exported, ref, actor_cache, runtime = _driver_model(model, options)
     plan = Plan.build([], exported, ref, options)
     fields, shard_size = options.record_fields, options.shard_size
     manifest = {**plan.manifest, "inputs": [f.info() for f in files]}
@@ -445,7 +445,7 @@ def embed_corpus_distributed(
             "skip_bad": options.skip_bad,
         }
         kwargs = _actor_kwargs(
-            ref, actor_cache, exported, options, cpus, plan.truncate_dim, plan.prompt, plan.normalize
+            ref, actor_cache, exported, options, cpus, plan.truncate_dim, plan.prompt, plan.normalize, runtime=runtime
         )
         work, base = [], 0
         for fi, (f, n) in enumerate(zip(files, docs)):

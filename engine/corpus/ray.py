@@ -79,13 +79,16 @@ class EmbedBatch:
         count_tokens: bool = False,
         prompt: str | None = None,
         normalize: bool | None = None,
+        runtime: str | None = None,
     ):
         if threads is not None:  # the tokenizer's Rayon pool, sized like onnxruntime's
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         from ..embedder import Embedder
         from .driver import LocalExecutor
 
-        self.embedder = Embedder(model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir)
+        self.embedder = Embedder(
+            model, device=device, model_precision=precision, threads=threads, cache_dir=cache_dir, runtime=runtime
+        )
         if fingerprint is not None:
             self.ready(fingerprint)
         self.local = LocalExecutor(self.embedder, batch_size, truncate_dim, count_tokens, prompt, normalize)
@@ -175,25 +178,28 @@ def _resources(device: str, precision: str, cpus_per_actor, gpus_per_actor) -> t
 def _driver_model(model, options: CorpusOptions):
     """Export (or find) the model on the driver, at options' model precision and cache folder.
 
-    Returns (exported, ref, cache_dir for the actors): ref (``model_ref``) is both what the
+    Returns (exported, ref, cache_dir for the actors, runtime): ref (``model_ref``) is both what the
     manifest stores and what the actors load; a ready Embedder brings its own precision
-    (``exported.precision``) and cache folder.
+    (``exported.precision``), cache folder and runtime. The runtime is the driver's choice, so every
+    actor runs the driver's export whatever its own CPU class would pick.
     """
     from ..embedder import Embedder
     from ..models.export import load_or_export
+    from ..runtime import choose_runtime
     from .driver import model_ref
 
     ref = model_ref(model)
     if isinstance(model, Embedder):
         exported = model._exported
-        return exported, ref, str(exported.folder.parent.parent)
+        return exported, ref, str(exported.folder.parent.parent), model.runtime
     cache_dir = options.cache_dir
-    exported = load_or_export(ref, precision=options.model_precision, cache_dir=cache_dir)
+    runtime = choose_runtime(options.model_precision, options.device)
+    exported = load_or_export(ref, precision=options.model_precision, cache_dir=cache_dir, runtime=runtime)
     # an explicit cache folder (argument or $EMBED_ENGINE_CACHE) goes to the actors as well; the
     # default (~/.cache/embed-engine) is left to each worker's own home
     explicit = cache_dir if cache_dir is not None else os.environ.get("EMBED_ENGINE_CACHE") or None
     actor_cache = str(Path(explicit).expanduser().resolve()) if explicit is not None else None
-    return exported, ref, actor_cache
+    return exported, ref, actor_cache, runtime
 
 
 def _actor_kwargs(
@@ -205,11 +211,13 @@ def _actor_kwargs(
     truncate_dim: int | None,
     prompt: str | None = None,
     normalize: bool | None = None,
+    runtime: str | None = None,
 ) -> dict:
-    """``EmbedBatch``'s arguments: the driver's model, options' device, threads and batch size."""
+    """``EmbedBatch``'s arguments: the driver's model and runtime, options' device, threads and batch size."""
     return {
         "model": ref,
         "precision": exported.precision,
+        "runtime": runtime,
         "device": options.device,
         "threads": options.threads or max(1, int(cpus)),
         "cache_dir": actor_cache,
@@ -279,10 +287,10 @@ def embed_dataset(
 
     options = CorpusOptions.from_arguments(options, locals())
     cpus, gpus = _resources(options.device, options.model_precision, cpus_per_actor, gpus_per_actor)
-    exported, ref, actor_cache = _driver_model(model, options)
+    exported, ref, actor_cache, runtime = _driver_model(model, options)
     # an unknown prompt_name fails here, not on a worker
     doc_prompt, _ = corpus_prompts(exported, options.prompt_name, options.prompt)
-    kwargs = _actor_kwargs(ref, actor_cache, exported, options, cpus, options.truncate_dim, doc_prompt)
+    kwargs = _actor_kwargs(ref, actor_cache, exported, options, cpus, options.truncate_dim, doc_prompt, runtime=runtime)
     kwargs.update(text_column=text_column, title_column=title_column, output_column=output_column)
     if actors is None:
         actors = _default_actors(cpus, gpus)
@@ -374,9 +382,11 @@ def embed_corpus_ray(
         check_positive_int("actors", actors)
     cpus, gpus = _resources(options.device, options.model_precision, cpus_per_actor, gpus_per_actor)
     sources = expand_inputs(inputs, options.format)
-    exported, ref, actor_cache = _driver_model(model, options)
+    exported, ref, actor_cache, runtime = _driver_model(model, options)
     plan = Plan.build(sources, exported, ref, options)
-    kwargs = _actor_kwargs(ref, actor_cache, exported, options, cpus, plan.truncate_dim, plan.prompt, plan.normalize)
+    kwargs = _actor_kwargs(
+        ref, actor_cache, exported, options, cpus, plan.truncate_dim, plan.prompt, plan.normalize, runtime=runtime
+    )
     pool = _pool(ray, address, actors, cpus, gpus, {**kwargs, "count_tokens": options.progress}, ray_batch_size)
     return drive(plan, out_dir, pool, t0=t0)
 

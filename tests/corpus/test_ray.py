@@ -332,3 +332,32 @@ def test_worker_with_another_model_is_refused(ray_cluster, tiny_model_dir, tiny_
     }
     with pytest.raises(ModelMismatchError, match="install the same weights"):
         _ActorPool(ray_cluster, 1, 1, 0, kwargs)
+
+
+@pytest.mark.parametrize("precision, runtime", [("fp32", "onnxruntime"), ("int8", "openvino")])
+def test_actors_run_the_drivers_runtime(precision, runtime, tiny_model_dir, tiny_cache):
+    """The driver's runtime travels to every actor (an actor choosing by its own CPU class could load
+    another export: int8 on OpenVINO is a static IR, onnxruntime's a dynamic graph)."""
+    if runtime == "openvino":
+        pytest.importorskip("openvino", reason="the openvino extra is not installed")
+        pytest.importorskip("nncf", reason="nncf (the export extra) builds the int8 IR")
+    from engine import Embedder
+    from engine.corpus.options import CorpusOptions
+    from engine.corpus.ray import EmbedBatch, _actor_kwargs, _driver_model
+    from engine.runtime import choose_runtime
+
+    emb = Embedder(str(tiny_model_dir), cache_dir=tiny_cache, model_precision=precision, runtime=runtime)
+    options = CorpusOptions(model_precision=precision, cache_dir=tiny_cache)
+    for model in (emb, str(tiny_model_dir)):
+        exported, ref, cache, got = _driver_model(model, options)
+        assert got == (runtime if model is emb else choose_runtime(precision))
+        kwargs = _actor_kwargs(ref, cache, exported, options, 1.0, None, runtime=got)
+        actor = EmbedBatch(**kwargs)  # refuses a model other than the driver's
+        assert actor.embedder.runtime == got
+        np.testing.assert_allclose(
+            actor.encode(TEXTS[:3])[0],
+            Embedder(str(tiny_model_dir), cache_dir=tiny_cache, model_precision=precision, runtime=got).encode(
+                TEXTS[:3]
+            ),
+            atol=1e-6,
+        )
