@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arguments import model_precision_argument
+from ..arguments import model_precision_argument, positive_int
 from ..errors import EngineError, InputError
-from .options import DEFAULT_SHARD_SIZE, CorpusOptions, check_positive_int
+from .options import DEFAULT_SHARD_SIZE, CorpusOptions
 
 ID_BUCKETS = 8  # dedup tasks (at most one per input file)
 
@@ -414,7 +414,7 @@ def embed_corpus_distributed(
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     options = CorpusOptions.from_arguments(options, locals())
     if actors is not None:
-        check_positive_int("actors", actors)
+        positive_int(actors, "actors")
     cpus, gpus = _resources(options.device, options.model_precision, cpus_per_actor, gpus_per_actor)
     files = _expand(inputs, options.format)
     exported, ref, actor_cache, runtime = _driver_model(model, options)

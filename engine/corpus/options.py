@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from ..arguments import model_precision_argument
+from ..arguments import model_precision_argument, positive_int
 from ..errors import InputError
 from .readers import Fields
 from .shards import DEFAULT_OUTPUT_FORMAT, check_output_format
@@ -94,8 +94,8 @@ class CorpusOptions:
 
     def __post_init__(self) -> None:
         model_precision_argument(self.model_precision, None)
-        check_positive_int("shard_size", self.shard_size)
-        check_positive_int("batch_size", self.batch_size)
+        for name in ("shard_size", "batch_size"):  # numpy integers stored as int (they go into JSON manifests)
+            object.__setattr__(self, name, positive_int(getattr(self, name), name))
         if self.id_field not in (None, ""):
             _check_field("id_field", self.id_field)
         _check_field("text_field", self.text_field)
@@ -134,12 +134,6 @@ class CorpusOptions:
 
 
 _DEFAULTS = {f.name: f.default for f in fields(CorpusOptions)}
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    """InputError unless value is an int >= 1 (a bool is not)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_field(name: str, value: Any) -> None:

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arguments import model_precision_argument
+from ..arguments import model_precision_argument, positive_int
 from ..errors import EngineError, InputError, ModelMismatchError, missing_extra
-from .options import DEFAULT_SHARD_SIZE, CorpusOptions, check_positive_int
+from .options import DEFAULT_SHARD_SIZE, CorpusOptions
 
 RAY_BATCH = 256  # texts per actor call
 INFLIGHT_PER_ACTOR = 2  # calls queued on each actor (one running, one ready)
@@ -377,9 +377,9 @@ def embed_corpus_ray(
     ray = _import_ray()
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     options = CorpusOptions.from_arguments(options, locals())
-    check_positive_int("ray_batch_size", ray_batch_size)
+    positive_int(ray_batch_size, "ray_batch_size")
     if actors is not None:
-        check_positive_int("actors", actors)
+        positive_int(actors, "actors")
     cpus, gpus = _resources(options.device, options.model_precision, cpus_per_actor, gpus_per_actor)
     sources = expand_inputs(inputs, options.format)
     exported, ref, actor_cache, runtime = _driver_model(model, options)

@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..arguments import is_int
 from ..errors import IndexFormatError, InputError, ModelMismatchError
 from ..files import open_regular, read_regular, replace_atomically, temp_file
 
@@ -395,10 +396,6 @@ def shard_completed(
 
 
 # -- reading the output -------------------------------------------------------------------
-def _is_int(v: Any) -> bool:
-    return type(v) is int
-
-
 def _load_json(path: Path, limit: int) -> Any:
     """A JSON file of OUTDIR: a regular file (not a link) of at most limit bytes, UTF-8, not
     nested too deeply. FileNotFoundError passes; anything else is an IndexFormatError."""
@@ -423,9 +420,9 @@ def record_problem(rec: Any, i: int, output_format: str = DEFAULT_OUTPUT_FORMAT)
     """
     if not isinstance(rec, dict):
         return f"shard record {i} is not an object"
-    if not _is_int(rec.get("index")) or rec["index"] != i:
+    if not is_int(rec.get("index")) or rec["index"] != i:
         return f"shard record {i} has index {rec.get('index')!r}"
-    if not _is_int(rec.get("count")) or rec["count"] < 0:
+    if not is_int(rec.get("count")) or rec["count"] < 0:
         return f"shard record {i} has count {rec.get('count')!r}"
     files = shard_files(i, output_format)
     for role, name in files.items():
@@ -450,7 +447,7 @@ def _check_manifest(path: Path, m: dict) -> None:
         return IndexFormatError(f"{path}: {why}. {REWRITE}")
 
     dim = m.get("dim")
-    if not _is_int(dim) or dim < 1:
+    if not is_int(dim) or dim < 1:
         raise bad(f"dim is {dim!r}, not a positive integer")
     model = m.get("model")
     if not isinstance(model, dict) or not all(
@@ -458,7 +455,7 @@ def _check_manifest(path: Path, m: dict) -> None:
     ):
         raise bad("model must be an object with string fingerprint, ref and precision")
     td = m.get("truncate_dim")
-    if td is not None and (not _is_int(td) or td < 1):
+    if td is not None and (not is_int(td) or td < 1):
         raise bad(f"truncate_dim is {td!r}")
     if not isinstance(m.get("normalize", True), bool):
         raise bad(f"normalize is {m.get('normalize')!r}, not true or false")
@@ -476,7 +473,7 @@ def _check_manifest(path: Path, m: dict) -> None:
     for i, rec in enumerate(shards):
         if why := record_problem(rec, i, fmt):
             raise bad(why)
-    if not _is_int(m.get("count")) or m["count"] != sum(r["count"] for r in shards):
+    if not is_int(m.get("count")) or m["count"] != sum(r["count"] for r in shards):
         raise bad(f"count {m.get('count')!r} is not the sum of the shards' counts")
 
 
@@ -496,7 +493,7 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexFormatError(f"{path} is not an embed encode manifest")
     version = manifest.get("version", 0)
-    if not _is_int(version):
+    if not is_int(version):
         raise IndexFormatError(f"{path} has format version {version!r}, not an integer. {REWRITE}")
     if version > VERSION:
         raise IndexFormatError(

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.arguments import is_int
 from engine.errors import IndexFormatError, InputError
 from engine.files import fsync_dir, open_regular, replace_atomically
 from engine.precisions import INDEX_PRECISIONS
@@ -85,20 +86,16 @@ SECTIONS: dict[str, tuple[str, Any]] = {
 }
 
 
-def _is_int(v: Any) -> bool:
-    return type(v) is int
-
-
 #: the header fields the Index passes to ``write`` and gets back from ``read``, with their checks
 FIELDS = {
-    "dim": lambda v: _is_int(v) and v >= 1,
+    "dim": lambda v: is_int(v) and v >= 1,
     "precision": lambda v: v in PRECISIONS,
-    "count": lambda v: _is_int(v) and v >= 0,
+    "count": lambda v: is_int(v) and v >= 0,
     "model": lambda v: v is None or isinstance(v, str),
     "metric": lambda v: v in METRICS,
     "id_kind": lambda v: v in ID_KINDS,
-    "next_id": lambda v: _is_int(v) and 0 <= v <= MAX_ID + 1,
-    "oversample": lambda v: _is_int(v) and v >= 1,
+    "next_id": lambda v: is_int(v) and 0 <= v <= MAX_ID + 1,
+    "oversample": lambda v: is_int(v) and v >= 1,
     "scales_calibrated": lambda v: isinstance(v, bool),
 }
 
@@ -335,16 +332,16 @@ def _check_sections(path: Path, fields: dict, table: Any, hlen: int, size: int) 
         dtype, shape_of = SECTIONS[name]
         if e.get("dtype") != dtype:
             raise _damaged(path, f"section {name!r} has dtype {e.get('dtype')!r}, expected {dtype!r}")
-        if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+        if not isinstance(shape, list) or not all(is_int(s) and s >= 0 for s in shape):
             raise _damaged(path, f"section {name!r} has shape {shape!r}, not a list of sizes >= 0")
         expected = list(shape_of(n, d)) if shape_of else (shape[:1] or [0])  # ids_utf8: any length
         if shape != expected:
             raise _damaged(path, f"section {name!r} has shape {shape}, expected {expected} for count={n}, dim={d}")
         nbytes = e.get("nbytes")
-        if not _is_int(nbytes) or nbytes != math.prod(shape) * np.dtype(dtype).itemsize:
+        if not is_int(nbytes) or nbytes != math.prod(shape) * np.dtype(dtype).itemsize:
             raise _damaged(path, f"section {name!r} size {nbytes!r} does not match its shape {shape}")
     for e, off in zip(table, _offsets(hlen, [e["nbytes"] for e in table])):
-        if not _is_int(e.get("offset")) or e["offset"] != off:
+        if not is_int(e.get("offset")) or e["offset"] != off:
             raise _damaged(path, f"section {e['name']!r} starts at {e.get('offset')!r}, the layout puts it at {off}")
     end = table[-1]["offset"] + table[-1]["nbytes"]
     if size != end:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.arguments import positive_int
 from engine.errors import EngineError, IndexFormatError, InputError, ModelMismatchError
 from engine.kernels.normalize import l2_normalize
 
@@ -83,8 +84,7 @@ class Index:
         oversample: int | None = None,
         scales: np.ndarray | None = None,
     ) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise InputError(f"dim must be a positive integer, got {dim!r}")
+        dim = positive_int(dim, "dim")
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if model is not None and not isinstance(model, str):

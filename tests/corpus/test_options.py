@@ -148,3 +148,11 @@ def test_the_ray_entry_points_refuse_them_before_a_cluster_starts(tmp_path, kw, 
         with pytest.raises(InputError, match=message):
             fn(tmp_path / "missing.jsonl", tmp_path / "out", **kw)
     assert not (tmp_path / "out").exists()
+
+
+def test_numpy_integers_are_counts_and_stored_as_int():
+    """As everywhere in the engine (engine.arguments.positive_int): a numpy integer is a count, kept as an int
+    so it serializes into the manifest."""
+    options = CorpusOptions(shard_size=np.int64(5), batch_size=np.int32(4))
+    assert (options.shard_size, options.batch_size) == (5, 4)
+    assert type(options.shard_size) is int and type(options.batch_size) is int
