@@ -1,15 +1,143 @@
-"""The file readers (``engine.corpus.readers.files``): CSV/TSV, Parquet and text with fallback fields,
-untrusted files (CSV quoting, damaged gzip, lone surrogates, what the JSON parser cannot read), pipes,
-and unknown file types."""
+"""The file readers (``engine.corpus.readers.files``): JSON lines, CSV/TSV, Parquet and text (ids, line
+numbers, fallback fields, bad rows, non-UTF-8 bytes, a BOM), inputs and globs, untrusted files (CSV
+quoting, damaged gzip and Parquet, lone surrogates, what the JSON parser cannot read), pipes, and unknown
+file types."""
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 
-from engine.corpus.readers import Fields, expand_inputs, iter_documents, read_documents
+from engine.corpus.readers import Doc, Fields, count_records, expand_inputs, iter_documents, read_documents
 from engine.errors import InputError
+from tests.corpus.test_driver import write_jsonl
+
+
+def read(paths, **kw) -> list[Doc]:
+    """The documents of ``paths`` (a path or a list), read as ``embed encode`` reads them."""
+    paths = [paths] if isinstance(paths, Path) else paths
+    return list(iter_documents(expand_inputs(paths), **kw))
+
+
+def collect_bad():
+    """(the list of (where, message) pairs, an on_bad that appends to it)."""
+    bad = []
+    return bad, lambda where, msg: bad.append((where, msg))
+
+
+# -- JSON lines ----------------------------------------------------------------------------------
+def test_jsonl_beir(tmp_path):
+    p = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"_id": "a", "title": "Title A", "text": "alpha"},
+            {"_id": 7, "text": "no title"},  # integer id -> "7"
+            "",  # blank line: skipped
+            {"_id": "c", "title": "", "text": ""},  # empty text: kept, embedded as ""
+            {"_id": "d", "title": None, "text": "null title"},
+        ],
+    )
+    docs = read(p)
+    assert [(d.id, d.text, d.title) for d in docs] == [
+        ("a", "Title A alpha", "Title A"),
+        ("7", "no title", ""),
+        ("c", "", ""),
+        ("d", "null title", ""),
+    ]
+    assert docs[0].where == f"{p}:1" and docs[2].where == f"{p}:4"
+    assert count_records([p]) == 5  # newline count: an upper bound for the progress bar
+
+
+def test_jsonl_invalid_json_names_file_and_line(tmp_path):
+    p = write_jsonl(
+        tmp_path / "c.jsonl", [{"_id": "a", "text": "ok"}, '{"_id": "b", "text": ', {"_id": "c", "text": "ok"}]
+    )
+    with pytest.raises(InputError, match=r"c\.jsonl:2: invalid JSON .*--skip-bad"):
+        read(p)
+    bad, on_bad = collect_bad()
+    assert [d.id for d in read(p, on_bad=on_bad)] == ["a", "c"]
+    assert bad[0][0] == f"{p}:2" and "invalid JSON" in bad[0][1]
+
+
+def test_non_utf8_names_line_and_byte_offset(tmp_path):
+    p = tmp_path / "c.jsonl"
+    good = b'{"_id": "a", "text": "ok"}\n'
+    p.write_bytes(good + b'{"_id": "b", "text": "caf\xe9"}\n' + b'{"_id": "c", "text": "ok"}\n')
+    offset = len(good) + len(b'{"_id": "b", "text": "caf')
+    with pytest.raises(InputError, match=rf"c\.jsonl:2: not valid UTF-8 \(byte offset {offset} .*iconv"):
+        read(p)
+    bad, on_bad = collect_bad()
+    assert [d.id for d in read(p, on_bad=on_bad)] == ["a", "c"]
+    assert len(bad) == 1
+
+
+def test_utf8_bom_is_ignored(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"_id": "a", "text": "x"}).encode() + b"\n")
+    assert [d.id for d in read(p)] == ["a"]
+
+
+# -- CSV / TSV, Parquet, plain text ----------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_csv_and_tsv(tmp_path, fmt):
+    p = tmp_path / f"c.{fmt}"
+    with open(p, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="," if fmt == "csv" else "\t")
+        w.writerow(["_id", "title", "text", "extra"])
+        w.writerow(["1", "T", "multi\nline, quoted", "x"])
+        w.writerow(["2", "", "plain", "y"])
+    docs = read(p)
+    assert [(d.id, d.text) for d in docs] == [("1", "T multi\nline, quoted"), ("2", "plain")]
+    assert docs[1].where == f"{p}:4"  # the first record spans lines 2-3
+
+
+def test_csv_missing_column_and_bad_rows(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("_id,body\n1,x\n", encoding="utf-8")
+    with pytest.raises(
+        InputError, match=r"no text column 'text' in the header \(columns: _id, body\); name it with --text-field"
+    ):
+        read(p)
+    p.write_bytes(b"_id,text\n1,one\n2,two,extra\n3,caf\xe9\n4,four\n")
+    with pytest.raises(InputError, match=r"c\.csv:3: row has 3 fields, the header has 2"):
+        read(p)
+    bad, on_bad = collect_bad()
+    assert [d.id for d in read(p, on_bad=on_bad)] == ["1", "4"]
+    assert [w for w, _ in bad] == [f"{p}:3", f"{p}:4"]
+    assert "not valid UTF-8" in bad[1][1]
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    p = tmp_path / "c.parquet"
+    table = pa.table({"_id": ["a", "b", "c"], "title": ["T", None, ""], "text": ["one", "two", None]})
+    pq.write_table(table, p, row_group_size=2)
+    with pytest.raises(InputError, match=r"c\.parquet: row 3: field 'text' is null"):
+        read(p)
+    bad, on_bad = collect_bad()
+    docs = read(p, on_bad=on_bad)
+    assert [(d.id, d.text) for d in docs] == [("a", "T one"), ("b", "two")]
+    assert bad == [(f"{p}: row 3", "field 'text' is null")]
+    assert count_records([p]) == 3
+    pq.write_table(pa.table({"id": [1], "body": ["x"]}), p)
+    with pytest.raises(InputError, match=r"no id column '_id' \(columns: id, body\)"):
+        read(p)
+    docs = read(p, fields=Fields(id="id", text="body"))
+    assert [(d.id, d.text) for d in docs] == [("1", "x")]  # integer ids become strings
+
+
+def test_text_ids_are_line_numbers(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("first\n\nthird\r\n", encoding="utf-8")
+    assert [(d.id, d.text) for d in read(a)] == [("1", "first"), ("3", "third")]
+    b = tmp_path / "b.txt"
+    b.write_text("other\n", encoding="utf-8")
+    ids = [d.id for d in read([a, b])]
+    assert ids == [f"{a}:1", f"{a}:3", f"{b}:1"]
 
 
 def test_csv_and_parquet_with_fallback_fields_and_extras(tmp_path):
@@ -34,7 +162,22 @@ def test_plain_text_lines_follow_the_rule(tmp_path):
     assert [(d.id, d.text) for d in read_documents(p)] == [("1", "padded line"), ("4", "plain")]
 
 
-# -- untrusted files: CSV quoting, damaged gzip, lone surrogates -----------------------------
+# -- inputs and globs -----------------------------------------------------------------------------
+def test_inputs_globs_and_missing(tmp_path):
+    for name in ("b.jsonl", "a.jsonl"):
+        write_jsonl(tmp_path / name, [{"_id": name, "text": "x"}])
+    assert [p.name for p in expand_inputs(str(tmp_path / "*.jsonl"))] == ["a.jsonl", "b.jsonl"]
+    # a file named twice is read once
+    assert len(expand_inputs([tmp_path / "a.jsonl", str(tmp_path / "*.jsonl")])) == 2
+    with pytest.raises(InputError, match="no files match"):
+        expand_inputs(str(tmp_path / "*.csv"))
+    with pytest.raises(InputError, match="does not exist"):
+        expand_inputs(tmp_path / "nope.jsonl")
+    with pytest.raises(InputError, match="is a directory"):
+        expand_inputs(tmp_path)
+
+
+# -- untrusted files: CSV quoting, damaged gzip and Parquet, lone surrogates ----------------------
 def read_skipping(paths):
     """(docs as (id, text, where), rejects as (where, message)) with an on_bad that collects."""
     rejects = []
@@ -77,8 +220,6 @@ def test_csv_strict_quoting_names_the_line_where_the_record_starts(tmp_path):
 
 
 def test_csv_a_field_over_the_limit_always_raises(tmp_path, monkeypatch):
-    import csv
-
     import engine.corpus.readers.files as files
 
     p = tmp_path / "big.csv"
@@ -107,12 +248,12 @@ def _gzip_cases(tmp_path, suffix, header, lines):
     truncated = tmp_path / f"trunc{suffix}.gz"
     truncated.write_bytes(whole[: len(whole) // 2])
     with gzip.open(truncated, "rb") as f, pytest.raises(EOFError):  # the oracle: what gzip itself reads
-        read = []
+        decompressed = []
         for raw in f:
-            read.append(raw)
+            decompressed.append(raw)
     not_gzip = tmp_path / f"plain{suffix}.gz"
     not_gzip.write_bytes(data)
-    return [("truncated", truncated, len(read)), ("not-gzip", not_gzip, 0)]
+    return [("truncated", truncated, len(decompressed)), ("not-gzip", not_gzip, 0)]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".txt"])
@@ -158,6 +299,30 @@ def test_gzip_damaged_inside_a_quoted_csv_field_is_one_reject(tmp_path):
     assert docs and all(text == f"line one\nline two {i}" for i, (_, text, _) in enumerate(docs))
 
 
+def test_damaged_parquet_input_names_the_file(tmp_path):
+    """A truncated file, a non-Parquet file and flipped bytes give an InputError naming the input (never a
+    pyarrow exception, nor an OSError the CLI would report as an output error); counting skips them."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"_id": [str(i) for i in range(50)], "text": [f"doc {i}" for i in range(50)]}), good)
+    raw = good.read_bytes()
+    cases = {"truncated": raw[: len(raw) // 2], "not-parquet": b"_id,text\n1,hello\n" * 10}
+    for name, data in cases.items():
+        p = tmp_path / f"{name}.parquet"
+        p.write_bytes(data)
+        with pytest.raises(InputError, match=rf"{name}\.parquet: not a readable Parquet file .*complete"):
+            read(p)
+        assert count_records([p]) is None
+    for at in range(4, len(raw) - 8, max(1, len(raw) // 60)):  # flips anywhere: a clear error or rows
+        p = tmp_path / "flip.parquet"
+        p.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1 :])
+        try:
+            read(p, on_bad=lambda where, msg: None)
+        except InputError as e:
+            assert "flip.parquet" in str(e)
+
+
 def test_lone_surrogates_never_reach_the_embedder(tmp_path):
     """A "\\ud800" JSON escape (text or title) and CESU-8 surrogate bytes (CSV, text) are bad records."""
     j = _write(
@@ -184,8 +349,6 @@ def test_a_pipe_is_read_once_and_not_counted(tmp_path):
     what it holds) and is not read ahead for the progress bar, which would drain it."""
     import os
     import threading
-
-    from engine.corpus.readers import count_records
 
     fifo = tmp_path / "63"
     os.mkfifo(fifo)

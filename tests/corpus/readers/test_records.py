@@ -1,5 +1,6 @@
 """The record model (``engine.corpus.readers.records``): the one title+text rule, the cache key, ids and
-fields, and the on_bad protocol: every caller embeds the same string for a record."""
+fields, the checks on every record's id and text (missing, null, of another type, empty, a lone surrogate),
+and the on_bad protocol: every caller embeds the same string for a record."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from engine.corpus.readers import (
 )
 from engine.errors import InputError
 from tests.conftest import write_beir
+from tests.corpus.readers.test_files import read
+from tests.corpus.test_driver import write_jsonl
 
 
 def beir_rule(title: str, text: str) -> str:
@@ -50,6 +53,13 @@ def test_compose_is_beirs_rule(title, text, want):
 @given(st.text(), st.text())
 def test_compose_matches_the_oracle(title, text):
     assert compose(title, text) == beir_rule(title, text)
+
+
+def test_compose_title_and_text():
+    assert compose("T", "body") == "T body"
+    assert compose("", "body") == "body"
+    assert compose("T", "") == "T"
+    assert compose("", "") == ""
 
 
 TRICKY = [
@@ -115,6 +125,52 @@ def test_ids_from_line_numbers_and_text_fallbacks(tmp_path):
     assert docs[0].id == f"{p}:1" and docs[-1].id == f"{t}:1"
 
 
+# -- one record's id, text and fields ----------------------------------------------------------
+def test_jsonl_custom_fields_and_no_title(tmp_path):
+    p = write_jsonl(tmp_path / "c.jsonl", [{"doc": "x1", "body": "hello", "title": "ignored"}])
+    docs = read(p, fields=Fields(id="doc", text="body", title=None))
+    assert [(d.id, d.text) for d in docs] == [("x1", "hello")]
+
+
+def test_jsonl_missing_text_field_lists_fields_and_flag(tmp_path):
+    p = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "body": "x", "title": "t"}])
+    with pytest.raises(
+        InputError, match=r"c\.jsonl:1: no text field 'text' \(fields: _id, body, title\).*--text-field"
+    ):
+        read(p)
+    p2 = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "x"}])
+    with pytest.raises(InputError, match=r"no id field '_id' \(fields: id, text\).*--id-field"):
+        read(p2)
+
+
+@pytest.mark.parametrize(
+    "record, pattern",
+    [
+        ({"_id": "a", "text": None}, "field 'text' is null"),
+        ({"_id": "a", "text": 3}, "field 'text' is int"),
+        ({"_id": None, "text": "x"}, "id field '_id' is null"),
+        ({"_id": [1], "text": "x"}, "id field '_id' is list"),
+        ({"_id": "", "text": "x"}, "id field '_id' is empty"),
+        ([1, 2], "not an object"),
+        ({"_id": "a", "text": "\ud800"}, "lone surrogate"),
+    ],
+    ids=["null-text", "int-text", "null-id", "list-id", "empty-id", "array", "surrogate"],
+)
+def test_jsonl_bad_values(tmp_path, record, pattern):
+    p = tmp_path / "c.jsonl"
+    p.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=pattern):
+        read(p)
+
+
+def test_surrogate_id_rejected(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"_id": "a\\ud800", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="lone surrogate"):
+        read(p)
+
+
+# -- errors and the on_bad protocol ---------------------------------------------------------------
 def test_read_documents_errors_name_file_and_line_without_the_skip_hint(tmp_path):
     p = tmp_path / "c.jsonl"
     p.write_text('{"_id": "1", "text": "ok"}\n{"_id": "2", "text": null}\n')
