@@ -1,22 +1,28 @@
-"""Embedder: fidelity to sentence-transformers (the oracle), batching, truncation, bad input.
+"""Embedder: fidelity to sentence-transformers (the oracle), batching, truncation, bad input, prompt
+names and weightedmean pooling with left padding on tiny families (tests/st_tiny.py), cached graphs
+it cannot feed.
 
 Its sentence-transformers API (every encode keyword, similarity, prompts, settable attributes)
 is checked against ``SentenceTransformer`` in tests/test_embedder_parity.py; the batch planner
-itself in tests/test_batching.py.
+itself in tests/test_batching.py; resolving model names, folders and hub ids in
+tests/models/test_fetch.py; the tokenizer in tests/test_tokenize.py.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from engine import Embedder, InputError, ModelNotFoundError, WeightsVerificationError
+from engine import Embedder, InputError
 from engine.batching import pad_batch
+from engine.errors import ExportError, UnsupportedModelError
 from tests.conftest import TINY_MAX_LEN, minilm_folder, shared_data
+from tests.models.folders import family_builder, family_folder
 
 VARIED = [
     "",
@@ -168,74 +174,50 @@ def test_bad_options(tiny_embedder, kwargs):
         tiny_embedder.encode(["a"], **kwargs)
 
 
-def test_unknown_model_lists_known():
-    with pytest.raises(ModelNotFoundError, match="all-MiniLM-L6-v2"):
-        Embedder("no-such-model")
+# -- any sentence-transformers model: prompt names, left padding (tiny families) -------------------
+@pytest.fixture(scope="module")
+def transformers_dir(tmp_path_factory):
+    """One tiny Transformer per family, built once; each case copies it and writes its own stack."""
+    return family_builder(tmp_path_factory.mktemp("st-families"))
 
 
-def test_folder_without_weights(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelNotFoundError, match="holds no model weights"):
-        Embedder(str(tmp_path), cache_dir=tmp_path / "cache")
+@pytest.fixture(scope="module")
+def st_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("st-cache")
 
 
-def test_missing_folder(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="does not exist"):
-        Embedder(str(tmp_path / "nope"))
+def test_unknown_prompt_name_and_bad_prompt(transformers_dir, st_cache, tmp_path):
+    folder = family_folder(transformers_dir, tmp_path, "bert", prompts={"query": "q: "})
+    emb = Embedder(str(folder), cache_dir=st_cache)
+    with pytest.raises(InputError, match=r"prompt_name 'nope'.*document.*query"):
+        emb.encode(["a"], prompt_name="nope")
+    with pytest.raises(InputError, match="prompt must be a string"):
+        emb.encode(["a"], prompt=3)
 
 
-def test_corrupted_weights_fail_sha256(tiny_model_dir, tmp_path):
-    import dataclasses
-
-    from engine.models.export import load_or_export
-    from engine.models.fetch import ResolvedModel, spec_from_folder
-
-    spec = dataclasses.replace(spec_from_folder(tiny_model_dir), sha256=(("model.safetensors", "0" * 64),))
-    resolved = ResolvedModel(spec, tiny_model_dir, "test", True)
-    with pytest.raises(WeightsVerificationError, match="sha256"):
-        load_or_export(resolved, cache_dir=tmp_path)
-    assert not list((tmp_path / "onnx").glob("*/model.onnx")), "nothing may be exported from bad weights"
+def test_weightedmean_with_left_padding_is_refused(transformers_dir, st_cache, tmp_path):
+    folder = family_folder(transformers_dir, tmp_path, "llama", pooling="weightedmean")
+    with pytest.raises(UnsupportedModelError, match=r"weightedmean.*left"):
+        Embedder(str(folder), cache_dir=st_cache)
 
 
-@pytest.fixture
-def count_hashes(monkeypatch):
-    """Counts sha256_file calls in engine.models.fetch (where resolve and verify_weights hash)."""
-    from engine.models import fetch
+# -- the session: cached graphs, providers, imports ---------------------------------------------
+def test_a_cached_graph_with_inputs_the_engine_does_not_feed_is_refused(
+    tiny_embedder, tiny_model_dir, tiny_cache, tmp_path
+):
+    """An export from an older engine (T5/BART exported whole took decoder_input_ids) or another tool: the
+    Embedder names the inputs and the folder to delete, instead of onnxruntime failing on every batch."""
+    import onnx
+    from onnx import helper
 
-    calls = []
-    real = fetch.sha256_file
-    monkeypatch.setattr(fetch, "sha256_file", lambda path, *a: calls.append(path.name) or real(path, *a))
-    return calls
-
-
-def test_a_model_folder_is_hashed_at_most_once(tiny_model_dir, tmp_path, count_hashes):
-    import hashlib
-    import shutil
-
-    from engine.models.fetch import resolve, verify_weights
-
-    want = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
-    # no catalogued model has this hidden size: resolving hashes nothing, verifying once
-    tiny = resolve(tiny_model_dir)
-    assert not tiny.catalogued and count_hashes == []
-    assert verify_weights(tiny) == {"model.safetensors": want} and count_hashes == ["model.safetensors"]
-    # MiniLM's hidden size, other weights: one hash while resolving, reused by verify_weights
-    count_hashes.clear()
-    fake = shutil.copytree(tiny_model_dir, tmp_path / "fake-384")
-    config = json.loads((fake / "config.json").read_text())
-    (fake / "config.json").write_text(json.dumps({**config, "hidden_size": 384}))
-    resolved = resolve(fake)
-    assert not resolved.catalogued and resolved.spec.dim == 384
-    assert verify_weights(resolved) == {"model.safetensors": want} and count_hashes == ["model.safetensors"]
-
-
-def test_a_folder_with_catalogued_weights_is_that_model_hashed_once(count_hashes):
-    from engine.models.fetch import resolve, verify_weights
-
-    resolved = resolve(minilm_folder())
-    assert resolved.catalogued and resolved.spec.name == "all-MiniLM-L6-v2"
-    assert verify_weights(resolved) == resolved.spec.weight_digests
-    assert count_hashes == ["model.safetensors"]
+    cache = shutil.copytree(tiny_cache, tmp_path / "cache")
+    folder = cache / tiny_embedder._exported.folder.relative_to(tiny_cache)
+    cpu_file = folder / tiny_embedder._exported.meta["graphs"]["cpu"]
+    m = onnx.load(str(cpu_file))
+    m.graph.input.append(helper.make_tensor_value_info("decoder_input_ids", onnx.TensorProto.INT64, ["b", "t"]))
+    onnx.save(m, str(cpu_file))
+    with pytest.raises(ExportError, match=r"decoder_input_ids.*Delete .*" + folder.name):
+        Embedder(str(tiny_model_dir), cache_dir=cache)
 
 
 def test_unavailable_provider_lists_available(tiny_model_dir, tiny_cache):

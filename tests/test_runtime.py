@@ -11,26 +11,22 @@ The runtime path imports only onnxruntime, tokenizers, numba and numpy (shared D
 imports"): a fresh interpreter builds Embedders for models the parent test exported, and encodes
 with them, while an import hook refuses the export tools as a plain install (no ``export`` extra)
 lacks them; it reports every refused import and every heavy module loaded, and its vectors must
-equal the parent's. Exports from before the runtime graphs were written at export time are
-completed in place once (with onnx), or refused with the fix (without it).
+equal the parent's (tests/models/test_export.py runs old exports through the same child, without onnx).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 from engine import Embedder
 from engine import runtime as rt
-from engine.errors import ExportError, InputError, UnsupportedModelError
-from engine.models import export
+from engine.errors import InputError, UnsupportedModelError
 from engine.models.export import load_or_export
 from engine.precisions import MODEL_PRECISIONS
 from tests.conftest import SENTENCES, minilm_folder
@@ -241,7 +237,6 @@ CHILD_TEXTS = [
     "héllo wörld café naïve 日本語",
     "numba compiles python loops to machine code " * 12,
 ] + [f"document number {i} about onnx runtime graphs " * (i % 5 + 1) for i in range(16)]
-COMPLETE = ["meta.json", "model.cpu.onnx", "model.cuda.onnx", "model.onnx", "tokenizer.json"]  # a complete export
 
 # Runs in the child: refuse the export tools, embed, report. {heavy} is filled in by the parent.
 CHILD = """
@@ -345,118 +340,3 @@ def test_openvino_runs_without_export_tools(tiny_model_dir, tiny_cache, tmp_path
 def test_minilm_runs_without_export_tools(tmp_path):
     minilm_folder()
     _check_runtime_path("all-MiniLM-L6-v2", None, tmp_path)  # the default cache, as tests/test_embedder.py
-
-
-# -- exports written before the runtime graphs were part of an export ---------------------------------
-def _old_layout(src, cache):
-    """A copy of export folder ``src`` as an earlier version left it: model.onnx only, no meta["graphs"],
-    and the pooled variant the CUDA path used to build lazily beside it."""
-    old = cache / "onnx" / src.name
-    shutil.copytree(src, old)
-    for name in set(json.loads((src / "meta.json").read_text())["graphs"].values()) - {"model.onnx"}:
-        (old / name).unlink()
-    shutil.copy2(src / "model.cuda.onnx", old / "model.pooled.onnx")
-    meta = json.loads((old / "meta.json").read_text())
-    del meta["graphs"]
-    (old / "meta.json").write_text(json.dumps(meta, indent=2))
-    return old
-
-
-@pytest.fixture
-def no_reexport(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("the old export was exported again instead of completed")
-
-    monkeypatch.setattr(export, "_export", refuse)
-
-
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_old_layout_export_is_completed_once(tiny_model_dir, tiny_cache, tmp_path, precision, no_reexport):
-    fresh = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tiny_cache)
-    old = _old_layout(fresh._exported.folder, tmp_path / "cache")
-    onnx_before = (old / "model.onnx").stat()
-    emb = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
-    assert emb._exported.folder == old
-    assert emb.fingerprint == fresh.fingerprint
-    meta = json.loads((old / "meta.json").read_text())
-    assert meta["graphs"] == fresh._exported.meta["graphs"] == {"cpu": "model.cpu.onnx", "cuda": "model.cuda.onnx"}
-    assert {**meta, "graphs": None} == {**fresh._exported.meta, "graphs": None}  # nothing else changed
-    for name in ("model.cpu.onnx", "model.cuda.onnx"):  # the same graphs a fresh export writes
-        assert (old / name).read_bytes() == (fresh._exported.folder / name).read_bytes(), name
-    assert sorted(p.name for p in old.iterdir()) == COMPLETE
-    assert (old / "model.onnx").stat().st_ino == onnx_before.st_ino  # the export itself untouched
-    np.testing.assert_allclose(emb.encode(CHILD_TEXTS), fresh.encode(CHILD_TEXTS), rtol=0, atol=1e-6)
-    # done once: the next load finds a complete export and writes nothing
-    meta_mtime = (old / "meta.json").stat().st_mtime_ns
-    Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
-    assert (old / "meta.json").stat().st_mtime_ns == meta_mtime
-
-
-def test_a_deleted_runtime_graph_is_written_again(tiny_model_dir, tiny_cache, tiny_embedder, tmp_path, no_reexport):
-    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
-    shutil.copytree(tiny_embedder._exported.folder, folder)
-    (folder / "model.cpu.onnx").unlink()
-    emb = Embedder(str(tiny_model_dir), cache_dir=tmp_path / "cache")
-    assert (folder / "model.cpu.onnx").read_bytes() == tiny_embedder._graph.read_bytes()
-    np.testing.assert_allclose(emb.encode(CHILD_TEXTS), tiny_embedder.encode(CHILD_TEXTS), rtol=0, atol=1e-6)
-
-
-def test_concurrent_loads_complete_an_old_export_safely(tiny_model_dir, tiny_embedder, tmp_path, no_reexport):
-    old = _old_layout(tiny_embedder._exported.folder, tmp_path / "cache")
-    results, errors = [], []
-
-    def load():
-        try:
-            results.append(load_or_export(str(tiny_model_dir), cache_dir=tmp_path / "cache"))
-        except Exception as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    assert {r.meta["graphs"]["cpu"] for r in results} == {"model.cpu.onnx"}
-    assert (old / "model.cpu.onnx").read_bytes() == tiny_embedder._graph.read_bytes()
-    assert sorted(p.name for p in old.iterdir()) == COMPLETE
-
-
-def test_old_layout_without_onnx_is_a_clear_error(tiny_model_dir, tiny_embedder, tmp_path):
-    old = _old_layout(tiny_embedder._exported.folder, tmp_path / "cache")
-    report, _ = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
-    assert report["refused"] == ["onnx"] and report["loaded"] == []  # it tried onnx, found none, stopped
-    error = report["error"]
-    assert error.startswith("ExportError: ") and str(old) in error
-    assert "pip install 'embed-engine[export]'" in error and "delete" in error
-    assert not (old / "model.cpu.onnx").exists() and "graphs" not in json.loads((old / "meta.json").read_text())
-
-
-def test_without_onnx_a_missing_graph_matters_only_to_its_device(tiny_model_dir, tiny_embedder, tmp_path):
-    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
-    shutil.copytree(tiny_embedder._exported.folder, folder)
-    (folder / "model.cuda.onnx").unlink()  # the CPU runtime does not need it
-    report, got = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
-    assert report == {"refused": ["onnx"], "loaded": [], "error": None}
-    want = embed(
-        Embedder,
-        {"model": str(tiny_model_dir), "cache": tiny_embedder._exported.folder.parent.parent, "texts": CHILD_TEXTS},
-        "fp32",
-    )
-    np.testing.assert_allclose(got["fp32_batched"], want["batched"], rtol=0, atol=1e-6)
-    (folder / "model.cpu.onnx").unlink()
-    report, _ = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
-    assert report["error"].startswith("ExportError: ") and str(folder) in report["error"]
-    assert "model.cpu.onnx (the cpu graph) is missing" in report["error"]
-    assert "pip install 'embed-engine[export]'" in report["error"]
-
-
-@pytest.mark.parametrize("name", ["../model.onnx", "/etc/passwd", "sub/model.onnx", "..", "", 7])
-def test_graph_names_outside_the_folder_are_refused(tiny_model_dir, tiny_embedder, tmp_path, name):
-    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
-    shutil.copytree(tiny_embedder._exported.folder, folder)
-    meta = json.loads((folder / "meta.json").read_text())
-    meta["graphs"]["cpu"] = name
-    (folder / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ExportError, match=r"not a file name inside the export folder.*delete"):
-        Embedder(str(tiny_model_dir), cache_dir=tmp_path / "cache")

@@ -8,7 +8,10 @@ more families (ELECTRA, ALBERT, DeBERTa-v2, CamemBERT, ModernBERT, T5, mT5, BART
 Gemma 1-3, Phi-3, GPT-2, GPT-Neo, GPT-NeoX, BLOOM) with mean pooling, or last-token for decoders.
 For each: ``Embedder(folder).encode(texts)`` equals ``SentenceTransformer(folder).encode(texts)``
 within 1e-4 relative, and so do encode_query / encode_document. Model types the engine cannot
-export are refused by name; fingerprints follow content; the export cache stays consistent.
+export are refused by name; fingerprints follow content; the export cache stays consistent, with one
+int8 folder per recipe. Exports from before the runtime graphs were written at export time are
+completed in place once (with onnx), or refused with the fix (without it: a child process of
+tests/test_runtime.py that refuses the export tools).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 
 import numpy as np
 import onnx
@@ -26,8 +30,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engine import Embedder
 from engine.errors import ExportError, UnsupportedModelError
+from engine.models import export, quantize
 from engine.models.catalog import ModelSpec
-from engine.models.export import _keep_token_output
+from engine.models.export import _keep_token_output, _version_tag, load_or_export
 from tests.models.folders import (
     FOLDER_TEXTS,
     GELU,
@@ -41,6 +46,7 @@ from tests.models.folders import (
     st_model,
 )
 from tests.st_tiny import DECODERS, ENCODERS, FAMILIES, MORE_DECODERS, MORE_ENCODERS, NO_SPECIAL_TOKENS
+from tests.test_runtime import CHILD_TEXTS, _child, embed
 
 INSTRUCT = {"query": "Instruct: Given a web search query, retrieve relevant passages\nQuery: "}
 
@@ -81,7 +87,7 @@ CASES = [
         ),
     ),
 ]
-# weightedmean is refused there (tests/test_st_models.py::test_weightedmean_with_left_padding_is_refused)
+# weightedmean is refused there (tests/test_embedder.py::test_weightedmean_with_left_padding_is_refused)
 LEFT_PADDED = ("llama", "mistral")
 
 
@@ -106,7 +112,7 @@ def test_matches_sentence_transformers(transformers_dir, st_cache, tmp_path, fam
     assert emb.max_seq_length == st.max_seq_length == 24
     assert emb.prompts == st.prompts and emb.default_prompt_name == st.default_prompt_name
     assert emb.similarity_fn_name == st.similarity_fn_name
-    texts = [t for t in TEXTS if t] if family in NO_SPECIAL_TOKENS else TEXTS  # "": tests/test_st_models.py
+    texts = [t for t in TEXTS if t] if family in NO_SPECIAL_TOKENS else TEXTS  # "": tests/test_embedder.py
     for call in ("encode", "encode_query", "encode_document"):
         ref = getattr(st, call)(texts, batch_size=4)
         ours = getattr(emb, call)(texts, batch_size=3)  # the defaults are sentence-transformers'
@@ -275,7 +281,6 @@ def test_onnx_with_external_data_loads_and_is_fingerprinted(base_folder, tmp_pat
 def test_onnx_only_folder_keeps_its_tokenizer(transformers_dir, tmp_path):
     """The catalogue's ONNX-only path (a bare graph + a donor tokenizer.json, no configs): mean pooling
     as sentence-transformers computes it for the folder the graph came from; no paths in the fingerprint."""
-    from engine.models.export import load_or_export
     from engine.models.fetch import ResolvedModel
 
     src = family_folder(transformers_dir, tmp_path, "bert", normalize=False, max_seq_length=16)
@@ -345,6 +350,44 @@ def test_stale_export_temp_folders_are_removed_by_the_next_export(base_folder, t
     assert not (emb._exported.folder / ".owner.json").exists()
 
 
+def test_int8_folder_name_carries_the_recipe(monkeypatch):
+    monkeypatch.setattr(quantize, "cpu_isa", lambda: "avx2")
+    assert _version_tag("int8") == "v2.2-rr" and _version_tag("fp32") == "v2"
+    monkeypatch.setattr(quantize, "cpu_isa", lambda: "amx_int8")
+    assert _version_tag("int8") == "v2.2-vnni" and _version_tag("fp32") == "v2"
+    monkeypatch.setattr(quantize, "cpu_isa", lambda: "avx512_vnni")
+    assert _version_tag("int8") == "v2.2-vnni"
+
+
+def test_int8_exports_per_recipe(tiny_model_dir, tmp_path, monkeypatch):
+    """Each recipe has its own folder and fingerprint; two ISA classes of one recipe share both;
+    a folder whose meta names another recipe (copied under this CPU's name) is refused."""
+    cache, other_cache = tmp_path / "cache", tmp_path / "other"
+    monkeypatch.setattr(quantize, "cpu_isa", lambda: "avx2")
+    rr = load_or_export(str(tiny_model_dir), "int8", cache_dir=cache)
+    assert rr.folder.name.endswith("-int8-v2.2-rr") and rr.meta["int8_isa"] == "avx2"
+    q = rr.meta["export"]["quantization"]
+    assert q["recipe"] == "rr" and q["reduce_range"] is True and "cpu_isa" not in q
+
+    monkeypatch.setattr(quantize, "cpu_isa", lambda: "amx_int8")
+    amx = load_or_export(str(tiny_model_dir), "int8", cache_dir=cache)
+    assert amx.folder.name.endswith("-int8-v2.2-vnni") and amx.meta["int8_isa"] == "amx_int8"
+    assert amx.meta["export"]["quantization"]["reduce_range"] is False
+    assert amx.fingerprint != rr.fingerprint  # other weights scale: other vectors
+
+    monkeypatch.setattr(quantize, "cpu_isa", lambda: "avx512_vnni")
+    again = load_or_export(str(tiny_model_dir), "int8", cache_dir=cache)  # the AMX machine's cache, copied
+    assert again.folder == amx.folder and again.fingerprint == amx.fingerprint
+    fresh = load_or_export(str(tiny_model_dir), "int8", cache_dir=other_cache)  # exported on this class
+    assert fresh.fingerprint == amx.fingerprint and fresh.meta["int8_isa"] == "avx512_vnni"
+
+    # an rr export placed under the vnni folder name (a hand copy) is refused, not run
+    shutil.rmtree(fresh.folder)
+    shutil.copytree(rr.folder, fresh.folder)
+    with pytest.raises(ExportError, match=r"recipe 'rr' on a CPU of ISA class avx2.*needs recipe 'vnni'.*Delete"):
+        load_or_export(str(tiny_model_dir), "int8", cache_dir=other_cache)
+
+
 def test_runtime_graphs_of_an_export_with_external_data(tiny_embedder, tmp_path):
     """Weights in an external file: the CPU runtime loads model.onnx as it is (as for graphs over
     1 GiB), and the CUDA graph refers to the same external file instead of copying it."""
@@ -371,16 +414,124 @@ def test_runtime_graphs_of_an_export_with_external_data(tiny_embedder, tmp_path)
     np.testing.assert_allclose(Session(tmp_path / "model.cuda.onnx").run(feeds), want, atol=1e-5)
 
 
-def test_a_cached_graph_with_inputs_the_engine_does_not_feed_is_refused(
-    tiny_embedder, tiny_model_dir, tiny_cache, tmp_path
-):
-    """An export from an older engine (T5/BART exported whole took decoder_input_ids) or another tool: the
-    Embedder names the inputs and the folder to delete, instead of onnxruntime failing on every batch."""
-    cache = shutil.copytree(tiny_cache, tmp_path / "cache")
-    folder = cache / tiny_embedder._exported.folder.relative_to(tiny_cache)
-    cpu_file = folder / tiny_embedder._exported.meta["graphs"]["cpu"]
-    m = onnx.load(str(cpu_file))
-    m.graph.input.append(helper.make_tensor_value_info("decoder_input_ids", onnx.TensorProto.INT64, ["b", "t"]))
-    onnx.save(m, str(cpu_file))
-    with pytest.raises(ExportError, match=r"decoder_input_ids.*Delete .*" + folder.name):
-        Embedder(str(tiny_model_dir), cache_dir=cache)
+# -- exports written before the runtime graphs were part of an export -----------------------------
+COMPLETE = ["meta.json", "model.cpu.onnx", "model.cuda.onnx", "model.onnx", "tokenizer.json"]  # a complete export
+
+
+def _old_layout(src, cache):
+    """A copy of export folder ``src`` as an earlier version left it: model.onnx only, no meta["graphs"],
+    and the pooled variant the CUDA path used to build lazily beside it."""
+    old = cache / "onnx" / src.name
+    shutil.copytree(src, old)
+    for name in set(json.loads((src / "meta.json").read_text())["graphs"].values()) - {"model.onnx"}:
+        (old / name).unlink()
+    shutil.copy2(src / "model.cuda.onnx", old / "model.pooled.onnx")
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["graphs"]
+    (old / "meta.json").write_text(json.dumps(meta, indent=2))
+    return old
+
+
+@pytest.fixture
+def no_reexport(monkeypatch, tiny_model_dir, tiny_cache):
+    """``export._export`` refused (an old export is completed, never exported again), once the tiny
+    model's fp32 and int8 exports the tests compare with are in ``tiny_cache``."""
+    for precision in ("fp32", "int8"):
+        load_or_export(str(tiny_model_dir), precision, cache_dir=tiny_cache)
+
+    def refuse(*a, **k):
+        raise AssertionError("the old export was exported again instead of completed")
+
+    monkeypatch.setattr(export, "_export", refuse)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_old_layout_export_is_completed_once(tiny_model_dir, tiny_cache, tmp_path, precision, no_reexport):
+    fresh = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tiny_cache)
+    old = _old_layout(fresh._exported.folder, tmp_path / "cache")
+    onnx_before = (old / "model.onnx").stat()
+    emb = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
+    assert emb._exported.folder == old
+    assert emb.fingerprint == fresh.fingerprint
+    meta = json.loads((old / "meta.json").read_text())
+    assert meta["graphs"] == fresh._exported.meta["graphs"] == {"cpu": "model.cpu.onnx", "cuda": "model.cuda.onnx"}
+    assert {**meta, "graphs": None} == {**fresh._exported.meta, "graphs": None}  # nothing else changed
+    for name in ("model.cpu.onnx", "model.cuda.onnx"):  # the same graphs a fresh export writes
+        assert (old / name).read_bytes() == (fresh._exported.folder / name).read_bytes(), name
+    assert sorted(p.name for p in old.iterdir()) == COMPLETE
+    assert (old / "model.onnx").stat().st_ino == onnx_before.st_ino  # the export itself untouched
+    np.testing.assert_allclose(emb.encode(CHILD_TEXTS), fresh.encode(CHILD_TEXTS), rtol=0, atol=1e-6)
+    # done once: the next load finds a complete export and writes nothing
+    meta_mtime = (old / "meta.json").stat().st_mtime_ns
+    Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
+    assert (old / "meta.json").stat().st_mtime_ns == meta_mtime
+
+
+def test_a_deleted_runtime_graph_is_written_again(tiny_model_dir, tiny_cache, tiny_embedder, tmp_path, no_reexport):
+    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
+    shutil.copytree(tiny_embedder._exported.folder, folder)
+    (folder / "model.cpu.onnx").unlink()
+    emb = Embedder(str(tiny_model_dir), cache_dir=tmp_path / "cache")
+    assert (folder / "model.cpu.onnx").read_bytes() == tiny_embedder._graph.read_bytes()
+    np.testing.assert_allclose(emb.encode(CHILD_TEXTS), tiny_embedder.encode(CHILD_TEXTS), rtol=0, atol=1e-6)
+
+
+def test_concurrent_loads_complete_an_old_export_safely(tiny_model_dir, tiny_embedder, tmp_path, no_reexport):
+    old = _old_layout(tiny_embedder._exported.folder, tmp_path / "cache")
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(load_or_export(str(tiny_model_dir), cache_dir=tmp_path / "cache"))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert {r.meta["graphs"]["cpu"] for r in results} == {"model.cpu.onnx"}
+    assert (old / "model.cpu.onnx").read_bytes() == tiny_embedder._graph.read_bytes()
+    assert sorted(p.name for p in old.iterdir()) == COMPLETE
+
+
+def test_old_layout_without_onnx_is_a_clear_error(tiny_model_dir, tiny_embedder, tmp_path):
+    old = _old_layout(tiny_embedder._exported.folder, tmp_path / "cache")
+    report, _ = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
+    assert report["refused"] == ["onnx"] and report["loaded"] == []  # it tried onnx, found none, stopped
+    error = report["error"]
+    assert error.startswith("ExportError: ") and str(old) in error
+    assert "pip install 'embed-engine[export]'" in error and "delete" in error
+    assert not (old / "model.cpu.onnx").exists() and "graphs" not in json.loads((old / "meta.json").read_text())
+
+
+def test_without_onnx_a_missing_graph_matters_only_to_its_device(tiny_model_dir, tiny_embedder, tmp_path):
+    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
+    shutil.copytree(tiny_embedder._exported.folder, folder)
+    (folder / "model.cuda.onnx").unlink()  # the CPU runtime does not need it
+    report, got = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
+    assert report == {"refused": ["onnx"], "loaded": [], "error": None}
+    want = embed(
+        Embedder,
+        {"model": str(tiny_model_dir), "cache": tiny_embedder._exported.folder.parent.parent, "texts": CHILD_TEXTS},
+        "fp32",
+    )
+    np.testing.assert_allclose(got["fp32_batched"], want["batched"], rtol=0, atol=1e-6)
+    (folder / "model.cpu.onnx").unlink()
+    report, _ = _child(str(tiny_model_dir), tmp_path / "cache", ("fp32",), tmp_path)
+    assert report["error"].startswith("ExportError: ") and str(folder) in report["error"]
+    assert "model.cpu.onnx (the cpu graph) is missing" in report["error"]
+    assert "pip install 'embed-engine[export]'" in report["error"]
+
+
+@pytest.mark.parametrize("name", ["../model.onnx", "/etc/passwd", "sub/model.onnx", "..", "", 7])
+def test_graph_names_outside_the_folder_are_refused(tiny_model_dir, tiny_embedder, tmp_path, name):
+    folder = tmp_path / "cache" / "onnx" / tiny_embedder._exported.folder.name
+    shutil.copytree(tiny_embedder._exported.folder, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["graphs"]["cpu"] = name
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportError, match=r"not a file name inside the export folder.*delete"):
+        Embedder(str(tiny_model_dir), cache_dir=tmp_path / "cache")

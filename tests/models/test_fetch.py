@@ -1,19 +1,33 @@
 """models/fetch.py: a name, folder or hub id resolved to verified local files, or an error that says why.
 
-Hub failures are huggingface_hub's exceptions, monkeypatched: nothing here reaches the network.
+Weights are verified by sha256 and hashed at most once per load. Hub failures are huggingface_hub's
+exceptions, monkeypatched: nothing here reaches the network.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
-from engine import Embedder, ModelNotFoundError
+from engine import Embedder, ModelNotFoundError, WeightsVerificationError
 from engine.errors import UnsupportedModelError
+from tests.conftest import minilm_folder
 from tests.models.folders import TEXTS, edit_json, family_folder, onnx_folder, refused, rel_diff, st_model
 
 # -- local folders ---------------------------------------------------------------------------------
+
+
+def test_folder_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="holds no model weights"):
+        Embedder(str(tmp_path), cache_dir=tmp_path / "cache")
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        Embedder(str(tmp_path / "nope"))
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
@@ -60,6 +74,62 @@ def test_onnx_external_data_outside_the_folder_is_refused_by_name(base_folder, t
         rf"model\.onnx: tensor .* keeps its data in '{loc}', which is not a file "
         r"inside the model folder",
     )
+
+
+# -- weights: verified by sha256, hashed once ------------------------------------------------------
+
+
+def test_corrupted_weights_fail_sha256(tiny_model_dir, tmp_path):
+    import dataclasses
+
+    from engine.models.export import load_or_export
+    from engine.models.fetch import ResolvedModel, spec_from_folder
+
+    spec = dataclasses.replace(spec_from_folder(tiny_model_dir), sha256=(("model.safetensors", "0" * 64),))
+    resolved = ResolvedModel(spec, tiny_model_dir, "test", True)
+    with pytest.raises(WeightsVerificationError, match="sha256"):
+        load_or_export(resolved, cache_dir=tmp_path)
+    assert not list((tmp_path / "onnx").glob("*/model.onnx")), "nothing may be exported from bad weights"
+
+
+@pytest.fixture
+def count_hashes(monkeypatch):
+    """Counts sha256_file calls in engine.models.fetch (where resolve and verify_weights hash)."""
+    from engine.models import fetch
+
+    calls = []
+    real = fetch.sha256_file
+    monkeypatch.setattr(fetch, "sha256_file", lambda path, *a: calls.append(path.name) or real(path, *a))
+    return calls
+
+
+def test_a_model_folder_is_hashed_at_most_once(tiny_model_dir, tmp_path, count_hashes):
+    import hashlib
+
+    from engine.models.fetch import resolve, verify_weights
+
+    want = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
+    # no catalogued model has this hidden size: resolving hashes nothing, verifying once
+    tiny = resolve(tiny_model_dir)
+    assert not tiny.catalogued and count_hashes == []
+    assert verify_weights(tiny) == {"model.safetensors": want} and count_hashes == ["model.safetensors"]
+    # MiniLM's hidden size, other weights: one hash while resolving, reused by verify_weights
+    count_hashes.clear()
+    fake = shutil.copytree(tiny_model_dir, tmp_path / "fake-384")
+    config = json.loads((fake / "config.json").read_text())
+    (fake / "config.json").write_text(json.dumps({**config, "hidden_size": 384}))
+    resolved = resolve(fake)
+    assert not resolved.catalogued and resolved.spec.dim == 384
+    assert verify_weights(resolved) == {"model.safetensors": want} and count_hashes == ["model.safetensors"]
+
+
+def test_a_folder_with_catalogued_weights_is_that_model_hashed_once(count_hashes):
+    from engine.models.fetch import resolve, verify_weights
+
+    resolved = resolve(minilm_folder())
+    assert resolved.catalogued and resolved.spec.name == "all-MiniLM-L6-v2"
+    assert verify_weights(resolved) == resolved.spec.weight_digests
+    assert count_hashes == ["model.safetensors"]
 
 
 # -- hub ids ---------------------------------------------------------------------------------------
@@ -125,3 +195,8 @@ def test_hub_id_downloads_only_what_it_needs(monkeypatch, transformers_dir, st_c
 def test_unknown_bare_name_still_lists_the_catalogue():
     with pytest.raises(ModelNotFoundError, match=r"unknown model 'nope'.*all-MiniLM-L6-v2"):
         Embedder("nope")
+
+
+def test_unknown_model_lists_known():
+    with pytest.raises(ModelNotFoundError, match="all-MiniLM-L6-v2"):
+        Embedder("no-such-model")

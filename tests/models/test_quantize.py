@@ -1,4 +1,5 @@
-"""models/quantize.py: int8 / fp16 variants on a tiny in-test BERT, precision errors, recipe settings, parity gates."""
+"""models/quantize.py: int8 / fp16 variants on a tiny in-test BERT, precision errors, recipe settings, the CPU's
+ISA class and the recipe table, parity gates."""
 
 from __future__ import annotations
 
@@ -12,8 +13,20 @@ import pytest
 
 from engine import Embedder, InputError
 from engine.errors import ExportError
+from engine.models import quantize
 from engine.models.export import load_or_export
-from engine.models.quantize import DEFAULT_INT8, INT8_RECIPES, convert_fp16, cpu_isa, int8_recipe, quantize_int8
+from engine.models.quantize import (
+    DEFAULT_INT8,
+    INT8_RECIPES,
+    ISA_CLASSES,
+    ISA_OTHER,
+    ISA_RECIPES,
+    convert_fp16,
+    cpu_isa,
+    int8_recipe,
+    isa_class,
+    quantize_int8,
+)
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",
@@ -170,8 +183,73 @@ def test_convert_fp16_keeps_io_types(fp32_graph, tmp_path):
     assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
 
 
+# -- the CPU's int8 ISA class and its recipe ------------------------------------------------------
+# /proc/cpuinfo "flags" / "Features" lines, cut to the relevant part, of real CPU kinds
+SAPPHIRE_RAPIDS = (
+    "fpu sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16 avx_vnni "
+    "amx_bf16 amx_tile amx_int8"
+)
+ZEN4 = "fpu sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16"
+ALDER_LAKE = "fpu sse4_2 avx avx2 fma avx_vnni"
+SKYLAKE_X = "fpu sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl"
+ZEN3 = "fpu sse4_2 avx avx2 fma"
+GRAVITON3 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm asimddp sve i8mm"
+CORTEX_A72 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
+SSE_ONLY = "fpu sse sse2 sse4_1 sse4_2"
+
+
 def test_cpu_isa_is_known():
     assert cpu_isa() in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm_dot", "other")
+
+
+@pytest.mark.parametrize(
+    "flags, want",
+    [
+        pytest.param(SAPPHIRE_RAPIDS, "amx_int8", id="amx"),
+        pytest.param(ZEN4, "avx512_vnni", id="avx512-vnni"),
+        pytest.param(ALDER_LAKE, "avx_vnni", id="avx-vnni"),
+        pytest.param(SKYLAKE_X, "avx512", id="avx512-no-vnni"),
+        pytest.param(ZEN3, "avx2", id="avx2"),
+        pytest.param(GRAVITON3, "arm_dot", id="arm-asimddp"),
+        pytest.param(CORTEX_A72, "other", id="arm-no-dot"),
+        pytest.param(SSE_ONLY, "other", id="sse-only"),
+        pytest.param("", "other", id="no-flags"),
+    ],
+)
+def test_isa_class_from_cpuinfo_flags(flags, want):
+    assert isa_class(flags.split()) == want
+
+
+@pytest.mark.parametrize(
+    "flags, recipe",
+    [
+        (SAPPHIRE_RAPIDS, "vnni"),
+        (ZEN4, "vnni"),
+        (ALDER_LAKE, "vnni"),
+        (SKYLAKE_X, "rr"),
+        (ZEN3, "rr"),
+        (GRAVITON3, "rr"),
+        (SSE_ONLY, "rr"),
+    ],
+)
+def test_recipe_per_class(flags, recipe):
+    isa = isa_class(flags.split())
+    assert int8_recipe(isa) == recipe
+    assert INT8_RECIPES[recipe]["reduce_range"] is (recipe == "rr")  # saturating vpmaddubsw -> 7-bit weights
+
+
+def test_recipe_table_covers_every_class_with_a_reason():
+    assert set(ISA_RECIPES) == {name for name, _ in ISA_CLASSES} | {ISA_OTHER}
+    for isa, (recipe, why) in ISA_RECIPES.items():
+        assert recipe in INT8_RECIPES and len(why) > 20, isa
+
+
+def test_cpu_isa_reads_this_machine(monkeypatch):
+    assert quantize.cpu_isa() == isa_class(quantize.cpu_flags())
+    assert quantize.cpu_isa() in ISA_RECIPES
+
+
+# -- parity gates ---------------------------------------------------------------------------------
 
 
 def test_int8_export_records_calibration_parity(int8_embedder):

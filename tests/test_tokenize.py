@@ -1,16 +1,13 @@
-"""The Embedder's inputs on any sentence-transformers model, against sentence-transformers itself (the oracle).
-
-Prompt names, texts without tokens, left padding with weightedmean pooling and the character cut
-before tokenizing, on tiny random-weight folders of several families (tests/st_tiny.py). How each
-family is exported and checked against sentence-transformers: tests/models/test_export.py.
-"""
+"""engine.tokenize: texts without tokens and the character cut before tokenizing, against the tokenizer
+itself and sentence-transformers (the oracles), on tiny random-weight folders of several families
+(tests/st_tiny.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine import Embedder, InputError
-from engine.errors import UnsupportedModelError
+from engine.tokenize import Tokenizer
 from tests.models.folders import family_builder, family_folder, rel_diff, st_model
 from tests.st_tiny import NO_SPECIAL_TOKENS
 
@@ -26,15 +23,6 @@ def st_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("st-cache")
 
 
-def test_unknown_prompt_name_and_bad_prompt(transformers_dir, st_cache, tmp_path):
-    folder = family_folder(transformers_dir, tmp_path, "bert", prompts={"query": "q: "})
-    emb = Embedder(str(folder), cache_dir=st_cache)
-    with pytest.raises(InputError, match=r"prompt_name 'nope'.*document.*query"):
-        emb.encode(["a"], prompt_name="nope")
-    with pytest.raises(InputError, match="prompt must be a string"):
-        emb.encode(["a"], prompt=3)
-
-
 @pytest.mark.parametrize("family", NO_SPECIAL_TOKENS)
 def test_text_without_tokens_is_refused(transformers_dir, st_cache, tmp_path, family):
     """A tokenizer that adds no special tokens gives "" no tokens: sentence-transformers fails on it,
@@ -47,12 +35,6 @@ def test_text_without_tokens_is_refused(transformers_dir, st_cache, tmp_path, fa
     with pytest.raises(InputError, match=r"text 1 \(''\) has no tokens.*no special tokens"):
         emb.encode(["a", "", "b"])
     assert rel_diff(emb.encode_query(["", "a"], normalize=False), st.encode_query(["", "a"])) <= 1e-4
-
-
-def test_weightedmean_with_left_padding_is_refused(transformers_dir, st_cache, tmp_path):
-    folder = family_folder(transformers_dir, tmp_path, "llama", pooling="weightedmean")
-    with pytest.raises(UnsupportedModelError, match=r"weightedmean.*left"):
-        Embedder(str(folder), cache_dir=st_cache)
 
 
 # -- the character cut before tokenizing -----------------------------------------------------------
@@ -70,8 +52,6 @@ LONG_TEXTS = {
 @pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "qwen2"])
 @pytest.mark.parametrize("kind", list(LONG_TEXTS))
 def test_cut_before_tokenizing_keeps_the_first_tokens(transformers_dir, family, kind):
-    from engine.tokenize import Tokenizer
-
     tok = Tokenizer(transformers_dir(family) / "tokenizer.json", 24)
     text = LONG_TEXTS[kind]
     oracle = tok._tok.encode(text).ids  # the whole text, truncated by the tokenizer itself
