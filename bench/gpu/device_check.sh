@@ -33,7 +33,7 @@ import onnxruntime as ort
 print("onnxruntime", ort.__version__, ort.get_available_providers())
 PY
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$R/gpu.txt"
-  [ -n "${ONLY_BENCH:-}" ] || python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_cuda_search.py -rs 2>&1 | tee "$R/gpu_tests.txt"
+  [ -n "${ONLY_BENCH:-}" ] || python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/kernels/test_cuda.py -rs 2>&1 | tee "$R/gpu_tests.txt"
   [ -n "${ONLY_BENCH:-}" ] || python3 bench/gpu/search_cpu_vs_gpu.py --n 1000000 --out "$R/search_gpu.json" 2>&1 | tail -8
   python3 -m engine bench --model all-MiniLM-L6-v2 --precision fp32,fp16 --device cpu,cuda \
       --batch-sizes 1,8,32,128,256 --lengths short,long --n-texts 512 --repeats 3 --baselines none \

@@ -1,6 +1,6 @@
-"""engine.index.Index: search vs numpy oracles, ids, model checks, persistence, norms at float32's
-edges, int8 recall on real embeddings, and the index precision and the model's metric on every
-surface that builds an Index.
+"""engine.index.Index: search vs numpy oracles, ids, model checks, persistence, search on the GPU (through
+a numpy stand-in for CuPy), norms at float32's edges, int8 recall on real embeddings, and the index
+precision and the model's metric on every surface that builds an Index.
 
 The surfaces are ``embed search --index-precision``, ``embed eval --index-precision``, ``embed select
 --index-precisions`` and ``embed demo``. Oracles: brute-force numpy search over the same vectors
@@ -33,8 +33,9 @@ from engine.index.format import MAGIC
 from engine.index.index import PRECISIONS
 from tests.conftest import SENTENCES, minilm_folder, shared_data, write_beir
 from tests.index.data import clustered, dot_oracle, unit_rows
+from tests.kernels.oracles import unit
+from tests.kernels.test_cuda import numpy_as_cupy  # noqa: F401  (fixture)
 from tests.st_tiny import build_transformer, write_stack
-from tests.test_cuda_search import numpy_as_cupy  # noqa: F401  (fixture)
 
 D = 32
 FP = "all-MiniLM-L6-v2/fp32/384/1a2b3c4d5e6f7a8b"
@@ -471,6 +472,36 @@ def test_cosine_files_record_their_metric_and_old_files_load_as_cosine(tmp_path)
     back = Index.load(tmp_path / "i.idx")
     assert back.metric == "cosine"
     np.testing.assert_array_equal(back.search(vecs(3, seed=9), 5)[1], idx.search(vecs(3, seed=9), 5)[1])
+
+
+# -- search on the GPU (device="cuda"), through the numpy stand-in for CuPy --------------------------
+def test_index_cuda_without_gpu_is_a_clear_error(monkeypatch):
+    from engine.kernels import cuda as kc
+
+    monkeypatch.setattr(kc, "available", lambda: (False, "no CUDA device"))
+    idx = Index(8)
+    idx.add(np.eye(8, dtype=np.float32))
+    with pytest.raises(InputError, match=r"no CUDA device.*device='cpu'"):
+        idx.search(np.ones(8, np.float32), 3, device="cuda")
+    with pytest.raises(InputError, match="device must be"):
+        idx.search(np.ones(8, np.float32), 3, device="tpu")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_index_cuda_path_through_numpy_stand_in(numpy_as_cupy, monkeypatch, precision):  # noqa: F811
+    from engine.kernels import cuda as kc
+
+    monkeypatch.setattr(kc, "available", lambda: (True, "numpy stand-in"))
+    rng = np.random.default_rng(3)
+    x, q = unit(rng, 2000, 32), unit(rng, 5, 32)
+    idx = Index(32, precision=precision)
+    idx.add(x)
+    s_cpu, i_cpu = idx.search(q, 10)
+    s_gpu, i_gpu = idx.search(q, 10, device="cuda")
+    np.testing.assert_array_equal(i_gpu, i_cpu)
+    np.testing.assert_allclose(s_gpu, s_cpu, atol=1e-6)
+    idx.add(unit(rng, 10, 32))  # the device copy follows the index
+    assert idx.search(q, 10, device="cuda")[1].shape == (5, 10)
 
 
 def test_dot_cuda_path_through_numpy_stand_in(numpy_as_cupy, monkeypatch, precision):  # noqa: F811

@@ -1,6 +1,6 @@
 """engine.index.qgemm: the blocked int8 GEMM first stage against integer numpy oracles, the
-saturation its 7-bit queries avoid, and its agreement with the int8 scans; with the row-block heap
-feed it pushes its scores through (``engine.kernels.topk.push_row_scores``)."""
+saturation its 7-bit queries avoid, and its agreement with the int8 scans. The row-block heap feed it
+pushes its scores through (``engine.kernels.topk.push_row_scores``) is tested in tests/kernels/test_topk.py."""
 
 from __future__ import annotations
 
@@ -9,25 +9,7 @@ import pytest
 
 from engine.index import DEFAULT_OVERSAMPLE, qgemm
 from engine.kernels.quantize import HAS_U8S8, U8S8_QMAX, calibrate_scales, quantize, topk_int8
-from engine.kernels.topk import empty_heaps, push_row_scores, sort_heaps
 from tests.index.data import clustered, exact, recall
-
-# ----------------------------------------------------------------------------- the row-block heap feed
-
-
-@pytest.mark.parametrize("dtype", [np.int32, np.float32])
-def test_push_row_scores_matches_a_stable_sort(dtype):
-    rng = np.random.default_rng(0)
-    scores = rng.integers(-50, 50, (1000, 7)).astype(dtype)  # many ties: smaller row first
-    hs, hi = empty_heaps((7, 12), dtype)
-    thr = hs[:, 0].copy()
-    for r0 in range(0, 1000, 300):  # blocks, last one short
-        push_row_scores(np.ascontiguousarray(scores[r0 : r0 + 300]), r0, hs, hi, thr)
-    s, i = sort_heaps(hs, hi)
-    want = np.argsort(-scores.T.astype(np.int64), axis=1, kind="stable")[:, :12]
-    np.testing.assert_array_equal(i, want)
-    np.testing.assert_array_equal(s, np.take_along_axis(scores.T, want, 1))
-
 
 # ----------------------------------------------------------------------------- int8 GEMM first stage
 

@@ -1,4 +1,5 @@
-"""kernels/topk.py against numpy oracles: exact fp32 top-k (scan and gemm), rescoring, heap sentinels."""
+"""kernels/topk.py against numpy oracles: exact fp32 top-k (scan and gemm), rescoring, heap sentinels, and
+the row-block heap feed (``push_row_scores``) the int8 GEMM pushes its scores through."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kernels import topk as T
-from engine.kernels.topk import rescore, topk_dot
+from engine.kernels.topk import empty_heaps, push_row_scores, rescore, sort_heaps, topk_dot
 from tests.kernels.oracles import int_data, oracle_topk, recall, unit
 
 # ----------------------------------------------------------------------------- fp32 top-k
@@ -132,3 +133,20 @@ def test_heap_sentinels_lose_to_real_entries():
     T._heap_push(hs[0], hi[0], np.float32(-1.0), np.int64(9))
     T._heap_sort_best_first(hs[0], hi[0])
     np.testing.assert_array_equal(hi[0], [9, 3])
+
+
+# ----------------------------------------------------------------------------- the row-block heap feed
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_push_row_scores_matches_a_stable_sort(dtype):
+    rng = np.random.default_rng(0)
+    scores = rng.integers(-50, 50, (1000, 7)).astype(dtype)  # many ties: smaller row first
+    hs, hi = empty_heaps((7, 12), dtype)
+    thr = hs[:, 0].copy()
+    for r0 in range(0, 1000, 300):  # blocks, last one short
+        push_row_scores(np.ascontiguousarray(scores[r0 : r0 + 300]), r0, hs, hi, thr)
+    s, i = sort_heaps(hs, hi)
+    want = np.argsort(-scores.T.astype(np.int64), axis=1, kind="stable")[:, :12]
+    np.testing.assert_array_equal(i, want)
+    np.testing.assert_array_equal(s, np.take_along_axis(scores.T, want, 1))

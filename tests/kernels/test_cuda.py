@@ -1,5 +1,8 @@
-"""GPU search kernels: logic checked on the CPU through a NumPy stand-in for CuPy, and on a real
-GPU (marked ``gpu``) when CuPy sees one."""
+"""kernels/cuda.py: the GPU search kernels' logic checked on the CPU through a NumPy stand-in for CuPy
+(the CPU kernels of kernels/topk.py are the oracle), and on a real GPU (marked ``gpu``) when CuPy sees one.
+
+The stand-in is the ``numpy_as_cupy`` fixture; tests/index/test_index.py uses it for the Index's GPU path.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,7 @@ import pytest
 from engine.kernels import cuda as kc
 from engine.kernels.quantize import calibrate_scales, quantize
 from engine.kernels.topk import rescore, topk_dot
-
-
-def _unit(rng, n, d):
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+from tests.kernels.oracles import unit
 
 
 @pytest.fixture
@@ -45,7 +44,7 @@ def numpy_as_cupy(monkeypatch):
 @pytest.mark.parametrize("n,nq,k", [(5000, 3, 10), (700, 17, 50), (5, 2, 10), (1000, 1, 1)])
 def test_blocked_gpu_logic_matches_cpu_kernel(numpy_as_cupy, n, nq, k):
     rng = np.random.default_rng(n + nq)
-    x, q = _unit(rng, n, 48), _unit(rng, nq, 48)
+    x, q = unit(rng, n, 48), unit(rng, nq, 48)
     s, i = kc.topk_dot_cuda(kc.to_device(x), q, k)
     rs, ri = topk_dot(x, q, k)
     np.testing.assert_array_equal(i, ri)
@@ -60,7 +59,7 @@ def test_ties_break_by_smaller_index(numpy_as_cupy):
 
 def test_int8_gpu_candidates_rescored_match_cpu(numpy_as_cupy):
     rng = np.random.default_rng(1)
-    x, q = _unit(rng, 3000, 64), _unit(rng, 8, 64)
+    x, q = unit(rng, 3000, 64), unit(rng, 8, 64)
     scales = calibrate_scales(x)
     _, cand = kc.topk_int8_cuda(quantize(x, scales), q, scales, 40)
     s, i = rescore(x, q, cand, 10)
@@ -80,7 +79,7 @@ def test_real_gpu_matches_cpu():
     if not ok:
         pytest.skip(f"no GPU: {why}")
     rng = np.random.default_rng(2)
-    x, q = _unit(rng, 200_000, 384), _unit(rng, 64, 384)
+    x, q = unit(rng, 200_000, 384), unit(rng, 64, 384)
     s, i = kc.topk_dot_cuda(kc.to_device(x), q, 10)
     rs, ri = topk_dot(x, q, 10)
     assert np.mean(i == ri) >= 0.999  # float summation order differs; near-ties may swap
@@ -89,32 +88,3 @@ def test_real_gpu_matches_cpu():
     _, cand = kc.topk_int8_cuda(kc.to_device(quantize(x, scales)), q, scales, 40)
     _s8, i8 = rescore(x, q, cand, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i8, ri)]) >= 0.99
-
-
-def test_index_cuda_without_gpu_is_a_clear_error(monkeypatch):
-    from engine import Index, InputError
-
-    monkeypatch.setattr(kc, "available", lambda: (False, "no CUDA device"))
-    idx = Index(8)
-    idx.add(np.eye(8, dtype=np.float32))
-    with pytest.raises(InputError, match=r"no CUDA device.*device='cpu'"):
-        idx.search(np.ones(8, np.float32), 3, device="cuda")
-    with pytest.raises(InputError, match="device must be"):
-        idx.search(np.ones(8, np.float32), 3, device="tpu")
-
-
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_index_cuda_path_through_numpy_stand_in(numpy_as_cupy, monkeypatch, precision):
-    from engine import Index
-
-    monkeypatch.setattr(kc, "available", lambda: (True, "numpy stand-in"))
-    rng = np.random.default_rng(3)
-    x, q = _unit(rng, 2000, 32), _unit(rng, 5, 32)
-    idx = Index(32, precision=precision)
-    idx.add(x)
-    s_cpu, i_cpu = idx.search(q, 10)
-    s_gpu, i_gpu = idx.search(q, 10, device="cuda")
-    np.testing.assert_array_equal(i_gpu, i_cpu)
-    np.testing.assert_allclose(s_gpu, s_cpu, atol=1e-6)
-    idx.add(_unit(rng, 10, 32))  # the device copy follows the index
-    assert idx.search(q, 10, device="cuda")[1].shape == (5, 10)
