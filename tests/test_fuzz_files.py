@@ -1,13 +1,19 @@
-"""Fuzzing the files the engine reads back: index files, ``embed encode`` manifests and done records,
-and the config files of a model folder.
+"""Fuzzing the files the engine reads back, across the modules that read them (the one cross-cutting
+fuzz file; each module's own tests are in the mirror of its path):
+
+* index files: ``engine/index/format.py``, through ``Index.load`` (``engine/index/index.py``);
+* ``embed encode`` output folders (the manifest, shard files) and their done records:
+  ``engine/corpus/shards.py`` (``iter_shards``, ``load_index``, ``record_problem``);
+* the config files of a model folder: ``models/fetch.py`` (``spec_from_folder``) and ``models/stack.py``
+  (``read_stack``, ``load_weights``), against sentence-transformers' reading of the same folder.
 
 Each property writes files whose checksums are VALID (so the checks behind them are the ones
 exercised), with arbitrary header fields, section tables, records, paths and file kinds, and
 asserts that reading either works correctly (compared with an independent reading of the same
-bytes and a brute-force search) or raises ``IndexFormatError`` naming the file. Each runs in a
-child process with a time and memory limit, so a crash, a hang or a read without end fails the
-test instead of taking pytest down, with a fixed number of derandomized examples
-(``EMBED_FUZZ_EXAMPLES`` to run more locally).
+bytes and a brute-force search) or raises ``IndexFormatError`` naming the file (an ``EngineError``
+for a model folder). Each runs in a child process with a time and memory limit, so a crash, a hang
+or a read without end fails the test instead of taking pytest down, with a fixed number of
+derandomized examples (``EMBED_FUZZ_EXAMPLES`` to run more locally).
 """
 
 from __future__ import annotations

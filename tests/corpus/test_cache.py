@@ -436,6 +436,36 @@ def test_encode_cached_folder_path_and_repeats(tmp_path, tiny_embedder):
     assert encode_cached(emb, ["v"], None).shape == (1, emb.dim) and emb.encoded[-1] == "v"  # no cache
 
 
+class CountingEmbedder:
+    """Stands in for Embedder: deterministic vectors, counts the texts it encodes."""
+
+    name, precision, dim, fingerprint = "fake", "fp32", 4, "fake/fp32/4/0123"
+
+    def __init__(self):
+        self.encoded = []
+
+    def encode(self, texts, batch_size=32):
+        self.encoded += texts
+        v = np.array([[len(t), t.count("a"), 1.0, i % 2] for i, t in enumerate(texts)], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)  # unit rows, as Embedder gives (the cache checks)
+
+
+def test_encode_cached_reuses_vectors_of_a_subset(tmp_path):
+    from engine.corpus.cache import encode_cached
+
+    emb = CountingEmbedder()
+    full = encode_cached(emb, ["a", "bb", "ccc", "a"], tmp_path)
+    assert emb.encoded == ["a", "bb", "ccc"]  # the repeated text is encoded once
+    np.testing.assert_array_equal(full[0], full[3])
+    again = encode_cached(emb, ["ccc", "a", "dddd"], tmp_path)
+    assert emb.encoded[3:] == ["dddd"]  # only the miss
+    np.testing.assert_array_equal(again[:2], full[[2, 0]])
+    other = CountingEmbedder()
+    other.fingerprint = "fake/int8/4/9999"  # another model/precision never shares vectors
+    encode_cached(other, ["a"], tmp_path)
+    assert other.encoded == ["a"]
+
+
 def test_non_finite_rows_are_misses(tmp_path, tiny_embedder):
     from engine.corpus.cache import encode_cached
     from engine.corpus.readers import text_key

@@ -74,37 +74,6 @@ def test_load_sts_keeps_quotes_literal(tmp_path):
     assert s1 == ['He said "hi', "a"] and s2 == ['She said hi"', "b"] and gold.tolist() == [4.5, 1.0]
 
 
-# -- the embedding cache eval encodes through (engine.corpus.cache.encode_cached) ----------------
-class CountingEmbedder:
-    """Stands in for Embedder: deterministic vectors, counts the texts it encodes."""
-
-    name, precision, dim, fingerprint = "fake", "fp32", 4, "fake/fp32/4/0123"
-
-    def __init__(self):
-        self.encoded = []
-
-    def encode(self, texts, batch_size=32):
-        self.encoded += texts
-        v = np.array([[len(t), t.count("a"), 1.0, i % 2] for i, t in enumerate(texts)], dtype=np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)  # unit rows, as Embedder gives (the cache checks)
-
-
-def test_encode_cached_reuses_vectors_of_a_subset(tmp_path):
-    from engine.corpus.cache import encode_cached
-
-    emb = CountingEmbedder()
-    full = encode_cached(emb, ["a", "bb", "ccc", "a"], tmp_path)
-    assert emb.encoded == ["a", "bb", "ccc"]  # the repeated text is encoded once
-    np.testing.assert_array_equal(full[0], full[3])
-    again = encode_cached(emb, ["ccc", "a", "dddd"], tmp_path)
-    assert emb.encoded[3:] == ["dddd"]  # only the miss
-    np.testing.assert_array_equal(again[:2], full[[2, 0]])
-    other = CountingEmbedder()
-    other.fingerprint = "fake/int8/4/9999"  # another model/precision never shares vectors
-    encode_cached(other, ["a"], tmp_path)
-    assert other.encoded == ["a"]
-
-
 # -- full-size quality reproductions (slow) ---------------------------------------------------
 SCIFACT = {  # model -> (nDCG@10, tolerance)
     "all-MiniLM-L6-v2": (0.6451, 0.002),
