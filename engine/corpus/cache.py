@@ -358,7 +358,8 @@ class EmbeddingCache:
         return target
 
     def _error(self, e: sqlite3.Error, doing: str) -> EngineError:
-        why = _WHY.get(_code(e), "")
+        code = _code(e)
+        why = "" if code is None else _WHY.get(code, "")
         return EngineError(
             f"embedding cache {self.path}: cannot {doing}: {e}; {why + ', or ' if why else ''}"
             "pass another path (--cache PATH) or --no-cache"
@@ -475,7 +476,7 @@ def encode_cached(
     stack = getattr(embedder, "stack", None)  # an Embedder; duck-typed embedders: cosine, no default prompt
     if normalize is None:
         normalize = stored_normalized(getattr(stack, "similarity_fn_name", "cosine"))
-    kwargs = {} if prompt is None else {"prompt": prompt}
+    kwargs: dict[str, str | bool] = {} if prompt is None else {"prompt": prompt}
     if stack is not None:
         kwargs["normalize_embeddings"] = bool(normalize)
     if cache is None:

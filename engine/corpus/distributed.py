@@ -30,15 +30,19 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..arguments import model_precision_argument, positive_int
 from ..errors import EngineError, InputError
 from .options import DEFAULT_SHARD_SIZE, CorpusOptions
+
+if TYPE_CHECKING:
+    from .cache import EmbeddingCache
 
 ID_BUCKETS = 8  # dedup tasks (at most one per input file)
 
@@ -76,8 +80,9 @@ def _expand(inputs, format: str | None) -> list[_File]:
         if is_uri(item):
             found = [(u, u, size, mtime) for u, size, mtime in expand_uris(item)]
         elif isinstance(item, (str, os.PathLike)):
-            paths = expand_inputs([item], format)
-            if any(isinstance(p, Source) for p in paths):
+            expanded = expand_inputs([item], format)
+            paths = [p for p in expanded if not isinstance(p, Source)]
+            if len(paths) < len(expanded):
                 raise InputError(
                     "the distributed path reads files; standard input (-) cannot be shared by a "
                     "cluster: save it to a file, or run without --distributed"
@@ -98,7 +103,7 @@ def _expand(inputs, format: str | None) -> list[_File]:
 
 
 @contextlib.contextmanager
-def _opened(f: _File) -> Iterator[tuple[Path, object]]:
+def _opened(f: _File) -> Iterator[tuple[Path, Callable[[str], str]]]:
     """(local path to read, fix: a message/where with that path spelled as the input's name)."""
     from .storage import is_uri, local_copy
 
@@ -130,7 +135,7 @@ def _scan(f: _File, fields, prefix: str, skip_bad: bool, buckets: int):
     """A scan task: (counts and bad records, then per bucket the (ids, positions, wheres) of f)."""
     n = 0
     bad: list[tuple[int, str, str]] = []
-    parts = [([], [], []) for _ in range(buckets)]
+    parts: list[tuple[list[str], list[int], list[str]]] = [([], [], []) for _ in range(buckets)]
     on_bad = (lambda where, msg: bad.append((n, where, msg))) if skip_bad else None
     for d in _docs(f, fields, prefix, on_bad):
         ids, pos, wheres = parts[_bucket(d.id, buckets)]
@@ -164,7 +169,8 @@ class _Writer:
 
         self.model = EmbedBatch(**model_kwargs)  # refuses a model other than the driver's
         self.folder, self.job = folder, job
-        self.cache = self.ns = None
+        self.cache: EmbeddingCache | None = None
+        self.ns: int | None = None  # the job's namespace in self.cache
         if cache is not None:
             from .cache import EmbeddingCache, default_cache_path
 
@@ -187,7 +193,7 @@ class _Writer:
         t0 = time.perf_counter()
         job, skipped = self.job, set(skip)
         counts = {"embedded": 0, "hits": 0, "resumed": 0, "written": 0}
-        records = []
+        records: list[dict | None] = []  # None: more documents than counted
         on_bad = (lambda where, msg: None) if job["skip_bad"] else None  # the scan listed them
         docs = (d for n, d in enumerate(_docs(f, job["fields"], prefix, on_bad)) if n not in skipped)
         for j, block in enumerate(_blocks(docs, job["shard_size"])):
@@ -229,6 +235,7 @@ class _Writer:
         for start in range(0, len(docs), EMBED_CHUNK):
             stop = min(start + EMBED_CHUNK, len(docs))
             if self.cache is not None:
+                assert self.ns is not None  # set with self.cache
                 vectors[start:stop], found = self.cache.get(self.ns, keys[start:stop])
             else:
                 found = np.zeros(stop - start, bool)
@@ -242,6 +249,7 @@ class _Writer:
                 for j in missing:
                     vectors[j] = row[keys[j]]
                 if self.cache is not None:
+                    assert self.ns is not None  # set with self.cache
                     self.cache.put(self.ns, list(first), new)
             counts["embedded"] += len(missing)
             counts["hits"] += stop - start - len(missing)

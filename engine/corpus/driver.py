@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -435,14 +435,21 @@ class LocalExecutor:
 
 
 # -- the driver -----------------------------------------------------------------------------
-def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, t0: float | None = None) -> CorpusSummary:
+def drive(
+    plan: Plan,
+    out_dir: str | os.PathLike,
+    executor: contextlib.AbstractContextManager[Executor],
+    *,
+    t0: float | None = None,
+) -> CorpusSummary:
     """Write ``plan``'s corpus to ``out_dir`` with ``executor`` embedding the cache misses.
 
     Args:
         plan: the run (``Plan.build``); its options' cache, cache_dir, skip_bad, overwrite and
             progress apply here.
         out_dir: the output folder.
-        executor: entered after the output folder is locked and its settings checked (so a Ray
+        executor: an ``Executor``, or a context manager that gives one (``engine.corpus.ray``'s
+            pool); entered after the output folder is locked and its settings checked (so a Ray
             cluster starts only for a run that can go ahead), closed at the end.
         t0: when the run started (``perf_counter``), for the summary's seconds.
 
@@ -459,7 +466,7 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, t0: flo
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(OutputDir(out_dir))
         out.check_settings(plan.settings, options.overwrite)
-        executor = stack.enter_context(executor)
+        ex = stack.enter_context(executor)
         manifest = dict(plan.manifest)  # the plan stays as built: it can drive another run
         out.write_manifest(manifest)
         store, owned = _open_cache(options.cache, options.cache_dir)
@@ -484,8 +491,8 @@ def drive(plan: Plan, out_dir: str | os.PathLike, executor: Executor, *, t0: flo
         shard_size = options.shard_size
         # with an executor that works in the background, enough documents open to keep it busy
         # (twice what it embeds at once) and at least two shards, so reading and writing overlap
-        window = max(2 * shard_size, 2 * executor.capacity) if executor.capacity else 0
-        run = _Run(executor, store, ns, out, plan, bar, window)
+        window = max(2 * shard_size, 2 * ex.capacity) if ex.capacity else 0
+        run = _Run(ex, store, ns, out, plan, bar, window)
 
         on_bad = rejects.add if options.skip_bad else None
         pending: list[Doc] = []
@@ -576,6 +583,7 @@ class _Run:
 
     def _submit(self, sh: _Shard, start: int, stop: int) -> None:
         """Cache lookup for rows [start, stop); a missing text not already submitted goes to the executor."""
+        assert sh.vectors is not None  # shard() allocates them before the first submit
         if self.store is not None:
             sh.vectors[start:stop], found = self.store.get(self.ns, sh.keys[start:stop])
         else:
@@ -609,14 +617,17 @@ class _Run:
                 return
 
     def _receive(self) -> None:
-        (sh, rows), vectors, tokens = self.executor.next()
+        tag, vectors, tokens = self.executor.next()
+        sh, rows = cast("tuple[_Shard, list[int]]", tag)  # the tag _submit gave
         self.submits -= 1
+        assert sh.vectors is not None  # a shard with a submit has its vectors (shard())
         sh.vectors[rows] = vectors
         sh.waiting -= len(rows)
         keys = [sh.keys[j] for j in rows]
         filled = len(rows)
         for i, key in enumerate(keys):
             for other, j in self.rows.pop(key):  # repeats that waited for this text
+                assert other.vectors is not None  # it waits: it was submitted (shard())
                 other.vectors[j] = vectors[i]
                 other.waiting -= 1
                 filled += 1
@@ -627,6 +638,7 @@ class _Run:
     def _write(self, sh: _Shard) -> None:
         self.open_docs -= len(sh.docs)
         if sh.rec is None:
+            assert sh.vectors is not None  # a shard not kept got its vectors in shard()
             titles = [snippet(d.title, d.text) for d in sh.docs]
             sh.rec = self.out.write_shard(
                 sh.i, sh.vectors, [d.id for d in sh.docs], titles, sh.content, self.settings_sha
@@ -769,6 +781,7 @@ class _Rejects:
         self._f = open(self.partial, "wb") if enabled else None  # noqa: SIM115 (held open across add() calls)
 
     def add(self, where: str, message: str) -> None:
+        assert self._f is not None, "add() is called only when enabled (skip_bad)"
         self.count += 1
         self._f.write(json_bytes({"where": where, "error": message}) + b"\n")
 

@@ -28,6 +28,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -117,7 +118,11 @@ class EmbedBatch:
         return batch
 
 
-def _str(value) -> str:
+@overload
+def _str(value: None) -> None: ...
+@overload
+def _str(value: object) -> str: ...
+def _str(value: object) -> str | None:
     """numpy/arrow scalars -> str; None stays None so the Embedder names the bad row."""
     return value if value is None or isinstance(value, str) else str(value)
 

@@ -36,7 +36,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -446,7 +446,7 @@ def _check_manifest(path: Path, m: dict) -> None:
     def bad(why: str) -> IndexFormatError:
         return IndexFormatError(f"{path}: {why}. {REWRITE}")
 
-    dim = m.get("dim")
+    dim: Any = m.get("dim")  # a JSON value, checked next
     if not is_int(dim) or dim < 1:
         raise bad(f"dim is {dim!r}, not a positive integer")
     model = m.get("model")
@@ -508,10 +508,11 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def _open_shard_file(path: Path) -> tuple[BinaryIO, int]:
+def _open_shard_file(path: Path) -> tuple[io.BufferedReader, int]:
     """(file, size) of one of OUTDIR's shard files: a regular file, not a link (IndexFormatError
     for anything else; FileNotFoundError passes)."""
-    f = open_regular(path, REWRITE, follow_symlinks=False)
+    # open_regular is annotated BinaryIO; it returns os.fdopen(fd, "rb"), a BufferedReader (readinto)
+    f = cast(io.BufferedReader, open_regular(path, REWRITE, follow_symlinks=False))
     return f, os.fstat(f.fileno()).st_size
 
 
