@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, MappingView, Set
+from typing import Literal, overload
 
 import numpy as np
 
@@ -53,6 +54,10 @@ def is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+@overload
+def positive_int(value, name: str, *, allow_none: Literal[False] = False, hint: str = "") -> int: ...
+@overload
+def positive_int(value, name: str, *, allow_none: bool, hint: str = "") -> int | None: ...
 def positive_int(value, name: str, *, allow_none: bool = False, hint: str = "") -> int | None:
     """``value`` checked to be an integer >= 1: the one check of every count-like argument.
 

@@ -28,7 +28,7 @@ import hashlib
 import itertools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -76,7 +76,7 @@ class _Settings:
     call takes the snapshot once (``_plan``), so each call and ``fingerprint`` see one setting."""
 
     stack: ModuleStack
-    tokenizer: Tokenizer | None
+    tokenizer: Tokenizer
 
 
 # serializes the setters' read-modify-write of ``Embedder._settings`` (readers take the reference
@@ -200,19 +200,19 @@ class Embedder:
         )
         self.spec = self._exported.spec
         # this Embedder's own copy: max_seq_length, prompts and truncate_dim are settable
-        self.stack = dataclasses.replace(self._exported.stack, prompts=dict(self._exported.stack.prompts))
-        self._full_dim = dataclasses.replace(self.stack, truncate_dim=None).dim
+        stack = dataclasses.replace(self._exported.stack, prompts=dict(self._exported.stack.prompts))
+        self._full_dim = dataclasses.replace(stack, truncate_dim=None).dim
         info = self._exported.tokenizer_info
         self._left_pad = info["padding_side"] == "left"
-        if self._left_pad and "weightedmean" in self.stack.pooling.modes:
+        if self._left_pad and "weightedmean" in stack.pooling.modes:
             raise UnsupportedModelError(
                 f"{self.spec.name}: weightedmean pooling with a tokenizer that pads on the left: sentence-transformers "
                 "weighs tokens by their position in the padded batch, so its vectors depend on how texts are batched"
             )
         weights = self._exported.head_weights()
-        self._head = [(m, weights.get(f"{i}.weight"), weights.get(f"{i}.bias")) for i, m in enumerate(self.stack.head)]
+        self._head = [(m, weights.get(f"{i}.weight"), weights.get(f"{i}.bias")) for i, m in enumerate(stack.head)]
         self.model_precision = model_precision
-        self._similarity_fn_name = self.stack.similarity_fn_name
+        self._similarity_fn_name = stack.similarity_fn_name
         # The graph for this device, written at export (engine/models/export.py): on CPU layer norms
         # as primitive ops (faster there than onnxruntime's fused kernel); on CUDA mean pooling in the
         # graph, so only (batch, dim) crosses back to the host.
@@ -235,13 +235,14 @@ class Embedder:
         self.batch_workers = self._session.threads if on_cpu else 1
         self._single = None  # the batch workers' session (Session.for_workers), built on first use
         self._single_lock = threading.Lock()
-        self._tokenizer = Tokenizer(
+        tokenizer = Tokenizer(
             self._exported.tokenizer_path,
-            self.stack.max_seq_length,
+            stack.max_seq_length,
             info["truncation_side"],
             info["special_ids"],
             info["pad_id"],
         )
+        self._settings = _Settings(stack, tokenizer)
         self._exported_max_seq_length = self._tokenizer.max_length
         if prompts is not None:  # sentence-transformers: the given prompts win, the model's fill the rest
             checked = prompts_argument(prompts)
@@ -263,17 +264,11 @@ class Embedder:
     @stack.setter
     def stack(self, value: ModuleStack) -> None:
         with _SETTINGS_LOCK:
-            current = self.__dict__.get("_settings")
-            self._settings = _Settings(value, current.tokenizer if current else None)
+            self._settings = dataclasses.replace(self._settings, stack=value)
 
     @property
     def _tokenizer(self) -> Tokenizer:
         return self._settings.tokenizer
-
-    @_tokenizer.setter
-    def _tokenizer(self, value: Tokenizer) -> None:
-        with _SETTINGS_LOCK:
-            self._settings = dataclasses.replace(self._settings, tokenizer=value)
 
     def _replace_stack(self, check=None, **changes) -> None:
         """A new snapshot with ``changes`` to the stack; ``check(stack)`` runs first, under the lock."""
@@ -725,7 +720,7 @@ class Embedder:
                 "engine.quantize_embeddings(vectors, precision, ranges=...) (ranges from a sample)"
             )
         source, _ = check_container(texts)
-        total = len(source) if hasattr(source, "__len__") else None
+        total = len(source) if isinstance(source, Sized) else None
         return self._stream(iter(source), plan, total)
 
     def _stream(self, texts: Iterator, plan: _Plan, total: int | None) -> Iterator:
@@ -878,10 +873,11 @@ class Embedder:
                 out = np.empty(out.shape, dtype=plan.precision)
             else:
                 out = quantize_embeddings(out, plan.precision)
-        if plan.output != "numpy":
-            torch = _torch()
-            out = torch.from_numpy(out) if plan.output == "tensor" else [torch.from_numpy(row) for row in out]
-        return out[0] if single else out
+        if plan.output == "numpy":
+            return out[0] if single else out
+        torch = _torch()
+        tensors = torch.from_numpy(out) if plan.output == "tensor" else [torch.from_numpy(row) for row in out]
+        return tensors[0] if single else tensors
 
     def _run_batches(
         self, ids: list[np.ndarray], batches: list[np.ndarray], prompt_length: int | None = None

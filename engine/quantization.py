@@ -74,7 +74,7 @@ def quantize_embeddings(
     single = x.ndim == 1
     x2 = x[None, :] if single else x
     if precision == "float32":
-        out = x2.astype(np.float32)
+        out: np.ndarray = x2.astype(np.float32)
     elif precision in ("int8", "uint8"):
         out = _scalar_quantize(x2, precision, ranges, calibration_embeddings, single)
     else:

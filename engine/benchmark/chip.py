@@ -52,7 +52,8 @@ VERSIONED = (
 
 # -- environment ------------------------------------------------------------------------
 def _cpuinfo() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -228,12 +229,12 @@ def gemm_peak(
     clock = clock or PerfClock()
     m, k, n = shape
     rng = np.random.default_rng(1)
-    feeds = {
+    feeds: dict[str, dict[str, np.ndarray]] = {
         "fp32": {"A": rng.standard_normal((m, k)).astype(np.float32)},
         "int8": {"A": rng.integers(0, 256, size=(m, k), dtype=np.uint8)},
     }
     sessions = {kind: Session(gemm_graph(m, k, n, kind == "int8"), "cpu", threads) for kind in feeds}
-    best = {}
+    best: dict[str, list[float]] = {}
     for kind, sess in sessions.items():
         sess.run(feeds[kind])  # warm-up: weight packing, thread pool
         best[kind] = []

@@ -146,7 +146,8 @@ def build_texts(
         if pos >= len(words):
             wraps += 1
             pos = (wraps * 7) % len(words)
-        chunk, used, i = [], 0, pos
+        chunk: list[str] = []
+        used, i = 0, pos
         while used < budget:
             w = words[i % len(words)]
             c = cost[i % len(words)]

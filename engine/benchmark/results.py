@@ -69,7 +69,7 @@ def csv_rows(result: dict) -> list[dict]:
     return out
 
 
-def write_results(result: dict, out_dir: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
+def write_results(result: dict, out_dir: str | os.PathLike, plots: bool = True) -> dict[str, Any]:
     """Write a results document as results.json, results.csv and PNG plots.
 
     Args:

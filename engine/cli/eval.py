@@ -152,7 +152,7 @@ def cmd_eval(args) -> int:
         ds = load_beir(args.beir, args.split)
         if args.max_docs:
             ds = subsample(ds, args.max_docs)
-    results = {"retrieval": [], "sts": []}
+    results: dict[str, list[dict]] = {"retrieval": [], "sts": []}
     for model in args.model or [DEFAULT_MODEL]:
         emb = Embedder(model, model_precision=args.model_precision)
         if ds is not None:
@@ -175,7 +175,7 @@ def cmd_eval(args) -> int:
                 truncate_dim=args.truncate_dim,
             )
             results["sts"].append(r)
-    if results["retrieval"]:
+    if ds is not None:  # then every model has a retrieval result
         print(f"\nretrieval on {ds.name} ({args.split})")
         rows = [{**r, "index": r["index_precision"]} for r in results["retrieval"]]
         print(format_table(rows, RETRIEVAL_COLUMNS))

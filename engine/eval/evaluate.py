@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,9 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_beir(folder: str | os.PathLike, split: str = "test", *, corpus=None, queries=None, qrels=None) -> BeirDataset:
+def load_beir(
+    folder: str | os.PathLike | None, split: str = "test", *, corpus=None, queries=None, qrels=None
+) -> BeirDataset:
     """Load a BEIR folder (or explicit corpus/queries/qrels files, which override the folder's).
 
     Args:
@@ -85,11 +88,17 @@ def load_beir(folder: str | os.PathLike, split: str = "test", *, corpus=None, qu
     Raises:
         FileNotFoundError: a missing folder or file (a missing split lists the available ones).
         InputError: qrels name a query the queries file lacks, or a file is malformed.
+        TypeError: ``folder`` is None and one of the three files is not given.
     """
-    folder = Path(folder) if folder is not None else None
-    corpus = Path(corpus) if corpus else folder / "corpus.jsonl"
-    queries = Path(queries) if queries else folder / "queries.jsonl"
-    qrels_path = Path(qrels) if qrels else folder / "qrels" / f"{split}.tsv"
+    if folder is None:
+        if not (corpus and queries and qrels):
+            raise TypeError("load_beir() without a folder needs all three of corpus, queries and qrels")
+        corpus, queries, qrels_path = Path(corpus), Path(queries), Path(qrels)
+    else:
+        folder = Path(folder)
+        corpus = Path(corpus) if corpus else folder / "corpus.jsonl"
+        queries = Path(queries) if queries else folder / "queries.jsonl"
+        qrels_path = Path(qrels) if qrels else folder / "qrels" / f"{split}.tsv"
     if folder is not None and not folder.is_dir():
         raise FileNotFoundError(f"BEIR folder not found: {folder}")
     if not qrels_path.is_file() and folder is not None and not qrels:
@@ -139,7 +148,7 @@ def subsample(ds: BeirDataset, max_docs: int, seed: int = 0, max_queries: int | 
     rng = np.random.default_rng(seed)
     pos = {d: i for i, d in enumerate(ds.doc_ids)}
     keep: set[int] = set()
-    qsel = []
+    qsel: list[int] = []
     for qi in rng.permutation(len(ds.query_ids)):
         if max_queries is not None and len(qsel) >= max_queries:
             break
@@ -210,16 +219,20 @@ class _Retriever:
         # the Index refuses a metric it cannot rank by (euclidean, manhattan) with what to do instead
         index = Index(doc_vecs.shape[1], precision=index_precision, metric=metric)
         self.doc_ids, self.metric = doc_ids, metric
+        # exactly one of the two is set
+        self.index: Index | None = None
+        self.docs: np.ndarray | None = None
         if index_precision == "fp32":  # exact scores in numpy (every query against every doc)
-            self.index, self.docs = None, _as_scored(doc_vecs, metric)
+            self.docs = _as_scored(doc_vecs, metric)
         else:
             index.add(doc_vecs, ids=np.arange(len(doc_ids), dtype=np.int64))
-            self.index, self.docs = index, None
+            self.index = index
 
     def top_k(self, query_vecs: np.ndarray, k: int) -> dict[str, list]:
         doc_ids = self.doc_ids
         k = min(k, len(doc_ids))
         if self.index is None:
+            assert self.docs is not None  # __init__ sets docs when it sets no index
             scores = _as_scored(query_vecs, self.metric) @ self.docs.T
             idx = rank_top_k(scores, doc_ids, k)
             top = np.take_along_axis(scores, idx, axis=1)
@@ -232,7 +245,7 @@ class _Retriever:
                 return (-top[r, j], doc_ids[idx[r, j]] if idx[r, j] >= 0 else "\uffff")
 
             order = np.array(
-                [sorted(range(k), key=lambda j, r=r: rank_key(r, j)) for r in range(len(idx))], dtype=np.int64
+                [sorted(range(k), key=partial(rank_key, r)) for r in range(len(idx))], dtype=np.int64
             ).reshape(idx.shape)
             idx = np.take_along_axis(idx, order, axis=1)
             top = np.take_along_axis(top, order, axis=1)

@@ -65,8 +65,8 @@ def load_texts(path: str | os.PathLike | None = None) -> tuple[list[str], list[s
     docs = read_documents(path, Fields(extra=("label", "topic")))
     if not docs:
         raise InputError(f"{path} holds no rows; give a jsonl with _id/title/text per line")
-    labels = [next((x for x in d.extra if x is not None), None) for d in docs]
-    return [d.id for d in docs], [d.text for d in docs], (None if None in labels else [str(x) for x in labels])
+    found = [next((x for x in d.extra if x is not None), None) for d in docs]
+    return [d.id for d in docs], [d.text for d in docs], (None if None in found else [str(x) for x in found])
 
 
 def onnx_stats(onnx_path: str | os.PathLike) -> dict:
@@ -195,7 +195,9 @@ def run_lab(
         raise InputError(f"the lab needs at least {NEIGHBOURS + 2} texts, got {len(texts)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    per_model, vecs, skipped = {}, {}, []
+    per_model: dict[str, dict] = {}
+    vecs: dict[str, np.ndarray] = {}
+    skipped: list[dict[str, str]] = []
     for model in models:
         try:
             emb = Embedder(model, cache_dir=cache_dir)
@@ -367,18 +369,13 @@ def plot_tsne(vecs: dict[str, np.ndarray], labels: list[str] | None, path: Path,
             xy = TSNE(
                 n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed
             ).fit_transform(v)
-            kmeans = (
-                None
-                if labels
-                else KMeans(n_clusters=max(2, min(10, len(v) // 5)), n_init=10, random_state=seed).fit_predict(v)
-            )
-        if labels:
-            cats = sorted(set(labels), key=labels.index)
-            color = np.array([cats.index(x) for x in labels])
-            how = "label"
-        else:
-            color = kmeans
-            how = f"KMeans k={kmeans.max() + 1}"
+            if labels:
+                cats = sorted(set(labels), key=labels.index)
+                color = np.array([cats.index(x) for x in labels])
+                how = "label"
+            else:
+                color = KMeans(n_clusters=max(2, min(10, len(v) // 5)), n_init=10, random_state=seed).fit_predict(v)
+                how = f"KMeans k={color.max() + 1}"
         ax.scatter(xy[:, 0], xy[:, 1], c=color, cmap="tab20", s=14)
         if labels:
             for c, cat in enumerate(cats):

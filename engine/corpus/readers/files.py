@@ -145,6 +145,7 @@ class _CsvLines:
     def __init__(self, path: Path, on_bad: OnBad | None):
         def damaged(where: str, message: str) -> None:
             self.damaged = True
+            assert on_bad is not None  # damaged stands in only for a callback (below)
             on_bad(where, message)
 
         self._raw = _raw_lines(path, on_bad if on_bad in (None, raise_on_bad) else damaged)

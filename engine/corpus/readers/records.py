@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -125,13 +125,13 @@ def _either(names: Sequence[str]) -> str:
     return "' or '".join(names)
 
 
-def _text_name(record: dict, names: tuple[str, ...]) -> str | None:
+def _text_name(record: Mapping, names: tuple[str, ...]) -> str | None:
     """The first of ``names`` with a non-empty value, else the first present, else None."""
     present = [n for n in names if n in record]
     return next((n for n in present if isinstance(record[n], str) and record[n]), present[0] if present else None)
 
 
-def _make_doc(record: dict, fields: Fields, where: str, on_bad: OnBad | None, line_id: str) -> Doc | None:
+def _make_doc(record: Mapping, fields: Fields, where: str, on_bad: OnBad | None, line_id: str) -> Doc | None:
     """A Doc from a mapping (JSON object or CSV row), or None after reporting a bad record.
 
     ``line_id`` is the id when ``fields.id`` is None.
@@ -150,15 +150,18 @@ def _make_doc(record: dict, fields: Fields, where: str, on_bad: OnBad | None, li
                 f"name the {role} field with --{role}-field" + (f", or pass {ID_HINT}" if role == "id" else ""),
             )
             return None
+    assert text_name is not None  # the loop returned when no text field is present
     doc_id = line_id if fields.id is None else _id_value(record[fields.id], fields.id, where, on_bad)
     text = _text_value(record[text_name], text_name, where, on_bad, "--text-field")
     if doc_id is None or text is None:
         return None
-    title = record.get(fields.title) if fields.title else None
-    if title is not None and not isinstance(title, str):
-        title = _text_value(title, fields.title, where, on_bad, "--title-field")
-        if title is None:
-            return None
+    title = None
+    if fields.title:
+        title = record.get(fields.title)
+        if title is not None and not isinstance(title, str):
+            title = _text_value(title, fields.title, where, on_bad, "--title-field")
+            if title is None:
+                return None
     title = title or ""
     full = compose(title, text)
     if not _encodable(full, where, on_bad):
