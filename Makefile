@@ -25,7 +25,7 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/embed demo
 
-# CI-sized suite: lint (ruff check and ruff format --check, configured in pyproject.toml), then everything except tests marked
+# CI-sized suite: lint (ruff check, ruff format --check and mypy, configured in pyproject.toml), then everything except tests marked
 # slow; bench suites run as a correctness smoke.
 test: setup lint
 	@$(VENV)/bin/pytest -q -m "not slow" --benchmark-disable; rc=$$?; \
@@ -34,6 +34,7 @@ test: setup lint
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test-all: setup
 	$(VENV)/bin/pytest -q --benchmark-disable
