@@ -345,12 +345,24 @@ def check_int8_parity(fp32_path: str | Path, int8_path: str | Path, spec, hf_fol
     if feeds is None:
         return None
     cos = np.sum(_pooled(_ort_runner(fp32_path), feeds) * _pooled(_ort_runner(int8_path), feeds), axis=1)
+    return int8_gate(
+        cos,
+        f"int8 quantization of {getattr(spec, 'name', str(fp32_path))}",
+        "Use precision='fp32', or keep the model's sensitive layers in fp32 (ModelSpec.int8_exclude; "
+        "bench/experiments/int8_sensitivity.py finds them).",
+    )
+
+
+def int8_gate(cos, what: str, remedy: str) -> dict:
+    """The int8 exports' one quality gate: ``{"mean", "min"}`` of the per-text cosines ``cos`` to fp32.
+
+    Raises:
+        ExportError: "<what> loses too much: mean cosine ... (floor MIN_CALIBRATION_COSINE). <remedy>".
+    """
     if cos.mean() < MIN_CALIBRATION_COSINE:
-        name = getattr(spec, "name", str(fp32_path))
         raise ExportError(
-            f"int8 quantization of {name} loses too much: mean cosine {cos.mean():.4f} to fp32 on the "
-            f"calibration texts (floor {MIN_CALIBRATION_COSINE}). Use precision='fp32', or keep the model's "
-            "sensitive layers in fp32 (ModelSpec.int8_exclude; bench/experiments/int8_sensitivity.py finds them)."
+            f"{what} loses too much: mean cosine {cos.mean():.4f} to fp32 on the calibration texts "
+            f"(floor {MIN_CALIBRATION_COSINE}). {remedy}"
         )
     return {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)}
 

@@ -705,20 +705,27 @@ def test_embed_options_and_errors(tiny_embedder):
 
 
 # -- export: one line, no noise ------------------------------------------------------------------
-def test_export_logs_two_lines_and_keeps_stderr_clean(tiny_model_dir, tmp_path, capfd, caplog, monkeypatch):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_export_logs_two_lines_and_keeps_stderr_clean(runtime, tiny_model_dir, tmp_path, capfd, caplog, monkeypatch):
+    """int8 on either runtime: onnxruntime's quantizer, or NNCF's (its progress bars must stay quiet)."""
+    if runtime == "openvino":
+        pytest.importorskip("openvino", reason="the openvino extra is not installed")
+        pytest.importorskip("nncf", reason="nncf (the export extra) is not installed")
     folder = shutil.copytree(tiny_model_dir, tmp_path / "tiny-bert")
     # a CLI test's configure_logging may have left a handler on "engine" writing to a closed capture stream
     monkeypatch.setattr(logging.getLogger("engine"), "handlers", [])
     root_handlers = list(logging.getLogger().handlers)
     capfd.readouterr()
     with caplog.at_level(logging.DEBUG, logger="engine.models.export"):
-        Embedder(str(folder), model_precision="int8", cache_dir=tmp_path / "cache")  # int8: onnxruntime's quantizer too
-    _out, err = capfd.readouterr()
+        Embedder(str(folder), model_precision="int8", cache_dir=tmp_path / "cache", runtime=runtime)
+    out, err = capfd.readouterr()
     assert err.strip() == "", f"the export wrote to stderr:\n{err}"
+    assert out.strip() == "", f"the export wrote to stdout:\n{out}"
     ours = [r for r in caplog.records if r.name == "engine.models.export"]
     info = [r.getMessage() for r in ours if r.levelno >= logging.INFO]
     assert len(info) == 2, info
-    assert info[0].startswith("exporting tiny-bert (int8) to ") and info[0].endswith(" ...")
+    variant = "int8" if runtime == "onnxruntime" else "int8-openvino"
+    assert info[0].startswith(f"exporting tiny-bert ({variant}) to ") and info[0].endswith(" ...")
     assert str(tmp_path / "cache") in info[0]
     assert info[1].startswith("done in ") and info[1].endswith(" s")
     assert any(r.levelno == logging.DEBUG for r in ours), "third-party warnings are kept at DEBUG"
