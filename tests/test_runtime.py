@@ -48,7 +48,9 @@ def _cos(a, b):
 @pytest.mark.parametrize("cls", rt.CPU_CLASSES)
 def test_the_table_resolves_for_every_cpu_class(cls):
     assert rt.choose_runtime("fp32", cls=cls) == "onnxruntime"
-    assert rt.choose_runtime("int8", cls=cls) == "onnxruntime"
+    # int8 runs OpenVINO's static int8 where measured faster (and its extras are here), else onnxruntime's
+    want_int8 = rt.RUNTIME_CHOICE["int8"][cls][0] if rt._openvino_available() else "onnxruntime"
+    assert rt.choose_runtime("int8", cls=cls) == want_int8
     assert rt.choose_runtime("fp32", runtime="openvino", cls=cls) == "openvino"
     assert rt.choose_runtime("int8", runtime="openvino", cls=cls) == "openvino"
     if cls in rt.BF16_CLASSES:
@@ -63,6 +65,22 @@ def test_the_table_resolves_for_every_cpu_class(cls):
 
 
 @needs_openvino
+def test_int8_falls_back_to_onnxruntime_without_the_openvino_extras(monkeypatch, caplog):
+    """Where the table picks OpenVINO for int8, a plain install still runs int8 (on onnxruntime), says so once,
+    and names the extras; a forced runtime='openvino' is not downgraded."""
+    monkeypatch.setattr(rt, "_openvino_available", lambda: False)
+    monkeypatch.setattr(rt, "_WARNED", set())
+    assert rt.RUNTIME_CHOICE["int8"]["avx512_bf16"][0] == "openvino"
+    with caplog.at_level("WARNING", logger="engine.runtime"):
+        assert rt.choose_runtime("int8", cls="avx512_bf16") == "onnxruntime"
+        assert rt.choose_runtime("int8", cls="avx512_bf16") == "onnxruntime"
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "pip install 'embed-engine[openvino]'" in warned[0]
+    assert rt.choose_runtime("int8", runtime="openvino", cls="avx512_bf16") == "openvino"
+    assert rt.choose_runtime("int8", cls="avx2") == "onnxruntime"  # the table's own choice: no warning
+    assert len(caplog.records) == 1
+
+
 def test_measured_cells_link_to_a_section_of_the_notes():
     """Every measured cell's evidence names the section of bench/experiments/runtime_choice.md behind it."""
     import re
@@ -307,8 +325,8 @@ def _child(model: str, cache, precisions, tmp_path, runtime=None) -> tuple[dict,
 
 
 def _check_runtime_path(model: str, cache, tmp_path):
-    for precision in ("fp32", "int8"):  # exported here, in the parent (the child cannot export)
-        load_or_export(model, precision, cache_dir=cache)
+    for precision in ("fp32", "int8"):  # exported here, in the parent (the child cannot export), for the
+        load_or_export(model, precision, cache_dir=cache, runtime=rt.choose_runtime(precision))  # default runtime
     report, got = _child(model, cache, ("fp32", "int8"), tmp_path)
     assert report == {"refused": [], "loaded": [], "error": None}
     args = {"model": model, "cache": cache, "texts": CHILD_TEXTS}

@@ -447,10 +447,11 @@ def no_reexport(monkeypatch, tiny_model_dir, tiny_cache):
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_old_layout_export_is_completed_once(tiny_model_dir, tiny_cache, tmp_path, precision, no_reexport):
-    fresh = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tiny_cache)
+    """Exports of the layout before runtime graphs (onnxruntime's: int8 pinned to it, whatever this CPU's default)."""
+    fresh = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tiny_cache, runtime="onnxruntime")
     old = _old_layout(fresh._exported.folder, tmp_path / "cache")
     onnx_before = (old / "model.onnx").stat()
-    emb = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
+    emb = Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache", runtime="onnxruntime")
     assert emb._exported.folder == old
     assert emb.fingerprint == fresh.fingerprint
     meta = json.loads((old / "meta.json").read_text())
@@ -463,7 +464,7 @@ def test_old_layout_export_is_completed_once(tiny_model_dir, tiny_cache, tmp_pat
     np.testing.assert_allclose(emb.encode(CHILD_TEXTS), fresh.encode(CHILD_TEXTS), rtol=0, atol=1e-6)
     # done once: the next load finds a complete export and writes nothing
     meta_mtime = (old / "meta.json").stat().st_mtime_ns
-    Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache")
+    Embedder(str(tiny_model_dir), model_precision=precision, cache_dir=tmp_path / "cache", runtime="onnxruntime")
     assert (old / "meta.json").stat().st_mtime_ns == meta_mtime
 
 
