@@ -155,3 +155,16 @@ def local_ray(num_cpus: int = 2):
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def transformers_dir(tmp_path_factory):
+    """One tiny Transformer per family, built once; each case copies it and writes its own stack."""
+    from tests.models.folders import family_builder
+
+    return family_builder(tmp_path_factory.mktemp("st-families"))
+
+
+@pytest.fixture(scope="session")
+def st_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("st-cache")

@@ -22,7 +22,7 @@ from engine import Embedder, InputError
 from engine.batching import pad_batch
 from engine.errors import ExportError, UnsupportedModelError
 from tests.conftest import TINY_MAX_LEN, minilm_folder, shared_data
-from tests.models.folders import family_builder, family_folder
+from tests.models.folders import family_folder
 
 VARIED = [
     "",
@@ -175,15 +175,6 @@ def test_bad_options(tiny_embedder, kwargs):
 
 
 # -- any sentence-transformers model: prompt names, left padding (tiny families) -------------------
-@pytest.fixture(scope="module")
-def transformers_dir(tmp_path_factory):
-    """One tiny Transformer per family, built once; each case copies it and writes its own stack."""
-    return family_builder(tmp_path_factory.mktemp("st-families"))
-
-
-@pytest.fixture(scope="module")
-def st_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("st-cache")
 
 
 def test_unknown_prompt_name_and_bad_prompt(transformers_dir, st_cache, tmp_path):

@@ -8,19 +8,8 @@ import pytest
 
 from engine import Embedder, InputError
 from engine.tokenize import Tokenizer
-from tests.models.folders import family_builder, family_folder, rel_diff, st_model
+from tests.models.folders import family_folder, rel_diff, st_model
 from tests.st_tiny import NO_SPECIAL_TOKENS
-
-
-@pytest.fixture(scope="module")
-def transformers_dir(tmp_path_factory):
-    """One tiny Transformer per family, built once; each case copies it and writes its own stack."""
-    return family_builder(tmp_path_factory.mktemp("st-families"))
-
-
-@pytest.fixture(scope="module")
-def st_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("st-cache")
 
 
 @pytest.mark.parametrize("family", NO_SPECIAL_TOKENS)

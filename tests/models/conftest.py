@@ -6,19 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.models.folders import GELU, family_builder, family_folder
+from tests.models.folders import GELU, family_folder
 from tests.st_tiny import build_transformer, write_stack
-
-
-@pytest.fixture(scope="session")
-def transformers_dir(tmp_path_factory):
-    """One tiny Transformer per family, built once; each case copies it and writes its own stack."""
-    return family_builder(tmp_path_factory.mktemp("st-families"))
-
-
-@pytest.fixture(scope="session")
-def st_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("st-cache")
 
 
 @pytest.fixture
