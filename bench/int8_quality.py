@@ -86,7 +86,7 @@ def run(args, argv) -> int:
     }
     vecs = {}
     for precision in ("fp32", "int8"):
-        emb = Embedder(args.model, model_precision=precision, threads=args.threads)
+        emb = Embedder(args.model, model_precision=precision, threads=args.threads, runtime="onnxruntime")
         d = encode_cached(emb, ds.doc_texts)
         q = encode_cached(emb, ds.query_texts)
         a, b = encode_cached(emb, s1), encode_cached(emb, s2)

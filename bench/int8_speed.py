@@ -70,7 +70,7 @@ def _engines(args) -> tuple[dict, dict]:
 
         with int8_recipe_as(args.also_recipe):
             engines[f"engine int8 {args.also_recipe}"] = Embedder(
-                args.model, model_precision="int8", threads=args.threads
+                args.model, model_precision="int8", threads=args.threads, runtime="onnxruntime"
             )
     return engines, skipped
 

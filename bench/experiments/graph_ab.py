@@ -195,7 +195,7 @@ def main(argv=None) -> int:
 
     print(chip_line(), flush=True)
 
-    emb = Embedder(args.model, model_precision=args.precision, threads=args.threads)
+    emb = Embedder(args.model, model_precision=args.precision, threads=args.threads, runtime="onnxruntime")
     texts = scifact_sts_texts(args.data or data_dir(), args.docs, 2000)[args.texts]
     toks = emb.tokenize(texts)
     batches = []

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     sets = scifact_sts_texts(args.data or data_dir(), args.batch, 2000)
     for precision in args.precisions.split(","):
-        emb = Embedder(args.model, model_precision=precision, threads=args.threads)
+        emb = Embedder(args.model, model_precision=precision, threads=args.threads, runtime="onnxruntime")
         if args.texts == "docs":
             ids = emb.tokenize(sets["docs"])
         else:  # the sentences of middle length, as length-sorted batching groups them

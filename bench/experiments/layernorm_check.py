@@ -100,7 +100,7 @@ def end_to_end(model: str, precision: str, n_docs: int, rounds: int, data: Path 
     from engine.models.graph import cpu_graph
 
     docs = load_beir((data or data_dir()) / "scifact").doc_texts
-    emb = Embedder(model, model_precision=precision, threads=2)
+    emb = Embedder(model, model_precision=precision, threads=2, runtime="onnxruntime")
     ids = emb.tokenize(docs[:n_docs])
     lengths = np.array([len(x) for x in ids])
     path = emb._exported.onnx_path

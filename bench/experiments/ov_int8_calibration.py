@@ -20,18 +20,6 @@ from pathlib import Path
 import numpy as np
 
 
-def builtin_texts() -> list[str]:
-    """The engine's own calibration texts: demo corpus docs, 8-doc concatenations, gate sentences."""
-    from importlib import resources
-
-    from engine.models.quantize import _BF16_CALIBRATION
-
-    lines = resources.files("engine").joinpath("data/sample_corpus.jsonl").read_text("utf-8").splitlines()
-    docs = [(d.get("title", "") + " " + d["text"]).strip() for d in map(json.loads, lines)]
-    long = [" ".join(docs[i : i + 8]) for i in range(0, len(docs), 8)]
-    return [*docs, *long, *_BF16_CALIBRATION]
-
-
 def nncf_int8(model_name: str, fp32, texts: list[str], threads: int):
     """The engine's pipeline on the fp32 CPU graph quantized by NNCF, calibrated on ``texts``."""
     import nncf
@@ -65,6 +53,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> dict:
 def main() -> None:
     from engine import Embedder
     from engine.benchmark.data import data_dir, scifact_sts_texts
+    from engine.models.openvino_int8 import calibration_texts
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
@@ -79,11 +68,12 @@ def main() -> None:
     fp32 = Embedder(args.model, threads=args.threads)
     ref = {k: fp32.encode(v, normalize_embeddings=True) for k, v in held.items()}
     result = {"model": args.model, "held_out": {k: len(v) for k, v in held.items()}, "contenders": {}}
-    int8 = Embedder(args.model, model_precision="int8", threads=args.threads)
+    int8 = Embedder(args.model, model_precision="int8", threads=args.threads, runtime="onnxruntime")
     result["contenders"]["onnxruntime dynamic int8"] = {
         k: cosines(int8.encode(v, normalize_embeddings=True), ref[k]) for k, v in held.items()
     }
-    for name, calib in (("nncf, built-in texts", builtin_texts()), ("nncf, 400 SciFact/STS texts", other)):
+    builtin = calibration_texts()  # what the engine's own int8 export on OpenVINO calibrates on
+    for name, calib in (("nncf, built-in texts", builtin), ("nncf, 400 SciFact/STS texts", other)):
         emb, took = nncf_int8(args.model, fp32, calib, args.threads)
         row = {k: cosines(emb.encode(v, normalize_embeddings=True), ref[k]) for k, v in held.items()}
         result["contenders"][name] = {**row, "calibration_texts": len(calib), "quantize_s": round(took, 1)}
