@@ -99,3 +99,21 @@ def test_the_gate_refuses_a_model_that_loses_too_much(tiny_model_dir, tmp_path, 
     with pytest.raises(ExportError, match=r"static int8 quantization of .* loses too much"):
         Embedder(str(tiny_model_dir), cache_dir=tmp_path, model_precision="int8", runtime="openvino")
     assert not [f for f in (tmp_path / "onnx").glob("*int8-openvino*") if (f / "meta.json").is_file()]
+
+
+def test_a_missing_or_damaged_ir_is_refused_by_name(tiny_model_dir, tmp_path):
+    """The cached IR is read from the cache folder: a deleted one names the folder and the fix, a damaged one
+    is a ProviderError naming the file (never a silent fallback to another graph)."""
+    from engine.errors import ProviderError
+
+    cache = tmp_path / "cache"
+    emb = Embedder(str(tiny_model_dir), cache_dir=cache, model_precision="int8", runtime="openvino")
+    ir = emb._exported.folder / OPENVINO_INT8_IR
+    xml = ir.read_bytes()
+    ir.write_bytes(b"<net>not an IR")
+    with pytest.raises(ProviderError, match=r"cannot compile .*model\.cpu\.int8\.xml"):
+        Embedder(str(tiny_model_dir), cache_dir=cache, model_precision="int8", runtime="openvino")
+    ir.write_bytes(xml)
+    ir.unlink()
+    with pytest.raises(ExportError, match=r"model\.cpu\.int8\.xml .*missing.*delete"):
+        Embedder(str(tiny_model_dir), cache_dir=cache, model_precision="int8", runtime="openvino")
